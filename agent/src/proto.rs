@@ -1,0 +1,161 @@
+//! Wire types of the agent's HTTP API. See `docs/agent-protocol.md`.
+
+use serde::{Deserialize, Serialize};
+
+/// Default TCP port of the agent (`chinit.port`).
+pub const DEFAULT_PORT: u16 = 1024;
+/// Default vsock port of the agent (`chinit.vsock_port`).
+pub const DEFAULT_VSOCK_PORT: u32 = 1024;
+/// The host's vsock context id, as seen from a guest.
+pub const HOST_CID: u32 = 2;
+
+/// One boot step of chinit, in microseconds of CLOCK_BOOTTIME (time since the kernel started).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub name: String,
+    pub start_us: u64,
+    pub end_us: u64,
+    /// Set when the step failed and chinit carried on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Step {
+    pub fn duration_us(&self) -> u64 {
+        self.end_us.saturating_sub(self.start_us)
+    }
+}
+
+/// Body of `GET /ready` (200 when `ready`, 503 before).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Ready {
+    pub ready: bool,
+    /// chinit's version.
+    pub version: String,
+    /// `vm` when chinit is PID 1 of the machine, `namespace` when it is PID 1 of a child PID namespace.
+    pub mode: String,
+    /// CLOCK_BOOTTIME when chinit's first instruction ran: in a VM, the kernel's boot time up to init.
+    pub init_start_us: u64,
+    /// CLOCK_BOOTTIME when chinit declared itself ready (0 before).
+    pub ready_us: u64,
+    /// Every step so far, in order.
+    pub steps: Vec<Step>,
+    /// The guest's IPv4 address with prefix, when networking is up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// Increases each time chinit announces readiness again (after a snapshot restore).
+    #[serde(default)]
+    pub generation: u64,
+}
+
+impl Ready {
+    /// Init start to ready, in microseconds.
+    pub fn init_to_ready_us(&self) -> u64 {
+        self.ready_us.saturating_sub(self.init_start_us)
+    }
+}
+
+/// Body of `POST /v1/exec`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExecRequest {
+    /// Program and arguments; `argv[0]` is looked up in PATH when it has no `/`.
+    pub argv: Vec<String>,
+    /// Extra environment, `KEY=VALUE` each, added to chinit's minimal environment.
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Kill the command (SIGKILL) after this many milliseconds. Default and maximum: see the docs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Bytes given on standard input (UTF-8); standard input is empty otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<String>,
+}
+
+/// Response of `POST /v1/exec`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExecResponse {
+    /// Exit code when the command exited normally.
+    pub exit_code: Option<i32>,
+    /// Signal number when it was killed by a signal.
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    /// Output, lossily decoded as UTF-8, at most the documented limit each.
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub duration_us: u64,
+}
+
+/// What `POST /v1/shutdown` asks for.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ShutdownAction {
+    #[default]
+    Poweroff,
+    Reboot,
+}
+
+/// Body of `POST /v1/shutdown`; an empty body means power off.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ShutdownRequest {
+    #[serde(default)]
+    pub action: ShutdownAction,
+}
+
+/// Body of every 4xx/5xx answer except 503 from `/ready`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_round_trips_and_computes_init_to_ready() {
+        let r = Ready {
+            ready: true,
+            version: "0.1.0".into(),
+            mode: "vm".into(),
+            init_start_us: 85_200,
+            ready_us: 86_100,
+            steps: vec![Step {
+                name: "mounts".into(),
+                start_us: 85_210,
+                end_us: 85_300,
+                error: None,
+            }],
+            ip: Some("169.254.1.2/16".into()),
+            generation: 1,
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(
+            !text.contains("\"error\""),
+            "absent errors are not serialised: {text}"
+        );
+        let back: Ready = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.init_to_ready_us(), 900);
+        assert_eq!(back.steps[0].duration_us(), 90);
+    }
+
+    #[test]
+    fn shutdown_defaults_to_poweroff_and_rejects_unknown_actions() {
+        let empty: ShutdownRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(empty.action, ShutdownAction::Poweroff);
+        let reboot: ShutdownRequest = serde_json::from_str(r#"{"action":"reboot"}"#).unwrap();
+        assert_eq!(reboot.action, ShutdownAction::Reboot);
+        assert!(serde_json::from_str::<ShutdownRequest>(r#"{"action":"explode"}"#).is_err());
+    }
+
+    #[test]
+    fn exec_request_needs_only_argv() {
+        let req: ExecRequest = serde_json::from_str(r#"{"argv":["/bin/true"]}"#).unwrap();
+        assert_eq!(req.argv, vec!["/bin/true"]);
+        assert!(req.env.is_empty() && req.cwd.is_none() && req.timeout_ms.is_none());
+    }
+}
