@@ -1,1 +1,6 @@
-//! host-probe library.
+//! host-probe: launch a microVM with chinit under cloud-hypervisor or QEMU, measure every boot phase
+//! from the host's clock and the guest's, and report it. See docs/host-probe.md.
+
+pub mod cmdline;
+pub mod measure;
+pub mod vmm;

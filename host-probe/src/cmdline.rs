@@ -1,0 +1,126 @@
+//! The guest kernel command line host-probe passes: console, no port-0x80 `io_delay` writes of the
+//! kernel's own, the root, and chinit's keys (`chinit.ip`, `chinit.port`, `chinit.vsock_port`,
+//! `chinit.notify`, `chinit.api`). See docs/host-probe.md.
+
+/// How the root filesystem is attached, as far as the kernel cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootKind {
+    Disk,
+    Pmem,
+    Initramfs,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guest {
+    pub root: RootKind,
+    /// The guest's address with prefix (`169.254.x.y/16`), when it has a network interface.
+    pub ip: Option<String>,
+    pub port: u16,
+    /// The guest vsock port chinit's agent listens on, when the VM has vsock.
+    pub vsock_port: Option<u32>,
+    /// The host vsock port chinit pushes its Ready JSON to (`chinit.notify=vsock:<port>`).
+    pub notify_port: Option<u32>,
+    /// Appended last, so it can override anything before it.
+    pub extra: String,
+}
+
+/// Builds the command line.
+pub fn build(g: &Guest) -> String {
+    let mut parts: Vec<String> = [
+        "console=ttyS0",
+        "quiet",
+        "reboot=k",
+        "panic=-1",
+        "io_delay=none",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    match g.root {
+        RootKind::Disk => parts.extend(
+            [
+                "root=/dev/vda",
+                "ro",
+                "rootfstype=ext4",
+                "init=/sbin/chinit",
+            ]
+            .map(String::from),
+        ),
+        RootKind::Pmem => parts.extend(
+            [
+                "root=/dev/pmem0",
+                "ro",
+                "rootfstype=ext4",
+                "init=/sbin/chinit",
+            ]
+            .map(String::from),
+        ),
+        RootKind::Initramfs => parts.push("rdinit=/init".into()),
+    }
+    if let Some(ip) = &g.ip {
+        parts.push(format!("chinit.ip={ip}"));
+    }
+    parts.push(format!("chinit.port={}", g.port));
+    parts.push("chinit.api=tcp".into());
+    if let Some(p) = g.vsock_port {
+        parts.push(format!("chinit.vsock_port={p}"));
+    }
+    if let Some(p) = g.notify_port {
+        parts.push(format!("chinit.notify=vsock:{p}"));
+    }
+    let extra = g.extra.trim();
+    if !extra.is_empty() {
+        parts.push(extra.to_string());
+    }
+    parts.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_lines() {
+        let full = Guest {
+            root: RootKind::Disk,
+            ip: Some("169.254.12.34/16".into()),
+            port: 1024,
+            vsock_port: Some(1024),
+            notify_port: Some(10_000),
+            extra: " loglevel=7 ".into(),
+        };
+        let cases = [
+            (
+                full.clone(),
+                "console=ttyS0 quiet reboot=k panic=-1 io_delay=none root=/dev/vda ro rootfstype=ext4 \
+                 init=/sbin/chinit chinit.ip=169.254.12.34/16 chinit.port=1024 chinit.api=tcp \
+                 chinit.vsock_port=1024 chinit.notify=vsock:10000 loglevel=7",
+            ),
+            (
+                Guest {
+                    root: RootKind::Initramfs,
+                    ip: None,
+                    vsock_port: None,
+                    notify_port: None,
+                    extra: String::new(),
+                    ..full.clone()
+                },
+                "console=ttyS0 quiet reboot=k panic=-1 io_delay=none rdinit=/init chinit.port=1024 \
+                 chinit.api=tcp",
+            ),
+            (
+                Guest {
+                    root: RootKind::Pmem,
+                    extra: String::new(),
+                    ..full
+                },
+                "console=ttyS0 quiet reboot=k panic=-1 io_delay=none root=/dev/pmem0 ro rootfstype=ext4 \
+                 init=/sbin/chinit chinit.ip=169.254.12.34/16 chinit.port=1024 chinit.api=tcp \
+                 chinit.vsock_port=1024 chinit.notify=vsock:10000",
+            ),
+        ];
+        for (g, want) in cases {
+            assert_eq!(build(&g), want);
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! Parsers for what the VMMs and the guest tell us: cloud-hypervisor's log (guest writes to I/O port
+//! 0x80), its event-monitor JSON stream, and QEMU's isa-debugcon byte stream timestamped on arrival.
+
+use serde::Deserialize;
+
+/// chinit's port-0x80 codes.
+pub const MARK_INIT_START: u8 = 0x60;
+pub const MARK_MOUNTS_DONE: u8 = 0x61;
+pub const MARK_NETWORK_DONE: u8 = 0x62;
+pub const MARK_READY: u8 = 0x63;
+
+/// What a chinit code means, or `None` for codes chinit does not write.
+pub fn mark_name(code: u8) -> Option<&'static str> {
+    match code {
+        MARK_INIT_START => Some("init start"),
+        MARK_MOUNTS_DONE => Some("mounts done"),
+        MARK_NETWORK_DONE => Some("network done"),
+        MARK_READY => Some("ready"),
+        _ => None,
+    }
+}
+
+/// One byte the guest wrote to port 0x80, and when, in microseconds of the source's own clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Mark {
+    pub code: u8,
+    pub t_us: u64,
+}
+
+/// The first time each chinit code was written; later repeats (a reboot) are ignored.
+pub fn first_of(marks: &[Mark], code: u8) -> Option<u64> {
+    marks.iter().find(|m| m.code == code).map(|m| m.t_us)
+}
+
+/// Port-0x80 writes from a cloud-hypervisor log, in microseconds since its logger started.
+///
+/// Lines look like
+/// `cloud-hypervisor:   0.412030s: <vcpu0> WARN:devices/src/legacy/debug_port.rs:74 -- [Debug I/O port: Userspace code 0x60] 0.411982 seconds`.
+/// The seconds printed at the end are wrong in v53 (the digits after the dot are the *total*
+/// microseconds), so the time comes from the line's own prefix.
+pub fn parse_ch_log(text: &str) -> Vec<Mark> {
+    text.lines().filter_map(parse_ch_log_line).collect()
+}
+
+fn parse_ch_log_line(line: &str) -> Option<Mark> {
+    let (_, after) = line.split_once("[Debug I/O port: ")?;
+    let (_, code) = after.split_once(" code 0x")?;
+    let code = code.split(']').next()?;
+    let code = u8::from_str_radix(code.trim(), 16).ok()?;
+    let prefix = line.strip_prefix("cloud-hypervisor:")?;
+    let (secs, _) = prefix.split_once("s:")?;
+    Some(Mark {
+        code,
+        t_us: seconds_to_us(secs.trim())?,
+    })
+}
+
+/// `"1.250000"` → 1_250_000, without going through a float.
+fn seconds_to_us(s: &str) -> Option<u64> {
+    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut frac6: String = frac.chars().take(6).collect();
+    while frac6.len() < 6 {
+        frac6.push('0');
+    }
+    Some(whole.parse::<u64>().ok()? * 1_000_000 + frac6.parse::<u64>().ok()?)
+}
+
+/// The log's ERROR lines, for diagnostics.
+pub fn ch_log_errors(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| l.contains(" ERROR:")).collect()
+}
+
+/// One cloud-hypervisor event-monitor event; `t_us` counts from the monitor's start.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Event {
+    pub t_us: u64,
+    pub source: String,
+    pub event: String,
+}
+
+#[derive(Deserialize)]
+struct RawDuration {
+    secs: u64,
+    nanos: u32,
+}
+
+#[derive(Deserialize)]
+struct RawEvent {
+    timestamp: RawDuration,
+    source: String,
+    event: String,
+}
+
+/// The events of an event-monitor file: pretty-printed JSON objects one after another. A trailing
+/// incomplete object (the VMM is still writing) is left out.
+pub fn parse_ch_events(text: &str) -> Vec<Event> {
+    serde_json::Deserializer::from_str(text)
+        .into_iter::<RawEvent>()
+        .map_while(Result::ok)
+        .map(|e| Event {
+            t_us: e.timestamp.secs * 1_000_000 + u64::from(e.timestamp.nanos) / 1_000,
+            source: e.source,
+            event: e.event,
+        })
+        .collect()
+}
+
+/// The first event named `source`/`event`.
+pub fn event_at(events: &[Event], source: &str, event: &str) -> Option<u64> {
+    events
+        .iter()
+        .find(|e| e.source == source && e.event == event)
+        .map(|e| e.t_us)
+}
+
+/// Turns chunks read from QEMU's debugcon stream into marks: every byte of a chunk takes the
+/// chunk's arrival time (host clock, microseconds since spawn).
+pub fn debugcon_marks(chunks: &[(u64, Vec<u8>)]) -> Vec<Mark> {
+    chunks
+        .iter()
+        .flat_map(|(t, bytes)| bytes.iter().map(move |&code| Mark { code, t_us: *t }))
+        .collect()
+}
+
+/// The line chinit prints on the console when ready: `chinit: ready in X.XXX ms (...)`.
+pub fn console_ready_ms(serial: &str) -> Option<f64> {
+    serial.lines().find_map(|l| {
+        let rest = l.split_once("chinit: ready in ")?.1;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// The last `n` lines of a console, for error messages.
+pub fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Captured from cloud-hypervisor v53 running a PVH guest that writes 0x60..0x63.
+    const CH_LOG: &str = "\
+cloud-hypervisor:   0.004512s: <vmm> WARN:vmm/src/lib.rs:123 -- something unrelated
+cloud-hypervisor:   0.031207s: <vcpu0> WARN:devices/src/legacy/debug_port.rs:74 -- [Debug I/O port: Userspace code 0x60] 0.026110 seconds
+cloud-hypervisor:   0.031250s: <vcpu0> WARN:devices/src/legacy/debug_port.rs:74 -- [Debug I/O port: Userspace code 0x61] 0.026153 seconds
+cloud-hypervisor:   1.031290s: <vcpu0> WARN:devices/src/legacy/debug_port.rs:74 -- [Debug I/O port: Userspace code 0x62] 1.1026190 seconds
+cloud-hypervisor:  12.500000s: <vcpu0> WARN:devices/src/legacy/debug_port.rs:74 -- [Debug I/O port: Custom code 0xff] 12.12494900 seconds
+cloud-hypervisor:   0.0s: broken line [Debug I/O port: Userspace code 0xzz] 0 seconds
+cloud-hypervisor:  12.600000s: <vmm> ERROR:vmm/src/lib.rs:99 -- VM exited: InternalError
+";
+
+    #[test]
+    fn ch_log_marks_take_the_prefix_time_not_the_printed_seconds() {
+        assert_eq!(
+            parse_ch_log(CH_LOG),
+            vec![
+                Mark {
+                    code: 0x60,
+                    t_us: 31_207
+                },
+                Mark {
+                    code: 0x61,
+                    t_us: 31_250
+                },
+                Mark {
+                    code: 0x62,
+                    t_us: 1_031_290
+                },
+                Mark {
+                    code: 0xff,
+                    t_us: 12_500_000
+                },
+            ]
+        );
+        assert_eq!(ch_log_errors(CH_LOG).len(), 1);
+    }
+
+    #[test]
+    fn seconds_parse_without_floats() {
+        let cases = [
+            ("0.000001", Some(1)),
+            ("1.5", Some(1_500_000)),
+            ("3", Some(3_000_000)),
+            ("2.1234567", Some(2_123_456)),
+            ("x.1", None),
+            (".5", None),
+            ("1.-2", None),
+        ];
+        for (s, want) in cases {
+            assert_eq!(seconds_to_us(s), want, "{s:?}");
+        }
+    }
+
+    /// The shape cloud-hypervisor's event monitor writes: pretty JSON, one object after another.
+    const EVENTS: &str = r#"{
+  "timestamp": {
+    "secs": 0,
+    "nanos": 19543
+  },
+  "source": "vmm",
+  "event": "starting",
+  "properties": null
+}
+{
+  "timestamp": {
+    "secs": 0,
+    "nanos": 5123456
+  },
+  "source": "vm",
+  "event": "booting",
+  "properties": null
+}
+{
+  "timestamp": {
+    "secs": 1,
+    "nanos": 7000
+  },
+  "source": "cpu_manager",
+  "event": "create_vcpu",
+  "properties": {
+    "id": "0"
+  }
+}
+{
+  "timestamp": {
+    "secs": 1,
+    "nanos""#;
+
+    #[test]
+    fn event_stream_parses_complete_objects_and_stops_at_a_partial_one() {
+        let ev = parse_ch_events(EVENTS);
+        let got: Vec<(u64, &str, &str)> = ev
+            .iter()
+            .map(|e| (e.t_us, e.source.as_str(), e.event.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (19, "vmm", "starting"),
+                (5_123, "vm", "booting"),
+                (1_000_007, "cpu_manager", "create_vcpu"),
+            ]
+        );
+        assert_eq!(event_at(&ev, "vm", "booting"), Some(5_123));
+        assert_eq!(event_at(&ev, "vm", "booted"), None);
+        assert!(parse_ch_events("").is_empty());
+    }
+
+    #[test]
+    fn debugcon_bytes_take_their_chunk_arrival_time() {
+        let chunks = vec![
+            (100, vec![0x60]),
+            (250, vec![0x61, 0x62]),
+            (900, vec![0x63, 0x60]),
+        ];
+        let m = debugcon_marks(&chunks);
+        assert_eq!(
+            m.iter().map(|m| (m.code, m.t_us)).collect::<Vec<_>>(),
+            vec![
+                (0x60, 100),
+                (0x61, 250),
+                (0x62, 250),
+                (0x63, 900),
+                (0x60, 900)
+            ]
+        );
+        assert_eq!(
+            first_of(&m, 0x60),
+            Some(100),
+            "a repeated code keeps its first time"
+        );
+        assert_eq!(first_of(&m, 0x40), None);
+        assert_eq!(mark_name(0x62), Some("network done"));
+        assert_eq!(mark_name(0x10), None);
+    }
+
+    #[test]
+    fn console_ready_line_and_tail() {
+        let serial =
+            "[    0.1] booting\nchinit: ready in 12.345 ms (mounts 1.0 ms, net 2.0 ms)\nbye\n";
+        assert_eq!(console_ready_ms(serial), Some(12.345));
+        assert_eq!(console_ready_ms("nothing here"), None);
+        assert_eq!(
+            last_lines(serial, 2),
+            "chinit: ready in 12.345 ms (mounts 1.0 ms, net 2.0 ms)\nbye"
+        );
+        assert_eq!(last_lines("a", 5), "a");
+    }
+}

@@ -1,0 +1,128 @@
+//! What a boot needs, independent of the VMM ([`Spec`]), and the two command-line builders.
+//!
+//! `ch::argv` and `qemu::argv` are pure: the same `Spec` always gives the same command line, which is
+//! what `--dry-run` prints and what the tests compare with literal strings.
+
+pub mod ch;
+pub mod qemu;
+
+use std::path::PathBuf;
+
+/// Which VMM runs the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Vmm {
+    CloudHypervisor,
+    Qemu,
+}
+
+impl Vmm {
+    pub fn name(self) -> &'static str {
+        match self {
+            Vmm::CloudHypervisor => "cloud-hypervisor",
+            Vmm::Qemu => "qemu",
+        }
+    }
+}
+
+/// How QEMU executes guest code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+/// Where the guest's root filesystem comes from. Disks are always attached read-only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Root {
+    /// An ext4 image on virtio-blk, read-only (`/dev/vda`).
+    Disk(PathBuf),
+    /// An ext4 image on persistent memory, read-only / writes discarded (`/dev/pmem0`).
+    Pmem(PathBuf),
+    /// A cpio initramfs; chinit is `/init`.
+    Initramfs(PathBuf),
+}
+
+/// The guest's network interface: a TAP on the host side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Net {
+    pub tap: String,
+    pub mac: String,
+}
+
+/// The guest's vsock device. For cloud-hypervisor `socket` is the hybrid-vsock Unix socket the VMM
+/// binds; for QEMU it is the vhost-user socket vhost-device-vsock listens on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vsock {
+    pub cid: u32,
+    pub socket: PathBuf,
+}
+
+/// Everything one boot needs. Paths inside the run directory are given explicitly so that the argv
+/// builders never invent names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    pub binary: PathBuf,
+    pub kernel: PathBuf,
+    pub root: Root,
+    /// The whole kernel command line (see [`crate::cmdline`]).
+    pub cmdline: String,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    pub net: Option<Net>,
+    pub vsock: Option<Vsock>,
+    /// The guest's serial console goes to this file.
+    pub serial: PathBuf,
+    /// cloud-hypervisor: API socket, event-monitor file and log file.
+    pub api_socket: PathBuf,
+    pub event_monitor: PathBuf,
+    pub log_file: PathBuf,
+    /// QEMU: the Unix socket host-probe listens on; QEMU's isa-debugcon on port 0x80 connects to it.
+    pub debugcon_socket: PathBuf,
+    pub accel: Accel,
+}
+
+/// Quotes one argument for a POSIX shell when it needs it, so `--dry-run` output can be pasted.
+pub fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=,:@%+".contains(&b));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+/// The argv as one shell line.
+pub fn shell_line(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_only_what_the_shell_would_split_or_expand() {
+        let cases = [
+            ("path=/tmp/a.sock", "path=/tmp/a.sock"),
+            ("console=ttyS0 quiet", "'console=ttyS0 quiet'"),
+            ("it's", r"'it'\''s'"),
+            ("", "''"),
+            ("$HOME", "'$HOME'"),
+        ];
+        for (arg, want) in cases {
+            assert_eq!(shell_quote(arg), want, "{arg:?}");
+        }
+        assert_eq!(
+            shell_line(&["a b".into(), "c".into()]),
+            "'a b' c".to_string()
+        );
+    }
+}

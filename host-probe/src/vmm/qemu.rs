@@ -1,0 +1,182 @@
+//! QEMU `microvm` command line: virtio-mmio block and net, the serial console to a file, port 0x80 to
+//! an `isa-debugcon` chardev host-probe reads, and vsock through vhost-device-vsock (vhost-user, so
+//! guest memory is a shared memfd).
+
+use super::{Accel, Root, Spec};
+
+/// `--root pmem` has no virtio-mmio device in QEMU microvm.
+pub const PMEM_UNSUPPORTED: &str =
+    "--root pmem is not supported with QEMU microvm (no virtio-mmio pmem device): use --root disk, or --vmm cloud-hypervisor";
+
+/// The full argv, program first.
+pub fn argv(spec: &Spec) -> Result<Vec<String>, &'static str> {
+    let mut a: Vec<String> = vec![spec.binary.display().to_string()];
+    let mut machine = String::from("microvm,x-option-roms=off,rtc=off");
+    if spec.vsock.is_some() {
+        machine.push_str(",memory-backend=mem");
+    }
+    push(&mut a, "-machine", machine);
+    match spec.accel {
+        Accel::Kvm => {
+            push(&mut a, "-accel", "kvm".into());
+            push(&mut a, "-cpu", "host".into());
+        }
+        Accel::Tcg => {
+            push(&mut a, "-accel", "tcg".into());
+            push(&mut a, "-cpu", "max".into());
+        }
+    }
+    push(&mut a, "-smp", spec.cpus.to_string());
+    push(&mut a, "-m", format!("{}M", spec.memory_mib));
+    for flag in ["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"] {
+        a.push(flag.to_string());
+    }
+    push(&mut a, "-kernel", spec.kernel.display().to_string());
+    push(&mut a, "-append", spec.cmdline.clone());
+    match &spec.root {
+        Root::Disk(p) => {
+            push(
+                &mut a,
+                "-drive",
+                format!(
+                    "id=root,file={},format=raw,if=none,read-only=on",
+                    p.display()
+                ),
+            );
+            push(&mut a, "-device", "virtio-blk-device,drive=root".into());
+        }
+        Root::Initramfs(p) => push(&mut a, "-initrd", p.display().to_string()),
+        Root::Pmem(_) => return Err(PMEM_UNSUPPORTED),
+    }
+    push(
+        &mut a,
+        "-chardev",
+        format!("file,id=serial0,path={}", spec.serial.display()),
+    );
+    push(&mut a, "-serial", "chardev:serial0".into());
+    push(
+        &mut a,
+        "-chardev",
+        format!("socket,id=debugcon,path={}", spec.debugcon_socket.display()),
+    );
+    push(
+        &mut a,
+        "-device",
+        "isa-debugcon,iobase=0x80,chardev=debugcon".into(),
+    );
+    if let Some(net) = &spec.net {
+        push(
+            &mut a,
+            "-netdev",
+            format!("tap,id=net0,ifname={},script=no,downscript=no", net.tap),
+        );
+        push(
+            &mut a,
+            "-device",
+            format!("virtio-net-device,netdev=net0,mac={}", net.mac),
+        );
+    }
+    if let Some(v) = &spec.vsock {
+        push(
+            &mut a,
+            "-object",
+            format!(
+                "memory-backend-memfd,id=mem,size={}M,share=on",
+                spec.memory_mib
+            ),
+        );
+        push(
+            &mut a,
+            "-chardev",
+            format!("socket,id=vsock0,path={}", v.socket.display()),
+        );
+        push(
+            &mut a,
+            "-device",
+            "vhost-user-vsock-device,chardev=vsock0".into(),
+        );
+    }
+    Ok(a)
+}
+
+fn push(a: &mut Vec<String>, key: &str, value: String) {
+    a.push(key.to_string());
+    a.push(value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{shell_line, Net, Vsock};
+    use super::*;
+    use std::path::PathBuf;
+
+    fn spec(root: Root, accel: Accel, net: bool, vsock: bool) -> Spec {
+        Spec {
+            binary: "qemu-system-x86_64".into(),
+            kernel: "/k/bzImage".into(),
+            root,
+            cmdline: "console=ttyS0 io_delay=none".into(),
+            cpus: 2,
+            memory_mib: 256,
+            net: net.then(|| Net {
+                tap: "hp77b".into(),
+                mac: "02:68:70:00:00:07".into(),
+            }),
+            vsock: vsock.then(|| Vsock {
+                cid: 3,
+                socket: "/r/vhost-user.sock".into(),
+            }),
+            serial: "/r/serial.log".into(),
+            api_socket: "/r/api.sock".into(),
+            event_monitor: "/r/events.json".into(),
+            log_file: "/r/vmm.log".into(),
+            debugcon_socket: "/r/debugcon.sock".into(),
+            accel,
+        }
+    }
+
+    #[test]
+    fn argv_for_each_accel_root_and_device_set() {
+        let cases = [
+            (
+                spec(Root::Disk(PathBuf::from("/img/rootfs.ext4")), Accel::Tcg, true, true),
+                "qemu-system-x86_64 -machine microvm,x-option-roms=off,rtc=off,memory-backend=mem \
+                 -accel tcg -cpu max -smp 2 -m 256M -nodefaults -no-user-config -nographic -no-reboot \
+                 -kernel /k/bzImage -append 'console=ttyS0 io_delay=none' \
+                 -drive id=root,file=/img/rootfs.ext4,format=raw,if=none,read-only=on \
+                 -device virtio-blk-device,drive=root \
+                 -chardev file,id=serial0,path=/r/serial.log -serial chardev:serial0 \
+                 -chardev socket,id=debugcon,path=/r/debugcon.sock \
+                 -device isa-debugcon,iobase=0x80,chardev=debugcon \
+                 -netdev tap,id=net0,ifname=hp77b,script=no,downscript=no \
+                 -device virtio-net-device,netdev=net0,mac=02:68:70:00:00:07 \
+                 -object memory-backend-memfd,id=mem,size=256M,share=on \
+                 -chardev socket,id=vsock0,path=/r/vhost-user.sock \
+                 -device vhost-user-vsock-device,chardev=vsock0",
+            ),
+            (
+                spec(Root::Initramfs(PathBuf::from("/img/i.cpio")), Accel::Kvm, false, false),
+                "qemu-system-x86_64 -machine microvm,x-option-roms=off,rtc=off \
+                 -accel kvm -cpu host -smp 2 -m 256M -nodefaults -no-user-config -nographic -no-reboot \
+                 -kernel /k/bzImage -append 'console=ttyS0 io_delay=none' -initrd /img/i.cpio \
+                 -chardev file,id=serial0,path=/r/serial.log -serial chardev:serial0 \
+                 -chardev socket,id=debugcon,path=/r/debugcon.sock \
+                 -device isa-debugcon,iobase=0x80,chardev=debugcon",
+            ),
+        ];
+        for (spec, want) in cases {
+            assert_eq!(shell_line(&argv(&spec).unwrap()), want);
+        }
+    }
+
+    #[test]
+    fn pmem_is_refused_with_the_fix() {
+        let s = spec(
+            Root::Pmem(PathBuf::from("/img/r.ext4")),
+            Accel::Tcg,
+            false,
+            false,
+        );
+        assert!(argv(&s).unwrap_err().contains("--root disk"));
+    }
+}
