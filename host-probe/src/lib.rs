@@ -3,4 +3,5 @@
 
 pub mod cmdline;
 pub mod measure;
+pub mod report;
 pub mod vmm;

@@ -1,0 +1,512 @@
+//! The result of one boot ([`Report`], also the `--json` schema, documented in docs/host-probe.md)
+//! and its renderings: a text table, JSON, and an SVG waterfall.
+
+use agent::proto::Ready;
+use serde::Serialize;
+use std::fmt::Write as _;
+
+use crate::measure::{mark_name, Mark};
+
+/// Version of the JSON schema; bumped only when a field changes meaning or goes away.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A port-0x80 mark placed on the host clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostMark {
+    pub code: u8,
+    pub name: String,
+    /// Microseconds since the VMM was spawned.
+    pub t_us: u64,
+}
+
+/// Host-clock figures: microseconds of CLOCK_MONOTONIC since the VMM process was spawned.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HostTimes {
+    /// The VMM is up: QEMU connected its debugcon socket; cloud-hypervisor's `vm booting` event.
+    pub vmm_ready_us: Option<u64>,
+    /// Where `marks` came from: `debugcon arrival` (QEMU) or `vmm log prefix` (cloud-hypervisor).
+    pub marks_source: String,
+    pub marks: Vec<HostMark>,
+    /// chinit's Ready JSON pushed to the host vsock listener (`chinit.notify`).
+    pub notify_us: Option<u64>,
+    /// First `200` from `GET /ready` over the TAP.
+    pub ready_tcp_us: Option<u64>,
+    /// First `200` from `GET /ready` over vsock (`CONNECT <port>` on the hybrid socket).
+    pub ready_vsock_us: Option<u64>,
+}
+
+/// The four phases users know, plus the total, in microseconds. Each says which clock it is from in
+/// docs/host-probe.md and in the text table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Phases {
+    /// Guest clock: kernel start → chinit's first instruction (`init_start_us`).
+    pub kernel_boot_us: u64,
+    /// Guest clock: chinit start → ready.
+    pub init_us: u64,
+    /// Guest clock: kernel start → ready (`ready_us`).
+    pub ready_in_guest_us: u64,
+    /// Host total minus guest uptime at ready: VMM start, firmware, and the host learning of ready.
+    pub host_overhead_us: u64,
+    /// Host clock: spawn → first answer that says ready (the earliest of notify, TAP, vsock).
+    pub total_us: u64,
+    /// Host clock: spawn → kernel start, found by aligning the 0x60 mark with `init_start_us`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_start_host_us: Option<u64>,
+}
+
+/// Memory of the VMM process at ready, from `/proc/<pid>/smaps_rollup`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Memory {
+    pub rss_kib: u64,
+    pub pss_kib: u64,
+}
+
+/// Everything one boot measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub schema: u32,
+    pub vmm: String,
+    /// `kvm` or `tcg`.
+    pub accel: String,
+    /// False under TCG emulation: figures are not those of a real host.
+    pub representative: bool,
+    pub kernel: String,
+    /// `disk`, `pmem` or `initramfs`.
+    pub root_kind: String,
+    pub root: String,
+    /// How the user's image was protected: e.g. `read-only virtio-blk`.
+    pub root_attach: String,
+    pub cmdline: String,
+    pub host: HostTimes,
+    /// chinit's own timeline (`GET /ready`), CLOCK_BOOTTIME microseconds.
+    pub guest: Ready,
+    pub phases: Phases,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Memory>,
+    /// The `chinit: ready in X ms` figure from the serial console, when it was printed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub console_ready_ms: Option<f64>,
+}
+
+/// Computes the phases from host times and chinit's timeline.
+///
+/// `marks` are on the host clock. The 0x60 mark is written by chinit as it starts, when the guest
+/// clock reads about `init_start_us`: the kernel started at `mark(0x60) - init_start_us` on the host.
+pub fn phases(host: &HostTimes, guest: &Ready) -> Phases {
+    let total_us = [host.notify_us, host.ready_tcp_us, host.ready_vsock_us]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(0);
+    let kernel_start_host_us = host
+        .marks
+        .iter()
+        .find(|m| m.code == crate::measure::MARK_INIT_START)
+        .and_then(|m| m.t_us.checked_sub(guest.init_start_us));
+    Phases {
+        kernel_boot_us: guest.init_start_us,
+        init_us: guest.init_to_ready_us(),
+        ready_in_guest_us: guest.ready_us,
+        host_overhead_us: total_us.saturating_sub(guest.ready_us),
+        total_us,
+        kernel_start_host_us,
+    }
+}
+
+/// Marks on the host clock: `offset_us` is added to each (the VMM's clock start after spawn).
+pub fn host_marks(marks: &[Mark], offset_us: u64) -> Vec<HostMark> {
+    marks
+        .iter()
+        .map(|m| HostMark {
+            code: m.code,
+            name: mark_name(m.code).unwrap_or("other").to_string(),
+            t_us: m.t_us + offset_us,
+        })
+        .collect()
+}
+
+/// Named figures for benchmarks, in microseconds, in display order.
+pub fn figures(r: &Report) -> Vec<(String, Option<u64>)> {
+    let p = &r.phases;
+    let mut v = vec![
+        ("kernel boot".to_string(), Some(p.kernel_boot_us)),
+        ("init".to_string(), Some(p.init_us)),
+        ("ready in guest".to_string(), Some(p.ready_in_guest_us)),
+        ("host overhead".to_string(), Some(p.host_overhead_us)),
+        ("total (host)".to_string(), Some(p.total_us)),
+        ("notify (host)".to_string(), r.host.notify_us),
+        ("/ready tcp (host)".to_string(), r.host.ready_tcp_us),
+        ("/ready vsock (host)".to_string(), r.host.ready_vsock_us),
+    ];
+    for s in &r.guest.steps {
+        v.push((format!("step {}", s.name), Some(s.duration_us())));
+    }
+    v
+}
+
+pub fn ms(us: u64) -> String {
+    format!("{:.3}", us as f64 / 1000.0)
+}
+
+fn opt_ms(us: Option<u64>) -> String {
+    us.map(ms).unwrap_or_else(|| "-".into())
+}
+
+/// The text table.
+pub fn text(r: &Report) -> String {
+    let mut o = String::new();
+    let p = &r.phases;
+    let _ = writeln!(o, "host-probe: {} ({})", r.vmm, r.accel);
+    if !r.representative {
+        let _ = writeln!(
+            o,
+            "  no hardware KVM (kvm_pvm): using TCG emulation, timings are not representative"
+        );
+    }
+    let _ = writeln!(o, "  kernel  {}", r.kernel);
+    let _ = writeln!(
+        o,
+        "  root    {} ({}, {})",
+        r.root, r.root_kind, r.root_attach
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(o, "  {:<42} {:>10}  clock", "phase", "ms");
+    let rows = [
+        (
+            "1. kernel boot (power on -> init)",
+            p.kernel_boot_us,
+            "guest CLOCK_BOOTTIME at chinit start",
+        ),
+        (
+            "2. init (mounts, network, agent)",
+            p.init_us,
+            "guest CLOCK_BOOTTIME, chinit start -> ready",
+        ),
+        (
+            "3. ready in guest (uptime)",
+            p.ready_in_guest_us,
+            "guest CLOCK_BOOTTIME at ready",
+        ),
+        (
+            "4. host overhead (VMM start, handshake)",
+            p.host_overhead_us,
+            "host total - guest uptime",
+        ),
+        (
+            "   total (host view)",
+            p.total_us,
+            "host CLOCK_MONOTONIC, spawn -> first ready answer",
+        ),
+    ];
+    for (name, us, clock) in rows {
+        let _ = writeln!(o, "  {:<42} {:>10}  {}", name, ms(us), clock);
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "  chinit steps (guest CLOCK_BOOTTIME, ms since kernel start)"
+    );
+    let _ = writeln!(
+        o,
+        "  {:<30} {:>10} {:>10} {:>10}",
+        "step", "start", "end", "took"
+    );
+    for s in &r.guest.steps {
+        let _ = writeln!(
+            o,
+            "  {:<30} {:>10} {:>10} {:>10}{}",
+            s.name,
+            ms(s.start_us),
+            ms(s.end_us),
+            ms(s.duration_us()),
+            s.error
+                .as_ref()
+                .map(|e| format!("  error: {e}"))
+                .unwrap_or_default()
+        );
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "  host timeline (host CLOCK_MONOTONIC, ms since VMM spawn)"
+    );
+    let h = &r.host;
+    let mut events: Vec<(String, Option<u64>)> = vec![("VMM ready".into(), h.vmm_ready_us)];
+    events.push((
+        "kernel start (0x60 mark - init_start_us)".into(),
+        p.kernel_start_host_us,
+    ));
+    for m in &h.marks {
+        events.push((
+            format!("mark 0x{:02x} {} ({})", m.code, m.name, h.marks_source),
+            Some(m.t_us),
+        ));
+    }
+    events.push(("ready pushed over vsock (notify)".into(), h.notify_us));
+    events.push(("first 200 from /ready over TAP".into(), h.ready_tcp_us));
+    events.push(("first 200 from /ready over vsock".into(), h.ready_vsock_us));
+    for (name, t) in events {
+        let _ = writeln!(o, "  {:<54} {:>10}", name, opt_ms(t));
+    }
+    if let Some(m) = r.memory {
+        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "  VMM memory at ready: RSS {:.1} MiB, PSS {:.1} MiB (/proc/<pid>/smaps_rollup)",
+            m.rss_kib as f64 / 1024.0,
+            m.pss_kib as f64 / 1024.0
+        );
+    }
+    if let Some(c) = r.console_ready_ms {
+        let _ = writeln!(o, "  console: chinit: ready in {c:.3} ms");
+    }
+    o
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The waterfall: one bar per span on the host clock (guest spans moved by the aligned kernel start).
+pub fn svg(r: &Report) -> String {
+    let mut bars: Vec<(String, u64, u64, &str)> = Vec::new();
+    let p = &r.phases;
+    let ks = p.kernel_start_host_us;
+    if let Some(ks) = ks {
+        bars.push(("VMM start + firmware".into(), 0, ks, "#999"));
+        bars.push((
+            "kernel boot".into(),
+            ks,
+            ks + r.guest.init_start_us,
+            "#4a7bd0",
+        ));
+        for s in &r.guest.steps {
+            bars.push((s.name.clone(), ks + s.start_us, ks + s.end_us, "#3a9e5c"));
+        }
+        bars.push((
+            "host learns of ready".into(),
+            ks + r.guest.ready_us,
+            p.total_us.max(ks + r.guest.ready_us),
+            "#d08a2a",
+        ));
+    } else {
+        bars.push((
+            "kernel boot (guest)".into(),
+            0,
+            r.guest.init_start_us,
+            "#4a7bd0",
+        ));
+        for s in &r.guest.steps {
+            bars.push((s.name.clone(), s.start_us, s.end_us, "#3a9e5c"));
+        }
+        bars.push(("total (host)".into(), 0, p.total_us, "#d08a2a"));
+    }
+    let end = bars.iter().map(|b| b.2).max().unwrap_or(1).max(1);
+    let (label_w, chart_w, row_h) = (220.0, 760.0, 22.0);
+    let height = 40.0 + row_h * bars.len() as f64;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{height}" font-family="monospace" font-size="12">"#,
+        label_w + chart_w + 90.0
+    );
+    let _ = writeln!(
+        o,
+        r#"<text x="4" y="16">{} ({}): ms since VMM spawn, host clock</text>"#,
+        esc(&r.vmm),
+        esc(&r.accel)
+    );
+    for (i, (name, a, b, color)) in bars.iter().enumerate() {
+        let y = 28.0 + row_h * i as f64;
+        let x = label_w + chart_w * (*a as f64) / (end as f64);
+        let w = (chart_w * (b.saturating_sub(*a) as f64) / (end as f64)).max(1.0);
+        let _ = writeln!(
+            o,
+            r#"<text x="4" y="{}">{}</text><rect x="{x:.1}" y="{y}" width="{w:.1}" height="{}" fill="{color}"/><text x="{:.1}" y="{}">{} ms</text>"#,
+            y + 14.0,
+            esc(name),
+            row_h - 6.0,
+            x + w + 4.0,
+            y + 14.0,
+            ms(b.saturating_sub(*a))
+        );
+    }
+    o.push_str("</svg>\n");
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agent::proto::Step;
+
+    fn ready() -> Ready {
+        Ready {
+            ready: true,
+            version: "0.1.0".into(),
+            mode: "vm".into(),
+            init_start_us: 600_000,
+            ready_us: 612_000,
+            steps: vec![
+                Step {
+                    name: "mounts".into(),
+                    start_us: 600_100,
+                    end_us: 601_000,
+                    error: None,
+                },
+                Step {
+                    name: "network".into(),
+                    start_us: 601_000,
+                    end_us: 605_000,
+                    error: Some("no carrier".into()),
+                },
+            ],
+            ip: Some("169.254.3.4/16".into()),
+            generation: 1,
+        }
+    }
+
+    fn report() -> Report {
+        let host = HostTimes {
+            vmm_ready_us: Some(40_000),
+            marks_source: "debugcon arrival".into(),
+            marks: host_marks(
+                &[
+                    Mark {
+                        code: 0x60,
+                        t_us: 1_500_000,
+                    },
+                    Mark {
+                        code: 0x63,
+                        t_us: 1_512_500,
+                    },
+                ],
+                0,
+            ),
+            notify_us: Some(1_513_000),
+            ready_tcp_us: Some(1_520_000),
+            ready_vsock_us: None,
+        };
+        let guest = ready();
+        let phases = phases(&host, &guest);
+        Report {
+            schema: SCHEMA_VERSION,
+            vmm: "qemu".into(),
+            accel: "tcg".into(),
+            representative: false,
+            kernel: "/k/bzImage".into(),
+            root_kind: "disk".into(),
+            root: "/i/rootfs.ext4".into(),
+            root_attach: "read-only virtio-blk".into(),
+            cmdline: "console=ttyS0".into(),
+            host,
+            guest,
+            phases,
+            memory: Some(Memory {
+                rss_kib: 204_800,
+                pss_kib: 102_400,
+            }),
+            console_ready_ms: Some(12.0),
+        }
+    }
+
+    #[test]
+    fn phases_come_from_the_right_clocks() {
+        let r = report();
+        assert_eq!(
+            r.phases,
+            Phases {
+                kernel_boot_us: 600_000,
+                init_us: 12_000,
+                ready_in_guest_us: 612_000,
+                host_overhead_us: 1_513_000 - 612_000,
+                total_us: 1_513_000,
+                kernel_start_host_us: Some(900_000),
+            }
+        );
+        // Without any host answer there is no total, and no mark means no alignment.
+        let p = phases(&HostTimes::default(), &ready());
+        assert_eq!(
+            (p.total_us, p.kernel_start_host_us, p.host_overhead_us),
+            (0, None, 0)
+        );
+    }
+
+    #[test]
+    fn text_table_names_phases_steps_and_clocks() {
+        let t = text(&report());
+        for want in [
+            "timings are not representative",
+            "1. kernel boot (power on -> init)",
+            "600.000",
+            "2. init (mounts, network, agent)",
+            "12.000",
+            "1513.000",
+            "mounts",
+            "error: no carrier",
+            "mark 0x60 init start (debugcon arrival)",
+            "kernel start (0x60 mark - init_start_us)",
+            "900.000",
+            "RSS 200.0 MiB, PSS 100.0 MiB",
+            "guest CLOCK_BOOTTIME",
+            "host CLOCK_MONOTONIC",
+        ] {
+            assert!(t.contains(want), "missing {want:?} in\n{t}");
+        }
+    }
+
+    #[test]
+    fn json_has_the_documented_top_level_fields() {
+        let v = serde_json::to_value(report()).unwrap();
+        for key in [
+            "schema",
+            "vmm",
+            "accel",
+            "representative",
+            "kernel",
+            "root_kind",
+            "root",
+            "root_attach",
+            "cmdline",
+            "host",
+            "guest",
+            "phases",
+            "memory",
+            "console_ready_ms",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(v["schema"], 1);
+        assert_eq!(v["phases"]["kernel_start_host_us"], 900_000);
+        assert_eq!(v["host"]["marks"][1]["name"], "ready");
+        assert_eq!(v["guest"]["steps"][0]["name"], "mounts");
+    }
+
+    #[test]
+    fn svg_has_one_bar_per_span_in_host_time() {
+        let s = svg(&report());
+        assert!(s.starts_with("<svg"), "{s}");
+        assert_eq!(
+            s.matches("<rect").count(),
+            5,
+            "vmm, kernel, 2 steps, host learns: {s}"
+        );
+        assert!(s.contains(">VMM start + firmware<") && s.contains("900.000 ms"));
+        assert!(s.trim_end().ends_with("</svg>"));
+    }
+
+    #[test]
+    fn figures_list_phases_then_steps() {
+        let f = figures(&report());
+        assert_eq!(f[0], ("kernel boot".to_string(), Some(600_000)));
+        assert_eq!(
+            f.last().unwrap(),
+            &("step network".to_string(), Some(4_000))
+        );
+        assert!(f
+            .iter()
+            .any(|(n, v)| n == "/ready vsock (host)" && v.is_none()));
+    }
+}
