@@ -6,10 +6,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match args.first().map(String::as_str) {
         Some("kernel") => rootfs_builder::kernel::main(&args[1..]),
-        _ => {
-            eprintln!("rootfs-builder: not yet");
-            2
-        }
+        _ => rootfs_builder::run::main(&args),
     };
     std::process::exit(code);
 }

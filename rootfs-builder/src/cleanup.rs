@@ -1,0 +1,108 @@
+//! Temporary files and child processes are removed on success, on error and on SIGINT/SIGTERM.
+//!
+//! `install()` blocks SIGINT and SIGTERM in the calling thread (call it first in `main`, before
+//! any other thread exists, so every thread inherits the mask) and starts one thread that waits
+//! for them: it stops the registered children, removes the registered temporary paths, and
+//! exits with 128 + signal. Children get a clean mask from `std::process::Command`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+static TEMPS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn remove(path: &Path) {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {
+            let _ = std::fs::remove_dir_all(path);
+        }
+        Ok(_) => {
+            let _ = std::fs::remove_file(path);
+        }
+        Err(_) => {}
+    }
+}
+
+/// A temporary file or directory, removed when dropped (or on a signal).
+#[derive(Debug)]
+pub struct TempPath {
+    path: PathBuf,
+}
+
+impl TempPath {
+    /// Register `path` (not created here) for removal.
+    pub fn new(path: PathBuf) -> Self {
+        lock(&TEMPS).push(path.clone());
+        TempPath { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let mut temps = lock(&TEMPS);
+        remove(&self.path);
+        temps.retain(|p| p != &self.path);
+    }
+}
+
+/// Register a running child so a signal stops it; unregister with [`child_done`].
+pub fn child_started(pid: u32) {
+    lock(&CHILDREN).push(pid);
+}
+
+pub fn child_done(pid: u32) {
+    lock(&CHILDREN).retain(|&p| p != pid);
+}
+
+/// Block SIGINT/SIGTERM and start the thread that handles them.
+pub fn install() -> std::io::Result<()> {
+    // SAFETY: sigset_t is plain data initialised by sigemptyset before use; the pointers are
+    // to locals that outlive the calls.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc));
+        }
+        set
+    };
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || loop {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: `set` is an initialised sigset_t owned by this closure; `sig` is a local.
+            let rc = unsafe { libc::sigwait(&set, &mut sig) };
+            if rc == 0 {
+                on_signal(sig);
+            }
+        })?;
+    Ok(())
+}
+
+fn on_signal(sig: i32) -> ! {
+    for &pid in lock(&CHILDREN).iter() {
+        if let Ok(pid) = i32::try_from(pid) {
+            // SAFETY: kill(2) with a pid we spawned and have not reaped; no memory involved.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+    }
+    // Holding the lock keeps the main thread from registering new paths meanwhile.
+    let temps = lock(&TEMPS);
+    for p in temps.iter().rev() {
+        remove(p);
+    }
+    let err = crate::error::Error::Interrupted(sig);
+    eprintln!("rootfs-builder: {err}");
+    std::process::exit(err.exit_code() as i32)
+}
