@@ -128,7 +128,7 @@ impl Lookup for StagingLookup<'_> {
 /// One plan entry placed at its real path in the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// The directory exists in the base: keep it as it is.
+    /// The directory (or, for an `if_absent` default, the file) exists in the base: keep it.
     KeepDir,
     MakeDir,
     /// Write the entry, replacing a non-directory that is there (`replace`).
@@ -174,6 +174,7 @@ pub fn place(plan: &Plan, l: &mut impl Lookup) -> Result<Vec<(String, Action)>> 
                 })
             }
             (false, Node::Missing) => Action::Write { replace: false },
+            (false, _) if entry.if_absent => Action::KeepDir,
             (false, _) => Action::Write { replace: true },
         };
         out.push((real, action));
@@ -586,7 +587,9 @@ mod tests {
         let placed: BTreeMap<String, Action> = place(&plan, &mut l).unwrap().into_iter().collect();
         assert_eq!(placed["/usr/sbin"], Action::KeepDir);
         assert_eq!(placed["/usr/sbin/chinit"], Action::Write { replace: false });
-        assert_eq!(placed["/etc/hostname"], Action::Write { replace: true });
+        // The base's own /etc/hostname wins over the default one.
+        assert_eq!(placed["/etc/hostname"], Action::KeepDir);
+        assert_eq!(placed["/etc/passwd"], Action::Write { replace: false });
         assert_eq!(placed["/etc"], Action::KeepDir);
         assert_eq!(placed["/dev"], Action::MakeDir);
         assert_eq!(placed["/init"], Action::Write { replace: false });

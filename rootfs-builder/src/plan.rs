@@ -49,6 +49,9 @@ pub struct Entry {
     pub kind: Kind,
     /// Permission bits, including setuid/setgid/sticky (no file type bits).
     pub perm: u32,
+    /// Only written when the base has nothing at this path (defaults such as /etc/passwd must
+    /// not replace a distribution's own).
+    pub if_absent: bool,
 }
 
 impl Entry {
@@ -56,19 +59,28 @@ impl Entry {
         Entry {
             kind: Kind::Dir,
             perm,
+            if_absent: false,
         }
     }
     pub fn file(content: Content, perm: u32) -> Self {
         Entry {
             kind: Kind::File(content),
             perm,
+            if_absent: false,
         }
     }
     pub fn symlink(target: &str) -> Self {
         Entry {
             kind: Kind::Symlink(target.to_string()),
             perm: 0o777,
+            if_absent: false,
         }
+    }
+
+    /// Mark the entry as a default that a base's own file wins over.
+    pub fn if_absent(mut self) -> Self {
+        self.if_absent = true;
+        self
     }
 
     /// The full `st_mode` (type and permission bits).
@@ -140,19 +152,19 @@ impl Plan {
         p.put("/init", Entry::symlink("/sbin/chinit"));
         p.put(
             "/etc/hostname",
-            Entry::file(Content::Bytes(HOSTNAME.into()), 0o644),
+            Entry::file(Content::Bytes(HOSTNAME.into()), 0o644).if_absent(),
         );
         p.put(
             "/etc/passwd",
-            Entry::file(Content::Bytes(PASSWD.into()), 0o644),
+            Entry::file(Content::Bytes(PASSWD.into()), 0o644).if_absent(),
         );
         p.put(
             "/etc/group",
-            Entry::file(Content::Bytes(GROUP.into()), 0o644),
+            Entry::file(Content::Bytes(GROUP.into()), 0o644).if_absent(),
         );
         p.put(
             "/etc/hosts",
-            Entry::file(Content::Bytes(HOSTS.into()), 0o644),
+            Entry::file(Content::Bytes(HOSTS.into()), 0o644).if_absent(),
         );
         p
     }
@@ -172,6 +184,7 @@ impl Plan {
             Entry {
                 kind: Kind::CharDev { major: 5, minor: 1 },
                 perm: 0o600,
+                if_absent: false,
             },
         );
         p
@@ -201,7 +214,8 @@ impl Plan {
 
     /// `--add SRC:DST[:MODE]`: a file, or a directory copied recursively.
     pub fn add(&mut self, spec: &AddSpec) -> Result<()> {
-        let meta = std::fs::symlink_metadata(&spec.src).map_err(|e| Error::MissingSource {
+        // The source is followed if it is a symlink: --add copies what it points to.
+        let meta = std::fs::metadata(&spec.src).map_err(|e| Error::MissingSource {
             option: "--add",
             path: spec.src.clone(),
             source: e,
