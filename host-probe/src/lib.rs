@@ -1,10 +1,14 @@
 //! host-probe: launch a microVM with chinit under cloud-hypervisor or QEMU, measure every boot phase
 //! from the host's clock and the guest's, and report it. See docs/host-probe.md.
 
+pub mod bench;
 pub mod check;
 pub mod cmdline;
+pub mod error;
 pub mod locate;
 pub mod measure;
 pub mod report;
+pub mod run;
+pub mod signals;
 pub mod tap;
 pub mod vmm;

@@ -1,4 +1,213 @@
-fn main() {
-    eprintln!("host-probe: not yet");
-    std::process::exit(2);
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use host_probe::error::{exit, Error};
+use host_probe::run::{self, Options, RootMode, VmmChoice, Wait};
+use host_probe::{bench, check, report};
+
+/// Launch a microVM with chinit, measure every boot phase, report it.
+#[derive(Parser)]
+#[command(name = "host-probe", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+struct BootArgs {
+    /// VMM: cloud-hypervisor needs hardware KVM; auto picks it then, else QEMU (KVM or TCG).
+    #[arg(long, value_enum, default_value = "auto")]
+    vmm: VmmChoice,
+    /// Kernel (bzImage for QEMU, PVH vmlinux for cloud-hypervisor); default: the newest in the kernel cache.
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// ext4 root image, attached read-only; default: ./rootfs_fast.ext4.
+    #[arg(long, conflicts_with = "initramfs")]
+    rootfs: Option<PathBuf>,
+    /// cpio initramfs with chinit as /init, instead of a root image.
+    #[arg(long)]
+    initramfs: Option<PathBuf>,
+    /// How the root image is attached.
+    #[arg(long, value_enum, default_value = "disk")]
+    root: RootMode,
+    #[arg(long, default_value_t = 1)]
+    cpus: u32,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 256)]
+    memory: u32,
+    /// Appended to the kernel command line.
+    #[arg(long, default_value = "")]
+    cmdline_extra: String,
+    /// Seconds to wait for the guest before giving up (exit code 4).
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// No vsock device (no notify, /ready over TAP only).
+    #[arg(long)]
+    no_vsock: bool,
+    /// No network device (then vsock is the only way in).
+    #[arg(long)]
+    no_net: bool,
+    /// Do not talk to chinit: wait until the guest powers off, report marks and VMM events only.
+    #[arg(long)]
+    no_agent: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Boot one microVM and print where every millisecond went.
+    Run {
+        #[command(flatten)]
+        boot: BootArgs,
+        /// Print the report as JSON (schema in docs/host-probe.md).
+        #[arg(long)]
+        json: bool,
+        /// Write an SVG waterfall of the boot.
+        #[arg(long)]
+        timeline: Option<PathBuf>,
+        /// Print the commands (TAP, vhost-device-vsock, VMM) and exit.
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep the run directory (serial log, VMM log, events).
+        #[arg(long)]
+        keep: bool,
+        /// Progress on stderr.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Boot N times (interleaved A/B when comparing) and print per-phase statistics.
+    Bench {
+        #[command(flatten)]
+        boot: BootArgs,
+        /// Measured boots per side.
+        #[arg(short = 'n', long, default_value_t = 10)]
+        n: usize,
+        /// Unmeasured boots per side first.
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// B side: another root image.
+        #[arg(long, conflicts_with = "compare_kernel")]
+        compare: Option<PathBuf>,
+        /// B side: another kernel.
+        #[arg(long)]
+        compare_kernel: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// What this host has and lacks to boot and measure, each with its fix.
+    Check,
+}
+
+fn options(b: &BootArgs) -> Options {
+    Options {
+        vmm: b.vmm,
+        kernel: b.kernel.clone(),
+        rootfs: b.rootfs.clone(),
+        initramfs: b.initramfs.clone(),
+        root_mode: b.root,
+        cpus: b.cpus,
+        memory_mib: b.memory,
+        cmdline_extra: b.cmdline_extra.clone(),
+        timeout: Duration::from_secs(b.timeout),
+        keep: false,
+        wait: if b.no_agent { Wait::Exit } else { Wait::Agent },
+        net: !b.no_net,
+        vsock: !b.no_vsock,
+        verbose: false,
+    }
+}
+
+fn main_exec(cli: Cli) -> Result<i32, Error> {
+    match cli.cmd {
+        Cmd::Check => {
+            let facts = check::gather();
+            print!("{}", check::render(&check::lines(&facts)));
+            Ok(if check::can_boot(&facts) {
+                exit::OK
+            } else {
+                exit::MISSING
+            })
+        }
+        Cmd::Run {
+            boot,
+            json,
+            timeline,
+            dry_run,
+            keep,
+            verbose,
+        } => {
+            let o = Options {
+                keep,
+                verbose,
+                ..options(&boot)
+            };
+            if dry_run {
+                let p = run::plan(&o, &run::HostOffer::gather(), run::next_seq())?;
+                print!("{}", run::dry_run_text(&p));
+                return Ok(exit::OK);
+            }
+            let r = run::run(&o)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&r)
+                        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+                );
+            } else {
+                print!("{}", report::text(&r));
+            }
+            if let Some(path) = timeline {
+                std::fs::write(&path, report::svg(&r))
+                    .map_err(Error::io(format!("write {}", path.display())))?;
+            }
+            Ok(exit::OK)
+        }
+        Cmd::Bench {
+            boot,
+            n,
+            warmup,
+            compare,
+            compare_kernel,
+            json,
+        } => {
+            let a = options(&boot);
+            let b = match (compare, compare_kernel) {
+                (Some(r), _) => Some(Options {
+                    rootfs: Some(r),
+                    initramfs: None,
+                    ..a.clone()
+                }),
+                (None, Some(k)) => Some(Options {
+                    kernel: Some(k),
+                    ..a.clone()
+                }),
+                (None, None) => None,
+            };
+            let result = bench::bench(&a, b.as_ref(), n, warmup, &mut bench::stderr_progress)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&result)
+                        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+                );
+            } else {
+                print!("{}", bench::text(&result));
+            }
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    host_probe::signals::install();
+    let code = match main_exec(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("host-probe: {e}");
+            e.exit_code()
+        }
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

@@ -77,10 +77,15 @@ pub struct Report {
     /// How the user's image was protected: e.g. `read-only virtio-blk`.
     pub root_attach: String,
     pub cmdline: String,
+    /// Warnings about this run (emulation, a missing helper), for people reading the report.
+    pub notes: Vec<String>,
     pub host: HostTimes,
-    /// chinit's own timeline (`GET /ready`), CLOCK_BOOTTIME microseconds.
-    pub guest: Ready,
-    pub phases: Phases,
+    /// cloud-hypervisor's event-monitor events (`t_us` from the monitor's start, about spawn).
+    pub events: Vec<crate::measure::Event>,
+    /// chinit's own timeline (`GET /ready`), CLOCK_BOOTTIME microseconds; absent with `--no-agent`.
+    pub guest: Option<Ready>,
+    /// Absent when there is no chinit timeline.
+    pub phases: Option<Phases>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<Memory>,
     /// The `chinit: ready in X ms` figure from the serial console, when it was printed.
@@ -127,19 +132,33 @@ pub fn host_marks(marks: &[Mark], offset_us: u64) -> Vec<HostMark> {
 
 /// Named figures for benchmarks, in microseconds, in display order.
 pub fn figures(r: &Report) -> Vec<(String, Option<u64>)> {
-    let p = &r.phases;
+    let p = r.phases.clone().unwrap_or_default();
+    let have = r.phases.is_some();
     let mut v = vec![
-        ("kernel boot".to_string(), Some(p.kernel_boot_us)),
-        ("init".to_string(), Some(p.init_us)),
-        ("ready in guest".to_string(), Some(p.ready_in_guest_us)),
-        ("host overhead".to_string(), Some(p.host_overhead_us)),
-        ("total (host)".to_string(), Some(p.total_us)),
+        ("kernel boot".to_string(), have.then_some(p.kernel_boot_us)),
+        ("init".to_string(), have.then_some(p.init_us)),
+        (
+            "ready in guest".to_string(),
+            have.then_some(p.ready_in_guest_us),
+        ),
+        (
+            "host overhead".to_string(),
+            have.then_some(p.host_overhead_us),
+        ),
+        ("total (host)".to_string(), have.then_some(p.total_us)),
         ("notify (host)".to_string(), r.host.notify_us),
         ("/ready tcp (host)".to_string(), r.host.ready_tcp_us),
         ("/ready vsock (host)".to_string(), r.host.ready_vsock_us),
     ];
-    for s in &r.guest.steps {
-        v.push((format!("step {}", s.name), Some(s.duration_us())));
+    for m in &r.host.marks {
+        if crate::measure::mark_name(m.code).is_some() {
+            v.push((format!("mark 0x{:02x} (host)", m.code), Some(m.t_us)));
+        }
+    }
+    if let Some(g) = &r.guest {
+        for s in &g.steps {
+            v.push((format!("step {}", s.name), Some(s.duration_us())));
+        }
     }
     v
 }
@@ -155,13 +174,9 @@ fn opt_ms(us: Option<u64>) -> String {
 /// The text table.
 pub fn text(r: &Report) -> String {
     let mut o = String::new();
-    let p = &r.phases;
     let _ = writeln!(o, "host-probe: {} ({})", r.vmm, r.accel);
-    if !r.representative {
-        let _ = writeln!(
-            o,
-            "  no hardware KVM (kvm_pvm): using TCG emulation, timings are not representative"
-        );
+    for n in &r.notes {
+        let _ = writeln!(o, "  note: {n}");
     }
     let _ = writeln!(o, "  kernel  {}", r.kernel);
     let _ = writeln!(
@@ -170,6 +185,19 @@ pub fn text(r: &Report) -> String {
         r.root, r.root_kind, r.root_attach
     );
     let _ = writeln!(o);
+    if let (Some(p), Some(g)) = (&r.phases, &r.guest) {
+        phase_table(&mut o, p, g);
+    } else {
+        let _ = writeln!(
+            o,
+            "  no chinit timeline (--no-agent): host-side figures only"
+        );
+    }
+    host_table(&mut o, r);
+    o
+}
+
+fn phase_table(o: &mut String, p: &Phases, g: &Ready) {
     let _ = writeln!(o, "  {:<42} {:>10}  clock", "phase", "ms");
     let rows = [
         (
@@ -211,7 +239,7 @@ pub fn text(r: &Report) -> String {
         "  {:<30} {:>10} {:>10} {:>10}",
         "step", "start", "end", "took"
     );
-    for s in &r.guest.steps {
+    for s in &g.steps {
         let _ = writeln!(
             o,
             "  {:<30} {:>10} {:>10} {:>10}{}",
@@ -226,16 +254,21 @@ pub fn text(r: &Report) -> String {
         );
     }
     let _ = writeln!(o);
+}
+
+fn host_table(o: &mut String, r: &Report) {
     let _ = writeln!(
         o,
         "  host timeline (host CLOCK_MONOTONIC, ms since VMM spawn)"
     );
     let h = &r.host;
     let mut events: Vec<(String, Option<u64>)> = vec![("VMM ready".into(), h.vmm_ready_us)];
-    events.push((
-        "kernel start (0x60 mark - init_start_us)".into(),
-        p.kernel_start_host_us,
-    ));
+    if let Some(p) = &r.phases {
+        events.push((
+            "kernel start (0x60 mark - init_start_us)".into(),
+            p.kernel_start_host_us,
+        ));
+    }
     for m in &h.marks {
         events.push((
             format!("mark 0x{:02x} {} ({})", m.code, m.name, h.marks_source),
@@ -260,7 +293,18 @@ pub fn text(r: &Report) -> String {
     if let Some(c) = r.console_ready_ms {
         let _ = writeln!(o, "  console: chinit: ready in {c:.3} ms");
     }
-    o
+    if !r.events.is_empty() {
+        let _ = writeln!(o);
+        let _ = writeln!(o, "  VMM events (event monitor, ms since VMM start)");
+        for e in &r.events {
+            let _ = writeln!(
+                o,
+                "  {:<54} {:>10}",
+                format!("{} {}", e.source, e.event),
+                ms(e.t_us)
+            );
+        }
+    }
 }
 
 fn esc(s: &str) -> String {
@@ -272,37 +316,39 @@ fn esc(s: &str) -> String {
 /// The waterfall: one bar per span on the host clock (guest spans moved by the aligned kernel start).
 pub fn svg(r: &Report) -> String {
     let mut bars: Vec<(String, u64, u64, &str)> = Vec::new();
-    let p = &r.phases;
+    let (p, g) = match (&r.phases, &r.guest) {
+        (Some(p), Some(g)) => (p, g),
+        _ => {
+            for m in &r.host.marks {
+                bars.push((format!("0x{:02x} {}", m.code, m.name), 0, m.t_us, "#3a9e5c"));
+            }
+            return svg_bars(r, &bars);
+        }
+    };
     let ks = p.kernel_start_host_us;
     if let Some(ks) = ks {
         bars.push(("VMM start + firmware".into(), 0, ks, "#999"));
-        bars.push((
-            "kernel boot".into(),
-            ks,
-            ks + r.guest.init_start_us,
-            "#4a7bd0",
-        ));
-        for s in &r.guest.steps {
+        bars.push(("kernel boot".into(), ks, ks + g.init_start_us, "#4a7bd0"));
+        for s in &g.steps {
             bars.push((s.name.clone(), ks + s.start_us, ks + s.end_us, "#3a9e5c"));
         }
         bars.push((
             "host learns of ready".into(),
-            ks + r.guest.ready_us,
-            p.total_us.max(ks + r.guest.ready_us),
+            ks + g.ready_us,
+            p.total_us.max(ks + g.ready_us),
             "#d08a2a",
         ));
     } else {
-        bars.push((
-            "kernel boot (guest)".into(),
-            0,
-            r.guest.init_start_us,
-            "#4a7bd0",
-        ));
-        for s in &r.guest.steps {
+        bars.push(("kernel boot (guest)".into(), 0, g.init_start_us, "#4a7bd0"));
+        for s in &g.steps {
             bars.push((s.name.clone(), s.start_us, s.end_us, "#3a9e5c"));
         }
         bars.push(("total (host)".into(), 0, p.total_us, "#d08a2a"));
     }
+    svg_bars(r, &bars)
+}
+
+fn svg_bars(r: &Report, bars: &[(String, u64, u64, &str)]) -> String {
     let end = bars.iter().map(|b| b.2).max().unwrap_or(1).max(1);
     let (label_w, chart_w, row_h) = (220.0, 760.0, 22.0);
     let height = 40.0 + row_h * bars.len() as f64;
@@ -401,9 +447,14 @@ mod tests {
             root: "/i/rootfs.ext4".into(),
             root_attach: "read-only virtio-blk".into(),
             cmdline: "console=ttyS0".into(),
+            notes: vec![
+                "no hardware KVM (kvm_pvm): using TCG emulation, timings are not representative"
+                    .into(),
+            ],
             host,
-            guest,
-            phases,
+            events: vec![],
+            guest: Some(guest),
+            phases: Some(phases),
             memory: Some(Memory {
                 rss_kib: 204_800,
                 pss_kib: 102_400,
@@ -416,7 +467,7 @@ mod tests {
     fn phases_come_from_the_right_clocks() {
         let r = report();
         assert_eq!(
-            r.phases,
+            r.phases.unwrap(),
             Phases {
                 kernel_boot_us: 600_000,
                 init_us: 12_000,
