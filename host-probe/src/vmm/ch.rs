@@ -18,7 +18,7 @@ pub fn argv(spec: &Spec) -> Vec<String> {
         Root::Disk(p) => push(
             &mut a,
             "--disk",
-            format!("path={},readonly=on", p.display()),
+            format!("path={},readonly=on,image_type=raw", p.display()),
         ),
         Root::Pmem(p) => push(
             &mut a,
@@ -97,7 +97,7 @@ mod tests {
             (
                 spec(Root::Disk(PathBuf::from("/img/rootfs.ext4")), true, true),
                 "cloud-hypervisor --api-socket path=/run/r/api.sock --kernel /k/vmlinux \
-                 --disk path=/img/rootfs.ext4,readonly=on --cmdline 'console=ttyS0 root=/dev/vda ro' \
+                 --disk path=/img/rootfs.ext4,readonly=on,image_type=raw --cmdline 'console=ttyS0 root=/dev/vda ro' \
                  --cpus boot=1 --memory size=128M --net tap=hp1234a,mac=02:68:70:00:00:02 \
                  --vsock cid=3,socket=/run/r/vsock.sock --serial file=/run/r/serial.log --console off \
                  --event-monitor path=/run/r/events.json --log-file /run/r/ch.log",
