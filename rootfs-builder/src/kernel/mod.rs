@@ -1,7 +1,239 @@
-//! `rootfs-builder kernel`: build and cache the guest kernel.
+//! `rootfs-builder kernel`: build and cache the guest kernel, or fetch a distro kernel.
+//!
+//! See docs/kernel.md.
+
+mod build;
+mod cache;
+mod distro;
+mod elf;
+mod kconfig;
+mod progress;
+mod source;
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Exit codes of `rootfs-builder kernel`.
+pub mod exit {
+    pub const OK: i32 = 0;
+    /// The build or download failed; the message says why and what to do.
+    pub const FAILED: i32 = 1;
+    /// Bad command line.
+    pub const USAGE: i32 = 2;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rootfs-builder kernel",
+    about = "Build the tiny guest kernel into the cache (or fetch a distro kernel) and print where it is.",
+    after_help = "Cache: $CHINIT_CACHE, else $XDG_CACHE_HOME/chinit, else $HOME/.cache/chinit.\n\
+                  Tiny kernel: <cache>/kernels/<arch>-<version>-<hash>/{vmlinux,bzImage,config,build.log}.\n\
+                  Distro kernel: <cache>/distro/<package>_<version>/ (prints vmlinuz= and modules=)."
+)]
+struct Args {
+    /// Kernel source: a tarball or a kernel tree (built out of tree, never written to).
+    #[arg(long, value_name = "TARBALL|DIR", default_value = source::DEFAULT_SOURCE)]
+    source: PathBuf,
+    /// Target architecture (the fragment is kernel/<arch>.fragment).
+    #[arg(long, default_value = "x86_64")]
+    arch: String,
+    /// Parallel make jobs (default: the number of CPUs).
+    #[arg(long, value_name = "N")]
+    jobs: Option<usize>,
+    /// Use this fragment instead of the shipped one (experiments; it gets its own cache entry).
+    #[arg(long, value_name = "FILE")]
+    fragment: Option<PathBuf>,
+    /// Print only the cache directory on stdout (building first only if it is missing).
+    #[arg(long)]
+    print_path: bool,
+    /// Fetch a distro kernel instead of building: debian-cloud.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["source", "jobs", "fragment"])]
+    distro: Option<String>,
+}
+
+/// Everything that can go wrong, each with the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no cache directory: set CHINIT_CACHE (or HOME) to a writable directory")]
+    NoCache,
+    #[error("unknown architecture {0:?}: supported: {1}")]
+    UnknownArch(String, String),
+    #[error("unknown distro kernel {0:?} for {1}: supported: debian-cloud (x86_64)")]
+    UnknownDistro(String, String),
+    #[error("kernel source {0} does not exist: install linux-source-6.1 (apt-get install linux-source-6.1) or pass --source TARBALL|DIR")]
+    NoSource(PathBuf),
+    #[error("{path}: no kernel Makefile with VERSION/PATCHLEVEL/SUBLEVEL found: pass a kernel tarball with one top directory, or a kernel tree")]
+    NotAKernelTree { path: PathBuf },
+    #[error("fragment line {line_no} is not `CONFIG_X=value` or `# CONFIG_X is not set` (or names a symbol twice): {text:?}")]
+    BadFragment { line_no: usize, text: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot run {program}: {source}: install it (apt-get install build-essential flex bison bc libelf-dev libssl-dev; apt, dpkg and kmod for --distro)")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("extracting {tarball} failed: {stderr}")]
+    Extract { tarball: PathBuf, stderr: String },
+    #[error("make {phase} failed ({status}); last lines:\n{tail}\nfull log: {log}")]
+    Make {
+        phase: String,
+        status: String,
+        tail: String,
+        log: PathBuf,
+    },
+    #[error("olddefconfig dropped or changed these fragment options (their dependencies are missing: add the dependencies to the fragment, or remove the options):\n{list}\nresulting config: {config}")]
+    OptionsDropped { list: String, config: PathBuf },
+    #[error("{path} has no PVH entry note (Xen note type 18): cloud-hypervisor cannot boot it; keep CONFIG_PVH=y in the fragment")]
+    NoPvhNote { path: PathBuf },
+    #[error("{path}: {source}")]
+    BadElf {
+        path: PathBuf,
+        source: elf::ElfError,
+    },
+    #[error("{command} failed: {stderr}")]
+    Command { command: String, stderr: String },
+    #[error("apt-cache found no `linux-image-<release> (= version)` dependency of {metapackage}: run apt-get update")]
+    NoKernelDependency { metapackage: String },
+    #[error("package {package} does not hold {missing}")]
+    UnexpectedPackage { package: String, missing: String },
+}
+
+impl Error {
+    fn io(path: &std::path::Path, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
 
 /// Entry point of `rootfs-builder kernel ARGS...`; returns the process exit code.
-pub fn main(_args: &[String]) -> i32 {
-    eprintln!("rootfs-builder kernel: not yet");
-    2
+pub fn main(args: &[String]) -> i32 {
+    let argv = std::iter::once("rootfs-builder kernel".to_string()).chain(args.iter().cloned());
+    let args = match Args::try_parse_from(argv) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+        }
+    };
+    match run(&args) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("rootfs-builder kernel: {e}");
+            exit::FAILED
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), Error> {
+    let root = cache::root().ok_or(Error::NoCache)?;
+    if let Some(name) = &args.distro {
+        let d = distro::find(name, &args.arch)
+            .ok_or_else(|| Error::UnknownDistro(name.clone(), args.arch.clone()))?;
+        let u = distro::fetch(d, &root)?;
+        if args.print_path {
+            println!("{}", u.dir.display());
+        } else {
+            println!("vmlinuz={}", u.vmlinuz.display());
+            println!("modules={}", u.modules.display());
+        }
+        return Ok(());
+    }
+    let source = source::Source::from_path(&args.source)
+        .ok_or_else(|| Error::NoSource(args.source.clone()))?;
+    let fragment = match &args.fragment {
+        Some(p) => Some(std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?),
+        None => None,
+    };
+    let built = build_tiny(&root, source, &args.arch, fragment, args.jobs)?;
+    if args.print_path {
+        println!("{}", built.dir.display());
+    } else {
+        let how = if built.cache_hit { "cached" } else { "built" };
+        println!("kernel {how}: {}", built.dir.display());
+    }
+    Ok(())
+}
+
+fn build_tiny(
+    root: &std::path::Path,
+    source: source::Source,
+    arch: &str,
+    fragment: Option<String>,
+    jobs: Option<usize>,
+) -> Result<build::Built, Error> {
+    let arch = build::arch(arch).ok_or_else(|| {
+        let names: Vec<&str> = build::ARCHES.iter().map(|a| a.name).collect();
+        Error::UnknownArch(arch.to_string(), names.join(", "))
+    })?;
+    let jobs = jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(1)
+    });
+    build::build(
+        &build::Request {
+            source,
+            arch,
+            fragment: fragment.unwrap_or_else(|| arch.fragment.to_string()),
+            jobs,
+        },
+        root,
+    )
+}
+
+/// The cache directory of the tiny kernel for `arch` (`vmlinux`, `bzImage`, `config`,
+/// `build.log`), from the default source and the shipped fragment; built first when missing,
+/// with progress on stderr. What `rootfs-builder kernel --print-path` prints.
+pub fn tiny_kernel(arch: &str) -> Result<PathBuf, Error> {
+    let root = cache::root().ok_or(Error::NoCache)?;
+    let src = PathBuf::from(source::DEFAULT_SOURCE);
+    let source = source::Source::from_path(&src).ok_or(Error::NoSource(src))?;
+    Ok(build_tiny(&root, source, arch, None, None)?.dir)
+}
+
+/// A distro kernel (`debian-cloud`) unpacked in the cache: `(vmlinuz, /lib/modules/<release>)`.
+pub fn distro_kernel(name: &str, arch: &str) -> Result<(PathBuf, PathBuf), Error> {
+    let root = cache::root().ok_or(Error::NoCache)?;
+    let d = distro::find(name, arch)
+        .ok_or_else(|| Error::UnknownDistro(name.to_string(), arch.to_string()))?;
+    let u = distro::fetch(d, &root)?;
+    Ok((u.vmlinuz, u.modules))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(a: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("k").chain(a.iter().copied()))
+    }
+
+    #[test]
+    fn command_line() {
+        let a = parse(&[]).unwrap();
+        assert_eq!(a.source, PathBuf::from(source::DEFAULT_SOURCE));
+        assert_eq!(a.arch, "x86_64");
+        assert!(!a.print_path && a.distro.is_none() && a.jobs.is_none());
+        let a = parse(&["--source", "/t.tar", "--jobs", "3", "--print-path"]).unwrap();
+        assert_eq!(
+            (a.source, a.jobs, a.print_path),
+            (PathBuf::from("/t.tar"), Some(3), true)
+        );
+        let a = parse(&["--distro", "debian-cloud"]).unwrap();
+        assert_eq!(a.distro.as_deref(), Some("debian-cloud"));
+        assert!(parse(&["--distro", "debian-cloud", "--source", "/x"]).is_err());
+        assert!(parse(&["--jobs", "many"]).is_err());
+        assert!(parse(&["--frobnicate"]).is_err());
+    }
 }
