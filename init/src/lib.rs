@@ -1,1 +1,496 @@
-//! chinit
+//! chinit: PID 1 for microVMs. The boot, in order, each step stamped on CLOCK_BOOTTIME:
+//! mounts → cmdline → modules → root → extra mounts → hostname → network → agent → ready, then the
+//! PID 1 loop (reaping, signals, workload) until an orderly shutdown. See `docs/boot-phases.md`.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::exit)
+)]
+
+pub mod clock;
+pub mod cmdline;
+pub mod control;
+pub mod error;
+pub mod exec;
+pub mod log;
+pub mod mode;
+pub mod modules;
+pub mod mounts;
+pub mod net;
+pub mod notify;
+pub mod panic;
+pub mod reap;
+pub mod root;
+pub mod shutdown;
+pub mod timeline;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent::proto::{ShutdownAction, ShutdownRequest};
+use agent::server::{serve, ServeOptions};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use cmdline::{Api, Config, OnError, OnExit};
+use control::{Chinit, State};
+use mode::Mode;
+use reap::{Exit, Reaper};
+use shutdown::Action;
+use timeline::{mark, Marks, Timeline};
+
+const USAGE: &str = "\
+chinit: PID 1 for microVMs.
+
+Boot it with init=/sbin/chinit (or as /init of an initramfs); it reads its settings from the kernel
+command line (chinit.* keys, see docs/cmdline.md).
+
+Options (for running as PID 1 of fresh namespaces, where /proc/cmdline is the host's):
+  --cmdline STRING   use STRING instead of /proc/cmdline
+  --version          print the version
+  --help             print this text
+";
+
+/// Entry point of the binary. Returns an exit code only when chinit does not boot (not PID 1, or an
+/// informational option); once booting it never returns.
+pub fn main_exec(args: &[String]) -> i32 {
+    let mut cmdline = None;
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--version" => {
+                println!("chinit {}", env!("CARGO_PKG_VERSION"));
+                return 0;
+            }
+            "--help" | "-h" => {
+                print!("{USAGE}");
+                return 0;
+            }
+            "--cmdline" => match it.next() {
+                Some(v) => cmdline = Some(v.clone()),
+                None => {
+                    say!("--cmdline needs a value, e.g. --cmdline \"chinit.ip=169.254.1.2/16\"");
+                    return 2;
+                }
+            },
+            // The kernel passes boot words it does not know to init: ignore them.
+            _ => {}
+        }
+    }
+    match mode::detect() {
+        Ok(mode) => boot(mode, cmdline),
+        Err(e) => {
+            say!("{e}");
+            2
+        }
+    }
+}
+
+/// The boot. Never returns.
+fn boot(mode: Mode, cmdline_override: Option<String>) -> ! {
+    let init_start = clock::init_start_us();
+    let mut marks = if mode == Mode::Vm {
+        Marks::enable()
+    } else {
+        Marks::off()
+    };
+    marks.mark(mark::INIT_START);
+    let mut tl = Timeline::default();
+
+    if let Err(e) = tl.step("mounts", || {
+        let failures = mounts::mount_table(&mut mounts::Sys, mounts::EARLY);
+        mounts::ensure_stdio();
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures.join("; "))
+        }
+    }) {
+        say!("mounts: {e}");
+    }
+
+    let (cfg, warnings) = tl
+        .step("cmdline", || -> Result<_, std::convert::Infallible> {
+            let text = match cmdline_override {
+                Some(s) => s,
+                None => std::fs::read_to_string("/proc/cmdline").unwrap_or_else(|e| {
+                    say!("cmdline: read /proc/cmdline: {e}; using defaults");
+                    String::new()
+                }),
+            };
+            Ok(cmdline::parse(&text))
+        })
+        .unwrap_or_else(|never| match never {});
+    for w in &warnings {
+        say!("cmdline: {w}");
+    }
+    if !cfg.marks {
+        marks = Marks::off();
+    }
+    if mode == Mode::Vm {
+        // Ctrl-Alt-Del becomes SIGINT to us instead of an immediate reboot.
+        let _ = nix::sys::reboot::set_cad_enabled(false);
+        let start = clock::now_us();
+        if let Some((n, failures)) = modules::load_all() {
+            for f in &failures {
+                say!("modules: {f}");
+            }
+            tl.record(
+                "modules",
+                start,
+                clock::now_us(),
+                (!failures.is_empty()).then(|| format!("{} of {n} failed", failures.len())),
+            );
+        }
+        if root::root_is_initramfs() {
+            match tl.step("root", || root::mount_and_switch(&cfg)) {
+                Ok(what) => say!("root: {what}"),
+                Err(e) => {
+                    say!("root: {e}");
+                    fail(mode, &cfg);
+                }
+            }
+        }
+    }
+    if !cfg.mounts.is_empty() {
+        if let Err(e) = tl.step("mounts.extra", || {
+            let failures = mounts::mount_extra(&mut mounts::Sys, &cfg.mounts);
+            if failures.is_empty() {
+                Ok(())
+            } else {
+                Err(failures.join("; "))
+            }
+        }) {
+            say!("mounts.extra: {e}");
+        }
+    }
+    marks.mark(mark::MOUNTS_DONE);
+
+    let hostname = cfg
+        .hostname
+        .clone()
+        .or_else(|| cfg.net.kernel_ip.as_ref().and_then(|k| k.hostname.clone()));
+    if let Some(h) = hostname {
+        if let Err(e) = tl.step("hostname", || {
+            nix::unistd::sethostname(&h).map_err(|e| format!("sethostname {h}: {e}"))
+        }) {
+            say!("hostname: {e}");
+        }
+    }
+
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            say!("{}", error::InitError::Runtime(e));
+            fail(mode, &cfg);
+        }
+    };
+    let extra_targets: Vec<String> = cfg.mounts.iter().map(|m| m.target.clone()).collect();
+    let action = rt.block_on(run(mode, &cfg, tl, marks, init_start));
+    drop(rt);
+    shutdown::finish(mode, &extra_targets, action)
+}
+
+/// A step that cannot be done without failed: act on `chinit.on_error`. Never returns.
+fn fail(mode: Mode, cfg: &Config) -> ! {
+    match cfg.on_error {
+        OnError::Poweroff => {
+            say!("powering off (chinit.on_error=poweroff)");
+            shutdown::power(mode, Action::Poweroff)
+        }
+        OnError::Halt => {
+            say!("halting (chinit.on_error=halt)");
+            shutdown::power(mode, Action::Halt)
+        }
+        OnError::Shell => {
+            say!("starting /bin/sh on the console (chinit.on_error=shell); exit it to power off");
+            match Command::new("/bin/sh")
+                .env_clear()
+                .envs(exec::BASE_ENV.iter().copied())
+                .spawn()
+            {
+                Ok(child) => {
+                    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
+                    // Reap everything until the shell itself is gone.
+                    while let Ok(status) = nix::sys::wait::waitpid(None, None) {
+                        if status.pid() == Some(pid) {
+                            break;
+                        }
+                    }
+                }
+                Err(e) => say!("cannot start /bin/sh: {e}"),
+            }
+            shutdown::power(mode, Action::Poweroff)
+        }
+    }
+}
+
+/// The signals PID 1 handles.
+struct Signals {
+    chld: Signal,
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+    pwr: Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        Ok(Signals {
+            chld: signal(SignalKind::child())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+            pwr: signal(SignalKind::from_raw(libc::SIGPWR))?,
+        })
+    }
+}
+
+/// The running workload (`chinit.exec=`).
+struct Workload {
+    pid: nix::unistd::Pid,
+    exited: oneshot::Receiver<Exit>,
+}
+
+async fn network(cfg: &Config) -> Result<net::Plan, String> {
+    let (conn, handle, _) =
+        rtnetlink::new_connection().map_err(|e| format!("open netlink: {e}"))?;
+    let conn = tokio::spawn(conn);
+    let result = async {
+        let links = net::apply::links(&handle).await?;
+        let plan = net::plan(&cfg.net, &links)?;
+        net::apply::apply(&handle, &plan).await?;
+        Ok(plan)
+    }
+    .await;
+    conn.abort();
+    result
+}
+
+/// Network, agent, ready, then the PID 1 loop. Returns how to end the machine, after every process
+/// has been stopped.
+async fn run(mode: Mode, cfg: &Config, mut tl: Timeline, marks: Marks, init_start: u64) -> Action {
+    // Handlers first: no SIGCHLD may be missed once children exist.
+    let mut sig = match Signals::new() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            say!("signals: cannot install handlers: {e}; reaping falls back to the shutdown path");
+            None
+        }
+    };
+    let state = Arc::new(State::new(mode.name(), init_start));
+    let reaper = Arc::new(Reaper::default());
+
+    let mut ip = None;
+    if cfg.net.enabled {
+        let start = clock::now_us();
+        let r = network(cfg).await;
+        tl.record("network", start, clock::now_us(), r.as_ref().err().cloned());
+        match r {
+            Ok(p) => {
+                state.set_ip(format!("{}/{}", p.addr, p.prefix));
+                ip = Some(p.addr);
+            }
+            Err(e) => say!("network: {e}; the agent serves vsock only"),
+        }
+    }
+    marks.mark(mark::NETWORK_DONE);
+
+    let (shutdown_tx, mut shutdown_rx) = mpsc::unbounded_channel();
+    let (system_tx, system_rx) = watch::channel(false);
+    let ctl = Arc::new(Chinit {
+        state: Arc::clone(&state),
+        reaper: Arc::clone(&reaper),
+        shutdown: shutdown_tx,
+        system: system_rx.clone(),
+    });
+    let start = clock::now_us();
+    let served = start_agent(cfg, ip, &ctl).await;
+    tl.record("agent", start, clock::now_us(), served.err());
+
+    let ready_at = clock::now_us();
+    state.set_steps(&tl.steps);
+    state.set_ready(ready_at);
+    marks.mark(mark::READY);
+    let origin = match mode {
+        Mode::Vm => format!("kernel {} ms before init", clock::ms(init_start)),
+        Mode::Namespace => "namespace mode".to_string(),
+    };
+    say!(
+        "ready in {} ms ({}; {origin})",
+        clock::ms(ready_at.saturating_sub(init_start)),
+        timeline::summary(&tl.steps)
+    );
+    late_mounts(Arc::clone(&state), system_tx);
+    if let Some(port) = cfg.notify_vsock_port {
+        let doc = state.snapshot();
+        tokio::spawn(async move {
+            if let Err(e) = notify::send(port, &doc).await {
+                say!("notify: {e}");
+            }
+        });
+    }
+
+    let mut workload = match &cfg.exec {
+        Some(argv) => {
+            control::system_ready(&system_rx).await;
+            start_workload(argv, &reaper)
+        }
+        None => None,
+    };
+    let Some(sig) = sig.as_mut() else {
+        // Without signal handlers all we can do is wait for a shutdown request.
+        let req = shutdown_rx.recv().await.unwrap_or_default();
+        return action_of(req);
+    };
+    let action = loop {
+        tokio::select! {
+            _ = sig.chld.recv() => {
+                reaper.reap();
+            }
+            r = async { match workload.as_mut() { Some(w) => (&mut w.exited).await, None => std::future::pending().await } } => {
+                workload = None;
+                match r {
+                    Ok(exit) => say!("workload exited ({exit})"),
+                    Err(_) => say!("workload exited (status lost)"),
+                }
+                if cfg.on_exit == OnExit::Poweroff {
+                    break Action::Poweroff;
+                }
+            }
+            _ = sig.term.recv() => match &workload {
+                Some(w) => forward(w, libc::SIGTERM),
+                None => { say!("SIGTERM: shutting down"); break Action::Poweroff; }
+            },
+            _ = sig.int.recv() => match &workload {
+                Some(w) => forward(w, libc::SIGINT),
+                None => { say!("SIGINT (Ctrl-Alt-Del): shutting down"); break Action::Poweroff; }
+            },
+            _ = sig.hup.recv() => if let Some(w) = &workload { forward(w, libc::SIGHUP) },
+            _ = sig.pwr.recv() => { say!("SIGPWR: shutting down"); break Action::Poweroff; }
+            Some(req) = shutdown_rx.recv() => {
+                say!("shutdown requested over the API ({:?})", req.action);
+                break action_of(req);
+            }
+        }
+    };
+    shutdown::stop_processes(&reaper, &mut sig.chld, Duration::from_millis(cfg.grace_ms)).await;
+    action
+}
+
+/// Mounts [`mounts::LATE`] on a helper thread (mounts belong to the process, not the thread), so
+/// the agent keeps answering meanwhile; flips `done` when finished.
+fn late_mounts(state: Arc<State>, done: watch::Sender<bool>) {
+    let spawned = std::thread::Builder::new()
+        .name("late-mounts".into())
+        .spawn(move || {
+            let start = clock::now_us();
+            let failures = mounts::mount_table(&mut mounts::Sys, mounts::LATE);
+            let error = (!failures.is_empty()).then(|| failures.join("; "));
+            if let Some(e) = &error {
+                say!("mounts.late: {e}");
+            }
+            state.push_step(agent::proto::Step {
+                name: "mounts.late".into(),
+                start_us: start,
+                end_us: clock::now_us(),
+                error,
+            });
+            let _ = done.send(true);
+        });
+    if let Err(e) = spawned {
+        say!("mounts.late: cannot start a thread: {e}");
+    }
+}
+
+fn action_of(req: ShutdownRequest) -> Action {
+    match req.action {
+        ShutdownAction::Poweroff => Action::Poweroff,
+        ShutdownAction::Reboot => Action::Reboot,
+    }
+}
+
+fn forward(w: &Workload, sig: i32) {
+    if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
+        let _ = nix::sys::signal::kill(w.pid, s);
+    }
+}
+
+fn start_workload(argv: &[String], reaper: &Reaper) -> Option<Workload> {
+    let (prog, args) = argv.split_first()?;
+    let mut cmd = Command::new(prog);
+    cmd.args(args)
+        .env_clear()
+        .envs(exec::BASE_ENV.iter().copied());
+    match reaper.spawn(&mut cmd) {
+        Ok((child, exited)) => {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
+            say!("workload started: {} (pid {pid})", argv.join(" "));
+            Some(Workload { pid, exited })
+        }
+        Err(e) => {
+            say!("workload: cannot run {prog:?}: {e}");
+            // Behave as if it had exited at once, so chinit.on_exit still applies.
+            let (tx, exited) = oneshot::channel();
+            let _ = tx.send(Exit::Code(127));
+            Some(Workload {
+                pid: nix::unistd::Pid::from_raw(0),
+                exited,
+            })
+        }
+    }
+}
+
+/// Binds the TCP and vsock listeners and starts serving. `Err` when neither could be bound.
+async fn start_agent(cfg: &Config, ip: Option<Ipv4Addr>, ctl: &Arc<Chinit>) -> Result<(), String> {
+    let mut problems = Vec::new();
+    let mut serving = 0;
+    match ip {
+        Some(ip) => match tokio::net::TcpListener::bind(SocketAddr::from((ip, cfg.port))).await {
+            Ok(l) => {
+                tokio::spawn(serve(
+                    l,
+                    Arc::clone(ctl),
+                    ServeOptions {
+                        control: cfg.api == Api::Tcp,
+                        ..ServeOptions::default()
+                    },
+                ));
+                serving += 1;
+            }
+            Err(e) => problems.push(format!("tcp {ip}:{}: {e}", cfg.port)),
+        },
+        None => problems.push("tcp: no address".to_string()),
+    }
+    if let Some(port) = cfg.vsock_port {
+        match tokio_vsock::VsockListener::bind(tokio_vsock::VsockAddr::new(
+            libc::VMADDR_CID_ANY,
+            port,
+        )) {
+            Ok(l) => {
+                tokio::spawn(serve(
+                    l,
+                    Arc::clone(ctl),
+                    ServeOptions {
+                        control: true,
+                        ..ServeOptions::default()
+                    },
+                ));
+                serving += 1;
+            }
+            Err(e) => problems.push(format!("vsock port {port}: {e}")),
+        }
+    }
+    if !problems.is_empty() {
+        say!("agent: {}", problems.join("; "));
+    }
+    if serving == 0 {
+        Err(problems.join("; "))
+    } else {
+        Ok(())
+    }
+}

@@ -1,1 +1,16 @@
-fn main() {}
+//! chinit, PID 1. See the library for the boot.
+
+/// The earliest timestamp: runs before `main`.
+#[ctor::ctor]
+fn stamp() {
+    chinit::clock::stamp_init_start();
+}
+
+fn main() {
+    chinit::panic::install();
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let code = chinit::main_exec(&args);
+    std::process::exit(code);
+}

@@ -1,0 +1,661 @@
+//! Kernel command line → [`Config`]. Pure: takes the text, never reads `/proc/cmdline` itself.
+//!
+//! Every `chinit.*` key is documented in `docs/cmdline.md`. Unknown `chinit.*` keys and bad values are
+//! reported as [`Warning`]s and the default is kept: a typo never stops a boot.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use agent::proto::{DEFAULT_PORT, DEFAULT_VSOCK_PORT};
+
+/// Where the agent's control endpoints are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// vsock only (the default): the TAP side cannot run commands.
+    Vsock,
+    /// vsock and TCP.
+    Tcp,
+}
+
+/// What chinit does when the workload exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnExit {
+    Poweroff,
+    Stay,
+}
+
+/// What chinit does when a step it cannot do without fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    Poweroff,
+    Halt,
+    /// Run `/bin/sh` on the console, power off when it exits.
+    Shell,
+}
+
+/// `chinit.mount=<source>:<target>:<fstype>[:<options>]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraMount {
+    pub source: String,
+    pub target: String,
+    pub fstype: String,
+    pub options: Option<String>,
+}
+
+/// The kernel's `ip=<client>:<server>:<gw>:<netmask>:<hostname>:<device>:<autoconf>` (static form).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KernelIp {
+    pub client: Option<Ipv4Addr>,
+    pub gateway: Option<Ipv4Addr>,
+    pub prefix: Option<u8>,
+    pub hostname: Option<String>,
+    pub device: Option<String>,
+}
+
+/// Network settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    pub enabled: bool,
+    pub iface: Option<String>,
+    /// `chinit.ip=A.B.C.D/P`.
+    pub ip: Option<(Ipv4Addr, u8)>,
+    pub gateway: Option<Ipv4Addr>,
+    pub mtu: Option<u32>,
+    /// The kernel's own `ip=` parameter, used when `chinit.ip` is absent.
+    pub kernel_ip: Option<KernelIp>,
+}
+
+/// Everything chinit takes from the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Root device for initramfs mode.
+    pub root: String,
+    pub rootfstype: String,
+    pub rootflags: Option<String>,
+    /// Mount the root read-only (the kernel's `ro`, its default) or read-write (`rw`).
+    pub root_ro: bool,
+    /// How long to wait for the root device node, in ms.
+    pub root_wait_ms: u64,
+    pub mounts: Vec<ExtraMount>,
+    pub hostname: Option<String>,
+    pub net: NetConfig,
+    pub port: u16,
+    /// `None`: vsock disabled (`chinit.vsock_port=off`).
+    pub vsock_port: Option<u32>,
+    pub api: Api,
+    /// `chinit.notify=vsock:<port>`: push the ready document to the host (CID 2) on that port.
+    pub notify_vsock_port: Option<u32>,
+    pub exec: Option<Vec<String>>,
+    pub on_exit: OnExit,
+    pub on_error: OnError,
+    /// Write phase marks to I/O port 0x80 (x86, VM mode).
+    pub marks: bool,
+    /// Grace period between SIGTERM and SIGKILL at shutdown, in ms.
+    pub grace_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: "/dev/vda".into(),
+            rootfstype: "ext4".into(),
+            rootflags: None,
+            root_ro: true,
+            root_wait_ms: 5000,
+            mounts: Vec::new(),
+            hostname: None,
+            net: NetConfig {
+                enabled: true,
+                iface: None,
+                ip: None,
+                gateway: None,
+                mtu: None,
+                kernel_ip: None,
+            },
+            port: DEFAULT_PORT,
+            vsock_port: Some(DEFAULT_VSOCK_PORT),
+            api: Api::Vsock,
+            notify_vsock_port: None,
+            exec: None,
+            on_exit: OnExit::Poweroff,
+            on_error: OnError::Poweroff,
+            marks: true,
+            grace_ms: 2000,
+        }
+    }
+}
+
+/// A problem with one parameter; the boot goes on with the default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub param: String,
+    pub problem: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.param, self.problem)
+    }
+}
+
+/// Splits a command line into words the way the kernel does: on whitespace, with double quotes
+/// grouping (`chinit.exec="/bin/app --x 1"` and `"key=a b"` are one word each); quotes are removed.
+pub fn split_words(s: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_quote = false;
+    let mut in_word = false;
+    for c in s.chars() {
+        match c {
+            '"' => {
+                in_quote = !in_quote;
+                in_word = true;
+            }
+            c if c.is_whitespace() && !in_quote => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    words
+}
+
+/// Parses `A.B.C.D/P`.
+pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
+    let (addr, prefix) = s
+        .split_once('/')
+        .ok_or("expected A.B.C.D/PREFIX, e.g. 169.254.1.2/16")?;
+    let addr: Ipv4Addr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
+    let prefix: u8 = prefix
+        .parse()
+        .ok()
+        .filter(|p| (1..=32).contains(p))
+        .ok_or(format!("prefix {prefix:?} is not 1-32"))?;
+    if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() {
+        return Err(format!("{addr} cannot be an interface address"));
+    }
+    Ok((addr, prefix))
+}
+
+/// Prefix length of a dotted netmask (`255.255.0.0` → 16); `None` when not contiguous.
+fn netmask_prefix(mask: Ipv4Addr) -> Option<u8> {
+    let m = u32::from(mask);
+    let ones = m.leading_ones();
+    (m.checked_shl(ones).unwrap_or(0) == 0 && ones > 0).then_some(ones as u8)
+}
+
+/// Parses the kernel's `ip=` value. Only the static form is ours to apply; `dhcp`, `on`, `any`,
+/// `off`, `none` and values without a client address give `None`.
+pub fn parse_kernel_ip(v: &str) -> Result<Option<KernelIp>, String> {
+    if matches!(
+        v,
+        "off" | "none" | "dhcp" | "on" | "any" | "bootp" | "rarp" | "both"
+    ) {
+        return Ok(None);
+    }
+    let f: Vec<&str> = v.split(':').collect();
+    let field = |i: usize| f.get(i).copied().filter(|s| !s.is_empty());
+    let addr = |i: usize| -> Result<Option<Ipv4Addr>, String> {
+        field(i)
+            .map(|s| {
+                s.parse()
+                    .map_err(|_| format!("{s:?} is not an IPv4 address"))
+            })
+            .transpose()
+    };
+    let client = addr(0)?;
+    if client.is_none() {
+        return Ok(None);
+    }
+    let prefix = match addr(3)? {
+        Some(mask) => {
+            Some(netmask_prefix(mask).ok_or(format!("netmask {mask} is not contiguous"))?)
+        }
+        None => None,
+    };
+    Ok(Some(KernelIp {
+        client,
+        gateway: addr(2)?,
+        prefix,
+        hostname: field(4).map(str::to_string),
+        device: field(5).map(str::to_string),
+    }))
+}
+
+/// Parses `<source>:<target>:<fstype>[:<options>]`.
+fn parse_mount(v: &str) -> Result<ExtraMount, String> {
+    let mut it = v.splitn(4, ':');
+    let (Some(source), Some(target), Some(fstype)) = (it.next(), it.next(), it.next()) else {
+        return Err("expected <source>:<target>:<fstype>[:<options>]".into());
+    };
+    if source.is_empty() || fstype.is_empty() {
+        return Err("source and fstype must not be empty".into());
+    }
+    if !target.starts_with('/') {
+        return Err(format!("target {target:?} must be an absolute path"));
+    }
+    Ok(ExtraMount {
+        source: source.into(),
+        target: target.into(),
+        fstype: fstype.into(),
+        options: it.next().filter(|o| !o.is_empty()).map(str::to_string),
+    })
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v {
+        "1" | "on" | "yes" | "true" => Ok(true),
+        "0" | "off" | "no" | "false" => Ok(false),
+        _ => Err("expected on or off".into()),
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(v: &str, what: &str) -> Result<T, String> {
+    v.parse().map_err(|_| format!("{v:?} is not {what}"))
+}
+
+/// Every key chinit knows, for the unknown-key warning.
+pub const KEYS: &[&str] = &[
+    "root",
+    "rootfstype",
+    "rootflags",
+    "root_wait_ms",
+    "mount",
+    "hostname",
+    "net",
+    "iface",
+    "ip",
+    "gw",
+    "mtu",
+    "port",
+    "vsock_port",
+    "api",
+    "notify",
+    "exec",
+    "on_exit",
+    "on_error",
+    "marks",
+    "grace_ms",
+];
+
+/// Parses a whole kernel command line.
+pub fn parse(cmdline: &str) -> (Config, Vec<Warning>) {
+    let mut c = Config::default();
+    let mut warnings = Vec::new();
+    for word in split_words(cmdline) {
+        let (key, value) = match word.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (word.as_str(), None),
+        };
+        let mut warn = |problem: String| {
+            warnings.push(Warning {
+                param: word.clone(),
+                problem,
+            })
+        };
+        match (key, value) {
+            ("ro", None) => c.root_ro = true,
+            ("rw", None) => c.root_ro = false,
+            ("ip", Some(v)) => match parse_kernel_ip(v) {
+                Ok(ip) => c.net.kernel_ip = ip,
+                Err(e) => warn(e),
+            },
+            (k, v) if k.starts_with("chinit.") => {
+                let name = &k["chinit.".len()..];
+                let Some(v) = v else {
+                    warn(if KEYS.contains(&name) {
+                        "needs a value (key=value)".into()
+                    } else {
+                        unknown(name)
+                    });
+                    continue;
+                };
+                if let Err(e) = apply(&mut c, name, v) {
+                    warn(e);
+                }
+            }
+            _ => {}
+        }
+    }
+    (c, warnings)
+}
+
+fn unknown(name: &str) -> String {
+    format!("unknown key chinit.{name} (ignored); known keys are listed in docs/cmdline.md")
+}
+
+/// Applies one `chinit.<name>=<v>`.
+fn apply(c: &mut Config, name: &str, v: &str) -> Result<(), String> {
+    match name {
+        "root" if v.starts_with("/dev/") => c.root = v.into(),
+        "root" => {
+            return Err("expected a device path under /dev, e.g. /dev/vda or /dev/pmem0".into())
+        }
+        "rootfstype" if !v.is_empty() => c.rootfstype = v.into(),
+        "rootflags" => c.rootflags = Some(v.into()).filter(|s: &String| !s.is_empty()),
+        "root_wait_ms" => c.root_wait_ms = parse_num(v, "a number of milliseconds")?,
+        "mount" => c.mounts.push(parse_mount(v)?),
+        "hostname" if valid_hostname(v) => c.hostname = Some(v.into()),
+        "hostname" => return Err("expected 1-64 characters of letters, digits, '-' and '.'".into()),
+        "net" => c.net.enabled = parse_bool(v)?,
+        "iface" if !v.is_empty() && v.len() < 16 && !v.contains('/') => {
+            c.net.iface = Some(v.into())
+        }
+        "iface" => return Err("expected an interface name of at most 15 characters".into()),
+        "ip" => c.net.ip = Some(parse_cidr(v)?),
+        "gw" => {
+            c.net.gateway = Some(
+                v.parse()
+                    .map_err(|_| format!("{v:?} is not an IPv4 address"))?,
+            )
+        }
+        "mtu" => {
+            c.net.mtu = Some(parse_num::<u32>(v, "an MTU").and_then(|m| {
+                if (68..=65535).contains(&m) {
+                    Ok(m)
+                } else {
+                    Err("MTU must be 68-65535".into())
+                }
+            })?)
+        }
+        "port" => {
+            c.port = parse_num::<u16>(v, "a port number (1-65535)").and_then(|p| {
+                if p == 0 {
+                    Err("port 0 is not allowed".into())
+                } else {
+                    Ok(p)
+                }
+            })?
+        }
+        "vsock_port" if v == "off" => c.vsock_port = None,
+        "vsock_port" => c.vsock_port = Some(parse_num(v, "a vsock port number, or off")?),
+        "api" => {
+            c.api = match v {
+                "vsock" => Api::Vsock,
+                "tcp" => Api::Tcp,
+                _ => return Err("expected vsock or tcp".into()),
+            }
+        }
+        "notify" => {
+            let port = v.strip_prefix("vsock:").ok_or("expected vsock:<port>")?;
+            c.notify_vsock_port = Some(parse_num(port, "a vsock port number")?);
+        }
+        "exec" => {
+            let words = split_exec(v);
+            if words.is_empty() {
+                return Err("empty command".into());
+            }
+            c.exec = Some(words);
+        }
+        "on_exit" => {
+            c.on_exit = match v {
+                "poweroff" => OnExit::Poweroff,
+                "stay" => OnExit::Stay,
+                _ => return Err("expected poweroff or stay".into()),
+            }
+        }
+        "on_error" => {
+            c.on_error = match v {
+                "poweroff" => OnError::Poweroff,
+                "halt" => OnError::Halt,
+                "shell" => OnError::Shell,
+                _ => return Err("expected poweroff, halt or shell".into()),
+            }
+        }
+        "marks" => c.marks = parse_bool(v)?,
+        "grace_ms" => c.grace_ms = parse_num(v, "a number of milliseconds")?,
+        _ if KEYS.contains(&name) => return Err("empty value".into()),
+        _ => return Err(unknown(name)),
+    }
+    Ok(())
+}
+
+/// Splits the workload command: whitespace separates words, single quotes group
+/// (`chinit.exec="sh -c 'echo hi'"` → `sh`, `-c`, `echo hi`).
+pub fn split_exec(v: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_quote = false;
+    let mut in_word = false;
+    for ch in v.chars() {
+        match ch {
+            '\'' => {
+                in_quote = !in_quote;
+                in_word = true;
+            }
+            ch if ch.is_whitespace() && !in_quote => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            ch => {
+                cur.push(ch);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    words
+}
+
+fn valid_hostname(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_words_table() {
+        let cases: &[(&str, &[&str])] = &[
+            ("", &[]),
+            ("  a  b ", &["a", "b"]),
+            ("console=ttyS0 quiet", &["console=ttyS0", "quiet"]),
+            (
+                r#"chinit.exec="/bin/app --x 1" rw"#,
+                &["chinit.exec=/bin/app --x 1", "rw"],
+            ),
+            (r#""chinit.hostname=a b""#, &["chinit.hostname=a b"]),
+            ("a=b=c", &["a=b=c"]),
+            ("\tx\ny", &["x", "y"]),
+            (r#"k="""#, &["k="]),
+            (r#"unterminated="a b"#, &["unterminated=a b"]),
+        ];
+        for (input, want) in cases {
+            assert_eq!(split_words(input), *want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let (c, w) = parse("console=ttyS0 reboot=k panic=1 pci=off");
+        assert!(w.is_empty());
+        assert_eq!(c, Config::default());
+        assert_eq!(
+            (c.port, c.vsock_port, c.api, c.root.as_str(), c.root_ro),
+            (1024, Some(1024), Api::Vsock, "/dev/vda", true)
+        );
+    }
+
+    #[test]
+    fn every_key() {
+        let (c, w) = parse(concat!(
+            "rw chinit.root=/dev/pmem0p1 chinit.rootfstype=xfs chinit.rootflags=dax,noatime chinit.root_wait_ms=100 ",
+            "chinit.mount=myfs:/mnt/data:virtiofs chinit.mount=/dev/vdb:/srv:ext4:ro,noatime ",
+            "chinit.hostname=vm-1 chinit.iface=eth1 chinit.ip=169.254.7.9/16 chinit.gw=169.254.0.1 chinit.mtu=1400 ",
+            "chinit.port=8080 chinit.vsock_port=5000 chinit.api=tcp chinit.notify=vsock:9999 ",
+            "chinit.exec=\"/bin/sh -c 'echo hi there'\" chinit.on_exit=stay chinit.on_error=shell chinit.marks=off chinit.grace_ms=50"
+        ));
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.root, "/dev/pmem0p1");
+        assert_eq!(c.rootfstype, "xfs");
+        assert_eq!(c.rootflags.as_deref(), Some("dax,noatime"));
+        assert!(!c.root_ro);
+        assert_eq!(c.root_wait_ms, 100);
+        assert_eq!(
+            c.mounts,
+            vec![
+                ExtraMount {
+                    source: "myfs".into(),
+                    target: "/mnt/data".into(),
+                    fstype: "virtiofs".into(),
+                    options: None
+                },
+                ExtraMount {
+                    source: "/dev/vdb".into(),
+                    target: "/srv".into(),
+                    fstype: "ext4".into(),
+                    options: Some("ro,noatime".into())
+                },
+            ]
+        );
+        assert_eq!(c.hostname.as_deref(), Some("vm-1"));
+        assert_eq!(c.net.iface.as_deref(), Some("eth1"));
+        assert_eq!(c.net.ip, Some((Ipv4Addr::new(169, 254, 7, 9), 16)));
+        assert_eq!(c.net.gateway, Some(Ipv4Addr::new(169, 254, 0, 1)));
+        assert_eq!(c.net.mtu, Some(1400));
+        assert_eq!(
+            (c.port, c.vsock_port, c.api, c.notify_vsock_port),
+            (8080, Some(5000), Api::Tcp, Some(9999))
+        );
+        assert_eq!(
+            c.exec,
+            Some(vec![
+                "/bin/sh".to_string(),
+                "-c".into(),
+                "echo hi there".into()
+            ])
+        );
+        assert_eq!(
+            (c.on_exit, c.on_error, c.marks, c.grace_ms),
+            (OnExit::Stay, OnError::Shell, false, 50)
+        );
+    }
+
+    #[test]
+    fn bad_values_warn_and_keep_defaults() {
+        let cases: &[(&str, &str)] = &[
+            ("chinit.port=abc", "not a port"),
+            ("chinit.port=0", "port 0"),
+            ("chinit.port=70000", "not a port"),
+            ("chinit.ip=169.254.1.2", "A.B.C.D/PREFIX"),
+            ("chinit.ip=300.1.1.1/16", "not an IPv4"),
+            ("chinit.ip=169.254.1.2/33", "prefix"),
+            ("chinit.ip=0.0.0.0/8", "cannot be"),
+            ("chinit.gw=nope", "not an IPv4"),
+            ("chinit.mtu=20", "68-65535"),
+            ("chinit.api=http", "vsock or tcp"),
+            ("chinit.notify=tcp:1", "vsock:<port>"),
+            ("chinit.on_exit=reboot", "poweroff or stay"),
+            ("chinit.on_error=panic", "poweroff, halt or shell"),
+            ("chinit.mount=a:b", "<source>:<target>"),
+            ("chinit.mount=a:rel:ext4", "absolute"),
+            ("chinit.root=vda", "/dev"),
+            ("chinit.hostname=bad_name!", "letters"),
+            ("chinit.marks=maybe", "on or off"),
+            ("chinit.exec=", "empty command"),
+            ("chinit.port", "needs a value"),
+            ("chinit.colour=blue", "unknown key chinit.colour"),
+            ("chinit.verbose", "unknown key chinit.verbose"),
+            ("ip=1.2.3.4::x", "not an IPv4"),
+            ("ip=10.0.0.2::10.0.0.1:255.0.255.0", "not contiguous"),
+        ];
+        for (input, want) in cases {
+            let (c, w) = parse(input);
+            assert_eq!(w.len(), 1, "{input}: {w:?}");
+            assert_eq!(w[0].param, *input);
+            assert!(w[0].to_string().contains(want), "{input}: {}", w[0]);
+            assert_eq!(c, Config::default(), "{input} keeps the defaults");
+        }
+    }
+
+    #[test]
+    fn equals_inside_values_and_last_one_wins() {
+        let (c, w) = parse("chinit.exec=\"env A=1 B=2 /app\" chinit.port=1 chinit.port=2");
+        assert!(w.is_empty());
+        assert_eq!(
+            c.exec,
+            Some(vec![
+                "env".to_string(),
+                "A=1".into(),
+                "B=2".into(),
+                "/app".into()
+            ])
+        );
+        assert_eq!(c.port, 2);
+    }
+
+    #[test]
+    fn kernel_ip_table() {
+        let ip = |a, b, c, d| Some(Ipv4Addr::new(a, b, c, d));
+        let cases: Vec<(&str, Option<KernelIp>)> = vec![
+            ("dhcp", None),
+            ("off", None),
+            ("::::::off", None),
+            (
+                "169.254.3.4::169.254.0.1:255.255.0.0:guest:eth0:off",
+                Some(KernelIp {
+                    client: ip(169, 254, 3, 4),
+                    gateway: ip(169, 254, 0, 1),
+                    prefix: Some(16),
+                    hostname: Some("guest".into()),
+                    device: Some("eth0".into()),
+                }),
+            ),
+            (
+                "10.0.0.2",
+                Some(KernelIp {
+                    client: ip(10, 0, 0, 2),
+                    ..KernelIp::default()
+                }),
+            ),
+            (
+                "10.0.0.2:::255.255.255.252::",
+                Some(KernelIp {
+                    client: ip(10, 0, 0, 2),
+                    prefix: Some(30),
+                    ..KernelIp::default()
+                }),
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_kernel_ip(input).unwrap(), want, "{input}");
+        }
+        let (c, _) = parse("ip=169.254.3.4::169.254.0.1:255.255.0.0:guest:eth0:off");
+        assert_eq!(c.net.kernel_ip.and_then(|k| k.client), ip(169, 254, 3, 4));
+    }
+
+    #[test]
+    fn split_exec_table() {
+        let cases: &[(&str, &[&str])] = &[
+            ("/bin/app", &["/bin/app"]),
+            ("/bin/app  -x 1", &["/bin/app", "-x", "1"]),
+            (
+                "sh -c 'echo a b; exit 3'",
+                &["sh", "-c", "echo a b; exit 3"],
+            ),
+            ("a '' b", &["a", "", "b"]),
+        ];
+        for (input, want) in cases {
+            assert_eq!(split_exec(input), *want, "{input:?}");
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! chinit's side of the agent: the readiness state it publishes, and the control endpoints.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use agent::proto::{ExecRequest, ExecResponse, Ready, ShutdownRequest, Step};
+use agent::server::Control;
+use tokio::sync::{mpsc, watch};
+
+use crate::reap::Reaper;
+
+/// What `/ready` shows.
+pub struct State {
+    pub mode: &'static str,
+    pub init_start_us: u64,
+    ready: AtomicBool,
+    ready_us: AtomicU64,
+    generation: AtomicU64,
+    steps: Mutex<Vec<Step>>,
+    ip: Mutex<Option<String>>,
+}
+
+impl State {
+    pub fn new(mode: &'static str, init_start_us: u64) -> State {
+        State {
+            mode,
+            init_start_us,
+            ready: AtomicBool::new(false),
+            ready_us: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            steps: Mutex::new(Vec::new()),
+            ip: Mutex::new(None),
+        }
+    }
+
+    pub fn set_steps(&self, steps: &[Step]) {
+        *self.steps.lock().unwrap_or_else(|e| e.into_inner()) = steps.to_vec();
+    }
+
+    /// Adds a step that ran after ready.
+    pub fn push_step(&self, step: Step) {
+        self.steps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(step);
+    }
+
+    pub fn set_ip(&self, ip: String) {
+        *self.ip.lock().unwrap_or_else(|e| e.into_inner()) = Some(ip);
+    }
+
+    /// Declares readiness (again, after a restore: the generation goes up each time).
+    pub fn set_ready(&self, at_us: u64) {
+        self.ready_us.store(at_us, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        self.ready.store(true, Ordering::Release);
+    }
+
+    pub fn snapshot(&self) -> Ready {
+        let ready = self.ready.load(Ordering::Acquire);
+        Ready {
+            ready,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            mode: self.mode.to_string(),
+            init_start_us: self.init_start_us,
+            ready_us: if ready {
+                self.ready_us.load(Ordering::Relaxed)
+            } else {
+                0
+            },
+            steps: self.steps.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            ip: self.ip.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            generation: self.generation.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The agent's view of chinit.
+pub struct Chinit {
+    pub state: Arc<State>,
+    pub reaper: Arc<Reaper>,
+    pub shutdown: mpsc::UnboundedSender<ShutdownRequest>,
+    /// Becomes true when the late mounts are done; commands wait for it.
+    pub system: watch::Receiver<bool>,
+}
+
+/// Waits until the late mounts are done (or their thread is gone).
+pub async fn system_ready(rx: &watch::Receiver<bool>) {
+    let mut rx = rx.clone();
+    let _ = rx.wait_for(|done| *done).await;
+}
+
+impl Control for Chinit {
+    fn ready(&self) -> Ready {
+        self.state.snapshot()
+    }
+
+    async fn exec(&self, req: ExecRequest) -> Result<ExecResponse, String> {
+        system_ready(&self.system).await;
+        crate::exec::run(&self.reaper, req).await
+    }
+
+    fn shutdown(&self, req: ShutdownRequest) {
+        let _ = self.shutdown.send(req);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_follows_readiness() {
+        let s = State::new("namespace", 100);
+        let before = s.snapshot();
+        assert!(!before.ready && before.ready_us == 0 && before.generation == 0);
+        s.set_steps(&[Step {
+            name: "mounts".into(),
+            start_us: 101,
+            end_us: 150,
+            error: None,
+        }]);
+        s.set_ip("169.254.1.2/16".into());
+        s.set_ready(400);
+        let after = s.snapshot();
+        assert!(after.ready);
+        assert_eq!(
+            (after.ready_us, after.generation, after.init_to_ready_us()),
+            (400, 1, 300)
+        );
+        assert_eq!(after.ip.as_deref(), Some("169.254.1.2/16"));
+        assert_eq!(after.steps.len(), 1);
+        s.set_ready(900);
+        assert_eq!(s.snapshot().generation, 2);
+    }
+}

@@ -1,0 +1,341 @@
+//! Networking: a pure plan (which link, which address, from where), applied over rtnetlink.
+//! `lo` up; the NIC up with a link-local address; optional gateway and MTU. No ARP probing, no DAD.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use crate::cmdline::NetConfig;
+
+/// What the plan needs to know of a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub loopback: bool,
+    pub ethernet: bool,
+    pub up: bool,
+    pub mac: Option<[u8; 6]>,
+}
+
+/// Where the address came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddrSource {
+    /// `chinit.ip=`
+    Chinit,
+    /// The kernel's `ip=`.
+    KernelIp,
+    /// Derived from the MAC.
+    Mac,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Loopback to bring up, if it is down.
+    pub lo: Option<u32>,
+    pub index: u32,
+    pub name: String,
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+    pub source: AddrSource,
+    pub gateway: Option<Ipv4Addr>,
+    pub mtu: Option<u32>,
+}
+
+/// The link-local address of a MAC: `169.254.A.B` with `A = mac[4]`, `B = mac[5]`; an `A` of 0 or
+/// 255 (reserved by RFC 3927) becomes `1 + mac[3] % 254`. Deterministic, so the host can compute it.
+pub fn addr_from_mac(mac: [u8; 6]) -> Ipv4Addr {
+    let a = match mac[4] {
+        0 | 255 => 1 + mac[3] % 254,
+        a => a,
+    };
+    Ipv4Addr::new(169, 254, a, mac[5])
+}
+
+/// Chooses the link and the address. `Err` says why there is nothing to configure.
+pub fn plan(cfg: &NetConfig, links: &[Link]) -> Result<Plan, String> {
+    let lo = links.iter().find(|l| l.loopback && !l.up).map(|l| l.index);
+    let kip = cfg.kernel_ip.as_ref();
+    let wanted = cfg
+        .iface
+        .clone()
+        .or_else(|| kip.and_then(|k| k.device.clone()));
+    let link = match &wanted {
+        Some(name) => links.iter().find(|l| &l.name == name).ok_or_else(|| {
+            let names: Vec<&str> = links
+                .iter()
+                .filter(|l| !l.loopback)
+                .map(|l| l.name.as_str())
+                .collect();
+            format!(
+                "no link named {name} (links: {}); fix chinit.iface=",
+                if names.is_empty() {
+                    "none".into()
+                } else {
+                    names.join(", ")
+                }
+            )
+        })?,
+        None => {
+            let mut candidates: Vec<&Link> =
+                links.iter().filter(|l| l.ethernet && !l.loopback).collect();
+            candidates.sort_by_key(|l| l.index);
+            *candidates.first().ok_or(
+                "no ethernet link: attach a NIC (e.g. --net tap=...) or boot with chinit.net=off",
+            )?
+        }
+    };
+    let (addr, prefix, source) = if let Some((a, p)) = cfg.ip {
+        (a, p, AddrSource::Chinit)
+    } else if let Some(a) = kip.and_then(|k| k.client) {
+        (
+            a,
+            kip.and_then(|k| k.prefix).unwrap_or(16),
+            AddrSource::KernelIp,
+        )
+    } else {
+        let mac = link.mac.ok_or_else(|| {
+            format!(
+                "{} has no MAC address to derive an address from; set chinit.ip=",
+                link.name
+            )
+        })?;
+        (addr_from_mac(mac), 16, AddrSource::Mac)
+    };
+    let gateway = cfg.gateway.or_else(|| kip.and_then(|k| k.gateway));
+    Ok(Plan {
+        lo,
+        index: link.index,
+        name: link.name.clone(),
+        addr,
+        prefix,
+        source,
+        gateway,
+        mtu: cfg.mtu,
+    })
+}
+
+/// Applies a plan over rtnetlink.
+pub mod apply {
+    use super::*;
+    use futures_util::TryStreamExt;
+    use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage};
+    use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
+
+    fn is_eexist(e: &rtnetlink::Error) -> bool {
+        matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -libc::EEXIST)
+    }
+
+    fn to_link(m: &LinkMessage) -> Link {
+        let mut name = String::new();
+        let mut mac = None;
+        for a in &m.attributes {
+            match a {
+                LinkAttribute::IfName(n) => name = n.clone(),
+                LinkAttribute::Address(b) if b.len() == 6 => {
+                    let mut m6 = [0u8; 6];
+                    m6.copy_from_slice(b);
+                    mac = Some(m6);
+                }
+                _ => {}
+            }
+        }
+        Link {
+            index: m.header.index,
+            name,
+            loopback: m.header.flags.contains(LinkFlags::Loopback)
+                || m.header.link_layer_type == LinkLayerType::Loopback,
+            ethernet: m.header.link_layer_type == LinkLayerType::Ether,
+            up: m.header.flags.contains(LinkFlags::Up),
+            mac,
+        }
+    }
+
+    pub async fn links(h: &Handle) -> Result<Vec<Link>, String> {
+        let mut out = Vec::new();
+        let mut s = h.link().get().execute();
+        while let Some(m) = s.try_next().await.map_err(|e| format!("list links: {e}"))? {
+            out.push(to_link(&m));
+        }
+        Ok(out)
+    }
+
+    /// Applies `p`; returns a description of what was done.
+    pub async fn apply(h: &Handle, p: &Plan) -> Result<(), String> {
+        if let Some(lo) = p.lo {
+            h.link()
+                .set(LinkUnspec::new_with_index(lo).up().build())
+                .execute()
+                .await
+                .map_err(|e| format!("set lo up: {e}"))?;
+        }
+        let mut b = LinkUnspec::new_with_index(p.index).up();
+        if let Some(mtu) = p.mtu {
+            b = b.mtu(mtu);
+        }
+        h.link()
+            .set(b.build())
+            .execute()
+            .await
+            .map_err(|e| format!("set {} up: {e}", p.name))?;
+        match h
+            .address()
+            .add(p.index, IpAddr::V4(p.addr), p.prefix)
+            .execute()
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if is_eexist(&e) => {}
+            Err(e) => return Err(format!("add {}/{} to {}: {e}", p.addr, p.prefix, p.name)),
+        }
+        if let Some(gw) = p.gateway {
+            let route = RouteMessageBuilder::<Ipv4Addr>::new()
+                .gateway(gw)
+                .output_interface(p.index)
+                .build();
+            match h.route().add(route).execute().await {
+                Ok(()) => {}
+                Err(e) if is_eexist(&e) => {}
+                Err(e) => return Err(format!("add default route via {gw} on {}: {e}", p.name)),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmdline::parse;
+
+    fn link(index: u32, name: &str, mac: Option<[u8; 6]>) -> Link {
+        let lo = name == "lo";
+        Link {
+            index,
+            name: name.into(),
+            loopback: lo,
+            ethernet: !lo && mac.is_some(),
+            up: false,
+            mac,
+        }
+    }
+
+    fn links() -> Vec<Link> {
+        vec![
+            link(1, "lo", None),
+            link(3, "eth1", Some([2, 0, 0, 0, 0, 9])),
+            link(2, "eth0", Some([0x52, 0x54, 0, 0x12, 0x34, 0x56])),
+            link(4, "tun0", None),
+        ]
+    }
+
+    #[test]
+    fn addr_from_mac_table() {
+        let cases = [
+            (
+                [0x52, 0x54, 0, 0x12, 0x34, 0x56],
+                Ipv4Addr::new(169, 254, 0x34, 0x56),
+            ),
+            ([0, 0, 0, 7, 0, 0], Ipv4Addr::new(169, 254, 8, 0)),
+            ([0, 0, 0, 0xff, 0xff, 1], Ipv4Addr::new(169, 254, 2, 1)),
+            ([0, 0, 0, 0xfe, 0, 1], Ipv4Addr::new(169, 254, 1, 1)),
+        ];
+        for (mac, want) in cases {
+            let got = addr_from_mac(mac);
+            assert_eq!(got, want, "{mac:x?}");
+            assert!(got.octets()[2] != 0 && got.octets()[2] != 255);
+        }
+    }
+
+    type Want = Result<(&'static str, Ipv4Addr, u8, AddrSource, Option<Ipv4Addr>), &'static str>;
+
+    #[test]
+    fn plan_table() {
+        let cases: &[(&str, Want)] = &[
+            (
+                "",
+                Ok((
+                    "eth0",
+                    Ipv4Addr::new(169, 254, 0x34, 0x56),
+                    16,
+                    AddrSource::Mac,
+                    None,
+                )),
+            ),
+            (
+                "chinit.ip=169.254.9.9/16 chinit.gw=169.254.0.1",
+                Ok((
+                    "eth0",
+                    Ipv4Addr::new(169, 254, 9, 9),
+                    16,
+                    AddrSource::Chinit,
+                    Some(Ipv4Addr::new(169, 254, 0, 1)),
+                )),
+            ),
+            (
+                "chinit.iface=eth1",
+                Ok((
+                    "eth1",
+                    Ipv4Addr::new(169, 254, 1, 9),
+                    16,
+                    AddrSource::Mac,
+                    None,
+                )),
+            ),
+            (
+                "ip=10.1.2.3::10.1.0.1:255.255.0.0:h:eth1:off",
+                Ok((
+                    "eth1",
+                    Ipv4Addr::new(10, 1, 2, 3),
+                    16,
+                    AddrSource::KernelIp,
+                    Some(Ipv4Addr::new(10, 1, 0, 1)),
+                )),
+            ),
+            (
+                "ip=10.1.2.3 chinit.ip=169.254.1.1/16",
+                Ok((
+                    "eth0",
+                    Ipv4Addr::new(169, 254, 1, 1),
+                    16,
+                    AddrSource::Chinit,
+                    None,
+                )),
+            ),
+            (
+                "chinit.iface=eth9",
+                Err("no link named eth9 (links: eth1, eth0, tun0)"),
+            ),
+            ("chinit.iface=tun0", Err("tun0 has no MAC")),
+        ];
+        for (line, want) in cases {
+            let got = plan(&parse(line).0.net, &links());
+            match (got, want) {
+                (Ok(p), Ok((name, addr, prefix, source, gw))) => {
+                    assert_eq!(
+                        (p.name.as_str(), p.addr, p.prefix, p.source, p.gateway),
+                        (*name, *addr, *prefix, *source, *gw),
+                        "{line}"
+                    );
+                    assert_eq!(p.lo, Some(1), "{line}: lo is brought up");
+                }
+                (Err(e), Err(w)) => assert!(e.contains(w), "{line}: {e}"),
+                (got, want) => panic!("{line}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn no_ethernet_link_says_what_to_do() {
+        let e = plan(&parse("").0.net, &[link(1, "lo", None)]).unwrap_err();
+        assert!(
+            e.contains("attach a NIC") && e.contains("chinit.net=off"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn lo_already_up_is_left_alone() {
+        let mut l = links();
+        l[0].up = true;
+        assert_eq!(plan(&parse("").0.net, &l).unwrap().lo, None);
+    }
+}

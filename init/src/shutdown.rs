@@ -1,0 +1,116 @@
+//! Orderly shutdown, always in this order: SIGTERM to every process → grace period → SIGKILL →
+//! sync → unmount the extra mounts (retry, then lazily) → remount the root read-only (VM mode) →
+//! sync → `reboot(POWER_OFF)` (never a reboot unless asked: cloud-hypervisor restarts a VM that
+//! reboots). In a PID namespace, `reboot()` ends the namespace, as it should.
+
+use std::time::Duration;
+
+use nix::mount::{MntFlags, MsFlags};
+use nix::sys::reboot::RebootMode;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::time::Instant;
+
+use crate::mode::Mode;
+use crate::reap::Reaper;
+use crate::say;
+
+/// How the machine ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Poweroff,
+    Reboot,
+    Halt,
+}
+
+/// Signals every process but us and waits, reacting to SIGCHLD, until none is left or `deadline`.
+async fn signal_and_wait(
+    sig: Signal,
+    reaper: &Reaper,
+    sigchld: &mut tokio::signal::unix::Signal,
+    wait: Duration,
+) -> bool {
+    // -1: every process we may signal except ourselves (in a PID namespace: only its members).
+    let _ = kill(Pid::from_raw(-1), sig);
+    let deadline = Instant::now() + wait;
+    loop {
+        if !reaper.reap().1 {
+            return true;
+        }
+        tokio::select! {
+            _ = sigchld.recv() => {}
+            _ = tokio::time::sleep_until(deadline) => return !reaper.reap().1,
+        }
+    }
+}
+
+/// Ends every process, in order. Returns when only chinit is left (or the KILL wait ran out).
+pub async fn stop_processes(
+    reaper: &Reaper,
+    sigchld: &mut tokio::signal::unix::Signal,
+    grace: Duration,
+) {
+    if !signal_and_wait(Signal::SIGTERM, reaper, sigchld, grace).await {
+        say!(
+            "shutdown: processes still running after {} ms, sending SIGKILL",
+            grace.as_millis()
+        );
+        if !signal_and_wait(Signal::SIGKILL, reaper, sigchld, Duration::from_secs(2)).await {
+            say!("shutdown: some processes did not die after SIGKILL (stuck in the kernel?)");
+        }
+    }
+}
+
+/// Unmounts and finishes the machine. Never returns.
+pub fn finish(mode: Mode, extra_targets: &[String], action: Action) -> ! {
+    nix::unistd::sync();
+    for t in extra_targets.iter().rev() {
+        let ok = (0..3).any(|i| {
+            if i > 0 {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            nix::mount::umount2(t.as_str(), MntFlags::empty()).is_ok()
+        });
+        if !ok {
+            if let Err(e) = nix::mount::umount2(t.as_str(), MntFlags::MNT_DETACH) {
+                say!("shutdown: unmount {t}: {e}");
+            }
+        }
+    }
+    if mode == Mode::Vm {
+        if let Err(e) = nix::mount::mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        ) {
+            say!("shutdown: remount / read-only: {e}");
+        }
+    }
+    nix::unistd::sync();
+    power(mode, action)
+}
+
+/// The final syscall. Never returns: if the kernel refuses, PID 1 of a VM waits forever (exiting
+/// would panic the kernel); PID 1 of a namespace exits.
+pub fn power(mode: Mode, action: Action) -> ! {
+    let how = match action {
+        Action::Poweroff => RebootMode::RB_POWER_OFF,
+        Action::Reboot => RebootMode::RB_AUTOBOOT,
+        Action::Halt => RebootMode::RB_HALT_SYSTEM,
+    };
+    let err = nix::sys::reboot::reboot(how).err();
+    say!(
+        "shutdown: reboot({how:?}) failed: {}",
+        err.map(|e| e.to_string()).unwrap_or_default()
+    );
+    if mode == Mode::Namespace {
+        // PID 1 of a namespace may end: the namespace ends with it, no kernel panics.
+        #[allow(clippy::exit)]
+        std::process::exit(0);
+    }
+    loop {
+        nix::unistd::pause();
+    }
+}
