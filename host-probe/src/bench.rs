@@ -294,7 +294,8 @@ mod tests {
 
     #[test]
     fn nearest_rank_statistics() {
-        let cases: [(&[u64], Option<(u64, u64, u64, u64)>); 4] = [
+        type Quad = (u64, u64, u64, u64);
+        let cases: [(&[u64], Option<Quad>); 4] = [
             (&[], None),
             (&[7], Some((7, 7, 7, 7))),
             (&[4, 1, 3, 2], Some((1, 2, 4, 4))),

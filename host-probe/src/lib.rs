@@ -7,6 +7,7 @@ pub mod cmdline;
 pub mod error;
 pub mod locate;
 pub mod measure;
+pub mod pvh;
 pub mod report;
 pub mod run;
 pub mod signals;

@@ -1,9 +1,8 @@
 //! host-probe against real VMMs.
 //!
 //! - cloud-hypervisor (`$CLOUD_HYPERVISOR` or on PATH): it cannot run Linux on kvm_pvm hosts, so the
-//!   test builds a minimal PVH guest (an ELF with a `XEN_ELFNOTE_PHYS32_ENTRY` note) whose code
-//!   writes 0x60..0x63 to port 0x80 and powers off through cloud-hypervisor's ACPI shutdown port
-//!   (0x600, value S5 | SLP_EN = 0x34). host-probe's cloud-hypervisor path must start it, read the
+//!   test gives it a minimal PVH guest ([`host_probe::pvh`]) whose code writes 0x60..0x63 to port
+//!   0x80 and powers off through cloud-hypervisor's ACPI shutdown port (0x600, value S5 | SLP_EN). host-probe's cloud-hypervisor path must start it, read the
 //!   marks from the log and the events from the event monitor, make and remove the TAP, and leave
 //!   nothing behind.
 //! - QEMU (TCG on hosts without hardware KVM): boots the project's kernel and image to chinit's ready.
@@ -11,63 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use host_probe::pvh;
 use host_probe::run::{self, HostOffer, Options, VmmChoice, Wait};
-
-const LOAD: u64 = 0x10_0000;
-
-/// Guest code, 32-bit protected mode (the PVH entry state).
-fn pvh_code() -> Vec<u8> {
-    let mut c = Vec::new();
-    for code in 0x60u8..=0x63 {
-        c.extend_from_slice(&[0xB0, code, 0xE6, 0x80]); // mov al, code; out 0x80, al
-    }
-    c.extend_from_slice(&[0x66, 0xBA, 0x00, 0x06]); // mov dx, 0x600
-    c.extend_from_slice(&[0xB0, (5 << 2) | (1 << 5)]); // mov al, S5 | SLP_EN
-    c.push(0xEE); // out dx, al
-    c.extend_from_slice(&[0xF4, 0xEB, 0xFD]); // hlt; jmp back to hlt
-    c
-}
-
-/// An ELF64 with one PT_LOAD (the code at 1 MiB) and one PT_NOTE (the PVH entry point).
-fn pvh_elf() -> Vec<u8> {
-    let code = pvh_code();
-    let mut note = Vec::new();
-    for v in [4u32, 4, 18] {
-        note.extend_from_slice(&v.to_le_bytes()); // namesz, descsz, XEN_ELFNOTE_PHYS32_ENTRY
-    }
-    note.extend_from_slice(b"Xen\0");
-    note.extend_from_slice(&(LOAD as u32).to_le_bytes());
-
-    let mut e = Vec::new();
-    e.extend_from_slice(b"\x7fELF");
-    e.extend_from_slice(&[2, 1, 1, 0]); // 64-bit, little-endian, version 1, SysV
-    e.extend_from_slice(&[0; 8]);
-    e.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    e.extend_from_slice(&0x3Eu16.to_le_bytes()); // EM_X86_64
-    e.extend_from_slice(&1u32.to_le_bytes());
-    e.extend_from_slice(&LOAD.to_le_bytes()); // e_entry
-    e.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
-    e.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
-    e.extend_from_slice(&0u32.to_le_bytes()); // e_flags
-    for v in [64u16, 56, 2, 64, 0, 0] {
-        e.extend_from_slice(&v.to_le_bytes()); // ehsize, phentsize, phnum, shentsize, shnum, shstrndx
-    }
-    let phdr =
-        |e: &mut Vec<u8>, p_type: u32, flags: u32, off: u64, addr: u64, size: u64, align: u64| {
-            e.extend_from_slice(&p_type.to_le_bytes());
-            e.extend_from_slice(&flags.to_le_bytes());
-            for v in [off, addr, addr, size, size, align] {
-                e.extend_from_slice(&v.to_le_bytes());
-            }
-        };
-    let note_off = 64 + 2 * 56;
-    phdr(&mut e, 1, 5, 0x1000, LOAD, code.len() as u64, 0x1000); // PT_LOAD, R+X
-    phdr(&mut e, 4, 4, note_off, 0, note.len() as u64, 4); // PT_NOTE
-    e.extend_from_slice(&note);
-    e.resize(0x1000, 0);
-    e.extend_from_slice(&code);
-    e
-}
 
 struct TempDir(PathBuf);
 
@@ -91,21 +35,6 @@ fn sha(path: &Path) -> Vec<u8> {
 }
 
 #[test]
-fn pvh_guest_elf_is_well_formed() {
-    let e = pvh_elf();
-    assert_eq!(&e[..4], b"\x7fELF");
-    assert_eq!(u64::from_le_bytes(e[24..32].try_into().unwrap()), LOAD);
-    // The note sits where the PT_NOTE header says, and carries the entry point.
-    let note = &e[176..196];
-    assert_eq!(&note[12..16], b"Xen\0");
-    assert_eq!(
-        u32::from_le_bytes(note[16..20].try_into().unwrap()),
-        LOAD as u32
-    );
-    assert_eq!(&e[0x1000..0x1004], &[0xB0, 0x60, 0xE6, 0x80]);
-}
-
-#[test]
 fn cloud_hypervisor_path_runs_a_pvh_guest_and_leaves_nothing_behind() {
     let host = HostOffer::gather();
     let Some(ch) = host.cloud_hypervisor.clone() else {
@@ -115,7 +44,7 @@ fn cloud_hypervisor_path_runs_a_pvh_guest_and_leaves_nothing_behind() {
     let dir = TempDir::new("ch");
     let kernel = dir.0.join("pvh.elf");
     let disk = dir.0.join("disk.img");
-    std::fs::write(&kernel, pvh_elf()).unwrap();
+    std::fs::write(&kernel, pvh::elf(pvh::End::AcpiShutdown)).unwrap();
     std::fs::write(&disk, vec![0xA5u8; 1 << 20]).unwrap();
     let before = sha(&disk);
 
@@ -195,4 +124,65 @@ fn cloud_hypervisor_failure_is_reported_with_the_vmm_log_and_cleaned_up() {
     assert!(msg.contains("last lines of cloud-hypervisor"), "{msg}");
     assert!(!host_probe::tap::exists(&tap));
     assert!(!plan.run_dir.exists());
+}
+
+/// Processes whose command line mentions `needle` (e.g. a run directory).
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) {
+                found.push(cmd);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn qemu_path_reads_debugcon_marks_and_stops_every_helper() {
+    let host = HostOffer::gather();
+    if host.qemu.is_none() {
+        eprintln!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
+        return;
+    }
+    let dir = TempDir::new("qemu");
+    let kernel = dir.0.join("pvh-reset.elf");
+    let disk = dir.0.join("disk.img");
+    std::fs::write(&kernel, pvh::elf(pvh::End::TripleFault)).unwrap();
+    std::fs::write(&disk, vec![0x5Au8; 1 << 20]).unwrap();
+    let before = sha(&disk);
+    let o = Options {
+        vmm: VmmChoice::Qemu,
+        kernel: Some(kernel),
+        rootfs: Some(disk.clone()),
+        wait: Wait::Exit,
+        timeout: Duration::from_secs(60),
+        ..Options::default()
+    };
+    let plan = run::plan(&o, &host, run::next_seq()).unwrap();
+    let tap = plan.tap.clone().unwrap().tap;
+    let report = run::execute(&plan, &o).unwrap();
+
+    let codes: Vec<u8> = report.host.marks.iter().map(|m| m.code).collect();
+    assert_eq!(codes, vec![0x60, 0x61, 0x62, 0x63], "{report:#?}");
+    assert_eq!(report.host.marks_source, "debugcon arrival");
+    let connected = report
+        .host
+        .vmm_ready_us
+        .expect("QEMU connected its debugcon");
+    assert!(report.host.marks[0].t_us >= connected, "{report:#?}");
+    assert!(!host_probe::tap::exists(&tap), "TAP {tap} removed");
+    assert!(!plan.run_dir.exists(), "run directory removed");
+    let run_dir = plan.run_dir.display().to_string();
+    assert_eq!(
+        processes_mentioning(&run_dir),
+        Vec::<String>::new(),
+        "no QEMU or vhost-device-vsock left"
+    );
+    assert_eq!(sha(&disk), before, "the image is untouched");
+    if host.vhost_vsock.is_some() {
+        assert!(plan.vhost_argv.is_some());
+    }
 }

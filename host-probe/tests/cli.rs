@@ -1,0 +1,189 @@
+//! The `host-probe` binary: exit codes, `--dry-run`, and cleanup on SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_host-probe"))
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("hp-cli-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn missing_kernel_exits_3_and_names_the_fix() {
+    let d = TempDir::new("nokernel");
+    let out = bin()
+        .args(["run", "--vmm", "qemu", "--rootfs", "/etc/hostname"])
+        .env("CHINIT_CACHE", &d.0)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("run `rootfs-builder kernel`"), "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("host-probe:")).count(),
+        1,
+        "printed once: {err}"
+    );
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    let out = bin()
+        .args(["run", "--vmm", "firecracker"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn dry_run_prints_the_exact_commands() {
+    let d = TempDir::new("dry");
+    let k = d.0.join("bzImage");
+    let r = d.0.join("rootfs.ext4");
+    std::fs::write(&k, b"k").unwrap();
+    std::fs::write(&r, b"r").unwrap();
+    let out = bin()
+        .args([
+            "run",
+            "--dry-run",
+            "--vmm",
+            "qemu",
+            "--no-vsock",
+            "--cpus",
+            "2",
+            "--memory",
+            "128",
+        ])
+        .arg("--kernel")
+        .arg(&k)
+        .arg("--rootfs")
+        .arg(&r)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap();
+    assert!(
+        last.contains(" -machine microvm,x-option-roms=off,rtc=off "),
+        "{last}"
+    );
+    assert!(last.contains(" -smp 2 -m 128M "), "{last}");
+    assert!(
+        last.contains(&format!("-kernel {} ", k.display())),
+        "{last}"
+    );
+    assert!(
+        last.contains(&format!(
+            "file={},format=raw,if=none,read-only=on",
+            r.display()
+        )),
+        "{last}"
+    );
+    assert!(text.contains("ip tuntap add dev hp"), "{text}");
+    assert!(!text.contains("vhost-device-vsock"), "--no-vsock: {text}");
+}
+
+fn tap_names() -> Vec<String> {
+    std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// A guest that halts forever; SIGTERM must stop QEMU and vhost-device-vsock and remove the TAP and
+/// the run directory, and the exit code must say which signal.
+#[test]
+fn sigterm_cleans_up_everything() {
+    if host_probe::locate::which(host_probe::locate::QEMU).is_none() {
+        eprintln!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
+        return;
+    }
+    let d = TempDir::new("sigterm");
+    let k = d.0.join("halt.elf");
+    let r = d.0.join("disk.img");
+    std::fs::write(&k, host_probe::pvh::elf(host_probe::pvh::End::Halt)).unwrap();
+    std::fs::write(&r, vec![0u8; 1 << 20]).unwrap();
+    let before_taps = tap_names();
+    let mut child = bin()
+        .args([
+            "run",
+            "--vmm",
+            "qemu",
+            "--no-agent",
+            "--timeout",
+            "120",
+            "-v",
+        ])
+        .arg("--kernel")
+        .arg(&k)
+        .arg("--rootfs")
+        .arg(&r)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let run_dir = std::env::temp_dir().join(format!("host-probe-{}-0", child.id()));
+    // Wait until the VMM is up: its serial file exists in the run directory.
+    assert!(
+        wait_until(Duration::from_secs(30), || run_dir
+            .join("serial.log")
+            .exists()),
+        "run directory {} never filled",
+        run_dir.display()
+    );
+    let ours: Vec<String> = tap_names()
+        .into_iter()
+        .filter(|t| !before_taps.contains(t) && t.starts_with("hp"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: signalling our own child, which has not been reaped.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(143), "{err}");
+    assert!(err.contains("interrupted by signal 15"), "{err}");
+    assert!(!Path::new(&run_dir).exists(), "run directory removed");
+    for t in &ours {
+        assert!(!host_probe::tap::exists(t), "TAP {t} removed");
+    }
+    let needle = run_dir.display().to_string();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&needle))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
