@@ -548,6 +548,9 @@ fn inject(plan: &Plan, opts: &Ext4Options, work: &Path, base: &Path, image: &Pat
             script.push('\n');
         }
     }
+    if let Some(l) = &opts.label {
+        let _ = writeln!(script, "ssv volume_name {}", q(l)?);
+    }
     let script_path = work.join("inject.debugfs");
     std::fs::write(&script_path, script).map_err(io("writing the debugfs script"))?;
     debugfs::run_script(image, &script_path, fake)

@@ -26,7 +26,7 @@ impl Compression {
             Ok(Compression::Gzip)
         } else if name.ends_with(".zst") {
             Ok(Compression::Zstd)
-        } else if name.ends_with(".cpio") || name.ends_with(".img") {
+        } else if name.ends_with(".cpio") {
             Ok(Compression::None)
         } else {
             Err("the name must end in .cpio, .cpio.gz or .cpio.zst (the compression follows the extension)".into())

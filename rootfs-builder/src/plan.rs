@@ -304,8 +304,10 @@ impl Plan {
                 self.put(&path, Entry::dir(perm));
                 self.walk(&src, &path, option)?;
             } else if ft.is_file() {
+                self.no_children(&path, option, &src)?;
                 self.put(&path, Entry::file(Content::Path(src), perm));
             } else if ft.is_symlink() {
+                self.no_children(&path, option, &src)?;
                 let target = std::fs::read_link(&src).map_err(|e| Error::MissingSource {
                     option,
                     path: src.clone(),
@@ -326,6 +328,22 @@ impl Plan {
             }
         }
         Ok(())
+    }
+
+    /// Refuse to put a file or symlink at `path` when the plan has entries below it (a tree with
+    /// `sbin -> usr/sbin` would otherwise drop `/sbin/chinit`).
+    fn no_children(&self, path: &str, option: &'static str, src: &Path) -> Result<()> {
+        let prefix = format!("{path}/");
+        match self.entries.keys().find(|k| k.starts_with(&prefix)) {
+            None => Ok(()),
+            Some(child) => Err(Error::BadOption {
+                option,
+                value: src.display().to_string(),
+                problem: format!(
+                    "it would replace the directory {path}, which holds {child}; give a base with such symlinks as --base DIR, where paths resolve through them"
+                ),
+            }),
+        }
     }
 
     /// Bytes the plan's files take on disk, and its number of entries.
@@ -462,6 +480,25 @@ mod tests {
             Kind::CharDev { major: 5, minor: 1 }
         );
         assert!(p.entries.contains_key("/newroot"));
+    }
+
+    #[test]
+    fn tree_symlink_over_needed_dir_is_refused() {
+        let dir = std::env::temp_dir().join(format!("plan-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("usr/sbin")).unwrap();
+        std::os::unix::fs::symlink("usr/sbin", dir.join("sbin")).unwrap();
+        let mut p = Plan::root(Content::Bytes(vec![1]));
+        let e = p.tree(&dir, "/", "--tree").unwrap_err();
+        assert!(e.to_string().contains("/sbin/chinit"), "{e}");
+        // Without a conflict the tree is taken.
+        std::fs::remove_file(dir.join("sbin")).unwrap();
+        std::os::unix::fs::symlink("usr/sbin", dir.join("xbin")).unwrap();
+        let mut p = Plan::root(Content::Bytes(vec![1]));
+        p.tree(&dir, "/", "--tree").unwrap();
+        assert_eq!(p.entries["/xbin"].kind, Kind::Symlink("usr/sbin".into()));
+        assert_eq!(p.entries["/usr/sbin"].kind, Kind::Dir);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

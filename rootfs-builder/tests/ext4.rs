@@ -272,7 +272,16 @@ fn inject_into_base_image_leaves_base_untouched() {
     let i = init.to_str().unwrap();
     let o = build(
         &t.0,
-        &["--out", "a.ext4", "--base", "base.ext4", "--init", i],
+        &[
+            "--out",
+            "a.ext4",
+            "--base",
+            "base.ext4",
+            "--init",
+            i,
+            "--label",
+            "injected",
+        ],
         &[],
     );
     assert_ok(&o);
@@ -281,11 +290,21 @@ fn inject_into_base_image_leaves_base_untouched() {
     let bytes = std::fs::read(&init).unwrap();
     check_injected(&t.join("a.ext4"), &bytes, &t.0);
     assert!(std::fs::metadata(t.join("a.ext4")).unwrap().len() > 4 << 20);
+    assert!(debugfs(&t.join("a.ext4"), "stats").contains("Filesystem volume name:   injected"));
 
     std::thread::sleep(std::time::Duration::from_millis(1100));
     assert_ok(&build(
         &t.0,
-        &["--out", "b.ext4", "--base", "base.ext4", "--init", i],
+        &[
+            "--out",
+            "b.ext4",
+            "--base",
+            "base.ext4",
+            "--init",
+            i,
+            "--label",
+            "injected",
+        ],
         &[],
     ));
     assert_eq!(
