@@ -402,3 +402,39 @@ fn base_dir_and_tarball_never_write_through_host_symlinks() {
         assert_eq!((s.2, s.3), (1234, 5678));
     }
 }
+
+#[test]
+fn unprivileged_user_gets_the_same_root_owned_image() {
+    let Some(init) = static_init() else { return };
+    // SAFETY: geteuid has no preconditions.
+    if !tools() || unsafe { libc::geteuid() } != 0 || !have("setpriv") {
+        eprintln!("skip: needs root (to switch to an unprivileged user) and setpriv");
+        return;
+    }
+    let t = TempDir::new("ext4-nobody");
+    std::fs::set_permissions(&t.0, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::copy(&init, t.join("init")).unwrap();
+    std::fs::set_permissions(t.join("init"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let args = ["--out", "user.ext4", "--init", "init"];
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+        .args(args)
+        .current_dir(&t.0)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    let img = t.join("user.ext4");
+    assert_eq!(
+        stat(&img, "/sbin/chinit"),
+        ("regular".into(), "0755".into(), 0, 0)
+    );
+    assert_eq!(stat(&img, "/etc/passwd").2, 0);
+    fsck_clean(&img);
+    assert_ok(&build(&t.0, &["--out", "root.ext4", "--init", "init"], &[]));
+    assert_eq!(
+        sha256(&img),
+        sha256(&t.join("root.ext4")),
+        "same inputs, same image, whoever builds it"
+    );
+}
