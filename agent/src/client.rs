@@ -59,31 +59,19 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ClientError> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| ClientError::BadResponse(format!("body is not the expected JSON: {e}")))
+        serde_json::from_slice(&self.body).map_err(|e| ClientError::BadResponse(format!("body is not the expected JSON: {e}")))
     }
 }
 
 /// Sends one request and reads one response. The connection stays usable (keep-alive).
-pub fn request<S: Read + Write>(
-    stream: &mut S,
-    method: &str,
-    path: &str,
-    body: Option<&[u8]>,
-) -> Result<Response, ClientError> {
+pub fn request<S: Read + Write>(stream: &mut S, method: &str, path: &str, body: Option<&[u8]>) -> Result<Response, ClientError> {
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: chinit\r\n");
     if let Some(b) = body {
-        head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
+        head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
     }
     head.push_str("\r\n");
     let mut out = head.into_bytes();
@@ -109,30 +97,14 @@ pub fn read_response<S: Read>(stream: &mut S) -> Result<Response, ClientError> {
         match resp.parse(&buf) {
             Ok(httparse::Status::Complete(head_len)) => {
                 let status = resp.code.unwrap_or(0);
-                let headers: Vec<(String, String)> = resp
-                    .headers
-                    .iter()
-                    .map(|h| {
-                        (
-                            h.name.to_string(),
-                            String::from_utf8_lossy(h.value).into_owned(),
-                        )
-                    })
-                    .collect();
-                let len = match headers
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                {
-                    Some((_, v)) => v
-                        .trim()
-                        .parse::<usize>()
-                        .map_err(|_| ClientError::BadResponse(format!("Content-Length {v:?}")))?,
+                let headers: Vec<(String, String)> =
+                    resp.headers.iter().map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned())).collect();
+                let len = match headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")) {
+                    Some((_, v)) => v.trim().parse::<usize>().map_err(|_| ClientError::BadResponse(format!("Content-Length {v:?}")))?,
                     None => 0,
                 };
                 if len > MAX_BODY {
-                    return Err(ClientError::BadResponse(format!(
-                        "body of {len} bytes is over {MAX_BODY}"
-                    )));
+                    return Err(ClientError::BadResponse(format!("body of {len} bytes is over {MAX_BODY}")));
                 }
                 let mut body = buf.split_off(head_len);
                 while body.len() < len {
@@ -143,18 +115,10 @@ pub fn read_response<S: Read>(stream: &mut S) -> Result<Response, ClientError> {
                     body.extend_from_slice(&chunk[..n]);
                 }
                 body.truncate(len);
-                return Ok(Response {
-                    status,
-                    headers,
-                    body,
-                });
+                return Ok(Response { status, headers, body });
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
-            Ok(httparse::Status::Partial) => {
-                return Err(ClientError::BadResponse(format!(
-                    "head over {MAX_HEAD} bytes"
-                )))
-            }
+            Ok(httparse::Status::Partial) => return Err(ClientError::BadResponse(format!("head over {MAX_HEAD} bytes"))),
             Err(e) => return Err(ClientError::BadResponse(e.to_string())),
         }
     }
@@ -164,24 +128,15 @@ pub fn read_response<S: Read>(stream: &mut S) -> Result<Response, ClientError> {
 pub fn parse_connect_reply(line: &str) -> Result<u32, ClientError> {
     let line = line.trim_end_matches(['\r', '\n']);
     match line.split_once(' ') {
-        Some(("OK", port)) => port
-            .trim()
-            .parse()
-            .map_err(|_| ClientError::Handshake(format!("bad port in {line:?}"))),
-        _ => Err(ClientError::Handshake(format!(
-            "expected \"OK <port>\", got {line:?}"
-        ))),
+        Some(("OK", port)) => port.trim().parse().map_err(|_| ClientError::Handshake(format!("bad port in {line:?}"))),
+        _ => Err(ClientError::Handshake(format!("expected \"OK <port>\", got {line:?}"))),
     }
 }
 
 /// Connects to a guest vsock port through the VMM's hybrid vsock Unix socket (cloud-hypervisor,
 /// vhost-device-vsock): `CONNECT <port>\n`, then `OK <n>\n`, then raw bytes. `timeout` bounds every
 /// read and write, since the connection can hang while the guest driver is not up yet.
-pub fn vsock_connect(
-    socket: &Path,
-    port: u32,
-    timeout: Duration,
-) -> Result<UnixStream, ClientError> {
+pub fn vsock_connect(socket: &Path, port: u32, timeout: Duration) -> Result<UnixStream, ClientError> {
     let mut s = UnixStream::connect(socket)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
@@ -190,11 +145,7 @@ pub fn vsock_connect(
     let mut byte = [0u8; 1];
     while line.len() < 64 {
         match s.read(&mut byte)? {
-            0 => {
-                return Err(ClientError::Handshake(format!(
-                    "closed by the VMM: no guest listener on vsock port {port}"
-                )))
-            }
+            0 => return Err(ClientError::Handshake(format!("closed by the VMM: no guest listener on vsock port {port}"))),
             _ if byte[0] == b'\n' => break,
             _ => line.push(byte[0]),
         }
@@ -233,30 +184,16 @@ mod tests {
     }
 
     fn canned(text: &str, piece: usize) -> Canned {
-        Canned {
-            input: Cursor::new(text.as_bytes().to_vec()),
-            piece,
-            written: Vec::new(),
-        }
+        Canned { input: Cursor::new(text.as_bytes().to_vec()), piece, written: Vec::new() }
     }
 
     #[test]
     fn reads_a_response_that_arrives_in_pieces() {
         for piece in [1, 3, 4096] {
-            let mut s = canned(
-                "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\n\r\nhello",
-                piece,
-            );
+            let mut s = canned("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\n\r\nhello", piece);
             let r = request(&mut s, "GET", "/ready", None).unwrap();
-            assert_eq!(
-                (r.status, r.body.as_slice()),
-                (503, &b"hello"[..]),
-                "piece size {piece}"
-            );
-            assert_eq!(
-                String::from_utf8(s.written).unwrap(),
-                "GET /ready HTTP/1.1\r\nHost: chinit\r\n\r\n"
-            );
+            assert_eq!((r.status, r.body.as_slice()), (503, &b"hello"[..]), "piece size {piece}");
+            assert_eq!(String::from_utf8(s.written).unwrap(), "GET /ready HTTP/1.1\r\nHost: chinit\r\n\r\n");
         }
     }
 
@@ -266,39 +203,26 @@ mod tests {
         let r = request(&mut s, "POST", "/v1/shutdown", Some(b"{}")).unwrap();
         assert_eq!(r.status, 202);
         assert_eq!(r.header("Content-Length"), Some("0"));
-        assert!(String::from_utf8(s.written)
-            .unwrap()
-            .ends_with("Content-Length: 2\r\n\r\n{}"));
+        assert!(String::from_utf8(s.written).unwrap().ends_with("Content-Length: 2\r\n\r\n{}"));
     }
 
     #[test]
     fn truncated_and_malformed_responses_are_errors() {
         let cases = [
-            (
-                "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
-                "closed",
-            ),
+            ("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "closed"),
             ("HTTP/1.1 200 OK\r\n", "closed"),
             ("SSH-2.0-OpenSSH\r\n\r\n", "bad HTTP"),
-            (
-                "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
-                "Content-Length",
-            ),
+            ("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", "Content-Length"),
         ];
         for (text, want) in cases {
-            let err = read_response(&mut canned(text, 4096))
-                .unwrap_err()
-                .to_string();
+            let err = read_response(&mut canned(text, 4096)).unwrap_err().to_string();
             assert!(err.contains(want), "{text:?}: {err}");
         }
     }
 
     #[test]
     fn connect_reply_parsing() {
-        assert_eq!(
-            parse_connect_reply("OK 1073741824\n").unwrap(),
-            1_073_741_824
-        );
+        assert_eq!(parse_connect_reply("OK 1073741824\n").unwrap(), 1_073_741_824);
         assert_eq!(parse_connect_reply("OK 5").unwrap(), 5);
         for bad in ["", "ok", "ERR 1", "OK x", "OK"] {
             assert!(parse_connect_reply(bad).is_err(), "{bad:?}");

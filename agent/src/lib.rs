@@ -4,10 +4,7 @@
 //! - [`client`]: a small blocking HTTP/1.1 client over any `Read + Write`, and the hybrid-vsock handshake.
 //! - `server` (feature `server`): HTTP/1.1 over any listener, with bounded headers, bodies, connections
 //!   and idle time.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod client;
 pub mod proto;

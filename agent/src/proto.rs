@@ -123,20 +123,12 @@ mod tests {
             mode: "vm".into(),
             init_start_us: 85_200,
             ready_us: 86_100,
-            steps: vec![Step {
-                name: "mounts".into(),
-                start_us: 85_210,
-                end_us: 85_300,
-                error: None,
-            }],
+            steps: vec![Step { name: "mounts".into(), start_us: 85_210, end_us: 85_300, error: None }],
             ip: Some("169.254.1.2/16".into()),
             generation: 1,
         };
         let text = serde_json::to_string(&r).unwrap();
-        assert!(
-            !text.contains("\"error\""),
-            "absent errors are not serialised: {text}"
-        );
+        assert!(!text.contains("\"error\""), "absent errors are not serialised: {text}");
         let back: Ready = serde_json::from_str(&text).unwrap();
         assert_eq!(back, r);
         assert_eq!(back.init_to_ready_us(), 900);

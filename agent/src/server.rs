@@ -1,18 +1,23 @@
 //! HTTP/1.1 server of the agent, over any listener (TCP in tests and on the TAP, vsock in a VM).
 //!
 //! Every resource a client can hold is bounded: the request head ([`Limits::max_head`]), the body
-//! ([`Limits::max_body`]), the number of connections ([`Limits::max_connections`]; more are accepted and
-//! closed at once, so they do not pile up in the backlog), and time: a request must arrive whole within
-//! [`Limits::request_timeout`] of the previous one (slow clients are dropped), and a response must be taken
-//! within [`Limits::write_timeout`].
+//! ([`Limits::max_body`]), the number of connections ([`Limits::max_connections`]), and time: a request
+//! must arrive whole within [`Limits::request_timeout`] of the previous one (slow clients are dropped),
+//! and a response must be taken within [`Limits::write_timeout`].
+//!
+//! At the connection limit a new connection evicts the oldest one that is not in the middle of
+//! answering a request, so a flood of idle or trickling connections cannot lock real clients out; when
+//! every connection is busy answering, the new one is closed at once.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::Semaphore;
+use tokio::sync::Notify;
 use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::proto::{ErrorBody, ExecRequest, ExecResponse, Ready, ShutdownRequest};
@@ -84,28 +89,45 @@ impl Listener for tokio::net::UnixListener {
 impl Listener for tokio_vsock::VsockListener {
     type Io = tokio_vsock::VsockStream;
     async fn accept(&mut self) -> io::Result<Self::Io> {
-        tokio_vsock::VsockListener::accept(self)
-            .await
-            .map(|(s, _)| s)
+        tokio_vsock::VsockListener::accept(self).await.map(|(s, _)| s)
     }
+}
+
+/// A live connection, as the accept loop sees it.
+#[derive(Default)]
+struct Slot {
+    /// Answering a request (not evictable).
+    busy: AtomicBool,
+    evict: Notify,
 }
 
 /// Serves connections from `listener` until the task is dropped.
 pub async fn serve<L: Listener, C: Control>(mut listener: L, ctl: Arc<C>, opts: ServeOptions) {
-    let slots = Arc::new(Semaphore::new(opts.limits.max_connections));
+    // Oldest first; an entry that no longer upgrades is a finished connection.
+    let mut live: VecDeque<Weak<Slot>> = VecDeque::new();
     loop {
         match listener.accept().await {
-            Ok(io) => match Arc::clone(&slots).try_acquire_owned() {
-                Ok(slot) => {
-                    let ctl = Arc::clone(&ctl);
-                    tokio::spawn(async move {
-                        connection(io, ctl, opts).await;
-                        drop(slot);
-                    });
+            Ok(io) => {
+                live.retain(|w| w.strong_count() > 0);
+                if live.len() >= opts.limits.max_connections {
+                    let idle = live.iter().position(|w| w.upgrade().is_some_and(|s| !s.busy.load(Ordering::Acquire)));
+                    match idle.and_then(|i| live.remove(i)).and_then(|w| w.upgrade()) {
+                        Some(old) => old.evict.notify_one(),
+                        // Every connection is answering: close the new one at once.
+                        None => {
+                            drop(io);
+                            continue;
+                        }
+                    }
                 }
-                // Over the limit: close at once rather than let it wait in the backlog.
-                Err(_) => drop(io),
-            },
+                let slot = Arc::new(Slot::default());
+                live.push_back(Arc::downgrade(&slot));
+                let ctl = Arc::clone(&ctl);
+                tokio::spawn(async move {
+                    connection(io, ctl, opts, &slot).await;
+                    drop(slot);
+                });
+            }
             // Out of file descriptors or memory: let existing connections finish first.
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
@@ -135,13 +157,7 @@ enum Parsed {
     /// Need more bytes.
     Partial,
     /// A complete head of `head_len` bytes announcing a body of `body_len` bytes.
-    Head {
-        head_len: usize,
-        body_len: usize,
-        method: String,
-        path: String,
-        keep_alive: bool,
-    },
+    Head { head_len: usize, body_len: usize, method: String, path: String, keep_alive: bool },
 }
 
 /// Parses a request head (pure; table-tested).
@@ -149,22 +165,15 @@ fn parse_head(buf: &[u8], limits: &Limits) -> Result<Parsed, ReadError> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
-        Ok(httparse::Status::Partial) if buf.len() >= limits.max_head => Err(ReadError::Status(
-            431,
-            format!("request head is over {} bytes", limits.max_head),
-        )),
+        Ok(httparse::Status::Partial) if buf.len() >= limits.max_head => {
+            Err(ReadError::Status(431, format!("request head is over {} bytes", limits.max_head)))
+        }
         Ok(httparse::Status::Partial) => Ok(Parsed::Partial),
-        Err(httparse::Error::TooManyHeaders) => Err(ReadError::Status(
-            431,
-            "too many headers (at most 32)".into(),
-        )),
+        Err(httparse::Error::TooManyHeaders) => Err(ReadError::Status(431, "too many headers (at most 32)".into())),
         Err(e) => Err(ReadError::Status(400, format!("malformed request: {e}"))),
         Ok(httparse::Status::Complete(head_len)) => {
             if head_len > limits.max_head {
-                return Err(ReadError::Status(
-                    431,
-                    format!("request head is over {} bytes", limits.max_head),
-                ));
+                return Err(ReadError::Status(431, format!("request head is over {} bytes", limits.max_head)));
             }
             let mut body_len = 0usize;
             let mut keep_alive = req.version == Some(1);
@@ -173,14 +182,9 @@ fn parse_head(buf: &[u8], limits: &Limits) -> Result<Parsed, ReadError> {
                     body_len = std::str::from_utf8(h.value)
                         .ok()
                         .and_then(|v| v.trim().parse().ok())
-                        .ok_or_else(|| {
-                            ReadError::Status(400, "Content-Length is not a number".into())
-                        })?;
+                        .ok_or_else(|| ReadError::Status(400, "Content-Length is not a number".into()))?;
                 } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                    return Err(ReadError::Status(
-                        411,
-                        "chunked bodies are not accepted: send Content-Length".into(),
-                    ));
+                    return Err(ReadError::Status(411, "chunked bodies are not accepted: send Content-Length".into()));
                 } else if h.name.eq_ignore_ascii_case("connection") {
                     let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
                     if v.contains("close") {
@@ -191,10 +195,7 @@ fn parse_head(buf: &[u8], limits: &Limits) -> Result<Parsed, ReadError> {
                 }
             }
             if body_len > limits.max_body {
-                return Err(ReadError::Status(
-                    413,
-                    format!("body of {body_len} bytes is over {} bytes", limits.max_body),
-                ));
+                return Err(ReadError::Status(413, format!("body of {body_len} bytes is over {} bytes", limits.max_body)));
             }
             Ok(Parsed::Head {
                 head_len,
@@ -208,22 +209,11 @@ fn parse_head(buf: &[u8], limits: &Limits) -> Result<Parsed, ReadError> {
 }
 
 /// Reads one request; `buf` carries pipelined bytes from one request to the next.
-async fn read_request<IO: AsyncRead + Unpin>(
-    io: &mut IO,
-    buf: &mut Vec<u8>,
-    limits: &Limits,
-) -> Result<Request, ReadError> {
+async fn read_request<IO: AsyncRead + Unpin>(io: &mut IO, buf: &mut Vec<u8>, limits: &Limits) -> Result<Request, ReadError> {
     let deadline = Instant::now() + limits.request_timeout;
     let mut chunk = [0u8; 2048];
     loop {
-        if let Parsed::Head {
-            head_len,
-            body_len,
-            method,
-            path,
-            keep_alive,
-        } = parse_head(buf, limits)?
-        {
+        if let Parsed::Head { head_len, body_len, method, path, keep_alive } = parse_head(buf, limits)? {
             while buf.len() < head_len + body_len {
                 let want = (head_len + body_len - buf.len()).min(chunk.len());
                 match timeout_at(deadline, io.read(&mut chunk[..want])).await {
@@ -233,17 +223,9 @@ async fn read_request<IO: AsyncRead + Unpin>(
             }
             let body = buf[head_len..head_len + body_len].to_vec();
             buf.drain(..head_len + body_len);
-            return Ok(Request {
-                method,
-                path,
-                keep_alive,
-                body,
-            });
+            return Ok(Request { method, path, keep_alive, body });
         }
-        let room = limits
-            .max_head
-            .saturating_sub(buf.len())
-            .clamp(1, chunk.len());
+        let room = limits.max_head.saturating_sub(buf.len()).clamp(1, chunk.len());
         match timeout_at(deadline, io.read(&mut chunk[..room])).await {
             Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
             _ => return Err(ReadError::Gone),
@@ -270,23 +252,19 @@ fn reason(status: u16) -> &'static str {
 
 /// Formats a whole response.
 fn response(status: u16, body: &[u8], keep_alive: bool) -> Vec<u8> {
-    let mut out =
-        format!(
+    let mut out = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n",
         reason(status),
         body.len(),
         if keep_alive { "" } else { "Connection: close\r\n" }
     )
-        .into_bytes();
+    .into_bytes();
     out.extend_from_slice(body);
     out
 }
 
 fn error_json(msg: &str) -> Vec<u8> {
-    serde_json::to_vec(&ErrorBody {
-        error: msg.to_string(),
-    })
-    .unwrap_or_default()
+    serde_json::to_vec(&ErrorBody { error: msg.to_string() }).unwrap_or_default()
 }
 
 /// Routes one request to (status, body).
@@ -300,10 +278,9 @@ async fn route<C: Control>(req: &Request, ctl: &C, control: bool) -> (u16, Vec<u
             (status, serde_json::to_vec(&ready).unwrap_or_default())
         }
         ("GET" | "HEAD", "/healthz") => (200, b"{\"ok\":true}".to_vec()),
-        ("POST", "/v1/exec" | "/v1/shutdown") if !control => (
-            403,
-            error_json("the control API is served on vsock only; boot with chinit.api=tcp to serve it on TCP too"),
-        ),
+        ("POST", "/v1/exec" | "/v1/shutdown") if !control => {
+            (403, error_json("the control API is served on vsock only; boot with chinit.api=tcp to serve it on TCP too"))
+        }
         ("POST", "/v1/exec") => match serde_json::from_slice::<ExecRequest>(&req.body) {
             Err(e) => (400, error_json(&format!("exec request: {e}"))),
             Ok(r) if r.argv.is_empty() => (400, error_json("exec request: argv is empty")),
@@ -331,27 +308,29 @@ async fn route<C: Control>(req: &Request, ctl: &C, control: bool) -> (u16, Vec<u
     }
 }
 
-async fn connection<IO: AsyncRead + AsyncWrite + Unpin, C: Control>(
-    mut io: IO,
-    ctl: Arc<C>,
-    opts: ServeOptions,
-) {
+async fn connection<IO: AsyncRead + AsyncWrite + Unpin, C: Control>(mut io: IO, ctl: Arc<C>, opts: ServeOptions, slot: &Slot) {
     let mut buf = Vec::new();
     loop {
-        let (status, body, keep_alive, head_only) =
-            match read_request(&mut io, &mut buf, &opts.limits).await {
-                Err(ReadError::Gone) => return,
-                Err(ReadError::Status(status, msg)) => (status, error_json(&msg), false, false),
-                Ok(req) => {
-                    let (status, body) = route(&req, &*ctl, opts.control).await;
-                    (status, body, req.keep_alive, req.method == "HEAD")
-                }
-            };
+        let read = tokio::select! {
+            r = read_request(&mut io, &mut buf, &opts.limits) => r,
+            _ = slot.evict.notified() => return,
+        };
+        slot.busy.store(true, Ordering::Release);
+        let (status, body, keep_alive, head_only) = match read {
+            Err(ReadError::Gone) => return,
+            Err(ReadError::Status(status, msg)) => (status, error_json(&msg), false, false),
+            Ok(req) => {
+                let (status, body) = route(&req, &*ctl, opts.control).await;
+                (status, body, req.keep_alive, req.method == "HEAD")
+            }
+        };
         let mut out = response(status, &body, keep_alive);
         if head_only {
             out.truncate(out.len() - body.len());
         }
-        match timeout(opts.limits.write_timeout, io.write_all(&out)).await {
+        let written = timeout(opts.limits.write_timeout, io.write_all(&out)).await;
+        slot.busy.store(false, Ordering::Release);
+        match written {
             Ok(Ok(())) if keep_alive => continue,
             Ok(Ok(())) => {
                 let _ = timeout(opts.limits.write_timeout, io.shutdown()).await;
@@ -370,11 +349,7 @@ mod tests {
     use tokio::io::AsyncWriteExt;
 
     fn limits() -> Limits {
-        Limits {
-            max_head: 256,
-            max_body: 64,
-            ..Limits::default()
-        }
+        Limits { max_head: 256, max_body: 64, ..Limits::default() }
     }
 
     #[test]
@@ -382,58 +357,31 @@ mod tests {
         let l = limits();
         let big_head = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(300));
         let cases: Vec<(&[u8], Result<&str, u16>)> = vec![
-            (
-                b"GET /ready HTTP/1.1\r\n\r\n",
-                Ok("GET /ready ka=true body=0"),
-            ),
-            (
-                b"GET /ready HTTP/1.0\r\n\r\n",
-                Ok("GET /ready ka=false body=0"),
-            ),
-            (
-                b"GET /ready HTTP/1.1\r\nConnection: close\r\n\r\n",
-                Ok("GET /ready ka=false body=0"),
-            ),
-            (
-                b"POST /v1/exec HTTP/1.1\r\nContent-Length: 12\r\n\r\n",
-                Ok("POST /v1/exec ka=true body=12"),
-            ),
+            (b"GET /ready HTTP/1.1\r\n\r\n", Ok("GET /ready ka=true body=0")),
+            (b"GET /ready HTTP/1.0\r\n\r\n", Ok("GET /ready ka=false body=0")),
+            (b"GET /ready HTTP/1.1\r\nConnection: close\r\n\r\n", Ok("GET /ready ka=false body=0")),
+            (b"POST /v1/exec HTTP/1.1\r\nContent-Length: 12\r\n\r\n", Ok("POST /v1/exec ka=true body=12")),
             (b"GET /ready HTTP/1.1\r\n", Ok("partial")),
             (b"", Ok("partial")),
             (b"\x16\x03\x01\x02\x00garbage\r\n\r\n", Err(400)),
             (b"POST / HTTP/1.1\r\nContent-Length: 65\r\n\r\n", Err(413)),
             (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", Err(400)),
-            (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-                Err(411),
-            ),
+            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", Err(411)),
             (big_head.as_bytes(), Err(431)),
         ];
         for (input, want) in cases {
             let got = match parse_head(input, &l) {
                 Ok(Parsed::Partial) => Ok("partial".to_string()),
-                Ok(Parsed::Head {
-                    method,
-                    path,
-                    keep_alive,
-                    body_len,
-                    ..
-                }) => Ok(format!("{method} {path} ka={keep_alive} body={body_len}")),
+                Ok(Parsed::Head { method, path, keep_alive, body_len, .. }) => {
+                    Ok(format!("{method} {path} ka={keep_alive} body={body_len}"))
+                }
                 Err(ReadError::Status(s, _)) => Err(s),
                 Err(ReadError::Gone) => Err(0),
             };
-            assert_eq!(
-                got,
-                want.map(str::to_string),
-                "{:?}",
-                String::from_utf8_lossy(input)
-            );
+            assert_eq!(got, want.map(str::to_string), "{:?}", String::from_utf8_lossy(input));
         }
         // An unfinished head that already fills the limit is refused rather than buffered further.
-        assert!(matches!(
-            parse_head("GET / HTTP/1.1\r\nX: ".repeat(20).as_bytes(), &l),
-            Err(ReadError::Status(431, _))
-        ));
+        assert!(matches!(parse_head("GET / HTTP/1.1\r\nX: ".repeat(20).as_bytes(), &l), Err(ReadError::Status(431, _))));
     }
 
     struct Fake {
@@ -455,11 +403,7 @@ mod tests {
             }
         }
         async fn exec(&self, req: ExecRequest) -> Result<ExecResponse, String> {
-            Ok(ExecResponse {
-                exit_code: Some(0),
-                stdout: req.argv.join(" "),
-                ..ExecResponse::default()
-            })
+            Ok(ExecResponse { exit_code: Some(0), stdout: req.argv.join(" "), ..ExecResponse::default() })
         }
         fn shutdown(&self, req: ShutdownRequest) {
             self.shutdowns.lock().unwrap().push(req.action);
@@ -468,19 +412,11 @@ mod tests {
 
     /// Runs one connection over an in-memory pipe, sends `input`, returns everything the server wrote.
     async fn exchange(ready: bool, control: bool, input: &[u8]) -> (String, Vec<ShutdownAction>) {
-        let ctl = Arc::new(Fake {
-            ready,
-            shutdowns: Mutex::new(vec![]),
-        });
+        let ctl = Arc::new(Fake { ready, shutdowns: Mutex::new(vec![]) });
         let (mut client, server) = tokio::io::duplex(64 * 1024);
-        let task = tokio::spawn(connection(
-            server,
-            Arc::clone(&ctl),
-            ServeOptions {
-                limits: limits(),
-                control,
-            },
-        ));
+        let ctl2 = Arc::clone(&ctl);
+        let task =
+            tokio::spawn(async move { connection(server, ctl2, ServeOptions { limits: limits(), control }, &Slot::default()).await });
         client.write_all(input).await.unwrap();
         client.shutdown().await.unwrap();
         let mut out = Vec::new();
@@ -504,37 +440,27 @@ mod tests {
 
     #[tokio::test]
     async fn keep_alive_serves_pipelined_requests_in_order() {
-        let (out, _) = exchange(true, false, b"GET /healthz HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\n\r\nGET /ready HTTP/1.1\r\nConnection: close\r\n\r\n").await;
-        let statuses: Vec<&str> = out
-            .match_indices("HTTP/1.1 ")
-            .map(|(i, _)| &out[i + 9..i + 12])
-            .collect();
+        let (out, _) = exchange(
+            true,
+            false,
+            b"GET /healthz HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\n\r\nGET /ready HTTP/1.1\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        let statuses: Vec<&str> = out.match_indices("HTTP/1.1 ").map(|(i, _)| &out[i + 9..i + 12]).collect();
         assert_eq!(statuses, ["200", "404", "200"], "{out}");
         assert!(out.contains("Connection: close"), "{out}");
     }
 
     #[tokio::test]
     async fn control_endpoints_need_control() {
-        let exec =
-            b"POST /v1/exec HTTP/1.1\r\nContent-Length: 20\r\n\r\n{\"argv\":[\"a\",\"b\"]}  ";
+        let exec = b"POST /v1/exec HTTP/1.1\r\nContent-Length: 20\r\n\r\n{\"argv\":[\"a\",\"b\"]}  ";
         let (out, _) = exchange(true, false, exec).await;
-        assert!(
-            out.starts_with("HTTP/1.1 403 ") && out.contains("chinit.api=tcp"),
-            "{out}"
-        );
+        assert!(out.starts_with("HTTP/1.1 403 ") && out.contains("chinit.api=tcp"), "{out}");
         let (out, _) = exchange(true, true, exec).await;
-        assert!(
-            out.starts_with("HTTP/1.1 200 ") && out.contains("\"stdout\":\"a b\""),
-            "{out}"
-        );
+        assert!(out.starts_with("HTTP/1.1 200 ") && out.contains("\"stdout\":\"a b\""), "{out}");
         let (out, shut) = exchange(true, false, b"POST /v1/shutdown HTTP/1.1\r\n\r\n").await;
         assert!(out.starts_with("HTTP/1.1 403 ") && shut.is_empty(), "{out}");
-        let (out, shut) = exchange(
-            true,
-            true,
-            b"POST /v1/shutdown HTTP/1.1\r\nContent-Length: 19\r\n\r\n{\"action\":\"reboot\"}",
-        )
-        .await;
+        let (out, shut) = exchange(true, true, b"POST /v1/shutdown HTTP/1.1\r\nContent-Length: 19\r\n\r\n{\"action\":\"reboot\"}").await;
         assert!(out.starts_with("HTTP/1.1 202 "), "{out}");
         assert_eq!(shut, vec![ShutdownAction::Reboot]);
     }
@@ -542,47 +468,25 @@ mod tests {
     #[tokio::test]
     async fn bad_requests_get_an_answer_and_a_close() {
         let cases: [(&[u8], &str); 5] = [
-            (
-                b"POST /v1/exec HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",
-                "400",
-            ),
-            (
-                b"POST /v1/exec HTTP/1.1\r\nContent-Length: 13\r\n\r\n{\"argv\":[]}  ",
-                "400",
-            ),
+            (b"POST /v1/exec HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}", "400"),
+            (b"POST /v1/exec HTTP/1.1\r\nContent-Length: 13\r\n\r\n{\"argv\":[]}  ", "400"),
             (b"DELETE /ready HTTP/1.1\r\n\r\n", "405"),
             (b"\x00\x01\x02garbage\r\n\r\n", "400"),
-            (
-                b"POST /v1/exec HTTP/1.1\r\nContent-Length: 100000\r\n\r\n",
-                "413",
-            ),
+            (b"POST /v1/exec HTTP/1.1\r\nContent-Length: 100000\r\n\r\n", "413"),
         ];
         for (input, want) in cases {
             let (out, _) = exchange(true, true, input).await;
-            assert!(
-                out.starts_with(&format!("HTTP/1.1 {want} ")),
-                "{:?} -> {out}",
-                String::from_utf8_lossy(input)
-            );
+            assert!(out.starts_with(&format!("HTTP/1.1 {want} ")), "{:?} -> {out}", String::from_utf8_lossy(input));
         }
     }
 
     #[tokio::test]
     async fn a_silent_client_is_dropped_after_the_request_timeout() {
         tokio::time::pause();
-        let ctl = Arc::new(Fake {
-            ready: true,
-            shutdowns: Mutex::new(vec![]),
-        });
+        let ctl = Arc::new(Fake { ready: true, shutdowns: Mutex::new(vec![]) });
         let (mut client, server) = tokio::io::duplex(1024);
-        let task = tokio::spawn(connection(
-            server,
-            ctl,
-            ServeOptions {
-                limits: limits(),
-                control: false,
-            },
-        ));
+        let task =
+            tokio::spawn(async move { connection(server, ctl, ServeOptions { limits: limits(), control: false }, &Slot::default()).await });
         client.write_all(b"GET /rea").await.unwrap();
         tokio::time::advance(limits().request_timeout + Duration::from_millis(1)).await;
         task.await.unwrap();
@@ -592,51 +496,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn connections_over_the_limit_are_closed_at_once() {
+    async fn at_the_limit_the_oldest_idle_connection_makes_room() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        let ctl = Arc::new(Fake {
-            ready: true,
-            shutdowns: Mutex::new(vec![]),
-        });
-        let opts = ServeOptions {
-            limits: Limits {
-                max_connections: 2,
-                ..limits()
-            },
-            control: false,
-        };
+        let ctl = Arc::new(Fake { ready: true, shutdowns: Mutex::new(vec![]) });
+        let opts = ServeOptions { limits: Limits { max_connections: 2, ..limits() }, control: false };
         let server = tokio::spawn(serve(l, ctl, opts));
-        let mut held = Vec::new();
-        for _ in 0..2 {
-            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-            s.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").await.unwrap();
-            let mut b = [0u8; 256];
-            let n = s.read(&mut b).await.unwrap();
-            assert!(b[..n].starts_with(b"HTTP/1.1 200"));
-            held.push(s);
-        }
-        let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut b = [0u8; 16];
-        let n = timeout(Duration::from_secs(2), third.read(&mut b))
-            .await
-            .unwrap()
-            .unwrap_or(0);
-        assert_eq!(n, 0, "the third connection is closed without an answer");
-        drop(held);
-        // Slots come back when the held connections go.
-        let mut ok = false;
-        for _ in 0..100 {
-            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        async fn get(s: &mut tokio::net::TcpStream) -> usize {
             let _ = s.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").await;
-            let n = s.read(&mut b).await.unwrap_or(0);
-            if n > 0 {
-                ok = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            let mut b = [0u8; 256];
+            timeout(Duration::from_secs(2), s.read(&mut b)).await.ok().and_then(Result::ok).unwrap_or(0)
         }
-        assert!(ok, "a slot was freed");
+        let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(get(&mut first).await > 0);
+        let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(get(&mut second).await > 0);
+        // A third connection is served; the oldest idle one (the first) is closed to make room.
+        let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(get(&mut third).await > 0, "the newcomer is served");
+        let mut b = [0u8; 16];
+        let n = timeout(Duration::from_secs(2), first.read(&mut b)).await.unwrap().unwrap_or(0);
+        assert_eq!(n, 0, "the oldest idle connection was closed");
+        assert!(get(&mut second).await > 0, "the others keep working");
         server.abort();
     }
 }

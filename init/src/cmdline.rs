@@ -104,14 +104,7 @@ impl Default for Config {
             root_wait_ms: 5000,
             mounts: Vec::new(),
             hostname: None,
-            net: NetConfig {
-                enabled: true,
-                iface: None,
-                ip: None,
-                gateway: None,
-                mtu: None,
-                kernel_ip: None,
-            },
+            net: NetConfig { enabled: true, iface: None, ip: None, gateway: None, mtu: None, kernel_ip: None },
             port: DEFAULT_PORT,
             vsock_port: Some(DEFAULT_VSOCK_PORT),
             api: Api::Vsock,
@@ -171,17 +164,9 @@ pub fn split_words(s: &str) -> Vec<String> {
 
 /// Parses `A.B.C.D/P`.
 pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
-    let (addr, prefix) = s
-        .split_once('/')
-        .ok_or("expected A.B.C.D/PREFIX, e.g. 169.254.1.2/16")?;
-    let addr: Ipv4Addr = addr
-        .parse()
-        .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
-    let prefix: u8 = prefix
-        .parse()
-        .ok()
-        .filter(|p| (1..=32).contains(p))
-        .ok_or(format!("prefix {prefix:?} is not 1-32"))?;
+    let (addr, prefix) = s.split_once('/').ok_or("expected A.B.C.D/PREFIX, e.g. 169.254.1.2/16")?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
+    let prefix: u8 = prefix.parse().ok().filter(|p| (1..=32).contains(p)).ok_or(format!("prefix {prefix:?} is not 1-32"))?;
     if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() {
         return Err(format!("{addr} cannot be an interface address"));
     }
@@ -198,39 +183,23 @@ fn netmask_prefix(mask: Ipv4Addr) -> Option<u8> {
 /// Parses the kernel's `ip=` value. Only the static form is ours to apply; `dhcp`, `on`, `any`,
 /// `off`, `none` and values without a client address give `None`.
 pub fn parse_kernel_ip(v: &str) -> Result<Option<KernelIp>, String> {
-    if matches!(
-        v,
-        "off" | "none" | "dhcp" | "on" | "any" | "bootp" | "rarp" | "both"
-    ) {
+    if matches!(v, "off" | "none" | "dhcp" | "on" | "any" | "bootp" | "rarp" | "both") {
         return Ok(None);
     }
     let f: Vec<&str> = v.split(':').collect();
     let field = |i: usize| f.get(i).copied().filter(|s| !s.is_empty());
     let addr = |i: usize| -> Result<Option<Ipv4Addr>, String> {
-        field(i)
-            .map(|s| {
-                s.parse()
-                    .map_err(|_| format!("{s:?} is not an IPv4 address"))
-            })
-            .transpose()
+        field(i).map(|s| s.parse().map_err(|_| format!("{s:?} is not an IPv4 address"))).transpose()
     };
     let client = addr(0)?;
     if client.is_none() {
         return Ok(None);
     }
     let prefix = match addr(3)? {
-        Some(mask) => {
-            Some(netmask_prefix(mask).ok_or(format!("netmask {mask} is not contiguous"))?)
-        }
+        Some(mask) => Some(netmask_prefix(mask).ok_or(format!("netmask {mask} is not contiguous"))?),
         None => None,
     };
-    Ok(Some(KernelIp {
-        client,
-        gateway: addr(2)?,
-        prefix,
-        hostname: field(4).map(str::to_string),
-        device: field(5).map(str::to_string),
-    }))
+    Ok(Some(KernelIp { client, gateway: addr(2)?, prefix, hostname: field(4).map(str::to_string), device: field(5).map(str::to_string) }))
 }
 
 /// Parses `<source>:<target>:<fstype>[:<options>]`.
@@ -298,12 +267,7 @@ pub fn parse(cmdline: &str) -> (Config, Vec<Warning>) {
             Some((k, v)) => (k, Some(v)),
             None => (word.as_str(), None),
         };
-        let mut warn = |problem: String| {
-            warnings.push(Warning {
-                param: word.clone(),
-                problem,
-            })
-        };
+        let mut warn = |problem: String| warnings.push(Warning { param: word.clone(), problem });
         match (key, value) {
             ("ro", None) => c.root_ro = true,
             ("rw", None) => c.root_ro = false,
@@ -314,11 +278,7 @@ pub fn parse(cmdline: &str) -> (Config, Vec<Warning>) {
             (k, v) if k.starts_with("chinit.") => {
                 let name = &k["chinit.".len()..];
                 let Some(v) = v else {
-                    warn(if KEYS.contains(&name) {
-                        "needs a value (key=value)".into()
-                    } else {
-                        unknown(name)
-                    });
+                    warn(if KEYS.contains(&name) { "needs a value (key=value)".into() } else { unknown(name) });
                     continue;
                 };
                 if let Err(e) = apply(&mut c, name, v) {
@@ -339,9 +299,7 @@ fn unknown(name: &str) -> String {
 fn apply(c: &mut Config, name: &str, v: &str) -> Result<(), String> {
     match name {
         "root" if v.starts_with("/dev/") => c.root = v.into(),
-        "root" => {
-            return Err("expected a device path under /dev, e.g. /dev/vda or /dev/pmem0".into())
-        }
+        "root" => return Err("expected a device path under /dev, e.g. /dev/vda or /dev/pmem0".into()),
         "rootfstype" if !v.is_empty() => c.rootfstype = v.into(),
         "rootflags" => c.rootflags = Some(v.into()).filter(|s: &String| !s.is_empty()),
         "root_wait_ms" => c.root_wait_ms = parse_num(v, "a number of milliseconds")?,
@@ -349,17 +307,10 @@ fn apply(c: &mut Config, name: &str, v: &str) -> Result<(), String> {
         "hostname" if valid_hostname(v) => c.hostname = Some(v.into()),
         "hostname" => return Err("expected 1-64 characters of letters, digits, '-' and '.'".into()),
         "net" => c.net.enabled = parse_bool(v)?,
-        "iface" if !v.is_empty() && v.len() < 16 && !v.contains('/') => {
-            c.net.iface = Some(v.into())
-        }
+        "iface" if !v.is_empty() && v.len() < 16 && !v.contains('/') => c.net.iface = Some(v.into()),
         "iface" => return Err("expected an interface name of at most 15 characters".into()),
         "ip" => c.net.ip = Some(parse_cidr(v)?),
-        "gw" => {
-            c.net.gateway = Some(
-                v.parse()
-                    .map_err(|_| format!("{v:?} is not an IPv4 address"))?,
-            )
-        }
+        "gw" => c.net.gateway = Some(v.parse().map_err(|_| format!("{v:?} is not an IPv4 address"))?),
         "mtu" => {
             c.net.mtu = Some(parse_num::<u32>(v, "an MTU").and_then(|m| {
                 if (68..=65535).contains(&m) {
@@ -370,13 +321,16 @@ fn apply(c: &mut Config, name: &str, v: &str) -> Result<(), String> {
             })?)
         }
         "port" => {
-            c.port = parse_num::<u16>(v, "a port number (1-65535)").and_then(|p| {
-                if p == 0 {
-                    Err("port 0 is not allowed".into())
-                } else {
-                    Ok(p)
-                }
-            })?
+            c.port =
+                parse_num::<u16>(v, "a port number (1-65535)").and_then(
+                    |p| {
+                        if p == 0 {
+                            Err("port 0 is not allowed".into())
+                        } else {
+                            Ok(p)
+                        }
+                    },
+                )?
         }
         "vsock_port" if v == "off" => c.vsock_port = None,
         "vsock_port" => c.vsock_port = Some(parse_num(v, "a vsock port number, or off")?),
@@ -453,10 +407,7 @@ pub fn split_exec(v: &str) -> Vec<String> {
 }
 
 fn valid_hostname(v: &str) -> bool {
-    !v.is_empty()
-        && v.len() <= 64
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 #[cfg(test)]
@@ -469,10 +420,7 @@ mod tests {
             ("", &[]),
             ("  a  b ", &["a", "b"]),
             ("console=ttyS0 quiet", &["console=ttyS0", "quiet"]),
-            (
-                r#"chinit.exec="/bin/app --x 1" rw"#,
-                &["chinit.exec=/bin/app --x 1", "rw"],
-            ),
+            (r#"chinit.exec="/bin/app --x 1" rw"#, &["chinit.exec=/bin/app --x 1", "rw"]),
             (r#""chinit.hostname=a b""#, &["chinit.hostname=a b"]),
             ("a=b=c", &["a=b=c"]),
             ("\tx\ny", &["x", "y"]),
@@ -489,10 +437,7 @@ mod tests {
         let (c, w) = parse("console=ttyS0 reboot=k panic=1 pci=off");
         assert!(w.is_empty());
         assert_eq!(c, Config::default());
-        assert_eq!(
-            (c.port, c.vsock_port, c.api, c.root.as_str(), c.root_ro),
-            (1024, Some(1024), Api::Vsock, "/dev/vda", true)
-        );
+        assert_eq!((c.port, c.vsock_port, c.api, c.root.as_str(), c.root_ro), (1024, Some(1024), Api::Vsock, "/dev/vda", true));
     }
 
     #[test]
@@ -513,18 +458,8 @@ mod tests {
         assert_eq!(
             c.mounts,
             vec![
-                ExtraMount {
-                    source: "myfs".into(),
-                    target: "/mnt/data".into(),
-                    fstype: "virtiofs".into(),
-                    options: None
-                },
-                ExtraMount {
-                    source: "/dev/vdb".into(),
-                    target: "/srv".into(),
-                    fstype: "ext4".into(),
-                    options: Some("ro,noatime".into())
-                },
+                ExtraMount { source: "myfs".into(), target: "/mnt/data".into(), fstype: "virtiofs".into(), options: None },
+                ExtraMount { source: "/dev/vdb".into(), target: "/srv".into(), fstype: "ext4".into(), options: Some("ro,noatime".into()) },
             ]
         );
         assert_eq!(c.hostname.as_deref(), Some("vm-1"));
@@ -532,22 +467,9 @@ mod tests {
         assert_eq!(c.net.ip, Some((Ipv4Addr::new(169, 254, 7, 9), 16)));
         assert_eq!(c.net.gateway, Some(Ipv4Addr::new(169, 254, 0, 1)));
         assert_eq!(c.net.mtu, Some(1400));
-        assert_eq!(
-            (c.port, c.vsock_port, c.api, c.notify_vsock_port),
-            (8080, Some(5000), Api::Tcp, Some(9999))
-        );
-        assert_eq!(
-            c.exec,
-            Some(vec![
-                "/bin/sh".to_string(),
-                "-c".into(),
-                "echo hi there".into()
-            ])
-        );
-        assert_eq!(
-            (c.on_exit, c.on_error, c.marks, c.grace_ms),
-            (OnExit::Stay, OnError::Shell, false, 50)
-        );
+        assert_eq!((c.port, c.vsock_port, c.api, c.notify_vsock_port), (8080, Some(5000), Api::Tcp, Some(9999)));
+        assert_eq!(c.exec, Some(vec!["/bin/sh".to_string(), "-c".into(), "echo hi there".into()]));
+        assert_eq!((c.on_exit, c.on_error, c.marks, c.grace_ms), (OnExit::Stay, OnError::Shell, false, 50));
     }
 
     #[test]
@@ -591,15 +513,7 @@ mod tests {
     fn equals_inside_values_and_last_one_wins() {
         let (c, w) = parse("chinit.exec=\"env A=1 B=2 /app\" chinit.port=1 chinit.port=2");
         assert!(w.is_empty());
-        assert_eq!(
-            c.exec,
-            Some(vec![
-                "env".to_string(),
-                "A=1".into(),
-                "B=2".into(),
-                "/app".into()
-            ])
-        );
+        assert_eq!(c.exec, Some(vec!["env".to_string(), "A=1".into(), "B=2".into(), "/app".into()]));
         assert_eq!(c.port, 2);
     }
 
@@ -620,21 +534,8 @@ mod tests {
                     device: Some("eth0".into()),
                 }),
             ),
-            (
-                "10.0.0.2",
-                Some(KernelIp {
-                    client: ip(10, 0, 0, 2),
-                    ..KernelIp::default()
-                }),
-            ),
-            (
-                "10.0.0.2:::255.255.255.252::",
-                Some(KernelIp {
-                    client: ip(10, 0, 0, 2),
-                    prefix: Some(30),
-                    ..KernelIp::default()
-                }),
-            ),
+            ("10.0.0.2", Some(KernelIp { client: ip(10, 0, 0, 2), ..KernelIp::default() })),
+            ("10.0.0.2:::255.255.255.252::", Some(KernelIp { client: ip(10, 0, 0, 2), prefix: Some(30), ..KernelIp::default() })),
         ];
         for (input, want) in cases {
             assert_eq!(parse_kernel_ip(input).unwrap(), want, "{input}");
@@ -648,10 +549,7 @@ mod tests {
         let cases: &[(&str, &[&str])] = &[
             ("/bin/app", &["/bin/app"]),
             ("/bin/app  -x 1", &["/bin/app", "-x", "1"]),
-            (
-                "sh -c 'echo a b; exit 3'",
-                &["sh", "-c", "echo a b; exit 3"],
-            ),
+            ("sh -c 'echo a b; exit 3'", &["sh", "-c", "echo a b; exit 3"]),
             ("a '' b", &["a", "", "b"]),
         ];
         for (input, want) in cases {

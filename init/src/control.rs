@@ -39,10 +39,7 @@ impl State {
 
     /// Adds a step that ran after ready.
     pub fn push_step(&self, step: Step) {
-        self.steps
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(step);
+        self.steps.lock().unwrap_or_else(|e| e.into_inner()).push(step);
     }
 
     pub fn set_ip(&self, ip: String) {
@@ -63,11 +60,7 @@ impl State {
             version: env!("CARGO_PKG_VERSION").to_string(),
             mode: self.mode.to_string(),
             init_start_us: self.init_start_us,
-            ready_us: if ready {
-                self.ready_us.load(Ordering::Relaxed)
-            } else {
-                0
-            },
+            ready_us: if ready { self.ready_us.load(Ordering::Relaxed) } else { 0 },
             steps: self.steps.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             ip: self.ip.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             generation: self.generation.load(Ordering::Relaxed),
@@ -114,20 +107,12 @@ mod tests {
         let s = State::new("namespace", 100);
         let before = s.snapshot();
         assert!(!before.ready && before.ready_us == 0 && before.generation == 0);
-        s.set_steps(&[Step {
-            name: "mounts".into(),
-            start_us: 101,
-            end_us: 150,
-            error: None,
-        }]);
+        s.set_steps(&[Step { name: "mounts".into(), start_us: 101, end_us: 150, error: None }]);
         s.set_ip("169.254.1.2/16".into());
         s.set_ready(400);
         let after = s.snapshot();
         assert!(after.ready);
-        assert_eq!(
-            (after.ready_us, after.generation, after.init_to_ready_us()),
-            (400, 1, 300)
-        );
+        assert_eq!((after.ready_us, after.generation, after.init_to_ready_us()), (400, 1, 300));
         assert_eq!(after.ip.as_deref(), Some("169.254.1.2/16"));
         assert_eq!(after.steps.len(), 1);
         s.set_ready(900);

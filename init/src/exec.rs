@@ -21,14 +21,8 @@ pub const MAX_OUTPUT: usize = 64 * 1024;
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
 
 /// The environment every command starts from.
-pub const BASE_ENV: &[(&str, &str)] = &[
-    (
-        "PATH",
-        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    ),
-    ("HOME", "/root"),
-    ("TERM", "linux"),
-];
+pub const BASE_ENV: &[(&str, &str)] =
+    &[("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"), ("HOME", "/root"), ("TERM", "linux")];
 
 /// Builds the command (pure apart from `Command` itself); `Err` is a message for the client.
 pub fn command(req: &ExecRequest) -> Result<Command, String> {
@@ -39,20 +33,13 @@ pub fn command(req: &ExecRequest) -> Result<Command, String> {
         cmd.env(k, v);
     }
     for kv in &req.env {
-        let (k, v) = kv
-            .split_once('=')
-            .filter(|(k, _)| !k.is_empty())
-            .ok_or_else(|| format!("env entry {kv:?} is not KEY=VALUE"))?;
+        let (k, v) = kv.split_once('=').filter(|(k, _)| !k.is_empty()).ok_or_else(|| format!("env entry {kv:?} is not KEY=VALUE"))?;
         cmd.env(k, v);
     }
     if let Some(cwd) = &req.cwd {
         cmd.current_dir(cwd);
     }
-    cmd.stdin(if req.stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
+    cmd.stdin(if req.stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     // Its own process group, so a timeout kills what it started too.
     cmd.process_group(0);
@@ -79,24 +66,12 @@ async fn read_bounded(mut rx: pipe::Receiver) -> (Vec<u8>, bool) {
 /// Runs the request to completion.
 pub async fn run(reaper: &Reaper, req: ExecRequest) -> Result<ExecResponse, String> {
     let mut cmd = command(&req)?;
-    let timeout = req
-        .timeout_ms
-        .map(Duration::from_millis)
-        .unwrap_or(DEFAULT_TIMEOUT)
-        .min(MAX_TIMEOUT);
+    let timeout = req.timeout_ms.map(Duration::from_millis).unwrap_or(DEFAULT_TIMEOUT).min(MAX_TIMEOUT);
     let start = Instant::now();
-    let (mut child, exited) = reaper
-        .spawn(&mut cmd)
-        .map_err(|e| format!("cannot run {:?}: {e}", req.argv[0]))?;
+    let (mut child, exited) = reaper.spawn(&mut cmd).map_err(|e| format!("cannot run {:?}: {e}", req.argv[0]))?;
     let pgid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
-    let out = child
-        .stdout
-        .take()
-        .and_then(|s| pipe::Receiver::from_owned_fd(s.into()).ok());
-    let err = child
-        .stderr
-        .take()
-        .and_then(|s| pipe::Receiver::from_owned_fd(s.into()).ok());
+    let out = child.stdout.take().and_then(|s| pipe::Receiver::from_owned_fd(s.into()).ok());
+    let err = child.stderr.take().and_then(|s| pipe::Receiver::from_owned_fd(s.into()).ok());
     let out = tokio::spawn(async move {
         if let Some(rx) = out {
             read_bounded(rx).await
@@ -159,10 +134,7 @@ mod tests {
     use std::sync::Arc;
 
     fn req(argv: &[&str]) -> ExecRequest {
-        ExecRequest {
-            argv: argv.iter().map(|s| s.to_string()).collect(),
-            ..ExecRequest::default()
-        }
+        ExecRequest { argv: argv.iter().map(|s| s.to_string()).collect(), ..ExecRequest::default() }
     }
 
     /// Runs a request while a background task reaps (as chinit's SIGCHLD loop does).
@@ -193,11 +165,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn runs_with_env_cwd_stdin_and_exit_code() {
-        let mut r = req(&[
-            "sh",
-            "-c",
-            "echo \"$GREETING $(pwd)\"; cat; echo oops >&2; exit 3",
-        ]);
+        let mut r = req(&["sh", "-c", "echo \"$GREETING $(pwd)\"; cat; echo oops >&2; exit 3"]);
         r.env = vec!["GREETING=hello=world".into()];
         r.cwd = Some("/tmp".into());
         r.stdin = Some("from stdin\n".into());
@@ -210,9 +178,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn output_is_bounded() {
-        let resp = run_reaped(req(&["sh", "-c", "head -c 200000 /dev/zero | tr '\\0' x"]))
-            .await
-            .unwrap();
+        let resp = run_reaped(req(&["sh", "-c", "head -c 200000 /dev/zero | tr '\\0' x"])).await.unwrap();
         assert_eq!(resp.exit_code, Some(0));
         assert_eq!(resp.stdout.len(), MAX_OUTPUT);
         assert!(resp.stdout_truncated && !resp.stderr_truncated);

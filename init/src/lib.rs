@@ -1,10 +1,7 @@
 //! chinit: PID 1 for microVMs. The boot, in order, each step stamped on CLOCK_BOOTTIME:
 //! mounts → cmdline → modules → root → extra mounts → hostname → network → agent → ready, then the
 //! PID 1 loop (reaping, signals, workload) until an orderly shutdown. See `docs/boot-phases.md`.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::exit)
-)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::exit))]
 
 pub mod clock;
 pub mod cmdline;
@@ -90,11 +87,7 @@ pub fn main_exec(args: &[String]) -> i32 {
 /// The boot. Never returns.
 fn boot(mode: Mode, cmdline_override: Option<String>) -> ! {
     let init_start = clock::init_start_us();
-    let mut marks = if mode == Mode::Vm {
-        Marks::enable()
-    } else {
-        Marks::off()
-    };
+    let mut marks = if mode == Mode::Vm { Marks::enable() } else { Marks::off() };
     marks.mark(mark::INIT_START);
     let mut tl = Timeline::default();
 
@@ -136,12 +129,7 @@ fn boot(mode: Mode, cmdline_override: Option<String>) -> ! {
             for f in &failures {
                 say!("modules: {f}");
             }
-            tl.record(
-                "modules",
-                start,
-                clock::now_us(),
-                (!failures.is_empty()).then(|| format!("{} of {n} failed", failures.len())),
-            );
+            tl.record("modules", start, clock::now_us(), (!failures.is_empty()).then(|| format!("{} of {n} failed", failures.len())));
         }
         if root::root_is_initramfs() {
             match tl.step("root", || root::mount_and_switch(&cfg)) {
@@ -167,22 +155,14 @@ fn boot(mode: Mode, cmdline_override: Option<String>) -> ! {
     }
     marks.mark(mark::MOUNTS_DONE);
 
-    let hostname = cfg
-        .hostname
-        .clone()
-        .or_else(|| cfg.net.kernel_ip.as_ref().and_then(|k| k.hostname.clone()));
+    let hostname = cfg.hostname.clone().or_else(|| cfg.net.kernel_ip.as_ref().and_then(|k| k.hostname.clone()));
     if let Some(h) = hostname {
-        if let Err(e) = tl.step("hostname", || {
-            nix::unistd::sethostname(&h).map_err(|e| format!("sethostname {h}: {e}"))
-        }) {
+        if let Err(e) = tl.step("hostname", || nix::unistd::sethostname(&h).map_err(|e| format!("sethostname {h}: {e}"))) {
             say!("hostname: {e}");
         }
     }
 
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             say!("{}", error::InitError::Runtime(e));
@@ -208,11 +188,7 @@ fn fail(mode: Mode, cfg: &Config) -> ! {
         }
         OnError::Shell => {
             say!("starting /bin/sh on the console (chinit.on_error=shell); exit it to power off");
-            match Command::new("/bin/sh")
-                .env_clear()
-                .envs(exec::BASE_ENV.iter().copied())
-                .spawn()
-            {
+            match Command::new("/bin/sh").env_clear().envs(exec::BASE_ENV.iter().copied()).spawn() {
                 Ok(child) => {
                     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
                     // Reap everything until the shell itself is gone.
@@ -257,8 +233,7 @@ struct Workload {
 }
 
 async fn network(cfg: &Config) -> Result<net::Plan, String> {
-    let (conn, handle, _) =
-        rtnetlink::new_connection().map_err(|e| format!("open netlink: {e}"))?;
+    let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| format!("open netlink: {e}"))?;
     let conn = tokio::spawn(conn);
     let result = async {
         let links = net::apply::links(&handle).await?;
@@ -302,12 +277,7 @@ async fn run(mode: Mode, cfg: &Config, mut tl: Timeline, marks: Marks, init_star
 
     let (shutdown_tx, mut shutdown_rx) = mpsc::unbounded_channel();
     let (system_tx, system_rx) = watch::channel(false);
-    let ctl = Arc::new(Chinit {
-        state: Arc::clone(&state),
-        reaper: Arc::clone(&reaper),
-        shutdown: shutdown_tx,
-        system: system_rx.clone(),
-    });
+    let ctl = Arc::new(Chinit { state: Arc::clone(&state), reaper: Arc::clone(&reaper), shutdown: shutdown_tx, system: system_rx.clone() });
     let start = clock::now_us();
     let served = start_agent(cfg, ip, &ctl).await;
     tl.record("agent", start, clock::now_us(), served.err());
@@ -320,11 +290,7 @@ async fn run(mode: Mode, cfg: &Config, mut tl: Timeline, marks: Marks, init_star
         Mode::Vm => format!("kernel {} ms before init", clock::ms(init_start)),
         Mode::Namespace => "namespace mode".to_string(),
     };
-    say!(
-        "ready in {} ms ({}; {origin})",
-        clock::ms(ready_at.saturating_sub(init_start)),
-        timeline::summary(&tl.steps)
-    );
+    say!("ready in {} ms ({}; {origin})", clock::ms(ready_at.saturating_sub(init_start)), timeline::summary(&tl.steps));
     late_mounts(Arc::clone(&state), system_tx);
     if let Some(port) = cfg.notify_vsock_port {
         let doc = state.snapshot();
@@ -385,23 +351,16 @@ async fn run(mode: Mode, cfg: &Config, mut tl: Timeline, marks: Marks, init_star
 /// Mounts [`mounts::LATE`] on a helper thread (mounts belong to the process, not the thread), so
 /// the agent keeps answering meanwhile; flips `done` when finished.
 fn late_mounts(state: Arc<State>, done: watch::Sender<bool>) {
-    let spawned = std::thread::Builder::new()
-        .name("late-mounts".into())
-        .spawn(move || {
-            let start = clock::now_us();
-            let failures = mounts::mount_table(&mut mounts::Sys, mounts::LATE);
-            let error = (!failures.is_empty()).then(|| failures.join("; "));
-            if let Some(e) = &error {
-                say!("mounts.late: {e}");
-            }
-            state.push_step(agent::proto::Step {
-                name: "mounts.late".into(),
-                start_us: start,
-                end_us: clock::now_us(),
-                error,
-            });
-            let _ = done.send(true);
-        });
+    let spawned = std::thread::Builder::new().name("late-mounts".into()).spawn(move || {
+        let start = clock::now_us();
+        let failures = mounts::mount_table(&mut mounts::Sys, mounts::LATE);
+        let error = (!failures.is_empty()).then(|| failures.join("; "));
+        if let Some(e) = &error {
+            say!("mounts.late: {e}");
+        }
+        state.push_step(agent::proto::Step { name: "mounts.late".into(), start_us: start, end_us: clock::now_us(), error });
+        let _ = done.send(true);
+    });
     if let Err(e) = spawned {
         say!("mounts.late: cannot start a thread: {e}");
     }
@@ -423,9 +382,7 @@ fn forward(w: &Workload, sig: i32) {
 fn start_workload(argv: &[String], reaper: &Reaper) -> Option<Workload> {
     let (prog, args) = argv.split_first()?;
     let mut cmd = Command::new(prog);
-    cmd.args(args)
-        .env_clear()
-        .envs(exec::BASE_ENV.iter().copied());
+    cmd.args(args).env_clear().envs(exec::BASE_ENV.iter().copied());
     match reaper.spawn(&mut cmd) {
         Ok((child, exited)) => {
             let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
@@ -437,10 +394,7 @@ fn start_workload(argv: &[String], reaper: &Reaper) -> Option<Workload> {
             // Behave as if it had exited at once, so chinit.on_exit still applies.
             let (tx, exited) = oneshot::channel();
             let _ = tx.send(Exit::Code(127));
-            Some(Workload {
-                pid: nix::unistd::Pid::from_raw(0),
-                exited,
-            })
+            Some(Workload { pid: nix::unistd::Pid::from_raw(0), exited })
         }
     }
 }
@@ -452,14 +406,7 @@ async fn start_agent(cfg: &Config, ip: Option<Ipv4Addr>, ctl: &Arc<Chinit>) -> R
     match ip {
         Some(ip) => match tokio::net::TcpListener::bind(SocketAddr::from((ip, cfg.port))).await {
             Ok(l) => {
-                tokio::spawn(serve(
-                    l,
-                    Arc::clone(ctl),
-                    ServeOptions {
-                        control: cfg.api == Api::Tcp,
-                        ..ServeOptions::default()
-                    },
-                ));
+                tokio::spawn(serve(l, Arc::clone(ctl), ServeOptions { control: cfg.api == Api::Tcp, ..ServeOptions::default() }));
                 serving += 1;
             }
             Err(e) => problems.push(format!("tcp {ip}:{}: {e}", cfg.port)),
@@ -467,19 +414,9 @@ async fn start_agent(cfg: &Config, ip: Option<Ipv4Addr>, ctl: &Arc<Chinit>) -> R
         None => problems.push("tcp: no address".to_string()),
     }
     if let Some(port) = cfg.vsock_port {
-        match tokio_vsock::VsockListener::bind(tokio_vsock::VsockAddr::new(
-            libc::VMADDR_CID_ANY,
-            port,
-        )) {
+        match tokio_vsock::VsockListener::bind(tokio_vsock::VsockAddr::new(libc::VMADDR_CID_ANY, port)) {
             Ok(l) => {
-                tokio::spawn(serve(
-                    l,
-                    Arc::clone(ctl),
-                    ServeOptions {
-                        control: true,
-                        ..ServeOptions::default()
-                    },
-                ));
+                tokio::spawn(serve(l, Arc::clone(ctl), ServeOptions { control: true, ..ServeOptions::default() }));
                 serving += 1;
             }
             Err(e) => problems.push(format!("vsock port {port}: {e}")),

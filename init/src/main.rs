@@ -8,9 +8,7 @@ fn stamp() {
 
 fn main() {
     chinit::panic::install();
-    let args: Vec<String> = std::env::args_os()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
+    let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
     let code = chinit::main_exec(&args);
     std::process::exit(code);
 }

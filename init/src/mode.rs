@@ -60,9 +60,7 @@ fn ino(path: &str) -> Option<u64> {
 pub fn detect() -> Result<Mode, InitError> {
     let pid = std::process::id();
     let pid = i32::try_from(pid).unwrap_or(i32::MAX);
-    let self_pid = std::fs::read_link("/proc/self")
-        .ok()
-        .and_then(|p| p.to_str().and_then(|s| s.parse::<i32>().ok()));
+    let self_pid = std::fs::read_link("/proc/self").ok().and_then(|p| p.to_str().and_then(|s| s.parse::<i32>().ok()));
     let seen = Seen {
         pid,
         pid_ns: ino("/proc/self/ns/pid"),
@@ -78,45 +76,13 @@ mod tests {
 
     #[test]
     fn decide_table() {
-        let base = Seen {
-            pid: 1,
-            pid_ns: None,
-            mnt_ns: None,
-            proc_is_ours: false,
-        };
+        let base = Seen { pid: 1, pid_ns: None, mnt_ns: None, proc_is_ours: false };
         let cases = [
             (base, Ok(Mode::Vm)),
-            (
-                Seen {
-                    pid_ns: Some(PROC_PID_INIT_INO),
-                    ..base
-                },
-                Ok(Mode::Vm),
-            ),
-            (
-                Seen {
-                    pid_ns: Some(4026532000),
-                    proc_is_ours: true,
-                    ..base
-                },
-                Ok(Mode::Namespace),
-            ),
-            (
-                Seen {
-                    pid_ns: Some(4026532000),
-                    mnt_ns: Some((1, 2)),
-                    ..base
-                },
-                Ok(Mode::Namespace),
-            ),
-            (
-                Seen {
-                    pid_ns: Some(4026532000),
-                    mnt_ns: Some((7, 7)),
-                    ..base
-                },
-                Err("shares"),
-            ),
+            (Seen { pid_ns: Some(PROC_PID_INIT_INO), ..base }, Ok(Mode::Vm)),
+            (Seen { pid_ns: Some(4026532000), proc_is_ours: true, ..base }, Ok(Mode::Namespace)),
+            (Seen { pid_ns: Some(4026532000), mnt_ns: Some((1, 2)), ..base }, Ok(Mode::Namespace)),
+            (Seen { pid_ns: Some(4026532000), mnt_ns: Some((7, 7)), ..base }, Err("shares")),
             (Seen { pid: 42, ..base }, Err("must run as PID 1")),
         ];
         for (seen, want) in cases {

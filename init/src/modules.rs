@@ -19,14 +19,8 @@ pub fn parse_list(text: &str) -> Vec<Entry> {
         .map(|l| l.split('#').next().unwrap_or("").trim())
         .filter(|l| !l.is_empty())
         .map(|l| match l.split_once(char::is_whitespace) {
-            Some((p, rest)) => Entry {
-                path: p.to_string(),
-                params: rest.trim().to_string(),
-            },
-            None => Entry {
-                path: l.to_string(),
-                params: String::new(),
-            },
+            Some((p, rest)) => Entry { path: p.to_string(), params: rest.trim().to_string() },
+            None => Entry { path: l.to_string(), params: String::new() },
         })
         .collect()
 }
@@ -34,8 +28,7 @@ pub fn parse_list(text: &str) -> Vec<Entry> {
 /// Loads one module with finit_module; an already-loaded module is fine.
 fn load(e: &Entry) -> Result<(), String> {
     let f = std::fs::File::open(&e.path).map_err(|err| format!("open {}: {err}", e.path))?;
-    let params = CString::new(e.params.as_str())
-        .map_err(|_| format!("{}: parameters contain NUL", e.path))?;
+    let params = CString::new(e.params.as_str()).map_err(|_| format!("{}: parameters contain NUL", e.path))?;
     // SAFETY: finit_module reads the open module file and the NUL-terminated parameter string.
     let rc = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), params.as_ptr(), 0) };
     match nix::errno::Errno::result(rc) {
@@ -62,29 +55,16 @@ mod tests {
         assert_eq!(
             parse_list(text),
             vec![
-                Entry {
-                    path: "/lib/modules/6.1/virtio.ko".into(),
-                    params: "".into()
-                },
-                Entry {
-                    path: "/lib/modules/6.1/virtio_blk.ko".into(),
-                    params: "queue_depth=64".into()
-                },
-                Entry {
-                    path: "/x.ko".into(),
-                    params: "a=1 b=2".into()
-                },
+                Entry { path: "/lib/modules/6.1/virtio.ko".into(), params: "".into() },
+                Entry { path: "/lib/modules/6.1/virtio_blk.ko".into(), params: "queue_depth=64".into() },
+                Entry { path: "/x.ko".into(), params: "a=1 b=2".into() },
             ]
         );
     }
 
     #[test]
     fn a_missing_file_is_a_clear_error() {
-        let e = load(&Entry {
-            path: "/nonexistent/x.ko".into(),
-            params: String::new(),
-        })
-        .unwrap_err();
+        let e = load(&Entry { path: "/nonexistent/x.ko".into(), params: String::new() }).unwrap_err();
         assert!(e.starts_with("open /nonexistent/x.ko: "), "{e}");
     }
 }

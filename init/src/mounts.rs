@@ -23,34 +23,14 @@ pub struct MountSpec {
     pub data: Option<&'static str>,
 }
 
-const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
-    .union(MsFlags::MS_NODEV)
-    .union(MsFlags::MS_NOEXEC);
+const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC);
 const NOSUID_NODEV: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV);
 
 /// What every boot mounts before ready, in order (parents before children).
 pub const EARLY: &[MountSpec] = &[
-    MountSpec {
-        source: "proc",
-        target: "/proc",
-        fstype: "proc",
-        flags: NOSUID_NODEV_NOEXEC,
-        data: None,
-    },
-    MountSpec {
-        source: "sysfs",
-        target: "/sys",
-        fstype: "sysfs",
-        flags: NOSUID_NODEV_NOEXEC,
-        data: None,
-    },
-    MountSpec {
-        source: "devtmpfs",
-        target: "/dev",
-        fstype: "devtmpfs",
-        flags: MsFlags::MS_NOSUID,
-        data: Some("mode=0755"),
-    },
+    MountSpec { source: "proc", target: "/proc", fstype: "proc", flags: NOSUID_NODEV_NOEXEC, data: None },
+    MountSpec { source: "sysfs", target: "/sys", fstype: "sysfs", flags: NOSUID_NODEV_NOEXEC, data: None },
+    MountSpec { source: "devtmpfs", target: "/dev", fstype: "devtmpfs", flags: MsFlags::MS_NOSUID, data: Some("mode=0755") },
 ];
 
 /// What every boot mounts right after ready (children of [`EARLY`] after them).
@@ -62,47 +42,16 @@ pub const LATE: &[MountSpec] = &[
         flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NOEXEC),
         data: Some("mode=0620,ptmxmode=0666"),
     },
-    MountSpec {
-        source: "shm",
-        target: "/dev/shm",
-        fstype: "tmpfs",
-        flags: NOSUID_NODEV,
-        data: Some("mode=1777"),
-    },
-    MountSpec {
-        source: "run",
-        target: "/run",
-        fstype: "tmpfs",
-        flags: NOSUID_NODEV,
-        data: Some("mode=0755"),
-    },
-    MountSpec {
-        source: "tmp",
-        target: "/tmp",
-        fstype: "tmpfs",
-        flags: NOSUID_NODEV,
-        data: Some("mode=1777"),
-    },
-    MountSpec {
-        source: "cgroup2",
-        target: "/sys/fs/cgroup",
-        fstype: "cgroup2",
-        flags: NOSUID_NODEV_NOEXEC,
-        data: None,
-    },
+    MountSpec { source: "shm", target: "/dev/shm", fstype: "tmpfs", flags: NOSUID_NODEV, data: Some("mode=1777") },
+    MountSpec { source: "run", target: "/run", fstype: "tmpfs", flags: NOSUID_NODEV, data: Some("mode=0755") },
+    MountSpec { source: "tmp", target: "/tmp", fstype: "tmpfs", flags: NOSUID_NODEV, data: Some("mode=1777") },
+    MountSpec { source: "cgroup2", target: "/sys/fs/cgroup", fstype: "cgroup2", flags: NOSUID_NODEV_NOEXEC, data: None },
 ];
 
 /// The syscalls mounting needs: the seam that lets the loop run in tests.
 pub trait Mounter {
     fn mkdir_all(&mut self, path: &str) -> Result<(), Errno>;
-    fn mount(
-        &mut self,
-        source: &str,
-        target: &str,
-        fstype: &str,
-        flags: MsFlags,
-        data: Option<&str>,
-    ) -> Result<(), Errno>;
+    fn mount(&mut self, source: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<&str>) -> Result<(), Errno>;
 }
 
 /// What happened to one mount.
@@ -114,14 +63,7 @@ pub enum Outcome {
 }
 
 /// Mounts one filesystem, creating the target first.
-pub fn mount_one(
-    m: &mut impl Mounter,
-    source: &str,
-    target: &str,
-    fstype: &str,
-    flags: MsFlags,
-    data: Option<&str>,
-) -> Outcome {
+pub fn mount_one(m: &mut impl Mounter, source: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<&str>) -> Outcome {
     if let Err(e) = m.mkdir_all(target) {
         return Outcome::Failed(format!("create directory {target}: {e}"));
     }
@@ -136,12 +78,10 @@ pub fn mount_one(
 pub fn mount_table(m: &mut impl Mounter, table: &[MountSpec]) -> Vec<String> {
     table
         .iter()
-        .filter_map(
-            |s| match mount_one(m, s.source, s.target, s.fstype, s.flags, s.data) {
-                Outcome::Failed(why) => Some(why),
-                _ => None,
-            },
-        )
+        .filter_map(|s| match mount_one(m, s.source, s.target, s.fstype, s.flags, s.data) {
+            Outcome::Failed(why) => Some(why),
+            _ => None,
+        })
         .collect()
 }
 
@@ -196,14 +136,7 @@ impl Mounter for Sys {
         }
     }
 
-    fn mount(
-        &mut self,
-        source: &str,
-        target: &str,
-        fstype: &str,
-        flags: MsFlags,
-        data: Option<&str>,
-    ) -> Result<(), Errno> {
+    fn mount(&mut self, source: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<&str>) -> Result<(), Errno> {
         nix::mount::mount(Some(source), target, Some(fstype), flags, data)
     }
 }
@@ -212,9 +145,7 @@ impl Mounter for Sys {
 /// now, make sure descriptors 0, 1 and 2 exist so no file chinit opens later lands on them.
 pub fn ensure_stdio() {
     // SAFETY: F_GETFD only queries whether the descriptor number is open.
-    let missing: Vec<i32> = (0..3)
-        .filter(|fd| unsafe { libc::fcntl(*fd, libc::F_GETFD) } < 0)
-        .collect();
+    let missing: Vec<i32> = (0..3).filter(|fd| unsafe { libc::fcntl(*fd, libc::F_GETFD) } < 0).collect();
     if missing.is_empty() {
         return;
     }
@@ -222,12 +153,7 @@ pub fn ensure_stdio() {
         .read(true)
         .write(true)
         .open("/dev/console")
-        .or_else(|_| {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/dev/null")
-        });
+        .or_else(|_| std::fs::OpenOptions::new().read(true).write(true).open("/dev/null"));
     if let Ok(f) = console {
         use std::os::fd::AsRawFd;
         for fd in missing {
@@ -260,19 +186,8 @@ mod tests {
                 None => Ok(()),
             }
         }
-        fn mount(
-            &mut self,
-            source: &str,
-            target: &str,
-            fstype: &str,
-            flags: MsFlags,
-            data: Option<&str>,
-        ) -> Result<(), Errno> {
-            self.calls.push(format!(
-                "{fstype} {source} {target} {:#x} {}",
-                flags.bits(),
-                data.unwrap_or("-")
-            ));
+        fn mount(&mut self, source: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<&str>) -> Result<(), Errno> {
+            self.calls.push(format!("{fstype} {source} {target} {:#x} {}", flags.bits(), data.unwrap_or("-")));
             match self.mount_err.iter().find(|(t, _)| *t == target) {
                 Some((_, e)) => Err(*e),
                 None => Ok(()),
@@ -285,34 +200,13 @@ mod tests {
         let mut f = Fake::default();
         assert!(mount_table(&mut f, EARLY).is_empty());
         assert!(mount_table(&mut f, LATE).is_empty());
-        let targets: Vec<&str> = f
-            .calls
-            .iter()
-            .map(|c| c.split(' ').nth(2).unwrap())
-            .collect();
-        assert_eq!(
-            targets,
-            [
-                "/proc",
-                "/sys",
-                "/dev",
-                "/dev/pts",
-                "/dev/shm",
-                "/run",
-                "/tmp",
-                "/sys/fs/cgroup"
-            ]
-        );
+        let targets: Vec<&str> = f.calls.iter().map(|c| c.split(' ').nth(2).unwrap()).collect();
+        assert_eq!(targets, ["/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/run", "/tmp", "/sys/fs/cgroup"]);
         // Parents come before children.
         let all: Vec<MountSpec> = EARLY.iter().chain(LATE).copied().collect();
         for (i, s) in all.iter().enumerate() {
             for later in &all[..i] {
-                assert!(
-                    !later.target.starts_with(&format!("{}/", s.target)),
-                    "{} is mounted before its parent {}",
-                    later.target,
-                    s.target
-                );
+                assert!(!later.target.starts_with(&format!("{}/", s.target)), "{} is mounted before its parent {}", later.target, s.target);
             }
         }
     }
@@ -327,16 +221,8 @@ mod tests {
         let table: Vec<MountSpec> = EARLY.iter().chain(LATE).copied().collect();
         let failures = mount_table(&mut f, &table);
         assert_eq!(failures.len(), 2, "{failures:?}");
-        assert!(
-            failures[0].starts_with("create directory /run: EROFS"),
-            "{}",
-            failures[0]
-        );
-        assert!(
-            failures[1].starts_with("mount cgroup2 cgroup2 on /sys/fs/cgroup: ENODEV"),
-            "{}",
-            failures[1]
-        );
+        assert!(failures[0].starts_with("create directory /run: EROFS"), "{}", failures[0]);
+        assert!(failures[1].starts_with("mount cgroup2 cgroup2 on /sys/fs/cgroup: ENODEV"), "{}", failures[1]);
         // Every other mount still happened.
         assert_eq!(f.calls.len(), table.len() - 1);
     }
@@ -347,11 +233,7 @@ mod tests {
             ("", MsFlags::empty(), ""),
             ("ro", MsFlags::MS_RDONLY, ""),
             ("ro,rw", MsFlags::empty(), ""),
-            (
-                "ro,noatime,trans=virtio,version=9p2000.L",
-                MsFlags::MS_RDONLY.union(MsFlags::MS_NOATIME),
-                "trans=virtio,version=9p2000.L",
-            ),
+            ("ro,noatime,trans=virtio,version=9p2000.L", MsFlags::MS_RDONLY.union(MsFlags::MS_NOATIME), "trans=virtio,version=9p2000.L"),
             ("defaults,,dax", MsFlags::empty(), "dax"),
         ];
         for (input, flags, data) in cases {
@@ -369,12 +251,6 @@ mod tests {
             options: Some("ro,noatime,errors=remount-ro".into()),
         }];
         assert!(mount_extra(&mut f, &m).is_empty());
-        assert_eq!(
-            f.calls,
-            vec![format!(
-                "ext4 /dev/vdb /srv {:#x} errors=remount-ro",
-                (MsFlags::MS_RDONLY | MsFlags::MS_NOATIME).bits()
-            )]
-        );
+        assert_eq!(f.calls, vec![format!("ext4 /dev/vdb /srv {:#x} errors=remount-ro", (MsFlags::MS_RDONLY | MsFlags::MS_NOATIME).bits())]);
     }
 }

@@ -54,63 +54,28 @@ pub fn addr_from_mac(mac: [u8; 6]) -> Ipv4Addr {
 pub fn plan(cfg: &NetConfig, links: &[Link]) -> Result<Plan, String> {
     let lo = links.iter().find(|l| l.loopback && !l.up).map(|l| l.index);
     let kip = cfg.kernel_ip.as_ref();
-    let wanted = cfg
-        .iface
-        .clone()
-        .or_else(|| kip.and_then(|k| k.device.clone()));
+    let wanted = cfg.iface.clone().or_else(|| kip.and_then(|k| k.device.clone()));
     let link = match &wanted {
         Some(name) => links.iter().find(|l| &l.name == name).ok_or_else(|| {
-            let names: Vec<&str> = links
-                .iter()
-                .filter(|l| !l.loopback)
-                .map(|l| l.name.as_str())
-                .collect();
-            format!(
-                "no link named {name} (links: {}); fix chinit.iface=",
-                if names.is_empty() {
-                    "none".into()
-                } else {
-                    names.join(", ")
-                }
-            )
+            let names: Vec<&str> = links.iter().filter(|l| !l.loopback).map(|l| l.name.as_str()).collect();
+            format!("no link named {name} (links: {}); fix chinit.iface=", if names.is_empty() { "none".into() } else { names.join(", ") })
         })?,
         None => {
-            let mut candidates: Vec<&Link> =
-                links.iter().filter(|l| l.ethernet && !l.loopback).collect();
+            let mut candidates: Vec<&Link> = links.iter().filter(|l| l.ethernet && !l.loopback).collect();
             candidates.sort_by_key(|l| l.index);
-            *candidates.first().ok_or(
-                "no ethernet link: attach a NIC (e.g. --net tap=...) or boot with chinit.net=off",
-            )?
+            *candidates.first().ok_or("no ethernet link: attach a NIC (e.g. --net tap=...) or boot with chinit.net=off")?
         }
     };
     let (addr, prefix, source) = if let Some((a, p)) = cfg.ip {
         (a, p, AddrSource::Chinit)
     } else if let Some(a) = kip.and_then(|k| k.client) {
-        (
-            a,
-            kip.and_then(|k| k.prefix).unwrap_or(16),
-            AddrSource::KernelIp,
-        )
+        (a, kip.and_then(|k| k.prefix).unwrap_or(16), AddrSource::KernelIp)
     } else {
-        let mac = link.mac.ok_or_else(|| {
-            format!(
-                "{} has no MAC address to derive an address from; set chinit.ip=",
-                link.name
-            )
-        })?;
+        let mac = link.mac.ok_or_else(|| format!("{} has no MAC address to derive an address from; set chinit.ip=", link.name))?;
         (addr_from_mac(mac), 16, AddrSource::Mac)
     };
     let gateway = cfg.gateway.or_else(|| kip.and_then(|k| k.gateway));
-    Ok(Plan {
-        lo,
-        index: link.index,
-        name: link.name.clone(),
-        addr,
-        prefix,
-        source,
-        gateway,
-        mtu: cfg.mtu,
-    })
+    Ok(Plan { lo, index: link.index, name: link.name.clone(), addr, prefix, source, gateway, mtu: cfg.mtu })
 }
 
 /// Applies a plan over rtnetlink.
@@ -141,8 +106,7 @@ pub mod apply {
         Link {
             index: m.header.index,
             name,
-            loopback: m.header.flags.contains(LinkFlags::Loopback)
-                || m.header.link_layer_type == LinkLayerType::Loopback,
+            loopback: m.header.flags.contains(LinkFlags::Loopback) || m.header.link_layer_type == LinkLayerType::Loopback,
             ethernet: m.header.link_layer_type == LinkLayerType::Ether,
             up: m.header.flags.contains(LinkFlags::Up),
             mac,
@@ -161,36 +125,20 @@ pub mod apply {
     /// Applies `p`; returns a description of what was done.
     pub async fn apply(h: &Handle, p: &Plan) -> Result<(), String> {
         if let Some(lo) = p.lo {
-            h.link()
-                .set(LinkUnspec::new_with_index(lo).up().build())
-                .execute()
-                .await
-                .map_err(|e| format!("set lo up: {e}"))?;
+            h.link().set(LinkUnspec::new_with_index(lo).up().build()).execute().await.map_err(|e| format!("set lo up: {e}"))?;
         }
         let mut b = LinkUnspec::new_with_index(p.index).up();
         if let Some(mtu) = p.mtu {
             b = b.mtu(mtu);
         }
-        h.link()
-            .set(b.build())
-            .execute()
-            .await
-            .map_err(|e| format!("set {} up: {e}", p.name))?;
-        match h
-            .address()
-            .add(p.index, IpAddr::V4(p.addr), p.prefix)
-            .execute()
-            .await
-        {
+        h.link().set(b.build()).execute().await.map_err(|e| format!("set {} up: {e}", p.name))?;
+        match h.address().add(p.index, IpAddr::V4(p.addr), p.prefix).execute().await {
             Ok(()) => {}
             Err(e) if is_eexist(&e) => {}
             Err(e) => return Err(format!("add {}/{} to {}: {e}", p.addr, p.prefix, p.name)),
         }
         if let Some(gw) = p.gateway {
-            let route = RouteMessageBuilder::<Ipv4Addr>::new()
-                .gateway(gw)
-                .output_interface(p.index)
-                .build();
+            let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).output_interface(p.index).build();
             match h.route().add(route).execute().await {
                 Ok(()) => {}
                 Err(e) if is_eexist(&e) => {}
@@ -208,14 +156,7 @@ mod tests {
 
     fn link(index: u32, name: &str, mac: Option<[u8; 6]>) -> Link {
         let lo = name == "lo";
-        Link {
-            index,
-            name: name.into(),
-            loopback: lo,
-            ethernet: !lo && mac.is_some(),
-            up: false,
-            mac,
-        }
+        Link { index, name: name.into(), loopback: lo, ethernet: !lo && mac.is_some(), up: false, mac }
     }
 
     fn links() -> Vec<Link> {
@@ -230,10 +171,7 @@ mod tests {
     #[test]
     fn addr_from_mac_table() {
         let cases = [
-            (
-                [0x52, 0x54, 0, 0x12, 0x34, 0x56],
-                Ipv4Addr::new(169, 254, 0x34, 0x56),
-            ),
+            ([0x52, 0x54, 0, 0x12, 0x34, 0x56], Ipv4Addr::new(169, 254, 0x34, 0x56)),
             ([0, 0, 0, 7, 0, 0], Ipv4Addr::new(169, 254, 8, 0)),
             ([0, 0, 0, 0xff, 0xff, 1], Ipv4Addr::new(169, 254, 2, 1)),
             ([0, 0, 0, 0xfe, 0, 1], Ipv4Addr::new(169, 254, 1, 1)),
@@ -250,71 +188,25 @@ mod tests {
     #[test]
     fn plan_table() {
         let cases: &[(&str, Want)] = &[
-            (
-                "",
-                Ok((
-                    "eth0",
-                    Ipv4Addr::new(169, 254, 0x34, 0x56),
-                    16,
-                    AddrSource::Mac,
-                    None,
-                )),
-            ),
+            ("", Ok(("eth0", Ipv4Addr::new(169, 254, 0x34, 0x56), 16, AddrSource::Mac, None))),
             (
                 "chinit.ip=169.254.9.9/16 chinit.gw=169.254.0.1",
-                Ok((
-                    "eth0",
-                    Ipv4Addr::new(169, 254, 9, 9),
-                    16,
-                    AddrSource::Chinit,
-                    Some(Ipv4Addr::new(169, 254, 0, 1)),
-                )),
+                Ok(("eth0", Ipv4Addr::new(169, 254, 9, 9), 16, AddrSource::Chinit, Some(Ipv4Addr::new(169, 254, 0, 1)))),
             ),
-            (
-                "chinit.iface=eth1",
-                Ok((
-                    "eth1",
-                    Ipv4Addr::new(169, 254, 1, 9),
-                    16,
-                    AddrSource::Mac,
-                    None,
-                )),
-            ),
+            ("chinit.iface=eth1", Ok(("eth1", Ipv4Addr::new(169, 254, 1, 9), 16, AddrSource::Mac, None))),
             (
                 "ip=10.1.2.3::10.1.0.1:255.255.0.0:h:eth1:off",
-                Ok((
-                    "eth1",
-                    Ipv4Addr::new(10, 1, 2, 3),
-                    16,
-                    AddrSource::KernelIp,
-                    Some(Ipv4Addr::new(10, 1, 0, 1)),
-                )),
+                Ok(("eth1", Ipv4Addr::new(10, 1, 2, 3), 16, AddrSource::KernelIp, Some(Ipv4Addr::new(10, 1, 0, 1)))),
             ),
-            (
-                "ip=10.1.2.3 chinit.ip=169.254.1.1/16",
-                Ok((
-                    "eth0",
-                    Ipv4Addr::new(169, 254, 1, 1),
-                    16,
-                    AddrSource::Chinit,
-                    None,
-                )),
-            ),
-            (
-                "chinit.iface=eth9",
-                Err("no link named eth9 (links: eth1, eth0, tun0)"),
-            ),
+            ("ip=10.1.2.3 chinit.ip=169.254.1.1/16", Ok(("eth0", Ipv4Addr::new(169, 254, 1, 1), 16, AddrSource::Chinit, None))),
+            ("chinit.iface=eth9", Err("no link named eth9 (links: eth1, eth0, tun0)")),
             ("chinit.iface=tun0", Err("tun0 has no MAC")),
         ];
         for (line, want) in cases {
             let got = plan(&parse(line).0.net, &links());
             match (got, want) {
                 (Ok(p), Ok((name, addr, prefix, source, gw))) => {
-                    assert_eq!(
-                        (p.name.as_str(), p.addr, p.prefix, p.source, p.gateway),
-                        (*name, *addr, *prefix, *source, *gw),
-                        "{line}"
-                    );
+                    assert_eq!((p.name.as_str(), p.addr, p.prefix, p.source, p.gateway), (*name, *addr, *prefix, *source, *gw), "{line}");
                     assert_eq!(p.lo, Some(1), "{line}: lo is brought up");
                 }
                 (Err(e), Err(w)) => assert!(e.contains(w), "{line}: {e}"),
@@ -326,10 +218,7 @@ mod tests {
     #[test]
     fn no_ethernet_link_says_what_to_do() {
         let e = plan(&parse("").0.net, &[link(1, "lo", None)]).unwrap_err();
-        assert!(
-            e.contains("attach a NIC") && e.contains("chinit.net=off"),
-            "{e}"
-        );
+        assert!(e.contains("attach a NIC") && e.contains("chinit.net=off"), "{e}");
     }
 
     #[test]

@@ -21,9 +21,6 @@ pub async fn send(port: u32, ready: &Ready) -> Result<(), String> {
     match tokio::time::timeout(TIMEOUT, io).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("notify host vsock port {port}: {e}")),
-        Err(_) => Err(format!(
-            "notify host vsock port {port}: no answer within {} s",
-            TIMEOUT.as_secs()
-        )),
+        Err(_) => Err(format!("notify host vsock port {port}: no answer within {} s", TIMEOUT.as_secs())),
     }
 }

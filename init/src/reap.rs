@@ -106,12 +106,8 @@ mod tests {
     async fn owned_children_get_their_status() {
         let _serial = TEST_CHILDREN.lock().await;
         let r = Reaper::default();
-        let (_c1, rx1) = r
-            .spawn(Command::new("/bin/sh").args(["-c", "exit 7"]))
-            .unwrap();
-        let (_c2, rx2) = r
-            .spawn(Command::new("/bin/sh").args(["-c", "kill -9 $$"]))
-            .unwrap();
+        let (_c1, rx1) = r.spawn(Command::new("/bin/sh").args(["-c", "exit 7"])).unwrap();
+        let (_c2, rx2) = r.spawn(Command::new("/bin/sh").args(["-c", "kill -9 $$"])).unwrap();
         let mut got = Vec::new();
         let mut rxs = vec![rx1, rx2];
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

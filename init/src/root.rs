@@ -29,9 +29,7 @@ pub fn is_initramfs_magic(fs_type: i64) -> bool {
 // The field's type differs between libcs (i64 on glibc, u64 on musl).
 #[allow(clippy::unnecessary_cast)]
 pub fn root_is_initramfs() -> bool {
-    nix::sys::statfs::statfs("/")
-        .map(|s| is_initramfs_magic(s.filesystem_type().0 as i64))
-        .unwrap_or(false)
+    nix::sys::statfs::statfs("/").map(|s| is_initramfs_magic(s.filesystem_type().0 as i64)).unwrap_or(false)
 }
 
 /// Root mount flags and data from the config (`ro` unless `rw`, then `chinit.rootflags`).
@@ -58,36 +56,19 @@ pub fn wait_for(path: &Path, timeout: Duration) -> bool {
 }
 
 fn sw(what: &'static str) -> impl Fn(Errno) -> InitError {
-    move |errno| InitError::SwitchRoot {
-        newroot: NEWROOT.into(),
-        what,
-        errno,
-    }
+    move |errno| InitError::SwitchRoot { newroot: NEWROOT.into(), what, errno }
 }
 
 /// Mounts the real root and switches to it.
 pub fn mount_and_switch(cfg: &Config) -> Result<String, InitError> {
     let dev = Path::new(&cfg.root);
     if !wait_for(dev, Duration::from_millis(cfg.root_wait_ms)) {
-        return Err(InitError::RootMissing {
-            device: cfg.root.clone(),
-            waited_ms: cfg.root_wait_ms,
-        });
+        return Err(InitError::RootMissing { device: cfg.root.clone(), waited_ms: cfg.root_wait_ms });
     }
-    std::fs::create_dir_all(NEWROOT).map_err(|e| InitError::Mkdir {
-        path: NEWROOT.into(),
-        errno: io_errno(&e),
-    })?;
+    std::fs::create_dir_all(NEWROOT).map_err(|e| InitError::Mkdir { path: NEWROOT.into(), errno: io_errno(&e) })?;
     let (flags, data) = root_flags(cfg);
     let data = (!data.is_empty()).then_some(data.as_str());
-    nix::mount::mount(
-        Some(dev),
-        NEWROOT,
-        Some(cfg.rootfstype.as_str()),
-        flags,
-        data,
-    )
-    .map_err(|errno| InitError::Mount {
+    nix::mount::mount(Some(dev), NEWROOT, Some(cfg.rootfstype.as_str()), flags, data).map_err(|errno| InitError::Mount {
         fstype: cfg.rootfstype.clone(),
         device: cfg.root.clone(),
         target: NEWROOT.into(),
@@ -96,14 +77,7 @@ pub fn mount_and_switch(cfg: &Config) -> Result<String, InitError> {
     for m in MOVED {
         let dst = format!("{NEWROOT}{m}");
         if std::fs::create_dir_all(&dst).is_err()
-            || nix::mount::mount(
-                Some(*m),
-                dst.as_str(),
-                None::<&str>,
-                MsFlags::MS_MOVE,
-                None::<&str>,
-            )
-            .is_err()
+            || nix::mount::mount(Some(*m), dst.as_str(), None::<&str>, MsFlags::MS_MOVE, None::<&str>).is_err()
         {
             // The new root lacks the directory (read-only) or it was not mounted: leave it behind.
             let _ = nix::mount::umount2(*m, nix::mount::MntFlags::MNT_DETACH);
@@ -111,16 +85,10 @@ pub fn mount_and_switch(cfg: &Config) -> Result<String, InitError> {
     }
     nix::unistd::chdir(NEWROOT).map_err(sw("chdir"))?;
     let freed = free_initramfs();
-    nix::mount::mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
-        .map_err(sw("move to /"))?;
+    nix::mount::mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>).map_err(sw("move to /"))?;
     nix::unistd::chroot(".").map_err(sw("chroot"))?;
     nix::unistd::chdir("/").map_err(sw("chdir /"))?;
-    Ok(format!(
-        "{} ({}) switched to, {} KiB of initramfs freed",
-        cfg.root,
-        cfg.rootfstype,
-        freed / 1024
-    ))
+    Ok(format!("{} ({}) switched to, {} KiB of initramfs freed", cfg.root, cfg.rootfstype, freed / 1024))
 }
 
 fn io_errno(e: &std::io::Error) -> Errno {
@@ -176,29 +144,18 @@ mod tests {
         let cases = [
             ("", MsFlags::MS_RDONLY, ""),
             ("rw", MsFlags::empty(), ""),
-            (
-                "rw chinit.rootflags=noatime,dax",
-                MsFlags::MS_NOATIME,
-                "dax",
-            ),
+            ("rw chinit.rootflags=noatime,dax", MsFlags::MS_NOATIME, "dax"),
             ("ro chinit.rootflags=discard", MsFlags::MS_RDONLY, "discard"),
         ];
         for (line, flags, data) in cases {
-            assert_eq!(
-                root_flags(&parse(line).0),
-                (flags, data.to_string()),
-                "{line}"
-            );
+            assert_eq!(root_flags(&parse(line).0), (flags, data.to_string()), "{line}");
         }
     }
 
     #[test]
     fn wait_for_is_bounded() {
         let start = Instant::now();
-        assert!(!wait_for(
-            Path::new("/nonexistent/chinit-dev"),
-            Duration::from_millis(20)
-        ));
+        assert!(!wait_for(Path::new("/nonexistent/chinit-dev"), Duration::from_millis(20)));
         assert!(start.elapsed() < Duration::from_secs(2));
         assert!(wait_for(Path::new("/"), Duration::ZERO));
     }

@@ -24,12 +24,7 @@ pub enum Action {
 }
 
 /// Signals every process but us and waits, reacting to SIGCHLD, until none is left or `deadline`.
-async fn signal_and_wait(
-    sig: Signal,
-    reaper: &Reaper,
-    sigchld: &mut tokio::signal::unix::Signal,
-    wait: Duration,
-) -> bool {
+async fn signal_and_wait(sig: Signal, reaper: &Reaper, sigchld: &mut tokio::signal::unix::Signal, wait: Duration) -> bool {
     // -1: every process we may signal except ourselves (in a PID namespace: only its members).
     let _ = kill(Pid::from_raw(-1), sig);
     let deadline = Instant::now() + wait;
@@ -45,16 +40,9 @@ async fn signal_and_wait(
 }
 
 /// Ends every process, in order. Returns when only chinit is left (or the KILL wait ran out).
-pub async fn stop_processes(
-    reaper: &Reaper,
-    sigchld: &mut tokio::signal::unix::Signal,
-    grace: Duration,
-) {
+pub async fn stop_processes(reaper: &Reaper, sigchld: &mut tokio::signal::unix::Signal, grace: Duration) {
     if !signal_and_wait(Signal::SIGTERM, reaper, sigchld, grace).await {
-        say!(
-            "shutdown: processes still running after {} ms, sending SIGKILL",
-            grace.as_millis()
-        );
+        say!("shutdown: processes still running after {} ms, sending SIGKILL", grace.as_millis());
         if !signal_and_wait(Signal::SIGKILL, reaper, sigchld, Duration::from_secs(2)).await {
             say!("shutdown: some processes did not die after SIGKILL (stuck in the kernel?)");
         }
@@ -78,13 +66,7 @@ pub fn finish(mode: Mode, extra_targets: &[String], action: Action) -> ! {
         }
     }
     if mode == Mode::Vm {
-        if let Err(e) = nix::mount::mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-            None::<&str>,
-        ) {
+        if let Err(e) = nix::mount::mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>) {
             say!("shutdown: remount / read-only: {e}");
         }
     }
@@ -101,10 +83,7 @@ pub fn power(mode: Mode, action: Action) -> ! {
         Action::Halt => RebootMode::RB_HALT_SYSTEM,
     };
     let err = nix::sys::reboot::reboot(how).err();
-    say!(
-        "shutdown: reboot({how:?}) failed: {}",
-        err.map(|e| e.to_string()).unwrap_or_default()
-    );
+    say!("shutdown: reboot({how:?}) failed: {}", err.map(|e| e.to_string()).unwrap_or_default());
     if mode == Mode::Namespace {
         // PID 1 of a namespace may end: the namespace ends with it, no kernel panics.
         #[allow(clippy::exit)]

@@ -21,11 +21,7 @@ pub struct Timeline {
 
 impl Timeline {
     /// Runs `f` as step `name`; an `Err` is recorded on the step and returned.
-    pub fn step<T, E: std::fmt::Display>(
-        &mut self,
-        name: &str,
-        f: impl FnOnce() -> Result<T, E>,
-    ) -> Result<T, E> {
+    pub fn step<T, E: std::fmt::Display>(&mut self, name: &str, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
         let start = clock::now_us();
         let r = f();
         let error = r.as_ref().err().map(ToString::to_string);
@@ -34,22 +30,13 @@ impl Timeline {
     }
 
     pub fn record(&mut self, name: &str, start_us: u64, end_us: u64, error: Option<String>) {
-        self.steps.push(Step {
-            name: name.to_string(),
-            start_us,
-            end_us,
-            error,
-        });
+        self.steps.push(Step { name: name.to_string(), start_us, end_us, error });
     }
 }
 
 /// Summary for the ready line: `mounts 0.120, network 0.450, ...`.
 pub fn summary(steps: &[Step]) -> String {
-    steps
-        .iter()
-        .map(|s| format!("{} {}", s.name, clock::ms(s.duration_us())))
-        .collect::<Vec<_>>()
-        .join(", ")
+    steps.iter().map(|s| format!("{} {}", s.name, clock::ms(s.duration_us()))).collect::<Vec<_>>().join(", ")
 }
 
 /// Writes phase marks to port 0x80 when allowed (x86, VM mode, `chinit.marks=on`).
@@ -65,9 +52,7 @@ impl Marks {
 
     /// Asks for access to port 0x80; marks stay off if that fails or the machine has no port I/O.
     pub fn enable() -> Marks {
-        Marks {
-            enabled: port::allow(),
-        }
+        Marks { enabled: port::allow() }
     }
 
     pub fn enabled(self) -> bool {
@@ -93,9 +78,7 @@ mod port {
     pub fn write(code: u8) {
         // SAFETY: access to port 0x80 was granted by ioperm; the debug port has no side effects
         // besides the VMM logging the byte.
-        unsafe {
-            core::arch::asm!("out dx, al", in("dx") DEBUG_PORT, in("al") code, options(nomem, nostack, preserves_flags))
-        };
+        unsafe { core::arch::asm!("out dx, al", in("dx") DEBUG_PORT, in("al") code, options(nomem, nostack, preserves_flags)) };
     }
 }
 
@@ -119,13 +102,8 @@ mod tests {
         assert_eq!(ok, Ok(1));
         assert!(bad.is_err());
         assert_eq!(t.steps.len(), 2);
-        assert!(
-            t.steps[0].start_us <= t.steps[0].end_us && t.steps[0].end_us <= t.steps[1].start_us
-        );
-        assert_eq!(
-            t.steps[1].error.as_deref(),
-            Some("mount proc on /proc: EPERM")
-        );
+        assert!(t.steps[0].start_us <= t.steps[0].end_us && t.steps[0].end_us <= t.steps[1].start_us);
+        assert_eq!(t.steps[1].error.as_deref(), Some("mount proc on /proc: EPERM"));
         assert!(summary(&t.steps).starts_with("a 0.0"));
     }
 

@@ -1,1 +1,3 @@
 //! End-to-end test harness.
+
+pub mod ns;

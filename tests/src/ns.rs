@@ -1,0 +1,385 @@
+//! chinit as PID 1 of fresh namespaces, with a veth pair: the harness of the namespace tests and of
+//! the native benchmark.
+//!
+//! Two unnamed network namespaces are made per run and held only by file descriptors, so nothing is
+//! left behind whatever happens to the test process: the "host" one holds `vh` (169.254.0.1/16), the
+//! "guest" one holds its peer `eth0`. chinit is cloned straight into new PID, mount and UTS namespaces
+//! inside the guest network namespace, so it is PID 1 there and the clock starts at the clone.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use agent::client::{self, Response};
+use agent::proto::Ready;
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+pub const HOST_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 1);
+pub const GUEST_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 2);
+const HOST_MAC: &str = "02:00:00:00:00:01";
+pub const GUEST_MAC: &str = "02:00:00:00:01:02";
+pub const PORT: u16 = 1024;
+
+pub type Error = String;
+
+/// Path of the musl build of chinit, built once per process (a no-op when up to date).
+pub fn chinit_bin() -> Result<PathBuf, Error> {
+    static BIN: OnceLock<Result<PathBuf, Error>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(p) = std::env::var("CHINIT_BIN") {
+            return Ok(PathBuf::from(p));
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().ok_or("no workspace root")?.to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(&cargo)
+            .current_dir(&root)
+            .args(["build", "--quiet", "--release", "--target", "x86_64-unknown-linux-musl", "-p", "chinit"])
+            .output()
+            .map_err(|e| format!("run {cargo}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "cargo build --release --target x86_64-unknown-linux-musl -p chinit failed (is the target installed? rustup target add x86_64-unknown-linux-musl):\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
+        Ok(target.join("x86_64-unknown-linux-musl/release/chinit"))
+    })
+    .clone()
+}
+
+/// Whether this process may make namespaces (root with CAP_SYS_ADMIN).
+pub fn can_make_namespaces() -> Result<(), Error> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("namespace tests need root (CAP_SYS_ADMIN, CAP_NET_ADMIN)".into());
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        return Err("namespace tests need iproute2's ip: apt-get install iproute2".into());
+    }
+    Ok(())
+}
+
+/// A network namespace held by a descriptor only.
+pub struct Netns {
+    fd: OwnedFd,
+}
+
+impl Netns {
+    /// Makes a new network namespace (on a short-lived thread: the namespace outlives it through `fd`).
+    pub fn new() -> Result<Netns, Error> {
+        std::thread::spawn(|| -> Result<Netns, Error> {
+            unshare(CloneFlags::CLONE_NEWNET).map_err(|e| format!("unshare(CLONE_NEWNET): {e}"))?;
+            let f = File::open("/proc/thread-self/ns/net").map_err(|e| format!("open netns: {e}"))?;
+            Ok(Netns { fd: f.into() })
+        })
+        .join()
+        .map_err(|_| "netns thread panicked".to_string())?
+    }
+
+    /// Runs `f` on a thread inside this namespace (sockets it makes stay there).
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
+        let fd = self.fd.try_clone().map_err(|e| e.to_string())?;
+        std::thread::spawn(move || {
+            setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| format!("setns: {e}"))?;
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| "netns thread panicked".to_string())?
+    }
+
+    /// `/proc/<pid>/fd/<n>`: a path other programs (ip) can open to name this namespace.
+    fn path(&self) -> String {
+        format!("/proc/{}/fd/{}", std::process::id(), self.fd.as_raw_fd())
+    }
+}
+
+fn ip(args: &[&str]) -> Result<(), Error> {
+    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+/// The two namespaces and the veth pair between them.
+pub struct Wire {
+    pub host: Netns,
+    pub guest: Netns,
+}
+
+impl Wire {
+    /// `vh` (169.254.0.1/16) in the host namespace, `eth0` (down, no address) in the guest one; a
+    /// permanent neighbour entry for the guest address, so the first SYN needs no ARP round.
+    pub fn new() -> Result<Wire, Error> {
+        let host = Netns::new()?;
+        let guest = Netns::new()?;
+        let guest_path = guest.path();
+        host.run(move || -> Result<(), Error> {
+            ip(&[
+                "link",
+                "add",
+                "vh",
+                "address",
+                HOST_MAC,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "address",
+                GUEST_MAC,
+                "netns",
+                &guest_path,
+            ])?;
+            ip(&["addr", "add", "169.254.0.1/16", "dev", "vh"])?;
+            ip(&["link", "set", "vh", "up"])?;
+            ip(&["link", "set", "lo", "up"])?;
+            ip(&["neigh", "replace", &GUEST_IP.to_string(), "lladdr", GUEST_MAC, "dev", "vh", "nud", "permanent"])
+        })??;
+        Ok(Wire { host, guest })
+    }
+}
+
+/// A chinit running as PID 1 of its namespaces. Killed and collected on drop.
+pub struct Chinit {
+    pub pid: Pid,
+    /// CLOCK_BOOTTIME just before the clone, in µs.
+    pub spawned_us: u64,
+    pub spawned: Instant,
+    pub log: PathBuf,
+    status: Option<WaitStatus>,
+    _dir: TempDir,
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Result<TempDir, Error> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("chinit-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&p).map_err(|e| format!("create {}: {e}", p.display()))?;
+        Ok(TempDir(p))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn boottime_us() -> u64 {
+    let ts =
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).map(|t| (t.tv_sec() as u64) * 1_000_000 + (t.tv_nsec() as u64) / 1000);
+    ts.unwrap_or(0)
+}
+
+impl Chinit {
+    /// Clones chinit as PID 1 of new PID/mount/UTS namespaces inside `wire.guest`, with `cmdline` as
+    /// its kernel command line and its console in a log file.
+    pub fn start(bin: &Path, wire: &Wire, cmdline: &str) -> Result<Chinit, Error> {
+        let dir = TempDir::new("ns")?;
+        let log = dir.0.join("console.log");
+        let log_file = File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
+        let path = CString::new(bin.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+        let argv = [path.clone(), CString::new("--cmdline").map_err(|e| e.to_string())?, CString::new(cmdline).map_err(|e| e.to_string())?];
+        let envp = [CString::new("PATH=/usr/sbin:/usr/bin:/sbin:/bin").map_err(|e| e.to_string())?];
+        let netns = wire.guest.fd.as_raw_fd();
+        let out = log_file.as_raw_fd();
+        let mut stack = vec![0u8; 256 * 1024];
+        let child = Box::new(|| -> isize {
+            // Only async-signal-safe calls from here: we are a clone of a multithreaded process.
+            // SAFETY: raw syscalls on descriptors that stay open until the clone returns.
+            unsafe {
+                if libc::setns(netns, libc::CLONE_NEWNET) != 0 {
+                    return 101;
+                }
+                // Our mounts must never reach the host's mount namespace.
+                if libc::mount(c"none".as_ptr(), c"/".as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0 {
+                    return 102;
+                }
+                libc::dup2(out, 1);
+                libc::dup2(out, 2);
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+                if null >= 0 {
+                    libc::dup2(null, 0);
+                }
+            }
+            let _ = nix::unistd::execve(&path, &argv, &envp);
+            103
+        });
+        let spawned_us = boottime_us();
+        let spawned = Instant::now();
+        let flags = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS;
+        // SAFETY: the child only makes raw syscalls and execs (see above); the stack outlives it
+        // until execve replaces its memory.
+        let pid = unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD)) }.map_err(|e| format!("clone: {e}"))?;
+        Ok(Chinit { pid, spawned_us, spawned, log, status: None, _dir: dir })
+    }
+
+    /// The console so far.
+    pub fn console(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal to chinit.
+    pub fn signal(&self, sig: Signal) -> Result<(), Error> {
+        kill(self.pid, sig).map_err(|e| format!("kill {sig}: {e}"))
+    }
+
+    /// Waits up to `timeout` for chinit to end; returns how.
+    pub fn wait(&mut self, timeout: Duration) -> Result<WaitStatus, Error> {
+        if let Some(s) = self.status {
+            return Ok(s);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => {}
+                Ok(s) => {
+                    self.status = Some(s);
+                    return Ok(s);
+                }
+                Err(e) => return Err(format!("waitpid: {e}")),
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("chinit still running after {timeout:?}; console:\n{}", self.console()));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+impl Drop for Chinit {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = kill(self.pid, Signal::SIGKILL);
+            let _ = waitpid(self.pid, None);
+        }
+    }
+}
+
+/// How chinit in a namespace ended when it powered off: the kernel ends a PID namespace whose init
+/// calls reboot(POWER_OFF) as if by SIGINT.
+pub fn is_poweroff(s: WaitStatus) -> bool {
+    matches!(s, WaitStatus::Signaled(_, Signal::SIGINT, _))
+}
+
+/// One HTTP request from the host namespace to the guest.
+pub fn http(wire: &Wire, method: &'static str, path: &'static str, body: Option<Vec<u8>>) -> Result<Response, Error> {
+    wire.host.run(move || -> Result<Response, Error> {
+        let addr = SocketAddr::from((GUEST_IP, PORT));
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("connect {addr}: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+        client::request(&mut s, method, path, body.as_deref()).map_err(|e| format!("{method} {path}: {e}"))
+    })?
+}
+
+/// Runs `f` with a TCP stream to the guest agent, from the host namespace.
+pub fn with_stream<T: Send + 'static>(wire: &Wire, f: impl FnOnce(TcpStream) -> T + Send + 'static) -> Result<T, Error> {
+    wire.host.run(move || -> Result<T, Error> {
+        let addr = SocketAddr::from((GUEST_IP, PORT));
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("connect {addr}: {e}"))?;
+        Ok(f(s))
+    })?
+}
+
+/// What the host saw when chinit first answered 200 on `/ready`.
+#[derive(Debug, Clone)]
+pub struct FirstReady {
+    /// From the clone to the complete 200 response, as seen by the host.
+    pub host_us: u64,
+    /// CLOCK_BOOTTIME when the host had the 200 response.
+    pub seen_us: u64,
+    pub ready: Ready,
+    /// Connection attempts it took.
+    pub attempts: u32,
+}
+
+/// Polls `/ready` from the host namespace until 200, with connect attempts of at most `attempt`
+/// each (a SYN to a link that is not up yet is lost, so an attempt that hears nothing is retried on
+/// a fresh socket; a refused one at once).
+pub fn wait_ready(wire: &Wire, c: &Chinit, timeout: Duration) -> Result<FirstReady, Error> {
+    let spawned = c.spawned;
+    let spawned_us = c.spawned_us;
+    let found = wire.host.run(move || -> Result<FirstReady, Error> {
+        let addr = SocketAddr::from((GUEST_IP, PORT));
+        let deadline = Instant::now() + timeout;
+        let attempt = Duration::from_micros(200);
+        let mut attempts = 0;
+        while Instant::now() < deadline {
+            attempts += 1;
+            let Ok(mut s) = connect_within(&addr, attempt) else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = s.set_nodelay(true);
+            if let Ok(r) = client::request(&mut s, "GET", "/ready", None) {
+                if r.status == 200 {
+                    let host_us = u64::try_from(spawned.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    let seen_us = boottime_us();
+                    let ready: Ready = r.json().map_err(|e| e.to_string())?;
+                    return Ok(FirstReady { host_us, seen_us, ready, attempts });
+                }
+            }
+        }
+        Err(format!("no 200 from /ready within {timeout:?} ({attempts} attempts)"))
+    })?;
+    let _ = spawned_us;
+    found.map_err(|e| format!("{e}; console:\n{}", c.console()))
+}
+
+/// A non-blocking connect that gives up after `wait`.
+fn connect_within(addr: &SocketAddr, wait: Duration) -> std::io::Result<TcpStream> {
+    use nix::poll::{ppoll, PollFd, PollFlags};
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+    let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None)?;
+    let SocketAddr::V4(v4) = addr else { return Err(std::io::ErrorKind::InvalidInput.into()) };
+    match connect(fd.as_raw_fd(), &SockaddrIn::from(*v4)) {
+        Ok(()) => {}
+        Err(nix::errno::Errno::EINPROGRESS) => {
+            let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLOUT)];
+            let ts = nix::sys::time::TimeSpec::from_duration(wait);
+            if ppoll(&mut fds, Some(ts), None)? == 0 {
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
+            let err = nix::sys::socket::getsockopt(&fd, nix::sys::socket::sockopt::SocketError)?;
+            if err != 0 {
+                return Err(std::io::Error::from_raw_os_error(err));
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let s = TcpStream::from(fd);
+    s.set_nonblocking(false)?;
+    Ok(s)
+}
+
+/// Reads everything a stream sends until it closes or `timeout`; returns the bytes.
+pub fn read_all(mut s: TcpStream, timeout: Duration) -> Vec<u8> {
+    let _ = s.set_read_timeout(Some(timeout));
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+/// Writes and ignores errors (hostile clients do not care).
+pub fn send(s: &mut TcpStream, bytes: &[u8]) {
+    let _ = s.write_all(bytes);
+}
+
+/// Resident set of a process, in KiB.
+pub fn rss_kib(pid: Pid) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}

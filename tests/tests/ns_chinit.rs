@@ -1,0 +1,324 @@
+//! chinit as PID 1 of fresh namespaces (PID, mount, UTS, network) with a veth pair: every step for
+//! real, observed from the host end. Needs root; skips with one line only when namespaces or iproute2
+//! are truly unavailable.
+
+use std::time::{Duration, Instant};
+
+use agent::proto::{ExecRequest, ExecResponse};
+use chinit_tests::ns::{self, Chinit, Wire};
+use nix::sys::signal::Signal;
+
+const BASE: &str = "chinit.ip=169.254.1.2/16 chinit.vsock_port=off";
+
+/// Starts chinit with `extra` after the base cmdline; `None` (after printing why) when the machine
+/// cannot make namespaces.
+fn boot(extra: &str) -> Option<(Wire, Chinit)> {
+    if let Err(why) = ns::can_make_namespaces() {
+        println!("skipped: {why}");
+        return None;
+    }
+    let bin = ns::chinit_bin().unwrap();
+    let wire = Wire::new().unwrap();
+    let c = Chinit::start(&bin, &wire, &format!("{BASE} {extra}")).unwrap();
+    Some((wire, c))
+}
+
+fn exec(wire: &Wire, argv: &[&str]) -> ExecResponse {
+    let req = ExecRequest { argv: argv.iter().map(|s| s.to_string()).collect(), ..ExecRequest::default() };
+    let r = ns::http(wire, "POST", "/v1/exec", Some(serde_json::to_vec(&req).unwrap())).unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.json().unwrap()
+}
+
+fn sh(wire: &Wire, script: &str) -> String {
+    let r = exec(wire, &["sh", "-c", script]);
+    assert_eq!(r.exit_code, Some(0), "{script}: {r:?}");
+    r.stdout
+}
+
+fn poweroff(wire: &Wire, c: &mut Chinit) {
+    let r = ns::http(wire, "POST", "/v1/shutdown", None).unwrap();
+    assert_eq!(r.status, 202);
+    let st = c.wait(Duration::from_secs(10)).unwrap();
+    assert!(ns::is_poweroff(st), "expected a power-off, got {st:?}; console:\n{}", c.console());
+}
+
+#[test]
+fn boots_to_ready_with_mounts_hostname_and_address() {
+    let Some((wire, mut c)) = boot("chinit.api=tcp chinit.hostname=ns-test") else { return };
+    let first = ns::wait_ready(&wire, &c, Duration::from_secs(10)).unwrap();
+    let r = &first.ready;
+    assert!(r.ready && r.mode == "namespace", "{r:?}");
+    assert_eq!(r.ip.as_deref(), Some("169.254.1.2/16"));
+    let names: Vec<&str> = r.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["mounts", "cmdline", "hostname", "network", "agent"]);
+    // The timeline is consistent: each step within itself and after the previous, all after the clone
+    // (same CLOCK_BOOTTIME across namespaces), ready after the last step, the host after ready.
+    assert!(c.spawned_us <= r.init_start_us, "{} > {}", c.spawned_us, r.init_start_us);
+    let mut t = r.init_start_us;
+    for s in &r.steps {
+        assert!(s.start_us >= t && s.end_us >= s.start_us, "{s:?} after {t}");
+        assert!(s.error.is_none(), "{s:?}");
+        t = s.end_us;
+    }
+    assert!(r.ready_us >= t && first.seen_us >= r.ready_us);
+    assert_eq!(r.generation, 1);
+    assert!(c.console().contains("chinit: ready in "), "{}", c.console());
+
+    // Commands wait for the late mounts, so the whole table is there.
+    let mounts = sh(&wire, "cat /proc/self/mounts");
+    for want in [
+        "proc /proc proc",
+        "sysfs /sys sysfs",
+        "/dev/pts devpts",
+        "/dev/shm tmpfs",
+        "run /run tmpfs",
+        "tmp /tmp tmpfs",
+        "cgroup2 /sys/fs/cgroup cgroup2",
+    ] {
+        assert!(mounts.contains(want), "{want} missing from\n{mounts}");
+    }
+    assert_eq!(sh(&wire, "hostname"), "ns-test\n");
+    assert!(sh(&wire, "ip -4 addr show eth0").contains("inet 169.254.1.2/16"));
+    assert!(sh(&wire, "ip link show lo").contains("UP"));
+    // chinit is PID 1 of its namespace.
+    assert!(sh(&wire, "cat /proc/1/cmdline | tr '\\0' ' '").contains("chinit --cmdline"));
+    let late = ns::http(&wire, "GET", "/ready", None).unwrap().json::<agent::proto::Ready>().unwrap();
+    assert_eq!(late.steps.last().map(|s| s.name.as_str()), Some("mounts.late"));
+    poweroff(&wire, &mut c);
+}
+
+#[test]
+fn tcp_refuses_the_control_api_by_default() {
+    let Some((wire, mut c)) = boot("") else { return };
+    ns::wait_ready(&wire, &c, Duration::from_secs(10)).unwrap();
+    let body = serde_json::to_vec(&ExecRequest { argv: vec!["true".into()], ..ExecRequest::default() }).unwrap();
+    let r = ns::http(&wire, "POST", "/v1/exec", Some(body)).unwrap();
+    assert_eq!(r.status, 403);
+    assert!(String::from_utf8_lossy(&r.body).contains("chinit.api=tcp"));
+    assert_eq!(ns::http(&wire, "POST", "/v1/shutdown", None).unwrap().status, 403);
+    assert_eq!(ns::http(&wire, "GET", "/healthz", None).unwrap().status, 200);
+    c.signal(Signal::SIGTERM).unwrap();
+    assert!(ns::is_poweroff(c.wait(Duration::from_secs(10)).unwrap()));
+}
+
+#[test]
+fn exec_api_returns_output_and_exit_codes() {
+    let Some((wire, mut c)) = boot("chinit.api=tcp") else { return };
+    ns::wait_ready(&wire, &c, Duration::from_secs(10)).unwrap();
+    let r = exec(&wire, &["sh", "-c", "echo out; echo err >&2; exit 42"]);
+    assert_eq!((r.exit_code, r.stdout.as_str(), r.stderr.as_str()), (Some(42), "out\n", "err\n"));
+    let req = ExecRequest { argv: vec!["sleep".into(), "30".into()], timeout_ms: Some(100), ..ExecRequest::default() };
+    let r: ExecResponse = ns::http(&wire, "POST", "/v1/exec", Some(serde_json::to_vec(&req).unwrap())).unwrap().json().unwrap();
+    assert!(r.timed_out && r.signal == Some(9), "{r:?}");
+    let r = ns::http(&wire, "POST", "/v1/exec", Some(br#"{"argv":["/no/such/program"]}"#.to_vec())).unwrap();
+    assert_eq!(r.status, 400);
+    assert!(String::from_utf8_lossy(&r.body).contains("/no/such/program"));
+    poweroff(&wire, &mut c);
+}
+
+#[test]
+fn orphans_are_reaped() {
+    let Some((wire, mut c)) = boot("chinit.api=tcp") else { return };
+    ns::wait_ready(&wire, &c, Duration::from_secs(10)).unwrap();
+    // Five grandchildren whose parents exit at once: they are re-parented to chinit, then exit.
+    sh(&wire, "for i in 1 2 3 4 5; do (sleep 0.05 &); done");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let states = sh(&wire, "cat /proc/[0-9]*/stat 2>/dev/null | sed 's/.*) \\(.\\).*/\\1/' | sort | uniq -c");
+        if !states.contains(" Z") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "zombies left:\n{states}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    poweroff(&wire, &mut c);
+}
+
+#[test]
+fn sigterm_stops_children_in_order_then_powers_off() {
+    let Some((wire, mut c)) = boot("chinit.api=tcp chinit.grace_ms=300") else { return };
+    ns::wait_ready(&wire, &c, Duration::from_secs(10)).unwrap();
+    sh(&wire, "sleep 300 >/dev/null 2>&1 & trap '' TERM; (trap '' TERM; exec sleep 301) >/dev/null 2>&1 &");
+    c.signal(Signal::SIGTERM).unwrap();
+    let st = c.wait(Duration::from_secs(10)).unwrap();
+    let console = c.console();
+    assert!(ns::is_poweroff(st), "{st:?}\n{console}");
+    assert!(console.contains("SIGTERM: shutting down"), "{console}");
+    // One child ignores SIGTERM: after the grace period it gets SIGKILL.
+    assert!(console.contains("still running after 300 ms, sending SIGKILL"), "{console}");
+}
+
+#[test]
+fn workload_runs_and_its_exit_powers_off() {
+    let Some((wire, mut c)) = boot("chinit.exec=\"sh -c 'echo workload-says-hi; exit 3'\"") else { return };
+    let st = c.wait(Duration::from_secs(10)).unwrap();
+    let console = c.console();
+    assert!(ns::is_poweroff(st), "{st:?}\n{console}");
+    assert!(console.contains("workload-says-hi"), "{console}");
+    assert!(console.contains("workload exited (exit code 3)"), "{console}");
+    drop(wire);
+}
+
+#[test]
+fn workload_with_on_exit_stay_keeps_serving_and_gets_signals_forwarded() {
+    let Some((wire, mut c)) =
+        boot("chinit.on_exit=stay chinit.exec=\"sh -c 'h() { echo got-hup; }; trap h HUP; while :; do sleep 0.05; done'\"")
+    else {
+        return;
+    };
+    ns::wait_ready(&wire, &c, Duration::from_secs(10)).unwrap();
+    // Let the shell install its trap.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !c.console().contains("workload started") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    c.signal(Signal::SIGHUP).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !c.console().contains("got-hup") {
+        assert!(Instant::now() < deadline, "SIGHUP was not forwarded:\n{}", c.console());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SIGTERM goes to the workload, which dies of it; chinit stays (on_exit=stay).
+    c.signal(Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !c.console().contains("workload exited (signal 15)") {
+        assert!(Instant::now() < deadline, "{}", c.console());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(ns::http(&wire, "GET", "/ready", None).unwrap().status, 200);
+    // With no workload left, SIGTERM shuts down.
+    c.signal(Signal::SIGTERM).unwrap();
+    assert!(ns::is_poweroff(c.wait(Duration::from_secs(10)).unwrap()));
+}
+
+#[test]
+fn bad_cmdline_values_are_reported_and_defaulted() {
+    let Some((wire, mut c)) = boot("chinit.port=abc chinit.colour=blue chinit.mtu=1") else { return };
+    ns::wait_ready(&wire, &c, Duration::from_secs(10)).unwrap();
+    let console = c.console();
+    assert!(console.contains("chinit: cmdline: chinit.port=abc: \"abc\" is not a port number"), "{console}");
+    assert!(console.contains("chinit: cmdline: chinit.colour=blue: unknown key chinit.colour"), "{console}");
+    assert!(console.contains("chinit: cmdline: chinit.mtu=1: MTU must be 68-65535"), "{console}");
+    c.signal(Signal::SIGTERM).unwrap();
+    assert!(ns::is_poweroff(c.wait(Duration::from_secs(10)).unwrap()));
+}
+
+#[test]
+fn a_missing_nic_still_serves_nothing_breaks() {
+    let Some((wire, mut c)) = boot("chinit.iface=eth7") else { return };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !c.console().contains("chinit: ready in") {
+        assert!(Instant::now() < deadline, "{}", c.console());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let console = c.console();
+    assert!(console.contains("network: no link named eth7 (links: eth0); fix chinit.iface="), "{console}");
+    c.signal(Signal::SIGTERM).unwrap();
+    assert!(ns::is_poweroff(c.wait(Duration::from_secs(10)).unwrap()));
+    drop(wire);
+}
+
+#[test]
+fn refuses_to_run_when_not_pid_1() {
+    let Ok(bin) = ns::chinit_bin() else { panic!("no chinit build") };
+    let out = std::process::Command::new(bin).args(["--cmdline", "chinit.net=off"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("must run as PID 1") && err.contains("unshare --pid --mount"), "{err}");
+}
+
+#[test]
+fn hostile_clients_leave_it_serving_with_bounded_memory() {
+    let Some((wire, mut c)) = boot("") else { return };
+    ns::wait_ready(&wire, &c, Duration::from_secs(10)).unwrap();
+    let rss_before = ns::rss_kib(c.pid).unwrap();
+
+    // Garbage: a clear 400 and a close.
+    let reply = ns::with_stream(&wire, |mut s| {
+        ns::send(&mut s, b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03garbage\r\n\r\n");
+        ns::read_all(s, Duration::from_secs(5))
+    })
+    .unwrap();
+    assert!(reply.starts_with(b"HTTP/1.1 400 "), "{}", String::from_utf8_lossy(&reply));
+
+    // 64 KiB of headers: refused at the head limit, without reading it all.
+    let reply = ns::with_stream(&wire, |mut s| {
+        let mut req = b"GET /ready HTTP/1.1\r\n".to_vec();
+        while req.len() < 64 * 1024 {
+            req.extend_from_slice(b"X-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+        }
+        ns::send(&mut s, &req);
+        ns::read_all(s, Duration::from_secs(5))
+    })
+    .unwrap();
+    assert!(reply.starts_with(b"HTTP/1.1 431 "), "{}", String::from_utf8_lossy(&reply));
+
+    // Slowloris: connections that trickle a head are dropped after the request timeout, and /ready
+    // answers meanwhile.
+    let slow: Vec<_> = (0..8)
+        .map(|_| {
+            wire.host
+                .run(|| {
+                    let mut s = std::net::TcpStream::connect((ns::GUEST_IP, ns::PORT)).unwrap();
+                    ns::send(&mut s, b"GET /ready HTTP/1.1\r\nX-A: ");
+                    s
+                })
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ns::http(&wire, "GET", "/ready", None).unwrap().status, 200);
+    let closed_by_server = wire
+        .host
+        .run(move || {
+            slow.into_iter()
+                .map(|mut s| {
+                    let start = Instant::now();
+                    let mut n = 0;
+                    // One byte a second until the server gives up on us.
+                    while start.elapsed() < Duration::from_secs(15) {
+                        use std::io::Write;
+                        if s.write_all(b"a").is_err() {
+                            return true;
+                        }
+                        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+                        let mut b = [0u8; 1];
+                        match std::io::Read::read(&mut s, &mut b) {
+                            Ok(0) | Err(_) if n > 0 && start.elapsed() > Duration::from_secs(1) => {}
+                            _ => {}
+                        }
+                        if let Ok(0) = std::io::Read::read(&mut s, &mut b) {
+                            return true;
+                        }
+                        n += 1;
+                    }
+                    false
+                })
+                .all(|closed| closed)
+        })
+        .unwrap();
+    assert!(closed_by_server, "slow connections were never dropped");
+
+    // 1000 connections at once: each newcomer evicts the oldest idle one; it keeps serving.
+    // SAFETY: setrlimit on this process, with a valid struct.
+    unsafe {
+        let lim = libc::rlimit { rlim_cur: 8192, rlim_max: 8192 };
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    let held = wire
+        .host
+        .run(|| (0..1000).filter_map(|_| std::net::TcpStream::connect((ns::GUEST_IP, ns::PORT)).ok()).collect::<Vec<_>>())
+        .unwrap();
+    assert!(held.len() >= 900, "only {} connections opened", held.len());
+    let during = ns::rss_kib(c.pid).unwrap();
+    assert_eq!(ns::http(&wire, "GET", "/ready", None).unwrap().status, 200);
+    drop(held);
+    assert_eq!(ns::http(&wire, "GET", "/ready", None).unwrap().status, 200);
+    let after = ns::rss_kib(c.pid).unwrap();
+    // Bounded: a few MiB at most over the idle footprint, whatever the clients did.
+    assert!(during < rss_before + 16 * 1024 && after < rss_before + 16 * 1024, "RSS {rss_before} KiB → {during} KiB → {after} KiB");
+    println!("chinit RSS: idle {rss_before} KiB, 1000 connections {during} KiB, after {after} KiB");
+    c.signal(Signal::SIGTERM).unwrap();
+    assert!(ns::is_poweroff(c.wait(Duration::from_secs(10)).unwrap()));
+}
