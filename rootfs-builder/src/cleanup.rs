@@ -3,13 +3,25 @@
 //! `install()` blocks SIGINT and SIGTERM in the calling thread (call it first in `main`, before
 //! any other thread exists, so every thread inherits the mask) and starts one thread that waits
 //! for them: it stops the registered children, removes the registered temporary paths, and
-//! exits with 128 + signal. Children get a clean mask from `std::process::Command`.
+//! exits with 128 + signal. Tools are started by [`crate::tools::spawn`] in their own process
+//! group with the two signals unblocked again.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 static TEMPS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// If a signal is being handled, wait for the signal thread to clean up and exit; the failure
+/// the main thread sees (a killed tool) is a consequence, not the error to report.
+pub fn yield_to_signal() {
+    if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        loop {
+            std::thread::park();
+        }
+    }
+}
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -77,25 +89,29 @@ pub fn install() -> std::io::Result<()> {
         }
         set
     };
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || loop {
-            let mut sig: libc::c_int = 0;
-            // SAFETY: `set` is an initialised sigset_t owned by this closure; `sig` is a local.
-            let rc = unsafe { libc::sigwait(&set, &mut sig) };
-            if rc == 0 {
-                on_signal(sig);
-            }
-        })?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || loop {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: `set` is an initialised sigset_t owned by this closure; `sig` is a local.
+        let rc = unsafe { libc::sigwait(&set, &mut sig) };
+        if rc == 0 {
+            on_signal(sig);
+        }
+    })?;
     Ok(())
 }
 
 fn on_signal(sig: i32) -> ! {
-    for &pid in lock(&CHILDREN).iter() {
-        if let Ok(pid) = i32::try_from(pid) {
-            // SAFETY: kill(2) with a pid we spawned and have not reaped; no memory involved.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+    let children: Vec<i32> = lock(&CHILDREN).iter().filter_map(|&p| i32::try_from(p).ok()).collect();
+    for &pid in &children {
+        // SAFETY: kill(2) on the process group of a child we spawned with process_group(0)
+        // (its pgid is its pid); no memory involved.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+    }
+    // Let the killed tools stop writing before their files are removed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while children.iter().any(|&pid| running(pid)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
     // Holding the lock keeps the main thread from registering new paths meanwhile.
     let temps = lock(&TEMPS);
@@ -105,4 +121,13 @@ fn on_signal(sig: i32) -> ! {
     let err = crate::error::Error::Interrupted(sig);
     eprintln!("rootfs-builder: {err}");
     std::process::exit(err.exit_code() as i32)
+}
+
+/// True while `pid` exists and is not a zombie.
+fn running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        // The state follows the parenthesised command name.
+        Ok(s) => s.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|state| state != "Z" && state != "X"),
+    }
 }

@@ -6,8 +6,7 @@ use clap::{ArgGroup, Parser};
 
 use crate::elf::Arch;
 
-pub const SIZE_SYNTAX: &str =
-    "image size: 64M, 1G, 512K or bytes (binary units); default: content + 25% + 8 MiB, at least 16 MiB";
+pub const SIZE_SYNTAX: &str = "image size: 64M, 1G, 512K or bytes (binary units); default: content + 25% + 8 MiB, at least 16 MiB";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -59,12 +58,7 @@ pub struct Args {
     pub modules_from: Option<PathBuf>,
 
     /// A module to include with its dependencies (repeatable; `-` and `_` are the same).
-    #[arg(
-        long,
-        value_name = "NAME",
-        requires = "modules_from",
-        conflicts_with = "out"
-    )]
+    #[arg(long, value_name = "NAME", requires = "modules_from", conflicts_with = "out")]
     pub module: Vec<String>,
 }
 
@@ -78,32 +72,13 @@ mod tests {
 
     #[test]
     fn accepted() {
-        let a = parse(&[
-            "--out",
-            "r.ext4",
-            "--add",
-            "a:/b:0600",
-            "--add",
-            "c:/d",
-            "--size",
-            "64M",
-        ])
-        .unwrap();
+        let a = parse(&["--out", "r.ext4", "--add", "a:/b:0600", "--add", "c:/d", "--size", "64M"]).unwrap();
         assert_eq!(a.out, Some(PathBuf::from("r.ext4")));
         assert_eq!(a.add.len(), 2);
         assert_eq!(a.size, Some(64 << 20));
         assert_eq!(a.arch, Arch::X86_64);
-        let a = parse(&[
-            "--initramfs",
-            "i.cpio.gz",
-            "--modules-from",
-            "/lib/modules/6.1",
-            "--module",
-            "virtio_blk",
-            "--arch",
-            "aarch64",
-        ])
-        .unwrap();
+        let a = parse(&["--initramfs", "i.cpio.gz", "--modules-from", "/lib/modules/6.1", "--module", "virtio_blk", "--arch", "aarch64"])
+            .unwrap();
         assert_eq!(a.module, ["virtio_blk"]);
         assert_eq!(a.arch, Arch::Aarch64);
     }

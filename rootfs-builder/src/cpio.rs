@@ -29,37 +29,11 @@ fn pad4(w: &mut impl Write, len: usize) -> io::Result<()> {
     w.write_all(&[0u8; 3][..pad])
 }
 
-fn header(
-    w: &mut impl Write,
-    ino: u32,
-    e: &CpioEntry,
-    mtime: u32,
-    nlink: u32,
-    data: &[u8],
-) -> io::Result<()> {
-    let too_big = || {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{}: larger than 4 GiB", e.name),
-        )
-    };
+fn header(w: &mut impl Write, ino: u32, e: &CpioEntry, mtime: u32, nlink: u32, data: &[u8]) -> io::Result<()> {
+    let too_big = || io::Error::new(io::ErrorKind::InvalidInput, format!("{}: larger than 4 GiB", e.name));
     let filesize = u32::try_from(data.len()).map_err(|_| too_big())?;
     let namesize = u32::try_from(e.name.len() + 1).map_err(|_| too_big())?;
-    let fields = [
-        ino,
-        e.mode,
-        0,
-        0,
-        nlink,
-        mtime,
-        filesize,
-        0,
-        0,
-        e.rdev_major,
-        e.rdev_minor,
-        namesize,
-        0,
-    ];
+    let fields = [ino, e.mode, 0, 0, nlink, mtime, filesize, 0, 0, e.rdev_major, e.rdev_minor, namesize, 0];
     let mut h = Vec::with_capacity(110);
     h.extend_from_slice(MAGIC);
     for f in fields {
@@ -79,8 +53,7 @@ pub fn write(w: &mut impl Write, entries: &[CpioEntry], mtime: u32) -> io::Resul
     // Per link group: (inode of its first entry, number of entries, index of its last entry).
     let mut groups: BTreeMap<u32, (u32, u32, usize)> = BTreeMap::new();
     for (i, e) in entries.iter().enumerate() {
-        let ino = u32::try_from(i + 1)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many entries"))?;
+        let ino = u32::try_from(i + 1).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many entries"))?;
         if let Some(k) = e.link.filter(|_| e.mode & 0o170000 == 0o100000) {
             let g = groups.entry(k).or_insert((ino, 0, i));
             g.1 += 1;
@@ -88,12 +61,8 @@ pub fn write(w: &mut impl Write, entries: &[CpioEntry], mtime: u32) -> io::Resul
         }
     }
     for (i, e) in entries.iter().enumerate() {
-        let own = u32::try_from(i + 1)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many entries"))?;
-        let group = e
-            .link
-            .and_then(|k| groups.get(&k))
-            .filter(|_| e.mode & 0o170000 == 0o100000);
+        let own = u32::try_from(i + 1).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many entries"))?;
+        let group = e.link.and_then(|k| groups.get(&k)).filter(|_| e.mode & 0o170000 == 0o100000);
         let (ino, nlink, data) = match group {
             Some(&(ino, n, last)) => (ino, n, if last == i { &e.data[..] } else { &[][..] }),
             None if e.mode & 0o170000 == 0o040000 => (own, 2, &e.data[..]),
@@ -101,14 +70,7 @@ pub fn write(w: &mut impl Write, entries: &[CpioEntry], mtime: u32) -> io::Resul
         };
         header(w, ino, e, mtime, nlink, data)?;
     }
-    let trailer = CpioEntry {
-        name: TRAILER.into(),
-        mode: 0,
-        data: vec![],
-        rdev_major: 0,
-        rdev_minor: 0,
-        link: None,
-    };
+    let trailer = CpioEntry { name: TRAILER.into(), mode: 0, data: vec![], rdev_major: 0, rdev_minor: 0, link: None };
     header(w, 0, &trailer, 0, 1, &[])
 }
 
@@ -126,16 +88,10 @@ pub struct ReadEntry {
 /// Fill in the data of hard links from the group member that carries it.
 pub fn resolve_links(entries: &mut [ReadEntry]) {
     let mut data: std::collections::BTreeMap<u32, Vec<u8>> = Default::default();
-    for r in entries
-        .iter()
-        .filter(|r| r.nlink > 1 && !r.entry.data.is_empty())
-    {
+    for r in entries.iter().filter(|r| r.nlink > 1 && !r.entry.data.is_empty()) {
         data.insert(r.ino, r.entry.data.clone());
     }
-    for r in entries
-        .iter_mut()
-        .filter(|r| r.nlink > 1 && r.entry.mode & 0o170000 == 0o100000)
-    {
+    for r in entries.iter_mut().filter(|r| r.nlink > 1 && r.entry.mode & 0o170000 == 0o100000) {
         if let Some(d) = data.get(&r.ino) {
             r.entry.data = d.clone();
         }
@@ -171,14 +127,7 @@ pub fn read(mut b: &[u8]) -> Result<Vec<ReadEntry>, String> {
             return Ok(out);
         }
         out.push(ReadEntry {
-            entry: CpioEntry {
-                name,
-                mode: f[1],
-                data: b[data_start..data_end].to_vec(),
-                rdev_major: f[9],
-                rdev_minor: f[10],
-                link: None,
-            },
+            entry: CpioEntry { name, mode: f[1], data: b[data_start..data_end].to_vec(), rdev_major: f[9], rdev_minor: f[10], link: None },
             ino: f[0],
             nlink: f[4],
             uid: f[2],
@@ -196,25 +145,14 @@ mod tests {
     use super::*;
 
     fn e(name: &str, mode: u32, data: &[u8]) -> CpioEntry {
-        CpioEntry {
-            name: name.into(),
-            mode,
-            data: data.to_vec(),
-            rdev_major: 0,
-            rdev_minor: 0,
-            link: None,
-        }
+        CpioEntry { name: name.into(), mode, data: data.to_vec(), rdev_major: 0, rdev_minor: 0, link: None }
     }
 
     #[test]
     fn round_trip_and_layout() {
         let entries = vec![
             e("dev", 0o40755, b""),
-            CpioEntry {
-                rdev_major: 5,
-                rdev_minor: 1,
-                ..e("dev/console", 0o20600, b"")
-            },
+            CpioEntry { rdev_major: 5, rdev_minor: 1, ..e("dev/console", 0o20600, b"") },
             e("init", 0o100755, b"hello"),
             e("lnk", 0o120777, b"init"),
         ];
@@ -223,13 +161,8 @@ mod tests {
         assert_eq!(buf.len() % 4, 0);
         assert_eq!(&buf[..6], b"070701");
         let back = read(&buf).unwrap();
-        assert_eq!(
-            back.iter().map(|r| r.entry.clone()).collect::<Vec<_>>(),
-            entries
-        );
-        assert!(back
-            .iter()
-            .all(|r| r.uid == 0 && r.gid == 0 && r.mtime == 42));
+        assert_eq!(back.iter().map(|r| r.entry.clone()).collect::<Vec<_>>(), entries);
+        assert!(back.iter().all(|r| r.uid == 0 && r.gid == 0 && r.mtime == 42));
         // Same input, same bytes.
         let mut again = Vec::new();
         write(&mut again, &entries, 42).unwrap();
@@ -240,23 +173,13 @@ mod tests {
     fn hard_links_store_data_once() {
         let big = vec![7u8; 1000];
         let entries = vec![
-            CpioEntry {
-                link: Some(1),
-                ..e("init", 0o100755, &big)
-            },
+            CpioEntry { link: Some(1), ..e("init", 0o100755, &big) },
             e("other", 0o100644, b"o"),
-            CpioEntry {
-                link: Some(1),
-                ..e("sbin/chinit", 0o100755, &big)
-            },
+            CpioEntry { link: Some(1), ..e("sbin/chinit", 0o100755, &big) },
         ];
         let mut buf = Vec::new();
         write(&mut buf, &entries, 0).unwrap();
-        assert!(
-            buf.len() < 1000 + 5 * 128,
-            "data stored once: {}",
-            buf.len()
-        );
+        assert!(buf.len() < 1000 + 5 * 128, "data stored once: {}", buf.len());
         let mut back = read(&buf).unwrap();
         assert_eq!(back[0].ino, back[2].ino);
         assert_eq!((back[0].nlink, back[1].nlink), (2, 1));
@@ -268,37 +191,19 @@ mod tests {
 
     #[test]
     fn cpio_tool_reads_it() {
-        if std::process::Command::new("cpio")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
+        if std::process::Command::new("cpio").arg("--version").output().is_err() {
             eprintln!("skip: cpio not installed");
             return;
         }
         let mut buf = Vec::new();
-        write(
-            &mut buf,
-            &[e("a", 0o40755, b""), e("a/b", 0o100644, b"xyz")],
-            0,
-        )
-        .unwrap();
+        write(&mut buf, &[e("a", 0o40755, b""), e("a/b", 0o100644, b"xyz")], 0).unwrap();
         let dir = std::env::temp_dir().join(format!("cpio-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         // Extract a hard-link pair with GNU cpio: both names get the data.
         let mut linked = Vec::new();
         write(
             &mut linked,
-            &[
-                CpioEntry {
-                    link: Some(0),
-                    ..e("x", 0o100644, b"same")
-                },
-                CpioEntry {
-                    link: Some(0),
-                    ..e("y", 0o100644, b"same")
-                },
-            ],
+            &[CpioEntry { link: Some(0), ..e("x", 0o100644, b"same") }, CpioEntry { link: Some(0), ..e("y", 0o100644, b"same") }],
             0,
         )
         .unwrap();

@@ -10,9 +10,7 @@ use crate::tools;
 /// Quote an argument for debugfs's command parser: double quotes, with `"` written as `""`.
 pub fn quote(arg: &str) -> std::result::Result<String, String> {
     if arg.contains('\n') || arg.contains('\0') {
-        return Err(format!(
-            "{arg:?}: names with a newline or NUL cannot be written"
-        ));
+        return Err(format!("{arg:?}: names with a newline or NUL cannot be written"));
     }
     Ok(format!("\"{}\"", arg.replace('"', "\"\"")))
 }
@@ -33,13 +31,7 @@ pub struct Attrs {
 impl Attrs {
     /// Root-owned, every time set to `epoch`.
     pub fn ours(mode: u32, epoch: i64) -> Self {
-        Attrs {
-            mode: Some(mode),
-            owner: Some((0, 0)),
-            atime: Some(epoch),
-            mtime: Some(epoch),
-            ctime: Some(epoch),
-        }
+        Attrs { mode: Some(mode), owner: Some((0, 0)), atime: Some(epoch), mtime: Some(epoch), ctime: Some(epoch) }
     }
 }
 
@@ -54,12 +46,7 @@ pub fn sif(path: &str, a: &Attrs) -> std::result::Result<Vec<String>, String> {
         v.push(format!("sif {q} uid {u}"));
         v.push(format!("sif {q} gid {g}"));
     }
-    for (field, t) in [
-        ("atime", a.atime),
-        ("mtime", a.mtime),
-        ("ctime", a.ctime),
-        ("crtime", a.ctime),
-    ] {
+    for (field, t) in [("atime", a.atime), ("mtime", a.mtime), ("ctime", a.ctime), ("crtime", a.ctime)] {
         if let Some(t) = t {
             v.push(format!("sif {q} {field} @{t}"));
         }
@@ -72,41 +59,22 @@ pub fn sif(path: &str, a: &Attrs) -> std::result::Result<Vec<String>, String> {
 pub fn run_script(image: &Path, script: &Path, fake_time: i64) -> Result<()> {
     let out = tools::run(
         "debugfs",
-        Command::new("debugfs")
-            .env("E2FSPROGS_FAKE_TIME", fake_time.to_string())
-            .arg("-w")
-            .arg("-f")
-            .arg(script)
-            .arg(image),
+        Command::new("debugfs").env("E2FSPROGS_FAKE_TIME", fake_time.to_string()).arg("-w").arg("-f").arg(script).arg(image),
         &[],
     )?;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with("debugfs "))
-        .collect();
+    let errors: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("debugfs ")).collect();
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(Error::ToolFailed {
-            tool: "debugfs",
-            status: "command failed".into(),
-            detail: errors[..errors.len().min(6)].join(" | "),
-        })
+        Err(Error::ToolFailed { tool: "debugfs", status: "command failed".into(), detail: errors[..errors.len().min(6)].join(" | ") })
     }
 }
 
 /// Run one read-only debugfs request; returns (stdout, stderr).
 pub fn request(image: &Path, req: &str) -> Result<(String, String)> {
-    let out = tools::run(
-        "debugfs",
-        Command::new("debugfs").arg("-R").arg(req).arg(image),
-        &[],
-    )?;
-    Ok((
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
+    let out = tools::run("debugfs", Command::new("debugfs").arg("-R").arg(req).arg(image), &[])?;
+    Ok((String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned()))
 }
 
 /// Parse `debugfs -R 'stat PATH'` output into a node kind (and the fast symlink target).
@@ -114,11 +82,7 @@ pub fn parse_stat(stdout: &str, stderr: &str) -> Node {
     if stderr.contains("File not found") || !stdout.contains("Inode:") {
         return Node::Missing;
     }
-    let ty = stdout
-        .split("Type:")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or("");
+    let ty = stdout.split("Type:").nth(1).and_then(|s| s.split_whitespace().next()).unwrap_or("");
     match ty {
         "directory" => Node::Dir,
         "symlink" => Node::Symlink(
@@ -144,8 +108,7 @@ impl Lookup for ImageLookup<'_> {
         match parse_stat(&out, &err) {
             Node::Symlink(t) if t.is_empty() => {
                 // A slow symlink keeps its target in a data block: read it with `cat`.
-                let (out, _) =
-                    request(self.image, &format!("cat {q}")).map_err(|e| e.to_string())?;
+                let (out, _) = request(self.image, &format!("cat {q}")).map_err(|e| e.to_string())?;
                 Ok(Node::Symlink(out.trim_end_matches('\0').to_string()))
             }
             n => Ok(n),
@@ -179,17 +142,8 @@ mod tests {
                 "sif \"/sbin/chinit\" crtime @0",
             ]
         );
-        let only_ctime = Attrs {
-            mode: None,
-            owner: None,
-            atime: None,
-            mtime: None,
-            ctime: Some(7),
-        };
-        assert_eq!(
-            sif("/a", &only_ctime).unwrap(),
-            ["sif \"/a\" ctime @7", "sif \"/a\" crtime @7"]
-        );
+        let only_ctime = Attrs { mode: None, owner: None, atime: None, mtime: None, ctime: Some(7) };
+        assert_eq!(sif("/a", &only_ctime).unwrap(), ["sif \"/a\" ctime @7", "sif \"/a\" crtime @7"]);
     }
 
     // Captured from debugfs 1.47.0.
@@ -199,18 +153,9 @@ mod tests {
 
     #[test]
     fn parse_stat_table() {
-        assert_eq!(
-            parse_stat(STAT_SYMLINK, ""),
-            Node::Symlink("usr/sbin".into())
-        );
+        assert_eq!(parse_stat(STAT_SYMLINK, ""), Node::Symlink("usr/sbin".into()));
         assert_eq!(parse_stat(STAT_DIR, ""), Node::Dir);
         assert_eq!(parse_stat(STAT_FILE, ""), Node::Other);
-        assert_eq!(
-            parse_stat(
-                "",
-                "debugfs 1.47.0 (5-Feb-2023)\n/x: File not found by ext2_lookup \n"
-            ),
-            Node::Missing
-        );
+        assert_eq!(parse_stat("", "debugfs 1.47.0 (5-Feb-2023)\n/x: File not found by ext2_lookup \n"), Node::Missing);
     }
 }

@@ -88,29 +88,19 @@ pub fn check_static(bytes: &[u8], arch: Arch) -> Result<(), String> {
     }
     let machine = u16_at(bytes, 18).ok_or_else(truncated)?;
     if machine != arch.e_machine() {
-        return Err(format!(
-            "built for {}, not {}",
-            machine_name(machine),
-            arch.name()
-        ));
+        return Err(format!("built for {}, not {}", machine_name(machine), arch.name()));
     }
-    let phoff =
-        usize::try_from(u64_at(bytes, 32).ok_or_else(truncated)?).map_err(|_| truncated())?;
+    let phoff = usize::try_from(u64_at(bytes, 32).ok_or_else(truncated)?).map_err(|_| truncated())?;
     let phentsize = usize::from(u16_at(bytes, 54).ok_or_else(truncated)?);
     let phnum = usize::from(u16_at(bytes, 56).ok_or_else(truncated)?);
     if phnum == 0 {
         return Err("no program headers: not an executable".into());
     }
     for i in 0..phnum {
-        let off = phoff
-            .checked_add(i.checked_mul(phentsize).ok_or_else(truncated)?)
-            .ok_or_else(truncated)?;
+        let off = phoff.checked_add(i.checked_mul(phentsize).ok_or_else(truncated)?).ok_or_else(truncated)?;
         let p_type = u32_at(bytes, off).ok_or_else(|| "truncated program headers".to_string())?;
         if p_type == PT_INTERP {
-            return Err(
-                "dynamically linked (it asks for an ELF interpreter, which the guest does not have)"
-                    .into(),
-            );
+            return Err("dynamically linked (it asks for an ELF interpreter, which the guest does not have)".into());
         }
     }
     Ok(())
@@ -143,28 +133,12 @@ pub(crate) mod tests {
             (elf(62, ET_EXEC, load), Arch::X86_64, Ok(())),
             (elf(62, ET_DYN, load), Arch::X86_64, Ok(())),
             (elf(183, ET_EXEC, load), Arch::Aarch64, Ok(())),
-            (
-                elf(183, ET_EXEC, load),
-                Arch::X86_64,
-                Err("built for aarch64, not x86_64"),
-            ),
-            (
-                elf(62, ET_EXEC, load),
-                Arch::Aarch64,
-                Err("built for x86_64, not aarch64"),
-            ),
-            (
-                elf(62, ET_EXEC, PT_INTERP),
-                Arch::X86_64,
-                Err("dynamically linked"),
-            ),
+            (elf(183, ET_EXEC, load), Arch::X86_64, Err("built for aarch64, not x86_64")),
+            (elf(62, ET_EXEC, load), Arch::Aarch64, Err("built for x86_64, not aarch64")),
+            (elf(62, ET_EXEC, PT_INTERP), Arch::X86_64, Err("dynamically linked")),
             (elf(62, 1, load), Arch::X86_64, Err("is not an executable")),
             (vec![], Arch::X86_64, Err("empty")),
-            (
-                b"#!/bin/sh\necho hi\n".repeat(8),
-                Arch::X86_64,
-                Err("not an ELF"),
-            ),
+            (b"#!/bin/sh\necho hi\n".repeat(8), Arch::X86_64, Err("not an ELF")),
         ];
         for (bytes, arch, want) in cases {
             let got = check_static(&bytes, arch);
@@ -180,9 +154,7 @@ pub(crate) mod tests {
     fn host_binaries() {
         // /bin/ls on Debian is dynamic; busybox-static is static.
         if let Ok(ls) = std::fs::read("/bin/ls") {
-            assert!(check_static(&ls, Arch::X86_64)
-                .unwrap_err()
-                .contains("dynamically"));
+            assert!(check_static(&ls, Arch::X86_64).unwrap_err().contains("dynamically"));
         }
     }
 }

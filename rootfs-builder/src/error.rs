@@ -3,11 +3,9 @@
 use std::path::PathBuf;
 
 /// The command that builds a static chinit for x86_64.
-pub const BUILD_CHINIT_X86_64: &str =
-    "cargo build --release --target x86_64-unknown-linux-musl -p chinit";
+pub const BUILD_CHINIT_X86_64: &str = "cargo build --release --target x86_64-unknown-linux-musl -p chinit";
 /// The command that builds a static chinit for aarch64.
-pub const BUILD_CHINIT_AARCH64: &str =
-    "cargo build --release --target aarch64-unknown-linux-musl -p chinit";
+pub const BUILD_CHINIT_AARCH64: &str = "cargo build --release --target aarch64-unknown-linux-musl -p chinit";
 
 /// Documented exit codes of `rootfs-builder` (see docs/rootfs-builder.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,69 +29,34 @@ pub enum ExitCode {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("no init binary at {path}: build it with `{command}`, or pass --init PATH")]
-    InitMissing {
-        path: PathBuf,
-        command: &'static str,
-    },
+    InitMissing { path: PathBuf, command: &'static str },
 
     #[error(
         "{path}: {problem}; the init must be a static ELF executable for {arch}: \
          build chinit with `{command}` and pass --init to the file it writes"
     )]
-    BadInit {
-        path: PathBuf,
-        problem: String,
-        arch: &'static str,
-        command: &'static str,
-    },
+    BadInit { path: PathBuf, problem: String, arch: &'static str, command: &'static str },
 
     #[error("{option} {value}: {problem}")]
-    BadOption {
-        option: &'static str,
-        value: String,
-        problem: String,
-    },
+    BadOption { option: &'static str, value: String, problem: String },
 
     #[error("{path}: source does not exist or cannot be read ({source}); check the path given to {option}")]
-    MissingSource {
-        option: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    MissingSource { option: &'static str, path: PathBuf, source: std::io::Error },
 
     #[error("--size {requested} is too small: the content needs at least {needed} bytes ({needed_mib} MiB); pass --size {needed_mib}M or more, or leave --size out")]
-    TooSmall {
-        requested: u64,
-        needed: u64,
-        needed_mib: u64,
-    },
+    TooSmall { requested: u64, needed: u64, needed_mib: u64 },
 
-    #[error(
-        "cannot write the output in {dir}: {source}; choose a writable directory for the output"
-    )]
-    OutputDir {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot write the output in {dir}: {source}; choose a writable directory for the output")]
+    OutputDir { dir: PathBuf, source: std::io::Error },
 
     #[error("{tool} not found: install {package} (e.g. `apt-get install {package}`)")]
-    ToolMissing {
-        tool: &'static str,
-        package: &'static str,
-    },
+    ToolMissing { tool: &'static str, package: &'static str },
 
     #[error("{tool} failed ({status}): {detail}")]
-    ToolFailed {
-        tool: &'static str,
-        status: String,
-        detail: String,
-    },
+    ToolFailed { tool: &'static str, status: String, detail: String },
 
     #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
+    Io { context: String, source: std::io::Error },
 
     #[error("{path}: no modules.dep here or in lib/modules/<version>/ below it; pass --modules-from /lib/modules/<version> or an extracted kernel package that contains one (run `depmod` if it is missing)")]
     NoModulesDep { path: PathBuf },
@@ -102,11 +65,7 @@ pub enum Error {
     ManyKernels { path: PathBuf, versions: String },
 
     #[error("module {name} is not in {dep}{near}")]
-    ModuleNotFound {
-        name: String,
-        dep: PathBuf,
-        near: String,
-    },
+    ModuleNotFound { name: String, dep: PathBuf, near: String },
 
     #[error("--module needs --modules-from DIR (a /lib/modules/<version> directory)")]
     ModulesWithoutDir,
@@ -133,9 +92,7 @@ impl Error {
             | Error::ModulesWithoutDir
             | Error::BadBase { .. } => ExitCode::BadInput,
             Error::OutputDir { .. } => ExitCode::Output,
-            Error::ToolMissing { .. } | Error::ToolFailed { .. } | Error::Io { .. } => {
-                ExitCode::BuildFailed
-            }
+            Error::ToolMissing { .. } | Error::ToolFailed { .. } | Error::Io { .. } => ExitCode::BuildFailed,
             Error::Interrupted(libc::SIGTERM) => ExitCode::Terminated,
             Error::Interrupted(_) => ExitCode::Interrupted,
         }
@@ -143,10 +100,7 @@ impl Error {
 
     /// An I/O error with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
+        Error::Io { context: context.into(), source }
     }
 }
 

@@ -28,13 +28,17 @@ pub enum Base {
 impl Base {
     /// Classify `--base PATH`: a directory, an ext4 image (superblock magic), or a tarball.
     pub fn detect(path: &Path) -> Result<Base> {
-        let bad = |problem: String| Error::BadBase {
-            path: path.to_path_buf(),
-            problem,
-        };
+        let bad = |problem: String| Error::BadBase { path: path.to_path_buf(), problem };
         let meta = std::fs::metadata(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
         if meta.is_dir() {
             return Ok(Base::Dir(path.to_path_buf()));
+        }
+        // A pipe (`--base <(zcat rootfs.tar.gz)`) can only be a tar stream: read it once, by tar.
+        {
+            use std::os::unix::fs::FileTypeExt;
+            if meta.file_type().is_fifo() {
+                return Ok(Base::Tarball(path.to_path_buf()));
+            }
         }
         let mut head = vec![0u8; 1082];
         let mut f = std::fs::File::open(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
@@ -57,10 +61,8 @@ impl Base {
         if tar_magic || compressed {
             return Ok(Base::Tarball(path.to_path_buf()));
         }
-        Err(bad(
-            "not a directory, an ext4 image or a tar archive (a partitioned disk image must have its root partition extracted first)"
-                .into(),
-        ))
+        Err(bad("not a directory, an ext4 image or a tar archive (a partitioned disk image must have its root partition extracted first)"
+            .into()))
     }
 }
 
@@ -88,21 +90,11 @@ pub fn uuid_for(plan: &Plan, opts: &Ext4Options, content_sizes: &[u64]) -> Strin
     for s in content_sizes {
         let _ = write!(text, "{s},");
     }
-    let h = |seed: u64| {
-        text.bytes()
-            .fold(seed, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
-    };
+    let h = |seed: u64| text.bytes().fold(seed, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
     let (a, b) = (h(0xcbf29ce484222325), h(0x84222325cbf29ce4));
     let b = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000; // RFC 4122 variant
     let a = (a & 0xffff_ffff_ffff_0fff) | 0x4000; // version 4 layout
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xffff,
-        b >> 48,
-        b & 0xffff_ffff_ffff
-    )
+    format!("{:08x}-{:04x}-{:04x}-{:04x}-{:012x}", a >> 32, (a >> 16) & 0xffff, a & 0xffff, b >> 48, b & 0xffff_ffff_ffff)
 }
 
 /// Looks paths up in a staging directory without following host symlinks.
@@ -117,9 +109,9 @@ impl Lookup for StagingLookup<'_> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Node::Missing),
             Err(e) => Err(format!("{}: {e}", p.display())),
             Ok(m) if m.is_dir() => Ok(Node::Dir),
-            Ok(m) if m.file_type().is_symlink() => std::fs::read_link(&p)
-                .map(|t| Node::Symlink(t.to_string_lossy().into_owned()))
-                .map_err(|e| format!("{}: {e}", p.display())),
+            Ok(m) if m.file_type().is_symlink() => {
+                std::fs::read_link(&p).map(|t| Node::Symlink(t.to_string_lossy().into_owned())).map_err(|e| format!("{}: {e}", p.display()))
+            }
             Ok(_) => Ok(Node::Other),
         }
     }
@@ -143,17 +135,11 @@ pub fn place(plan: &Plan, l: &mut impl Lookup) -> Result<Vec<(String, Action)>> 
     let mut made: std::collections::BTreeSet<String> = Default::default();
     for (path, entry) in &plan.entries {
         let is_dir = entry.kind == Kind::Dir;
-        let real = resolve::resolve(l, path, is_dir).map_err(|p| Error::BadBase {
-            path: PathBuf::from(path),
-            problem: p,
-        })?;
+        let real = resolve::resolve(l, path, is_dir).map_err(|p| Error::BadBase { path: PathBuf::from(path), problem: p })?;
         let node = if made.contains(&real) {
             Node::Dir
         } else {
-            l.node(&real).map_err(|p| Error::BadBase {
-                path: PathBuf::from(&real),
-                problem: p,
-            })?
+            l.node(&real).map_err(|p| Error::BadBase { path: PathBuf::from(&real), problem: p })?
         };
         let action = match (is_dir, node) {
             (true, Node::Dir) => Action::KeepDir,
@@ -208,26 +194,11 @@ fn build_new(plan: &Plan, opts: &Ext4Options, work: &Path, image: &Path) -> Resu
             progress::step(&format!("copying base directory {}…", dir.display()));
             let mut src = dir.clone().into_os_string();
             src.push("/.");
-            tools::run(
-                "cp",
-                Command::new("cp")
-                    .args(["-a", "--reflink=auto"])
-                    .arg(src)
-                    .arg(&staging),
-                &[],
-            )?;
+            tools::run("cp", Command::new("cp").args(["-a", "--reflink=auto"]).arg(src).arg(&staging), &[])?;
         }
         Base::Tarball(tar) => {
             progress::step(&format!("extracting base tarball {}…", tar.display()));
-            tools::run(
-                "tar",
-                Command::new("tar")
-                    .args(["-x", "-p", "--numeric-owner", "-f"])
-                    .arg(tar)
-                    .arg("-C")
-                    .arg(&staging),
-                &[],
-            )?;
+            tools::run("tar", Command::new("tar").args(["-x", "-p", "--numeric-owner", "-f"]).arg(tar).arg("-C").arg(&staging), &[])?;
         }
         _ => {}
     }
@@ -238,26 +209,17 @@ fn build_new(plan: &Plan, opts: &Ext4Options, work: &Path, image: &Path) -> Resu
         let host = staging.join(real.trim_start_matches('/'));
         match action {
             Action::KeepDir => continue,
-            Action::MakeDir => {
-                std::fs::create_dir(&host).map_err(io(format!("creating {}", host.display())))?
-            }
+            Action::MakeDir => std::fs::create_dir(&host).map_err(io(format!("creating {}", host.display())))?,
             Action::Write { replace } => {
                 if *replace {
-                    std::fs::remove_file(&host)
-                        .map_err(io(format!("replacing {}", host.display())))?;
+                    std::fs::remove_file(&host).map_err(io(format!("replacing {}", host.display())))?;
                 }
                 match &entry.kind {
                     Kind::File(Content::Path(src)) => {
-                        std::fs::copy(src, &host).map_err(|e| Error::MissingSource {
-                            option: "--add",
-                            path: src.clone(),
-                            source: e,
-                        })?;
+                        std::fs::copy(src, &host).map_err(|e| Error::MissingSource { option: "--add", path: src.clone(), source: e })?;
                     }
-                    Kind::File(Content::Bytes(b)) => std::fs::write(&host, b)
-                        .map_err(io(format!("writing {}", host.display())))?,
-                    Kind::Symlink(t) => std::os::unix::fs::symlink(t, &host)
-                        .map_err(io(format!("writing {}", host.display())))?,
+                    Kind::File(Content::Bytes(b)) => std::fs::write(&host, b).map_err(io(format!("writing {}", host.display())))?,
+                    Kind::Symlink(t) => std::os::unix::fs::symlink(t, &host).map_err(io(format!("writing {}", host.display())))?,
                     Kind::CharDev { .. } => {
                         return Err(Error::BadOption {
                             option: "--add",
@@ -285,14 +247,9 @@ fn build_new(plan: &Plan, opts: &Ext4Options, work: &Path, image: &Path) -> Resu
     let (mut bytes, mut inodes) = (0u64, 0u64);
     let mut stack = vec![(staging.clone(), "/".to_string())];
     while let Some((host, path)) = stack.pop() {
-        let m =
-            std::fs::symlink_metadata(&host).map_err(io(format!("reading {}", host.display())))?;
+        let m = std::fs::symlink_metadata(&host).map_err(io(format!("reading {}", host.display())))?;
         inodes += 1;
-        bytes += if m.is_file() {
-            size::on_disk(m.len())
-        } else {
-            4096
-        };
+        bytes += if m.is_file() { size::on_disk(m.len()) } else { 4096 };
         let attrs = match ours.get(&path) {
             Some(&mode) => Attrs::ours(mode, opts.epoch),
             None => Attrs {
@@ -303,10 +260,7 @@ fn build_new(plan: &Plan, opts: &Ext4Options, work: &Path, image: &Path) -> Resu
                 ctime: Some(opts.epoch),
             },
         };
-        for line in debugfs::sif(&path, &attrs).map_err(|p| Error::BadBase {
-            path: host.clone(),
-            problem: p,
-        })? {
+        for line in debugfs::sif(&path, &attrs).map_err(|p| Error::BadBase { path: host.clone(), problem: p })? {
             script.push_str(&line);
             script.push('\n');
         }
@@ -319,11 +273,7 @@ fn build_new(plan: &Plan, opts: &Ext4Options, work: &Path, image: &Path) -> Resu
             names.sort();
             for n in names.into_iter().rev() {
                 let name = n.to_string_lossy().into_owned();
-                let child = if path == "/" {
-                    format!("/{name}")
-                } else {
-                    format!("{path}/{name}")
-                };
+                let child = if path == "/" { format!("/{name}") } else { format!("{path}/{name}") };
                 stack.push((host.join(&n), child));
             }
         }
@@ -331,27 +281,16 @@ fn build_new(plan: &Plan, opts: &Ext4Options, work: &Path, image: &Path) -> Resu
 
     let min = size::minimum(bytes, inodes);
     let size = match opts.size {
-        Some(s) if s < min => {
-            return Err(Error::TooSmall {
-                requested: s,
-                needed: min,
-                needed_mib: min / MIB,
-            })
-        }
+        Some(s) if s < min => return Err(Error::TooSmall { requested: s, needed: min, needed_mib: min / MIB }),
         Some(s) => s,
         None => size::default_for(bytes, inodes),
     };
     let sizes: Vec<u64> = vec![bytes, inodes];
     let uuid = uuid_for(plan, opts, &sizes);
     let f = std::fs::File::create(image).map_err(io(format!("creating {}", image.display())))?;
-    f.set_len(size)
-        .map_err(io(format!("sizing {}", image.display())))?;
+    f.set_len(size).map_err(io(format!("sizing {}", image.display())))?;
     drop(f);
-    progress::step(&format!(
-        "mkfs.ext4 ({} MiB, {} MiB of content, {inodes} inodes)…",
-        size / MIB,
-        bytes.div_ceil(MIB)
-    ));
+    progress::step(&format!("mkfs.ext4 ({} MiB, {} MiB of content, {inodes} inodes)…", size / MIB, bytes.div_ceil(MIB)));
     let mut mkfs = Command::new("mkfs.ext4");
     mkfs.env("E2FSPROGS_FAKE_TIME", fake_time(opts.epoch).to_string())
         .args(["-q", "-F", "-t", "ext4", "-U", &uuid, "-E"])
@@ -361,15 +300,9 @@ fn build_new(plan: &Plan, opts: &Ext4Options, work: &Path, image: &Path) -> Resu
     }
     mkfs.arg("-d").arg(&staging).arg(image);
     tools::run("mkfs.ext4", &mut mkfs, &[]).map_err(|e| match e {
-        Error::ToolFailed { ref detail, .. }
-            if detail.contains("Could not allocate") || detail.contains("No space") =>
-        {
+        Error::ToolFailed { ref detail, .. } if detail.contains("Could not allocate") || detail.contains("No space") => {
             let needed = size::default_for(bytes, inodes);
-            Error::TooSmall {
-                requested: size,
-                needed,
-                needed_mib: needed / MIB,
-            }
+            Error::TooSmall { requested: size, needed, needed_mib: needed / MIB }
         }
         e => e,
     })?;
@@ -389,27 +322,17 @@ pub struct SuperInfo {
 }
 
 pub fn parse_dumpe2fs(text: &str) -> Option<SuperInfo> {
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.trim_start_matches(':').trim())
-    };
+    let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim_start_matches(':').trim());
     Some(SuperInfo {
         block_size: field("Block size")?.parse().ok()?,
         block_count: field("Block count")?.parse().ok()?,
         free_blocks: field("Free blocks")?.parse().ok()?,
-        needs_recovery: field("Filesystem features")?
-            .split_whitespace()
-            .any(|f| f == "needs_recovery"),
+        needs_recovery: field("Filesystem features")?.split_whitespace().any(|f| f == "needs_recovery"),
     })
 }
 
 fn super_info(image: &Path) -> Result<SuperInfo> {
-    let out = tools::run(
-        "dumpe2fs",
-        Command::new("dumpe2fs").arg("-h").arg(image),
-        &[],
-    )?;
+    let out = tools::run("dumpe2fs", Command::new("dumpe2fs").arg("-h").arg(image), &[])?;
     parse_dumpe2fs(&String::from_utf8_lossy(&out.stdout)).ok_or_else(|| Error::ToolFailed {
         tool: "dumpe2fs",
         status: "unexpected output".into(),
@@ -420,14 +343,7 @@ fn super_info(image: &Path) -> Result<SuperInfo> {
 fn inject(plan: &Plan, opts: &Ext4Options, work: &Path, base: &Path, image: &Path) -> Result<()> {
     progress::step(&format!("copying base image {}…", base.display()));
     // The base is only ever read, by cp.
-    tools::run(
-        "cp",
-        Command::new("cp")
-            .args(["--reflink=auto", "--sparse=always"])
-            .arg(base)
-            .arg(image),
-        &[],
-    )?;
+    tools::run("cp", Command::new("cp").args(["--reflink=auto", "--sparse=always"]).arg(base).arg(image), &[])?;
     let fake = fake_time(opts.epoch);
     let info = super_info(image)?;
     let current = info.block_size * info.block_count;
@@ -453,49 +369,23 @@ fn inject(plan: &Plan, opts: &Ext4Options, work: &Path, base: &Path, image: &Pat
         progress::step("e2fsck -fy on the copy…");
         tools::run(
             "e2fsck",
-            Command::new("e2fsck")
-                .env("E2FSCK_TIME", fake.to_string())
-                .env("E2FSPROGS_FAKE_TIME", fake.to_string())
-                .arg("-fy")
-                .arg(image),
+            Command::new("e2fsck").env("E2FSCK_TIME", fake.to_string()).env("E2FSPROGS_FAKE_TIME", fake.to_string()).arg("-fy").arg(image),
             &[1],
         )?;
     }
     if target > current {
-        progress::step(&format!(
-            "resize2fs {} MiB → {} MiB…",
-            current / MIB,
-            target / MIB
-        ));
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(image)
-            .map_err(io(format!("opening {}", image.display())))?;
-        f.set_len(target)
-            .map_err(io(format!("growing {}", image.display())))?;
+        progress::step(&format!("resize2fs {} MiB → {} MiB…", current / MIB, target / MIB));
+        let f = std::fs::OpenOptions::new().write(true).open(image).map_err(io(format!("opening {}", image.display())))?;
+        f.set_len(target).map_err(io(format!("growing {}", image.display())))?;
         drop(f);
-        tools::run(
-            "resize2fs",
-            Command::new("resize2fs")
-                .env("E2FSPROGS_FAKE_TIME", fake.to_string())
-                .arg(image),
-            &[],
-        )?;
+        tools::run("resize2fs", Command::new("resize2fs").env("E2FSPROGS_FAKE_TIME", fake.to_string()).arg(image), &[])?;
     }
-    progress::step(&format!(
-        "writing {} entries with debugfs…",
-        plan.entries.len()
-    ));
+    progress::step(&format!("writing {} entries with debugfs…", plan.entries.len()));
     let placed = place(plan, &mut debugfs::ImageLookup { image })?;
     let files = work.join("files");
     std::fs::create_dir(&files).map_err(io("creating a work directory"))?;
     let mut script = String::new();
-    let q = |s: &str| {
-        debugfs::quote(s).map_err(|p| Error::BadBase {
-            path: PathBuf::from(s),
-            problem: p,
-        })
-    };
+    let q = |s: &str| debugfs::quote(s).map_err(|p| Error::BadBase { path: PathBuf::from(s), problem: p });
     for (i, ((_, entry), (real, action))) in plan.entries.iter().zip(&placed).enumerate() {
         let qr = q(real)?;
         match action {
@@ -538,12 +428,9 @@ fn inject(plan: &Plan, opts: &Ext4Options, work: &Path, base: &Path, image: &Pat
                 }
             }
         }
-        for line in debugfs::sif(real, &Attrs::ours(entry.mode(), opts.epoch)).map_err(|p| {
-            Error::BadBase {
-                path: PathBuf::from(real),
-                problem: p,
-            }
-        })? {
+        for line in debugfs::sif(real, &Attrs::ours(entry.mode(), opts.epoch))
+            .map_err(|p| Error::BadBase { path: PathBuf::from(real), problem: p })?
+        {
             script.push_str(&line);
             script.push('\n');
         }
@@ -566,12 +453,7 @@ mod tests {
         let text = "Filesystem volume name:   <none>\nFilesystem features:      has_journal ext_attr needs_recovery extent\nBlock count:              32768\nFree blocks:              23895\nBlock size:               1024\n";
         assert_eq!(
             parse_dumpe2fs(text),
-            Some(SuperInfo {
-                block_size: 1024,
-                block_count: 32768,
-                free_blocks: 23895,
-                needs_recovery: true
-            })
+            Some(SuperInfo { block_size: 1024, block_count: 32768, free_blocks: 23895, needs_recovery: true })
         );
         assert_eq!(parse_dumpe2fs("nothing"), None);
     }
@@ -608,12 +490,7 @@ mod tests {
     #[test]
     fn uuid_is_stable_and_input_dependent() {
         let plan = Plan::root(Content::Bytes(vec![1]));
-        let o = Ext4Options {
-            size: None,
-            label: None,
-            epoch: 0,
-            base: Base::None,
-        };
+        let o = Ext4Options { size: None, label: None, epoch: 0, base: Base::None };
         let a = uuid_for(&plan, &o, &[1, 2]);
         assert_eq!(a, uuid_for(&plan, &o, &[1, 2]));
         assert_ne!(a, uuid_for(&plan, &o, &[1, 3]));

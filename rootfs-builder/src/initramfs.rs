@@ -58,9 +58,7 @@ pub fn read_module(path: &Path) -> Result<Vec<u8>> {
         None
     };
     match tool {
-        None => {
-            std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))
-        }
+        None => std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e)),
         Some(t) => Ok(tools::run(t, Command::new(t).arg("-dc").arg(path), &[])?.stdout),
     }
 }
@@ -70,17 +68,14 @@ pub fn read_module(path: &Path) -> Result<Vec<u8>> {
 pub fn add_modules(plan: &mut Plan, dir: &Path, names: &[String]) -> Result<usize> {
     let dep_dir = modules::find_dep_dir(dir)?;
     let dep_file = dep_dir.join("modules.dep");
-    let text = std::fs::read_to_string(&dep_file)
-        .map_err(|e| Error::io(format!("reading {}", dep_file.display()), e))?;
+    let text = std::fs::read_to_string(&dep_file).map_err(|e| Error::io(format!("reading {}", dep_file.display()), e))?;
     let map = DepMap::parse(&text);
     let builtin = modules::builtin(&dep_dir);
     let mut wanted = Vec::new();
     for n in names {
         let c = modules::canonical(n);
         if !map.modules.contains_key(&c) && builtin.contains(&c) {
-            progress::step(&format!(
-                "module {n} is built into this kernel: nothing to include"
-            ));
+            progress::step(&format!("module {n} is built into this kernel: nothing to include"));
         } else {
             wanted.push(n.clone());
         }
@@ -97,19 +92,12 @@ pub fn add_modules(plan: &mut Plan, dir: &Path, names: &[String]) -> Result<usiz
             dep: dep_file.clone(),
         }
     })?;
-    let ver = dep_dir
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let ver = dep_dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let mut load = String::new();
     for f in &files {
         let src = dep_dir.join(f);
         let data = read_module(&src).map_err(|e| match e {
-            Error::Io { source, .. } => Error::MissingSource {
-                option: "--modules-from",
-                path: src.clone(),
-                source,
-            },
+            Error::Io { source, .. } => Error::MissingSource { option: "--modules-from", path: src.clone(), source },
             e => e,
         })?;
         let dst = format!("/lib/modules/{ver}/{}", modules::plain_path(f));
@@ -117,10 +105,7 @@ pub fn add_modules(plan: &mut Plan, dir: &Path, names: &[String]) -> Result<usiz
         plan.put(&dst, Entry::file(Content::Bytes(data), 0o644));
     }
     if !files.is_empty() {
-        plan.put(
-            "/etc/chinit/modules.load",
-            Entry::file(Content::Bytes(load.into_bytes()), 0o644),
-        );
+        plan.put("/etc/chinit/modules.load", Entry::file(Content::Bytes(load.into_bytes()), 0o644));
     }
     Ok(files.len())
 }
@@ -170,33 +155,18 @@ pub fn build(plan: &Plan, compression: Compression, epoch: i64, out: &Path) -> R
         problem: "cpio times must fit in 32 bits (0 ..= 4294967295)".into(),
     })?;
     let mut buf = Vec::new();
-    cpio::write(&mut buf, &entries(plan)?, mtime)
-        .map_err(|e| Error::io("writing the cpio archive", e))?;
-    let file = std::fs::File::create(out)
-        .map_err(|e| Error::io(format!("creating {}", out.display()), e))?;
+    cpio::write(&mut buf, &entries(plan)?, mtime).map_err(|e| Error::io("writing the cpio archive", e))?;
+    let file = std::fs::File::create(out).map_err(|e| Error::io(format!("creating {}", out.display()), e))?;
     match compression.argv() {
         None => {
             let mut f = file;
-            f.write_all(&buf)
-                .and_then(|()| f.sync_all())
-                .map_err(|e| Error::io(format!("writing {}", out.display()), e))
+            f.write_all(&buf).and_then(|()| f.sync_all()).map_err(|e| Error::io(format!("writing {}", out.display()), e))
         }
         Some((tool, args)) => {
             progress::step(&format!("compressing with {tool}…"));
-            let mut child = Command::new(tool)
-                .args(args)
-                .stdin(Stdio::piped())
-                .stdout(file)
-                .stderr(Stdio::piped())
-                .spawn()
-                .map_err(|e| tools::spawn_error(tool, e))?;
-            let pid = child.id();
-            crate::cleanup::child_started(pid);
+            let mut child = tools::spawn(tool, Command::new(tool).args(args).stdin(Stdio::piped()).stdout(file).stderr(Stdio::piped()))?;
             let written = child.stdin.take().map(|mut s| s.write_all(&buf));
-            let out = child.wait_with_output();
-            crate::cleanup::child_done(pid);
-            let out = out.map_err(|e| Error::io(format!("waiting for {tool}"), e))?;
-            tools::check(tool, out, &[])?;
+            tools::finish(tool, child, &[])?;
             if let Some(Err(e)) = written {
                 return Err(Error::io(format!("piping to {tool}"), e));
             }
@@ -223,15 +193,9 @@ mod tests {
         let e = entries(&plan).unwrap();
         assert!(e.iter().all(|e| !e.name.starts_with('/')));
         let console = e.iter().find(|e| e.name == "dev/console").unwrap();
-        assert_eq!(
-            (console.mode, console.rdev_major, console.rdev_minor),
-            (0o20600, 5, 1)
-        );
+        assert_eq!((console.mode, console.rdev_major, console.rdev_minor), (0o20600, 5, 1));
         let names: Vec<&str> = e.iter().map(|e| e.name.as_str()).collect();
-        assert!(
-            names.iter().position(|n| *n == "dev").unwrap()
-                < names.iter().position(|n| *n == "dev/console").unwrap()
-        );
+        assert!(names.iter().position(|n| *n == "dev").unwrap() < names.iter().position(|n| *n == "dev/console").unwrap());
         let init = e.iter().find(|e| e.name == "init").unwrap();
         let sbin = e.iter().find(|e| e.name == "sbin/chinit").unwrap();
         assert!(init.link.is_some() && init.link == sbin.link);

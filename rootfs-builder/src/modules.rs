@@ -24,17 +24,11 @@ pub fn find_dep_dir(dir: &Path) -> Result<PathBuf> {
     }
     found.sort();
     match found.len() {
-        0 => Err(Error::NoModulesDep {
-            path: dir.to_path_buf(),
-        }),
+        0 => Err(Error::NoModulesDep { path: dir.to_path_buf() }),
         1 => Ok(found.remove(0)),
         _ => Err(Error::ManyKernels {
             path: dir.to_path_buf(),
-            versions: found
-                .iter()
-                .filter_map(|p| p.file_name()?.to_str().map(String::from))
-                .collect::<Vec<_>>()
-                .join(", "),
+            versions: found.iter().filter_map(|p| p.file_name()?.to_str().map(String::from)).collect::<Vec<_>>().join(", "),
         }),
     }
 }
@@ -57,13 +51,7 @@ pub fn canonical(name: &str) -> String {
 
 /// Path of the module in the initramfs: the modules.dep path with its compression suffix removed.
 pub fn plain_path(path: &str) -> &str {
-    ["xz", "zst", "gz"]
-        .iter()
-        .find_map(|c| {
-            path.strip_suffix(&format!(".{c}"))
-                .filter(|p| p.ends_with(".ko"))
-        })
-        .unwrap_or(path)
+    ["xz", "zst", "gz"].iter().find_map(|c| path.strip_suffix(&format!(".{c}")).filter(|p| p.ends_with(".ko"))).unwrap_or(path)
 }
 
 /// Parsed modules.dep: module name → (file path relative to the module dir, its dependencies).
@@ -92,18 +80,11 @@ impl DepMap {
     /// Files (paths relative to the module dir) for `names` and everything they depend on,
     /// dependencies before dependents, each once. Unknown names are returned in `Err`.
     pub fn resolve(&self, names: &[String]) -> std::result::Result<Vec<String>, String> {
-        let by_path: BTreeMap<&str, &Vec<String>> = self
-            .modules
-            .values()
-            .map(|(p, d)| (p.as_str(), d))
-            .collect();
+        let by_path: BTreeMap<&str, &Vec<String>> = self.modules.values().map(|(p, d)| (p.as_str(), d)).collect();
         let mut out = Vec::new();
         let mut seen = BTreeSet::new();
         for name in names {
-            let (path, _) = self
-                .modules
-                .get(&canonical(name))
-                .ok_or_else(|| name.clone())?;
+            let (path, _) = self.modules.get(&canonical(name)).ok_or_else(|| name.clone())?;
             visit(path, &by_path, &mut seen, &mut out);
         }
         Ok(out)
@@ -125,12 +106,7 @@ impl DepMap {
     }
 }
 
-fn visit<'a>(
-    path: &'a str,
-    by_path: &BTreeMap<&'a str, &'a Vec<String>>,
-    seen: &mut BTreeSet<&'a str>,
-    out: &mut Vec<String>,
-) {
+fn visit<'a>(path: &'a str, by_path: &BTreeMap<&'a str, &'a Vec<String>>, seen: &mut BTreeSet<&'a str>, out: &mut Vec<String>) {
     if !seen.insert(path) {
         return;
     }
@@ -159,9 +135,7 @@ fn distance(a: &str, b: &str) -> usize {
 
 /// Names of modules built into the kernel (modules.builtin), canonical.
 pub fn builtin(dep_dir: &Path) -> BTreeSet<String> {
-    std::fs::read_to_string(dep_dir.join("modules.builtin"))
-        .map(|t| t.lines().map(name_of).collect())
-        .unwrap_or_default()
+    std::fs::read_to_string(dep_dir.join("modules.builtin")).map(|t| t.lines().map(name_of).collect()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -193,9 +167,7 @@ kernel/net/vmw_vsock/vsock-loopback.ko.gz:
     #[test]
     fn resolve_orders_dependencies_first_once() {
         let m = DepMap::parse(DEP);
-        let got = m
-            .resolve(&["virtio_blk".into(), "virtio-pci".into(), "ext4".into()])
-            .unwrap();
+        let got = m.resolve(&["virtio_blk".into(), "virtio-pci".into(), "ext4".into()]).unwrap();
         assert_eq!(
             got,
             [
@@ -214,10 +186,7 @@ kernel/net/vmw_vsock/vsock-loopback.ko.gz:
         for (path, deps) in m.modules.values() {
             if let Some(i) = got.iter().position(|g| g == path) {
                 for d in deps {
-                    assert!(
-                        got.iter().position(|g| g == d).unwrap() < i,
-                        "{d} before {path}"
-                    );
+                    assert!(got.iter().position(|g| g == d).unwrap() < i, "{d} before {path}");
                 }
             }
         }
@@ -227,10 +196,7 @@ kernel/net/vmw_vsock/vsock-loopback.ko.gz:
     #[test]
     fn missing_name_and_near_matches() {
         let m = DepMap::parse(DEP);
-        assert_eq!(
-            m.resolve(&["virtio_blk".into(), "virtio_bl".into()]),
-            Err("virtio_bl".into())
-        );
+        assert_eq!(m.resolve(&["virtio_blk".into(), "virtio_bl".into()]), Err("virtio_bl".into()));
         assert_eq!(m.near("virtio_bl")[0], "virtio_blk");
         assert!(m.near("virtio").contains(&"virtio_pci".to_string()));
         assert!(m.near("zzzzzzzz").is_empty());

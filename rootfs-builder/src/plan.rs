@@ -20,18 +20,14 @@ impl Content {
     pub fn read(&self) -> Result<Vec<u8>> {
         match self {
             Content::Bytes(b) => Ok(b.clone()),
-            Content::Path(p) => {
-                std::fs::read(p).map_err(|e| Error::io(format!("reading {}", p.display()), e))
-            }
+            Content::Path(p) => std::fs::read(p).map_err(|e| Error::io(format!("reading {}", p.display()), e)),
         }
     }
 
     pub fn byte_len(&self) -> Result<u64> {
         match self {
             Content::Bytes(b) => Ok(b.len() as u64),
-            Content::Path(p) => std::fs::metadata(p)
-                .map(|m| m.len())
-                .map_err(|e| Error::io(format!("reading {}", p.display()), e)),
+            Content::Path(p) => std::fs::metadata(p).map(|m| m.len()).map_err(|e| Error::io(format!("reading {}", p.display()), e)),
         }
     }
 }
@@ -56,25 +52,13 @@ pub struct Entry {
 
 impl Entry {
     pub fn dir(perm: u32) -> Self {
-        Entry {
-            kind: Kind::Dir,
-            perm,
-            if_absent: false,
-        }
+        Entry { kind: Kind::Dir, perm, if_absent: false }
     }
     pub fn file(content: Content, perm: u32) -> Self {
-        Entry {
-            kind: Kind::File(content),
-            perm,
-            if_absent: false,
-        }
+        Entry { kind: Kind::File(content), perm, if_absent: false }
     }
     pub fn symlink(target: &str) -> Self {
-        Entry {
-            kind: Kind::Symlink(target.to_string()),
-            perm: 0o777,
-            if_absent: false,
-        }
+        Entry { kind: Kind::Symlink(target.to_string()), perm: 0o777, if_absent: false }
     }
 
     /// Mark the entry as a default that a base's own file wins over.
@@ -150,22 +134,10 @@ impl Plan {
         p.put("/tmp", Entry::dir(0o1777));
         p.put("/sbin/chinit", Entry::file(init, 0o755));
         p.put("/init", Entry::symlink("/sbin/chinit"));
-        p.put(
-            "/etc/hostname",
-            Entry::file(Content::Bytes(HOSTNAME.into()), 0o644).if_absent(),
-        );
-        p.put(
-            "/etc/passwd",
-            Entry::file(Content::Bytes(PASSWD.into()), 0o644).if_absent(),
-        );
-        p.put(
-            "/etc/group",
-            Entry::file(Content::Bytes(GROUP.into()), 0o644).if_absent(),
-        );
-        p.put(
-            "/etc/hosts",
-            Entry::file(Content::Bytes(HOSTS.into()), 0o644).if_absent(),
-        );
+        p.put("/etc/hostname", Entry::file(Content::Bytes(HOSTNAME.into()), 0o644).if_absent());
+        p.put("/etc/passwd", Entry::file(Content::Bytes(PASSWD.into()), 0o644).if_absent());
+        p.put("/etc/group", Entry::file(Content::Bytes(GROUP.into()), 0o644).if_absent());
+        p.put("/etc/hosts", Entry::file(Content::Bytes(HOSTS.into()), 0o644).if_absent());
         p
     }
 
@@ -179,14 +151,7 @@ impl Plan {
         p.put("/tmp", Entry::dir(0o1777));
         p.put("/init", Entry::file(init.clone(), 0o755));
         p.put("/sbin/chinit", Entry::file(init, 0o755));
-        p.put(
-            "/dev/console",
-            Entry {
-                kind: Kind::CharDev { major: 5, minor: 1 },
-                perm: 0o600,
-                if_absent: false,
-            },
-        );
+        p.put("/dev/console", Entry { kind: Kind::CharDev { major: 5, minor: 1 }, perm: 0o600, if_absent: false });
         p
     }
 
@@ -215,11 +180,7 @@ impl Plan {
     /// `--add SRC:DST[:MODE]`: a file, or a directory copied recursively.
     pub fn add(&mut self, spec: &AddSpec) -> Result<()> {
         // The source is followed if it is a symlink: --add copies what it points to.
-        let meta = std::fs::metadata(&spec.src).map_err(|e| Error::MissingSource {
-            option: "--add",
-            path: spec.src.clone(),
-            source: e,
-        })?;
+        let meta = std::fs::metadata(&spec.src).map_err(|e| Error::MissingSource { option: "--add", path: spec.src.clone(), source: e })?;
         if meta.is_dir() {
             self.tree(&spec.src, &spec.dst, "--add")?;
             if let Some(m) = spec.mode {
@@ -235,33 +196,18 @@ impl Plan {
             });
         }
         // Check it can be read now rather than half-way through the build.
-        std::fs::File::open(&spec.src).map_err(|e| Error::MissingSource {
-            option: "--add",
-            path: spec.src.clone(),
-            source: e,
-        })?;
+        std::fs::File::open(&spec.src).map_err(|e| Error::MissingSource { option: "--add", path: spec.src.clone(), source: e })?;
         let perm = spec.mode.unwrap_or(meta.permissions().mode() & 0o7777);
-        self.put(
-            &spec.dst,
-            Entry::file(Content::Path(spec.src.clone()), perm),
-        );
+        self.put(&spec.dst, Entry::file(Content::Path(spec.src.clone()), perm));
         Ok(())
     }
 
     /// Copy the directory `src` recursively to `dst` in the image (`--tree DIR` is `dst = /`).
     /// Files, directories and symlinks keep their permission bits; ownership becomes root.
     pub fn tree(&mut self, src: &Path, dst: &str, option: &'static str) -> Result<()> {
-        let meta = std::fs::metadata(src).map_err(|e| Error::MissingSource {
-            option,
-            path: src.to_path_buf(),
-            source: e,
-        })?;
+        let meta = std::fs::metadata(src).map_err(|e| Error::MissingSource { option, path: src.to_path_buf(), source: e })?;
         if !meta.is_dir() {
-            return Err(Error::BadOption {
-                option,
-                value: src.display().to_string(),
-                problem: "not a directory".into(),
-            });
+            return Err(Error::BadOption { option, value: src.display().to_string(), problem: "not a directory".into() });
         }
         if dst != "/" {
             self.put(dst, Entry::dir(meta.permissions().mode() & 0o7777));
@@ -270,16 +216,9 @@ impl Plan {
     }
 
     fn walk(&mut self, dir: &Path, dst: &str, option: &'static str) -> Result<()> {
-        let read = |e| Error::MissingSource {
-            option,
-            path: dir.to_path_buf(),
-            source: e,
-        };
-        let mut names: Vec<_> = std::fs::read_dir(dir)
-            .map_err(read)?
-            .map(|r| r.map(|e| e.file_name()))
-            .collect::<std::io::Result<_>>()
-            .map_err(read)?;
+        let read = |e| Error::MissingSource { option, path: dir.to_path_buf(), source: e };
+        let mut names: Vec<_> =
+            std::fs::read_dir(dir).map_err(read)?.map(|r| r.map(|e| e.file_name())).collect::<std::io::Result<_>>().map_err(read)?;
         names.sort();
         for name in names {
             let src = dir.join(&name);
@@ -293,11 +232,7 @@ impl Plan {
                 value: src.display().to_string(),
                 problem: p,
             })?;
-            let meta = std::fs::symlink_metadata(&src).map_err(|e| Error::MissingSource {
-                option,
-                path: src.clone(),
-                source: e,
-            })?;
+            let meta = std::fs::symlink_metadata(&src).map_err(|e| Error::MissingSource { option, path: src.clone(), source: e })?;
             let perm = meta.permissions().mode() & 0o7777;
             let ft = meta.file_type();
             if ft.is_dir() {
@@ -308,11 +243,7 @@ impl Plan {
                 self.put(&path, Entry::file(Content::Path(src), perm));
             } else if ft.is_symlink() {
                 self.no_children(&path, option, &src)?;
-                let target = std::fs::read_link(&src).map_err(|e| Error::MissingSource {
-                    option,
-                    path: src.clone(),
-                    source: e,
-                })?;
+                let target = std::fs::read_link(&src).map_err(|e| Error::MissingSource { option, path: src.clone(), source: e })?;
                 let target = target.to_str().ok_or_else(|| Error::BadOption {
                     option,
                     value: src.display().to_string(),
@@ -372,12 +303,7 @@ impl AddSpec {
 
     pub fn parse(s: &str) -> std::result::Result<Self, String> {
         let (rest, mode) = match s.rsplit_once(':') {
-            Some((r, m))
-                if r.contains(':')
-                    && !m.is_empty()
-                    && m.len() <= 5
-                    && m.bytes().all(|b| (b'0'..=b'7').contains(&b)) =>
-            {
+            Some((r, m)) if r.contains(':') && !m.is_empty() && m.len() <= 5 && m.bytes().all(|b| (b'0'..=b'7').contains(&b)) => {
                 let mode = u32::from_str_radix(m, 8).map_err(|e| e.to_string())?;
                 if mode > 0o7777 {
                     return Err(format!("mode {m} is larger than 7777"));
@@ -386,23 +312,15 @@ impl AddSpec {
             }
             _ => (s, None),
         };
-        let (src, dst) = rest
-            .split_once(':')
-            .ok_or_else(|| format!("expected {}", Self::SYNTAX))?;
+        let (src, dst) = rest.split_once(':').ok_or_else(|| format!("expected {}", Self::SYNTAX))?;
         if src.is_empty() {
             return Err("empty SRC".into());
         }
         let dst = normalize(dst)?;
         if dst == "/" {
-            return Err(
-                "DST must name a path below / (use --tree DIR to overlay a directory on /)".into(),
-            );
+            return Err("DST must name a path below / (use --tree DIR to overlay a directory on /)".into());
         }
-        Ok(AddSpec {
-            src: PathBuf::from(src),
-            dst,
-            mode,
-        })
+        Ok(AddSpec { src: PathBuf::from(src), dst, mode })
     }
 }
 
@@ -425,22 +343,8 @@ mod tests {
     #[test]
     fn add_spec_table() {
         let p = |s| AddSpec::parse(s);
-        assert_eq!(
-            p("bin/x:/usr/bin/x"),
-            Ok(AddSpec {
-                src: "bin/x".into(),
-                dst: "/usr/bin/x".into(),
-                mode: None
-            })
-        );
-        assert_eq!(
-            p("bin/x:/usr/bin/x:0755"),
-            Ok(AddSpec {
-                src: "bin/x".into(),
-                dst: "/usr/bin/x".into(),
-                mode: Some(0o755)
-            })
-        );
+        assert_eq!(p("bin/x:/usr/bin/x"), Ok(AddSpec { src: "bin/x".into(), dst: "/usr/bin/x".into(), mode: None }));
+        assert_eq!(p("bin/x:/usr/bin/x:0755"), Ok(AddSpec { src: "bin/x".into(), dst: "/usr/bin/x".into(), mode: Some(0o755) }));
         assert_eq!(p("x:/y:4755").map(|s| s.mode), Ok(Some(0o4755)));
         assert!(p("x").is_err());
         assert!(p(":/y").is_err());
@@ -457,10 +361,7 @@ mod tests {
         assert_eq!(mode("/sbin/chinit"), 0o100755);
         assert_eq!(mode("/tmp"), 0o41777);
         assert_eq!(mode("/root"), 0o40700);
-        assert_eq!(
-            p.entries["/init"].kind,
-            Kind::Symlink("/sbin/chinit".into())
-        );
+        assert_eq!(p.entries["/init"].kind, Kind::Symlink("/sbin/chinit".into()));
         for d in ["/dev", "/proc", "/sys", "/run", "/etc", "/var"] {
             assert_eq!(p.entries[d].kind, Kind::Dir, "{d}");
         }
@@ -475,10 +376,7 @@ mod tests {
         let p = Plan::initramfs(Content::Bytes(b"ELF".to_vec()));
         assert_eq!(p.entries["/init"].mode(), 0o100755);
         assert_eq!(p.entries["/dev/console"].mode(), 0o020600);
-        assert_eq!(
-            p.entries["/dev/console"].kind,
-            Kind::CharDev { major: 5, minor: 1 }
-        );
+        assert_eq!(p.entries["/dev/console"].kind, Kind::CharDev { major: 5, minor: 1 });
         assert!(p.entries.contains_key("/newroot"));
     }
 

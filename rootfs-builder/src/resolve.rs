@@ -44,11 +44,7 @@ pub fn resolve(l: &mut impl Lookup, path: &str, follow_last: bool) -> Result<Str
             cur.push(c);
             continue;
         }
-        let candidate = if cur.is_empty() {
-            format!("/{c}")
-        } else {
-            format!("/{}/{c}", cur.join("/"))
-        };
+        let candidate = if cur.is_empty() { format!("/{c}") } else { format!("/{}/{c}", cur.join("/")) };
         match l.node(&candidate)? {
             Node::Dir => cur.push(c),
             Node::Missing => {
@@ -97,10 +93,7 @@ pub(crate) mod tests {
             ("/loop", Node::Symlink("/loop".into())),
             ("/file", Node::Other),
             ("/up", Node::Symlink("usr/../usr/bin".into())),
-            (
-                "/usr/sbin/init",
-                Node::Symlink("../lib/systemd/systemd".into()),
-            ),
+            ("/usr/sbin/init", Node::Symlink("../lib/systemd/systemd".into())),
         ]))
     }
 

@@ -17,22 +17,17 @@ pub fn main(args: &[String]) -> i32 {
     if let Err(e) = crate::cleanup::install() {
         eprintln!("rootfs-builder: cannot install signal handling: {e}");
     }
-    let parsed = match Args::try_parse_from(
-        std::iter::once("rootfs-builder".to_string()).chain(args.iter().cloned()),
-    ) {
+    let parsed = match Args::try_parse_from(std::iter::once("rootfs-builder".to_string()).chain(args.iter().cloned())) {
         Ok(a) => a,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::Usage as i32
-            } else {
-                ExitCode::Ok as i32
-            };
+            return if e.use_stderr() { ExitCode::Usage as i32 } else { ExitCode::Ok as i32 };
         }
     };
     match exec(&parsed) {
         Ok(()) => ExitCode::Ok as i32,
         Err(e) => {
+            crate::cleanup::yield_to_signal();
             eprintln!("rootfs-builder: {e}");
             e.exit_code() as i32
         }
@@ -43,16 +38,11 @@ pub fn main(args: &[String]) -> i32 {
 pub fn source_date_epoch() -> Result<i64> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Err(_) => Ok(0),
-        Ok(v) => v
-            .trim()
-            .parse::<i64>()
-            .ok()
-            .filter(|&t| t >= 0)
-            .ok_or_else(|| Error::BadOption {
-                option: "SOURCE_DATE_EPOCH",
-                value: v.clone(),
-                problem: "expected a non-negative number of seconds since 1970".into(),
-            }),
+        Ok(v) => v.trim().parse::<i64>().ok().filter(|&t| t >= 0).ok_or_else(|| Error::BadOption {
+            option: "SOURCE_DATE_EPOCH",
+            value: v.clone(),
+            problem: "expected a non-negative number of seconds since 1970".into(),
+        }),
     }
 }
 
@@ -63,10 +53,7 @@ pub fn default_init(arch: elf::Arch, target_dir: Option<&str>, workspace: &Path)
         Some(t) if !t.is_empty() => PathBuf::from(t),
         _ => workspace.join("target"),
     };
-    target
-        .join(arch.musl_triple())
-        .join("release")
-        .join("chinit")
+    target.join(arch.musl_triple()).join("release").join("chinit")
 }
 
 fn workspace_dir() -> PathBuf {
@@ -78,30 +65,14 @@ fn workspace_dir() -> PathBuf {
 pub fn load_init(path: Option<&Path>, arch: elf::Arch) -> Result<(PathBuf, Vec<u8>)> {
     let (path, explicit) = match path {
         Some(p) => (p.to_path_buf(), true),
-        None => (
-            default_init(
-                arch,
-                std::env::var("CARGO_TARGET_DIR").ok().as_deref(),
-                &workspace_dir(),
-            ),
-            false,
-        ),
+        None => (default_init(arch, std::env::var("CARGO_TARGET_DIR").ok().as_deref(), &workspace_dir()), false),
     };
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
-            return Err(Error::InitMissing {
-                path,
-                command: arch.build_command(),
-            })
+            return Err(Error::InitMissing { path, command: arch.build_command() })
         }
-        Err(e) => {
-            return Err(Error::MissingSource {
-                option: "--init",
-                path,
-                source: e,
-            })
-        }
+        Err(e) => return Err(Error::MissingSource { option: "--init", path, source: e }),
     };
     elf::check_static(&bytes, arch).map_err(|problem| Error::BadInit {
         path: path.clone(),
@@ -120,23 +91,17 @@ fn exec(a: &Args) -> Result<()> {
         (None, None) => unreachable!("clap requires --out or --initramfs"),
     };
     let compression = if is_initramfs {
-        Some(
-            Compression::from_name(&out.to_string_lossy()).map_err(|p| Error::BadOption {
-                option: "--initramfs",
-                value: out.display().to_string(),
-                problem: p,
-            })?,
-        )
+        Some(Compression::from_name(&out.to_string_lossy()).map_err(|p| Error::BadOption {
+            option: "--initramfs",
+            value: out.display().to_string(),
+            problem: p,
+        })?)
     } else {
         None
     };
     if let Some(l) = &a.label {
         if l.len() > 16 {
-            return Err(Error::BadOption {
-                option: "--label",
-                value: l.clone(),
-                problem: "ext4 labels hold at most 16 bytes".into(),
-            });
+            return Err(Error::BadOption { option: "--label", value: l.clone(), problem: "ext4 labels hold at most 16 bytes".into() });
         }
     }
     // The bytes that were checked are the bytes that are written.
@@ -159,17 +124,10 @@ fn exec(a: &Args) -> Result<()> {
     };
     let work_path = dir.join(format!(".{name}.rootfs-builder-{}", std::process::id()));
     let work = TempPath::new(work_path.clone());
-    std::fs::create_dir(&work_path).map_err(|e| Error::OutputDir {
-        dir: dir.clone(),
-        source: e,
-    })?;
+    std::fs::create_dir(&work_path).map_err(|e| Error::OutputDir { dir: dir.clone(), source: e })?;
     let image = work.path().join("image");
 
-    let mut plan = if is_initramfs {
-        Plan::initramfs(init)
-    } else {
-        Plan::root(init)
-    };
+    let mut plan = if is_initramfs { Plan::initramfs(init) } else { Plan::root(init) };
     for t in &a.tree {
         plan.tree(t, "/", "--tree")?;
     }
@@ -193,32 +151,18 @@ fn exec(a: &Args) -> Result<()> {
             None => Base::None,
             Some(b) => Base::detect(b)?,
         };
-        let opts = Ext4Options {
-            size: a.size,
-            label: a.label.clone(),
-            epoch,
-            base,
-        };
+        let opts = Ext4Options { size: a.size, label: a.label.clone(), epoch, base };
         ext4::build(&plan, &opts, work.path(), &image)?;
     }
 
     let f = std::fs::File::open(&image).map_err(|e| Error::io("reopening the new image", e))?;
-    f.sync_all()
-        .map_err(|e| Error::io("syncing the new image", e))?;
+    f.sync_all().map_err(|e| Error::io("syncing the new image", e))?;
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     drop(f);
     let sha = tools::sha256(&image)?;
-    std::fs::rename(&image, &out).map_err(|e| Error::OutputDir {
-        dir: dir.clone(),
-        source: e,
-    })?;
+    std::fs::rename(&image, &out).map_err(|e| Error::OutputDir { dir: dir.clone(), source: e })?;
     drop(work);
-    progress::step(&format!(
-        "wrote {} ({} bytes, {:.1} MiB, sha256 {sha})",
-        out.display(),
-        len,
-        len as f64 / size::MIB as f64
-    ));
+    progress::step(&format!("wrote {} ({} bytes, {:.1} MiB, sha256 {sha})", out.display(), len, len as f64 / size::MIB as f64));
     Ok(())
 }
 
@@ -229,30 +173,16 @@ mod tests {
     #[test]
     fn default_init_paths() {
         let ws = Path::new("/ws");
-        assert_eq!(
-            default_init(elf::Arch::X86_64, None, ws),
-            PathBuf::from("/ws/target/x86_64-unknown-linux-musl/release/chinit")
-        );
-        assert_eq!(
-            default_init(elf::Arch::Aarch64, Some("/t"), ws),
-            PathBuf::from("/t/aarch64-unknown-linux-musl/release/chinit")
-        );
-        assert_eq!(
-            default_init(elf::Arch::X86_64, Some(""), ws),
-            PathBuf::from("/ws/target/x86_64-unknown-linux-musl/release/chinit")
-        );
+        assert_eq!(default_init(elf::Arch::X86_64, None, ws), PathBuf::from("/ws/target/x86_64-unknown-linux-musl/release/chinit"));
+        assert_eq!(default_init(elf::Arch::Aarch64, Some("/t"), ws), PathBuf::from("/t/aarch64-unknown-linux-musl/release/chinit"));
+        assert_eq!(default_init(elf::Arch::X86_64, Some(""), ws), PathBuf::from("/ws/target/x86_64-unknown-linux-musl/release/chinit"));
     }
 
     #[test]
     fn missing_default_init_names_the_command() {
         let e = load_init(Some(Path::new("/nonexistent/chinit")), elf::Arch::X86_64).unwrap_err();
         assert_eq!(e.exit_code(), ExitCode::BadInput);
-        let e = Error::InitMissing {
-            path: "/x".into(),
-            command: elf::Arch::X86_64.build_command(),
-        };
-        assert!(e
-            .to_string()
-            .contains("cargo build --release --target x86_64-unknown-linux-musl -p chinit"));
+        let e = Error::InitMissing { path: "/x".into(), command: elf::Arch::X86_64.build_command() };
+        assert!(e.to_string().contains("cargo build --release --target x86_64-unknown-linux-musl -p chinit"));
     }
 }

@@ -8,10 +8,7 @@ const BLOCK: u64 = 4096;
 pub fn parse(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let lower = t.to_ascii_lowercase();
-    let body = lower
-        .strip_suffix("ib")
-        .or_else(|| lower.strip_suffix('b'))
-        .unwrap_or(&lower);
+    let body = lower.strip_suffix("ib").or_else(|| lower.strip_suffix('b')).unwrap_or(&lower);
     let (digits, mult) = match body.chars().last() {
         Some('k') => (&body[..body.len() - 1], 1u64 << 10),
         Some('m') => (&body[..body.len() - 1], 1 << 20),
@@ -19,12 +16,8 @@ pub fn parse(s: &str) -> Result<u64, String> {
         Some('t') => (&body[..body.len() - 1], 1 << 40),
         _ => (body, 1),
     };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| "expected a size such as 64M, 1G or a number of bytes".to_string())?;
-    n.checked_mul(mult)
-        .filter(|&v| v > 0)
-        .ok_or_else(|| "size out of range".to_string())
+    let n: u64 = digits.parse().map_err(|_| "expected a size such as 64M, 1G or a number of bytes".to_string())?;
+    n.checked_mul(mult).filter(|&v| v > 0).ok_or_else(|| "size out of range".to_string())
 }
 
 /// Bytes a file of `len` bytes takes on disk, counted in whole 4 KiB blocks.

@@ -1,6 +1,6 @@
 //! The seam to external tools (mkfs.ext4, debugfs, e2fsck, resize2fs, tar, cp, compressors).
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 use crate::error::{Error, Result};
 
@@ -19,17 +19,44 @@ pub fn package_of(tool: &str) -> &'static str {
 /// Run `cmd` to completion, capturing stdout and stderr. A missing tool, a signal or a
 /// non-zero exit (unless listed in `ok_codes`) is an error carrying the tool's last stderr lines.
 pub fn run(tool: &'static str, cmd: &mut Command, ok_codes: &[i32]) -> Result<Output> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     spawn_wait(tool, cmd, ok_codes)
 }
 
 /// Like [`run`], with stdio as already configured on `cmd`.
 pub fn spawn_wait(tool: &'static str, cmd: &mut Command, ok_codes: &[i32]) -> Result<Output> {
+    let child = spawn(tool, cmd)?;
+    finish(tool, child, ok_codes)
+}
+
+/// Start a tool in its own process group with SIGINT/SIGTERM unblocked (this process blocks
+/// them for its signal thread, and a child inherits the mask), registered so that a signal
+/// stops it.
+pub fn spawn(tool: &'static str, cmd: &mut Command) -> Result<Child> {
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0);
+    // SAFETY: the closure runs between fork and exec and only calls sigemptyset, sigaddset and
+    // pthread_sigmask, which are async-signal-safe, on a local sigset_t.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            match libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) {
+                0 => Ok(()),
+                rc => Err(std::io::Error::from_raw_os_error(rc)),
+            }
+        });
+    }
     let child = cmd.spawn().map_err(|e| spawn_error(tool, e))?;
+    crate::cleanup::child_started(child.id());
+    Ok(child)
+}
+
+/// Wait for a child from [`spawn`] and check its status.
+pub fn finish(tool: &'static str, child: Child, ok_codes: &[i32]) -> Result<Output> {
     let pid = child.id();
-    crate::cleanup::child_started(pid);
     let out = child.wait_with_output();
     crate::cleanup::child_done(pid);
     let out = out.map_err(|e| Error::io(format!("waiting for {tool}"), e))?;
@@ -38,10 +65,7 @@ pub fn spawn_wait(tool: &'static str, cmd: &mut Command, ok_codes: &[i32]) -> Re
 
 pub fn spawn_error(tool: &'static str, e: std::io::Error) -> Error {
     if e.kind() == std::io::ErrorKind::NotFound {
-        Error::ToolMissing {
-            tool,
-            package: package_of(tool),
-        }
+        Error::ToolMissing { tool, package: package_of(tool) }
     } else {
         Error::io(format!("starting {tool}"), e)
     }
@@ -62,20 +86,12 @@ pub fn check(tool: &'static str, out: Output, ok_codes: &[i32]) -> Result<Output
             Some(c) => format!("exit {c}"),
             None => "killed by a signal".into(),
         },
-        detail: if detail.is_empty() {
-            "no message".into()
-        } else {
-            detail
-        },
+        detail: if detail.is_empty() { "no message".into() } else { detail },
     })
 }
 
 /// `sha256sum FILE` → hex digest.
 pub fn sha256(path: &std::path::Path) -> Result<String> {
     let out = run("sha256sum", Command::new("sha256sum").arg(path), &[])?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string())
+    Ok(String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string())
 }

@@ -32,13 +32,7 @@ fn refused(t: &TempDir, args: &[&str], code: i32, needles: &[&str]) {
         assert!(e.contains(n), "{args:?}: {e:?} should mention {n:?}");
     }
     // Printed once: a single error line.
-    assert_eq!(
-        e.lines()
-            .filter(|l| l.starts_with("rootfs-builder: ") && !l.ends_with('…'))
-            .count(),
-        1,
-        "{e}"
-    );
+    assert_eq!(e.lines().filter(|l| l.starts_with("rootfs-builder: ") && !l.ends_with('…')).count(), 1, "{e}");
     assert_eq!(t.names(), before, "{args:?} left files behind");
 }
 
@@ -53,47 +47,22 @@ fn bad_inits_are_refused_with_the_build_command() {
         fn with<'a>(out: &[&'a str], init: &'a str) -> Vec<&'a str> {
             [out, &["--init", init]].concat()
         }
-        refused(
-            &t,
-            &with(out, "aarch64-elf"),
-            3,
-            &["built for aarch64, not x86_64", BUILD_HINT],
-        );
-        refused(
-            &t,
-            &with(out, "dynamic-elf"),
-            3,
-            &["dynamically linked", BUILD_HINT],
-        );
+        refused(&t, &with(out, "aarch64-elf"), 3, &["built for aarch64, not x86_64", BUILD_HINT]);
+        refused(&t, &with(out, "dynamic-elf"), 3, &["dynamically linked", BUILD_HINT]);
         refused(&t, &with(out, "empty"), 3, &["empty", BUILD_HINT]);
         refused(&t, &with(out, "script"), 3, &["not an ELF", BUILD_HINT]);
         refused(&t, &with(out, "missing"), 3, &["missing", "--init"]);
         if std::path::Path::new("/bin/ls").exists() {
-            refused(
-                &t,
-                &with(out, "/bin/ls"),
-                3,
-                &["dynamically linked", BUILD_HINT],
-            );
+            refused(&t, &with(out, "/bin/ls"), 3, &["dynamically linked", BUILD_HINT]);
         }
     }
     // The target architecture decides: an x86_64 init is refused for aarch64.
     if let Some(init) = static_init() {
         refused(
             &t,
-            &[
-                "--out",
-                "r.ext4",
-                "--arch",
-                "aarch64",
-                "--init",
-                init.to_str().unwrap(),
-            ],
+            &["--out", "r.ext4", "--arch", "aarch64", "--init", init.to_str().unwrap()],
             3,
-            &[
-                "built for x86_64, not aarch64",
-                "aarch64-unknown-linux-musl",
-            ],
+            &["built for x86_64, not aarch64", "aarch64-unknown-linux-musl"],
         );
     }
 }
@@ -101,19 +70,12 @@ fn bad_inits_are_refused_with_the_build_command() {
 #[test]
 fn missing_default_init_says_how_to_build_it() {
     let t = TempDir::new("no-default-init");
-    let o = Command::new(BIN)
-        .current_dir(&t.0)
-        .args(["--out", "r.ext4"])
-        .env("CARGO_TARGET_DIR", t.join("no-such-target"))
-        .output()
-        .unwrap();
+    let o =
+        Command::new(BIN).current_dir(&t.0).args(["--out", "r.ext4"]).env("CARGO_TARGET_DIR", t.join("no-such-target")).output().unwrap();
     assert_eq!(o.status.code(), Some(3));
     let e = stderr(&o);
     assert!(e.contains(BUILD_HINT), "{e}");
-    assert!(
-        e.contains("no-such-target/x86_64-unknown-linux-musl/release/chinit"),
-        "{e}"
-    );
+    assert!(e.contains("no-such-target/x86_64-unknown-linux-musl/release/chinit"), "{e}");
     assert!(t.names().is_empty());
 }
 
@@ -122,79 +84,19 @@ fn bad_sources_sizes_and_outputs() {
     let Some(init) = static_init() else { return };
     let i = init.to_str().unwrap();
     let t = TempDir::new("bad-misc");
-    refused(
-        &t,
-        &[
-            "--out",
-            "r.ext4",
-            "--init",
-            i,
-            "--add",
-            "/nonexistent/file:/x",
-        ],
-        3,
-        &["/nonexistent/file", "--add"],
-    );
-    refused(
-        &t,
-        &["--out", "r.ext4", "--init", i, "--tree", "/nonexistent/dir"],
-        3,
-        &["/nonexistent/dir", "--tree"],
-    );
-    refused(
-        &t,
-        &[
-            "--out",
-            "r.ext4",
-            "--init",
-            i,
-            "--base",
-            "/nonexistent/base",
-        ],
-        3,
-        &["--base"],
-    );
+    refused(&t, &["--out", "r.ext4", "--init", i, "--add", "/nonexistent/file:/x"], 3, &["/nonexistent/file", "--add"]);
+    refused(&t, &["--out", "r.ext4", "--init", i, "--tree", "/nonexistent/dir"], 3, &["/nonexistent/dir", "--tree"]);
+    refused(&t, &["--out", "r.ext4", "--init", i, "--base", "/nonexistent/base"], 3, &["--base"]);
     std::fs::write(t.join("junk"), vec![0x55u8; 4096]).unwrap();
-    refused(
-        &t,
-        &["--out", "r.ext4", "--init", i, "--base", "junk"],
-        3,
-        &["not a directory, an ext4 image or a tar archive"],
-    );
-    refused(
-        &t,
-        &["--out", "r.ext4", "--init", i, "--size", "2M"],
-        3,
-        &["too small"],
-    );
-    refused(
-        &t,
-        &[
-            "--out",
-            "r.ext4",
-            "--init",
-            i,
-            "--label",
-            "a-label-that-is-too-long",
-        ],
-        3,
-        &["16 bytes"],
-    );
+    refused(&t, &["--out", "r.ext4", "--init", i, "--base", "junk"], 3, &["not a directory, an ext4 image or a tar archive"]);
+    refused(&t, &["--out", "r.ext4", "--init", i, "--size", "2M"], 3, &["too small"]);
+    refused(&t, &["--out", "r.ext4", "--init", i, "--label", "a-label-that-is-too-long"], 3, &["16 bytes"]);
     refused(&t, &["--initramfs", "i.tar", "--init", i], 3, &[".cpio.gz"]);
-    refused(
-        &t,
-        &["--out", "no/such/dir/r.ext4", "--init", i],
-        4,
-        &["no/such/dir", "writable"],
-    );
+    refused(&t, &["--out", "no/such/dir/r.ext4", "--init", i], 4, &["no/such/dir", "writable"]);
     // Usage errors are clap's, exit 2.
     let o = build(&t.0, &["--out", "r.ext4", "--size", "lots"], &[]);
     assert_eq!(o.status.code(), Some(2));
-    let o = build(
-        &t.0,
-        &["--initramfs", "i.cpio", "--module", "virtio_blk"],
-        &[],
-    );
+    let o = build(&t.0, &["--initramfs", "i.cpio", "--module", "virtio_blk"], &[]);
     assert_eq!(o.status.code(), Some(2));
     let o = build(&t.0, &["--help"], &[]);
     assert_eq!(o.status.code(), Some(0));
@@ -220,10 +122,7 @@ fn read_only_output_directory() {
         bin = BIN,
         init = init.display()
     );
-    let o = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c", &script])
-        .output()
-        .unwrap();
+    let o = Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &script]).output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(out.contains("rc=4"), "{out} {err}");
@@ -231,12 +130,23 @@ fn read_only_output_directory() {
     assert_eq!(out.trim(), "rc=4", "nothing written: {out}");
 }
 
-#[cfg(target_os = "linux")]
+/// Pids of the children of `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
 #[test]
-fn interrupt_removes_temporary_files() {
+fn interrupt_stops_the_tool_and_removes_temporary_files() {
     let Some(init) = static_init() else { return };
+    if !have("tar") {
+        return;
+    }
     let t = TempDir::new("sigint");
-    // A FIFO as --base blocks the build after its work directory exists.
+    // A FIFO as --base is a tar stream: tar blocks reading it, inside the build.
     let fifo = t.join("base.fifo");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     // SAFETY: a valid NUL-terminated path.
@@ -244,32 +154,34 @@ fn interrupt_removes_temporary_files() {
     for (sig, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
         let child = Command::new(BIN)
             .current_dir(&t.0)
-            .args([
-                "--out",
-                "r.ext4",
-                "--init",
-                init.to_str().unwrap(),
-                "--base",
-                "base.fifo",
-            ])
+            .args(["--out", "r.ext4", "--init", init.to_str().unwrap(), "--base", "base.fifo"])
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        // Wait until the work directory appears.
+        // Wait until tar runs (the work directory exists by then).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while t.names().len() < 2 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no work directory: {:?}",
-                t.names()
-            );
+        let tar = loop {
+            if let Some(&p) = children(child.id()).first() {
+                break p;
+            }
+            assert!(std::time::Instant::now() < deadline, "tar never started");
             std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        };
+        assert_eq!(t.names().len(), 2, "{:?}", t.names());
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(child.id() as i32, sig) };
         let o = child.wait_with_output().unwrap();
         assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
-        assert!(stderr(&o).contains("interrupted"), "{}", stderr(&o));
+        let e = stderr(&o);
+        assert!(e.contains("interrupted"), "{e}");
+        assert!(!e.contains("tar failed"), "the killed tool's failure is not reported: {e}");
         assert_eq!(t.names(), ["base.fifo"]);
+        // The tool was stopped too.
+        assert!(
+            !std::path::Path::new(&format!("/proc/{tar}")).exists() || {
+                let s = std::fs::read_to_string(format!("/proc/{tar}/stat")).unwrap_or_default();
+                !s.contains(" tar ") && !s.contains("(tar)")
+            }
+        );
     }
 }

@@ -33,12 +33,7 @@ fn debian_kernel_loads_modules_from_initramfs_and_runs_from_the_ext4_root() {
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("vmlinuz")
-        })
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("vmlinuz"))
         .expect("boot/vmlinuz-* in the package");
     let t = TempDir::new("boot");
     std::fs::write(t.join("hello"), b"#!/bin/sh\necho ROOT-OK-MARK\n").unwrap();
@@ -62,40 +57,13 @@ fn debian_kernel_loads_modules_from_initramfs_and_runs_from_the_ext4_root() {
         &[],
     );
     assert_ok(&o);
-    let o = build(
-        &t.0,
-        &[
-            "--out",
-            "root.ext4",
-            "--init",
-            c,
-            "--add",
-            "/bin/busybox:/bin/sh",
-            "--add",
-            "hello:/hello:0755",
-        ],
-        &[],
-    );
+    let o = build(&t.0, &["--out", "root.ext4", "--init", c, "--add", "/bin/busybox:/bin/sh", "--add", "hello:/hello:0755"], &[]);
     assert_ok(&o);
 
     let mut child = Command::new("qemu-system-x86_64")
-        .args([
-            "-accel",
-            "tcg",
-            "-m",
-            "512",
-            "-nographic",
-            "-no-reboot",
-            "-kernel",
-        ])
+        .args(["-accel", "tcg", "-m", "512", "-nographic", "-no-reboot", "-kernel"])
         .arg(&kernel)
-        .args([
-            "-initrd",
-            "initrd.cpio.zst",
-            "-drive",
-            "file=root.ext4,if=virtio,format=raw",
-            "-append",
-        ])
+        .args(["-initrd", "initrd.cpio.zst", "-drive", "file=root.ext4,if=virtio,format=raw", "-append"])
         .arg("console=ttyS0 panic=-1 root=/dev/vda rootfstype=ext4 chinit.exec=/hello")
         .current_dir(&t.0)
         .stdin(Stdio::null())
@@ -122,12 +90,6 @@ fn debian_kernel_loads_modules_from_initramfs_and_runs_from_the_ext4_root() {
         std::thread::sleep(Duration::from_millis(100));
     };
     let log = reader.join().unwrap();
-    assert!(
-        status.is_some(),
-        "the guest did not power off in time:\n{log}"
-    );
-    assert!(
-        log.contains("ROOT-OK-MARK"),
-        "the workload from the ext4 root did not run:\n{log}"
-    );
+    assert!(status.is_some(), "the guest did not power off in time:\n{log}");
+    assert!(log.contains("ROOT-OK-MARK"), "the workload from the ext4 root did not run:\n{log}");
 }

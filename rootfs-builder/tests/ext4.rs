@@ -17,11 +17,7 @@ fn default_root_has_chinit_init_link_dirs_and_etc() {
         return;
     }
     let t = TempDir::new("ext4-default");
-    let o = build(
-        &t.0,
-        &["--out", "root.ext4", "--init", init.to_str().unwrap()],
-        &[],
-    );
+    let o = build(&t.0, &["--out", "root.ext4", "--init", init.to_str().unwrap()], &[]);
     assert_ok(&o);
     let err = stderr(&o);
     assert!(err.contains("mkfs.ext4"), "progress lines: {err}");
@@ -31,14 +27,8 @@ fn default_root_has_chinit_init_link_dirs_and_etc() {
     assert_eq!(t.names(), ["root.ext4"]);
     fsck_clean(&img);
 
-    assert_eq!(
-        stat(&img, "/sbin/chinit"),
-        ("regular".into(), "0755".into(), 0, 0)
-    );
-    assert_eq!(
-        dump(&img, "/sbin/chinit", &t.0),
-        std::fs::read(&init).unwrap()
-    );
+    assert_eq!(stat(&img, "/sbin/chinit"), ("regular".into(), "0755".into(), 0, 0));
+    assert_eq!(dump(&img, "/sbin/chinit", &t.0), std::fs::read(&init).unwrap());
     let link = debugfs(&img, "stat /init");
     assert!(link.contains("Type: symlink"), "{link}");
     assert!(link.contains("Fast link dest: \"/sbin/chinit\""), "{link}");
@@ -52,22 +42,12 @@ fn default_root_has_chinit_init_link_dirs_and_etc() {
         ("/root", "0700"),
         ("/var", "0755"),
     ] {
-        assert_eq!(
-            stat(&img, d),
-            ("directory".into(), mode.into(), 0, 0),
-            "{d}"
-        );
+        assert_eq!(stat(&img, d), ("directory".into(), mode.into(), 0, 0), "{d}");
     }
     assert_eq!(dump(&img, "/etc/hostname", &t.0), b"chinit\n");
-    assert!(String::from_utf8(dump(&img, "/etc/passwd", &t.0))
-        .unwrap()
-        .starts_with("root:x:0:0:"));
-    assert!(String::from_utf8(dump(&img, "/etc/group", &t.0))
-        .unwrap()
-        .starts_with("root:x:0:"));
-    assert!(String::from_utf8(dump(&img, "/etc/hosts", &t.0))
-        .unwrap()
-        .contains("localhost"));
+    assert!(String::from_utf8(dump(&img, "/etc/passwd", &t.0)).unwrap().starts_with("root:x:0:0:"));
+    assert!(String::from_utf8(dump(&img, "/etc/group", &t.0)).unwrap().starts_with("root:x:0:"));
+    assert!(String::from_utf8(dump(&img, "/etc/hosts", &t.0)).unwrap().contains("localhost"));
     // Timestamps come from SOURCE_DATE_EPOCH (unset: 0).
     assert!(debugfs(&img, "stat /sbin/chinit").contains("mtime: 0x00000000:00000000"));
     // Default size: the 16 MiB floor region, a whole number of MiB.
@@ -83,32 +63,16 @@ fn same_inputs_give_identical_images() {
     }
     let t = TempDir::new("ext4-repro");
     let i = init.to_str().unwrap();
-    assert_ok(&build(
-        &t.0,
-        &["--out", "a.ext4", "--init", i, "--label", "root"],
-        &[],
-    ));
+    assert_ok(&build(&t.0, &["--out", "a.ext4", "--init", i, "--label", "root"], &[]));
     // A second later: the clock must not leak into the image.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    assert_ok(&build(
-        &t.0,
-        &["--out", "b.ext4", "--init", i, "--label", "root"],
-        &[],
-    ));
+    assert_ok(&build(&t.0, &["--out", "b.ext4", "--init", i, "--label", "root"], &[]));
     assert_eq!(sha256(&t.join("a.ext4")), sha256(&t.join("b.ext4")));
 
     let epoch = [("SOURCE_DATE_EPOCH", "1700000000")];
-    assert_ok(&build(
-        &t.0,
-        &["--out", "c.ext4", "--init", i, "--label", "root"],
-        &epoch,
-    ));
+    assert_ok(&build(&t.0, &["--out", "c.ext4", "--init", i, "--label", "root"], &epoch));
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    assert_ok(&build(
-        &t.0,
-        &["--out", "d.ext4", "--init", i, "--label", "root"],
-        &epoch,
-    ));
+    assert_ok(&build(&t.0, &["--out", "d.ext4", "--init", i, "--label", "root"], &epoch));
     assert_eq!(sha256(&t.join("c.ext4")), sha256(&t.join("d.ext4")));
     assert_ne!(sha256(&t.join("a.ext4")), sha256(&t.join("c.ext4")));
     // 1700000000 = 0x6553f100
@@ -133,18 +97,7 @@ fn add_tree_and_size() {
     std::os::unix::fs::symlink("app/conf", t.join("tree/etc/conf-link")).unwrap();
     let o = build(
         &t.0,
-        &[
-            "--out",
-            "out/r.ext4",
-            "--init",
-            init.to_str().unwrap(),
-            "--add",
-            "app:/usr/bin/app:0750",
-            "--tree",
-            "tree",
-            "--size",
-            "64M",
-        ],
+        &["--out", "out/r.ext4", "--init", init.to_str().unwrap(), "--add", "app:/usr/bin/app:0750", "--tree", "tree", "--size", "64M"],
         &[],
     );
     // The output directory does not exist yet: refused, nothing created.
@@ -154,28 +107,14 @@ fn add_tree_and_size() {
     std::fs::create_dir(t.join("out")).unwrap();
     let o = build(
         &t.0,
-        &[
-            "--out",
-            "out/r.ext4",
-            "--init",
-            init.to_str().unwrap(),
-            "--add",
-            "app:/usr/bin/app:0750",
-            "--tree",
-            "tree",
-            "--size",
-            "64M",
-        ],
+        &["--out", "out/r.ext4", "--init", init.to_str().unwrap(), "--add", "app:/usr/bin/app:0750", "--tree", "tree", "--size", "64M"],
         &[],
     );
     assert_ok(&o);
     let img = t.join("out/r.ext4");
     assert_eq!(std::fs::metadata(&img).unwrap().len(), 64 << 20);
     fsck_clean(&img);
-    assert_eq!(
-        stat(&img, "/usr/bin/app"),
-        ("regular".into(), "0750".into(), 0, 0)
-    );
+    assert_eq!(stat(&img, "/usr/bin/app"), ("regular".into(), "0750".into(), 0, 0));
     assert_eq!(dump(&img, "/usr/bin/app", &t.0), b"#!/bin/sh\necho app\n");
     assert_eq!(dump(&img, "/etc/app/conf", &t.0), b"k=v\n");
     // --tree overrides the default /etc/hostname.
@@ -192,18 +131,7 @@ fn too_small_size_is_refused_and_existing_output_kept() {
     }
     let t = TempDir::new("ext4-small");
     std::fs::write(t.join("r.ext4"), b"previous image").unwrap();
-    let o = build(
-        &t.0,
-        &[
-            "--out",
-            "r.ext4",
-            "--init",
-            init.to_str().unwrap(),
-            "--size",
-            "1M",
-        ],
-        &[],
-    );
+    let o = build(&t.0, &["--out", "r.ext4", "--init", init.to_str().unwrap(), "--size", "1M"], &[]);
     assert_eq!(o.status.code(), Some(3));
     let e = stderr(&o);
     assert!(e.contains("too small") && e.contains("--size"), "{e}");
@@ -221,29 +149,20 @@ fn distro_tree(dir: &std::path::Path) {
     std::os::unix::fs::symlink("/usr/bin", dir.join("bin")).unwrap();
     std::fs::write(dir.join("usr/bin/python3"), b"python stand-in\n").unwrap();
     std::fs::write(dir.join("etc/hostname"), b"debian\n").unwrap();
-    std::fs::write(
-        dir.join("etc/passwd"),
-        b"root:x:0:0::/root:/bin/bash\nuser:x:1000:1000::/home/user:/bin/sh\n",
-    )
-    .unwrap();
+    std::fs::write(dir.join("etc/passwd"), b"root:x:0:0::/root:/bin/bash\nuser:x:1000:1000::/home/user:/bin/sh\n").unwrap();
 }
 
 fn check_injected(img: &std::path::Path, init: &[u8], scratch: &std::path::Path) {
     fsck_clean(img);
     // chinit lands in the real directory behind the /sbin symlink.
-    assert_eq!(
-        stat(img, "/usr/sbin/chinit"),
-        ("regular".into(), "0755".into(), 0, 0)
-    );
+    assert_eq!(stat(img, "/usr/sbin/chinit"), ("regular".into(), "0755".into(), 0, 0));
     assert_eq!(dump(img, "/usr/sbin/chinit", scratch), init);
     assert!(debugfs(img, "stat /sbin").contains("Fast link dest: \"usr/sbin\""));
     assert!(debugfs(img, "stat /init").contains("Fast link dest: \"/sbin/chinit\""));
     // The base's files are still there, and its own /etc wins over the defaults.
     assert_eq!(dump(img, "/usr/bin/python3", scratch), b"python stand-in\n");
     assert_eq!(dump(img, "/etc/hostname", scratch), b"debian\n");
-    assert!(String::from_utf8(dump(img, "/etc/passwd", scratch))
-        .unwrap()
-        .contains("user:x:1000"));
+    assert!(String::from_utf8(dump(img, "/etc/passwd", scratch)).unwrap().contains("user:x:1000"));
     assert_eq!(stat(img, "/tmp").1, "01777");
 }
 
@@ -257,33 +176,12 @@ fn inject_into_base_image_leaves_base_untouched() {
     distro_tree(&t.join("tree"));
     // A deliberately small base (4 MiB): the copy must be grown to take chinit.
     let base = t.join("base.ext4");
-    std::fs::File::create(&base)
-        .unwrap()
-        .set_len(4 << 20)
-        .unwrap();
-    let o = Command::new("mkfs.ext4")
-        .args(["-q", "-d"])
-        .arg(t.join("tree"))
-        .arg(&base)
-        .output()
-        .unwrap();
+    std::fs::File::create(&base).unwrap().set_len(4 << 20).unwrap();
+    let o = Command::new("mkfs.ext4").args(["-q", "-d"]).arg(t.join("tree")).arg(&base).output().unwrap();
     assert!(o.status.success());
     let before = sha256(&base);
     let i = init.to_str().unwrap();
-    let o = build(
-        &t.0,
-        &[
-            "--out",
-            "a.ext4",
-            "--base",
-            "base.ext4",
-            "--init",
-            i,
-            "--label",
-            "injected",
-        ],
-        &[],
-    );
+    let o = build(&t.0, &["--out", "a.ext4", "--base", "base.ext4", "--init", i, "--label", "injected"], &[]);
     assert_ok(&o);
     assert!(stderr(&o).contains("resize2fs"), "{}", stderr(&o));
     assert_eq!(sha256(&base), before, "the base image must not change");
@@ -293,42 +191,12 @@ fn inject_into_base_image_leaves_base_untouched() {
     assert!(debugfs(&t.join("a.ext4"), "stats").contains("Filesystem volume name:   injected"));
 
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    assert_ok(&build(
-        &t.0,
-        &[
-            "--out",
-            "b.ext4",
-            "--base",
-            "base.ext4",
-            "--init",
-            i,
-            "--label",
-            "injected",
-        ],
-        &[],
-    ));
-    assert_eq!(
-        sha256(&t.join("a.ext4")),
-        sha256(&t.join("b.ext4")),
-        "injection is reproducible"
-    );
+    assert_ok(&build(&t.0, &["--out", "b.ext4", "--base", "base.ext4", "--init", i, "--label", "injected"], &[]));
+    assert_eq!(sha256(&t.join("a.ext4")), sha256(&t.join("b.ext4")), "injection is reproducible");
     assert_eq!(sha256(&base), before);
 
     // Shrinking is refused, and leaves nothing behind.
-    let o = build(
-        &t.0,
-        &[
-            "--out",
-            "c.ext4",
-            "--base",
-            "base.ext4",
-            "--init",
-            i,
-            "--size",
-            "2M",
-        ],
-        &[],
-    );
+    let o = build(&t.0, &["--out", "c.ext4", "--base", "base.ext4", "--init", i, "--size", "2M"], &[]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(!t.join("c.ext4").exists());
     assert_eq!(t.names(), ["a.ext4", "b.ext4", "base.ext4", "tree"]);
@@ -347,38 +215,18 @@ fn base_dir_and_tarball_never_write_through_host_symlinks() {
     std::os::unix::fs::symlink("/usr/local", t.join("tree/opt")).unwrap();
     std::fs::write(t.join("extra"), b"x").unwrap();
     let i = init.to_str().unwrap();
-    let o = build(
-        &t.0,
-        &[
-            "--out",
-            "d.ext4",
-            "--base",
-            "tree",
-            "--init",
-            i,
-            "--add",
-            "extra:/opt/extra-rb-test",
-        ],
-        &[],
-    );
+    let o = build(&t.0, &["--out", "d.ext4", "--base", "tree", "--init", i, "--add", "extra:/opt/extra-rb-test"], &[]);
     assert_ok(&o);
     assert!(!std::path::Path::new("/usr/local/extra-rb-test").exists());
     let bytes = std::fs::read(&init).unwrap();
     check_injected(&t.join("d.ext4"), &bytes, &t.0);
-    assert_eq!(
-        dump(&t.join("d.ext4"), "/usr/local/extra-rb-test", &t.0),
-        b"x"
-    );
+    assert_eq!(dump(&t.join("d.ext4"), "/usr/local/extra-rb-test", &t.0), b"x");
     // The base directory itself is unchanged.
     assert!(!t.join("tree/usr/sbin/chinit").exists());
 
     // The same tree as a tarball, with a file owned by 1234:5678: ownership survives.
     std::fs::write(t.join("tree/usr/bin/owned"), b"o").unwrap();
-    let o = Command::new("chown")
-        .args(["1234:5678"])
-        .arg(t.join("tree/usr/bin/owned"))
-        .output()
-        .unwrap();
+    let o = Command::new("chown").args(["1234:5678"]).arg(t.join("tree/usr/bin/owned")).output().unwrap();
     let chowned = o.status.success();
     let o = Command::new("tar")
         .args(["--numeric-owner", "-czf"])
@@ -389,11 +237,7 @@ fn base_dir_and_tarball_never_write_through_host_symlinks() {
         .output()
         .unwrap();
     assert!(o.status.success());
-    assert_ok(&build(
-        &t.0,
-        &["--out", "t.ext4", "--base", "base.tar.gz", "--init", i],
-        &[],
-    ));
+    assert_ok(&build(&t.0, &["--out", "t.ext4", "--base", "base.tar.gz", "--init", i], &[]));
     check_injected(&t.join("t.ext4"), &bytes, &t.0);
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
@@ -425,16 +269,9 @@ fn unprivileged_user_gets_the_same_root_owned_image() {
         .unwrap();
     assert_ok(&o);
     let img = t.join("user.ext4");
-    assert_eq!(
-        stat(&img, "/sbin/chinit"),
-        ("regular".into(), "0755".into(), 0, 0)
-    );
+    assert_eq!(stat(&img, "/sbin/chinit"), ("regular".into(), "0755".into(), 0, 0));
     assert_eq!(stat(&img, "/etc/passwd").2, 0);
     fsck_clean(&img);
     assert_ok(&build(&t.0, &["--out", "root.ext4", "--init", "init"], &[]));
-    assert_eq!(
-        sha256(&img),
-        sha256(&t.join("root.ext4")),
-        "same inputs, same image, whoever builds it"
-    );
+    assert_eq!(sha256(&img), sha256(&t.join("root.ext4")), "same inputs, same image, whoever builds it");
 }

@@ -21,14 +21,7 @@ fn read_archive(path: &Path) -> Vec<ReadEntry> {
     };
     let plain = match tool {
         None => raw,
-        Some(t) => {
-            Command::new(t)
-                .args(["-dc"])
-                .arg(path)
-                .output()
-                .unwrap()
-                .stdout
-        }
+        Some(t) => Command::new(t).args(["-dc"]).arg(path).output().unwrap().stdout,
     };
     let mut v = cpio::read(&plain).unwrap();
     cpio::resolve_links(&mut v);
@@ -36,9 +29,7 @@ fn read_archive(path: &Path) -> Vec<ReadEntry> {
 }
 
 fn find<'a>(v: &'a [ReadEntry], name: &str) -> &'a ReadEntry {
-    v.iter()
-        .find(|r| r.entry.name == name)
-        .unwrap_or_else(|| panic!("{name} not in archive"))
+    v.iter().find(|r| r.entry.name == name).unwrap_or_else(|| panic!("{name} not in archive"))
 }
 
 #[test]
@@ -53,18 +44,7 @@ fn initramfs_content_and_reproducibility() {
         if out.ends_with(".gz") && !have("gzip") || out.ends_with(".zst") && !have("zstd") {
             continue;
         }
-        let o = build(
-            &t.0,
-            &[
-                "--initramfs",
-                out,
-                "--init",
-                i,
-                "--add",
-                "extra:/etc/extra:0600",
-            ],
-            &[],
-        );
+        let o = build(&t.0, &["--initramfs", out, "--init", i, "--add", "extra:/etc/extra:0600"], &[]);
         assert_ok(&o);
         let v = read_archive(&t.join(out));
         let names: Vec<&str> = v.iter().map(|r| r.entry.name.as_str()).collect();
@@ -80,14 +60,7 @@ fn initramfs_content_and_reproducibility() {
         assert_eq!(init_e.entry.data, bytes, "/init is chinit byte for byte");
         assert_eq!(find(&v, "sbin/chinit").entry.data, bytes);
         let console = find(&v, "dev/console");
-        assert_eq!(
-            (
-                console.entry.mode,
-                console.entry.rdev_major,
-                console.entry.rdev_minor
-            ),
-            (0o020600, 5, 1)
-        );
+        assert_eq!((console.entry.mode, console.entry.rdev_major, console.entry.rdev_minor), (0o020600, 5, 1));
         assert_eq!(find(&v, "etc/extra").entry.mode, 0o100600);
         assert_eq!(find(&v, "etc/extra").entry.data, b"extra\n");
         assert!(v.iter().all(|r| r.uid == 0 && r.gid == 0 && r.mtime == 0));
@@ -95,50 +68,20 @@ fn initramfs_content_and_reproducibility() {
     }
     // The cpio tool agrees on the listing.
     if have("cpio") {
-        let o = Command::new("cpio")
-            .args(["-itv", "--quiet"])
-            .stdin(std::fs::File::open(t.join("i.cpio")).unwrap())
-            .output()
-            .unwrap();
+        let o = Command::new("cpio").args(["-itv", "--quiet"]).stdin(std::fs::File::open(t.join("i.cpio")).unwrap()).output().unwrap();
         let list = String::from_utf8_lossy(&o.stdout);
-        assert!(
-            list.lines().any(|l| l.starts_with("crw-------")
-                && l.contains("5,")
-                && l.ends_with("dev/console")),
-            "{list}"
-        );
-        assert!(
-            list.lines()
-                .any(|l| l.starts_with("-rwxr-xr-x") && l.ends_with(" init")),
-            "{list}"
-        );
+        assert!(list.lines().any(|l| l.starts_with("crw-------") && l.contains("5,") && l.ends_with("dev/console")), "{list}");
+        assert!(list.lines().any(|l| l.starts_with("-rwxr-xr-x") && l.ends_with(" init")), "{list}");
     }
     // A second later, same bytes; another SOURCE_DATE_EPOCH, other bytes and that mtime.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     for (out, h) in &hashes {
         let again = format!("again-{out}");
-        assert_ok(&build(
-            &t.0,
-            &[
-                "--initramfs",
-                &again,
-                "--init",
-                i,
-                "--add",
-                "extra:/etc/extra:0600",
-            ],
-            &[],
-        ));
+        assert_ok(&build(&t.0, &["--initramfs", &again, "--init", i, "--add", "extra:/etc/extra:0600"], &[]));
         assert_eq!(&sha256(&t.join(&again)), h, "{out} reproducible");
     }
-    assert_ok(&build(
-        &t.0,
-        &["--initramfs", "e.cpio", "--init", i],
-        &[("SOURCE_DATE_EPOCH", "1700000000")],
-    ));
-    assert!(read_archive(&t.join("e.cpio"))
-        .iter()
-        .all(|r| r.mtime == 1_700_000_000));
+    assert_ok(&build(&t.0, &["--initramfs", "e.cpio", "--init", i], &[("SOURCE_DATE_EPOCH", "1700000000")]));
+    assert!(read_archive(&t.join("e.cpio")).iter().all(|r| r.mtime == 1_700_000_000));
 }
 
 /// A fake kernel package: lib/modules/6.1.0-test with modules.dep, .ko in each compression.
@@ -154,37 +97,16 @@ fn fake_modules(root: &Path) -> std::path::PathBuf {
         match tool {
             None => std::fs::write(&path, payload).unwrap(),
             Some(t) => {
-                let mut c = Command::new(t)
-                    .arg("-c")
-                    .stdin(Stdio::piped())
-                    .stdout(std::fs::File::create(&path).unwrap())
-                    .spawn()
-                    .unwrap();
+                let mut c = Command::new(t).arg("-c").stdin(Stdio::piped()).stdout(std::fs::File::create(&path).unwrap()).spawn().unwrap();
                 c.stdin.take().unwrap().write_all(payload).unwrap();
                 assert!(c.wait().unwrap().success());
             }
         }
     };
-    write_compressed(
-        "kernel/drivers/virtio/virtio.ko.xz",
-        b"MOD virtio",
-        Some("xz"),
-    );
-    write_compressed(
-        "kernel/drivers/virtio/virtio_ring.ko.zst",
-        b"MOD virtio_ring",
-        Some("zstd"),
-    );
-    write_compressed(
-        "kernel/drivers/block/virtio_blk.ko.gz",
-        b"MOD virtio_blk",
-        Some("gzip"),
-    );
-    write_compressed(
-        "kernel/drivers/virtio/virtio_pci.ko",
-        b"MOD virtio_pci",
-        None,
-    );
+    write_compressed("kernel/drivers/virtio/virtio.ko.xz", b"MOD virtio", Some("xz"));
+    write_compressed("kernel/drivers/virtio/virtio_ring.ko.zst", b"MOD virtio_ring", Some("zstd"));
+    write_compressed("kernel/drivers/block/virtio_blk.ko.gz", b"MOD virtio_blk", Some("gzip"));
+    write_compressed("kernel/drivers/virtio/virtio_pci.ko", b"MOD virtio_pci", None);
     write_compressed("kernel/lib/crc16.ko", b"MOD crc16", None);
     write_compressed("kernel/fs/ext4/ext4.ko.xz", b"MOD ext4", Some("xz"));
     std::fs::write(
@@ -197,11 +119,7 @@ kernel/lib/crc16.ko:\n\
 kernel/fs/ext4/ext4.ko.xz: kernel/lib/crc16.ko\n",
     )
     .unwrap();
-    std::fs::write(
-        dir.join("modules.builtin"),
-        "kernel/drivers/char/virtio_console.ko\n",
-    )
-    .unwrap();
+    std::fs::write(dir.join("modules.builtin"), "kernel/drivers/char/virtio_console.ko\n").unwrap();
     dir
 }
 
@@ -237,14 +155,9 @@ fn modules_with_dependencies_in_load_order() {
             &[],
         );
         assert_ok(&o);
-        assert!(
-            stderr(&o).contains("virtio_console is built into this kernel"),
-            "{}",
-            stderr(&o)
-        );
+        assert!(stderr(&o).contains("virtio_console is built into this kernel"), "{}", stderr(&o));
         let v = read_archive(&t.join("m.cpio"));
-        let load =
-            String::from_utf8(find(&v, "etc/chinit/modules.load").entry.data.clone()).unwrap();
+        let load = String::from_utf8(find(&v, "etc/chinit/modules.load").entry.data.clone()).unwrap();
         let base = "/lib/modules/6.1.0-test/kernel";
         assert_eq!(
             load.lines().collect::<Vec<_>>(),
@@ -258,20 +171,9 @@ fn modules_with_dependencies_in_load_order() {
             ]
         );
         // Every listed file is in the archive, decompressed.
-        for (line, payload) in load.lines().zip([
-            "virtio",
-            "virtio_ring",
-            "virtio_blk",
-            "virtio_pci",
-            "crc16",
-            "ext4",
-        ]) {
+        for (line, payload) in load.lines().zip(["virtio", "virtio_ring", "virtio_blk", "virtio_pci", "crc16", "ext4"]) {
             let e = find(&v, line.trim_start_matches('/'));
-            assert_eq!(
-                e.entry.data,
-                format!("MOD {payload}").into_bytes(),
-                "{line}"
-            );
+            assert_eq!(e.entry.data, format!("MOD {payload}").into_bytes(), "{line}");
             assert_eq!(e.entry.mode, 0o100644);
         }
     }
@@ -288,38 +190,17 @@ fn unknown_module_lists_near_matches() {
     let before = t.names();
     let o = build(
         &t.0,
-        &[
-            "--initramfs",
-            "m.cpio.gz",
-            "--init",
-            init.to_str().unwrap(),
-            "--modules-from",
-            dir.to_str().unwrap(),
-            "--module",
-            "virtio_bl",
-        ],
+        &["--initramfs", "m.cpio.gz", "--init", init.to_str().unwrap(), "--modules-from", dir.to_str().unwrap(), "--module", "virtio_bl"],
         &[],
     );
     assert_eq!(o.status.code(), Some(3));
     let e = stderr(&o);
-    assert!(
-        e.contains("module virtio_bl is not in") && e.contains("did you mean: virtio_blk"),
-        "{e}"
-    );
+    assert!(e.contains("module virtio_bl is not in") && e.contains("did you mean: virtio_blk"), "{e}");
     assert_eq!(t.names(), before);
 
     let o = build(
         &t.0,
-        &[
-            "--initramfs",
-            "m.cpio",
-            "--init",
-            init.to_str().unwrap(),
-            "--modules-from",
-            t.0.to_str().unwrap(),
-            "--module",
-            "ext4",
-        ],
+        &["--initramfs", "m.cpio", "--init", init.to_str().unwrap(), "--modules-from", t.0.to_str().unwrap(), "--module", "ext4"],
         &[],
     );
     assert_eq!(o.status.code(), Some(3));
@@ -330,54 +211,31 @@ fn unknown_module_lists_near_matches() {
 #[test]
 fn host_modules_if_present() {
     let Some(init) = static_init() else { return };
-    let Some(dir) = std::fs::read_dir("/lib/modules").ok().and_then(|rd| {
-        rd.flatten()
-            .map(|e| e.path())
-            .find(|p| p.join("modules.dep").is_file())
-    }) else {
+    let Some(dir) =
+        std::fs::read_dir("/lib/modules").ok().and_then(|rd| rd.flatten().map(|e| e.path()).find(|p| p.join("modules.dep").is_file()))
+    else {
         eprintln!("skip: no /lib/modules/<version>/modules.dep on this host");
         return;
     };
     let dep = std::fs::read_to_string(dir.join("modules.dep")).unwrap();
-    let Some(name) = ["virtio_blk", "ext4", "loop"].into_iter().find(|n| {
-        dep.lines()
-            .any(|l| rootfs_builder::modules::name_of(l.split(':').next().unwrap()) == *n)
-    }) else {
+    let Some(name) = ["virtio_blk", "ext4", "loop"]
+        .into_iter()
+        .find(|n| dep.lines().any(|l| rootfs_builder::modules::name_of(l.split(':').next().unwrap()) == *n))
+    else {
         eprintln!("skip: no well-known module in {}", dir.display());
         return;
     };
     let t = TempDir::new("initramfs-host");
     let o = build(
         &t.0,
-        &[
-            "--initramfs",
-            "h.cpio",
-            "--init",
-            init.to_str().unwrap(),
-            "--modules-from",
-            dir.to_str().unwrap(),
-            "--module",
-            name,
-        ],
+        &["--initramfs", "h.cpio", "--init", init.to_str().unwrap(), "--modules-from", dir.to_str().unwrap(), "--module", name],
         &[],
     );
     assert_ok(&o);
     let v = read_archive(&t.join("h.cpio"));
     let load = String::from_utf8(find(&v, "etc/chinit/modules.load").entry.data.clone()).unwrap();
-    assert!(
-        load.lines()
-            .last()
-            .unwrap()
-            .ends_with(&format!("/{name}.ko")),
-        "{load}"
-    );
+    assert!(load.lines().last().unwrap().ends_with(&format!("/{name}.ko")), "{load}");
     for l in load.lines() {
-        assert!(
-            find(&v, l.trim_start_matches('/'))
-                .entry
-                .data
-                .starts_with(b"\x7fELF"),
-            "{l} is a plain ELF module"
-        );
+        assert!(find(&v, l.trim_start_matches('/')).entry.data.starts_with(b"\x7fELF"), "{l} is a plain ELF module");
     }
 }
