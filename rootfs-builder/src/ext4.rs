@@ -198,7 +198,13 @@ fn build_new(plan: &Plan, opts: &Ext4Options, work: &Path, image: &Path) -> Resu
         }
         Base::Tarball(tar) => {
             progress::step(&format!("extracting base tarball {}…", tar.display()));
-            tools::run("tar", Command::new("tar").args(["-x", "-p", "--numeric-owner", "-f"]).arg(tar).arg("-C").arg(&staging), &[])?;
+            let mut cmd = Command::new("tar");
+            cmd.args(["-x", "-p", "--numeric-owner"]);
+            if euid_is_root() {
+                // File capabilities (e.g. ping's cap_net_raw) live in xattrs; only root may set them.
+                cmd.args(["--xattrs", "--xattrs-include=*"]);
+            }
+            tools::run("tar", cmd.arg("-f").arg(tar).arg("-C").arg(&staging), &[])?;
         }
         _ => {}
     }
@@ -448,6 +454,32 @@ fn inject(plan: &Plan, opts: &Ext4Options, work: &Path, base: &Path, image: &Pat
 mod tests {
     use super::*;
     use crate::resolve::tests::Fake;
+
+    #[test]
+    fn detect_base_kinds() {
+        let dir = std::env::temp_dir().join(format!("detect-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, at: usize, bytes: &[u8]| {
+            let mut b = vec![0u8; 4096];
+            b[at..at + bytes.len()].copy_from_slice(bytes);
+            std::fs::write(dir.join(name), b).unwrap();
+            dir.join(name)
+        };
+        let ext4 = write("img", 1080, &[0x53, 0xEF]);
+        let tar = write("t.tar", 257, b"ustar");
+        let gz = write("t.tgz", 0, &[0x1f, 0x8b]);
+        let zst = write("t.tar.zst", 0, &[0x28, 0xb5, 0x2f, 0xfd]);
+        let junk = write("junk", 0, b"hello");
+        assert_eq!(Base::detect(&dir).unwrap(), Base::Dir(dir.clone()));
+        assert_eq!(Base::detect(&ext4).unwrap(), Base::Image(ext4.clone()));
+        for t in [&tar, &gz, &zst] {
+            assert_eq!(Base::detect(t).unwrap(), Base::Tarball(t.clone()));
+        }
+        assert!(matches!(Base::detect(&junk), Err(Error::BadBase { .. })));
+        assert!(matches!(Base::detect(&dir.join("missing")), Err(Error::BadBase { .. })));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn dumpe2fs_parse() {

@@ -224,12 +224,17 @@ fn base_dir_and_tarball_never_write_through_host_symlinks() {
     // The base directory itself is unchanged.
     assert!(!t.join("tree/usr/sbin/chinit").exists());
 
-    // The same tree as a tarball, with a file owned by 1234:5678: ownership survives.
+    // The same tree as a tarball, with a file owned by 1234:5678 and a file capability
+    // (security.capability, as ping has): both survive into the image when building as root.
     std::fs::write(t.join("tree/usr/bin/owned"), b"o").unwrap();
     let o = Command::new("chown").args(["1234:5678"]).arg(t.join("tree/usr/bin/owned")).output().unwrap();
     let chowned = o.status.success();
+    let cap: [u8; 20] = [1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]; // cap_net_raw+ep
+    let path = std::ffi::CString::new(t.join("tree/usr/bin/owned").to_str().unwrap()).unwrap();
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+    let capped = unsafe { libc::setxattr(path.as_ptr(), c"security.capability".as_ptr(), cap.as_ptr().cast(), cap.len(), 0) } == 0;
     let o = Command::new("tar")
-        .args(["--numeric-owner", "-czf"])
+        .args(["--numeric-owner", "--xattrs", "--xattrs-include=*", "-czf"])
         .arg(t.join("base.tar.gz"))
         .arg("-C")
         .arg(t.join("tree"))
@@ -244,6 +249,10 @@ fn base_dir_and_tarball_never_write_through_host_symlinks() {
     if chowned && root {
         let s = stat(&t.join("t.ext4"), "/usr/bin/owned");
         assert_eq!((s.2, s.3), (1234, 5678));
+    }
+    if capped && root {
+        let ea = debugfs(&t.join("t.ext4"), "ea_list /usr/bin/owned");
+        assert!(ea.contains("security.capability (20) = 01 00 00 02 00 20"), "{ea}");
     }
 }
 
