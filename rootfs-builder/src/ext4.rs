@@ -81,7 +81,9 @@ pub fn fake_time(epoch: i64) -> i64 {
     epoch.max(1)
 }
 
-/// A fixed UUID derived from the inputs (FNV-1a), so equal inputs give equal images.
+/// A fixed UUID derived from the inputs (FNV-1a over the options, the plan's paths and modes,
+/// the bytes of in-memory files such as the init, and the staged content's size), so equal
+/// inputs give equal images and different inits give different UUIDs.
 pub fn uuid_for(plan: &Plan, opts: &Ext4Options, content_sizes: &[u64]) -> String {
     let mut text = format!("{}|{:?}|", opts.epoch, opts.label);
     for (k, e) in &plan.entries {
@@ -90,8 +92,18 @@ pub fn uuid_for(plan: &Plan, opts: &Ext4Options, content_sizes: &[u64]) -> Strin
     for s in content_sizes {
         let _ = write!(text, "{s},");
     }
-    let h = |seed: u64| text.bytes().fold(seed, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
-    let (a, b) = (h(0xcbf29ce484222325), h(0x84222325cbf29ce4));
+    let contents = plan.entries.values().filter_map(|e| match &e.kind {
+        Kind::File(Content::Bytes(b)) => Some(b.as_slice()),
+        _ => None,
+    });
+    let fnv = |h: u64, b: u8| (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
+    let (mut a, mut b) = (0xcbf29ce484222325u64, 0x84222325cbf29ce4u64);
+    for chunk in std::iter::once(text.as_bytes()).chain(contents) {
+        for &byte in chunk {
+            a = fnv(a, byte);
+            b = fnv(b, byte.rotate_left(3));
+        }
+    }
     let b = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000; // RFC 4122 variant
     let a = (a & 0xffff_ffff_ffff_0fff) | 0x4000; // version 4 layout
     format!("{:08x}-{:04x}-{:04x}-{:04x}-{:012x}", a >> 32, (a >> 16) & 0xffff, a & 0xffff, b >> 48, b & 0xffff_ffff_ffff)
@@ -527,6 +539,7 @@ mod tests {
         let a = uuid_for(&plan, &o, &[1, 2]);
         assert_eq!(a, uuid_for(&plan, &o, &[1, 2]));
         assert_ne!(a, uuid_for(&plan, &o, &[1, 3]));
+        assert_ne!(a, uuid_for(&Plan::root(Content::Bytes(vec![2])), &o, &[1, 2]), "another init, another UUID");
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "4");
     }
