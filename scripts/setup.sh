@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what chinit's builds, tests and demo need, on Debian or Ubuntu with Rust (rustup) present.
+# Idempotent: installs only what is missing. Needs root for apt-get (sudo is used when not root).
+set -euo pipefail
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+# command:package pairs, then packages without a command to probe.
+missing=()
+for pair in qemu-system-x86_64:qemu-system-x86 mkfs.ext4:e2fsprogs debugfs:e2fsprogs busybox:busybox-static \
+            python3:python3 ip:iproute2 cpio:cpio zstd:zstd xz:xz-utils make:make cc:build-essential \
+            flex:flex bison:bison bc:bc; do
+  cmd=${pair%%:*} pkg=${pair#*:}
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+done
+for pkg in linux-source-6.1 libelf-dev libssl-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  say "cargo not found: install Rust with rustup (https://rustup.rs), then run this again"
+  exit 1
+fi
+if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
+  say "adding the x86_64-unknown-linux-musl target"
+  rustup target add x86_64-unknown-linux-musl
+fi
+if ! command -v vhost-device-vsock >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/vhost-device-vsock" ]; then
+  say "installing vhost-device-vsock (QEMU's vsock with cloud-hypervisor's hybrid protocol; a few minutes)"
+  cargo install --locked --quiet vhost-device-vsock
+fi
+say "ok"
