@@ -39,13 +39,7 @@ pub fn stats(values: &[u64]) -> Option<Stats> {
     }
     let mut v = values.to_vec();
     v.sort_unstable();
-    Some(Stats {
-        n: v.len(),
-        min_us: v[0],
-        median_us: rank(&v, 50),
-        p95_us: rank(&v, 95),
-        max_us: v[v.len() - 1],
-    })
+    Some(Stats { n: v.len(), min_us: v[0], median_us: rank(&v, 50), p95_us: rank(&v, 95), max_us: v[v.len() - 1] })
 }
 
 /// The boot order: warm-up boots first, then measured ones; A and B alternate throughout.
@@ -125,34 +119,19 @@ fn rows(a: &Samples, b: Option<&Samples>) -> Vec<Row> {
             let sa = a.values.get(&name).and_then(|v| stats(v));
             let sb = b.and_then(|b| b.values.get(&name)).and_then(|v| stats(v));
             let ratio = match (sa, sb) {
-                (Some(x), Some(y)) if x.median_us > 0 => {
-                    Some(y.median_us as f64 / x.median_us as f64)
-                }
+                (Some(x), Some(y)) if x.median_us > 0 => Some(y.median_us as f64 / x.median_us as f64),
                 _ => None,
             };
-            Row {
-                figure: name,
-                a: sa,
-                b: sb,
-                ratio,
-            }
+            Row { figure: name, a: sa, b: sb, ratio }
         })
         .filter(|r| r.a.is_some() || r.b.is_some())
         .collect()
 }
 
 fn label(o: &Options) -> String {
-    let root = o
-        .initramfs
-        .as_ref()
-        .or(o.rootfs.as_ref())
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| crate::locate::DEFAULT_IMAGE.into());
-    let kernel = o
-        .kernel
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "default kernel".into());
+    let root =
+        o.initramfs.as_ref().or(o.rootfs.as_ref()).map(|p| p.display().to_string()).unwrap_or_else(|| crate::locate::DEFAULT_IMAGE.into());
+    let kernel = o.kernel.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "default kernel".into());
     format!("{root} + {kernel}")
 }
 
@@ -183,32 +162,11 @@ pub fn bench(
         };
         let r = run::run(o).map_err(|e| match e {
             Error::Interrupted(_) => e,
-            other => Error::Usage(format!(
-                "boot {} of {total} (side {side:?}) failed: {other}",
-                i + 1
-            )),
+            other => Error::Usage(format!("boot {} of {total} (side {side:?}) failed: {other}", i + 1)),
         })?;
-        let total_ms = r
-            .phases
-            .as_ref()
-            .map(|p| report::ms(p.total_us))
-            .unwrap_or_else(|| "-".into());
-        progress(
-            i + 1,
-            total,
-            &format!(
-                "{side:?} {} total {total_ms} ms",
-                if measured { "measured" } else { "warm-up" }
-            ),
-        );
-        meta.get_or_insert_with(|| {
-            (
-                r.vmm.clone(),
-                r.accel.clone(),
-                r.representative,
-                r.notes.clone(),
-            )
-        });
+        let total_ms = r.phases.as_ref().map(|p| report::ms(p.total_us)).unwrap_or_else(|| "-".into());
+        progress(i + 1, total, &format!("{side:?} {} total {total_ms} ms", if measured { "measured" } else { "warm-up" }));
+        meta.get_or_insert_with(|| (r.vmm.clone(), r.accel.clone(), r.representative, r.notes.clone()));
         if measured {
             match side {
                 Side::A => sa.add(&r),
@@ -233,24 +191,16 @@ pub fn bench(
 
 fn cell(s: Option<Stats>) -> String {
     match s {
-        Some(s) => format!(
-            "{:>9} {:>9} {:>9} {:>9}",
-            report::ms(s.min_us),
-            report::ms(s.median_us),
-            report::ms(s.p95_us),
-            report::ms(s.max_us)
-        ),
+        Some(s) => {
+            format!("{:>9} {:>9} {:>9} {:>9}", report::ms(s.min_us), report::ms(s.median_us), report::ms(s.p95_us), report::ms(s.max_us))
+        }
         None => format!("{:>9} {:>9} {:>9} {:>9}", "-", "-", "-", "-"),
     }
 }
 
 pub fn text(r: &BenchResult) -> String {
     let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "host-probe bench: {} ({}), n={} per side, warm-up {}",
-        r.vmm, r.accel, r.n, r.warmup
-    );
+    let _ = writeln!(o, "host-probe bench: {} ({}), n={} per side, warm-up {}", r.vmm, r.accel, r.n, r.warmup);
     for n in &r.notes {
         let _ = writeln!(o, "  note: {n}");
     }
@@ -258,10 +208,7 @@ pub fn text(r: &BenchResult) -> String {
     if let Some(b) = &r.b {
         let _ = writeln!(o, "  B: {b}");
     }
-    let _ = writeln!(
-        o,
-        "  figures in ms (min median p95 max); phases as in `host-probe run`"
-    );
+    let _ = writeln!(o, "  figures in ms (min median p95 max); phases as in `host-probe run`");
     let head = format!("{:>9} {:>9} {:>9} {:>9}", "min", "median", "p95", "max");
     if r.b.is_some() {
         let _ = writeln!(o, "  {:<26} A {head}   B {head}   B/A", "figure");
@@ -270,17 +217,8 @@ pub fn text(r: &BenchResult) -> String {
     }
     for row in &r.rows {
         if r.b.is_some() {
-            let ratio = row
-                .ratio
-                .map(|x| format!("{x:.3}"))
-                .unwrap_or_else(|| "-".into());
-            let _ = writeln!(
-                o,
-                "  {:<26} A {}   B {}   {ratio}",
-                row.figure,
-                cell(row.a),
-                cell(row.b)
-            );
+            let ratio = row.ratio.map(|x| format!("{x:.3}")).unwrap_or_else(|| "-".into());
+            let _ = writeln!(o, "  {:<26} A {}   B {}   {ratio}", row.figure, cell(row.a), cell(row.b));
         } else {
             let _ = writeln!(o, "  {:<26} {}", row.figure, cell(row.a));
         }
@@ -299,13 +237,7 @@ mod tests {
             (&[], None),
             (&[7], Some((7, 7, 7, 7))),
             (&[4, 1, 3, 2], Some((1, 2, 4, 4))),
-            (
-                &[
-                    10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 130, 140, 150, 160, 170,
-                    180, 190, 200,
-                ],
-                Some((10, 100, 190, 200)),
-            ),
+            (&[10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 130, 140, 150, 160, 170, 180, 190, 200], Some((10, 100, 190, 200))),
         ];
         for (v, want) in cases {
             let got = stats(v).map(|s| (s.min_us, s.median_us, s.p95_us, s.max_us));
@@ -316,17 +248,7 @@ mod tests {
     #[test]
     fn schedule_interleaves_after_warmup() {
         use Side::*;
-        assert_eq!(
-            schedule(2, 1, true),
-            vec![
-                (A, false),
-                (B, false),
-                (A, true),
-                (B, true),
-                (A, true),
-                (B, true)
-            ]
-        );
+        assert_eq!(schedule(2, 1, true), vec![(A, false), (B, false), (A, true), (B, true), (A, true), (B, true)]);
         assert_eq!(schedule(2, 0, false), vec![(A, true), (A, true)]);
     }
 
@@ -334,10 +256,7 @@ mod tests {
     fn rows_compare_medians() {
         let mut a = Samples::default();
         let mut b = Samples::default();
-        for (name, va, vb) in [
-            ("kernel boot", [100, 300, 200], [50, 60, 70]),
-            ("init", [10, 10, 10], [20, 20, 20]),
-        ] {
+        for (name, va, vb) in [("kernel boot", [100, 300, 200], [50, 60, 70]), ("init", [10, 10, 10], [20, 20, 20])] {
             a.order.push(name.into());
             a.values.insert(name.into(), va.to_vec());
             b.order.push(name.into());

@@ -46,18 +46,10 @@ pub fn kvm_kind<'a>(modules: impl IntoIterator<Item = &'a str>) -> KvmKind {
 /// The loaded modules of this host: `/sys/module` entries and `/proc/modules` first words.
 pub fn host_modules() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir("/sys/module")
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
     if let Ok(text) = std::fs::read_to_string("/proc/modules") {
-        names.extend(
-            text.lines()
-                .filter_map(|l| l.split_whitespace().next())
-                .map(String::from),
-        );
+        names.extend(text.lines().filter_map(|l| l.split_whitespace().next()).map(String::from));
     }
     names
 }
@@ -123,24 +115,13 @@ pub struct Line {
 }
 
 fn line(status: Status, what: &'static str, detail: String, fix: Option<&str>) -> Line {
-    Line {
-        status,
-        what,
-        detail,
-        fix: fix.map(String::from),
-    }
+    Line { status, what, detail, fix: fix.map(String::from) }
 }
 
 fn program(p: &Option<Program>) -> String {
     match p {
-        Some(Program {
-            path,
-            version: Some(v),
-        }) => format!("{} ({v})", path.display()),
-        Some(Program {
-            path,
-            version: None,
-        }) => format!("{} (version unknown)", path.display()),
+        Some(Program { path, version: Some(v) }) => format!("{} ({v})", path.display()),
+        Some(Program { path, version: None }) => format!("{} (version unknown)", path.display()),
         None => "not found".into(),
     }
 }
@@ -157,12 +138,7 @@ pub fn lines(f: &Facts) -> Vec<Line> {
             "kvm_pvm (software, nested): Linux guests boot only under QEMU TCG; timings are not representative".into(),
             Some("use a host with hardware virtualisation (kvm_intel/kvm_amd) for real figures"),
         ),
-        KvmKind::Unknown => line(
-            Warn,
-            "kvm",
-            "kvm loaded, no kvm_intel/kvm_amd seen".into(),
-            Some("modprobe kvm_intel (or kvm_amd)"),
-        ),
+        KvmKind::Unknown => line(Warn, "kvm", "kvm loaded, no kvm_intel/kvm_amd seen".into(), Some("modprobe kvm_intel (or kvm_amd)")),
         KvmKind::Absent => line(
             Missing,
             "kvm",
@@ -173,26 +149,15 @@ pub fn lines(f: &Facts) -> Vec<Line> {
     if f.kvm != KvmKind::Absent {
         v.push(match &f.kvm_access {
             Result::Ok(()) => line(Ok, "/dev/kvm", "read-write".into(), None),
-            Err(e) => line(
-                Missing,
-                "/dev/kvm",
-                e.clone(),
-                Some("run as root or add yourself to the kvm group"),
-            ),
+            Err(e) => line(Missing, "/dev/kvm", e.clone(), Some("run as root or add yourself to the kvm group")),
         });
     }
     let ch_usable = f.kvm.hardware();
     v.push(match (&f.cloud_hypervisor, ch_usable) {
         (Some(_), true) => line(Ok, "cloud-hypervisor", program(&f.cloud_hypervisor), None),
-        (Some(_), false) => line(
-            Warn,
-            "cloud-hypervisor",
-            format!(
-                "{}; cannot boot Linux without hardware KVM",
-                program(&f.cloud_hypervisor)
-            ),
-            None,
-        ),
+        (Some(_), false) => {
+            line(Warn, "cloud-hypervisor", format!("{}; cannot boot Linux without hardware KVM", program(&f.cloud_hypervisor)), None)
+        }
         (None, _) => line(
             Warn,
             "cloud-hypervisor",
@@ -202,12 +167,7 @@ pub fn lines(f: &Facts) -> Vec<Line> {
     });
     v.push(match &f.qemu {
         Some(_) => line(Ok, "qemu", program(&f.qemu), None),
-        None => line(
-            Missing,
-            "qemu",
-            "qemu-system-x86_64 not found".into(),
-            Some("apt-get install qemu-system-x86"),
-        ),
+        None => line(Missing, "qemu", "qemu-system-x86_64 not found".into(), Some("apt-get install qemu-system-x86")),
     });
     v.push(match &f.vhost_vsock {
         Some(_) => line(Ok, "vhost-device-vsock", program(&f.vhost_vsock), None),
@@ -220,58 +180,26 @@ pub fn lines(f: &Facts) -> Vec<Line> {
     });
     v.push(match &f.tun {
         Result::Ok(()) => line(Ok, "/dev/net/tun", "usable".into(), None),
-        Err(e) => line(
-            Missing,
-            "/dev/net/tun",
-            e.clone(),
-            Some("modprobe tun; mknod /dev/net/tun c 10 200"),
-        ),
+        Err(e) => line(Missing, "/dev/net/tun", e.clone(), Some("modprobe tun; mknod /dev/net/tun c 10 200")),
     });
     v.push(if f.cap_net_admin {
         line(Ok, "CAP_NET_ADMIN", "yes (TAPs can be made)".into(), None)
     } else {
-        line(
-            Missing,
-            "CAP_NET_ADMIN",
-            "no: cannot create the TAP".into(),
-            Some("run as root (sudo host-probe ...)"),
-        )
+        line(Missing, "CAP_NET_ADMIN", "no: cannot create the TAP".into(), Some("run as root (sudo host-probe ...)"))
     });
     v.push(match &f.ip_tool {
         Some(p) => line(Ok, "ip", p.display().to_string(), None),
-        None => line(
-            Missing,
-            "ip",
-            "iproute2 not found".into(),
-            Some("apt-get install iproute2"),
-        ),
+        None => line(Missing, "ip", "iproute2 not found".into(), Some("apt-get install iproute2")),
     });
     v.push(match &f.mkfs_ext4 {
         Some(p) => line(Ok, "e2fsprogs", p.display().to_string(), None),
-        None => line(
-            Missing,
-            "e2fsprogs",
-            "mkfs.ext4 not found (rootfs-builder needs it)".into(),
-            Some("apt-get install e2fsprogs"),
-        ),
+        None => line(Missing, "e2fsprogs", "mkfs.ext4 not found (rootfs-builder needs it)".into(), Some("apt-get install e2fsprogs")),
     });
-    let cache = f
-        .cache_root
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "(no cache root: set $CHINIT_CACHE)".into());
-    for (what, file) in [
-        ("kernel (qemu)", &f.bzimage),
-        ("kernel (cloud-hypervisor)", &f.vmlinux),
-    ] {
+    let cache = f.cache_root.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(no cache root: set $CHINIT_CACHE)".into());
+    for (what, file) in [("kernel (qemu)", &f.bzimage), ("kernel (cloud-hypervisor)", &f.vmlinux)] {
         v.push(match file {
             Some(p) => line(Ok, what, p.display().to_string(), None),
-            None => line(
-                Missing,
-                what,
-                format!("none in {cache}/kernels"),
-                Some("run `rootfs-builder kernel`"),
-            ),
+            None => line(Missing, what, format!("none in {cache}/kernels"), Some("run `rootfs-builder kernel`")),
         });
     }
     v.push(match &f.image {
@@ -288,12 +216,7 @@ pub fn lines(f: &Facts) -> Vec<Line> {
 
 /// Whether a QEMU boot can run with these facts.
 pub fn can_boot(f: &Facts) -> bool {
-    f.qemu.is_some()
-        && f.bzimage.is_some()
-        && f.image.is_some()
-        && f.tun.is_ok()
-        && f.cap_net_admin
-        && f.ip_tool.is_some()
+    f.qemu.is_some() && f.bzimage.is_some() && f.image.is_some() && f.tun.is_ok() && f.cap_net_admin && f.ip_tool.is_some()
 }
 
 /// Renders the lines.
@@ -317,37 +240,22 @@ pub fn render(lines: &[Line]) -> String {
 pub fn version_of(path: &Path) -> Option<String> {
     let out = Command::new(path).arg("--version").output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .next()
-        .map(|l| l.trim().to_string())
-        .filter(|l| !l.is_empty())
+    text.lines().next().map(|l| l.trim().to_string()).filter(|l| !l.is_empty())
 }
 
 fn found(p: Option<PathBuf>) -> Option<Program> {
-    p.map(|path| Program {
-        version: version_of(&path),
-        path,
-    })
+    p.map(|path| Program { version: version_of(&path), path })
 }
 
 fn open_rw(path: &str) -> Result<(), String> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map(drop)
-        .map_err(|e| format!("{path}: {e}"))
+    std::fs::OpenOptions::new().read(true).write(true).open(path).map(drop).map_err(|e| format!("{path}: {e}"))
 }
 
 /// Reads this host.
 pub fn gather() -> Facts {
     let kvm = host_kvm_kind();
     let cache_root = locate::this_cache_root();
-    let k = |file| {
-        cache_root
-            .as_deref()
-            .and_then(|r| locate::default_kernel(r, file))
-    };
+    let k = |file| cache_root.as_deref().and_then(|r| locate::default_kernel(r, file));
     Facts {
         kvm,
         kvm_access: open_rw("/dev/kvm"),
@@ -355,9 +263,7 @@ pub fn gather() -> Facts {
         qemu: found(locate::which(locate::QEMU)),
         vhost_vsock: found(locate::which(locate::VHOST_VSOCK)),
         tun: open_rw("/dev/net/tun"),
-        cap_net_admin: std::fs::read_to_string("/proc/self/status")
-            .map(|s| has_capability(&s, CAP_NET_ADMIN))
-            .unwrap_or(false),
+        cap_net_admin: std::fs::read_to_string("/proc/self/status").map(|s| has_capability(&s, CAP_NET_ADMIN)).unwrap_or(false),
         ip_tool: locate::which("ip"),
         mkfs_ext4: locate::which("mkfs.ext4"),
         vmlinux: k("vmlinux"),
@@ -399,20 +305,12 @@ mod tests {
     }
 
     fn facts() -> Facts {
-        let prog = |p: &str, v: &str| {
-            Some(Program {
-                path: p.into(),
-                version: Some(v.into()),
-            })
-        };
+        let prog = |p: &str, v: &str| Some(Program { path: p.into(), version: Some(v.into()) });
         Facts {
             kvm: KvmKind::Pvm,
             kvm_access: Ok(()),
             cloud_hypervisor: prog("/usr/bin/cloud-hypervisor", "cloud-hypervisor v53.0"),
-            qemu: prog(
-                "/usr/bin/qemu-system-x86_64",
-                "QEMU emulator version 7.2.22",
-            ),
+            qemu: prog("/usr/bin/qemu-system-x86_64", "QEMU emulator version 7.2.22"),
             vhost_vsock: None,
             tun: Ok(()),
             cap_net_admin: true,
@@ -434,27 +332,15 @@ mod tests {
         assert!(get("kvm").detail.contains("kvm_pvm"));
         assert!(get("cloud-hypervisor").detail.contains("cannot boot Linux"));
         assert_eq!(get("qemu").status, Status::Ok);
-        assert_eq!(
-            get("vhost-device-vsock").fix.as_deref(),
-            Some("cargo install vhost-device-vsock")
-        );
-        assert_eq!(
-            get("kernel (cloud-hypervisor)").fix.as_deref(),
-            Some("run `rootfs-builder kernel`")
-        );
+        assert_eq!(get("vhost-device-vsock").fix.as_deref(), Some("cargo install vhost-device-vsock"));
+        assert_eq!(get("kernel (cloud-hypervisor)").fix.as_deref(), Some("run `rootfs-builder kernel`"));
         assert_eq!(get("kernel (qemu)").status, Status::Ok);
-        assert!(get("image")
-            .fix
-            .unwrap()
-            .contains("rootfs-builder --out rootfs_fast.ext4"));
+        assert!(get("image").fix.unwrap().contains("rootfs-builder --out rootfs_fast.ext4"));
         for x in &l {
             assert!(x.status != Status::Missing || x.fix.is_some(), "{x:?}");
         }
         assert!(!can_boot(&f), "no image");
-        let ok = Facts {
-            image: Some("rootfs_fast.ext4".into()),
-            ..f
-        };
+        let ok = Facts { image: Some("rootfs_fast.ext4".into()), ..f };
         assert!(can_boot(&ok));
         let text = render(&lines(&ok));
         assert!(text.contains("MISS kernel (cloud-hypervisor)"), "{text}");
@@ -463,16 +349,10 @@ mod tests {
 
     #[test]
     fn hardware_kvm_makes_cloud_hypervisor_usable() {
-        let f = Facts {
-            kvm: KvmKind::Hardware("kvm_intel"),
-            ..facts()
-        };
+        let f = Facts { kvm: KvmKind::Hardware("kvm_intel"), ..facts() };
         let l = lines(&f);
         let ch = l.iter().find(|x| x.what == "cloud-hypervisor").unwrap();
         assert_eq!(ch.status, Status::Ok);
-        assert_eq!(
-            ch.detail,
-            "/usr/bin/cloud-hypervisor (cloud-hypervisor v53.0)"
-        );
+        assert_eq!(ch.detail, "/usr/bin/cloud-hypervisor (cloud-hypervisor v53.0)");
     }
 }

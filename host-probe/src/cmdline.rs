@@ -24,37 +24,14 @@ pub struct Guest {
     pub extra: String,
 }
 
-/// Builds the command line.
+/// Builds the command line. `panic=-1 reboot=t`: a panicking guest resets at once by triple fault,
+/// which QEMU `-no-reboot` turns into an exit and cloud-hypervisor reports as a `rebooting` event.
 pub fn build(g: &Guest) -> String {
-    let mut parts: Vec<String> = [
-        "console=ttyS0",
-        "quiet",
-        "reboot=k",
-        "panic=-1",
-        "io_delay=none",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut parts: Vec<String> =
+        ["console=ttyS0", "quiet", "reboot=t", "panic=-1", "io_delay=none"].iter().map(|s| s.to_string()).collect();
     match g.root {
-        RootKind::Disk => parts.extend(
-            [
-                "root=/dev/vda",
-                "ro",
-                "rootfstype=ext4",
-                "init=/sbin/chinit",
-            ]
-            .map(String::from),
-        ),
-        RootKind::Pmem => parts.extend(
-            [
-                "root=/dev/pmem0",
-                "ro",
-                "rootfstype=ext4",
-                "init=/sbin/chinit",
-            ]
-            .map(String::from),
-        ),
+        RootKind::Disk => parts.extend(["root=/dev/vda", "ro", "rootfstype=ext4", "init=/sbin/chinit"].map(String::from)),
+        RootKind::Pmem => parts.extend(["root=/dev/pmem0", "ro", "rootfstype=ext4", "init=/sbin/chinit"].map(String::from)),
         RootKind::Initramfs => parts.push("rdinit=/init".into()),
     }
     if let Some(ip) = &g.ip {
@@ -92,29 +69,18 @@ mod tests {
         let cases = [
             (
                 full.clone(),
-                "console=ttyS0 quiet reboot=k panic=-1 io_delay=none root=/dev/vda ro rootfstype=ext4 \
+                "console=ttyS0 quiet reboot=t panic=-1 io_delay=none root=/dev/vda ro rootfstype=ext4 \
                  init=/sbin/chinit chinit.ip=169.254.12.34/16 chinit.port=1024 chinit.api=tcp \
                  chinit.vsock_port=1024 chinit.notify=vsock:10000 loglevel=7",
             ),
             (
-                Guest {
-                    root: RootKind::Initramfs,
-                    ip: None,
-                    vsock_port: None,
-                    notify_port: None,
-                    extra: String::new(),
-                    ..full.clone()
-                },
-                "console=ttyS0 quiet reboot=k panic=-1 io_delay=none rdinit=/init chinit.port=1024 \
+                Guest { root: RootKind::Initramfs, ip: None, vsock_port: None, notify_port: None, extra: String::new(), ..full.clone() },
+                "console=ttyS0 quiet reboot=t panic=-1 io_delay=none rdinit=/init chinit.port=1024 \
                  chinit.api=tcp",
             ),
             (
-                Guest {
-                    root: RootKind::Pmem,
-                    extra: String::new(),
-                    ..full
-                },
-                "console=ttyS0 quiet reboot=k panic=-1 io_delay=none root=/dev/pmem0 ro rootfstype=ext4 \
+                Guest { root: RootKind::Pmem, extra: String::new(), ..full },
+                "console=ttyS0 quiet reboot=t panic=-1 io_delay=none root=/dev/pmem0 ro rootfstype=ext4 \
                  init=/sbin/chinit chinit.ip=169.254.12.34/16 chinit.port=1024 chinit.api=tcp \
                  chinit.vsock_port=1024 chinit.notify=vsock:10000",
             ),

@@ -34,23 +34,11 @@ pub enum Error {
     #[error(transparent)]
     Tap(#[from] crate::tap::TapError),
     #[error("{what} failed to start: {detail}\n  fix: {fix}")]
-    Helper {
-        what: String,
-        detail: String,
-        fix: String,
-    },
+    Helper { what: String, detail: String, fix: String },
     #[error("the guest was not ready after {secs} s ({waiting_for})\n{diagnostics}")]
-    Timeout {
-        secs: u64,
-        waiting_for: String,
-        diagnostics: String,
-    },
+    Timeout { secs: u64, waiting_for: String, diagnostics: String },
     #[error("{vmm} exited ({status}) before the guest was ready\n{diagnostics}")]
-    VmmExited {
-        vmm: String,
-        status: String,
-        diagnostics: String,
-    },
+    VmmExited { vmm: String, status: String, diagnostics: String },
     #[error("interrupted by signal {0}; everything this run made was removed")]
     Interrupted(i32),
 }
@@ -73,10 +61,7 @@ impl Error {
     }
 
     pub fn missing_file(what: &str, path: &std::path::Path, fix: &str) -> Error {
-        Error::Missing {
-            what: format!("{what} {} does not exist", path.display()),
-            fix: fix.into(),
-        }
+        Error::Missing { what: format!("{what} {} does not exist", path.display()), fix: fix.into() }
     }
 }
 
@@ -93,43 +78,16 @@ mod tests {
     fn exit_codes_per_kind() {
         let cases = [
             (Error::Usage("x".into()), 2),
-            (
-                Error::Missing {
-                    what: "k".into(),
-                    fix: "f".into(),
-                },
-                3,
-            ),
-            (
-                Error::Timeout {
-                    secs: 1,
-                    waiting_for: "w".into(),
-                    diagnostics: String::new(),
-                },
-                4,
-            ),
-            (
-                Error::VmmExited {
-                    vmm: "qemu".into(),
-                    status: "exit 1".into(),
-                    diagnostics: String::new(),
-                },
-                5,
-            ),
+            (Error::Missing { what: "k".into(), fix: "f".into() }, 3),
+            (Error::Timeout { secs: 1, waiting_for: "w".into(), diagnostics: String::new() }, 4),
+            (Error::VmmExited { vmm: "qemu".into(), status: "exit 1".into(), diagnostics: String::new() }, 5),
             (Error::Interrupted(2), 130),
             (Error::Interrupted(15), 143),
         ];
         for (e, code) in cases {
             assert_eq!(e.exit_code(), code, "{e}");
         }
-        let m = Error::missing_file(
-            "kernel",
-            std::path::Path::new("/k"),
-            "run `rootfs-builder kernel`",
-        );
-        assert_eq!(
-            m.to_string(),
-            "kernel /k does not exist\n  fix: run `rootfs-builder kernel`"
-        );
+        let m = Error::missing_file("kernel", std::path::Path::new("/k"), "run `rootfs-builder kernel`");
+        assert_eq!(m.to_string(), "kernel /k does not exist\n  fix: run `rootfs-builder kernel`");
     }
 }

@@ -4,19 +4,14 @@ use std::path::{Path, PathBuf};
 
 /// The kernel cache root, from the environment values (`$CHINIT_CACHE`, else
 /// `$XDG_CACHE_HOME/chinit`, else `$HOME/.cache/chinit`), the same rule rootfs-builder uses.
-pub fn cache_root(
-    chinit_cache: Option<&str>,
-    xdg_cache_home: Option<&str>,
-    home: Option<&str>,
-) -> Option<PathBuf> {
+pub fn cache_root(chinit_cache: Option<&str>, xdg_cache_home: Option<&str>, home: Option<&str>) -> Option<PathBuf> {
     if let Some(c) = chinit_cache.filter(|s| !s.is_empty()) {
         return Some(PathBuf::from(c));
     }
     if let Some(x) = xdg_cache_home.filter(|x| x.starts_with('/')) {
         return Some(Path::new(x).join("chinit"));
     }
-    home.filter(|h| !h.is_empty())
-        .map(|h| Path::new(h).join(".cache").join("chinit"))
+    home.filter(|h| !h.is_empty()).map(|h| Path::new(h).join(".cache").join("chinit"))
 }
 
 fn env(name: &str) -> Option<String> {
@@ -25,11 +20,7 @@ fn env(name: &str) -> Option<String> {
 
 /// This process's cache root.
 pub fn this_cache_root() -> Option<PathBuf> {
-    cache_root(
-        env("CHINIT_CACHE").as_deref(),
-        env("XDG_CACHE_HOME").as_deref(),
-        env("HOME").as_deref(),
-    )
+    cache_root(env("CHINIT_CACHE").as_deref(), env("XDG_CACHE_HOME").as_deref(), env("HOME").as_deref())
 }
 
 /// Which kernel file a VMM boots: cloud-hypervisor takes the PVH `vmlinux`, QEMU the `bzImage`.
@@ -63,16 +54,12 @@ pub fn which(program: &str) -> Option<PathBuf> {
         return Path::new(program).is_file().then(|| PathBuf::from(program));
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| is_executable(p))
+    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| is_executable(p))
 }
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
 /// cloud-hypervisor: `$CLOUD_HYPERVISOR`, else on PATH.

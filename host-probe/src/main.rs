@@ -123,25 +123,10 @@ fn main_exec(cli: Cli) -> Result<i32, Error> {
         Cmd::Check => {
             let facts = check::gather();
             print!("{}", check::render(&check::lines(&facts)));
-            Ok(if check::can_boot(&facts) {
-                exit::OK
-            } else {
-                exit::MISSING
-            })
+            Ok(if check::can_boot(&facts) { exit::OK } else { exit::MISSING })
         }
-        Cmd::Run {
-            boot,
-            json,
-            timeline,
-            dry_run,
-            keep,
-            verbose,
-        } => {
-            let o = Options {
-                keep,
-                verbose,
-                ..options(&boot)
-            };
+        Cmd::Run { boot, json, timeline, dry_run, keep, verbose } => {
+            let o = Options { keep, verbose, ..options(&boot) };
             if dry_run {
                 let p = run::plan(&o, &run::HostOffer::gather(), run::next_seq())?;
                 print!("{}", run::dry_run_text(&p));
@@ -149,48 +134,25 @@ fn main_exec(cli: Cli) -> Result<i32, Error> {
             }
             let r = run::run(&o)?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&r)
-                        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
-                );
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
             } else {
                 print!("{}", report::text(&r));
             }
             if let Some(path) = timeline {
-                std::fs::write(&path, report::svg(&r))
-                    .map_err(Error::io(format!("write {}", path.display())))?;
+                std::fs::write(&path, report::svg(&r)).map_err(Error::io(format!("write {}", path.display())))?;
             }
             Ok(exit::OK)
         }
-        Cmd::Bench {
-            boot,
-            n,
-            warmup,
-            compare,
-            compare_kernel,
-            json,
-        } => {
+        Cmd::Bench { boot, n, warmup, compare, compare_kernel, json } => {
             let a = options(&boot);
             let b = match (compare, compare_kernel) {
-                (Some(r), _) => Some(Options {
-                    rootfs: Some(r),
-                    initramfs: None,
-                    ..a.clone()
-                }),
-                (None, Some(k)) => Some(Options {
-                    kernel: Some(k),
-                    ..a.clone()
-                }),
+                (Some(r), _) => Some(Options { rootfs: Some(r), initramfs: None, ..a.clone() }),
+                (None, Some(k)) => Some(Options { kernel: Some(k), ..a.clone() }),
                 (None, None) => None,
             };
             let result = bench::bench(&a, b.as_ref(), n, warmup, &mut bench::stderr_progress)?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&result)
-                        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
-                );
+                println!("{}", serde_json::to_string_pretty(&result).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
             } else {
                 print!("{}", bench::text(&result));
             }

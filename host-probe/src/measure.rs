@@ -20,6 +20,17 @@ pub fn mark_name(code: u8) -> Option<&'static str> {
     }
 }
 
+/// The range a port-0x80 code belongs to (cloud-hypervisor's convention).
+pub fn mark_range(code: u8) -> &'static str {
+    match code {
+        0x00..=0x1f => "firmware",
+        0x20..=0x3f => "bootloader",
+        0x40..=0x5f => "kernel",
+        0x60..=0x7f => "userspace",
+        _ => "custom",
+    }
+}
+
 /// One byte the guest wrote to port 0x80, and when, in microseconds of the source's own clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Mark {
@@ -49,10 +60,7 @@ fn parse_ch_log_line(line: &str) -> Option<Mark> {
     let code = u8::from_str_radix(code.trim(), 16).ok()?;
     let prefix = line.strip_prefix("cloud-hypervisor:")?;
     let (secs, _) = prefix.split_once("s:")?;
-    Some(Mark {
-        code,
-        t_us: seconds_to_us(secs.trim())?,
-    })
+    Some(Mark { code, t_us: seconds_to_us(secs.trim())? })
 }
 
 /// `"1.250000"` → 1_250_000, without going through a float.
@@ -103,29 +111,19 @@ pub fn parse_ch_events(text: &str) -> Vec<Event> {
     serde_json::Deserializer::from_str(text)
         .into_iter::<RawEvent>()
         .map_while(Result::ok)
-        .map(|e| Event {
-            t_us: e.timestamp.secs * 1_000_000 + u64::from(e.timestamp.nanos) / 1_000,
-            source: e.source,
-            event: e.event,
-        })
+        .map(|e| Event { t_us: e.timestamp.secs * 1_000_000 + u64::from(e.timestamp.nanos) / 1_000, source: e.source, event: e.event })
         .collect()
 }
 
 /// The first event named `source`/`event`.
 pub fn event_at(events: &[Event], source: &str, event: &str) -> Option<u64> {
-    events
-        .iter()
-        .find(|e| e.source == source && e.event == event)
-        .map(|e| e.t_us)
+    events.iter().find(|e| e.source == source && e.event == event).map(|e| e.t_us)
 }
 
 /// Turns chunks read from QEMU's debugcon stream into marks: every byte of a chunk takes the
 /// chunk's arrival time (host clock, microseconds since spawn).
 pub fn debugcon_marks(chunks: &[(u64, Vec<u8>)]) -> Vec<Mark> {
-    chunks
-        .iter()
-        .flat_map(|(t, bytes)| bytes.iter().map(move |&code| Mark { code, t_us: *t }))
-        .collect()
+    chunks.iter().flat_map(|(t, bytes)| bytes.iter().map(move |&code| Mark { code, t_us: *t })).collect()
 }
 
 /// The line chinit prints on the console when ready: `chinit: ready in X.XXX ms (...)`.
@@ -162,22 +160,10 @@ cloud-hypervisor:  12.600000s: <vmm> ERROR:vmm/src/lib.rs:99 -- VM exited: Inter
         assert_eq!(
             parse_ch_log(CH_LOG),
             vec![
-                Mark {
-                    code: 0x60,
-                    t_us: 31_207
-                },
-                Mark {
-                    code: 0x61,
-                    t_us: 31_250
-                },
-                Mark {
-                    code: 0x62,
-                    t_us: 1_031_290
-                },
-                Mark {
-                    code: 0xff,
-                    t_us: 12_500_000
-                },
+                Mark { code: 0x60, t_us: 31_207 },
+                Mark { code: 0x61, t_us: 31_250 },
+                Mark { code: 0x62, t_us: 1_031_290 },
+                Mark { code: 0xff, t_us: 12_500_000 },
             ]
         );
         assert_eq!(ch_log_errors(CH_LOG).len(), 1);
@@ -237,18 +223,8 @@ cloud-hypervisor:  12.600000s: <vmm> ERROR:vmm/src/lib.rs:99 -- VM exited: Inter
     #[test]
     fn event_stream_parses_complete_objects_and_stops_at_a_partial_one() {
         let ev = parse_ch_events(EVENTS);
-        let got: Vec<(u64, &str, &str)> = ev
-            .iter()
-            .map(|e| (e.t_us, e.source.as_str(), e.event.as_str()))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                (19, "vmm", "starting"),
-                (5_123, "vm", "booting"),
-                (1_000_007, "cpu_manager", "create_vcpu"),
-            ]
-        );
+        let got: Vec<(u64, &str, &str)> = ev.iter().map(|e| (e.t_us, e.source.as_str(), e.event.as_str())).collect();
+        assert_eq!(got, vec![(19, "vmm", "starting"), (5_123, "vm", "booting"), (1_000_007, "cpu_manager", "create_vcpu"),]);
         assert_eq!(event_at(&ev, "vm", "booting"), Some(5_123));
         assert_eq!(event_at(&ev, "vm", "booted"), None);
         assert!(parse_ch_events("").is_empty());
@@ -256,42 +232,26 @@ cloud-hypervisor:  12.600000s: <vmm> ERROR:vmm/src/lib.rs:99 -- VM exited: Inter
 
     #[test]
     fn debugcon_bytes_take_their_chunk_arrival_time() {
-        let chunks = vec![
-            (100, vec![0x60]),
-            (250, vec![0x61, 0x62]),
-            (900, vec![0x63, 0x60]),
-        ];
+        let chunks = vec![(100, vec![0x60]), (250, vec![0x61, 0x62]), (900, vec![0x63, 0x60])];
         let m = debugcon_marks(&chunks);
         assert_eq!(
             m.iter().map(|m| (m.code, m.t_us)).collect::<Vec<_>>(),
-            vec![
-                (0x60, 100),
-                (0x61, 250),
-                (0x62, 250),
-                (0x63, 900),
-                (0x60, 900)
-            ]
+            vec![(0x60, 100), (0x61, 250), (0x62, 250), (0x63, 900), (0x60, 900)]
         );
-        assert_eq!(
-            first_of(&m, 0x60),
-            Some(100),
-            "a repeated code keeps its first time"
-        );
+        assert_eq!(first_of(&m, 0x60), Some(100), "a repeated code keeps its first time");
         assert_eq!(first_of(&m, 0x40), None);
         assert_eq!(mark_name(0x62), Some("network done"));
         assert_eq!(mark_name(0x10), None);
+        let ranges: Vec<&str> = [0x00, 0x3f, 0x40, 0x7f, 0x80].map(mark_range).to_vec();
+        assert_eq!(ranges, ["firmware", "bootloader", "kernel", "userspace", "custom"]);
     }
 
     #[test]
     fn console_ready_line_and_tail() {
-        let serial =
-            "[    0.1] booting\nchinit: ready in 12.345 ms (mounts 1.0 ms, net 2.0 ms)\nbye\n";
+        let serial = "[    0.1] booting\nchinit: ready in 12.345 ms (mounts 1.0 ms, net 2.0 ms)\nbye\n";
         assert_eq!(console_ready_ms(serial), Some(12.345));
         assert_eq!(console_ready_ms("nothing here"), None);
-        assert_eq!(
-            last_lines(serial, 2),
-            "chinit: ready in 12.345 ms (mounts 1.0 ms, net 2.0 ms)\nbye"
-        );
+        assert_eq!(last_lines(serial, 2), "chinit: ready in 12.345 ms (mounts 1.0 ms, net 2.0 ms)\nbye");
         assert_eq!(last_lines("a", 5), "a");
     }
 }

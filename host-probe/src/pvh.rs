@@ -99,10 +99,7 @@ mod tests {
         let note = &e[176..196];
         assert_eq!(u32::from_le_bytes(note[8..12].try_into().unwrap()), 18);
         assert_eq!(&note[12..16], b"Xen\0");
-        assert_eq!(
-            u32::from_le_bytes(note[16..20].try_into().unwrap()),
-            LOAD as u32
-        );
+        assert_eq!(u32::from_le_bytes(note[16..20].try_into().unwrap()), LOAD as u32);
         assert_eq!(&e[0x1000..0x1004], &[0xB0, 0x60, 0xE6, 0x80]);
         // PT_LOAD's file size is the code's size.
         let filesz = u64::from_le_bytes(e[64 + 32..64 + 40].try_into().unwrap());
@@ -115,11 +112,7 @@ mod tests {
         assert_eq!(&acpi[16..23], &[0x66, 0xBA, 0x00, 0x06, 0xB0, 0x34, 0xEE]);
         let tf = code(End::TripleFault);
         let desc = u32::from_le_bytes(tf[19..23].try_into().unwrap()) as u64;
-        assert_eq!(
-            desc - LOAD,
-            (tf.len() - 6) as u64,
-            "lidt points at the zero descriptor"
-        );
+        assert_eq!(desc - LOAD, (tf.len() - 6) as u64, "lidt points at the zero descriptor");
         assert_eq!(&tf[tf.len() - 6..], &[0; 6]);
         assert_eq!(code(End::Halt)[16..], [0xF4, 0xEB, 0xFD]);
     }

@@ -98,16 +98,9 @@ pub struct Report {
 /// `marks` are on the host clock. The 0x60 mark is written by chinit as it starts, when the guest
 /// clock reads about `init_start_us`: the kernel started at `mark(0x60) - init_start_us` on the host.
 pub fn phases(host: &HostTimes, guest: &Ready) -> Phases {
-    let total_us = [host.notify_us, host.ready_tcp_us, host.ready_vsock_us]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(0);
-    let kernel_start_host_us = host
-        .marks
-        .iter()
-        .find(|m| m.code == crate::measure::MARK_INIT_START)
-        .and_then(|m| m.t_us.checked_sub(guest.init_start_us));
+    let total_us = [host.notify_us, host.ready_tcp_us, host.ready_vsock_us].into_iter().flatten().min().unwrap_or(0);
+    let kernel_start_host_us =
+        host.marks.iter().find(|m| m.code == crate::measure::MARK_INIT_START).and_then(|m| m.t_us.checked_sub(guest.init_start_us));
     Phases {
         kernel_boot_us: guest.init_start_us,
         init_us: guest.init_to_ready_us(),
@@ -124,7 +117,7 @@ pub fn host_marks(marks: &[Mark], offset_us: u64) -> Vec<HostMark> {
         .iter()
         .map(|m| HostMark {
             code: m.code,
-            name: mark_name(m.code).unwrap_or("other").to_string(),
+            name: mark_name(m.code).unwrap_or(crate::measure::mark_range(m.code)).to_string(),
             t_us: m.t_us + offset_us,
         })
         .collect()
@@ -137,14 +130,8 @@ pub fn figures(r: &Report) -> Vec<(String, Option<u64>)> {
     let mut v = vec![
         ("kernel boot".to_string(), have.then_some(p.kernel_boot_us)),
         ("init".to_string(), have.then_some(p.init_us)),
-        (
-            "ready in guest".to_string(),
-            have.then_some(p.ready_in_guest_us),
-        ),
-        (
-            "host overhead".to_string(),
-            have.then_some(p.host_overhead_us),
-        ),
+        ("ready in guest".to_string(), have.then_some(p.ready_in_guest_us)),
+        ("host overhead".to_string(), have.then_some(p.host_overhead_us)),
         ("total (host)".to_string(), have.then_some(p.total_us)),
         ("notify (host)".to_string(), r.host.notify_us),
         ("/ready tcp (host)".to_string(), r.host.ready_tcp_us),
@@ -179,19 +166,12 @@ pub fn text(r: &Report) -> String {
         let _ = writeln!(o, "  note: {n}");
     }
     let _ = writeln!(o, "  kernel  {}", r.kernel);
-    let _ = writeln!(
-        o,
-        "  root    {} ({}, {})",
-        r.root, r.root_kind, r.root_attach
-    );
+    let _ = writeln!(o, "  root    {} ({}, {})", r.root, r.root_kind, r.root_attach);
     let _ = writeln!(o);
     if let (Some(p), Some(g)) = (&r.phases, &r.guest) {
         phase_table(&mut o, p, g);
     } else {
-        let _ = writeln!(
-            o,
-            "  no chinit timeline (--no-agent): host-side figures only"
-        );
+        let _ = writeln!(o, "  no chinit timeline (--no-agent): host-side figures only");
     }
     host_table(&mut o, r);
     o
@@ -200,45 +180,18 @@ pub fn text(r: &Report) -> String {
 fn phase_table(o: &mut String, p: &Phases, g: &Ready) {
     let _ = writeln!(o, "  {:<42} {:>10}  clock", "phase", "ms");
     let rows = [
-        (
-            "1. kernel boot (power on -> init)",
-            p.kernel_boot_us,
-            "guest CLOCK_BOOTTIME at chinit start",
-        ),
-        (
-            "2. init (mounts, network, agent)",
-            p.init_us,
-            "guest CLOCK_BOOTTIME, chinit start -> ready",
-        ),
-        (
-            "3. ready in guest (uptime)",
-            p.ready_in_guest_us,
-            "guest CLOCK_BOOTTIME at ready",
-        ),
-        (
-            "4. host overhead (VMM start, handshake)",
-            p.host_overhead_us,
-            "host total - guest uptime",
-        ),
-        (
-            "   total (host view)",
-            p.total_us,
-            "host CLOCK_MONOTONIC, spawn -> first ready answer",
-        ),
+        ("1. kernel boot (power on -> init)", p.kernel_boot_us, "guest CLOCK_BOOTTIME at chinit start"),
+        ("2. init (mounts, network, agent)", p.init_us, "guest CLOCK_BOOTTIME, chinit start -> ready"),
+        ("3. ready in guest (uptime)", p.ready_in_guest_us, "guest CLOCK_BOOTTIME at ready"),
+        ("4. host overhead (VMM start, handshake)", p.host_overhead_us, "host total - guest uptime"),
+        ("   total (host view)", p.total_us, "host CLOCK_MONOTONIC, spawn -> first ready answer"),
     ];
     for (name, us, clock) in rows {
         let _ = writeln!(o, "  {:<42} {:>10}  {}", name, ms(us), clock);
     }
     let _ = writeln!(o);
-    let _ = writeln!(
-        o,
-        "  chinit steps (guest CLOCK_BOOTTIME, ms since kernel start)"
-    );
-    let _ = writeln!(
-        o,
-        "  {:<30} {:>10} {:>10} {:>10}",
-        "step", "start", "end", "took"
-    );
+    let _ = writeln!(o, "  chinit steps (guest CLOCK_BOOTTIME, ms since kernel start)");
+    let _ = writeln!(o, "  {:<30} {:>10} {:>10} {:>10}", "step", "start", "end", "took");
     for s in &g.steps {
         let _ = writeln!(
             o,
@@ -247,34 +200,37 @@ fn phase_table(o: &mut String, p: &Phases, g: &Ready) {
             ms(s.start_us),
             ms(s.end_us),
             ms(s.duration_us()),
-            s.error
-                .as_ref()
-                .map(|e| format!("  error: {e}"))
-                .unwrap_or_default()
+            s.error.as_ref().map(|e| format!("  error: {e}")).unwrap_or_default()
         );
     }
     let _ = writeln!(o);
 }
 
 fn host_table(o: &mut String, r: &Report) {
-    let _ = writeln!(
-        o,
-        "  host timeline (host CLOCK_MONOTONIC, ms since VMM spawn)"
-    );
+    let _ = writeln!(o, "  host timeline (host CLOCK_MONOTONIC, ms since VMM spawn)");
     let h = &r.host;
     let mut events: Vec<(String, Option<u64>)> = vec![("VMM ready".into(), h.vmm_ready_us)];
     if let Some(p) = &r.phases {
-        events.push((
-            "kernel start (0x60 mark - init_start_us)".into(),
-            p.kernel_start_host_us,
-        ));
+        events.push(("kernel start (0x60 mark - init_start_us)".into(), p.kernel_start_host_us));
     }
+    // chinit's marks one by one; anything else (firmware, kernel) grouped by range.
+    let mut others: Vec<(&str, usize, u64)> = Vec::new();
     for m in &h.marks {
-        events.push((
-            format!("mark 0x{:02x} {} ({})", m.code, m.name, h.marks_source),
-            Some(m.t_us),
-        ));
+        if mark_name(m.code).is_some() {
+            events.push((format!("mark 0x{:02x} {} ({})", m.code, m.name, h.marks_source), Some(m.t_us)));
+        } else {
+            let range = crate::measure::mark_range(m.code);
+            match others.iter_mut().find(|(r, _, _)| *r == range) {
+                Some(o) => o.1 += 1,
+                None => others.push((range, 1, m.t_us)),
+            }
+        }
     }
+    for (range, n, first) in others {
+        events.push((format!("{n} other port-0x80 write(s), {range} range, first"), Some(first)));
+    }
+    // In time order; figures that never came last.
+    events.sort_by_key(|(_, t)| t.unwrap_or(u64::MAX));
     events.push(("ready pushed over vsock (notify)".into(), h.notify_us));
     events.push(("first 200 from /ready over TAP".into(), h.ready_tcp_us));
     events.push(("first 200 from /ready over vsock".into(), h.ready_vsock_us));
@@ -297,20 +253,13 @@ fn host_table(o: &mut String, r: &Report) {
         let _ = writeln!(o);
         let _ = writeln!(o, "  VMM events (event monitor, ms since VMM start)");
         for e in &r.events {
-            let _ = writeln!(
-                o,
-                "  {:<54} {:>10}",
-                format!("{} {}", e.source, e.event),
-                ms(e.t_us)
-            );
+            let _ = writeln!(o, "  {:<54} {:>10}", format!("{} {}", e.source, e.event), ms(e.t_us));
         }
     }
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// The waterfall: one bar per span on the host clock (guest spans moved by the aligned kernel start).
@@ -332,12 +281,7 @@ pub fn svg(r: &Report) -> String {
         for s in &g.steps {
             bars.push((s.name.clone(), ks + s.start_us, ks + s.end_us, "#3a9e5c"));
         }
-        bars.push((
-            "host learns of ready".into(),
-            ks + g.ready_us,
-            p.total_us.max(ks + g.ready_us),
-            "#d08a2a",
-        ));
+        bars.push(("host learns of ready".into(), ks + g.ready_us, p.total_us.max(ks + g.ready_us), "#d08a2a"));
     } else {
         bars.push(("kernel boot (guest)".into(), 0, g.init_start_us, "#4a7bd0"));
         for s in &g.steps {
@@ -358,12 +302,7 @@ fn svg_bars(r: &Report, bars: &[(String, u64, u64, &str)]) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{height}" font-family="monospace" font-size="12">"#,
         label_w + chart_w + 90.0
     );
-    let _ = writeln!(
-        o,
-        r#"<text x="4" y="16">{} ({}): ms since VMM spawn, host clock</text>"#,
-        esc(&r.vmm),
-        esc(&r.accel)
-    );
+    let _ = writeln!(o, r#"<text x="4" y="16">{} ({}): ms since VMM spawn, host clock</text>"#, esc(&r.vmm), esc(&r.accel));
     for (i, (name, a, b, color)) in bars.iter().enumerate() {
         let y = 28.0 + row_h * i as f64;
         let x = label_w + chart_w * (*a as f64) / (end as f64);
@@ -396,18 +335,8 @@ mod tests {
             init_start_us: 600_000,
             ready_us: 612_000,
             steps: vec![
-                Step {
-                    name: "mounts".into(),
-                    start_us: 600_100,
-                    end_us: 601_000,
-                    error: None,
-                },
-                Step {
-                    name: "network".into(),
-                    start_us: 601_000,
-                    end_us: 605_000,
-                    error: Some("no carrier".into()),
-                },
+                Step { name: "mounts".into(), start_us: 600_100, end_us: 601_000, error: None },
+                Step { name: "network".into(), start_us: 601_000, end_us: 605_000, error: Some("no carrier".into()) },
             ],
             ip: Some("169.254.3.4/16".into()),
             generation: 1,
@@ -420,14 +349,10 @@ mod tests {
             marks_source: "debugcon arrival".into(),
             marks: host_marks(
                 &[
-                    Mark {
-                        code: 0x60,
-                        t_us: 1_500_000,
-                    },
-                    Mark {
-                        code: 0x63,
-                        t_us: 1_512_500,
-                    },
+                    Mark { code: 0x00, t_us: 40_000 },
+                    Mark { code: 0x01, t_us: 41_000 },
+                    Mark { code: 0x60, t_us: 1_500_000 },
+                    Mark { code: 0x63, t_us: 1_512_500 },
                 ],
                 0,
             ),
@@ -447,18 +372,12 @@ mod tests {
             root: "/i/rootfs.ext4".into(),
             root_attach: "read-only virtio-blk".into(),
             cmdline: "console=ttyS0".into(),
-            notes: vec![
-                "no hardware KVM (kvm_pvm): using TCG emulation, timings are not representative"
-                    .into(),
-            ],
+            notes: vec!["no hardware KVM (kvm_pvm): using TCG emulation, timings are not representative".into()],
             host,
             events: vec![],
             guest: Some(guest),
             phases: Some(phases),
-            memory: Some(Memory {
-                rss_kib: 204_800,
-                pss_kib: 102_400,
-            }),
+            memory: Some(Memory { rss_kib: 204_800, pss_kib: 102_400 }),
             console_ready_ms: Some(12.0),
         }
     }
@@ -479,10 +398,7 @@ mod tests {
         );
         // Without any host answer there is no total, and no mark means no alignment.
         let p = phases(&HostTimes::default(), &ready());
-        assert_eq!(
-            (p.total_us, p.kernel_start_host_us, p.host_overhead_us),
-            (0, None, 0)
-        );
+        assert_eq!((p.total_us, p.kernel_start_host_us, p.host_overhead_us), (0, None, 0));
     }
 
     #[test]
@@ -498,6 +414,7 @@ mod tests {
             "mounts",
             "error: no carrier",
             "mark 0x60 init start (debugcon arrival)",
+            "2 other port-0x80 write(s), firmware range, first",
             "kernel start (0x60 mark - init_start_us)",
             "900.000",
             "RSS 200.0 MiB, PSS 100.0 MiB",
@@ -531,7 +448,8 @@ mod tests {
         }
         assert_eq!(v["schema"], 1);
         assert_eq!(v["phases"]["kernel_start_host_us"], 900_000);
-        assert_eq!(v["host"]["marks"][1]["name"], "ready");
+        assert_eq!(v["host"]["marks"][3]["name"], "ready");
+        assert_eq!(v["host"]["marks"][0]["name"], "firmware");
         assert_eq!(v["guest"]["steps"][0]["name"], "mounts");
     }
 
@@ -539,11 +457,7 @@ mod tests {
     fn svg_has_one_bar_per_span_in_host_time() {
         let s = svg(&report());
         assert!(s.starts_with("<svg"), "{s}");
-        assert_eq!(
-            s.matches("<rect").count(),
-            5,
-            "vmm, kernel, 2 steps, host learns: {s}"
-        );
+        assert_eq!(s.matches("<rect").count(), 5, "vmm, kernel, 2 steps, host learns: {s}");
         assert!(s.contains(">VMM start + firmware<") && s.contains("900.000 ms"));
         assert!(s.trim_end().ends_with("</svg>"));
     }
@@ -552,12 +466,7 @@ mod tests {
     fn figures_list_phases_then_steps() {
         let f = figures(&report());
         assert_eq!(f[0], ("kernel boot".to_string(), Some(600_000)));
-        assert_eq!(
-            f.last().unwrap(),
-            &("step network".to_string(), Some(4_000))
-        );
-        assert!(f
-            .iter()
-            .any(|(n, v)| n == "/ready vsock (host)" && v.is_none()));
+        assert_eq!(f.last().unwrap(), &("step network".to_string(), Some(4_000)));
+        assert!(f.iter().any(|(n, v)| n == "/ready vsock (host)" && v.is_none()));
     }
 }

@@ -31,8 +31,7 @@ pub const NOTIFY_PORT: u32 = 10_000;
 /// The guest's vsock context id.
 pub const GUEST_CID: u32 = 3;
 /// The note printed and stored whenever QEMU emulates.
-pub const TCG_NOTE: &str =
-    "no hardware KVM (kvm_pvm): using TCG emulation, timings are not representative";
+pub const TCG_NOTE: &str = "no hardware KVM (kvm_pvm): using TCG emulation, timings are not representative";
 
 /// Which VMM the user asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -118,11 +117,7 @@ impl HostOffer {
     pub fn gather() -> HostOffer {
         HostOffer {
             kvm: crate::check::host_kvm_kind(),
-            kvm_usable: std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/dev/kvm")
-                .is_ok(),
+            kvm_usable: std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok(),
             cloud_hypervisor: crate::locate::cloud_hypervisor(),
             qemu: crate::locate::which(crate::locate::QEMU),
             vhost_vsock: crate::locate::which(crate::locate::VHOST_VSOCK),
@@ -158,6 +153,16 @@ pub fn next_seq() -> u32 {
     SEQ.fetch_add(1, Ordering::SeqCst)
 }
 
+/// Whether a kernel can take an initramfs: false only when the `config` file the kernel builder
+/// leaves next to it says `CONFIG_BLK_DEV_INITRD` is not set.
+pub fn kernel_supports_initrd(kernel: &Path) -> bool {
+    let config = kernel.with_file_name("config");
+    match std::fs::read_to_string(config) {
+        Ok(text) => text.lines().any(|l| l.trim() == "CONFIG_BLK_DEV_INITRD=y"),
+        Err(_) => true,
+    }
+}
+
 /// Resolves the options against the host. `seq` makes names unique within the process.
 pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
     let mut notes = Vec::new();
@@ -165,16 +170,12 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
         VmmChoice::CloudHypervisor => {
             if host.cloud_hypervisor.is_none() {
                 return Err(Error::Missing {
-                    what: "cloud-hypervisor not found (neither $CLOUD_HYPERVISOR nor on PATH)"
-                        .into(),
+                    what: "cloud-hypervisor not found (neither $CLOUD_HYPERVISOR nor on PATH)".into(),
                     fix: "install cloud-hypervisor v53, or use --vmm qemu".into(),
                 });
             }
             if !host.kvm.hardware() {
-                notes.push(
-                    "no hardware KVM: cloud-hypervisor cannot run a Linux guest on this host"
-                        .into(),
-                );
+                notes.push("no hardware KVM: cloud-hypervisor cannot run a Linux guest on this host".into());
             }
             Vmm::CloudHypervisor
         }
@@ -188,10 +189,7 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
         }
     };
     let (binary, accel) = match vmm {
-        Vmm::CloudHypervisor => (
-            host.cloud_hypervisor.clone().unwrap_or_default(),
-            Accel::Kvm,
-        ),
+        Vmm::CloudHypervisor => (host.cloud_hypervisor.clone().unwrap_or_default(), Accel::Kvm),
         Vmm::Qemu => {
             let bin = host.qemu.clone().ok_or_else(|| Error::Missing {
                 what: "qemu-system-x86_64 not found".into(),
@@ -208,58 +206,41 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
 
     let kernel = match &o.kernel {
         Some(k) if k.is_file() => absolute(k),
-        Some(k) => {
-            return Err(Error::missing_file(
-                "kernel",
-                k,
-                "pass an existing --kernel, or run `rootfs-builder kernel`",
-            ))
-        }
+        Some(k) => return Err(Error::missing_file("kernel", k, "pass an existing --kernel, or run `rootfs-builder kernel`")),
         None => {
             let file = crate::locate::kernel_file_name(vmm);
-            host.cache_root
-                .as_deref()
-                .and_then(|r| crate::locate::default_kernel(r, file))
-                .ok_or_else(|| Error::Missing {
-                    what: format!(
-                        "no kernel ({file}) in {}/kernels",
-                        host.cache_root
-                            .as_deref()
-                            .map(|p| p.display().to_string())
-                            .unwrap_or_else(|| "the kernel cache".into())
-                    ),
-                    fix: "run `rootfs-builder kernel`, or pass --kernel".into(),
-                })?
+            host.cache_root.as_deref().and_then(|r| crate::locate::default_kernel(r, file)).ok_or_else(|| Error::Missing {
+                what: format!(
+                    "no kernel ({file}) in {}/kernels",
+                    host.cache_root.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "the kernel cache".into())
+                ),
+                fix: "run `rootfs-builder kernel`, or pass --kernel".into(),
+            })?
         }
     };
 
     let (root, root_kind, root_path, root_attach) = match (&o.initramfs, &o.rootfs) {
-        (Some(_), Some(_)) => {
-            return Err(Error::Usage(
-                "--rootfs and --initramfs exclude each other".into(),
-            ))
-        }
+        (Some(_), Some(_)) => return Err(Error::Usage("--rootfs and --initramfs exclude each other".into())),
         (Some(i), None) => {
             if !i.is_file() {
-                return Err(Error::missing_file(
-                    "initramfs",
-                    i,
-                    "run `rootfs-builder --initramfs --out <file>`",
-                ));
+                return Err(Error::missing_file("initramfs", i, "run `rootfs-builder --initramfs --out <file>`"));
+            }
+            if !kernel_supports_initrd(&kernel) {
+                return Err(Error::Missing {
+                    what: format!("{} is built without initramfs support (CONFIG_BLK_DEV_INITRD)", kernel.display()),
+                    fix: "rebuild the kernel with CONFIG_BLK_DEV_INITRD=y, or boot from --rootfs".into(),
+                });
             }
             let p = absolute(i);
             (
                 Root::Initramfs(p.clone()),
                 RootKind::Initramfs,
                 p,
-                "initramfs (the VMM copies it into guest memory; the file is only read)"
-                    .to_string(),
+                "initramfs (the VMM copies it into guest memory; the file is only read)".to_string(),
             )
         }
         (None, r) => {
-            let path = r
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(crate::locate::DEFAULT_IMAGE));
+            let path = r.clone().unwrap_or_else(|| PathBuf::from(crate::locate::DEFAULT_IMAGE));
             if !path.is_file() {
                 return Err(Error::missing_file(
                     "root image",
@@ -269,12 +250,9 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
             }
             let p = absolute(&path);
             match o.root_mode {
-                RootMode::Disk => (
-                    Root::Disk(p.clone()),
-                    RootKind::Disk,
-                    p,
-                    "read-only virtio-blk: the image is never written, no copy".to_string(),
-                ),
+                RootMode::Disk => {
+                    (Root::Disk(p.clone()), RootKind::Disk, p, "read-only virtio-blk: the image is never written, no copy".to_string())
+                }
                 RootMode::Pmem => {
                     if vmm == Vmm::Qemu {
                         return Err(Error::Usage(vmm::qemu::PMEM_UNSUPPORTED.into()));
@@ -283,8 +261,7 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
                         Root::Pmem(p.clone()),
                         RootKind::Pmem,
                         p,
-                        "pmem with discard_writes=on: guest writes never reach the image"
-                            .to_string(),
+                        "pmem with discard_writes=on: guest writes never reach the image".to_string(),
                     )
                 }
             }
@@ -295,13 +272,7 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
     let run_dir = std::env::temp_dir().join(format!("host-probe-{pid}-{seq}"));
     let (tap, guest_ip) = if o.net {
         let ip = tap::guest_ip(pid, seq);
-        (
-            Some(Net {
-                tap: tap::tap_name(pid, seq),
-                mac: tap::guest_mac(&ip),
-            }),
-            Some(ip),
-        )
+        (Some(Net { tap: tap::tap_name(pid, seq), mac: tap::guest_mac(&ip) }), Some(ip))
     } else {
         (None, None)
     };
@@ -309,14 +280,7 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
     let vsock_uds = run_dir.join("vsock.sock");
     let (vsock, vhost_argv, vsock_uds) = match (vmm, o.vsock) {
         (_, false) => (None, None, None),
-        (Vmm::CloudHypervisor, true) => (
-            Some(Vsock {
-                cid: GUEST_CID,
-                socket: vsock_uds.clone(),
-            }),
-            None,
-            Some(vsock_uds),
-        ),
+        (Vmm::CloudHypervisor, true) => (Some(Vsock { cid: GUEST_CID, socket: vsock_uds.clone() }), None, Some(vsock_uds)),
         (Vmm::Qemu, true) => match &host.vhost_vsock {
             Some(bin) => {
                 let user = run_dir.join("vhost-user.sock");
@@ -329,20 +293,10 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
                     "--uds-path".into(),
                     vsock_uds.display().to_string(),
                 ];
-                (
-                    Some(Vsock {
-                        cid: GUEST_CID,
-                        socket: user,
-                    }),
-                    Some(argv),
-                    Some(vsock_uds),
-                )
+                (Some(Vsock { cid: GUEST_CID, socket: user }), Some(argv), Some(vsock_uds))
             }
             None => {
-                notes.push(
-                    "vhost-device-vsock not found: no vsock (fix: cargo install vhost-device-vsock)"
-                        .into(),
-                );
+                notes.push("vhost-device-vsock not found: no vsock (fix: cargo install vhost-device-vsock)".into());
                 (None, None, None)
             }
         },
@@ -376,21 +330,7 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
         Vmm::CloudHypervisor => vmm::ch::argv(&spec),
         Vmm::Qemu => vmm::qemu::argv(&spec).map_err(|e| Error::Usage(e.into()))?,
     };
-    Ok(Plan {
-        vmm,
-        accel,
-        spec,
-        argv,
-        vhost_argv,
-        run_dir,
-        vsock_uds,
-        tap,
-        guest_ip,
-        notes,
-        root_kind,
-        root_path,
-        root_attach,
-    })
+    Ok(Plan { vmm, accel, spec, argv, vhost_argv, run_dir, vsock_uds, tap, guest_ip, notes, root_kind, root_path, root_attach })
 }
 
 /// What `--dry-run` prints: the TAP setup, the helper, and the VMM command line.
@@ -437,8 +377,7 @@ struct Proc {
 
 impl Proc {
     fn spawn(argv: &[String], name: &str, out: &Path) -> Result<Proc, Error> {
-        let log =
-            std::fs::File::create(out).map_err(Error::io(format!("create {}", out.display())))?;
+        let log = std::fs::File::create(out).map_err(Error::io(format!("create {}", out.display())))?;
         let err = log.try_clone().map_err(Error::io("dup a log file"))?;
         let child = Command::new(&argv[0])
             .args(&argv[1..])
@@ -454,10 +393,7 @@ impl Proc {
                 detail: format!("{}: {e}", argv[0]),
                 fix: "check that the program exists and is executable (host-probe check)".into(),
             })?;
-        Ok(Proc {
-            child,
-            name: name.to_string(),
-        })
+        Ok(Proc { child, name: name.to_string() })
     }
 
     fn pid(&self) -> u32 {
@@ -540,9 +476,7 @@ fn accept_until(l: &UnixListener, stop: &AtomicBool) -> Option<UnixStream> {
                 let _ = s.set_nonblocking(false);
                 return Some(s);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(1))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(1)),
             Err(_) => return None,
         }
     }
@@ -552,12 +486,7 @@ fn accept_until(l: &UnixListener, stop: &AtomicBool) -> Option<UnixStream> {
 /// QEMU's debugcon: one connection; every chunk read is stamped on arrival.
 type Chunks = Arc<Mutex<Vec<(u64, Vec<u8>)>>>;
 
-fn debugcon_reader(
-    l: UnixListener,
-    t0: Instant,
-    chunks: Chunks,
-    connected: Arc<Mutex<Option<u64>>>,
-) -> Reader<()> {
+fn debugcon_reader(l: UnixListener, t0: Instant, chunks: Chunks, connected: Arc<Mutex<Option<u64>>>) -> Reader<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
     let handle = std::thread::spawn(move || {
@@ -578,12 +507,7 @@ fn debugcon_reader(
                         c.push((t, buf[..n].to_vec()));
                     }
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                     if s2.load(Ordering::SeqCst) {
                         return;
                     }
@@ -592,10 +516,7 @@ fn debugcon_reader(
             }
         }
     });
-    Reader {
-        stop,
-        handle: Some(handle),
-    }
+    Reader { stop, handle: Some(handle) }
 }
 
 /// chinit's notify: one connection carrying the Ready JSON, then EOF. The time is taken at EOF.
@@ -609,10 +530,7 @@ fn notify_reader(l: UnixListener, t0: Instant) -> Reader<Option<(u64, Vec<u8>)>>
         let _ = s.read_to_end(&mut body);
         Some((micros_since(t0), body))
     });
-    Reader {
-        stop,
-        handle: Some(handle),
-    }
+    Reader { stop, handle: Some(handle) }
 }
 
 /// One `GET /ready` over TCP; `Some` on a 200 with a Ready body.
@@ -626,8 +544,7 @@ fn ready_over_tcp(addr: SocketAddr) -> Option<Ready> {
 
 /// One `GET /ready` over hybrid vsock.
 fn ready_over_vsock(uds: &Path) -> Option<Ready> {
-    let mut s =
-        agent::client::vsock_connect(uds, DEFAULT_VSOCK_PORT, Duration::from_secs(1)).ok()?;
+    let mut s = agent::client::vsock_connect(uds, DEFAULT_VSOCK_PORT, Duration::from_secs(1)).ok()?;
     let r = agent::client::request(&mut s, "GET", "/ready", None).ok()?;
     (r.status == 200).then(|| r.json().ok()).flatten()
 }
@@ -643,9 +560,7 @@ fn shutdown_guest(addr: Option<SocketAddr>, uds: Option<&Path>) -> bool {
         }
     }
     if let Some(u) = uds {
-        if let Ok(mut s) =
-            agent::client::vsock_connect(u, DEFAULT_VSOCK_PORT, Duration::from_secs(1))
-        {
+        if let Ok(mut s) = agent::client::vsock_connect(u, DEFAULT_VSOCK_PORT, Duration::from_secs(1)) {
             return agent::client::request(&mut s, "POST", "/v1/shutdown", Some(body)).is_ok();
         }
     }
@@ -655,21 +570,13 @@ fn shutdown_guest(addr: Option<SocketAddr>, uds: Option<&Path>) -> bool {
 /// RSS and PSS in KiB from a `/proc/<pid>/smaps_rollup` text.
 pub fn parse_smaps_rollup(text: &str) -> Option<Memory> {
     let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse::<u64>().ok())
+        text.lines().find_map(|l| l.strip_prefix(name)).and_then(|rest| rest.split_whitespace().next()).and_then(|n| n.parse::<u64>().ok())
     };
-    Some(Memory {
-        rss_kib: field("Rss:")?,
-        pss_kib: field("Pss:")?,
-    })
+    Some(Memory { rss_kib: field("Rss:")?, pss_kib: field("Pss:")? })
 }
 
 fn read_lossy(p: &Path) -> String {
-    std::fs::read(p)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
+    std::fs::read(p).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
 }
 
 /// The last serial lines and the VMM's own output, for error messages.
@@ -720,18 +627,11 @@ fn progress(o: &Options, msg: &str) {
 pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
     // Guards are declared in the order things are made; they drop in reverse.
     let _ = std::fs::remove_dir_all(&plan.run_dir);
-    std::fs::create_dir_all(&plan.run_dir)
-        .map_err(Error::io(format!("create {}", plan.run_dir.display())))?;
-    let _dir = RunDir {
-        path: plan.run_dir.clone(),
-        keep: o.keep,
-    };
+    std::fs::create_dir_all(&plan.run_dir).map_err(Error::io(format!("create {}", plan.run_dir.display())))?;
+    let _dir = RunDir { path: plan.run_dir.clone(), keep: o.keep };
     let _tap = match (&plan.tap, &plan.guest_ip) {
         (Some(net), Some(ip)) => {
-            progress(
-                o,
-                &format!("TAP {} (host 169.254.0.1/16, guest {ip})", net.tap),
-            );
+            progress(o, &format!("TAP {} (host 169.254.0.1/16, guest {ip})", net.tap));
             Some(Tap::create(&net.tap, ip, &net.mac)?)
         }
         _ => None,
@@ -740,22 +640,12 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
     let _vhost = match &plan.vhost_argv {
         Some(argv) => {
             let mut p = Proc::spawn(argv, "vhost-device-vsock", &plan.run_dir.join("vhost.out"))?;
-            let sock = plan
-                .spec
-                .vsock
-                .as_ref()
-                .map(|v| v.socket.clone())
-                .unwrap_or_default();
+            let sock = plan.spec.vsock.as_ref().map(|v| v.socket.clone()).unwrap_or_default();
             if !wait_for_path(&sock, Duration::from_secs(5), &mut p) {
                 return Err(Error::Helper {
                     what: "vhost-device-vsock".into(),
-                    detail: format!(
-                        "no socket {} after 5 s: {}",
-                        sock.display(),
-                        read_lossy(&plan.run_dir.join("vhost.out")).trim()
-                    ),
-                    fix: "cargo install vhost-device-vsock (0.3 or later), or pass --no-vsock"
-                        .into(),
+                    detail: format!("no socket {} after 5 s: {}", sock.display(), read_lossy(&plan.run_dir.join("vhost.out")).trim()),
+                    fix: "cargo install vhost-device-vsock (0.3 or later), or pass --no-vsock".into(),
                 });
             }
             Some(p)
@@ -769,13 +659,12 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
         }
         None => None,
     };
-    let debugcon_listener =
-        match plan.vmm {
-            Vmm::Qemu => Some(UnixListener::bind(&plan.spec.debugcon_socket).map_err(
-                Error::io(format!("bind {}", plan.spec.debugcon_socket.display())),
-            )?),
-            Vmm::CloudHypervisor => None,
-        };
+    let debugcon_listener = match plan.vmm {
+        Vmm::Qemu => Some(
+            UnixListener::bind(&plan.spec.debugcon_socket).map_err(Error::io(format!("bind {}", plan.spec.debugcon_socket.display())))?,
+        ),
+        Vmm::CloudHypervisor => None,
+    };
     interrupted()?;
 
     progress(o, &format!("starting {}", vmm::shell_line(&plan.argv)));
@@ -783,20 +672,17 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
     let mut vmm_proc = Proc::spawn(&plan.argv, plan.vmm.name(), &plan.run_dir.join("vmm.out"))?;
     let chunks: Chunks = Arc::new(Mutex::new(Vec::new()));
     let connected = Arc::new(Mutex::new(None));
-    let debugcon =
-        debugcon_listener.map(|l| debugcon_reader(l, t0, chunks.clone(), connected.clone()));
+    let debugcon = debugcon_listener.map(|l| debugcon_reader(l, t0, chunks.clone(), connected.clone()));
     let mut notify = notify_listener.map(|l| notify_reader(l, t0));
 
-    let addr: Option<SocketAddr> = plan
-        .guest_ip
-        .as_ref()
-        .and_then(|ip| format!("{ip}:{DEFAULT_PORT}").parse().ok());
+    let addr: Option<SocketAddr> = plan.guest_ip.as_ref().and_then(|ip| format!("{ip}:{DEFAULT_PORT}").parse().ok());
     let mut host = HostTimes::default();
     let mut ready: Option<Ready> = None;
     let mut notify_body: Option<Vec<u8>> = None;
     let mut memory = None;
     let mut first_ready_at: Option<Instant> = None;
     let mut vmm_exit = None;
+    let mut last_event_check = Instant::now();
 
     loop {
         interrupted()?;
@@ -805,11 +691,18 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
             if o.wait == Wait::Exit {
                 break;
             }
-            return Err(Error::VmmExited {
-                vmm: plan.vmm.name().into(),
-                status: status.to_string(),
-                diagnostics: diagnostics(plan),
-            });
+            return Err(Error::VmmExited { vmm: plan.vmm.name().into(), status: status.to_string(), diagnostics: diagnostics(plan) });
+        }
+        if plan.vmm == Vmm::CloudHypervisor && last_event_check.elapsed() > Duration::from_millis(50) {
+            last_event_check = Instant::now();
+            let events = measure::parse_ch_events(&read_lossy(&plan.spec.event_monitor));
+            if measure::event_at(&events, "vm", "rebooting").is_some() {
+                return Err(Error::VmmExited {
+                    vmm: plan.vmm.name().into(),
+                    status: "the guest reset (kernel panic or reboot)".into(),
+                    diagnostics: diagnostics(plan),
+                });
+            }
         }
         if t0.elapsed() > o.timeout {
             let waiting_for = match o.wait {
@@ -828,11 +721,7 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
                     format!("waiting for {}", w.join(", "))
                 }
             };
-            return Err(Error::Timeout {
-                secs: o.timeout.as_secs(),
-                waiting_for,
-                diagnostics: diagnostics(plan),
-            });
+            return Err(Error::Timeout { secs: o.timeout.as_secs(), waiting_for, diagnostics: diagnostics(plan) });
         }
         if o.wait == Wait::Agent {
             if let Some(n) = &notify {
@@ -853,9 +742,7 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
                 }
             }
             let someone_said_ready = host.ready_tcp_us.is_some() || host.notify_us.is_some();
-            if let (Some(uds), None, true) =
-                (&plan.vsock_uds, host.ready_vsock_us, someone_said_ready)
-            {
+            if let (Some(uds), None, true) = (&plan.vsock_uds, host.ready_vsock_us, someone_said_ready) {
                 if let Some(r) = ready_over_vsock(uds) {
                     let t = micros_since(t0);
                     host.ready_vsock_us = Some(t);
@@ -866,10 +753,7 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
             if someone_said_ready {
                 let now = *first_ready_at.get_or_insert_with(Instant::now);
                 if memory.is_none() {
-                    memory = parse_smaps_rollup(&read_lossy(Path::new(&format!(
-                        "/proc/{}/smaps_rollup",
-                        vmm_proc.pid()
-                    ))));
+                    memory = parse_smaps_rollup(&read_lossy(Path::new(&format!("/proc/{}/smaps_rollup", vmm_proc.pid()))));
                 }
                 let all = (addr.is_none() || host.ready_tcp_us.is_some())
                     && (plan.vsock_uds.is_none() || host.ready_vsock_us.is_some())
@@ -891,11 +775,7 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
         }
         progress(o, "asking the guest to power off");
         let asked = shutdown_guest(addr, plan.vsock_uds.as_deref());
-        let grace = if asked {
-            Duration::from_secs(10)
-        } else {
-            Duration::ZERO
-        };
+        let grace = if asked { Duration::from_secs(10) } else { Duration::ZERO };
         vmm_exit = vmm_proc.wait_for(grace);
         if vmm_exit.is_none() {
             progress(o, "the guest did not power off; stopping the VMM");
@@ -916,11 +796,7 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
         Vmm::CloudHypervisor => {
             let events = measure::parse_ch_events(&read_lossy(&plan.spec.event_monitor));
             host.vmm_ready_us = measure::event_at(&events, "vm", "booting");
-            (
-                measure::parse_ch_log(&read_lossy(&plan.spec.log_file)),
-                "vmm log prefix",
-                events,
-            )
+            (measure::parse_ch_log(&read_lossy(&plan.spec.log_file)), "vmm log prefix", events)
         }
     };
     host.marks_source = marks_source.into();
@@ -1001,30 +877,14 @@ mod tests {
 
     fn opts() -> Options {
         let (k, r) = files();
-        Options {
-            kernel: Some(k),
-            rootfs: Some(r),
-            ..Options::default()
-        }
+        Options { kernel: Some(k), rootfs: Some(r), ..Options::default() }
     }
 
     #[test]
     fn auto_picks_cloud_hypervisor_only_with_hardware_kvm() {
         let cases = [
-            (
-                KvmKind::Hardware("kvm_intel"),
-                true,
-                Vmm::CloudHypervisor,
-                Accel::Kvm,
-                false,
-            ),
-            (
-                KvmKind::Hardware("kvm_amd"),
-                false,
-                Vmm::Qemu,
-                Accel::Kvm,
-                false,
-            ),
+            (KvmKind::Hardware("kvm_intel"), true, Vmm::CloudHypervisor, Accel::Kvm, false),
+            (KvmKind::Hardware("kvm_amd"), false, Vmm::Qemu, Accel::Kvm, false),
             (KvmKind::Pvm, true, Vmm::Qemu, Accel::Tcg, true),
             (KvmKind::Absent, false, Vmm::Qemu, Accel::Tcg, true),
         ];
@@ -1040,22 +900,11 @@ mod tests {
         let p = plan(&opts(), &host(KvmKind::Pvm, false, true), 7).unwrap();
         let dir = p.run_dir.display().to_string();
         let v = p.vhost_argv.clone().unwrap().join(" ");
-        assert_eq!(
-            v,
-            format!("/bin/vhost-device-vsock --guest-cid 3 --socket {dir}/vhost-user.sock --uds-path {dir}/vsock.sock")
-        );
+        assert_eq!(v, format!("/bin/vhost-device-vsock --guest-cid 3 --socket {dir}/vhost-user.sock --uds-path {dir}/vsock.sock"));
         let line = vmm::shell_line(&p.argv);
-        assert!(
-            line.contains(&format!(
-                "-chardev socket,id=vsock0,path={dir}/vhost-user.sock"
-            )),
-            "{line}"
-        );
+        assert!(line.contains(&format!("-chardev socket,id=vsock0,path={dir}/vhost-user.sock")), "{line}");
         assert!(line.contains("chinit.notify=vsock:10000"), "{line}");
-        assert!(
-            line.contains(&format!("chinit.ip={}/16", p.guest_ip.clone().unwrap())),
-            "{line}"
-        );
+        assert!(line.contains(&format!("chinit.ip={}/16", p.guest_ip.clone().unwrap())), "{line}");
         assert!(line.contains("read-only=on"), "{line}");
         let dry = dry_run_text(&p);
         assert!(dry.contains("ip tuntap add dev "), "{dry}");
@@ -1067,58 +916,49 @@ mod tests {
     fn without_vhost_device_vsock_qemu_runs_without_vsock_and_says_how_to_get_it() {
         let p = plan(&opts(), &host(KvmKind::Pvm, false, false), 0).unwrap();
         assert!(p.spec.vsock.is_none() && p.vsock_uds.is_none());
-        assert!(p
-            .notes
-            .iter()
-            .any(|n| n.contains("cargo install vhost-device-vsock")));
+        assert!(p.notes.iter().any(|n| n.contains("cargo install vhost-device-vsock")));
         assert!(!p.spec.cmdline.contains("chinit.notify"));
     }
 
     #[test]
     fn missing_pieces_name_their_fix() {
         let h = host(KvmKind::Pvm, false, false);
-        let no_kernel = Options {
-            kernel: None,
-            ..opts()
-        };
+        let no_kernel = Options { kernel: None, ..opts() };
         let e = plan(&no_kernel, &h, 0).unwrap_err();
         assert_eq!(e.exit_code(), 3);
         assert!(e.to_string().contains("run `rootfs-builder kernel`"), "{e}");
-        let no_image = Options {
-            rootfs: Some("/nonexistent/rootfs.ext4".into()),
-            ..opts()
-        };
+        let no_image = Options { rootfs: Some("/nonexistent/rootfs.ext4".into()), ..opts() };
         let e = plan(&no_image, &h, 0).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("rootfs-builder --out rootfs_fast.ext4"),
-            "{e}"
-        );
-        let ch = Options {
-            vmm: VmmChoice::CloudHypervisor,
-            ..opts()
-        };
-        assert!(plan(&ch, &h, 0)
-            .unwrap_err()
-            .to_string()
-            .contains("install cloud-hypervisor"));
-        let pmem = Options {
-            root_mode: RootMode::Pmem,
-            ..opts()
-        };
+        assert!(e.to_string().contains("rootfs-builder --out rootfs_fast.ext4"), "{e}");
+        let ch = Options { vmm: VmmChoice::CloudHypervisor, ..opts() };
+        assert!(plan(&ch, &h, 0).unwrap_err().to_string().contains("install cloud-hypervisor"));
+        let pmem = Options { root_mode: RootMode::Pmem, ..opts() };
         assert_eq!(plan(&pmem, &h, 0).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn initramfs_needs_a_kernel_with_initrd_support() {
+        let d = std::env::temp_dir().join(format!("hp-initrd-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let (k, i) = (d.join("bzImage"), d.join("i.cpio"));
+        std::fs::write(&k, b"k").unwrap();
+        std::fs::write(&i, b"i").unwrap();
+        let o = Options { kernel: Some(k.clone()), initramfs: Some(i), ..Options::default() };
+        let h = host(KvmKind::Pvm, false, false);
+        assert!(kernel_supports_initrd(&k), "no config file: assume yes");
+        assert!(plan(&o, &h, 0).is_ok());
+        std::fs::write(d.join("config"), "# CONFIG_BLK_DEV_INITRD is not set\n").unwrap();
+        let e = plan(&o, &h, 0).unwrap_err();
+        assert!(e.to_string().contains("CONFIG_BLK_DEV_INITRD=y"), "{e}");
+        std::fs::write(d.join("config"), "CONFIG_BLK_DEV_INITRD=y\n").unwrap();
+        assert!(plan(&o, &h, 0).unwrap().spec.cmdline.contains("rdinit=/init"));
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn smaps_rollup_rss_and_pss() {
         let text = "55d0c0000000-7ffc0000000 ---p 00000000 00:00 0   [rollup]\nRss:              204800 kB\nPss:              102400 kB\nPss_Anon:          90000 kB\n";
-        assert_eq!(
-            parse_smaps_rollup(text),
-            Some(Memory {
-                rss_kib: 204_800,
-                pss_kib: 102_400
-            })
-        );
+        assert_eq!(parse_smaps_rollup(text), Some(Memory { rss_kib: 204_800, pss_kib: 102_400 }));
         assert_eq!(parse_smaps_rollup("Rss: 1 kB\n"), None);
     }
 }

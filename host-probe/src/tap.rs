@@ -23,10 +23,7 @@ pub fn guest_ip(pid: u32, seq: u32) -> String {
 /// A locally administered unicast MAC that encodes the guest address.
 pub fn guest_mac(ip: &str) -> String {
     let o: Vec<u8> = ip.split('.').filter_map(|x| x.parse().ok()).collect();
-    let (c, d) = (
-        o.get(2).copied().unwrap_or(0),
-        o.get(3).copied().unwrap_or(0),
-    );
+    let (c, d) = (o.get(2).copied().unwrap_or(0), o.get(3).copied().unwrap_or(0));
     format!("02:68:70:fe:{c:02x}:{d:02x}")
 }
 
@@ -37,12 +34,8 @@ pub fn setup_commands(name: &str, guest_ip: &str, guest_mac: &str) -> Vec<Vec<St
         v(&format!("tuntap add dev {name} mode tap")),
         v(&format!("addr add {HOST_ADDR} dev {name}")),
         v(&format!("link set dev {name} up")),
-        v(&format!(
-            "route replace {guest_ip}/32 dev {name} src 169.254.0.1"
-        )),
-        v(&format!(
-            "neigh replace {guest_ip} lladdr {guest_mac} dev {name} nud permanent"
-        )),
+        v(&format!("route replace {guest_ip}/32 dev {name} src 169.254.0.1")),
+        v(&format!("neigh replace {guest_ip} lladdr {guest_mac} dev {name} nud permanent")),
     ]
 }
 
@@ -62,20 +55,12 @@ pub struct Tap {
 }
 
 fn ip(args: &[String]) -> Result<(), TapError> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| TapError {
-            args: args.join(" "),
-            detail: format!("{e} (install iproute2)"),
-        })?;
+    let out =
+        Command::new("ip").args(args).output().map_err(|e| TapError { args: args.join(" "), detail: format!("{e} (install iproute2)") })?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(TapError {
-            args: args.join(" "),
-            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
+        Err(TapError { args: args.join(" "), detail: String::from_utf8_lossy(&out.stderr).trim().to_string() })
     }
 }
 
@@ -86,17 +71,10 @@ impl Tap {
         for (i, args) in setup_commands(name, guest_ip, guest_mac).iter().enumerate() {
             ip(args)?;
             if i == 0 {
-                tap = Some(Tap {
-                    name: name.to_string(),
-                    guest_ip: guest_ip.to_string(),
-                    guest_mac: guest_mac.to_string(),
-                });
+                tap = Some(Tap { name: name.to_string(), guest_ip: guest_ip.to_string(), guest_mac: guest_mac.to_string() });
             }
         }
-        tap.ok_or_else(|| TapError {
-            args: String::new(),
-            detail: "no commands".into(),
-        })
+        tap.ok_or_else(|| TapError { args: String::new(), detail: "no commands".into() })
     }
 }
 
@@ -125,10 +103,7 @@ mod tests {
                 let ip = guest_ip(pid, seq);
                 let o: Vec<u32> = ip.split('.').map(|x| x.parse().unwrap()).collect();
                 assert_eq!(&o[..2], &[169, 254]);
-                assert!(
-                    (1..=254).contains(&o[2]) && (1..=254).contains(&o[3]),
-                    "{ip}"
-                );
+                assert!((1..=254).contains(&o[2]) && (1..=254).contains(&o[3]), "{ip}");
             }
         }
         assert_ne!(guest_ip(100, 0), guest_ip(100, 1));
@@ -165,14 +140,8 @@ mod tests {
         {
             let tap = Tap::create(&name, &ip, &mac).expect("create the TAP (needs CAP_NET_ADMIN)");
             assert!(exists(&tap.name));
-            let route = Command::new("ip")
-                .args(["route", "get", &ip])
-                .output()
-                .unwrap();
-            assert!(
-                String::from_utf8_lossy(&route.stdout).contains(&format!("dev {name}")),
-                "{route:?}"
-            );
+            let route = Command::new("ip").args(["route", "get", &ip]).output().unwrap();
+            assert!(String::from_utf8_lossy(&route.stdout).contains(&format!("dev {name}")), "{route:?}");
             // The same name again fails, and the failure leaves the first TAP alone.
             assert!(Tap::create(&name, &ip, &mac).is_err());
             assert!(exists(&name));

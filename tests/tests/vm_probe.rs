@@ -64,30 +64,15 @@ fn cloud_hypervisor_path_runs_a_pvh_guest_and_leaves_nothing_behind() {
 
     let codes: Vec<u8> = report.host.marks.iter().map(|m| m.code).collect();
     assert_eq!(codes, vec![0x60, 0x61, 0x62, 0x63], "{report:#?}");
-    assert!(
-        report.host.marks.windows(2).all(|w| w[0].t_us <= w[1].t_us),
-        "marks in order: {:?}",
-        report.host.marks
-    );
+    assert!(report.host.marks.windows(2).all(|w| w[0].t_us <= w[1].t_us), "marks in order: {:?}", report.host.marks);
     assert_eq!(report.host.marks_source, "vmm log prefix");
-    let events: Vec<String> = report
-        .events
-        .iter()
-        .map(|e| format!("{} {}", e.source, e.event))
-        .collect();
+    let events: Vec<String> = report.events.iter().map(|e| format!("{} {}", e.source, e.event)).collect();
     for want in ["vmm starting", "vm booting", "vm booted", "vm shutdown"] {
-        assert!(
-            events.iter().any(|e| e == want),
-            "{want} missing from {events:?}"
-        );
+        assert!(events.iter().any(|e| e == want), "{want} missing from {events:?}");
     }
     assert!(report.host.vmm_ready_us.is_some());
     assert!(report.guest.is_none() && report.phases.is_none());
-    assert!(
-        !report.notes.iter().any(|n| n.contains("exited")),
-        "clean exit: {:?}",
-        report.notes
-    );
+    assert!(!report.notes.iter().any(|n| n.contains("exited")), "clean exit: {:?}", report.notes);
 
     assert!(!host_probe::tap::exists(&tap), "TAP {tap} removed");
     assert!(!plan.run_dir.exists(), "run directory removed");
@@ -168,21 +153,113 @@ fn qemu_path_reads_debugcon_marks_and_stops_every_helper() {
     let codes: Vec<u8> = report.host.marks.iter().map(|m| m.code).collect();
     assert_eq!(codes, vec![0x60, 0x61, 0x62, 0x63], "{report:#?}");
     assert_eq!(report.host.marks_source, "debugcon arrival");
-    let connected = report
-        .host
-        .vmm_ready_us
-        .expect("QEMU connected its debugcon");
+    let connected = report.host.vmm_ready_us.expect("QEMU connected its debugcon");
     assert!(report.host.marks[0].t_us >= connected, "{report:#?}");
     assert!(!host_probe::tap::exists(&tap), "TAP {tap} removed");
     assert!(!plan.run_dir.exists(), "run directory removed");
     let run_dir = plan.run_dir.display().to_string();
-    assert_eq!(
-        processes_mentioning(&run_dir),
-        Vec::<String>::new(),
-        "no QEMU or vhost-device-vsock left"
-    );
+    assert_eq!(processes_mentioning(&run_dir), Vec::<String>::new(), "no QEMU or vhost-device-vsock left");
     assert_eq!(sha(&disk), before, "the image is untouched");
     if host.vhost_vsock.is_some() {
         assert!(plan.vhost_argv.is_some());
     }
+}
+
+/// Builds a workspace binary (release) and returns its path.
+fn cargo_release(package: &str, target: Option<&str>) -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.current_dir(&ws).args(["build", "--quiet", "--release", "-p", package]);
+    if let Some(t) = target {
+        cmd.args(["--target", t]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut p = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| ws.join("target"));
+    if let Some(t) = target {
+        p.push(t);
+    }
+    p.push("release");
+    p
+}
+
+/// chinit in a fresh ext4 image (or initramfs) made by rootfs-builder.
+fn chinit_image(dir: &Path, initramfs: bool) -> PathBuf {
+    let chinit = cargo_release("chinit", Some("x86_64-unknown-linux-musl")).join("chinit");
+    let builder = cargo_release("rootfs-builder", None).join("rootfs-builder");
+    let (flag, out) = if initramfs { ("--initramfs", dir.join("chinit.cpio")) } else { ("--out", dir.join("rootfs.ext4")) };
+    let o = std::process::Command::new(builder).arg("--init").arg(&chinit).arg(flag).arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+fn boot_chinit_under_qemu(initramfs: bool) {
+    let host = HostOffer::gather();
+    if host.qemu.is_none() {
+        eprintln!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
+        return;
+    }
+    let Some(kernel) = host.cache_root.as_deref().and_then(|r| host_probe::locate::default_kernel(r, "bzImage")) else {
+        eprintln!("skipped: no guest kernel in the cache (run `rootfs-builder kernel`)");
+        return;
+    };
+    if initramfs && !host_probe::run::kernel_supports_initrd(&kernel) {
+        eprintln!("skipped: {} is built without CONFIG_BLK_DEV_INITRD (its config file says so)", kernel.display());
+        return;
+    }
+    let dir = TempDir::new(if initramfs { "qemu-initramfs" } else { "qemu-disk" });
+    let image = chinit_image(&dir.0, initramfs);
+    let before = sha(&image);
+    let o = Options {
+        vmm: VmmChoice::Qemu,
+        kernel: Some(kernel),
+        rootfs: (!initramfs).then(|| image.clone()),
+        initramfs: initramfs.then(|| image.clone()),
+        timeout: Duration::from_secs(120),
+        ..Options::default()
+    };
+    let plan = run::plan(&o, &host, run::next_seq()).unwrap();
+    let tap = plan.tap.clone().unwrap().tap;
+    let r = run::execute(&plan, &o).unwrap_or_else(|e| panic!("{e}"));
+
+    let g = r.guest.as_ref().expect("chinit's timeline");
+    assert!(g.ready && g.mode == "vm", "{g:?}");
+    let steps: Vec<&str> = g.steps.iter().map(|s| s.name.as_str()).collect();
+    for want in ["mounts", "network", "agent"] {
+        assert!(steps.contains(&want), "{want} missing from {steps:?}");
+    }
+    let codes: Vec<u8> = r.host.marks.iter().map(|m| m.code).filter(|c| (0x60..=0x63).contains(c)).collect();
+    assert_eq!(codes, vec![0x60, 0x61, 0x62, 0x63], "{:?}", r.host.marks);
+    let p = r.phases.as_ref().unwrap();
+    assert_eq!(p.kernel_boot_us, g.init_start_us);
+    assert_eq!(p.init_us, g.ready_us - g.init_start_us);
+    assert!(p.kernel_start_host_us.is_some());
+    assert!(p.total_us >= p.ready_in_guest_us, "{p:?}");
+    assert!(r.host.ready_tcp_us.is_some(), "{:?}", r.host);
+    if host.vhost_vsock.is_some() {
+        assert!(r.host.notify_us.is_some(), "{:?}", r.host);
+        assert!(r.host.ready_vsock_us.is_some(), "{:?}", r.host);
+    }
+    let console = r.console_ready_ms.expect("console ready line");
+    assert!((console - p.init_us as f64 / 1000.0).abs() < 0.01, "{console} vs {p:?}");
+    assert!(r.memory.is_some_and(|m| m.rss_kib > 0 && m.pss_kib > 0));
+    assert!(!r.notes.iter().any(|n| n.contains("exited")), "powered off cleanly: {:?}", r.notes);
+
+    assert!(!host_probe::tap::exists(&tap), "TAP {tap} removed");
+    assert!(!plan.run_dir.exists(), "run directory removed");
+    let run_dir = plan.run_dir.display().to_string();
+    assert_eq!(processes_mentioning(&run_dir), Vec::<String>::new());
+    assert_eq!(sha(&image), before, "the image is untouched");
+    eprintln!("{}", host_probe::report::text(&r));
+}
+
+#[test]
+fn qemu_boots_chinit_from_a_read_only_disk_to_ready() {
+    boot_chinit_under_qemu(false);
+}
+
+#[test]
+fn qemu_boots_chinit_from_an_initramfs_to_ready() {
+    boot_chinit_under_qemu(true);
 }

@@ -8,23 +8,11 @@ use super::{Root, Spec};
 /// (where guest writes to port 0x80 appear at WARN) go to files host-probe parses.
 pub fn argv(spec: &Spec) -> Vec<String> {
     let mut a: Vec<String> = vec![spec.binary.display().to_string()];
-    push(
-        &mut a,
-        "--api-socket",
-        format!("path={}", spec.api_socket.display()),
-    );
+    push(&mut a, "--api-socket", format!("path={}", spec.api_socket.display()));
     push(&mut a, "--kernel", spec.kernel.display().to_string());
     match &spec.root {
-        Root::Disk(p) => push(
-            &mut a,
-            "--disk",
-            format!("path={},readonly=on,image_type=raw", p.display()),
-        ),
-        Root::Pmem(p) => push(
-            &mut a,
-            "--pmem",
-            format!("file={},discard_writes=on", p.display()),
-        ),
+        Root::Disk(p) => push(&mut a, "--disk", format!("path={},readonly=on,image_type=raw", p.display())),
+        Root::Pmem(p) => push(&mut a, "--pmem", format!("file={},discard_writes=on", p.display())),
         Root::Initramfs(p) => push(&mut a, "--initramfs", p.display().to_string()),
     }
     push(&mut a, "--cmdline", spec.cmdline.clone());
@@ -34,23 +22,11 @@ pub fn argv(spec: &Spec) -> Vec<String> {
         push(&mut a, "--net", format!("tap={},mac={}", net.tap, net.mac));
     }
     if let Some(v) = &spec.vsock {
-        push(
-            &mut a,
-            "--vsock",
-            format!("cid={},socket={}", v.cid, v.socket.display()),
-        );
+        push(&mut a, "--vsock", format!("cid={},socket={}", v.cid, v.socket.display()));
     }
-    push(
-        &mut a,
-        "--serial",
-        format!("file={}", spec.serial.display()),
-    );
+    push(&mut a, "--serial", format!("file={}", spec.serial.display()));
     push(&mut a, "--console", "off".to_string());
-    push(
-        &mut a,
-        "--event-monitor",
-        format!("path={}", spec.event_monitor.display()),
-    );
+    push(&mut a, "--event-monitor", format!("path={}", spec.event_monitor.display()));
     push(&mut a, "--log-file", spec.log_file.display().to_string());
     a
 }
@@ -74,14 +50,8 @@ mod tests {
             cmdline: "console=ttyS0 root=/dev/vda ro".into(),
             cpus: 1,
             memory_mib: 128,
-            net: net.then(|| Net {
-                tap: "hp1234a".into(),
-                mac: "02:68:70:00:00:02".into(),
-            }),
-            vsock: vsock.then(|| Vsock {
-                cid: 3,
-                socket: "/run/r/vsock.sock".into(),
-            }),
+            net: net.then(|| Net { tap: "hp1234a".into(), mac: "02:68:70:00:00:02".into() }),
+            vsock: vsock.then(|| Vsock { cid: 3, socket: "/run/r/vsock.sock".into() }),
             serial: "/run/r/serial.log".into(),
             api_socket: "/run/r/api.sock".into(),
             event_monitor: "/run/r/events.json".into(),

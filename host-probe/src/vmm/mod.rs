@@ -85,10 +85,7 @@ pub struct Spec {
 
 /// Quotes one argument for a POSIX shell when it needs it, so `--dry-run` output can be pasted.
 pub fn shell_quote(arg: &str) -> String {
-    let plain = !arg.is_empty()
-        && arg
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./=,:@%+".contains(&b));
+    let plain = !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=,:@%+".contains(&b));
     if plain {
         arg.to_string()
     } else {
@@ -98,10 +95,7 @@ pub fn shell_quote(arg: &str) -> String {
 
 /// The argv as one shell line.
 pub fn shell_line(argv: &[String]) -> String {
-    argv.iter()
-        .map(|a| shell_quote(a))
-        .collect::<Vec<_>>()
-        .join(" ")
+    argv.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]
@@ -120,9 +114,6 @@ mod tests {
         for (arg, want) in cases {
             assert_eq!(shell_quote(arg), want, "{arg:?}");
         }
-        assert_eq!(
-            shell_line(&["a b".into(), "c".into()]),
-            "'a b' c".to_string()
-        );
+        assert_eq!(shell_line(&["a b".into(), "c".into()]), "'a b' c".to_string());
     }
 }

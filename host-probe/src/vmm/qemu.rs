@@ -35,66 +35,24 @@ pub fn argv(spec: &Spec) -> Result<Vec<String>, &'static str> {
     push(&mut a, "-append", spec.cmdline.clone());
     match &spec.root {
         Root::Disk(p) => {
-            push(
-                &mut a,
-                "-drive",
-                format!(
-                    "id=root,file={},format=raw,if=none,read-only=on",
-                    p.display()
-                ),
-            );
+            push(&mut a, "-drive", format!("id=root,file={},format=raw,if=none,read-only=on", p.display()));
             push(&mut a, "-device", "virtio-blk-device,drive=root".into());
         }
         Root::Initramfs(p) => push(&mut a, "-initrd", p.display().to_string()),
         Root::Pmem(_) => return Err(PMEM_UNSUPPORTED),
     }
-    push(
-        &mut a,
-        "-chardev",
-        format!("file,id=serial0,path={}", spec.serial.display()),
-    );
+    push(&mut a, "-chardev", format!("file,id=serial0,path={}", spec.serial.display()));
     push(&mut a, "-serial", "chardev:serial0".into());
-    push(
-        &mut a,
-        "-chardev",
-        format!("socket,id=debugcon,path={}", spec.debugcon_socket.display()),
-    );
-    push(
-        &mut a,
-        "-device",
-        "isa-debugcon,iobase=0x80,chardev=debugcon".into(),
-    );
+    push(&mut a, "-chardev", format!("socket,id=debugcon,path={}", spec.debugcon_socket.display()));
+    push(&mut a, "-device", "isa-debugcon,iobase=0x80,chardev=debugcon".into());
     if let Some(net) = &spec.net {
-        push(
-            &mut a,
-            "-netdev",
-            format!("tap,id=net0,ifname={},script=no,downscript=no", net.tap),
-        );
-        push(
-            &mut a,
-            "-device",
-            format!("virtio-net-device,netdev=net0,mac={}", net.mac),
-        );
+        push(&mut a, "-netdev", format!("tap,id=net0,ifname={},script=no,downscript=no", net.tap));
+        push(&mut a, "-device", format!("virtio-net-device,netdev=net0,mac={}", net.mac));
     }
     if let Some(v) = &spec.vsock {
-        push(
-            &mut a,
-            "-object",
-            format!(
-                "memory-backend-memfd,id=mem,size={}M,share=on",
-                spec.memory_mib
-            ),
-        );
-        push(
-            &mut a,
-            "-chardev",
-            format!("socket,id=vsock0,path={}", v.socket.display()),
-        );
-        push(
-            &mut a,
-            "-device",
-            "vhost-user-vsock-device,chardev=vsock0".into(),
-        );
+        push(&mut a, "-object", format!("memory-backend-memfd,id=mem,size={}M,share=on", spec.memory_mib));
+        push(&mut a, "-chardev", format!("socket,id=vsock0,path={}", v.socket.display()));
+        push(&mut a, "-device", "vhost-user-vsock-device,chardev=vsock0".into());
     }
     Ok(a)
 }
@@ -118,14 +76,8 @@ mod tests {
             cmdline: "console=ttyS0 io_delay=none".into(),
             cpus: 2,
             memory_mib: 256,
-            net: net.then(|| Net {
-                tap: "hp77b".into(),
-                mac: "02:68:70:00:00:07".into(),
-            }),
-            vsock: vsock.then(|| Vsock {
-                cid: 3,
-                socket: "/r/vhost-user.sock".into(),
-            }),
+            net: net.then(|| Net { tap: "hp77b".into(), mac: "02:68:70:00:00:07".into() }),
+            vsock: vsock.then(|| Vsock { cid: 3, socket: "/r/vhost-user.sock".into() }),
             serial: "/r/serial.log".into(),
             api_socket: "/r/api.sock".into(),
             event_monitor: "/r/events.json".into(),
@@ -171,12 +123,7 @@ mod tests {
 
     #[test]
     fn pmem_is_refused_with_the_fix() {
-        let s = spec(
-            Root::Pmem(PathBuf::from("/img/r.ext4")),
-            Accel::Tcg,
-            false,
-            false,
-        );
+        let s = spec(Root::Pmem(PathBuf::from("/img/r.ext4")), Accel::Tcg, false, false);
         assert!(argv(&s).unwrap_err().contains("--root disk"));
     }
 }
