@@ -42,6 +42,8 @@ struct Sample {
     exec_to_init: u64,
     init_to_ready: u64,
     ready_to_host: u64,
+    /// A GET /ready on a fresh connection once ready: the floor under `ready_to_host`.
+    rtt: u64,
     steps: Vec<(String, u64)>,
 }
 
@@ -49,6 +51,13 @@ fn one(bin: &std::path::Path, extra: &str) -> Result<Sample, String> {
     let wire = Wire::new()?;
     let mut c = Chinit::start(bin, &wire, &format!("chinit.ip=169.254.1.2/16 chinit.vsock_port=off {extra}"))?;
     let first = ns::wait_ready(&wire, &c, Duration::from_secs(10))?;
+    let rtt = wire.host.run(|| {
+        let start = std::time::Instant::now();
+        let mut s = std::net::TcpStream::connect((ns::GUEST_IP, ns::PORT)).map_err(|e| e.to_string())?;
+        let _ = s.set_nodelay(true);
+        agent::client::request(&mut s, "GET", "/ready", None).map_err(|e| e.to_string())?;
+        Ok::<u64, String>(start.elapsed().as_micros() as u64)
+    })??;
     c.signal(Signal::SIGTERM)?;
     let st = c.wait(Duration::from_secs(10))?;
     if !ns::is_poweroff(st) {
@@ -60,6 +69,7 @@ fn one(bin: &std::path::Path, extra: &str) -> Result<Sample, String> {
         exec_to_init: r.init_start_us.saturating_sub(c.spawned_us),
         init_to_ready: r.init_to_ready_us(),
         ready_to_host: first.seen_us.saturating_sub(r.ready_us),
+        rtt,
         steps: r.steps.iter().map(|s| (s.name.clone(), s.duration_us())).collect(),
     })
 }
@@ -118,6 +128,7 @@ fn main() {
         ("exec → chinit main".into(), stats(samples.iter().map(|s| s.exec_to_init).collect())),
         ("chinit start → ready".into(), stats(samples.iter().map(|s| s.init_to_ready).collect())),
         ("ready → host has 200".into(), stats(samples.iter().map(|s| s.ready_to_host).collect())),
+        ("  (one GET /ready, ready VM)".into(), stats(samples.iter().map(|s| s.rtt).collect())),
     ];
     if let Some(first) = samples.first() {
         for (k, (name, _)) in first.steps.iter().enumerate() {
