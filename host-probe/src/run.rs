@@ -534,8 +534,8 @@ fn notify_reader(l: UnixListener, t0: Instant) -> Reader<Option<(u64, Vec<u8>)>>
 }
 
 /// One `GET /ready` over TCP; `Some` on a 200 with a Ready body.
-fn ready_over_tcp(addr: SocketAddr) -> Option<Ready> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(100)).ok()?;
+fn ready_over_tcp(addr: SocketAddr, connect_timeout: Duration) -> Option<Ready> {
+    let mut s = TcpStream::connect_timeout(&addr, connect_timeout).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     s.set_write_timeout(Some(Duration::from_secs(2))).ok()?;
     let r = agent::client::request(&mut s, "GET", "/ready", None).ok()?;
@@ -734,7 +734,12 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
                 }
             }
             if let (Some(a), None) = (addr, host.ready_tcp_us) {
-                if let Some(r) = ready_over_tcp(a) {
+                // Short connects while the guest is still booting (a SYN it drops costs only this
+                // long), patient ones once something said the guest is ready or it is slow anyway.
+                let ready_mark = chunks.lock().map(|c| c.iter().any(|(_, b)| b.contains(&measure::MARK_READY))).unwrap_or(false);
+                let patient = ready_mark || host.notify_us.is_some() || t0.elapsed() > Duration::from_secs(10);
+                let connect_timeout = Duration::from_millis(if patient { 500 } else { 20 });
+                if let Some(r) = ready_over_tcp(a, connect_timeout) {
                     let t = micros_since(t0);
                     host.ready_tcp_us = Some(t);
                     progress(o, &format!("/ready over TAP at {} ms", report::ms(t)));
@@ -846,7 +851,7 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
 pub fn run(o: &Options) -> Result<Report, Error> {
     let plan = plan(o, &HostOffer::gather(), next_seq())?;
     for n in &plan.notes {
-        eprintln!("host-probe: {n}");
+        progress(o, n);
     }
     execute(&plan, o)
 }
