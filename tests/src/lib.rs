@@ -1,3 +1,4 @@
 //! End-to-end test harness.
 
 pub mod ns;
+pub mod vm;

@@ -1,0 +1,158 @@
+//! VM boots of the guest kernels: the tiny kernel directly (root on virtio-blk ext4, no initrd)
+//! and Debian's cloud kernel through an initramfs that loads the virtio modules.
+//!
+//! QEMU microvm with KVM where the host has usable KVM, TCG otherwise. Kernels come from the
+//! rootfs-builder cache: the first run builds the tiny kernel (minutes), later runs hit the cache.
+//! Each test skips with one line only when qemu-system-x86_64 (or busybox, for the busybox boot)
+//! is missing.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use chinit_tests::vm::{self, Machine, TempDir, Vm};
+
+/// Generous: TCG on 2 shared cores, with other tests booting at the same time.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn qemu_or_skip(test: &str) -> Option<PathBuf> {
+    let q = vm::qemu_binary();
+    if q.is_none() {
+        eprintln!("skipping {test}: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
+    }
+    q
+}
+
+fn tiny_kernel() -> PathBuf {
+    rootfs_builder::kernel::tiny_kernel("x86_64").unwrap_or_else(|e| panic!("tiny kernel: {e}"))
+}
+
+fn machine(qemu: PathBuf, kernel: PathBuf, cmdline: &str, tmp: &Path) -> Machine {
+    let kvm = vm::kvm_usable();
+    let cmdline = if kvm { cmdline.to_string() } else { format!("{cmdline} {}", vm::tcg_cmdline()) };
+    Machine { qemu, kernel, initrd: None, cmdline, disks: vec![], cpus: 1, memory_mib: 256, console: tmp.join("console.log"), kvm }
+}
+
+fn write_exec(path: &Path, text: &str) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, text).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The PVH entry (what cloud-hypervisor uses) boots, and `quiet` keeps the kernel off the
+/// console: everything on it comes from init.
+#[test]
+fn tiny_kernel_pvh_boots_quietly_to_init() {
+    let Some(qemu) = qemu_or_skip("tiny_kernel_pvh_boots_quietly_to_init") else {
+        return;
+    };
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.is_file() {
+        eprintln!("skipping tiny_kernel_pvh_boots_quietly_to_init: /bin/busybox not found (apt-get install busybox-static)");
+        return;
+    }
+    let kernel = tiny_kernel();
+    let tmp = TempDir::new("vm-pvh").unwrap();
+    let root = tmp.path().join("root");
+    for d in ["bin", "dev", "proc", "sys"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::copy(busybox, root.join("bin/busybox")).unwrap();
+    write_exec(
+        &root.join("sbin/init"),
+        "#!/bin/busybox sh\n\
+         /bin/busybox mount -t proc proc /proc\n\
+         read up idle < /proc/uptime\n\
+         echo \"init-marker uptime=$up cpus=$(/bin/busybox nproc)\"\n\
+         /bin/busybox poweroff -f\n",
+    );
+    let image = tmp.path().join("root.img");
+    vm::ext4_from_dir(&root, &image, 16);
+
+    let mut m = machine(qemu, kernel.join("vmlinux"), "console=ttyS0 root=/dev/vda rw quiet", tmp.path());
+    m.disks.push(image);
+    let mut guest = Vm::start(&m).unwrap();
+    let line = guest.wait_for_line("init-marker", BOOT_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    assert!(line.contains("cpus=1"), "{line}");
+    assert!(guest.wait_exit(Duration::from_secs(30)).is_some(), "poweroff -f did not end QEMU");
+    let console = guest.console();
+    let kernel_lines: Vec<&str> = console.lines().filter(|l| !l.trim().is_empty() && !l.contains("init-marker")).collect();
+    assert!(kernel_lines.is_empty(), "with `quiet` the kernel printed:\n{}", kernel_lines.join("\n"));
+}
+
+/// Direct boot of the bzImage, root on /dev/vda (ext4, no initrd), chinit as init.
+#[test]
+fn tiny_kernel_boots_chinit_from_ext4_root() {
+    let Some(qemu) = qemu_or_skip("tiny_kernel_boots_chinit_from_ext4_root") else {
+        return;
+    };
+    let kernel = tiny_kernel();
+    let chinit = vm::chinit_binary();
+    let tmp = TempDir::new("vm-tiny").unwrap();
+    let root = tmp.path().join("root");
+    for d in ["dev", "proc", "sys", "run", "tmp", "sbin"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::copy(&chinit, root.join("sbin/chinit")).unwrap();
+    let image = tmp.path().join("root.img");
+    vm::ext4_from_dir(&root, &image, 32);
+
+    let mut m = machine(qemu, kernel.join("bzImage"), "console=ttyS0 root=/dev/vda rw init=/sbin/chinit quiet", tmp.path());
+    m.disks.push(image);
+    let mut guest = Vm::start(&m).unwrap();
+    let line = guest.wait_for_line("chinit: ready in ", BOOT_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    let ms = vm::ready_ms(&line).unwrap_or_else(|| panic!("unparsable ready line: {line}"));
+    assert!(ms > 0.0, "{line}");
+    eprintln!("tiny kernel: {line} (wall {:?})", guest.elapsed());
+}
+
+/// Modules of the Debian cloud kernel that a virtio-mmio root disk needs, dependencies first.
+const VIRTIO_MODULES: &[&str] = &["virtio", "virtio_ring", "virtio_mmio", "virtio_blk"];
+
+/// Builds the initramfs with `rootfs-builder --initramfs`.
+fn initramfs(out: &Path, modules_dir: &Path, chinit: &Path) {
+    let builder = vm::cargo_build("rootfs-builder", "rootfs-builder", None, false);
+    let mut cmd = Command::new(builder);
+    cmd.arg("--initramfs").arg(out).arg("--init").arg(chinit).arg("--modules-from").arg(modules_dir);
+    for m in VIRTIO_MODULES {
+        cmd.args(["--module", m]);
+    }
+    vm::run(&mut cmd);
+}
+
+/// Debian's cloud kernel with an initramfs holding chinit and the virtio modules: chinit loads
+/// them, mounts /dev/vda and switches root.
+#[test]
+fn debian_cloud_kernel_boots_chinit_through_initramfs() {
+    let Some(qemu) = qemu_or_skip("debian_cloud_kernel_boots_chinit_through_initramfs") else {
+        return;
+    };
+    let (vmlinuz, modules) =
+        rootfs_builder::kernel::distro_kernel("debian-cloud", "x86_64").unwrap_or_else(|e| panic!("distro kernel: {e}"));
+    let chinit = vm::chinit_binary();
+    let tmp = TempDir::new("vm-distro").unwrap();
+    let cpio = tmp.path().join("initramfs.cpio");
+    initramfs(&cpio, &modules, &chinit);
+
+    // The root the initramfs switches to: chinit again, as /sbin/chinit.
+    let root = tmp.path().join("root");
+    for d in ["dev", "proc", "sys", "run", "tmp", "sbin"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::copy(&chinit, root.join("sbin/chinit")).unwrap();
+    let image = tmp.path().join("root.img");
+    vm::ext4_from_dir(&root, &image, 32);
+
+    let mut m = machine(qemu, vmlinuz, "console=ttyS0 root=/dev/vda rw quiet", tmp.path());
+    m.initrd = Some(cpio);
+    m.disks.push(image);
+    m.memory_mib = 512;
+    let mut guest = Vm::start(&m).unwrap();
+    let line = guest.wait_for_line("chinit: ready in ", BOOT_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    assert!(vm::ready_ms(&line).is_some(), "{line}");
+    let console = guest.console();
+    assert!(console.contains("root: "), "chinit did not report switching root:\n{console}");
+    eprintln!("debian cloud kernel: {line} (wall {:?})", guest.elapsed());
+}
