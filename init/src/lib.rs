@@ -13,6 +13,7 @@ pub mod mode;
 pub mod modules;
 pub mod mounts;
 pub mod net;
+pub mod netlink;
 pub mod notify;
 pub mod panic;
 pub mod reap;
@@ -162,6 +163,15 @@ fn boot(mode: Mode, cmdline_override: Option<String>) -> ! {
         }
     }
 
+    let mut ip = None;
+    if cfg.net.enabled {
+        match tl.step("network", || network(&cfg)) {
+            Ok(p) => ip = Some((p.addr, p.prefix)),
+            Err(e) => say!("network: {e}; the agent serves vsock only"),
+        }
+    }
+    marks.mark(mark::NETWORK_DONE);
+
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -170,7 +180,7 @@ fn boot(mode: Mode, cmdline_override: Option<String>) -> ! {
         }
     };
     let extra_targets: Vec<String> = cfg.mounts.iter().map(|m| m.target.clone()).collect();
-    let action = rt.block_on(run(mode, &cfg, tl, marks, init_start));
+    let action = rt.block_on(run(mode, &cfg, tl, marks, init_start, ip));
     drop(rt);
     shutdown::finish(mode, &extra_targets, action)
 }
@@ -232,23 +242,16 @@ struct Workload {
     exited: oneshot::Receiver<Exit>,
 }
 
-async fn network(cfg: &Config) -> Result<net::Plan, String> {
-    let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| format!("open netlink: {e}"))?;
-    let conn = tokio::spawn(conn);
-    let result = async {
-        let links = net::apply::links(&handle).await?;
-        let plan = net::plan(&cfg.net, &links)?;
-        net::apply::apply(&handle, &plan).await?;
-        Ok(plan)
-    }
-    .await;
-    conn.abort();
-    result
+fn network(cfg: &Config) -> Result<net::Plan, String> {
+    let nl = netlink::Socket::open()?;
+    let plan = net::plan(&cfg.net, &nl.links()?)?;
+    nl.apply(&plan)?;
+    Ok(plan)
 }
 
-/// Network, agent, ready, then the PID 1 loop. Returns how to end the machine, after every process
+/// Agent, ready, then the PID 1 loop. Returns how to end the machine, after every process
 /// has been stopped.
-async fn run(mode: Mode, cfg: &Config, mut tl: Timeline, marks: Marks, init_start: u64) -> Action {
+async fn run(mode: Mode, cfg: &Config, mut tl: Timeline, marks: Marks, init_start: u64, ip: Option<(Ipv4Addr, u8)>) -> Action {
     // Handlers first: no SIGCHLD may be missed once children exist.
     let mut sig = match Signals::new() {
         Ok(s) => Some(s),
@@ -260,26 +263,15 @@ async fn run(mode: Mode, cfg: &Config, mut tl: Timeline, marks: Marks, init_star
     let state = Arc::new(State::new(mode.name(), init_start));
     let reaper = Arc::new(Reaper::default());
 
-    let mut ip = None;
-    if cfg.net.enabled {
-        let start = clock::now_us();
-        let r = network(cfg).await;
-        tl.record("network", start, clock::now_us(), r.as_ref().err().cloned());
-        match r {
-            Ok(p) => {
-                state.set_ip(format!("{}/{}", p.addr, p.prefix));
-                ip = Some(p.addr);
-            }
-            Err(e) => say!("network: {e}; the agent serves vsock only"),
-        }
+    if let Some((addr, prefix)) = ip {
+        state.set_ip(format!("{addr}/{prefix}"));
     }
-    marks.mark(mark::NETWORK_DONE);
 
     let (shutdown_tx, mut shutdown_rx) = mpsc::unbounded_channel();
     let (system_tx, system_rx) = watch::channel(false);
     let ctl = Arc::new(Chinit { state: Arc::clone(&state), reaper: Arc::clone(&reaper), shutdown: shutdown_tx, system: system_rx.clone() });
     let start = clock::now_us();
-    let served = start_agent(cfg, ip, &ctl).await;
+    let served = start_agent(cfg, ip.map(|(a, _)| a), &ctl).await;
     tl.record("agent", start, clock::now_us(), served.err());
 
     let ready_at = clock::now_us();

@@ -1,7 +1,8 @@
-//! Networking: a pure plan (which link, which address, from where), applied over rtnetlink.
+//! Networking: a pure plan (which link, which address, from where), applied over netlink
+//! ([`crate::netlink`]).
 //! `lo` up; the NIC up with a link-local address; optional gateway and MTU. No ARP probing, no DAD.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 
 use crate::cmdline::NetConfig;
 
@@ -76,77 +77,6 @@ pub fn plan(cfg: &NetConfig, links: &[Link]) -> Result<Plan, String> {
     };
     let gateway = cfg.gateway.or_else(|| kip.and_then(|k| k.gateway));
     Ok(Plan { lo, index: link.index, name: link.name.clone(), addr, prefix, source, gateway, mtu: cfg.mtu })
-}
-
-/// Applies a plan over rtnetlink.
-pub mod apply {
-    use super::*;
-    use futures_util::TryStreamExt;
-    use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage};
-    use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
-
-    fn is_eexist(e: &rtnetlink::Error) -> bool {
-        matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -libc::EEXIST)
-    }
-
-    fn to_link(m: &LinkMessage) -> Link {
-        let mut name = String::new();
-        let mut mac = None;
-        for a in &m.attributes {
-            match a {
-                LinkAttribute::IfName(n) => name = n.clone(),
-                LinkAttribute::Address(b) if b.len() == 6 => {
-                    let mut m6 = [0u8; 6];
-                    m6.copy_from_slice(b);
-                    mac = Some(m6);
-                }
-                _ => {}
-            }
-        }
-        Link {
-            index: m.header.index,
-            name,
-            loopback: m.header.flags.contains(LinkFlags::Loopback) || m.header.link_layer_type == LinkLayerType::Loopback,
-            ethernet: m.header.link_layer_type == LinkLayerType::Ether,
-            up: m.header.flags.contains(LinkFlags::Up),
-            mac,
-        }
-    }
-
-    pub async fn links(h: &Handle) -> Result<Vec<Link>, String> {
-        let mut out = Vec::new();
-        let mut s = h.link().get().execute();
-        while let Some(m) = s.try_next().await.map_err(|e| format!("list links: {e}"))? {
-            out.push(to_link(&m));
-        }
-        Ok(out)
-    }
-
-    /// Applies `p`; returns a description of what was done.
-    pub async fn apply(h: &Handle, p: &Plan) -> Result<(), String> {
-        if let Some(lo) = p.lo {
-            h.link().set(LinkUnspec::new_with_index(lo).up().build()).execute().await.map_err(|e| format!("set lo up: {e}"))?;
-        }
-        let mut b = LinkUnspec::new_with_index(p.index).up();
-        if let Some(mtu) = p.mtu {
-            b = b.mtu(mtu);
-        }
-        h.link().set(b.build()).execute().await.map_err(|e| format!("set {} up: {e}", p.name))?;
-        match h.address().add(p.index, IpAddr::V4(p.addr), p.prefix).execute().await {
-            Ok(()) => {}
-            Err(e) if is_eexist(&e) => {}
-            Err(e) => return Err(format!("add {}/{} to {}: {e}", p.addr, p.prefix, p.name)),
-        }
-        if let Some(gw) = p.gateway {
-            let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).output_interface(p.index).build();
-            match h.route().add(route).execute().await {
-                Ok(()) => {}
-                Err(e) if is_eexist(&e) => {}
-                Err(e) => return Err(format!("add default route via {gw} on {}: {e}", p.name)),
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
