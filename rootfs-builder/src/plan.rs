@@ -123,8 +123,8 @@ pub const GROUP: &str = "root:x:0:\n";
 pub const HOSTS: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
 
 impl Plan {
-    /// Default content of an ext4 root: `/sbin/chinit`, `/init` → `/sbin/chinit`, the usual
-    /// empty directories and a minimal /etc.
+    /// Default content of an ext4 root: `/sbin/chinit`, `/init` → `/sbin/chinit`, `/sbin/init` →
+    /// `chinit` (unless the base has one), the usual empty directories and a minimal /etc.
     pub fn root(init: Content) -> Self {
         let mut p = Plan::default();
         for d in ["/dev", "/proc", "/sys", "/run", "/etc", "/var", "/sbin"] {
@@ -134,6 +134,8 @@ impl Plan {
         p.put("/tmp", Entry::dir(0o1777));
         p.put("/sbin/chinit", Entry::file(init, 0o755));
         p.put("/init", Entry::symlink("/sbin/chinit"));
+        // Where the kernel looks when `init=` is not given; a base's own /sbin/init is kept.
+        p.put("/sbin/init", Entry::symlink("chinit").if_absent());
         p.put("/etc/hostname", Entry::file(Content::Bytes(HOSTNAME.into()), 0o644).if_absent());
         p.put("/etc/passwd", Entry::file(Content::Bytes(PASSWD.into()), 0o644).if_absent());
         p.put("/etc/group", Entry::file(Content::Bytes(GROUP.into()), 0o644).if_absent());
@@ -362,6 +364,8 @@ mod tests {
         assert_eq!(mode("/tmp"), 0o41777);
         assert_eq!(mode("/root"), 0o40700);
         assert_eq!(p.entries["/init"].kind, Kind::Symlink("/sbin/chinit".into()));
+        assert_eq!(p.entries["/sbin/init"].kind, Kind::Symlink("chinit".into()));
+        assert!(p.entries["/sbin/init"].if_absent && !p.entries["/init"].if_absent);
         for d in ["/dev", "/proc", "/sys", "/run", "/etc", "/var"] {
             assert_eq!(p.entries[d].kind, Kind::Dir, "{d}");
         }

@@ -32,6 +32,8 @@ fn default_root_has_chinit_init_link_dirs_and_etc() {
     let link = debugfs(&img, "stat /init");
     assert!(link.contains("Type: symlink"), "{link}");
     assert!(link.contains("Fast link dest: \"/sbin/chinit\""), "{link}");
+    // The kernel's own fallback (no init= on the command line) finds chinit too.
+    assert!(debugfs(&img, "stat /sbin/init").contains("Fast link dest: \"chinit\""));
     for (d, mode) in [
         ("/dev", "0755"),
         ("/proc", "0755"),
@@ -147,6 +149,7 @@ fn distro_tree(dir: &std::path::Path) {
     std::fs::create_dir_all(dir.join("etc")).unwrap();
     std::os::unix::fs::symlink("usr/sbin", dir.join("sbin")).unwrap();
     std::os::unix::fs::symlink("/usr/bin", dir.join("bin")).unwrap();
+    std::os::unix::fs::symlink("../lib/systemd/systemd", dir.join("usr/sbin/init")).unwrap();
     std::fs::write(dir.join("usr/bin/python3"), b"python stand-in\n").unwrap();
     std::fs::write(dir.join("etc/hostname"), b"debian\n").unwrap();
     std::fs::write(dir.join("etc/passwd"), b"root:x:0:0::/root:/bin/bash\nuser:x:1000:1000::/home/user:/bin/sh\n").unwrap();
@@ -159,7 +162,8 @@ fn check_injected(img: &std::path::Path, init: &[u8], scratch: &std::path::Path)
     assert_eq!(dump(img, "/usr/sbin/chinit", scratch), init);
     assert!(debugfs(img, "stat /sbin").contains("Fast link dest: \"usr/sbin\""));
     assert!(debugfs(img, "stat /init").contains("Fast link dest: \"/sbin/chinit\""));
-    // The base's files are still there, and its own /etc wins over the defaults.
+    // The base's files are still there, its own /sbin/init and /etc win over the defaults.
+    assert!(debugfs(img, "stat /usr/sbin/init").contains("Fast link dest: \"../lib/systemd/systemd\""));
     assert_eq!(dump(img, "/usr/bin/python3", scratch), b"python stand-in\n");
     assert_eq!(dump(img, "/etc/hostname", scratch), b"debian\n");
     assert!(String::from_utf8(dump(img, "/etc/passwd", scratch)).unwrap().contains("user:x:1000"));
@@ -181,7 +185,9 @@ fn inject_into_base_image_leaves_base_untouched() {
     assert!(o.status.success());
     let before = sha256(&base);
     let i = init.to_str().unwrap();
-    let o = build(&t.0, &["--out", "a.ext4", "--base", "base.ext4", "--init", i, "--label", "injected"], &[]);
+    // 3 MiB more than the base has room for.
+    std::fs::write(t.join("big"), vec![0x5a; 3 << 20]).unwrap();
+    let o = build(&t.0, &["--out", "a.ext4", "--base", "base.ext4", "--init", i, "--label", "injected", "--add", "big:/opt/big"], &[]);
     assert_ok(&o);
     assert!(stderr(&o).contains("resize2fs"), "{}", stderr(&o));
     assert_eq!(sha256(&base), before, "the base image must not change");
@@ -189,9 +195,10 @@ fn inject_into_base_image_leaves_base_untouched() {
     check_injected(&t.join("a.ext4"), &bytes, &t.0);
     assert!(std::fs::metadata(t.join("a.ext4")).unwrap().len() > 4 << 20);
     assert!(debugfs(&t.join("a.ext4"), "stats").contains("Filesystem volume name:   injected"));
+    assert_eq!(dump(&t.join("a.ext4"), "/opt/big", &t.0).len(), 3 << 20);
 
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    assert_ok(&build(&t.0, &["--out", "b.ext4", "--base", "base.ext4", "--init", i, "--label", "injected"], &[]));
+    assert_ok(&build(&t.0, &["--out", "b.ext4", "--base", "base.ext4", "--init", i, "--label", "injected", "--add", "big:/opt/big"], &[]));
     assert_eq!(sha256(&t.join("a.ext4")), sha256(&t.join("b.ext4")), "injection is reproducible");
     assert_eq!(sha256(&base), before);
 
@@ -199,7 +206,7 @@ fn inject_into_base_image_leaves_base_untouched() {
     let o = build(&t.0, &["--out", "c.ext4", "--base", "base.ext4", "--init", i, "--size", "2M"], &[]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(!t.join("c.ext4").exists());
-    assert_eq!(t.names(), ["a.ext4", "b.ext4", "base.ext4", "tree"]);
+    assert_eq!(t.names(), ["a.ext4", "b.ext4", "base.ext4", "big", "tree"]);
 }
 
 #[test]
