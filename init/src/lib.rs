@@ -282,8 +282,11 @@ async fn run(mode: Mode, cfg: &Config, mut tl: Timeline, marks: Marks, init_star
         Mode::Vm => format!("kernel {} ms before init", clock::ms(init_start)),
         Mode::Namespace => "namespace mode".to_string(),
     };
-    say!("ready in {} ms ({}; {origin})", clock::ms(ready_at.saturating_sub(init_start)), timeline::summary(&tl.steps));
-    late_mounts(Arc::clone(&state), system_tx);
+    let line = format!("ready in {} ms ({}; {origin})", clock::ms(ready_at.saturating_sub(init_start)), timeline::summary(&tl.steps));
+    // Let the agent take connections that are already waiting before anything else runs here.
+    tokio::task::yield_now().await;
+    // The console line (slow on a serial port) and the late mounts run on a helper thread.
+    after_ready(Arc::clone(&state), system_tx, line);
     if let Some(port) = cfg.notify_vsock_port {
         let doc = state.snapshot();
         tokio::spawn(async move {
@@ -340,10 +343,11 @@ async fn run(mode: Mode, cfg: &Config, mut tl: Timeline, marks: Marks, init_star
     action
 }
 
-/// Mounts [`mounts::LATE`] on a helper thread (mounts belong to the process, not the thread), so
-/// the agent keeps answering meanwhile; flips `done` when finished.
-fn late_mounts(state: Arc<State>, done: watch::Sender<bool>) {
-    let spawned = std::thread::Builder::new().name("late-mounts".into()).spawn(move || {
+/// On a helper thread: prints the ready line, then mounts [`mounts::LATE`] (mounts belong to the
+/// process, not the thread), so the agent keeps answering meanwhile; flips `done` when finished.
+fn after_ready(state: Arc<State>, done: watch::Sender<bool>, ready_line: String) {
+    let spawned = std::thread::Builder::new().name("after-ready".into()).spawn(move || {
+        say!("{ready_line}");
         let start = clock::now_us();
         let failures = mounts::mount_table(&mut mounts::Sys, mounts::LATE);
         let error = (!failures.is_empty()).then(|| failures.join("; "));
@@ -354,7 +358,11 @@ fn late_mounts(state: Arc<State>, done: watch::Sender<bool>) {
         let _ = done.send(true);
     });
     if let Err(e) = spawned {
-        say!("mounts.late: cannot start a thread: {e}");
+        say!("after ready: cannot start a thread ({e}); mounting the rest here");
+        let failures = mounts::mount_table(&mut mounts::Sys, mounts::LATE);
+        if !failures.is_empty() {
+            say!("mounts.late: {}", failures.join("; "));
+        }
     }
 }
 
