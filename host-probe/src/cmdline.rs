@@ -20,6 +20,8 @@ pub struct Guest {
     pub vsock_port: Option<u32>,
     /// The host vsock port chinit pushes its Ready JSON to (`chinit.notify=vsock:<port>`).
     pub notify_port: Option<u32>,
+    /// `tsc_early_khz=`: the guest's TSC rate, given under emulation (see [`crate::tsc`]).
+    pub tsc_khz: Option<u64>,
     /// Appended last, so it can override anything before it.
     pub extra: String,
 }
@@ -45,6 +47,9 @@ pub fn build(g: &Guest) -> String {
     if let Some(p) = g.notify_port {
         parts.push(format!("chinit.notify=vsock:{p}"));
     }
+    if let Some(k) = g.tsc_khz {
+        parts.push(format!("tsc_early_khz={k}"));
+    }
     let extra = g.extra.trim();
     if !extra.is_empty() {
         parts.push(extra.to_string());
@@ -64,6 +69,7 @@ mod tests {
             port: 1024,
             vsock_port: Some(1024),
             notify_port: Some(10_000),
+            tsc_khz: Some(2_600_000),
             extra: " loglevel=7 ".into(),
         };
         let cases = [
@@ -71,15 +77,23 @@ mod tests {
                 full.clone(),
                 "console=ttyS0 quiet reboot=t panic=-1 io_delay=none root=/dev/vda ro rootfstype=ext4 \
                  init=/sbin/chinit chinit.ip=169.254.12.34/16 chinit.port=1024 chinit.api=tcp \
-                 chinit.vsock_port=1024 chinit.notify=vsock:10000 loglevel=7",
+                 chinit.vsock_port=1024 chinit.notify=vsock:10000 tsc_early_khz=2600000 loglevel=7",
             ),
             (
-                Guest { root: RootKind::Initramfs, ip: None, vsock_port: None, notify_port: None, extra: String::new(), ..full.clone() },
+                Guest {
+                    root: RootKind::Initramfs,
+                    ip: None,
+                    vsock_port: None,
+                    notify_port: None,
+                    tsc_khz: None,
+                    extra: String::new(),
+                    ..full.clone()
+                },
                 "console=ttyS0 quiet reboot=t panic=-1 io_delay=none rdinit=/init chinit.port=1024 \
                  chinit.api=tcp",
             ),
             (
-                Guest { root: RootKind::Pmem, extra: String::new(), ..full },
+                Guest { root: RootKind::Pmem, tsc_khz: None, extra: String::new(), ..full },
                 "console=ttyS0 quiet reboot=t panic=-1 io_delay=none root=/dev/pmem0 ro rootfstype=ext4 \
                  init=/sbin/chinit chinit.ip=169.254.12.34/16 chinit.port=1024 chinit.api=tcp \
                  chinit.vsock_port=1024 chinit.notify=vsock:10000",

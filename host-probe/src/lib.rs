@@ -12,4 +12,5 @@ pub mod report;
 pub mod run;
 pub mod signals;
 pub mod tap;
+pub mod tsc;
 pub mod vmm;

@@ -111,6 +111,8 @@ pub struct HostOffer {
     pub qemu: Option<PathBuf>,
     pub vhost_vsock: Option<PathBuf>,
     pub cache_root: Option<PathBuf>,
+    /// The host's TSC rate, when it is constant (given to TCG guests).
+    pub tsc_khz: Option<u64>,
 }
 
 impl HostOffer {
@@ -122,6 +124,7 @@ impl HostOffer {
             qemu: crate::locate::which(crate::locate::QEMU),
             vhost_vsock: crate::locate::which(crate::locate::VHOST_VSOCK),
             cache_root: crate::locate::this_cache_root(),
+            tsc_khz: crate::tsc::host_tsc_khz(Duration::from_millis(20)),
         }
     }
 }
@@ -308,6 +311,7 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
         port: DEFAULT_PORT,
         vsock_port: vsock.as_ref().map(|_| DEFAULT_VSOCK_PORT),
         notify_port: vsock.as_ref().map(|_| NOTIFY_PORT),
+        tsc_khz: host.tsc_khz.filter(|_| accel == Accel::Tcg),
         extra: o.cmdline_extra.clone(),
     });
     let spec = Spec {
@@ -868,6 +872,7 @@ mod tests {
             qemu: Some("/bin/qemu-system-x86_64".into()),
             vhost_vsock: vhost.then(|| PathBuf::from("/bin/vhost-device-vsock")),
             cache_root: None,
+            tsc_khz: Some(2_600_000),
         }
     }
 
@@ -897,6 +902,7 @@ mod tests {
             let p = plan(&opts(), &host(kvm, ch, true), 0).unwrap();
             assert_eq!((p.vmm, p.accel), (vmm, accel), "{kvm:?} ch={ch}");
             assert_eq!(p.notes.iter().any(|n| n == TCG_NOTE), tcg_note, "{kvm:?}");
+            assert_eq!(p.spec.cmdline.contains("tsc_early_khz="), tcg_note, "{kvm:?}");
         }
     }
 
@@ -911,6 +917,7 @@ mod tests {
         assert!(line.contains("chinit.notify=vsock:10000"), "{line}");
         assert!(line.contains(&format!("chinit.ip={}/16", p.guest_ip.clone().unwrap())), "{line}");
         assert!(line.contains("read-only=on"), "{line}");
+        assert!(line.contains(" tsc_early_khz=2600000"), "TCG guests get the TSC rate: {line}");
         let dry = dry_run_text(&p);
         assert!(dry.contains("ip tuntap add dev "), "{dry}");
         assert!(dry.contains("vhost-device-vsock --guest-cid 3"), "{dry}");
