@@ -16,6 +16,7 @@ pub mod net;
 pub mod netlink;
 pub mod notify;
 pub mod panic;
+pub mod powerbutton;
 pub mod reap;
 pub mod root;
 pub mod shutdown;
@@ -269,6 +270,7 @@ async fn run(mode: Mode, cfg: &Config, mut tl: Timeline, marks: Marks, init_star
 
     let (shutdown_tx, mut shutdown_rx) = mpsc::unbounded_channel();
     let (system_tx, system_rx) = watch::channel(false);
+    let button_tx = shutdown_tx.clone();
     let ctl = Arc::new(Chinit { state: Arc::clone(&state), reaper: Arc::clone(&reaper), shutdown: shutdown_tx, system: system_rx.clone() });
     let start = clock::now_us();
     let served = start_agent(cfg, ip.map(|(a, _)| a), &ctl).await;
@@ -286,7 +288,7 @@ async fn run(mode: Mode, cfg: &Config, mut tl: Timeline, marks: Marks, init_star
     // Let the agent take connections that are already waiting before anything else runs here.
     tokio::task::yield_now().await;
     // The console line (slow on a serial port) and the late mounts run on a helper thread.
-    after_ready(Arc::clone(&state), system_tx, line);
+    after_ready(Arc::clone(&state), system_tx, line, (mode == Mode::Vm).then_some(button_tx));
     if let Some(port) = cfg.notify_vsock_port {
         let doc = state.snapshot();
         tokio::spawn(async move {
@@ -343,11 +345,18 @@ async fn run(mode: Mode, cfg: &Config, mut tl: Timeline, marks: Marks, init_star
     action
 }
 
-/// On a helper thread: prints the ready line, then mounts [`mounts::LATE`] (mounts belong to the
-/// process, not the thread), so the agent keeps answering meanwhile; flips `done` when finished.
-fn after_ready(state: Arc<State>, done: watch::Sender<bool>, ready_line: String) {
+/// On a helper thread: prints the ready line, starts watching the power button (VM mode), then mounts
+/// [`mounts::LATE`] (mounts belong to the process, not the thread), so the agent keeps answering
+/// meanwhile; flips `done` when finished.
+fn after_ready(state: Arc<State>, done: watch::Sender<bool>, ready_line: String, button: Option<mpsc::UnboundedSender<ShutdownRequest>>) {
     let spawned = std::thread::Builder::new().name("after-ready".into()).spawn(move || {
         say!("{ready_line}");
+        if let Some(tx) = button {
+            powerbutton::watch(move || {
+                say!("power button pressed: shutting down");
+                let _ = tx.send(ShutdownRequest::default());
+            });
+        }
         let start = clock::now_us();
         let failures = mounts::mount_table(&mut mounts::Sys, mounts::LATE);
         let error = (!failures.is_empty()).then(|| failures.join("; "));
