@@ -84,6 +84,15 @@ pub fn ch_log_errors(text: &str) -> Vec<&str> {
     text.lines().filter(|l| l.contains(" ERROR:")).collect()
 }
 
+/// The first error of a cloud-hypervisor log with its `Caused by:` chain, without the stack
+/// backtrace that follows, blank lines dropped.
+pub fn ch_first_error(text: &str) -> Option<String> {
+    let start = text.lines().position(|l| l.contains(" ERROR:"))?;
+    let block: Vec<&str> =
+        text.lines().skip(start).take_while(|l| !l.starts_with("Stack backtrace:")).filter(|l| !l.trim().is_empty()).take(12).collect();
+    Some(block.join("\n"))
+}
+
 /// One cloud-hypervisor event-monitor event; `t_us` counts from the monitor's start.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Event {
@@ -167,6 +176,26 @@ cloud-hypervisor:  12.600000s: <vmm> ERROR:vmm/src/lib.rs:99 -- VM exited: Inter
             ]
         );
         assert_eq!(ch_log_errors(CH_LOG).len(), 1);
+    }
+
+    #[test]
+    fn first_error_keeps_its_cause_and_drops_the_backtrace() {
+        let log = "\
+cloud-hypervisor:   0.014417s: <vcpu0> WARN:vmm/src/cpu.rs:268 -- Kernel lacks CONFIG_SCHED_CORE support
+cloud-hypervisor:   4.149167s: <vcpu0> ERROR:vmm/src/cpu.rs:1460 -- VCPU generated error: VcpuRun(Failed to run vcpu
+
+Caused by:
+    Unexpected exit reason on vcpu run: InternalError
+
+Stack backtrace:
+   0: <unknown>
+   4: start_thread
+";
+        assert_eq!(
+            ch_first_error(log).unwrap(),
+            "cloud-hypervisor:   4.149167s: <vcpu0> ERROR:vmm/src/cpu.rs:1460 -- VCPU generated error: VcpuRun(Failed to run vcpu\nCaused by:\n    Unexpected exit reason on vcpu run: InternalError"
+        );
+        assert_eq!(ch_first_error("cloud-hypervisor: 0.1s: <vmm> WARN:x -- fine"), None);
     }
 
     #[test]

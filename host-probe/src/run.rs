@@ -592,8 +592,13 @@ fn diagnostics(plan: &Plan) -> String {
     o.push_str("last lines of the serial console:\n");
     let tail = measure::last_lines(&serial, 20);
     o.push_str(if tail.is_empty() { "  (empty)" } else { &tail });
-    let vmm_text = format!("{vmm_out}{vmm_log}");
-    let vmm_tail = measure::last_lines(vmm_text.trim(), 10);
+    let vmm_tail = match measure::ch_first_error(&vmm_log) {
+        Some(error) => error,
+        None => {
+            let vmm_text = format!("{vmm_out}{vmm_log}");
+            measure::last_lines(vmm_text.trim(), 10)
+        }
+    };
     if !vmm_tail.is_empty() {
         o.push_str(&format!("\nlast lines of {}:\n{vmm_tail}", plan.vmm.name()));
     }
