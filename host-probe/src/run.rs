@@ -305,6 +305,13 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
         },
     };
 
+    if o.wait == Wait::Agent && tap.is_none() && vsock.is_none() {
+        return Err(Error::Usage(
+            "no way to reach chinit: without a network device (--no-net) the guest needs vsock \
+             (drop --no-vsock; QEMU also needs vhost-device-vsock: cargo install vhost-device-vsock)"
+                .into(),
+        ));
+    }
     let cmdline = cmdline::build(&cmdline::Guest {
         root: root_kind,
         ip: guest_ip.as_ref().map(|ip| format!("{ip}/16")),
@@ -692,6 +699,7 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
     let mut first_ready_at: Option<Instant> = None;
     let mut vmm_exit = None;
     let mut last_event_check = Instant::now();
+    let mut last_vsock_try = Instant::now();
 
     loop {
         interrupted()?;
@@ -756,7 +764,11 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
                 }
             }
             let someone_said_ready = host.ready_tcp_us.is_some() || host.notify_us.is_some();
-            if let (Some(uds), None, true) = (&plan.vsock_uds, host.ready_vsock_us, someone_said_ready) {
+            // Over vsock only once something said ready (a connection can hang while the guest's
+            // driver is not up), unless vsock is the only way in: then poll every 100 ms.
+            let vsock_due = someone_said_ready || (addr.is_none() && last_vsock_try.elapsed() > Duration::from_millis(100));
+            if let (Some(uds), None, true) = (&plan.vsock_uds, host.ready_vsock_us, vsock_due) {
+                last_vsock_try = Instant::now();
                 if let Some(r) = ready_over_vsock(uds) {
                     let t = micros_since(t0);
                     host.ready_vsock_us = Some(t);
@@ -970,6 +982,17 @@ mod tests {
         std::fs::write(d.join("config"), "CONFIG_BLK_DEV_INITRD=y\n").unwrap();
         assert!(plan(&o, &h, 0).unwrap().spec.cmdline.contains("rdinit=/init"));
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_guest_with_neither_net_nor_vsock_is_refused() {
+        let o = Options { net: false, ..opts() };
+        let e = plan(&o, &host(KvmKind::Pvm, false, false), 0).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("cargo install vhost-device-vsock"), "{e}");
+        assert!(plan(&o, &host(KvmKind::Pvm, false, true), 0).is_ok());
+        let no_agent = Options { wait: Wait::Exit, vsock: false, ..o };
+        assert!(plan(&no_agent, &host(KvmKind::Pvm, false, true), 0).is_ok());
     }
 
     #[test]
