@@ -72,7 +72,8 @@ impl State {
 pub struct Chinit {
     pub state: Arc<State>,
     pub reaper: Arc<Reaper>,
-    pub shutdown: mpsc::UnboundedSender<ShutdownRequest>,
+    /// Shutdown requests, with who asked.
+    pub shutdown: mpsc::UnboundedSender<(ShutdownRequest, &'static str)>,
     /// Becomes true when the late mounts are done; commands wait for it.
     pub system: watch::Receiver<bool>,
 }
@@ -94,7 +95,7 @@ impl Control for Chinit {
     }
 
     fn shutdown(&self, req: ShutdownRequest) {
-        let _ = self.shutdown.send(req);
+        let _ = self.shutdown.send((req, "the API"));
     }
 }
 

@@ -307,7 +307,7 @@ async fn run(mode: Mode, cfg: &Config, mut tl: Timeline, marks: Marks, init_star
     };
     let Some(sig) = sig.as_mut() else {
         // Without signal handlers all we can do is wait for a shutdown request.
-        let req = shutdown_rx.recv().await.unwrap_or_default();
+        let req = shutdown_rx.recv().await.map(|(r, _)| r).unwrap_or_default();
         return action_of(req);
     };
     let action = loop {
@@ -335,8 +335,8 @@ async fn run(mode: Mode, cfg: &Config, mut tl: Timeline, marks: Marks, init_star
             },
             _ = sig.hup.recv() => if let Some(w) = &workload { forward(w, libc::SIGHUP) },
             _ = sig.pwr.recv() => { say!("SIGPWR: shutting down"); break Action::Poweroff; }
-            Some(req) = shutdown_rx.recv() => {
-                say!("shutdown requested over the API ({:?})", req.action);
+            Some((req, from)) = shutdown_rx.recv() => {
+                say!("{:?} requested by {from}: shutting down", req.action);
                 break action_of(req);
             }
         }
@@ -348,13 +348,17 @@ async fn run(mode: Mode, cfg: &Config, mut tl: Timeline, marks: Marks, init_star
 /// On a helper thread: prints the ready line, starts watching the power button (VM mode), then mounts
 /// [`mounts::LATE`] (mounts belong to the process, not the thread), so the agent keeps answering
 /// meanwhile; flips `done` when finished.
-fn after_ready(state: Arc<State>, done: watch::Sender<bool>, ready_line: String, button: Option<mpsc::UnboundedSender<ShutdownRequest>>) {
+fn after_ready(
+    state: Arc<State>,
+    done: watch::Sender<bool>,
+    ready_line: String,
+    button: Option<mpsc::UnboundedSender<(ShutdownRequest, &'static str)>>,
+) {
     let spawned = std::thread::Builder::new().name("after-ready".into()).spawn(move || {
         say!("{ready_line}");
         if let Some(tx) = button {
             powerbutton::watch(move || {
-                say!("power button pressed: shutting down");
-                let _ = tx.send(ShutdownRequest::default());
+                let _ = tx.send((ShutdownRequest::default(), "the power button"));
             });
         }
         let start = clock::now_us();
