@@ -28,27 +28,16 @@ impl Drop for TempDir {
 #[test]
 fn missing_kernel_exits_3_and_names_the_fix() {
     let d = TempDir::new("nokernel");
-    let out = bin()
-        .args(["run", "--vmm", "qemu", "--rootfs", "/etc/hostname"])
-        .env("CHINIT_CACHE", &d.0)
-        .output()
-        .unwrap();
+    let out = bin().args(["run", "--vmm", "qemu", "--rootfs", "/etc/hostname"]).env("CHINIT_CACHE", &d.0).output().unwrap();
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("run `rootfs-builder kernel`"), "{err}");
-    assert_eq!(
-        err.lines().filter(|l| l.starts_with("host-probe:")).count(),
-        1,
-        "printed once: {err}"
-    );
+    assert_eq!(err.lines().filter(|l| l.starts_with("host-probe:")).count(), 1, "printed once: {err}");
 }
 
 #[test]
 fn bad_usage_exits_2() {
-    let out = bin()
-        .args(["run", "--vmm", "firecracker"])
-        .output()
-        .unwrap();
+    let out = bin().args(["run", "--vmm", "firecracker"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -60,17 +49,7 @@ fn dry_run_prints_the_exact_commands() {
     std::fs::write(&k, b"k").unwrap();
     std::fs::write(&r, b"r").unwrap();
     let out = bin()
-        .args([
-            "run",
-            "--dry-run",
-            "--vmm",
-            "qemu",
-            "--no-vsock",
-            "--cpus",
-            "2",
-            "--memory",
-            "128",
-        ])
+        .args(["run", "--dry-run", "--vmm", "qemu", "--no-vsock", "--cpus", "2", "--memory", "128"])
         .arg("--kernel")
         .arg(&k)
         .arg("--rootfs")
@@ -80,32 +59,16 @@ fn dry_run_prints_the_exact_commands() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     let last = text.lines().last().unwrap();
-    assert!(
-        last.contains(" -machine microvm,x-option-roms=off,rtc=off "),
-        "{last}"
-    );
+    assert!(last.contains(" -machine microvm,x-option-roms=off,rtc=off "), "{last}");
     assert!(last.contains(" -smp 2 -m 128M "), "{last}");
-    assert!(
-        last.contains(&format!("-kernel {} ", k.display())),
-        "{last}"
-    );
-    assert!(
-        last.contains(&format!(
-            "file={},format=raw,if=none,read-only=on",
-            r.display()
-        )),
-        "{last}"
-    );
+    assert!(last.contains(&format!("-kernel {} ", k.display())), "{last}");
+    assert!(last.contains(&format!("file={},format=raw,if=none,read-only=on", r.display())), "{last}");
     assert!(text.contains("ip tuntap add dev hp"), "{text}");
     assert!(!text.contains("vhost-device-vsock"), "--no-vsock: {text}");
 }
 
 fn tap_names() -> Vec<String> {
-    std::fs::read_dir("/sys/class/net")
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect()
+    std::fs::read_dir("/sys/class/net").unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()
 }
 
 fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
@@ -134,15 +97,7 @@ fn sigterm_cleans_up_everything() {
     std::fs::write(&r, vec![0u8; 1 << 20]).unwrap();
     let before_taps = tap_names();
     let mut child = bin()
-        .args([
-            "run",
-            "--vmm",
-            "qemu",
-            "--no-agent",
-            "--timeout",
-            "120",
-            "-v",
-        ])
+        .args(["run", "--vmm", "qemu", "--no-agent", "--timeout", "120", "-v"])
         .arg("--kernel")
         .arg(&k)
         .arg("--rootfs")
@@ -153,16 +108,11 @@ fn sigterm_cleans_up_everything() {
     let run_dir = std::env::temp_dir().join(format!("host-probe-{}-0", child.id()));
     // Wait until the VMM is up: its serial file exists in the run directory.
     assert!(
-        wait_until(Duration::from_secs(30), || run_dir
-            .join("serial.log")
-            .exists()),
+        wait_until(Duration::from_secs(30), || run_dir.join("serial.log").exists()),
         "run directory {} never filled",
         run_dir.display()
     );
-    let ours: Vec<String> = tap_names()
-        .into_iter()
-        .filter(|t| !before_taps.contains(t) && t.starts_with("hp"))
-        .collect();
+    let ours: Vec<String> = tap_names().into_iter().filter(|t| !before_taps.contains(t) && t.starts_with("hp")).collect();
     std::thread::sleep(Duration::from_millis(300));
     // SAFETY: signalling our own child, which has not been reaped.
     unsafe {
@@ -186,4 +136,46 @@ fn sigterm_cleans_up_everything() {
         .filter(|c| c.contains(&needle))
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// An A/B bench of two minimal guests: interleaved boots, progress, and per-figure statistics.
+#[test]
+fn bench_compares_two_kernels() {
+    if host_probe::locate::which(host_probe::locate::QEMU).is_none() {
+        eprintln!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
+        return;
+    }
+    let d = TempDir::new("bench");
+    let (ka, kb, r) = (d.0.join("a.elf"), d.0.join("b.elf"), d.0.join("disk.img"));
+    std::fs::write(&ka, host_probe::pvh::elf(host_probe::pvh::End::TripleFault)).unwrap();
+    std::fs::write(&kb, host_probe::pvh::elf(host_probe::pvh::End::TripleFault)).unwrap();
+    std::fs::write(&r, vec![0u8; 1 << 20]).unwrap();
+    let out = bin()
+        .args(["bench", "-n", "2", "--warmup", "1", "--vmm", "qemu", "--no-agent", "--no-vsock", "--json"])
+        .arg("--kernel")
+        .arg(&ka)
+        .arg("--compare-kernel")
+        .arg(&kb)
+        .arg("--rootfs")
+        .arg(&r)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let progress: Vec<&str> = err.lines().filter(|l| l.starts_with('[')).collect();
+    assert_eq!(progress.len(), 6, "{err}");
+    assert!(progress[0].starts_with("[1/6] A warm-up"), "{err}");
+    assert!(progress[1].starts_with("[2/6] B warm-up"), "{err}");
+    assert!(progress[5].starts_with("[6/6] B measured"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["schema"], 1);
+    assert_eq!(v["n"], 2);
+    let rows = v["rows"].as_array().unwrap();
+    let ready = rows.iter().find(|r| r["figure"] == "mark 0x63 (host)").unwrap_or_else(|| panic!("{v:#}"));
+    assert_eq!(ready["a"]["n"], 2);
+    assert_eq!(ready["b"]["n"], 2);
+    assert!(ready["ratio"].as_f64().unwrap() > 0.0);
+    let a = &ready["a"];
+    assert!(a["min_us"].as_u64() <= a["median_us"].as_u64());
+    assert!(a["median_us"].as_u64() <= a["max_us"].as_u64());
 }

@@ -263,3 +263,72 @@ fn qemu_boots_chinit_from_a_read_only_disk_to_ready() {
 fn qemu_boots_chinit_from_an_initramfs_to_ready() {
     boot_chinit_under_qemu(true);
 }
+
+fn pvh_options(dir: &Path, end: pvh::End, name: &str) -> Options {
+    let kernel = dir.join(format!("{name}.elf"));
+    let disk = dir.join(format!("{name}.img"));
+    std::fs::write(&kernel, pvh::elf(end)).unwrap();
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    Options {
+        vmm: VmmChoice::Qemu,
+        kernel: Some(kernel),
+        rootfs: Some(disk),
+        wait: Wait::Exit,
+        timeout: Duration::from_secs(60),
+        ..Options::default()
+    }
+}
+
+#[test]
+fn two_runs_at_once_do_not_clash() {
+    let host = HostOffer::gather();
+    if host.qemu.is_none() {
+        eprintln!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
+        return;
+    }
+    let dir = TempDir::new("twice");
+    let runs: Vec<(run::Plan, Options)> = ["one", "two"]
+        .iter()
+        .map(|name| {
+            let o = pvh_options(&dir.0, pvh::End::TripleFault, name);
+            (run::plan(&o, &host, run::next_seq()).unwrap(), o)
+        })
+        .collect();
+    assert_ne!(runs[0].0.tap, runs[1].0.tap);
+    assert_ne!(runs[0].0.guest_ip, runs[1].0.guest_ip);
+    assert_ne!(runs[0].0.run_dir, runs[1].0.run_dir);
+    let reports: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = runs.iter().map(|(p, o)| s.spawn(move || run::execute(p, o))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (r, (p, _)) in reports.into_iter().zip(&runs) {
+        let r = r.unwrap_or_else(|e| panic!("{e}"));
+        let codes: Vec<u8> = r.host.marks.iter().map(|m| m.code).collect();
+        assert_eq!(codes, vec![0x60, 0x61, 0x62, 0x63]);
+        assert!(!host_probe::tap::exists(&p.tap.clone().unwrap().tap));
+        assert!(!p.run_dir.exists());
+    }
+}
+
+#[test]
+fn a_guest_that_never_gets_ready_times_out_with_exit_code_4_and_is_cleaned_up() {
+    let host = HostOffer::gather();
+    if host.qemu.is_none() {
+        eprintln!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
+        return;
+    }
+    let dir = TempDir::new("timeout");
+    let o = Options { wait: Wait::Agent, timeout: Duration::from_secs(3), ..pvh_options(&dir.0, pvh::End::Halt, "halt") };
+    let plan = run::plan(&o, &host, run::next_seq()).unwrap();
+    let started = std::time::Instant::now();
+    let err = run::execute(&plan, &o).unwrap_err();
+    assert_eq!(err.exit_code(), 4, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20), "stopped promptly");
+    let msg = err.to_string();
+    assert!(msg.contains("not ready after 3 s"), "{msg}");
+    assert!(msg.contains("waiting for /ready over TAP"), "{msg}");
+    assert!(msg.contains("last lines of the serial console"), "{msg}");
+    assert!(!host_probe::tap::exists(&plan.tap.clone().unwrap().tap));
+    assert!(!plan.run_dir.exists());
+    assert_eq!(processes_mentioning(&plan.run_dir.display().to_string()), Vec::<String>::new());
+}
