@@ -332,3 +332,34 @@ fn a_guest_that_never_gets_ready_times_out_with_exit_code_4_and_is_cleaned_up() 
     assert!(!plan.run_dir.exists());
     assert_eq!(processes_mentioning(&plan.run_dir.display().to_string()), Vec::<String>::new());
 }
+
+#[test]
+fn cloud_hypervisor_pmem_root_leaves_the_image_unchanged() {
+    let host = HostOffer::gather();
+    if host.cloud_hypervisor.is_none() {
+        eprintln!("skipped: cloud-hypervisor not found (set $CLOUD_HYPERVISOR or put it on PATH)");
+        return;
+    }
+    let dir = TempDir::new("chpmem");
+    let kernel = dir.0.join("pvh.elf");
+    let image = dir.0.join("pmem.img");
+    std::fs::write(&kernel, pvh::elf(pvh::End::AcpiShutdown)).unwrap();
+    std::fs::write(&image, vec![0x3Cu8; 2 << 20]).unwrap();
+    let before = sha(&image);
+    let o = Options {
+        vmm: VmmChoice::CloudHypervisor,
+        kernel: Some(kernel),
+        rootfs: Some(image.clone()),
+        root_mode: run::RootMode::Pmem,
+        wait: Wait::Exit,
+        timeout: Duration::from_secs(30),
+        ..Options::default()
+    };
+    let plan = run::plan(&o, &host, run::next_seq()).unwrap();
+    assert!(plan.argv.iter().any(|a| a.ends_with("pmem.img,discard_writes=on")), "{:?}", plan.argv);
+    let r = run::execute(&plan, &o).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.root_kind, "pmem");
+    assert_eq!(r.host.marks.len(), 4, "{:?}", r.host.marks);
+    assert_eq!(sha(&image), before);
+    assert!(!plan.run_dir.exists());
+}
