@@ -11,6 +11,7 @@ pub mod pvh;
 pub mod report;
 pub mod run;
 pub mod signals;
+pub mod stale;
 pub mod tap;
 pub mod tsc;
 pub mod vmm;

@@ -390,20 +390,27 @@ impl Proc {
     fn spawn(argv: &[String], name: &str, out: &Path) -> Result<Proc, Error> {
         let log = std::fs::File::create(out).map_err(Error::io(format!("create {}", out.display())))?;
         let err = log.try_clone().map_err(Error::io("dup a log file"))?;
-        let child = Command::new(&argv[0])
-            .args(&argv[1..])
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
             // Own process group: a Ctrl-C in the terminal reaches host-probe only, which then
             // stops the children in order.
-            .process_group(0)
-            .spawn()
-            .map_err(|e| Error::Helper {
-                what: name.to_string(),
-                detail: format!("{}: {e}", argv[0]),
-                fix: "check that the program exists and is executable (host-probe check)".into(),
-            })?;
+            .process_group(0);
+        // SAFETY: prctl(2) is async-signal-safe and touches no memory of the parent; if host-probe
+        // is killed outright, the child gets SIGKILL instead of living on.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| Error::Helper {
+            what: name.to_string(),
+            detail: format!("{}: {e}", argv[0]),
+            fix: "check that the program exists and is executable (host-probe check)".into(),
+        })?;
         Ok(Proc { child, name: name.to_string() })
     }
 
@@ -641,6 +648,11 @@ fn progress(o: &Options, msg: &str) {
 
 /// Carries out a plan and measures it.
 pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
+    if let Some(parent) = plan.run_dir.parent() {
+        for what in crate::stale::sweep(parent) {
+            eprintln!("host-probe: removed {what}, left by a run that was killed");
+        }
+    }
     // Guards are declared in the order things are made; they drop in reverse.
     let _ = std::fs::remove_dir_all(&plan.run_dir);
     std::fs::create_dir_all(&plan.run_dir).map_err(Error::io(format!("create {}", plan.run_dir.display())))?;
