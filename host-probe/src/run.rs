@@ -33,6 +33,17 @@ pub const GUEST_CID: u32 = 3;
 /// The note printed and stored whenever QEMU emulates.
 pub const TCG_NOTE: &str = "no hardware KVM (kvm_pvm): using TCG emulation, timings are not representative";
 
+/// Why QEMU emulates, in the words users see.
+pub fn tcg_note(kvm: KvmKind, usable: bool) -> String {
+    match kvm {
+        KvmKind::Pvm => TCG_NOTE.into(),
+        KvmKind::Hardware(m) if !usable => {
+            format!("/dev/kvm ({m}) is not usable by this user: using TCG emulation, timings are not representative")
+        }
+        _ => "no hardware KVM (no kvm_intel/kvm_amd): using TCG emulation, timings are not representative".into(),
+    }
+}
+
 /// Which VMM the user asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum VmmChoice {
@@ -201,7 +212,7 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
             if host.kvm.hardware() && host.kvm_usable {
                 (bin, Accel::Kvm)
             } else {
-                notes.push(TCG_NOTE.into());
+                notes.push(tcg_note(host.kvm, host.kvm_usable));
                 (bin, Accel::Tcg)
             }
         }
@@ -930,9 +941,19 @@ mod tests {
         for (kvm, ch, vmm, accel, tcg_note) in cases {
             let p = plan(&opts(), &host(kvm, ch, true), 0).unwrap();
             assert_eq!((p.vmm, p.accel), (vmm, accel), "{kvm:?} ch={ch}");
-            assert_eq!(p.notes.iter().any(|n| n == TCG_NOTE), tcg_note, "{kvm:?}");
+            assert_eq!(p.notes.iter().any(|n| n.ends_with("using TCG emulation, timings are not representative")), tcg_note, "{kvm:?}");
+            if kvm == KvmKind::Pvm {
+                assert!(p.notes.iter().any(|n| n == TCG_NOTE));
+            }
             assert_eq!(p.spec.cmdline.contains("tsc_early_khz="), tcg_note, "{kvm:?}");
         }
+    }
+
+    #[test]
+    fn tcg_notes_say_why() {
+        assert_eq!(tcg_note(KvmKind::Pvm, true), TCG_NOTE);
+        assert!(tcg_note(KvmKind::Hardware("kvm_intel"), false).starts_with("/dev/kvm (kvm_intel) is not usable"));
+        assert!(tcg_note(KvmKind::Absent, false).starts_with("no hardware KVM (no kvm_intel/kvm_amd)"));
     }
 
     #[test]
