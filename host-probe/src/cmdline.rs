@@ -13,6 +13,8 @@ pub enum RootKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Guest {
     pub root: RootKind,
+    /// An initramfs runs chinit first, which then switches to the disk or pmem root.
+    pub initramfs_first: bool,
     /// The guest's address with prefix (`169.254.x.y/16`), when it has a network interface.
     pub ip: Option<String>,
     pub port: u16,
@@ -31,10 +33,15 @@ pub struct Guest {
 pub fn build(g: &Guest) -> String {
     let mut parts: Vec<String> =
         ["console=ttyS0", "quiet", "reboot=t", "panic=-1", "io_delay=none"].iter().map(|s| s.to_string()).collect();
-    match g.root {
-        RootKind::Disk => parts.extend(["root=/dev/vda", "ro", "rootfstype=ext4", "init=/sbin/chinit"].map(String::from)),
-        RootKind::Pmem => parts.extend(["root=/dev/pmem0", "ro", "rootfstype=ext4", "init=/sbin/chinit"].map(String::from)),
-        RootKind::Initramfs => parts.push("rdinit=/init".into()),
+    let device = match g.root {
+        RootKind::Disk => Some("/dev/vda"),
+        RootKind::Pmem => Some("/dev/pmem0"),
+        RootKind::Initramfs => None,
+    };
+    match (device, g.initramfs_first) {
+        (Some(dev), false) => parts.extend([format!("root={dev}"), "ro".into(), "rootfstype=ext4".into(), "init=/sbin/chinit".into()]),
+        (Some(dev), true) => parts.extend(["rdinit=/init".into(), format!("chinit.root={dev}"), "ro".into()]),
+        (None, _) => parts.push("rdinit=/init".into()),
     }
     if let Some(ip) = &g.ip {
         parts.push(format!("chinit.ip={ip}"));
@@ -61,10 +68,24 @@ pub fn build(g: &Guest) -> String {
 mod tests {
     use super::*;
 
+    fn build_default() -> Guest {
+        Guest {
+            root: RootKind::Disk,
+            initramfs_first: false,
+            ip: None,
+            port: 1024,
+            vsock_port: None,
+            notify_port: None,
+            tsc_khz: None,
+            extra: String::new(),
+        }
+    }
+
     #[test]
     fn command_lines() {
         let full = Guest {
             root: RootKind::Disk,
+            initramfs_first: false,
             ip: Some("169.254.12.34/16".into()),
             port: 1024,
             vsock_port: Some(1024),
@@ -102,5 +123,10 @@ mod tests {
         for (g, want) in cases {
             assert_eq!(build(&g), want);
         }
+        let mode = Guest { root: RootKind::Pmem, initramfs_first: true, ..build_default() };
+        assert_eq!(
+            build(&mode),
+            "console=ttyS0 quiet reboot=t panic=-1 io_delay=none rdinit=/init chinit.root=/dev/pmem0 ro chinit.port=1024 chinit.api=tcp"
+        );
     }
 }

@@ -23,10 +23,11 @@ struct BootArgs {
     /// Kernel (bzImage for QEMU, PVH vmlinux for cloud-hypervisor); default: the newest in the kernel cache.
     #[arg(long)]
     kernel: Option<PathBuf>,
-    /// ext4 root image, attached read-only; default: ./rootfs_fast.ext4.
-    #[arg(long, conflicts_with = "initramfs")]
+    /// ext4 root image, attached read-only; default: ./rootfs_fast.ext4 (unless --initramfs alone).
+    #[arg(long)]
     rootfs: Option<PathBuf>,
-    /// cpio initramfs with chinit as /init, instead of a root image.
+    /// cpio initramfs with chinit as /init: alone it is the whole root; with --rootfs chinit starts
+    /// from it and switches to the root image (chinit's initramfs mode).
     #[arg(long)]
     initramfs: Option<PathBuf>,
     /// How the root image is attached.

@@ -233,27 +233,31 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
         }
     };
 
-    let (root, root_kind, root_path, root_attach) = match (&o.initramfs, &o.rootfs) {
-        (Some(_), Some(_)) => return Err(Error::Usage("--rootfs and --initramfs exclude each other".into())),
-        (Some(i), None) => {
+    // An initramfs alone is the whole root; with --rootfs it is chinit's initramfs mode: chinit
+    // starts from it, then switches to the (read-only) root device.
+    let initramfs = match &o.initramfs {
+        Some(i) => {
             if !i.is_file() {
-                return Err(Error::missing_file("initramfs", i, "run `rootfs-builder --initramfs --out <file>`"));
+                return Err(Error::missing_file("initramfs", i, "run `rootfs-builder --initramfs <file>`"));
             }
             if !kernel_supports_initrd(&kernel) {
                 return Err(Error::Missing {
                     what: format!("{} is built without initramfs support (CONFIG_BLK_DEV_INITRD)", kernel.display()),
-                    fix: "rebuild the kernel with CONFIG_BLK_DEV_INITRD=y, or boot from --rootfs".into(),
+                    fix: "rebuild the kernel with CONFIG_BLK_DEV_INITRD=y, or boot from --rootfs alone".into(),
                 });
             }
-            let p = absolute(i);
-            (
-                Root::Initramfs(p.clone()),
-                RootKind::Initramfs,
-                p,
-                "initramfs (the VMM copies it into guest memory; the file is only read)".to_string(),
-            )
+            Some(absolute(i))
         }
-        (None, r) => {
+        None => None,
+    };
+    let (root, root_kind, root_path, mut root_attach) = match (&initramfs, &o.rootfs) {
+        (Some(i), None) => (
+            Root::Initramfs(i.clone()),
+            RootKind::Initramfs,
+            i.clone(),
+            "initramfs (the VMM copies it into guest memory; the file is only read)".to_string(),
+        ),
+        (_, r) => {
             let path = r.clone().unwrap_or_else(|| PathBuf::from(crate::locate::DEFAULT_IMAGE));
             if !path.is_file() {
                 return Err(Error::missing_file(
@@ -281,6 +285,11 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
             }
         }
     };
+    // The initramfs in front of a root device (chinit's initramfs mode).
+    let initramfs_first = initramfs.filter(|_| root_kind != RootKind::Initramfs);
+    if let Some(i) = &initramfs_first {
+        root_attach.push_str(&format!("; starts from the initramfs {} (only read)", i.display()));
+    }
 
     let pid = std::process::id();
     let run_dir = std::env::temp_dir().join(format!("host-probe-{pid}-{seq}"));
@@ -325,6 +334,7 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
     }
     let cmdline = cmdline::build(&cmdline::Guest {
         root: root_kind,
+        initramfs_first: initramfs_first.is_some(),
         ip: guest_ip.as_ref().map(|ip| format!("{ip}/16")),
         port: DEFAULT_PORT,
         vsock_port: vsock.as_ref().map(|_| DEFAULT_VSOCK_PORT),
@@ -336,6 +346,7 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
         binary,
         kernel,
         root,
+        initramfs: initramfs_first,
         cmdline,
         cpus: o.cpus,
         memory_mib: o.memory_mib,
@@ -1026,6 +1037,24 @@ mod tests {
         assert!(plan(&o, &host(KvmKind::Pvm, false, true), 0).is_ok());
         let no_agent = Options { wait: Wait::Exit, vsock: false, ..o };
         assert!(plan(&no_agent, &host(KvmKind::Pvm, false, true), 0).is_ok());
+    }
+
+    #[test]
+    fn initramfs_in_front_of_a_read_only_disk() {
+        let d = std::env::temp_dir().join(format!("hp-initrd-disk-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let i = d.join("i.cpio");
+        std::fs::write(&i, b"i").unwrap();
+        let o = Options { initramfs: Some(i.clone()), ..opts() };
+        let p = plan(&o, &host(KvmKind::Pvm, false, false), 0).unwrap();
+        assert_eq!(p.root_kind, RootKind::Disk);
+        assert_eq!(p.spec.initramfs.as_deref(), Some(i.as_path()));
+        let line = vmm::shell_line(&p.argv);
+        assert!(line.contains(&format!("-initrd {}", i.display())), "{line}");
+        assert!(line.contains("read-only=on"), "{line}");
+        assert!(p.spec.cmdline.contains("rdinit=/init chinit.root=/dev/vda ro"), "{}", p.spec.cmdline);
+        assert!(p.root_attach.contains("starts from the initramfs"), "{}", p.root_attach);
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

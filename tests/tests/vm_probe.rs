@@ -209,13 +209,15 @@ fn boot_chinit_under_qemu(initramfs: bool) {
         return;
     }
     let dir = TempDir::new(if initramfs { "qemu-initramfs" } else { "qemu-disk" });
-    let image = chinit_image(&dir.0, initramfs);
+    // The disk alone, or chinit's initramfs mode: the initramfs first, then the disk as root.
+    let image = chinit_image(&dir.0, false);
+    let cpio = initramfs.then(|| chinit_image(&dir.0, true));
     let before = sha(&image);
     let o = Options {
         vmm: VmmChoice::Qemu,
         kernel: Some(kernel),
-        rootfs: (!initramfs).then(|| image.clone()),
-        initramfs: initramfs.then(|| image.clone()),
+        rootfs: Some(image.clone()),
+        initramfs: cpio,
         timeout: Duration::from_secs(120),
         ..Options::default()
     };
@@ -226,7 +228,11 @@ fn boot_chinit_under_qemu(initramfs: bool) {
     let g = r.guest.as_ref().expect("chinit's timeline");
     assert!(g.ready && g.mode == "vm", "{g:?}");
     let steps: Vec<&str> = g.steps.iter().map(|s| s.name.as_str()).collect();
-    for want in ["mounts", "network", "agent"] {
+    let mut wanted = vec!["mounts", "network", "agent"];
+    if initramfs {
+        wanted.push("root");
+    }
+    for want in wanted {
         assert!(steps.contains(&want), "{want} missing from {steps:?}");
     }
     let codes: Vec<u8> = r.host.marks.iter().map(|m| m.code).filter(|c| (0x60..=0x63).contains(c)).collect();
@@ -260,7 +266,7 @@ fn qemu_boots_chinit_from_a_read_only_disk_to_ready() {
 }
 
 #[test]
-fn qemu_boots_chinit_from_an_initramfs_to_ready() {
+fn qemu_boots_chinit_from_an_initramfs_then_a_read_only_disk_to_ready() {
     boot_chinit_under_qemu(true);
 }
 

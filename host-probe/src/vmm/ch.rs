@@ -15,6 +15,9 @@ pub fn argv(spec: &Spec) -> Vec<String> {
         Root::Pmem(p) => push(&mut a, "--pmem", format!("file={},discard_writes=on", p.display())),
         Root::Initramfs(p) => push(&mut a, "--initramfs", p.display().to_string()),
     }
+    if let Some(i) = &spec.initramfs {
+        push(&mut a, "--initramfs", i.display().to_string());
+    }
     push(&mut a, "--cmdline", spec.cmdline.clone());
     push(&mut a, "--cpus", format!("boot={}", spec.cpus));
     push(&mut a, "--memory", format!("size={}M", spec.memory_mib));
@@ -47,6 +50,7 @@ mod tests {
             binary: "cloud-hypervisor".into(),
             kernel: "/k/vmlinux".into(),
             root,
+            initramfs: None,
             cmdline: "console=ttyS0 root=/dev/vda ro".into(),
             cpus: 1,
             memory_mib: 128,
@@ -91,5 +95,8 @@ mod tests {
         for (spec, want) in cases {
             assert_eq!(shell_line(&argv(&spec)), want);
         }
+        let mut both = spec(Root::Pmem(PathBuf::from("/img/r.ext4")), false, false);
+        both.initramfs = Some("/img/i.cpio".into());
+        assert!(shell_line(&argv(&both)).contains("--pmem file=/img/r.ext4,discard_writes=on --initramfs /img/i.cpio --cmdline"));
     }
 }

@@ -66,6 +66,8 @@ pub struct Spec {
     pub binary: PathBuf,
     pub kernel: PathBuf,
     pub root: Root,
+    /// An initramfs in front of a disk or pmem root (chinit's initramfs mode: it switches to the root).
+    pub initramfs: Option<PathBuf>,
     /// The whole kernel command line (see [`crate::cmdline`]).
     pub cmdline: String,
     pub cpus: u32,

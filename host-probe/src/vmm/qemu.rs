@@ -41,6 +41,9 @@ pub fn argv(spec: &Spec) -> Result<Vec<String>, &'static str> {
         Root::Initramfs(p) => push(&mut a, "-initrd", p.display().to_string()),
         Root::Pmem(_) => return Err(PMEM_UNSUPPORTED),
     }
+    if let Some(i) = &spec.initramfs {
+        push(&mut a, "-initrd", i.display().to_string());
+    }
     push(&mut a, "-chardev", format!("file,id=serial0,path={}", spec.serial.display()));
     push(&mut a, "-serial", "chardev:serial0".into());
     push(&mut a, "-chardev", format!("socket,id=debugcon,path={}", spec.debugcon_socket.display()));
@@ -73,6 +76,7 @@ mod tests {
             binary: "qemu-system-x86_64".into(),
             kernel: "/k/bzImage".into(),
             root,
+            initramfs: None,
             cmdline: "console=ttyS0 io_delay=none".into(),
             cpus: 2,
             memory_mib: 256,
