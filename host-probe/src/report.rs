@@ -52,6 +52,10 @@ pub struct Phases {
     /// Host clock: spawn → kernel start, found by aligning the 0x60 mark with `init_start_us`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel_start_host_us: Option<u64>,
+    /// Host clock: mark 0x60 → mark 0x63, the init phase as the host saw it (a check on the guest
+    /// clock; includes the marks' own delivery delay).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_host_us: Option<u64>,
 }
 
 /// Memory of the VMM process at ready, from `/proc/<pid>/smaps_rollup`.
@@ -77,6 +81,8 @@ pub struct Report {
     /// How the user's image was protected: e.g. `read-only virtio-blk`.
     pub root_attach: String,
     pub cmdline: String,
+    /// The VMM's command line, program first (what `--dry-run` prints).
+    pub vmm_argv: Vec<String>,
     /// Warnings about this run (emulation, a missing helper), for people reading the report.
     pub notes: Vec<String>,
     pub host: HostTimes,
@@ -99,8 +105,10 @@ pub struct Report {
 /// clock reads about `init_start_us`: the kernel started at `mark(0x60) - init_start_us` on the host.
 pub fn phases(host: &HostTimes, guest: &Ready) -> Phases {
     let total_us = [host.notify_us, host.ready_tcp_us, host.ready_vsock_us].into_iter().flatten().min().unwrap_or(0);
-    let kernel_start_host_us =
-        host.marks.iter().find(|m| m.code == crate::measure::MARK_INIT_START).and_then(|m| m.t_us.checked_sub(guest.init_start_us));
+    let first = |code: u8| host.marks.iter().find(|m| m.code == code).map(|m| m.t_us);
+    let kernel_start_host_us = first(crate::measure::MARK_INIT_START).and_then(|t| t.checked_sub(guest.init_start_us));
+    let init_host_us =
+        first(crate::measure::MARK_READY).zip(first(crate::measure::MARK_INIT_START)).and_then(|(ready, start)| ready.checked_sub(start));
     Phases {
         kernel_boot_us: guest.init_start_us,
         init_us: guest.init_to_ready_us(),
@@ -108,6 +116,7 @@ pub fn phases(host: &HostTimes, guest: &Ready) -> Phases {
         host_overhead_us: total_us.saturating_sub(guest.ready_us),
         total_us,
         kernel_start_host_us,
+        init_host_us,
     }
 }
 
@@ -133,6 +142,7 @@ pub fn figures(r: &Report) -> Vec<(String, Option<u64>)> {
         ("ready in guest".to_string(), have.then_some(p.ready_in_guest_us)),
         ("host overhead".to_string(), have.then_some(p.host_overhead_us)),
         ("total (host)".to_string(), have.then_some(p.total_us)),
+        ("init (host, marks)".to_string(), p.init_host_us),
         ("notify (host)".to_string(), r.host.notify_us),
         ("/ready tcp (host)".to_string(), r.host.ready_tcp_us),
         ("/ready vsock (host)".to_string(), r.host.ready_vsock_us),
@@ -188,6 +198,9 @@ fn phase_table(o: &mut String, p: &Phases, g: &Ready) {
     ];
     for (name, us, clock) in rows {
         let _ = writeln!(o, "  {:<42} {:>10}  {}", name, ms(us), clock);
+    }
+    if let Some(us) = p.init_host_us {
+        let _ = writeln!(o, "  {:<42} {:>10}  host, mark 0x60 -> mark 0x63", "   init as the host saw it", ms(us));
     }
     let _ = writeln!(o);
     let _ = writeln!(o, "  chinit steps (guest CLOCK_BOOTTIME, ms since kernel start)");
@@ -372,6 +385,7 @@ mod tests {
             root: "/i/rootfs.ext4".into(),
             root_attach: "read-only virtio-blk".into(),
             cmdline: "console=ttyS0".into(),
+            vmm_argv: vec!["qemu-system-x86_64".into(), "-machine".into()],
             notes: vec!["no hardware KVM (kvm_pvm): using TCG emulation, timings are not representative".into()],
             host,
             events: vec![],
@@ -394,6 +408,7 @@ mod tests {
                 host_overhead_us: 1_513_000 - 612_000,
                 total_us: 1_513_000,
                 kernel_start_host_us: Some(900_000),
+                init_host_us: Some(12_500),
             }
         );
         // Without any host answer there is no total, and no mark means no alignment.
@@ -418,6 +433,8 @@ mod tests {
             "kernel start (0x60 mark - init_start_us)",
             "900.000",
             "RSS 200.0 MiB, PSS 100.0 MiB",
+            "init as the host saw it",
+            "12.500",
             "guest CLOCK_BOOTTIME",
             "host CLOCK_MONOTONIC",
         ] {
@@ -448,6 +465,8 @@ mod tests {
         }
         assert_eq!(v["schema"], 1);
         assert_eq!(v["phases"]["kernel_start_host_us"], 900_000);
+        assert_eq!(v["phases"]["init_host_us"], 12_500);
+        assert_eq!(v["vmm_argv"][0], "qemu-system-x86_64");
         assert_eq!(v["host"]["marks"][3]["name"], "ready");
         assert_eq!(v["host"]["marks"][0]["name"], "firmware");
         assert_eq!(v["guest"]["steps"][0]["name"], "mounts");

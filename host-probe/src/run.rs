@@ -892,6 +892,7 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
         root: plan.root_path.display().to_string(),
         root_attach: plan.root_attach.clone(),
         cmdline: plan.spec.cmdline.clone(),
+        vmm_argv: plan.argv.clone(),
         notes,
         host,
         events,
