@@ -928,18 +928,26 @@ mod tests {
         }
     }
 
-    fn files() -> (PathBuf, PathBuf) {
-        let d = std::env::temp_dir().join(format!("hp-plan-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        let (k, r) = (d.join("bzImage"), d.join("rootfs.ext4"));
-        std::fs::write(&k, b"k").unwrap();
-        std::fs::write(&r, b"r").unwrap();
-        (k, r)
+    /// A kernel and an image in a directory of their own, removed on drop.
+    struct Fixture {
+        o: Options,
+        dir: PathBuf,
     }
 
-    fn opts() -> Options {
-        let (k, r) = files();
-        Options { kernel: Some(k), rootfs: Some(r), ..Options::default() }
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn fixture() -> Fixture {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!("hp-plan-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (k, r) = (dir.join("bzImage"), dir.join("rootfs.ext4"));
+        std::fs::write(&k, b"k").unwrap();
+        std::fs::write(&r, b"r").unwrap();
+        Fixture { o: Options { kernel: Some(k), rootfs: Some(r), ..Options::default() }, dir }
     }
 
     #[test]
@@ -951,7 +959,7 @@ mod tests {
             (KvmKind::Absent, false, Vmm::Qemu, Accel::Tcg, true),
         ];
         for (kvm, ch, vmm, accel, tcg_note) in cases {
-            let p = plan(&opts(), &host(kvm, ch, true), 0).unwrap();
+            let p = plan(&fixture().o, &host(kvm, ch, true), 0).unwrap();
             assert_eq!((p.vmm, p.accel), (vmm, accel), "{kvm:?} ch={ch}");
             assert_eq!(p.notes.iter().any(|n| n.ends_with("using TCG emulation, timings are not representative")), tcg_note, "{kvm:?}");
             if kvm == KvmKind::Pvm {
@@ -970,7 +978,7 @@ mod tests {
 
     #[test]
     fn qemu_plan_wires_vsock_through_vhost_device_vsock() {
-        let p = plan(&opts(), &host(KvmKind::Pvm, false, true), 7).unwrap();
+        let p = plan(&fixture().o, &host(KvmKind::Pvm, false, true), 7).unwrap();
         let dir = p.run_dir.display().to_string();
         let v = p.vhost_argv.clone().unwrap().join(" ");
         assert_eq!(v, format!("/bin/vhost-device-vsock --guest-cid 3 --socket {dir}/vhost-user.sock --uds-path {dir}/vsock.sock"));
@@ -988,7 +996,7 @@ mod tests {
 
     #[test]
     fn without_vhost_device_vsock_qemu_runs_without_vsock_and_says_how_to_get_it() {
-        let p = plan(&opts(), &host(KvmKind::Pvm, false, false), 0).unwrap();
+        let p = plan(&fixture().o, &host(KvmKind::Pvm, false, false), 0).unwrap();
         assert!(p.spec.vsock.is_none() && p.vsock_uds.is_none());
         assert!(p.notes.iter().any(|n| n.contains("cargo install vhost-device-vsock")));
         assert!(!p.spec.cmdline.contains("chinit.notify"));
@@ -997,16 +1005,17 @@ mod tests {
     #[test]
     fn missing_pieces_name_their_fix() {
         let h = host(KvmKind::Pvm, false, false);
-        let no_kernel = Options { kernel: None, ..opts() };
+        let f = fixture();
+        let no_kernel = Options { kernel: None, ..f.o.clone() };
         let e = plan(&no_kernel, &h, 0).unwrap_err();
         assert_eq!(e.exit_code(), 3);
         assert!(e.to_string().contains("run `rootfs-builder kernel`"), "{e}");
-        let no_image = Options { rootfs: Some("/nonexistent/rootfs.ext4".into()), ..opts() };
+        let no_image = Options { rootfs: Some("/nonexistent/rootfs.ext4".into()), ..f.o.clone() };
         let e = plan(&no_image, &h, 0).unwrap_err();
         assert!(e.to_string().contains("rootfs-builder --out rootfs_fast.ext4"), "{e}");
-        let ch = Options { vmm: VmmChoice::CloudHypervisor, ..opts() };
+        let ch = Options { vmm: VmmChoice::CloudHypervisor, ..f.o.clone() };
         assert!(plan(&ch, &h, 0).unwrap_err().to_string().contains("install cloud-hypervisor"));
-        let pmem = Options { root_mode: RootMode::Pmem, ..opts() };
+        let pmem = Options { root_mode: RootMode::Pmem, ..f.o.clone() };
         assert_eq!(plan(&pmem, &h, 0).unwrap_err().exit_code(), 2);
     }
 
@@ -1031,7 +1040,8 @@ mod tests {
 
     #[test]
     fn a_guest_with_neither_net_nor_vsock_is_refused() {
-        let o = Options { net: false, ..opts() };
+        let f = fixture();
+        let o = Options { net: false, ..f.o.clone() };
         let e = plan(&o, &host(KvmKind::Pvm, false, false), 0).unwrap_err();
         assert_eq!(e.exit_code(), 2);
         assert!(e.to_string().contains("cargo install vhost-device-vsock"), "{e}");
@@ -1046,7 +1056,8 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap();
         let i = d.join("i.cpio");
         std::fs::write(&i, b"i").unwrap();
-        let o = Options { initramfs: Some(i.clone()), ..opts() };
+        let f = fixture();
+        let o = Options { initramfs: Some(i.clone()), ..f.o.clone() };
         let p = plan(&o, &host(KvmKind::Pvm, false, false), 0).unwrap();
         assert_eq!(p.root_kind, RootKind::Disk);
         assert_eq!(p.spec.initramfs.as_deref(), Some(i.as_path()));
