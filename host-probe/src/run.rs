@@ -573,6 +573,11 @@ fn notify_reader(l: UnixListener, t0: Instant) -> Reader<Option<(u64, Vec<u8>)>>
     Reader { stop, handle: Some(handle) }
 }
 
+/// Whether QEMU's debugcon has carried chinit's ready mark yet.
+fn ready_mark_seen(chunks: &Chunks) -> bool {
+    chunks.lock().map(|c| c.iter().any(|(_, b)| b.contains(&measure::MARK_READY))).unwrap_or(false)
+}
+
 /// One `GET /ready` over TCP; `Some` on a 200 with a Ready body.
 fn ready_over_tcp(addr: SocketAddr, connect_timeout: Duration) -> Option<Ready> {
     let mut s = TcpStream::connect_timeout(&addr, connect_timeout).ok()?;
@@ -587,6 +592,31 @@ fn ready_over_vsock(uds: &Path) -> Option<Ready> {
     let mut s = agent::client::vsock_connect(uds, DEFAULT_VSOCK_PORT, Duration::from_secs(1)).ok()?;
     let r = agent::client::request(&mut s, "GET", "/ready", None).ok()?;
     (r.status == 200).then(|| r.json().ok()).flatten()
+}
+
+/// Polls `GET /ready` over vsock on its own thread, so its time does not wait on the TAP's: once
+/// `go` is set every 5 ms (a connection can hang while the guest's driver is not up, so not before
+/// something said ready), or every 100 ms from the start when vsock is the only way in (`eager`).
+fn vsock_poller(uds: PathBuf, t0: Instant, go: Arc<AtomicBool>, eager: bool) -> Reader<Option<(u64, Ready)>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let handle = std::thread::spawn(move || {
+        let mut last: Option<Instant> = None;
+        while !s2.load(Ordering::SeqCst) {
+            let due = go.load(Ordering::SeqCst) || (eager && last.is_none_or(|l| l.elapsed() > Duration::from_millis(100)));
+            if due {
+                last = Some(Instant::now());
+                if let Some(r) = ready_over_vsock(&uds) {
+                    return Some((micros_since(t0), r));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            } else {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        None
+    });
+    Reader { stop, handle: Some(handle) }
 }
 
 fn shutdown_guest(addr: Option<SocketAddr>, uds: Option<&Path>) -> bool {
@@ -733,7 +763,11 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
     let mut first_ready_at: Option<Instant> = None;
     let mut vmm_exit = None;
     let mut last_event_check = Instant::now();
-    let mut last_vsock_try = Instant::now();
+    let vsock_go = Arc::new(AtomicBool::new(false));
+    let mut vsock = match (&plan.vsock_uds, o.wait) {
+        (Some(uds), Wait::Agent) => Some(vsock_poller(uds.clone(), t0, vsock_go.clone(), addr.is_none())),
+        _ => None,
+    };
 
     loop {
         interrupted()?;
@@ -787,8 +821,7 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
             if let (Some(a), None) = (addr, host.ready_tcp_us) {
                 // Short connects while the guest is still booting (a SYN it drops costs only this
                 // long), patient ones once something said the guest is ready or it is slow anyway.
-                let ready_mark = chunks.lock().map(|c| c.iter().any(|(_, b)| b.contains(&measure::MARK_READY))).unwrap_or(false);
-                let patient = ready_mark || host.notify_us.is_some() || t0.elapsed() > Duration::from_secs(10);
+                let patient = ready_mark_seen(&chunks) || host.notify_us.is_some() || t0.elapsed() > Duration::from_secs(10);
                 let connect_timeout = Duration::from_millis(if patient { 500 } else { 20 });
                 if let Some(r) = ready_over_tcp(a, connect_timeout) {
                     let t = micros_since(t0);
@@ -798,13 +831,11 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
                 }
             }
             let someone_said_ready = host.ready_tcp_us.is_some() || host.notify_us.is_some();
-            // Over vsock only once something said ready (a connection can hang while the guest's
-            // driver is not up), unless vsock is the only way in: then poll every 100 ms.
-            let vsock_due = someone_said_ready || (addr.is_none() && last_vsock_try.elapsed() > Duration::from_millis(100));
-            if let (Some(uds), None, true) = (&plan.vsock_uds, host.ready_vsock_us, vsock_due) {
-                last_vsock_try = Instant::now();
-                if let Some(r) = ready_over_vsock(uds) {
-                    let t = micros_since(t0);
+            if someone_said_ready || ready_mark_seen(&chunks) {
+                vsock_go.store(true, Ordering::SeqCst);
+            }
+            if vsock.as_ref().and_then(|v| v.handle.as_ref()).is_some_and(|h| h.is_finished()) {
+                if let Some(Some((t, r))) = vsock.take().and_then(Reader::finish) {
                     host.ready_vsock_us = Some(t);
                     progress(o, &format!("/ready over vsock at {} ms", report::ms(t)));
                     ready.get_or_insert(r);
@@ -843,6 +874,7 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
     }
     drop(vmm_proc);
     drop(notify);
+    drop(vsock);
     if let Some(d) = debugcon {
         d.finish();
     }
