@@ -68,7 +68,7 @@ pub struct NetConfig {
 /// Everything chinit takes from the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Root device for initramfs mode.
+    /// Root device for initramfs mode; `none` stays in the initramfs.
     pub root: String,
     pub rootfstype: String,
     pub rootflags: Option<String>,
@@ -298,8 +298,8 @@ fn unknown(name: &str) -> String {
 /// Applies one `chinit.<name>=<v>`.
 fn apply(c: &mut Config, name: &str, v: &str) -> Result<(), String> {
     match name {
-        "root" if v.starts_with("/dev/") => c.root = v.into(),
-        "root" => return Err("expected a device path under /dev, e.g. /dev/vda or /dev/pmem0".into()),
+        "root" if v.starts_with("/dev/") || v == "none" => c.root = v.into(),
+        "root" => return Err("expected a device path under /dev (e.g. /dev/vda, /dev/pmem0) or none".into()),
         "rootfstype" if !v.is_empty() => c.rootfstype = v.into(),
         "rootflags" => c.rootflags = Some(v.into()).filter(|s: &String| !s.is_empty()),
         "root_wait_ms" => c.root_wait_ms = parse_num(v, "a number of milliseconds")?,
@@ -491,6 +491,7 @@ mod tests {
             ("chinit.mount=a:b", "<source>:<target>"),
             ("chinit.mount=a:rel:ext4", "absolute"),
             ("chinit.root=vda", "/dev"),
+            ("chinit.root=", "/dev"),
             ("chinit.hostname=bad_name!", "letters"),
             ("chinit.marks=maybe", "on or off"),
             ("chinit.exec=", "empty command"),
@@ -515,6 +516,13 @@ mod tests {
         assert!(w.is_empty());
         assert_eq!(c.exec, Some(vec!["env".to_string(), "A=1".into(), "B=2".into(), "/app".into()]));
         assert_eq!(c.port, 2);
+    }
+
+    #[test]
+    fn root_none_stays_in_the_initramfs() {
+        let (c, w) = parse("chinit.root=none");
+        assert!(w.is_empty());
+        assert_eq!(c.root, "none");
     }
 
     #[test]

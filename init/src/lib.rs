@@ -133,7 +133,7 @@ fn boot(mode: Mode, cmdline_override: Option<String>) -> ! {
             }
             tl.record("modules", start, clock::now_us(), (!failures.is_empty()).then(|| format!("{} of {n} failed", failures.len())));
         }
-        if root::root_is_initramfs() {
+        if cfg.root != "none" && root::root_is_initramfs() {
             match tl.step("root", || root::mount_and_switch(&cfg)) {
                 Ok(what) => say!("root: {what}"),
                 Err(e) => {
