@@ -134,26 +134,28 @@ impl fmt::Display for Warning {
 /// Splits a command line into words the way the kernel does: on whitespace, with double quotes
 /// grouping (`chinit.exec="/bin/app --x 1"` and `"key=a b"` are one word each); quotes are removed.
 pub fn split_words(s: &str) -> Vec<String> {
+    split_quoted(s, '"')
+}
+
+/// Splits on whitespace outside `quote`s; the quotes themselves are removed, and an empty quoted
+/// word (`''`) is kept.
+fn split_quoted(s: &str, quote: char) -> Vec<String> {
     let mut words = Vec::new();
     let mut cur = String::new();
     let mut in_quote = false;
     let mut in_word = false;
     for c in s.chars() {
-        match c {
-            '"' => {
-                in_quote = !in_quote;
-                in_word = true;
+        if c == quote {
+            in_quote = !in_quote;
+            in_word = true;
+        } else if c.is_whitespace() && !in_quote {
+            if in_word {
+                words.push(std::mem::take(&mut cur));
+                in_word = false;
             }
-            c if c.is_whitespace() && !in_quote => {
-                if in_word {
-                    words.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            c => {
-                cur.push(c);
-                in_word = true;
-            }
+        } else {
+            cur.push(c);
+            in_word = true;
         }
     }
     if in_word {
@@ -378,32 +380,7 @@ fn apply(c: &mut Config, name: &str, v: &str) -> Result<(), String> {
 /// Splits the workload command: whitespace separates words, single quotes group
 /// (`chinit.exec="sh -c 'echo hi'"` → `sh`, `-c`, `echo hi`).
 pub fn split_exec(v: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut in_quote = false;
-    let mut in_word = false;
-    for ch in v.chars() {
-        match ch {
-            '\'' => {
-                in_quote = !in_quote;
-                in_word = true;
-            }
-            ch if ch.is_whitespace() && !in_quote => {
-                if in_word {
-                    words.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            ch => {
-                cur.push(ch);
-                in_word = true;
-            }
-        }
-    }
-    if in_word {
-        words.push(cur);
-    }
-    words
+    split_quoted(v, '\'')
 }
 
 fn valid_hostname(v: &str) -> bool {
