@@ -49,6 +49,11 @@ pub struct Args {
     #[arg(long, value_name = "IMAGE|DIR|TARBALL", conflicts_with = "initramfs")]
     pub base: Option<PathBuf>,
 
+    /// What the image boots: `chinit` (default), or `baseline`, the busybox shell init + Python agent
+    /// chinit is compared against (docs/benchmarks.md), from the host's busybox-static and python3.
+    #[arg(long, value_enum, default_value = "chinit", conflicts_with_all = ["initramfs", "init", "base"])]
+    pub profile: Profile,
+
     /// Target architecture: the init must be built for it.
     #[arg(long, value_enum, default_value = "x86_64")]
     pub arch: Arch,
@@ -60,6 +65,15 @@ pub struct Args {
     /// A module to include with its dependencies (repeatable; `-` and `_` are the same).
     #[arg(long, value_name = "NAME", requires = "modules_from", conflicts_with = "out")]
     pub module: Vec<String>,
+}
+
+/// `--profile`: what the image boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profile {
+    /// chinit as /sbin/init.
+    Chinit,
+    /// A busybox shell init that execs a Python HTTP agent.
+    Baseline,
 }
 
 #[cfg(test)]
@@ -80,6 +94,8 @@ mod tests {
         let a = parse(&["--initramfs", "i.cpio.gz", "--modules-from", "/lib/modules/6.1", "--module", "virtio_blk", "--arch", "aarch64"])
             .unwrap();
         assert_eq!(a.module, ["virtio_blk"]);
+        assert_eq!(a.profile, Profile::Chinit);
+        assert_eq!(parse(&["--out", "b.ext4", "--profile", "baseline"]).unwrap().profile, Profile::Baseline);
         assert_eq!(a.arch, Arch::Aarch64);
     }
 
@@ -94,6 +110,10 @@ mod tests {
             &["--out", "a", "--size", "big"],
             &["--out", "a", "--add", "nodst"],
             &["--out", "a", "--arch", "mips"],
+            &["--out", "a", "--profile", "systemd"],
+            &["--initramfs", "a.cpio", "--profile", "baseline"],
+            &["--out", "a", "--profile", "baseline", "--init", "x"],
+            &["--out", "a", "--profile", "baseline", "--base", "x"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} should be refused");
         }

@@ -3,6 +3,7 @@
 //! Pure parts (plan, size, ELF check, cpio, modules.dep, path resolution, debugfs commands) are
 //! plain functions; external tools are called through [`tools`].
 
+pub mod baseline;
 pub mod cleanup;
 pub mod cli;
 pub mod cpio;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 
 use crate::cleanup::TempPath;
-use crate::cli::Args;
+use crate::cli::{Args, Profile};
 use crate::error::{Error, ExitCode, Result};
 use crate::ext4::{self, Base, Ext4Options};
 use crate::initramfs::{self, Compression};
@@ -104,9 +104,16 @@ fn exec(a: &Args) -> Result<()> {
             return Err(Error::BadOption { option: "--label", value: l.clone(), problem: "ext4 labels hold at most 16 bytes".into() });
         }
     }
+    let baseline = a.profile == Profile::Baseline;
+    if baseline && a.arch != elf::Arch::X86_64 {
+        return Err(Error::BadOption {
+            option: "--profile",
+            value: "baseline".into(),
+            problem: "the baseline is built from this host's x86_64 programs; leave --arch out".into(),
+        });
+    }
     // The bytes that were checked are the bytes that are written.
-    let (_, init) = load_init(a.init.as_deref(), a.arch)?;
-    let init = Content::Bytes(init);
+    let init = if baseline { None } else { Some(Content::Bytes(load_init(a.init.as_deref(), a.arch)?.1)) };
 
     // Everything happens in one work directory next to the output, removed on every exit path.
     let name = out
@@ -127,7 +134,14 @@ fn exec(a: &Args) -> Result<()> {
     std::fs::create_dir(&work_path).map_err(|e| Error::OutputDir { dir: dir.clone(), source: e })?;
     let image = work.path().join("image");
 
-    let mut plan = if is_initramfs { Plan::initramfs(init) } else { Plan::root(init) };
+    let mut plan = match init {
+        None => {
+            progress::step("baseline: busybox-static, python3 and the modules its agent loads…");
+            crate::baseline::plan(&crate::baseline::Hosts::default(), &crate::baseline::Host, work.path())?
+        }
+        Some(init) if is_initramfs => Plan::initramfs(init),
+        Some(init) => Plan::root(init),
+    };
     for t in &a.tree {
         plan.tree(t, "/", "--tree")?;
     }

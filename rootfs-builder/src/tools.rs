@@ -12,6 +12,9 @@ pub fn package_of(tool: &str) -> &'static str {
         "zstd" => "zstd",
         "gzip" => "gzip",
         "tar" => "tar",
+        "python3" => "python3",
+        "busybox" => "busybox-static",
+        "ldd" => "libc-bin",
         _ => "coreutils",
     }
 }

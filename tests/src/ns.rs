@@ -57,6 +57,26 @@ pub fn chinit_bin() -> Result<PathBuf, Error> {
     .clone()
 }
 
+/// The baseline init of docs/benchmarks.md, run from this host's programs: busybox-static's
+/// `/bin/busybox`, the repository's `baseline/init.sh` (which execs `python3 baseline/agent.py`).
+/// Start it with [`Chinit::start_program`]`(&busybox, &baseline_args(&script, cmdline), ...)`.
+pub fn baseline_init() -> Result<(PathBuf, PathBuf), Error> {
+    let busybox = PathBuf::from("/bin/busybox");
+    if !busybox.exists() {
+        return Err("the baseline needs busybox-static's /bin/busybox: apt-get install busybox-static".into());
+    }
+    if !Path::new("/usr/bin/python3").exists() {
+        return Err("the baseline needs /usr/bin/python3: apt-get install python3".into());
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().ok_or("no workspace root")?;
+    Ok((busybox, root.join("baseline/init.sh")))
+}
+
+/// `sh SCRIPT --cmdline CMDLINE`: the arguments after busybox's path.
+pub fn baseline_args<'a>(script: &'a Path, cmdline: &'a str) -> [&'a str; 4] {
+    ["sh", script.to_str().unwrap_or("baseline/init.sh"), "--cmdline", cmdline]
+}
+
 /// Whether this process may make namespaces (root with CAP_SYS_ADMIN).
 pub fn can_make_namespaces() -> Result<(), Error> {
     if !nix::unistd::geteuid().is_root() {
@@ -190,11 +210,20 @@ impl Chinit {
     /// Clones chinit as PID 1 of new PID/mount/UTS namespaces inside `wire.guest`, with `cmdline` as
     /// its kernel command line and its console in a log file.
     pub fn start(bin: &Path, wire: &Wire, cmdline: &str) -> Result<Chinit, Error> {
+        Chinit::start_program(bin, &["--cmdline", cmdline], wire)
+    }
+
+    /// Clones any program as PID 1 of new PID/mount/UTS namespaces inside `wire.guest`, with
+    /// `args` after its path (the baseline init: `busybox sh init.sh --cmdline "..."`).
+    pub fn start_program(bin: &Path, args: &[&str], wire: &Wire) -> Result<Chinit, Error> {
         let dir = TempDir::new("ns")?;
         let log = dir.0.join("console.log");
         let log_file = File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
         let path = CString::new(bin.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
-        let argv = [path.clone(), CString::new("--cmdline").map_err(|e| e.to_string())?, CString::new(cmdline).map_err(|e| e.to_string())?];
+        let mut argv = vec![path.clone()];
+        for a in args {
+            argv.push(CString::new(*a).map_err(|e| e.to_string())?);
+        }
         let envp = [CString::new("PATH=/usr/sbin:/usr/bin:/sbin:/bin").map_err(|e| e.to_string())?];
         let netns = wire.guest.fd.as_raw_fd();
         let out = log_file.as_raw_fd();
