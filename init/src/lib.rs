@@ -173,6 +173,8 @@ fn boot(mode: Mode, cmdline_override: Option<String>) -> ! {
     }
     marks.mark(mark::NETWORK_DONE);
 
+    // The agent step starts here: its runtime is part of its cost.
+    let agent_start = clock::now_us();
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -181,7 +183,7 @@ fn boot(mode: Mode, cmdline_override: Option<String>) -> ! {
         }
     };
     let extra_targets: Vec<String> = cfg.mounts.iter().map(|m| m.target.clone()).collect();
-    let action = rt.block_on(run(mode, &cfg, tl, marks, init_start, ip));
+    let action = rt.block_on(run(mode, &cfg, tl, marks, (init_start, agent_start), ip));
     drop(rt);
     shutdown::finish(mode, &extra_targets, action)
 }
@@ -252,7 +254,14 @@ fn network(cfg: &Config) -> Result<net::Plan, String> {
 
 /// Agent, ready, then the PID 1 loop. Returns how to end the machine, after every process
 /// has been stopped.
-async fn run(mode: Mode, cfg: &Config, mut tl: Timeline, marks: Marks, init_start: u64, ip: Option<(Ipv4Addr, u8)>) -> Action {
+async fn run(
+    mode: Mode,
+    cfg: &Config,
+    mut tl: Timeline,
+    marks: Marks,
+    (init_start, agent_start): (u64, u64),
+    ip: Option<(Ipv4Addr, u8)>,
+) -> Action {
     // Handlers first: no SIGCHLD may be missed once children exist.
     let mut sig = match Signals::new() {
         Ok(s) => Some(s),
@@ -272,9 +281,8 @@ async fn run(mode: Mode, cfg: &Config, mut tl: Timeline, marks: Marks, init_star
     let (system_tx, system_rx) = watch::channel(false);
     let button_tx = shutdown_tx.clone();
     let ctl = Arc::new(Chinit { state: Arc::clone(&state), reaper: Arc::clone(&reaper), shutdown: shutdown_tx, system: system_rx.clone() });
-    let start = clock::now_us();
     let served = start_agent(cfg, ip.map(|(a, _)| a), &ctl).await;
-    tl.record("agent", start, clock::now_us(), served.err());
+    tl.record("agent", agent_start, clock::now_us(), served.err());
 
     let ready_at = clock::now_us();
     state.set_steps(&tl.steps);
