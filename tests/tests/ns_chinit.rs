@@ -66,7 +66,12 @@ fn boots_to_ready_with_mounts_hostname_and_address() {
     }
     assert!(r.ready_us >= r.steps[4].end_us && first.seen_us >= r.ready_us);
     assert_eq!(r.generation, 1);
-    assert!(c.console().contains("chinit: ready in "), "{}", c.console());
+    // The console line follows ready (written off the critical path).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !c.console().contains("chinit: ready in ") {
+        assert!(Instant::now() < deadline, "no ready line:\n{}", c.console());
+        std::thread::sleep(Duration::from_millis(10));
+    }
 
     // Commands wait for the late mounts, so the whole table is there.
     let mounts = sh(&wire, "cat /proc/self/mounts");
