@@ -1,39 +1,65 @@
 //! Native benchmark: chinit as PID 1 of fresh namespaces, N times; how long from the clone (exec) to
-//! the host's first 200 from `/ready` over the veth, and where that time goes.
+//! the host's first 200 from `/ready` over the veth, and where that time goes. With
+//! `--compare-baseline`, the baseline of docs/benchmarks.md (busybox shell init + Python agent) runs
+//! too, interleaved A B A B in the same process, and each figure gets the B/A ratio of medians.
 //!
 //! ```text
-//! ns-bench [-n N] [--warmup W] [--json] [--cmdline "EXTRA chinit.* KEYS"]
+//! ns-bench [-n N] [--warmup W] [--json] [--cmdline "EXTRA chinit.* KEYS"] [--compare-baseline] [--svg FILE]
 //! ```
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chinit_tests::ns::{self, Chinit, Wire};
 use nix::sys::signal::Signal;
+use nix::sys::wait::WaitStatus;
+
+const USAGE: &str = "usage: ns-bench [-n N] [--warmup W] [--json] [--cmdline \"EXTRA chinit.* KEYS\"] [--compare-baseline] [--svg FILE]";
 
 struct Args {
     n: usize,
     warmup: usize,
     json: bool,
     extra: String,
+    compare: bool,
+    svg: Option<PathBuf>,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut a = Args { n: 50, warmup: 3, json: false, extra: String::new() };
-    let mut it = std::env::args().skip(1);
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
+    let mut a = Args { n: 50, warmup: 3, json: false, extra: String::new(), compare: false, svg: None };
+    let mut it = args.into_iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "-n" => a.n = it.next().and_then(|v| v.parse().ok()).filter(|n| *n > 0).ok_or("-n needs a positive number")?,
             "--warmup" => a.warmup = it.next().and_then(|v| v.parse().ok()).ok_or("--warmup needs a number")?,
             "--json" => a.json = true,
             "--cmdline" => a.extra = it.next().ok_or("--cmdline needs a value")?,
+            "--compare-baseline" => a.compare = true,
+            "--svg" => a.svg = Some(it.next().ok_or("--svg needs a file name")?.into()),
             "-h" | "--help" => {
-                println!("usage: ns-bench [-n N] [--warmup W] [--json] [--cmdline \"EXTRA chinit.* KEYS\"]");
+                println!("{USAGE}");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}; see --help")),
         }
     }
     Ok(a)
+}
+
+/// What one side runs.
+enum Init {
+    Chinit(PathBuf),
+    /// busybox, init.sh
+    Baseline(PathBuf, PathBuf),
+}
+
+impl Init {
+    fn name(&self) -> &'static str {
+        match self {
+            Init::Chinit(_) => "chinit",
+            Init::Baseline(..) => "baseline",
+        }
+    }
 }
 
 /// One run's figures, µs.
@@ -47,9 +73,13 @@ struct Sample {
     steps: Vec<(String, u64)>,
 }
 
-fn one(bin: &std::path::Path, extra: &str) -> Result<Sample, String> {
+fn one(init: &Init, extra: &str) -> Result<Sample, String> {
     let wire = Wire::new()?;
-    let mut c = Chinit::start(bin, &wire, &format!("chinit.ip=169.254.1.2/16 chinit.vsock_port=off {extra}"))?;
+    let cmdline = format!("chinit.ip=169.254.1.2/16 chinit.vsock_port=off {extra}");
+    let mut c = match init {
+        Init::Chinit(bin) => Chinit::start(bin, &wire, &cmdline)?,
+        Init::Baseline(busybox, script) => Chinit::start_program(busybox, &ns::baseline_args(script, &cmdline), &wire)?,
+    };
     let first = ns::wait_ready(&wire, &c, Duration::from_secs(10))?;
     let rtt = wire.host.run(|| {
         let start = std::time::Instant::now();
@@ -60,8 +90,12 @@ fn one(bin: &std::path::Path, extra: &str) -> Result<Sample, String> {
     })??;
     c.signal(Signal::SIGTERM)?;
     let st = c.wait(Duration::from_secs(10))?;
-    if !ns::is_poweroff(st) {
-        return Err(format!("chinit did not power off cleanly: {st:?}\n{}", c.console()));
+    let clean = match init {
+        Init::Chinit(_) => ns::is_poweroff(st),
+        Init::Baseline(..) => matches!(st, WaitStatus::Exited(_, 0)),
+    };
+    if !clean {
+        return Err(format!("{} did not end cleanly on SIGTERM: {st:?}\n{}", init.name(), c.console()));
     }
     let r = &first.ready;
     Ok(Sample {
@@ -70,7 +104,7 @@ fn one(bin: &std::path::Path, extra: &str) -> Result<Sample, String> {
         init_to_ready: r.init_to_ready_us(),
         ready_to_host: first.seen_us.saturating_sub(r.ready_us),
         rtt,
-        steps: r.steps.iter().map(|s| (s.name.clone(), s.duration_us())).collect(),
+        steps: r.steps.iter().filter(|s| s.end_us <= r.ready_us).map(|s| (s.name.clone(), s.duration_us())).collect(),
     })
 }
 
@@ -82,71 +116,327 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn stats(mut v: Vec<u64>) -> [u64; 4] {
+/// min, median, p95, max.
+fn stats(mut v: Vec<u64>) -> Option<[u64; 4]> {
+    if v.is_empty() {
+        return None;
+    }
     v.sort_unstable();
-    [pct(&v, 0.0), pct(&v, 0.5), pct(&v, 0.95), pct(&v, 1.0)]
+    Some([pct(&v, 0.0), pct(&v, 0.5), pct(&v, 0.95), pct(&v, 1.0)])
+}
+
+/// One figure of the table: its name and each side's statistics.
+struct Row {
+    name: String,
+    a: Option<[u64; 4]>,
+    b: Option<[u64; 4]>,
+}
+
+impl Row {
+    fn ratio(&self) -> Option<f64> {
+        match (self.a, self.b) {
+            (Some(a), Some(b)) if a[1] > 0 => Some(b[1] as f64 / a[1] as f64),
+            _ => None,
+        }
+    }
+}
+
+/// Step names in the order they first appear (steps that failed to run in some runs still line up by name).
+fn step_names(samples: &[Sample]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for s in samples {
+        for (n, _) in &s.steps {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+    }
+    names
+}
+
+/// `a`'s names with `b`'s other names put where `b` has them: before the next name both have.
+fn merge(mut names: Vec<String>, b: &[String]) -> Vec<String> {
+    for (i, n) in b.iter().enumerate() {
+        if names.contains(n) {
+            continue;
+        }
+        let at = b[i + 1..].iter().find_map(|next| names.iter().position(|x| x == next)).unwrap_or(names.len());
+        names.insert(at, n.clone());
+    }
+    names
+}
+
+fn step_stats(samples: &[Sample], name: &str) -> Option<[u64; 4]> {
+    stats(samples.iter().filter_map(|s| s.steps.iter().find(|x| x.0 == name).map(|x| x.1)).collect())
+}
+
+fn rows(a: &[Sample], b: &[Sample]) -> Vec<Row> {
+    let fig = |f: fn(&Sample) -> u64, v: &[Sample]| stats(v.iter().map(f).collect());
+    let mut out = vec![
+        Row { name: "exec → first 200 (host)".into(), a: fig(|s| s.total, a), b: fig(|s| s.total, b) },
+        Row { name: "exec → init's first line".into(), a: fig(|s| s.exec_to_init, a), b: fig(|s| s.exec_to_init, b) },
+        Row { name: "init → ready".into(), a: fig(|s| s.init_to_ready, a), b: fig(|s| s.init_to_ready, b) },
+        Row { name: "ready → host has 200".into(), a: fig(|s| s.ready_to_host, a), b: fig(|s| s.ready_to_host, b) },
+        Row { name: "  (one GET /ready, once ready)".into(), a: fig(|s| s.rtt, a), b: fig(|s| s.rtt, b) },
+    ];
+    let names = merge(step_names(a), &step_names(b));
+    for n in names {
+        out.push(Row { name: format!("  step {n}"), a: step_stats(a, &n), b: step_stats(b, &n) });
+    }
+    out
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg").map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
+}
+
+/// The run whose exec → first 200 is the median (the upper one of an even count, as [`pct`]).
+fn median_run(v: &[Sample]) -> Option<&Sample> {
+    let mut by_total: Vec<&Sample> = v.iter().collect();
+    by_total.sort_by_key(|s| s.total);
+    let i = ((by_total.len().checked_sub(1)?) as f64 * 0.5).round() as usize;
+    by_total.get(i).copied()
+}
+
+/// The chart: one horizontal bar per side, the phases of its median run stacked from exec to the
+/// host's first 200, on one linear scale, so the two lengths compare directly.
+fn svg(a: &[Sample], b: &[Sample], title: &str) -> String {
+    let bars: Vec<(&str, Vec<(String, u64)>)> = [("chinit", a), ("baseline", b)]
+        .into_iter()
+        .filter_map(|(name, v)| Some((name, median_run(v)?)))
+        .map(|(name, run)| {
+            let mut segs = vec![("exec → init".to_string(), run.exec_to_init)];
+            segs.extend(run.steps.iter().cloned());
+            let used: u64 = segs.iter().map(|s| s.1).sum();
+            segs.push(("rest → host's 200".to_string(), run.total.saturating_sub(used)));
+            (name, segs)
+        })
+        .collect();
+    let max = bars.iter().map(|(_, s)| s.iter().map(|x| x.1).sum::<u64>()).max().unwrap_or(1).max(1);
+    let (left, width, bar_h, gap) = (90.0, 620.0, 34.0, 70.0);
+    let colour = |name: &str| match name {
+        "exec → init" => "#9e9e9e",
+        "mounts" => "#4e79a7",
+        "cmdline" => "#76b7b2",
+        "hostname" => "#b07aa1",
+        "network" => "#f28e2b",
+        "python" => "#e15759",
+        "agent" => "#59a14f",
+        _ => "#bab0ac",
+    };
+    let height = 60.0 + gap * bars.len() as f64 + 60.0;
+    let mut o = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"760\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"10\" y=\"22\" font-size=\"14\">{}</text>\n",
+        esc(title)
+    );
+    let mut legend: Vec<&str> = Vec::new();
+    for (i, (name, segs)) in bars.iter().enumerate() {
+        let y = 50.0 + gap * i as f64;
+        let total: u64 = segs.iter().map(|s| s.1).sum();
+        o += &format!("<text x=\"10\" y=\"{}\">{name}</text>\n", y + bar_h / 2.0 + 4.0);
+        let mut x = left;
+        for (seg, us) in segs {
+            let w = width * *us as f64 / max as f64;
+            o += &format!(
+                "<rect x=\"{x:.2}\" y=\"{y}\" width=\"{w:.2}\" height=\"{bar_h}\" fill=\"{}\"><title>{} {} ms</title></rect>\n",
+                colour(seg),
+                esc(seg),
+                ms(*us)
+            );
+            x += w;
+            if !legend.contains(&seg.as_str()) {
+                legend.push(seg);
+            }
+        }
+        o += &format!("<text x=\"{:.2}\" y=\"{}\">{} ms</text>\n", (x + 6.0).min(700.0), y + bar_h + 14.0, ms(total));
+    }
+    let ly = 50.0 + gap * bars.len() as f64 + 10.0;
+    let mut lx = 10.0;
+    for seg in legend {
+        o += &format!(
+            "<rect x=\"{lx}\" y=\"{ly}\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{}</text>\n",
+            colour(seg),
+            lx + 16.0,
+            ly + 10.0,
+            esc(seg)
+        );
+        lx += 22.0 + 7.0 * seg.chars().count() as f64;
+    }
+    o += "</svg>\n";
+    o
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+fn fail(e: impl std::fmt::Display, code: i32) -> ! {
+    eprintln!("ns-bench: {e}");
+    std::process::exit(code)
 }
 
 fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("ns-bench: {e}");
-            std::process::exit(2);
-        }
-    };
-    if let Err(e) = ns::can_make_namespaces() {
-        eprintln!("ns-bench: {e}");
-        std::process::exit(2);
+    let args = parse_args(std::env::args().skip(1)).unwrap_or_else(|e| fail(e, 2));
+    ns::can_make_namespaces().unwrap_or_else(|e| fail(e, 2));
+    let mut sides = vec![Init::Chinit(ns::chinit_bin().unwrap_or_else(|e| fail(e, 2)))];
+    if args.compare {
+        let (busybox, script) = ns::baseline_init().unwrap_or_else(|e| fail(e, 2));
+        sides.push(Init::Baseline(busybox, script));
     }
-    let bin = match ns::chinit_bin() {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("ns-bench: {e}");
-            std::process::exit(2);
-        }
-    };
-    let mut samples = Vec::new();
-    for i in 0..args.warmup + args.n {
-        match one(&bin, &args.extra) {
-            Ok(s) if i >= args.warmup => samples.push(s),
-            Ok(_) => {}
-            Err(e) => {
-                eprintln!("ns-bench: run {}: {e}", i + 1);
-                std::process::exit(1);
+    let load_before = load();
+    let mut samples: Vec<Vec<Sample>> = sides.iter().map(|_| Vec::new()).collect();
+    let total = args.warmup + args.n;
+    for i in 0..total {
+        // A B A B: slow drift of the host hits both sides alike.
+        for (k, side) in sides.iter().enumerate() {
+            match one(side, &args.extra) {
+                Ok(s) if i >= args.warmup => samples[k].push(s),
+                Ok(_) => {}
+                Err(e) => fail(format!("run {} ({}): {e}", i + 1, side.name()), 1),
             }
         }
         if !args.json {
-            eprint!("\rns-bench: {}/{}", i + 1, args.warmup + args.n);
+            eprint!("\rns-bench: {}/{total}", i + 1);
         }
     }
     if !args.json {
         eprintln!();
     }
-    let mut rows: Vec<(String, [u64; 4])> = vec![
-        ("exec → first 200 (host)".into(), stats(samples.iter().map(|s| s.total).collect())),
-        ("exec → chinit main".into(), stats(samples.iter().map(|s| s.exec_to_init).collect())),
-        ("chinit start → ready".into(), stats(samples.iter().map(|s| s.init_to_ready).collect())),
-        ("ready → host has 200".into(), stats(samples.iter().map(|s| s.ready_to_host).collect())),
-        ("  (one GET /ready, ready VM)".into(), stats(samples.iter().map(|s| s.rtt).collect())),
-    ];
-    if let Some(first) = samples.first() {
-        for (k, (name, _)) in first.steps.iter().enumerate() {
-            let v = samples.iter().filter_map(|s| s.steps.get(k).map(|x| x.1)).collect();
-            rows.push((format!("  step {name}"), stats(v)));
-        }
+    let load_after = load();
+    let empty = Vec::new();
+    let b = samples.get(1).unwrap_or(&empty);
+    let table = rows(&samples[0], b);
+    let title = if args.compare {
+        format!("exec → first 200 in fresh namespaces: the median of {} interleaved runs each (load {load_before})", args.n)
+    } else {
+        format!("chinit: exec → first 200 in fresh namespaces: the median of {} runs (load {load_before})", args.n)
+    };
+    if let Some(path) = &args.svg {
+        std::fs::write(path, svg(&samples[0], b, &title)).unwrap_or_else(|e| fail(format!("write {}: {e}", path.display()), 1));
     }
     if args.json {
-        let obj: Vec<serde_json::Value> = rows
+        let side = |s: Option<[u64; 4]>| {
+            s.map(|[min, med, p95, max]| serde_json::json!({"min_us": min, "median_us": med, "p95_us": p95, "max_us": max}))
+        };
+        let obj: Vec<serde_json::Value> = table
             .iter()
-            .map(|(name, [min, med, p95, max])| serde_json::json!({"metric": name.trim(), "min_us": min, "median_us": med, "p95_us": p95, "max_us": max}))
+            .map(|r| {
+                let mut v = serde_json::json!({"metric": r.name.trim(), "chinit": side(r.a)});
+                if args.compare {
+                    v["baseline"] = serde_json::json!(side(r.b));
+                    v["ratio"] = serde_json::json!(r.ratio());
+                }
+                v
+            })
             .collect();
-        println!("{}", serde_json::json!({"runs": samples.len(), "metrics": obj}));
+        println!(
+            "{}",
+            serde_json::json!({"runs": args.n, "warmup": args.warmup, "load_before": load_before, "load_after": load_after, "metrics": obj})
+        );
         return;
     }
-    println!("chinit in fresh namespaces, {} runs ({} warm-up), µs", samples.len(), args.warmup);
-    println!("{:<28} {:>8} {:>8} {:>8} {:>8}", "", "min", "median", "p95", "max");
-    for (name, [min, med, p95, max]) in rows {
-        println!("{name:<28} {min:>8} {med:>8} {p95:>8} {max:>8}");
+    print!("{}", text(&args, &table, &load_before, &load_after));
+}
+
+fn text(args: &Args, table: &[Row], load_before: &str, load_after: &str) -> String {
+    let cell = |s: Option<[u64; 4]>, i: usize| s.map(|s| s[i].to_string()).unwrap_or_else(|| "-".into());
+    let mut o = String::new();
+    if !args.compare {
+        o += &format!("chinit in fresh namespaces, {} runs ({} warm-up), µs; load {load_before} → {load_after}\n", args.n, args.warmup);
+        o += &format!("{:<32} {:>8} {:>8} {:>8} {:>8}\n", "", "min", "median", "p95", "max");
+        for r in table {
+            o += &format!("{:<32} {:>8} {:>8} {:>8} {:>8}\n", r.name, cell(r.a, 0), cell(r.a, 1), cell(r.a, 2), cell(r.a, 3));
+        }
+        return o;
+    }
+    o += &format!(
+        "A = chinit, B = baseline (busybox sh + python3 http.server), fresh namespaces, {} runs each ({} warm-up), interleaved A B A B, µs; load {load_before} → {load_after}\n",
+        args.n, args.warmup
+    );
+    o += &format!(
+        "{:<32} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8}   {:>7}\n",
+        "", "A min", "A median", "A p95", "B min", "B median", "B p95", "B/A"
+    );
+    for r in table {
+        let ratio = r.ratio().map(|x| format!("{x:.1}×")).unwrap_or_else(|| "-".into());
+        o += &format!(
+            "{:<32} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8}   {:>7}\n",
+            r.name,
+            cell(r.a, 0),
+            cell(r.a, 1),
+            cell(r.a, 2),
+            cell(r.b, 0),
+            cell(r.b, 1),
+            cell(r.b, 2),
+            ratio
+        );
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn sample(total: u64, steps: &[(&str, u64)]) -> Sample {
+        Sample {
+            total,
+            exec_to_init: 10,
+            init_to_ready: total - 30,
+            ready_to_host: 20,
+            rtt: 5,
+            steps: steps.iter().map(|(n, d)| (n.to_string(), *d)).collect(),
+        }
+    }
+
+    #[test]
+    fn args_table() {
+        let p = |v: &[&str]| parse_args(v.iter().map(|s| s.to_string()));
+        let a = p(&["-n", "7", "--compare-baseline", "--svg", "x.svg"]).unwrap();
+        assert_eq!((a.n, a.compare, a.svg.as_deref()), (7, true, Some(Path::new("x.svg"))));
+        assert!(!p(&[]).unwrap().compare);
+        assert!(p(&["-n", "0"]).is_err());
+        assert!(p(&["--svg"]).is_err());
+        assert!(p(&["--bogus"]).is_err());
+    }
+
+    #[test]
+    fn rows_pair_figures_and_steps_by_name_with_ratios() {
+        let a = [sample(1000, &[("mounts", 100), ("network", 200)]), sample(1200, &[("mounts", 120), ("network", 220)])];
+        let b = [sample(40_000, &[("mounts", 900), ("python", 30_000)])];
+        let r = rows(&a, &b);
+        assert_eq!(r[0].a, Some([1000, 1200, 1200, 1200]), "median rounds up between two");
+        assert_eq!(r[0].ratio().map(|x| (x * 10.0).round() / 10.0), Some(33.3));
+        let names: Vec<&str> = r.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(&names[5..], ["  step mounts", "  step network", "  step python"]);
+        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let m = merge(v(&["mounts", "cmdline", "hostname", "network", "agent"]), &v(&["mounts", "cmdline", "network", "python", "agent"]));
+        assert_eq!(m, v(&["mounts", "cmdline", "hostname", "network", "python", "agent"]));
+        assert_eq!((r[6].b, r[7].a), (None, None), "a step one side lacks stays empty on that side");
+        assert_eq!(r[7].ratio(), None);
+    }
+
+    #[test]
+    fn svg_bars_are_proportional_and_sum_to_the_total() {
+        let a = [sample(1000, &[("mounts", 100), ("network", 200)])];
+        let b = [sample(40_000, &[("mounts", 900), ("python", 30_000)])];
+        let s = svg(&a, &b, "t <1>");
+        assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
+        assert!(s.contains("t &lt;1&gt;"));
+        // One scale: the baseline's 40 ms bar is 620 px, chinit's 1 ms bar 15.5 px, segments included.
+        let widths: f64 = s
+            .lines()
+            .filter(|l| l.contains("<title>"))
+            .map(|l| l.split("width=\"").nth(1).unwrap().split('"').next().unwrap().parse::<f64>().unwrap())
+            .sum();
+        assert!((widths - (620.0 + 15.5)).abs() < 0.05, "{widths}");
+        assert!(s.contains("<title>python 30.00 ms</title>"));
+        assert!(s.contains(">40.00 ms</text>") && s.contains(">1.00 ms</text>"));
     }
 }
