@@ -54,19 +54,14 @@ pub struct Built {
 
 /// Finds the entry in the cache or builds it.
 pub fn build(req: &Request, cache_root: &Path) -> Result<Built, Error> {
-    let frag = kconfig::parse_fragment(&req.fragment).map_err(|b| Error::BadFragment {
-        line_no: b.line_no,
-        text: b.text,
-    })?;
+    let frag = kconfig::parse_fragment(&req.fragment).map_err(|b| Error::BadFragment { line_no: b.line_no, text: b.text })?;
     let kernels = cache_root.join("kernels");
     fs::create_dir_all(kernels.join("logs")).map_err(|e| Error::io(&kernels, e))?;
     let memo = version_memo_path(cache_root, &req.source);
 
     // Cache hit without touching the source when the version is known already.
     let known = match &req.source {
-        Source::Dir(d) => {
-            Some(source::tree_version(d).ok_or_else(|| Error::NotAKernelTree { path: d.clone() })?)
-        }
+        Source::Dir(d) => Some(source::tree_version(d).ok_or_else(|| Error::NotAKernelTree { path: d.clone() })?),
         Source::Tarball(_) => fs::read_to_string(&memo).ok().map(|s| s.trim().to_string()),
     };
     let mut lock = None;
@@ -74,19 +69,11 @@ pub fn build(req: &Request, cache_root: &Path) -> Result<Built, Error> {
         let name = entry_name(req, version);
         lock = Some(lock_entry(&kernels, &name)?);
         if cache::is_complete(&kernels.join(&name), cache::ENTRY_FILES) {
-            return Ok(Built {
-                dir: kernels.join(name),
-                cache_hit: true,
-            });
+            return Ok(Built { dir: kernels.join(name), cache_hit: true });
         }
     }
 
-    for p in cache::remove_stale_work_dirs(&kernels, cache::pid_alive) {
-        eprintln!(
-            "removed a build left by an interrupted run: {}",
-            p.display()
-        );
-    }
+    cache::remove_stale_work_dirs(&kernels, cache::pid_alive);
     let label = format!("{:012x}", cache::fnv1a64(&[&req.source.identity()]) >> 16);
     let work_path = kernels.join(format!(".build-{label}.{}", std::process::id()));
     let work = TempDir::create(work_path.clone()).map_err(|e| Error::io(&work_path, e))?;
@@ -98,9 +85,7 @@ pub fn build(req: &Request, cache_root: &Path) -> Result<Built, Error> {
             tree
         }
     };
-    let version = source::tree_version(&tree).ok_or_else(|| Error::NotAKernelTree {
-        path: req.source.path().to_path_buf(),
-    })?;
+    let version = source::tree_version(&tree).ok_or_else(|| Error::NotAKernelTree { path: req.source.path().to_path_buf() })?;
     if matches!(req.source, Source::Tarball(_)) {
         let _ = fs::create_dir_all(memo.parent().unwrap_or(cache_root));
         let _ = fs::write(&memo, format!("{version}\n"));
@@ -111,10 +96,7 @@ pub fn build(req: &Request, cache_root: &Path) -> Result<Built, Error> {
     }
     let final_dir = kernels.join(&name);
     if cache::is_complete(&final_dir, cache::ENTRY_FILES) {
-        return Ok(Built {
-            dir: final_dir,
-            cache_hit: true,
-        });
+        return Ok(Built { dir: final_dir, cache_hit: true });
     }
 
     let log_path = kernels.join("logs").join(format!("{name}.log"));
@@ -127,68 +109,40 @@ pub fn build(req: &Request, cache_root: &Path) -> Result<Built, Error> {
         log: File::create(&log_path).map_err(|e| Error::io(&log_path, e))?,
     };
     fs::create_dir_all(&b.obj).map_err(|e| Error::io(&b.obj, e))?;
-    eprintln!(
-        "building kernel {version} for {} with {} jobs (log: {})",
-        req.arch.name,
-        req.jobs,
-        log_path.display()
-    );
+    eprintln!("building kernel {version} for {} with {} jobs (log: {})", req.arch.name, req.jobs, log_path.display());
     let started = Instant::now();
 
     b.make("tinyconfig", &["tinyconfig"], None)?;
     let config_path = b.obj.join(".config");
     let base = fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
-    fs::write(&config_path, kconfig::merge(&base, &frag))
-        .map_err(|e| Error::io(&config_path, e))?;
+    fs::write(&config_path, kconfig::merge(&base, &frag)).map_err(|e| Error::io(&config_path, e))?;
     b.make("olddefconfig", &["olddefconfig"], None)?;
     let final_cfg = fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
     let dropped = kconfig::dropped(&frag, &kconfig::parse_config(&final_cfg));
     if !dropped.is_empty() {
         let kept = kernels.join("logs").join(format!("{name}.config"));
         let _ = fs::write(&kept, &final_cfg);
-        return Err(Error::OptionsDropped {
-            list: dropped
-                .iter()
-                .map(|d| format!("  {d}"))
-                .collect::<Vec<_>>()
-                .join("\n"),
-            config: kept,
-        });
+        return Err(Error::OptionsDropped { list: dropped.iter().map(|d| format!("  {d}")).collect::<Vec<_>>().join("\n"), config: kept });
     }
     eprintln!("config: all {} fragment options kept", frag.len());
 
     let jobs = format!("-j{}", req.jobs.max(1));
-    b.make(
-        "build",
-        &[&jobs, "vmlinux", image_target(req.arch)],
-        estimate,
-    )?;
+    b.make("build", &[&jobs, "vmlinux", image_target(req.arch)], estimate)?;
 
     let vmlinux = b.obj.join("vmlinux");
     let bytes = fs::read(&vmlinux).map_err(|e| Error::io(&vmlinux, e))?;
     match elf::pvh_entry(&bytes) {
         Ok(Some(entry)) => eprintln!("vmlinux: PVH entry note at {entry:#x}"),
         Ok(None) => return Err(Error::NoPvhNote { path: vmlinux }),
-        Err(e) => {
-            return Err(Error::BadElf {
-                path: vmlinux,
-                source: e,
-            })
-        }
+        Err(e) => return Err(Error::BadElf { path: vmlinux, source: e }),
     }
 
     // Stage everything, then one rename makes the entry visible.
     let staged = work.path().join("entry");
     fs::create_dir(&staged).map_err(|e| Error::io(&staged, e))?;
-    let image_name = Path::new(req.arch.image)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let copies = [
-        (vmlinux.clone(), "vmlinux".to_string()),
-        (b.obj.join(req.arch.image), image_name),
-        (config_path.clone(), "config".to_string()),
-    ];
+    let image_name = Path::new(req.arch.image).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let copies =
+        [(vmlinux.clone(), "vmlinux".to_string()), (b.obj.join(req.arch.image), image_name), (config_path.clone(), "config".to_string())];
     for (from, to) in copies {
         fs::copy(&from, staged.join(&to)).map_err(|e| Error::io(&from, e))?;
     }
@@ -200,10 +154,7 @@ pub fn build(req: &Request, cache_root: &Path) -> Result<Built, Error> {
     eprintln!("kernel built in {}", progress::clock(started.elapsed()));
     drop(work);
     drop(lock);
-    Ok(Built {
-        dir: final_dir,
-        cache_hit: false,
-    })
+    Ok(Built { dir: final_dir, cache_hit: false })
 }
 
 fn image_target(arch: Arch) -> &'static str {
@@ -222,9 +173,7 @@ fn lock_entry(kernels: &Path, name: &str) -> Result<Lock, Error> {
 
 fn version_memo_path(cache_root: &Path, src: &Source) -> PathBuf {
     let id = cache::fnv1a64(&[&src.identity()]);
-    cache_root
-        .join("sources")
-        .join(format!("{id:016x}.version"))
+    cache_root.join("sources").join(format!("{id:016x}.version"))
 }
 
 /// The step count of the newest complete entry of this arch: the estimate of a new build's total.
@@ -232,11 +181,7 @@ fn previous_step_count(kernels: &Path, arch: &str) -> Option<usize> {
     let newest = fs::read_dir(kernels)
         .ok()?
         .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("{arch}-"))
-        })
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{arch}-")))
         .filter_map(|e| {
             let log = e.path().join("build.log");
             let t = fs::metadata(&log).and_then(|m| m.modified()).ok()?;
@@ -260,15 +205,9 @@ fn extract(tarball: &Path, into: &Path) -> Result<(), Error> {
         .arg("--strip-components=1")
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| Error::Spawn {
-            program: "tar".into(),
-            source: e,
-        })?;
+        .map_err(|e| Error::Spawn { program: "tar".into(), source: e })?;
     if !out.status.success() {
-        return Err(Error::Extract {
-            tarball: tarball.to_path_buf(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
+        return Err(Error::Extract { tarball: tarball.to_path_buf(), stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
     }
     eprintln!("extract done in {}", progress::clock(t.elapsed()));
     Ok(())
@@ -295,17 +234,11 @@ impl Builder {
             .stdin(Stdio::null())
             .stdout(Stdio::piped());
         let _ = writeln!(self.log, "### {phase}: make {}", args.join(" "));
-        let mut child = cmd.spawn().map_err(|e| Error::Spawn {
-            program: "sh".into(),
-            source: e,
-        })?;
+        let mut child = cmd.spawn().map_err(|e| Error::Spawn { program: "sh".into(), source: e })?;
         let Some(reader) = child.stdout.take() else {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(Error::io(
-                &self.log_path,
-                std::io::Error::other("no stdout pipe"),
-            ));
+            return Err(Error::io(&self.log_path, std::io::Error::other("no stdout pipe")));
         };
         let mut rep = Reporter::new(phase, estimate);
         for line in BufReader::new(reader).lines() {

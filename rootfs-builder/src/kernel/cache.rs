@@ -15,11 +15,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 /// The cache root from the environment values (pure: callers pass `std::env::var_os` results).
-pub fn root_from(
-    chinit_cache: Option<&str>,
-    xdg_cache_home: Option<&str>,
-    home: Option<&str>,
-) -> Option<PathBuf> {
+pub fn root_from(chinit_cache: Option<&str>, xdg_cache_home: Option<&str>, home: Option<&str>) -> Option<PathBuf> {
     if let Some(c) = chinit_cache.filter(|s| !s.is_empty()) {
         return Some(PathBuf::from(c));
     }
@@ -27,18 +23,13 @@ pub fn root_from(
     if let Some(x) = xdg_cache_home.filter(|x| x.starts_with('/')) {
         return Some(Path::new(x).join("chinit"));
     }
-    home.filter(|s| !s.is_empty())
-        .map(|h| Path::new(h).join(".cache").join("chinit"))
+    home.filter(|s| !s.is_empty()).map(|h| Path::new(h).join(".cache").join("chinit"))
 }
 
 /// The cache root of this process.
 pub fn root() -> Option<PathBuf> {
     let var = |k: &str| std::env::var(k).ok();
-    root_from(
-        var("CHINIT_CACHE").as_deref(),
-        var("XDG_CACHE_HOME").as_deref(),
-        var("HOME").as_deref(),
-    )
+    root_from(var("CHINIT_CACHE").as_deref(), var("XDG_CACHE_HOME").as_deref(), var("HOME").as_deref())
 }
 
 /// FNV-1a 64: a stable, dependency-free hash for cache keys (not for security).
@@ -80,23 +71,28 @@ pub fn work_dir_pid(file_name: &str) -> Option<u32> {
     pid.parse().ok()
 }
 
-/// Removes work directories left by processes that no longer run (killed, crashed, Ctrl-C).
-/// Returns the removed paths.
-pub fn remove_stale_work_dirs(dir: &Path, alive: impl Fn(u32) -> bool) -> Vec<PathBuf> {
-    let mut removed = Vec::new();
+/// Work directories left by processes that no longer run (killed, crashed, Ctrl-C).
+pub fn stale_work_dirs(dir: &Path, alive: impl Fn(u32) -> bool) -> Vec<PathBuf> {
     let Ok(rd) = fs::read_dir(dir) else {
-        return removed;
+        return Vec::new();
     };
-    for ent in rd.flatten() {
-        let name = ent.file_name();
-        let Some(pid) = name.to_str().and_then(work_dir_pid) else {
-            continue;
-        };
-        if !alive(pid) && fs::remove_dir_all(ent.path()).is_ok() {
-            removed.push(ent.path());
+    let mut stale: Vec<PathBuf> = rd
+        .flatten()
+        .filter(|ent| ent.file_name().to_str().and_then(work_dir_pid).is_some_and(|pid| !alive(pid)))
+        .map(|ent| ent.path())
+        .collect();
+    stale.sort();
+    stale
+}
+
+/// Removes the stale work directories of `dir`, saying so first (a kernel tree takes seconds).
+pub fn remove_stale_work_dirs(dir: &Path, alive: impl Fn(u32) -> bool) {
+    for p in stale_work_dirs(dir, alive) {
+        eprintln!("removing a build left by an interrupted run: {}", p.display());
+        if let Err(e) = fs::remove_dir_all(&p) {
+            eprintln!("cannot remove {}: {e}; remove it by hand", p.display());
         }
     }
-    removed
 }
 
 /// True when a process with this pid exists (Linux /proc).
@@ -114,11 +110,7 @@ impl Lock {
     /// Blocks until the lock is held.
     pub fn acquire(path: &Path) -> io::Result<Lock> {
         use std::os::fd::AsRawFd;
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)?;
+        let file = File::options().create(true).truncate(false).write(true).open(path)?;
         loop {
             // SAFETY: flock on a file descriptor we own and keep open; no memory is passed.
             let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
@@ -211,8 +203,9 @@ mod tests {
         for d in [".build-a.111", ".build-b.222", "x86_64-6.1-0123"] {
             fs::create_dir_all(tmp.join(d).join("sub")).unwrap();
         }
-        let removed = remove_stale_work_dirs(&tmp, |pid| pid == 222);
-        assert_eq!(removed, vec![tmp.join(".build-a.111")]);
+        assert_eq!(stale_work_dirs(&tmp, |pid| pid == 222), vec![tmp.join(".build-a.111")]);
+        remove_stale_work_dirs(&tmp, |pid| pid == 222);
+        assert!(!tmp.join(".build-a.111").exists());
         assert!(tmp.join(".build-b.222").exists());
         assert!(tmp.join("x86_64-6.1-0123").exists());
         fs::remove_dir_all(&tmp).unwrap();
@@ -228,9 +221,7 @@ mod tests {
             let _l = Lock::acquire(&p2).unwrap();
             tx.send(()).unwrap();
         });
-        assert!(rx
-            .recv_timeout(std::time::Duration::from_millis(200))
-            .is_err());
+        assert!(rx.recv_timeout(std::time::Duration::from_millis(200)).is_err());
         drop(held);
         rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
         waiter.join().unwrap();
