@@ -19,8 +19,10 @@ pub mod exit {
     pub const OK: i32 = 0;
     /// The build or download failed; the message says why and what to do.
     pub const FAILED: i32 = 1;
-    /// Bad command line.
+    /// Bad command line (unknown architecture or distro kernel included).
     pub const USAGE: i32 = 2;
+    /// Bad input: missing source, not a kernel tree, malformed fragment.
+    pub const BAD_INPUT: i32 = 3;
 }
 
 #[derive(Debug, Parser)]
@@ -29,7 +31,8 @@ pub mod exit {
     about = "Build the tiny guest kernel into the cache (or fetch a distro kernel) and print where it is.",
     after_help = "Cache: $CHINIT_CACHE, else $XDG_CACHE_HOME/chinit, else $HOME/.cache/chinit.\n\
                   Tiny kernel: <cache>/kernels/<arch>-<version>-<hash>/{vmlinux,bzImage,config,build.log}.\n\
-                  Distro kernel: <cache>/distro/<package>_<version>/ (prints vmlinuz= and modules=)."
+                  Distro kernel: <cache>/distro/<package>_<version>/ (prints vmlinuz= and modules=).\n\
+                  Exit codes: 0 ok, 1 build or download failed, 2 usage, 3 bad input. See docs/kernel.md."
 )]
 struct Args {
     /// Kernel source: a tarball or a kernel tree (built out of tree, never written to).
@@ -63,38 +66,26 @@ pub enum Error {
     UnknownDistro(String, String),
     #[error("kernel source {0} does not exist: install linux-source-6.1 (apt-get install linux-source-6.1) or pass --source TARBALL|DIR")]
     NoSource(PathBuf),
-    #[error("{path}: no kernel Makefile with VERSION/PATCHLEVEL/SUBLEVEL found: pass a kernel tarball with one top directory, or a kernel tree")]
+    #[error(
+        "{path}: no kernel Makefile with VERSION/PATCHLEVEL/SUBLEVEL found: pass a kernel tarball with one top directory, or a kernel tree"
+    )]
     NotAKernelTree { path: PathBuf },
     #[error("fragment line {line_no} is not `CONFIG_X=value` or `# CONFIG_X is not set` (or names a symbol twice): {text:?}")]
     BadFragment { line_no: usize, text: String },
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("cannot run {program}: {source}: install it (apt-get install build-essential flex bison bc libelf-dev libssl-dev; apt, dpkg and kmod for --distro)")]
-    Spawn {
-        program: String,
-        source: std::io::Error,
-    },
+    Spawn { program: String, source: std::io::Error },
     #[error("extracting {tarball} failed: {stderr}")]
     Extract { tarball: PathBuf, stderr: String },
     #[error("make {phase} failed ({status}); last lines:\n{tail}\nfull log: {log}")]
-    Make {
-        phase: String,
-        status: String,
-        tail: String,
-        log: PathBuf,
-    },
+    Make { phase: String, status: String, tail: String, log: PathBuf },
     #[error("olddefconfig dropped or changed these fragment options (their dependencies are missing: add the dependencies to the fragment, or remove the options):\n{list}\nresulting config: {config}")]
     OptionsDropped { list: String, config: PathBuf },
     #[error("{path} has no PVH entry note (Xen note type 18): cloud-hypervisor cannot boot it; keep CONFIG_PVH=y in the fragment")]
     NoPvhNote { path: PathBuf },
     #[error("{path}: {source}")]
-    BadElf {
-        path: PathBuf,
-        source: elf::ElfError,
-    },
+    BadElf { path: PathBuf, source: elf::ElfError },
     #[error("{command} failed: {stderr}")]
     Command { command: String, stderr: String },
     #[error("apt-cache found no `linux-image-<release> (= version)` dependency of {metapackage}: run apt-get update")]
@@ -104,11 +95,17 @@ pub enum Error {
 }
 
 impl Error {
-    fn io(path: &std::path::Path, source: std::io::Error) -> Error {
-        Error::Io {
-            path: path.to_path_buf(),
-            source,
+    /// The exit code this error ends the command with.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::UnknownArch(..) | Error::UnknownDistro(..) => exit::USAGE,
+            Error::NoSource(_) | Error::NotAKernelTree { .. } | Error::BadFragment { .. } => exit::BAD_INPUT,
+            _ => exit::FAILED,
         }
+    }
+
+    fn io(path: &std::path::Path, source: std::io::Error) -> Error {
+        Error::Io { path: path.to_path_buf(), source }
     }
 }
 
@@ -119,18 +116,14 @@ pub fn main(args: &[String]) -> i32 {
         Ok(a) => a,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            };
+            return if e.use_stderr() { exit::USAGE } else { exit::OK };
         }
     };
     match run(&args) {
         Ok(()) => exit::OK,
         Err(e) => {
             eprintln!("rootfs-builder kernel: {e}");
-            exit::FAILED
+            e.exit_code()
         }
     }
 }
@@ -138,8 +131,7 @@ pub fn main(args: &[String]) -> i32 {
 fn run(args: &Args) -> Result<(), Error> {
     let root = cache::root().ok_or(Error::NoCache)?;
     if let Some(name) = &args.distro {
-        let d = distro::find(name, &args.arch)
-            .ok_or_else(|| Error::UnknownDistro(name.clone(), args.arch.clone()))?;
+        let d = distro::find(name, &args.arch).ok_or_else(|| Error::UnknownDistro(name.clone(), args.arch.clone()))?;
         let u = distro::fetch(d, &root)?;
         if args.print_path {
             println!("{}", u.dir.display());
@@ -149,8 +141,7 @@ fn run(args: &Args) -> Result<(), Error> {
         }
         return Ok(());
     }
-    let source = source::Source::from_path(&args.source)
-        .ok_or_else(|| Error::NoSource(args.source.clone()))?;
+    let source = source::Source::from_path(&args.source).ok_or_else(|| Error::NoSource(args.source.clone()))?;
     let fragment = match &args.fragment {
         Some(p) => Some(std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?),
         None => None,
@@ -176,20 +167,8 @@ fn build_tiny(
         let names: Vec<&str> = build::ARCHES.iter().map(|a| a.name).collect();
         Error::UnknownArch(arch.to_string(), names.join(", "))
     })?;
-    let jobs = jobs.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(usize::from)
-            .unwrap_or(1)
-    });
-    build::build(
-        &build::Request {
-            source,
-            arch,
-            fragment: fragment.unwrap_or_else(|| arch.fragment.to_string()),
-            jobs,
-        },
-        root,
-    )
+    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(usize::from).unwrap_or(1));
+    build::build(&build::Request { source, arch, fragment: fragment.unwrap_or_else(|| arch.fragment.to_string()), jobs }, root)
 }
 
 /// The cache directory of the tiny kernel for `arch` (`vmlinux`, `bzImage`, `config`,
@@ -205,8 +184,7 @@ pub fn tiny_kernel(arch: &str) -> Result<PathBuf, Error> {
 /// A distro kernel (`debian-cloud`) unpacked in the cache: `(vmlinuz, /lib/modules/<release>)`.
 pub fn distro_kernel(name: &str, arch: &str) -> Result<(PathBuf, PathBuf), Error> {
     let root = cache::root().ok_or(Error::NoCache)?;
-    let d = distro::find(name, arch)
-        .ok_or_else(|| Error::UnknownDistro(name.to_string(), arch.to_string()))?;
+    let d = distro::find(name, arch).ok_or_else(|| Error::UnknownDistro(name.to_string(), arch.to_string()))?;
     let u = distro::fetch(d, &root)?;
     Ok((u.vmlinuz, u.modules))
 }
@@ -226,14 +204,21 @@ mod tests {
         assert_eq!(a.arch, "x86_64");
         assert!(!a.print_path && a.distro.is_none() && a.jobs.is_none());
         let a = parse(&["--source", "/t.tar", "--jobs", "3", "--print-path"]).unwrap();
-        assert_eq!(
-            (a.source, a.jobs, a.print_path),
-            (PathBuf::from("/t.tar"), Some(3), true)
-        );
+        assert_eq!((a.source, a.jobs, a.print_path), (PathBuf::from("/t.tar"), Some(3), true));
         let a = parse(&["--distro", "debian-cloud"]).unwrap();
         assert_eq!(a.distro.as_deref(), Some("debian-cloud"));
         assert!(parse(&["--distro", "debian-cloud", "--source", "/x"]).is_err());
         assert!(parse(&["--jobs", "many"]).is_err());
         assert!(parse(&["--frobnicate"]).is_err());
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(Error::UnknownArch("riscv".into(), "x86_64".into()).exit_code(), exit::USAGE);
+        assert_eq!(Error::NoSource("/nope".into()).exit_code(), exit::BAD_INPUT);
+        let bad = Error::BadFragment { line_no: 2, text: "CONFIG_X y".into() };
+        assert_eq!(bad.exit_code(), exit::BAD_INPUT);
+        let dropped = Error::OptionsDropped { list: String::new(), config: "/c".into() };
+        assert_eq!(dropped.exit_code(), exit::FAILED);
     }
 }
