@@ -153,8 +153,10 @@ pub fn plan(hosts: &Hosts, probe: &impl Probe, work: &Path) -> Result<Plan> {
     p.put("/etc/hosts", Entry::file(Content::Bytes(crate::plan::HOSTS.into()), 0o644));
 
     let mut objects = vec![python.clone()];
+    let agent_real = std::fs::canonicalize(&agent).ok();
     for file in modules.lines().map(str::trim).filter(|l| l.starts_with('/')) {
-        if file == agent.to_string_lossy() {
+        // The agent itself is listed (as __main__), under whatever spelling of the work directory.
+        if std::fs::canonicalize(file).ok() == agent_real {
             continue;
         }
         let (dst, src) = module_entry(file, &tag);
@@ -223,7 +225,8 @@ mod tests {
     impl Probe for Fake {
         fn modules(&self, _python: &Path, agent: &Path) -> Result<String> {
             let r = self.root.display();
-            Ok(format!("{}\n{r}/lib/py/os.py\n{r}/lib/py/dyn/_json.so\n", agent.display()))
+            let dir = agent.parent().unwrap().display();
+            Ok(format!("{dir}/./agent.py\n{r}/lib/py/os.py\n{r}/lib/py/dyn/_json.so\n"))
         }
         fn cache_tag(&self, _python: &Path) -> Result<String> {
             Ok("cpython-311".into())
