@@ -1,13 +1,17 @@
-//! chinit's side of the agent: the readiness state it publishes, and the control endpoints.
+//! chinit's side of the agent: the readiness state it publishes, the control endpoints, and the
+//! listeners (TCP on the guest address, vsock).
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use agent::proto::{ExecRequest, ExecResponse, Ready, ShutdownRequest, Step};
-use agent::server::Control;
+use agent::server::{serve, Control, ServeOptions};
 use tokio::sync::{mpsc, watch};
 
+use crate::cmdline::{Api, Config};
 use crate::reap::Reaper;
+use crate::say;
 
 /// What `/ready` shows.
 pub struct State {
@@ -96,6 +100,39 @@ impl Control for Chinit {
 
     fn shutdown(&self, req: ShutdownRequest) {
         let _ = self.shutdown.send((req, "the API"));
+    }
+}
+
+/// Binds the TCP and vsock listeners and starts serving. `Err` when neither could be bound.
+pub async fn start_agent(cfg: &Config, ip: Option<Ipv4Addr>, ctl: &Arc<Chinit>) -> Result<(), String> {
+    let mut problems = Vec::new();
+    let mut serving = 0;
+    match ip {
+        Some(ip) => match tokio::net::TcpListener::bind(SocketAddr::from((ip, cfg.port))).await {
+            Ok(l) => {
+                tokio::spawn(serve(l, Arc::clone(ctl), ServeOptions { control: cfg.api == Api::Tcp, ..ServeOptions::default() }));
+                serving += 1;
+            }
+            Err(e) => problems.push(format!("tcp {ip}:{}: {e}", cfg.port)),
+        },
+        None => problems.push("tcp: no address".to_string()),
+    }
+    if let Some(port) = cfg.vsock_port {
+        match tokio_vsock::VsockListener::bind(tokio_vsock::VsockAddr::new(libc::VMADDR_CID_ANY, port)) {
+            Ok(l) => {
+                tokio::spawn(serve(l, Arc::clone(ctl), ServeOptions { control: true, ..ServeOptions::default() }));
+                serving += 1;
+            }
+            Err(e) => problems.push(format!("vsock port {port}: {e}")),
+        }
+    }
+    if !problems.is_empty() {
+        say!("agent: {}", problems.join("; "));
+    }
+    if serving == 0 {
+        Err(problems.join("; "))
+    } else {
+        Ok(())
     }
 }
 

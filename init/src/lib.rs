@@ -20,22 +20,20 @@ pub mod powerbutton;
 pub mod reap;
 pub mod root;
 pub mod shutdown;
+pub mod supervise;
 pub mod timeline;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
-use agent::proto::{ShutdownAction, ShutdownRequest};
-use agent::server::{serve, ServeOptions};
-use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::{mpsc, oneshot, watch};
+use agent::proto::ShutdownRequest;
+use tokio::sync::{mpsc, watch};
 
-use cmdline::{Api, Config, OnError, OnExit};
+use cmdline::{Config, OnError};
 use control::{Chinit, State};
 use mode::Mode;
-use reap::{Exit, Reaper};
+use reap::Reaper;
 use shutdown::Action;
 use timeline::{mark, Marks, Timeline};
 
@@ -218,33 +216,6 @@ fn fail(mode: Mode, cfg: &Config) -> ! {
     }
 }
 
-/// The signals PID 1 handles.
-struct Signals {
-    chld: Signal,
-    term: Signal,
-    int: Signal,
-    hup: Signal,
-    pwr: Signal,
-}
-
-impl Signals {
-    fn new() -> std::io::Result<Signals> {
-        Ok(Signals {
-            chld: signal(SignalKind::child())?,
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-            hup: signal(SignalKind::hangup())?,
-            pwr: signal(SignalKind::from_raw(libc::SIGPWR))?,
-        })
-    }
-}
-
-/// The running workload (`chinit.exec=`).
-struct Workload {
-    pid: nix::unistd::Pid,
-    exited: oneshot::Receiver<Exit>,
-}
-
 fn network(cfg: &Config) -> Result<net::Plan, String> {
     let nl = netlink::Socket::open()?;
     let plan = net::plan(&cfg.net, &nl.links()?)?;
@@ -263,7 +234,7 @@ async fn run(
     ip: Option<(Ipv4Addr, u8)>,
 ) -> Action {
     // Handlers first: no SIGCHLD may be missed once children exist.
-    let mut sig = match Signals::new() {
+    let sig = match supervise::Signals::new() {
         Ok(s) => Some(s),
         Err(e) => {
             say!("signals: cannot install handlers: {e}; reaping falls back to the shutdown path");
@@ -277,11 +248,11 @@ async fn run(
         state.set_ip(format!("{addr}/{prefix}"));
     }
 
-    let (shutdown_tx, mut shutdown_rx) = mpsc::unbounded_channel();
+    let (shutdown_tx, shutdown_rx) = mpsc::unbounded_channel();
     let (system_tx, system_rx) = watch::channel(false);
     let button_tx = shutdown_tx.clone();
     let ctl = Arc::new(Chinit { state: Arc::clone(&state), reaper: Arc::clone(&reaper), shutdown: shutdown_tx, system: system_rx.clone() });
-    let served = start_agent(cfg, ip.map(|(a, _)| a), &ctl).await;
+    let served = control::start_agent(cfg, ip.map(|(a, _)| a), &ctl).await;
     tl.record("agent", agent_start, clock::now_us(), served.err());
 
     let ready_at = clock::now_us();
@@ -306,51 +277,14 @@ async fn run(
         });
     }
 
-    let mut workload = match &cfg.exec {
+    let workload = match &cfg.exec {
         Some(argv) => {
             control::system_ready(&system_rx).await;
-            start_workload(argv, &reaper)
+            supervise::start_workload(argv, &reaper)
         }
         None => None,
     };
-    let Some(sig) = sig.as_mut() else {
-        // Without signal handlers all we can do is wait for a shutdown request.
-        let req = shutdown_rx.recv().await.map(|(r, _)| r).unwrap_or_default();
-        return action_of(req);
-    };
-    let action = loop {
-        tokio::select! {
-            _ = sig.chld.recv() => {
-                reaper.reap();
-            }
-            r = async { match workload.as_mut() { Some(w) => (&mut w.exited).await, None => std::future::pending().await } } => {
-                workload = None;
-                match r {
-                    Ok(exit) => say!("workload exited ({exit})"),
-                    Err(_) => say!("workload exited (status lost)"),
-                }
-                if cfg.on_exit == OnExit::Poweroff {
-                    break Action::Poweroff;
-                }
-            }
-            _ = sig.term.recv() => match &workload {
-                Some(w) => forward(w, libc::SIGTERM),
-                None => { say!("SIGTERM: shutting down"); break Action::Poweroff; }
-            },
-            _ = sig.int.recv() => match &workload {
-                Some(w) => forward(w, libc::SIGINT),
-                None => { say!("SIGINT (Ctrl-Alt-Del): shutting down"); break Action::Poweroff; }
-            },
-            _ = sig.hup.recv() => if let Some(w) = &workload { forward(w, libc::SIGHUP) },
-            _ = sig.pwr.recv() => { say!("SIGPWR: shutting down"); break Action::Poweroff; }
-            Some((req, from)) = shutdown_rx.recv() => {
-                say!("{:?} requested by {from}: shutting down", req.action);
-                break action_of(req);
-            }
-        }
-    };
-    shutdown::stop_processes(&reaper, &mut sig.chld, Duration::from_millis(cfg.grace_ms)).await;
-    action
+    supervise::supervise(cfg, sig, &reaper, shutdown_rx, workload).await
 }
 
 /// On a helper thread: prints the ready line, starts watching the power button (VM mode), then mounts
@@ -384,71 +318,5 @@ fn after_ready(
         if !failures.is_empty() {
             say!("mounts.late: {}", failures.join("; "));
         }
-    }
-}
-
-fn action_of(req: ShutdownRequest) -> Action {
-    match req.action {
-        ShutdownAction::Poweroff => Action::Poweroff,
-        ShutdownAction::Reboot => Action::Reboot,
-    }
-}
-
-fn forward(w: &Workload, sig: i32) {
-    if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
-        let _ = nix::sys::signal::kill(w.pid, s);
-    }
-}
-
-fn start_workload(argv: &[String], reaper: &Reaper) -> Option<Workload> {
-    let (prog, args) = argv.split_first()?;
-    let mut cmd = Command::new(prog);
-    cmd.args(args).env_clear().envs(exec::BASE_ENV.iter().copied());
-    match reaper.spawn(&mut cmd) {
-        Ok((child, exited)) => {
-            let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
-            say!("workload started: {} (pid {pid})", argv.join(" "));
-            Some(Workload { pid, exited })
-        }
-        Err(e) => {
-            say!("workload: cannot run {prog:?}: {e}");
-            // Behave as if it had exited at once, so chinit.on_exit still applies.
-            let (tx, exited) = oneshot::channel();
-            let _ = tx.send(Exit::Code(127));
-            Some(Workload { pid: nix::unistd::Pid::from_raw(0), exited })
-        }
-    }
-}
-
-/// Binds the TCP and vsock listeners and starts serving. `Err` when neither could be bound.
-async fn start_agent(cfg: &Config, ip: Option<Ipv4Addr>, ctl: &Arc<Chinit>) -> Result<(), String> {
-    let mut problems = Vec::new();
-    let mut serving = 0;
-    match ip {
-        Some(ip) => match tokio::net::TcpListener::bind(SocketAddr::from((ip, cfg.port))).await {
-            Ok(l) => {
-                tokio::spawn(serve(l, Arc::clone(ctl), ServeOptions { control: cfg.api == Api::Tcp, ..ServeOptions::default() }));
-                serving += 1;
-            }
-            Err(e) => problems.push(format!("tcp {ip}:{}: {e}", cfg.port)),
-        },
-        None => problems.push("tcp: no address".to_string()),
-    }
-    if let Some(port) = cfg.vsock_port {
-        match tokio_vsock::VsockListener::bind(tokio_vsock::VsockAddr::new(libc::VMADDR_CID_ANY, port)) {
-            Ok(l) => {
-                tokio::spawn(serve(l, Arc::clone(ctl), ServeOptions { control: true, ..ServeOptions::default() }));
-                serving += 1;
-            }
-            Err(e) => problems.push(format!("vsock port {port}: {e}")),
-        }
-    }
-    if !problems.is_empty() {
-        say!("agent: {}", problems.join("; "));
-    }
-    if serving == 0 {
-        Err(problems.join("; "))
-    } else {
-        Ok(())
     }
 }
