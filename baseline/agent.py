@@ -1,8 +1,9 @@
 """Baseline agent: the Python HTTP agent of the classic set-up, exec'd by init.sh.
 
 Serves GET /ready (200, the same JSON schema as chinit's ready document: agent::proto::Ready) and
-GET /healthz on BASELINE_IP:BASELINE_PORT with the standard library's http.server. As PID 1 it
-reaps orphans and ends on SIGTERM or SIGINT. Used only to compare against chinit
+GET /healthz on BASELINE_IP:BASELINE_PORT with the standard library's http.server, and POST
+/v1/shutdown (202, then `busybox poweroff -f`). As PID 1 it reaps orphans and ends on SIGTERM or
+SIGINT. Used only to compare against chinit
 (docs/benchmarks.md).
 
 `python3 agent.py --list-modules` serves one request on 127.0.0.1 and prints the file of every module
@@ -86,6 +87,17 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_HEAD(self):
         self.reply(False)
+
+    def do_POST(self):
+        # The one control call the host's tools make when they are done: power off, as chinit does.
+        if self.path != "/v1/shutdown":
+            return self.reply(True)
+        self.send_response(202)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        self.wfile.flush()
+        os.sync()
+        os.execv("/bin/busybox", ["poweroff", "-f"])
 
     def log_message(self, format, *args):
         pass

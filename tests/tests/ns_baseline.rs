@@ -62,10 +62,13 @@ fn baseline_answers_ready_with_chinits_document() {
 }
 
 #[test]
-fn baseline_takes_its_address_from_the_mac_like_chinit() {
+fn baseline_takes_its_address_from_the_mac_and_powers_off_like_chinit() {
     // The guest MAC 02:00:00:00:01:02 gives 169.254.1.2 by chinit's rule.
     let Some((wire, mut c)) = boot("chinit.vsock_port=off") else { return };
     let first = ns::wait_ready(&wire, &c, Duration::from_secs(20)).unwrap();
     assert_eq!(first.ready.ip.as_deref(), Some("169.254.1.2/16"));
-    stop(&mut c);
+    // The host tools end a guest with POST /v1/shutdown: the baseline powers off like chinit.
+    assert_eq!(ns::http(&wire, "POST", "/v1/shutdown", None).unwrap().status, 202);
+    let st = c.wait(Duration::from_secs(10)).unwrap();
+    assert!(ns::is_poweroff(st), "expected a power-off, got {st:?}; console:\n{}", c.console());
 }
