@@ -141,8 +141,13 @@ pub fn build(req: &Request, cache_root: &Path) -> Result<Built, Error> {
     let staged = work.path().join("entry");
     fs::create_dir(&staged).map_err(|e| Error::io(&staged, e))?;
     let image_name = Path::new(req.arch.image).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let copies =
-        [(vmlinux.clone(), "vmlinux".to_string()), (b.obj.join(req.arch.image), image_name), (config_path.clone(), "config".to_string())];
+    let copies = [
+        (vmlinux.clone(), "vmlinux".to_string()),
+        (b.obj.join(req.arch.image), image_name),
+        (config_path.clone(), "config".to_string()),
+        // Names the addresses `initcall_debug` prints (the tiny kernel has no kallsyms).
+        (b.obj.join("System.map"), "System.map".to_string()),
+    ];
     for (from, to) in copies {
         fs::copy(&from, staged.join(&to)).map_err(|e| Error::io(&from, e))?;
     }
