@@ -1,4 +1,5 @@
 //! End-to-end test harness.
 
+pub mod chart;
 pub mod ns;
 pub mod vm;

@@ -190,10 +190,6 @@ fn load() -> String {
     std::fs::read_to_string("/proc/loadavg").map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
 }
 
-fn ms(us: u64) -> String {
-    format!("{:.2}", us as f64 / 1000.0)
-}
-
 /// The run whose exec → first 200 is the median (the upper one of an even count, as [`pct`]).
 fn median_run(v: &[Sample]) -> Option<&Sample> {
     let mut by_total: Vec<&Sample> = v.iter().collect();
@@ -205,7 +201,7 @@ fn median_run(v: &[Sample]) -> Option<&Sample> {
 /// The chart: one horizontal bar per side, the phases of its median run stacked from exec to the
 /// host's first 200, on one linear scale, so the two lengths compare directly.
 fn svg(a: &[Sample], b: &[Sample], title: &str) -> String {
-    let bars: Vec<(&str, Vec<(String, u64)>)> = [("chinit", a), ("baseline", b)]
+    let bars: Vec<(String, Vec<(String, u64)>)> = [("chinit", a), ("baseline", b)]
         .into_iter()
         .filter_map(|(name, v)| Some((name, median_run(v)?)))
         .map(|(name, run)| {
@@ -213,66 +209,10 @@ fn svg(a: &[Sample], b: &[Sample], title: &str) -> String {
             segs.extend(run.steps.iter().cloned());
             let used: u64 = segs.iter().map(|s| s.1).sum();
             segs.push(("rest → host's 200".to_string(), run.total.saturating_sub(used)));
-            (name, segs)
+            (name.to_string(), segs)
         })
         .collect();
-    let max = bars.iter().map(|(_, s)| s.iter().map(|x| x.1).sum::<u64>()).max().unwrap_or(1).max(1);
-    let (left, width, bar_h, gap) = (90.0, 620.0, 34.0, 70.0);
-    let colour = |name: &str| match name {
-        "exec → init" => "#9e9e9e",
-        "mounts" => "#4e79a7",
-        "cmdline" => "#76b7b2",
-        "hostname" => "#b07aa1",
-        "network" => "#f28e2b",
-        "python" => "#e15759",
-        "agent" => "#59a14f",
-        _ => "#bab0ac",
-    };
-    let height = 60.0 + gap * bars.len() as f64 + 60.0;
-    let mut o = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"760\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"10\" y=\"22\" font-size=\"14\">{}</text>\n",
-        esc(title)
-    );
-    let mut legend: Vec<&str> = Vec::new();
-    for (i, (name, segs)) in bars.iter().enumerate() {
-        let y = 50.0 + gap * i as f64;
-        let total: u64 = segs.iter().map(|s| s.1).sum();
-        o += &format!("<text x=\"10\" y=\"{}\">{name}</text>\n", y + bar_h / 2.0 + 4.0);
-        let mut x = left;
-        for (seg, us) in segs {
-            let w = width * *us as f64 / max as f64;
-            o += &format!(
-                "<rect x=\"{x:.2}\" y=\"{y}\" width=\"{w:.2}\" height=\"{bar_h}\" fill=\"{}\"><title>{} {} ms</title></rect>\n",
-                colour(seg),
-                esc(seg),
-                ms(*us)
-            );
-            x += w;
-            if !legend.contains(&seg.as_str()) {
-                legend.push(seg);
-            }
-        }
-        o += &format!("<text x=\"{:.2}\" y=\"{}\">{} ms</text>\n", (x + 6.0).min(700.0), y + bar_h + 14.0, ms(total));
-    }
-    let ly = 50.0 + gap * bars.len() as f64 + 10.0;
-    let mut lx = 10.0;
-    for seg in legend {
-        o += &format!(
-            "<rect x=\"{lx}\" y=\"{ly}\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{}</text>\n",
-            colour(seg),
-            lx + 16.0,
-            ly + 10.0,
-            esc(seg)
-        );
-        lx += 22.0 + 7.0 * seg.chars().count() as f64;
-    }
-    o += "</svg>\n";
-    o
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    chinit_tests::chart::stacked_bars(title, &bars)
 }
 
 fn fail(e: impl std::fmt::Display, code: i32) -> ! {
