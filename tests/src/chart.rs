@@ -1,9 +1,12 @@
 //! SVG charts of benchmark results, drawn from measured figures by ns-bench and vm-chart.
 
+/// One bar: its name and its segments (label, µs), in order.
+pub type Bar = (String, Vec<(String, u64)>);
+
 /// Horizontal stacked bars on one linear scale: each bar a name and its segments (label, µs), the
 /// segment's label and value in its tooltip, the bar's sum written after it, and a legend of every
 /// segment label in order of first appearance.
-pub fn stacked_bars(title: &str, bars: &[(String, Vec<(String, u64)>)]) -> String {
+pub fn stacked_bars(title: &str, bars: &[Bar]) -> String {
     let max = bars.iter().map(|(_, s)| s.iter().map(|x| x.1).sum::<u64>()).max().unwrap_or(1).max(1);
     let (left, width, bar_h, gap) = (90.0, 620.0, 34.0, 70.0);
     let height = 60.0 + gap * bars.len() as f64 + 60.0;

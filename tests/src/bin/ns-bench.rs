@@ -201,7 +201,7 @@ fn median_run(v: &[Sample]) -> Option<&Sample> {
 /// The chart: one horizontal bar per side, the phases of its median run stacked from exec to the
 /// host's first 200, on one linear scale, so the two lengths compare directly.
 fn svg(a: &[Sample], b: &[Sample], title: &str) -> String {
-    let bars: Vec<(String, Vec<(String, u64)>)> = [("chinit", a), ("baseline", b)]
+    let bars: Vec<chinit_tests::chart::Bar> = [("chinit", a), ("baseline", b)]
         .into_iter()
         .filter_map(|(name, v)| Some((name, median_run(v)?)))
         .map(|(name, run)| {

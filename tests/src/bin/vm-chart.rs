@@ -10,7 +10,7 @@ use serde_json::Value;
 
 /// The bars: per side, `kernel boot` then every `step *` row the side has, in row order, medians in
 /// µs. Steps after ready (`mounts.late`) are left out.
-fn bars(bench: &Value, names: [&str; 2]) -> Result<Vec<(String, Vec<(String, u64)>)>, String> {
+fn bars(bench: &Value, names: [&str; 2]) -> Result<Vec<chart::Bar>, String> {
     let rows = bench["rows"].as_array().ok_or("no \"rows\": give the output of host-probe bench --json")?;
     let mut out = Vec::new();
     for (side, name) in ["a", "b"].into_iter().zip(names) {
