@@ -1,0 +1,518 @@
+//! End to end: real kernels under QEMU (KVM with hardware KVM, TCG otherwise), chinit as PID 1,
+//! driven through host-probe (its binary or its library) and, where a test must talk to a guest that
+//! stays up, through [`chinit_tests::e2e::Guest`], which starts exactly what host-probe plans.
+//!
+//! Every test is bounded in time and checks that it left nothing behind. A test skips (one line)
+//! only when QEMU is missing, or, for the Debian cloud kernel, when apt cannot fetch it.
+//! docs/testing.md says what each test proves.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agent::proto::ExecRequest;
+use chinit_tests::e2e::{self, Guest, BOOT_TIMEOUT};
+use chinit_tests::vm::{self, TempDir};
+use host_probe::run::{self, Options, Wait};
+use serde_json::Value;
+
+fn skip_without_qemu(test: &str) -> bool {
+    match e2e::qemu_missing() {
+        Some(why) => {
+            eprintln!("skipped {test}: {why}");
+            true
+        }
+        None => false,
+    }
+}
+
+fn u(v: &Value, path: &str) -> u64 {
+    v.pointer(path).and_then(Value::as_u64).unwrap_or_else(|| panic!("{path} missing or not a number in {v:#}"))
+}
+
+/// Everything a report must say about a run that reached ready, checked on its JSON (`--json`, or a
+/// library report serialised the same way): every phase, monotonic clocks, sums that add up.
+fn assert_consistent_timeline(j: &Value, over_vsock: bool) {
+    assert_eq!(j["schema"], 1);
+    let g = &j["guest"];
+    assert_eq!(g["ready"], true, "{g:#}");
+    assert_eq!(g["mode"], "vm");
+    let (init_start, ready) = (u(j, "/guest/init_start_us"), u(j, "/guest/ready_us"));
+    assert!(0 < init_start && init_start < ready, "kernel start < chinit start < ready: {g:#}");
+
+    // chinit's steps: each inside [init start, ready] and after the previous one; only the late
+    // mounts come after ready.
+    let steps = g["steps"].as_array().expect("steps");
+    let mut names = Vec::new();
+    let mut prev_end = init_start;
+    for s in steps {
+        let (name, start, end) = (s["name"].as_str().unwrap(), u(s, "/start_us"), u(s, "/end_us"));
+        assert!(s.get("error").is_none_or(Value::is_null), "step {name} failed: {s}");
+        assert!(start <= end, "{name}: start after end: {s}");
+        if name == "mounts.late" {
+            assert!(start >= ready, "the late mounts run after ready: {s}");
+            continue;
+        }
+        assert!(start >= prev_end, "{name} starts before the previous step ended ({prev_end}): {g:#}");
+        assert!(end <= ready, "{name} ends after ready: {g:#}");
+        prev_end = end;
+        names.push(name);
+    }
+    for want in ["mounts", "cmdline", "network", "agent"] {
+        assert!(names.contains(&want), "step {want} missing from {names:?}");
+    }
+
+    // The phases add up, and each comes from the clock the schema names.
+    let p = &j["phases"];
+    let (kernel, init, in_guest, overhead, total) =
+        (u(p, "/kernel_boot_us"), u(p, "/init_us"), u(p, "/ready_in_guest_us"), u(p, "/host_overhead_us"), u(p, "/total_us"));
+    assert_eq!((kernel, init, in_guest), (init_start, ready - init_start, ready), "{p:#}");
+    assert_eq!(kernel + init, in_guest, "{p:#}");
+    assert_eq!(in_guest + overhead, total, "guest uptime + host overhead = total: {p:#}");
+    let tcp = u(j, "/host/ready_tcp_us");
+    let mut answers = vec![tcp];
+    if over_vsock {
+        answers.push(u(j, "/host/ready_vsock_us"));
+        answers.push(u(j, "/host/notify_us"));
+    }
+    assert_eq!(total, *answers.iter().min().unwrap(), "total is the first ready answer: {:#}", j["host"]);
+
+    // Port-0x80 marks on the host clock: in arrival order, chinit's four once each, in order, after
+    // the VMM was up; the host-side figures derive from them.
+    let marks = j["host"]["marks"].as_array().expect("marks");
+    let times: Vec<u64> = marks.iter().map(|m| u(m, "/t_us")).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "marks not monotonic: {times:?}");
+    let chinit: Vec<(u64, u64)> = marks.iter().map(|m| (u(m, "/code"), u(m, "/t_us"))).filter(|(c, _)| (0x60..=0x63).contains(c)).collect();
+    assert_eq!(chinit.iter().map(|m| m.0).collect::<Vec<_>>(), vec![0x60, 0x61, 0x62, 0x63], "{marks:?}");
+    let (m60, m63) = (chinit[0].1, chinit[3].1);
+    assert!(u(j, "/host/vmm_ready_us") <= m60);
+    assert_eq!(u(p, "/kernel_start_host_us"), m60 - init_start, "{p:#}");
+    assert_eq!(u(p, "/init_host_us"), m63 - m60, "{p:#}");
+    assert!(m63 <= total + 1_000_000, "the ready mark arrives around the first answer: {m63} vs {total}");
+
+    // The console line agrees with the guest clock to the microsecond.
+    let console_ms = j["console_ready_ms"].as_f64().expect("console_ready_ms");
+    assert!((console_ms * 1000.0 - init as f64).abs() < 1.0, "console {console_ms} ms vs init {init} us");
+    assert_eq!(j["representative"], j["accel"] == "kvm", "only KVM timings are representative");
+    if j["accel"] == "tcg" {
+        assert!(j["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().contains("using TCG emulation")), "{:#}", j["notes"]);
+    }
+}
+
+/// The host-probe binary, built for this test run.
+fn host_probe_bin() -> std::path::PathBuf {
+    vm::cargo_build("host-probe", "host-probe", None, false)
+}
+
+/// What `host-probe run` made for the process `pid` (its first run): TAP and run directory.
+fn leftovers(pid: u32) -> Vec<String> {
+    let tap = host_probe::tap::tap_name(pid, 0);
+    let dir = std::env::temp_dir().join(format!("host-probe-{pid}-0"));
+    let mut left = Vec::new();
+    if host_probe::tap::exists(&tap) {
+        left.push(format!("TAP {tap}"));
+    }
+    if dir.exists() {
+        left.push(format!("run directory {}", dir.display()));
+    }
+    let d = dir.display().to_string();
+    left.extend(e2e::processes_mentioning(&d).into_iter().map(|p| format!("process {p}")));
+    left.extend(e2e::unix_sockets_mentioning(&d).into_iter().map(|s| format!("socket {s}")));
+    left
+}
+
+/// `host-probe run --json` through the binary, as users run it: a consistent report over both ways in.
+#[test]
+fn host_probe_run_json_has_every_phase_and_consistent_numbers() {
+    if skip_without_qemu("host_probe_run_json_has_every_phase_and_consistent_numbers") {
+        return;
+    }
+    let tmp = TempDir::new("e2e-json").unwrap();
+    let image = e2e::chinit_image(&tmp.path().join("rootfs.ext4"), false);
+    let before = std::fs::read(&image).unwrap();
+    let kernel = e2e::tiny_bzimage();
+    let out = Command::new(host_probe_bin())
+        .args(["run", "--vmm", "qemu", "--json", "--timeout", "180", "--kernel"])
+        .arg(&kernel)
+        .arg("--rootfs")
+        .arg(&image)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "host-probe run: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_consistent_timeline(&j, e2e_vsock());
+    assert_eq!(j["kernel"], kernel.display().to_string());
+    assert_eq!(j["root_kind"], "disk");
+    assert!(j["cmdline"].as_str().unwrap().contains("root=/dev/vda ro"), "{}", j["cmdline"]);
+    assert!(!j["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().contains("exited")), "clean power-off: {:#}", j["notes"]);
+    assert_eq!(std::fs::read(&image).unwrap(), before, "the image is never written");
+}
+
+/// Whether this host gives guests vsock (vhost-device-vsock installed).
+fn e2e_vsock() -> bool {
+    host_probe::locate::which(host_probe::locate::VHOST_VSOCK).is_some()
+}
+
+/// Two `host-probe run` processes at once: both reach ready, on their own TAP and address.
+#[test]
+fn two_host_probe_runs_at_once_both_succeed() {
+    if skip_without_qemu("two_host_probe_runs_at_once_both_succeed") {
+        return;
+    }
+    let tmp = TempDir::new("e2e-two").unwrap();
+    let image = e2e::chinit_image(&tmp.path().join("rootfs.ext4"), false);
+    let kernel = e2e::tiny_bzimage();
+    let bin = host_probe_bin();
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new(&bin)
+                .args(["run", "--vmm", "qemu", "--json", "--timeout", "180", "--kernel"])
+                .arg(&kernel)
+                .arg("--rootfs")
+                .arg(&image)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let pids: Vec<u32> = children.iter().map(|c| c.id()).collect();
+    let mut ips = Vec::new();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "host-probe run: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+        let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_consistent_timeline(&j, e2e_vsock());
+        ips.push(j["guest"]["ip"].as_str().unwrap().to_string());
+    }
+    assert_ne!(ips[0], ips[1], "each run has its own guest address");
+    for pid in pids {
+        assert_eq!(leftovers(pid), Vec::<String>::new(), "run of pid {pid}");
+    }
+}
+
+/// Ctrl-C (SIGINT) while the guest boots: exit 130, and no TAP, process, socket or run directory.
+#[test]
+fn sigint_mid_boot_leaves_nothing_behind() {
+    if skip_without_qemu("sigint_mid_boot_leaves_nothing_behind") {
+        return;
+    }
+    let tmp = TempDir::new("e2e-sigint").unwrap();
+    let image = e2e::chinit_image(&tmp.path().join("rootfs.ext4"), false);
+    let kernel = e2e::tiny_bzimage();
+    let mut child = Command::new(host_probe_bin())
+        .args(["run", "--vmm", "qemu", "--timeout", "180", "--kernel"])
+        .arg(&kernel)
+        .arg("--rootfs")
+        .arg(&image)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let run_dir = std::env::temp_dir().join(format!("host-probe-{pid}-0"));
+    let serial = run_dir.join("serial.log");
+    // Mid-boot: QEMU runs (its serial file exists) and the guest has not written chinit's first mark.
+    let end = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    while Instant::now() < end {
+        let d = run_dir.display().to_string();
+        let qemu_up = serial.exists() && e2e::processes_mentioning(&d).iter().any(|p| p.contains("qemu-system"));
+        if qemu_up && host_probe::tap::exists(&host_probe::tap::tap_name(pid, 0)) {
+            seen = e2e::processes_mentioning(&d);
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "host-probe ended before the VM started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(seen.iter().any(|p| p.contains("qemu-system")), "QEMU never started");
+    if e2e_vsock() {
+        assert!(seen.iter().any(|p| p.contains("vhost-device-vsock")), "{seen:?}");
+    }
+    // SAFETY: kill(2) on our own child, which has not been reaped (try_wait said it runs).
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGINT);
+    }
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "host-probe did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.is_empty(), "no report from an interrupted run: {}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(leftovers(pid), Vec::<String>::new());
+}
+
+/// Debian's cloud kernel (virtio as modules) with an initramfs: chinit loads the modules, mounts
+/// /dev/vda, switches root and is ready over the TAP and over vsock.
+#[test]
+fn debian_cloud_kernel_initramfs_loads_modules_switches_root_and_gets_ready() {
+    let test = "debian_cloud_kernel_initramfs_loads_modules_switches_root_and_gets_ready";
+    if skip_without_qemu(test) {
+        return;
+    }
+    let (vmlinuz, modules) = match e2e::debian_cloud_kernel() {
+        Ok(k) => k,
+        Err(why) => {
+            eprintln!("skipped {test}: {why}");
+            return;
+        }
+    };
+    let tmp = TempDir::new("e2e-distro").unwrap();
+    let image = e2e::chinit_image(&tmp.path().join("rootfs.ext4"), false);
+    let cpio = e2e::chinit_initramfs(&tmp.path().join("initramfs.cpio"), &modules, e2e::DISTRO_MODULES);
+    let o = Options { initramfs: Some(cpio), memory_mib: 512, keep: true, ..e2e::qemu_options(&vmlinuz, Some(&image), "") };
+    let plan = run::plan(&o, &host_probe::run::HostOffer::gather(), run::next_seq()).unwrap();
+    let result = run::execute(&plan, &o);
+    let console = std::fs::read_to_string(plan.spec.serial.clone()).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&plan.run_dir);
+    let r = result.unwrap_or_else(|e| panic!("{e}"));
+
+    let j = serde_json::to_value(&r).unwrap();
+    assert_consistent_timeline(&j, e2e_vsock());
+    let steps: Vec<&str> = j["guest"]["steps"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    for want in ["modules", "root"] {
+        assert!(steps.contains(&want), "{want} missing from {steps:?}");
+    }
+    assert!(console.contains("chinit: root: /dev/vda (ext4) switched to"), "{console}");
+    assert!(!console.contains("chinit: modules:"), "a module failed to load:\n{console}");
+    assert!(!host_probe::tap::exists(&plan.tap.clone().unwrap().tap));
+}
+
+/// The exec API over vsock: output, exit codes, stdin, env, signals, errors; the TCP side refuses the
+/// control API by default (403) and the guest stays up; `POST /v1/shutdown` over vsock ends it.
+#[test]
+fn exec_api_over_vsock_runs_commands_and_tcp_refuses_it_by_default() {
+    if skip_without_qemu("exec_api_over_vsock_runs_commands_and_tcp_refuses_it_by_default") {
+        return;
+    }
+    if !e2e_vsock() {
+        eprintln!("skipped exec_api_over_vsock_runs_commands_and_tcp_refuses_it_by_default: vhost-device-vsock not found (scripts/setup.sh installs it)");
+        return;
+    }
+    let tmp = TempDir::new("e2e-exec").unwrap();
+    let image = e2e::chinit_image(&tmp.path().join("rootfs.ext4"), true);
+    // host-probe serves the control API on TCP for its own use; the last chinit.api wins, so this
+    // guest has chinit's default.
+    let mut g = Guest::start(&e2e::qemu_options(&e2e::tiny_bzimage(), Some(&image), "chinit.api=vsock"), false);
+    g.wait_ready(BOOT_TIMEOUT);
+    let r = g.vsock("GET", "/ready", None).unwrap();
+    assert_eq!(r.status, 200);
+
+    let sh =
+        |script: &str| ExecRequest { argv: vec!["/bin/busybox".into(), "sh".into(), "-c".into(), script.into()], ..Default::default() };
+    let out = g.exec(&sh("echo out; echo err >&2; exit 3"));
+    assert_eq!((out.exit_code, out.signal, out.timed_out), (Some(3), None, false), "{out:?}");
+    assert_eq!((out.stdout.as_str(), out.stderr.as_str()), ("out\n", "err\n"));
+
+    let out = g.exec(&ExecRequest {
+        env: vec!["GREETING=hello".into()],
+        cwd: Some("/tmp".into()),
+        stdin: Some("from the host".into()),
+        ..sh("echo $GREETING; pwd; /bin/busybox cat")
+    });
+    assert_eq!(out.exit_code, Some(0), "{out:?}");
+    assert_eq!(out.stdout, "hello\n/tmp\nfrom the host");
+
+    let out = g.exec(&sh("kill -9 $$"));
+    assert_eq!((out.exit_code, out.signal), (None, Some(9)), "{out:?}");
+
+    let out = g.exec(&ExecRequest { timeout_ms: Some(300), ..sh("/bin/busybox sleep 30") });
+    assert!(out.timed_out && out.signal == Some(9), "{out:?}");
+
+    let bad = serde_json::to_vec(&ExecRequest { argv: vec!["/no/such/program".into()], ..Default::default() }).unwrap();
+    let r = g.vsock("POST", "/v1/exec", Some(&bad)).unwrap();
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("/no/such/program"));
+
+    // TCP: readiness yes, control no.
+    let body = serde_json::to_vec(&sh("echo must-not-run > /tmp/ran")).unwrap();
+    for (path, body) in [("/v1/exec", &body[..]), ("/v1/shutdown", &b"{\"action\":\"poweroff\"}"[..])] {
+        let r = g.tcp("POST", path, Some(body)).unwrap();
+        assert_eq!(r.status, 403, "{path} over TCP: {}", String::from_utf8_lossy(&r.body));
+        assert!(String::from_utf8_lossy(&r.body).contains("chinit.api=tcp"), "the refusal says how to allow it");
+    }
+    assert!(g.exited().is_none(), "a refused shutdown does not power off");
+    assert_eq!(g.tcp("GET", "/ready", None).unwrap().status, 200);
+    let out = g.exec(&sh("test -e /tmp/ran && echo ran || echo not-run"));
+    assert_eq!(out.stdout, "not-run\n");
+
+    let r = g.vsock("POST", "/v1/shutdown", Some(b"{\"action\":\"poweroff\"}")).unwrap();
+    assert_eq!(r.status, 202);
+    let status = g.wait_exit(Duration::from_secs(60)).unwrap_or_else(|| panic!("no power-off\n{}", g.diagnostics()));
+    assert!(status.success(), "QEMU: {status}\n{}", g.diagnostics());
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Trigger {
+    Api,
+    PowerButton,
+}
+
+/// Boots a writable copy of an image, writes a file from the guest (no sync), powers off with
+/// `trigger`, and checks the order of things: QEMU exits 0, the console names the trigger and shows
+/// no shutdown error, and the filesystem is clean with the file in it.
+fn orderly_poweroff(trigger: Trigger) {
+    let tmp = TempDir::new("e2e-poweroff").unwrap();
+    let image = e2e::chinit_image(&tmp.path().join("rootfs.ext4"), true);
+    let mut g = Guest::start(&e2e::qemu_options(&e2e::tiny_bzimage(), Some(&image), ""), true);
+    g.wait_ready(BOOT_TIMEOUT);
+    let witness = format!("written before {trigger:?}");
+    let out = g.exec(&ExecRequest {
+        argv: vec!["/bin/busybox".into(), "sh".into(), "-c".into(), format!("echo '{witness}' > /root/witness")],
+        ..Default::default()
+    });
+    assert_eq!(out.exit_code, Some(0), "{out:?}");
+    let who = match trigger {
+        Trigger::Api => {
+            let r = g.vsock("POST", "/v1/shutdown", None).unwrap();
+            assert_eq!(r.status, 202);
+            "the API"
+        }
+        Trigger::PowerButton => {
+            g.power_button();
+            "the power button"
+        }
+    };
+    let status = g.wait_exit(Duration::from_secs(60)).unwrap_or_else(|| panic!("no power-off after {trigger:?}\n{}", g.diagnostics()));
+    assert!(status.success(), "QEMU: {status}\n{}", g.diagnostics());
+    let console = g.console();
+    assert!(console.contains(&format!("chinit: Poweroff requested by {who}: shutting down")), "{console}");
+    assert!(!console.contains("chinit: shutdown:"), "a shutdown step failed:\n{console}");
+    assert!(!e2e::has_kernel_panic(&console), "{console}");
+    drop(g);
+
+    let fsck = Command::new("e2fsck").arg("-fn").arg(&image).output().unwrap();
+    assert!(
+        fsck.status.success(),
+        "e2fsck -fn after {trigger:?}: {}\n{}{}",
+        fsck.status,
+        String::from_utf8_lossy(&fsck.stdout),
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+    let head = vm::run(Command::new("dumpe2fs").arg("-h").arg(&image));
+    assert!(head.lines().any(|l| l.starts_with("Filesystem state:") && l.trim_end().ends_with("clean")), "{head}");
+    assert!(!head.contains("needs_recovery"), "the journal was not flushed: {head}");
+    let cat = vm::run(Command::new("debugfs").arg("-R").arg("cat /root/witness").arg(&image));
+    assert_eq!(cat.trim(), witness);
+}
+
+#[test]
+fn api_shutdown_powers_off_in_order_and_the_filesystem_is_clean() {
+    if skip_without_qemu("api_shutdown_powers_off_in_order_and_the_filesystem_is_clean") {
+        return;
+    }
+    orderly_poweroff(Trigger::Api);
+}
+
+#[test]
+fn power_button_powers_off_in_order_and_the_filesystem_is_clean() {
+    if skip_without_qemu("power_button_powers_off_in_order_and_the_filesystem_is_clean") {
+        return;
+    }
+    orderly_poweroff(Trigger::PowerButton);
+}
+
+/// Runs one host-probe run with the run directory kept; returns the result and the console, and
+/// removes the run directory.
+fn run_keeping_console(o: Options) -> (Result<host_probe::report::Report, host_probe::error::Error>, String, run::Plan) {
+    let o = Options { keep: true, ..o };
+    let plan = run::plan(&o, &host_probe::run::HostOffer::gather(), run::next_seq()).unwrap();
+    let result = run::execute(&plan, &o);
+    let console = std::fs::read_to_string(&plan.spec.serial).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&plan.run_dir);
+    (result, console, plan)
+}
+
+/// `chinit.exec=`: the workload's output reaches the console, and its exit powers the VM off.
+#[test]
+fn workload_output_reaches_the_console_and_its_exit_powers_off() {
+    if skip_without_qemu("workload_output_reaches_the_console_and_its_exit_powers_off") {
+        return;
+    }
+    let tmp = TempDir::new("e2e-workload").unwrap();
+    let image = e2e::chinit_image(&tmp.path().join("rootfs.ext4"), true);
+    let extra = r#"chinit.exec="/bin/busybox sh -c 'echo workload says hello; exit 7'""#;
+    let o = Options { wait: Wait::Exit, ..e2e::qemu_options(&e2e::tiny_bzimage(), Some(&image), extra) };
+    let started = Instant::now();
+    let (r, console, _) = run_keeping_console(o);
+    let r = r.unwrap_or_else(|e| panic!("{e}"));
+    assert!(!r.notes.iter().any(|n| n.contains("exited")), "QEMU exited 0: {:?}\n{console}", r.notes);
+    let lines: Vec<&str> = console.lines().collect();
+    let pos =
+        |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle:?} not on the console:\n{console}"));
+    let (ready, hello, exited) = (pos("chinit: ready in "), pos("workload says hello"), pos("chinit: workload exited ("));
+    assert!(ready < hello && hello < exited, "ready, then the output, then the exit:\n{console}");
+    assert!(lines[exited].contains('7'), "the exit code is reported: {}", lines[exited]);
+    assert!(r.host.marks.iter().any(|m| m.code == 0x63), "the workload ran after ready");
+    assert!(started.elapsed() < BOOT_TIMEOUT);
+}
+
+/// Unknown and malformed `chinit.*` values: one console line each, and the boot goes on to ready.
+#[test]
+fn bad_chinit_values_still_boot_with_a_clear_console_line() {
+    if skip_without_qemu("bad_chinit_values_still_boot_with_a_clear_console_line") {
+        return;
+    }
+    let tmp = TempDir::new("e2e-badargs").unwrap();
+    let image = e2e::chinit_image(&tmp.path().join("rootfs.ext4"), false);
+    let extra = "chinit.colour=blue chinit.grace_ms=soon chinit.mtu=20 chinit.on_error=panic";
+    let (r, console, _) = run_keeping_console(e2e::qemu_options(&e2e::tiny_bzimage(), Some(&image), extra));
+    let r = r.unwrap_or_else(|e| panic!("{e}\n{console}"));
+    assert!(r.guest.as_ref().is_some_and(|g| g.ready));
+    for want in [
+        "chinit: cmdline: chinit.colour=blue: unknown key chinit.colour",
+        "chinit: cmdline: chinit.grace_ms=soon: ",
+        "chinit: cmdline: chinit.mtu=20: ",
+        "chinit: cmdline: chinit.on_error=panic: ",
+    ] {
+        assert_eq!(console.lines().filter(|l| l.starts_with(want)).count(), 1, "{want:?} once:\n{console}");
+    }
+    assert!(console.contains("chinit: ready in "), "{console}");
+}
+
+/// A root device that never appears (initramfs mode): chinit says which and why, and powers off.
+/// The kernel never panics ("Attempted to kill init").
+#[test]
+fn missing_root_device_gives_a_clear_error_and_powers_off_without_a_panic() {
+    let test = "missing_root_device_gives_a_clear_error_and_powers_off_without_a_panic";
+    if skip_without_qemu(test) {
+        return;
+    }
+    let (vmlinuz, modules) = match e2e::debian_cloud_kernel() {
+        Ok(k) => k,
+        Err(why) => {
+            eprintln!("skipped {test}: {why}");
+            return;
+        }
+    };
+    let tmp = TempDir::new("e2e-noroot").unwrap();
+    let cpio = e2e::chinit_initramfs(&tmp.path().join("initramfs.cpio"), &modules, &["virtio_mmio", "virtio_blk"]);
+    // The initramfs alone: no disk, so chinit's default root /dev/vda never appears.
+    let o = Options {
+        initramfs: Some(cpio),
+        memory_mib: 512,
+        wait: Wait::Exit,
+        vsock: false,
+        ..e2e::qemu_options(&vmlinuz, None, "chinit.root_wait_ms=1500")
+    };
+    let (r, console, plan) = run_keeping_console(o);
+    let r = r.unwrap_or_else(|e| panic!("{e}\n{console}"));
+    assert!(
+        console.lines().any(|l| l.starts_with("chinit: root: root device /dev/vda did not appear within 1500 ms")),
+        "the clear error:\n{console}"
+    );
+    assert!(console.contains("chinit: powering off (chinit.on_error=poweroff)"), "{console}");
+    assert!(!e2e::has_kernel_panic(&console) && !console.contains("Attempted to kill init"), "{console}");
+    assert!(!r.notes.iter().any(|n| n.contains("exited")), "QEMU exited 0 (power-off): {:?}", r.notes);
+    assert!(!r.host.marks.iter().any(|m| m.code == 0x63), "never ready");
+    assert!(!plan.run_dir.exists());
+    assert!(!Path::new("/sys/class/net").join(plan.tap.unwrap().tap).exists());
+}
