@@ -2,9 +2,26 @@
 # Sets everything up, then runs every test: unit tests, chinit in fresh namespaces, and VM boots under
 # QEMU (KVM when the host has hardware KVM, TCG emulation otherwise). The first run builds the guest
 # kernel into ~/.cache/chinit (about 5 minutes on 2 cores); later runs reuse it.
+# Extra arguments go to `cargo test` (`scripts/test.sh --test vm_e2e`). docs/testing.md lists the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
+
+say() { printf 'test: %s\n' "$*" >&2; }
+target="${CARGO_TARGET_DIR:-target}"
+start=$SECONDS
+
+say "building chinit (static, musl) and rootfs-builder"
 cargo build --release --target x86_64-unknown-linux-musl -p chinit
+cargo build --release -p rootfs-builder
+
+say "guest kernels: the tiny kernel (cached in ~/.cache/chinit, built only when missing) and Debian's cloud kernel"
+"$target/release/rootfs-builder" kernel --print-path
+if ! "$target/release/rootfs-builder" kernel --distro debian-cloud; then
+  say "Debian's cloud kernel could not be fetched with apt: the tests that boot it will skip"
+fi
+
+say "cargo test --workspace"
 cargo test --workspace --no-fail-fast "$@"
+say "all tests passed in $((SECONDS - start)) s"
