@@ -8,8 +8,12 @@
 use chinit_tests::chart;
 use serde_json::Value;
 
-/// The bars: per side, `kernel boot` then every `step *` row the side has, in row order, medians in
-/// µs. Steps after ready (`mounts.late`) are left out.
+/// The order steps run in, chinit's and the baseline's merged (host-probe lists rows in the order
+/// they first appear in side A). Unknown steps go last, in row order.
+const STEP_ORDER: &[&str] = &["mounts", "cmdline", "modules", "root", "mounts.extra", "hostname", "network", "python", "agent"];
+
+/// The bars: per side, `kernel boot` then every `step *` row the side has, in [`STEP_ORDER`],
+/// medians in µs. Steps after ready (`mounts.late`) are left out.
 fn bars(bench: &Value, names: [&str; 2]) -> Result<Vec<chart::Bar>, String> {
     let rows = bench["rows"].as_array().ok_or("no \"rows\": give the output of host-probe bench --json")?;
     let mut out = Vec::new();
@@ -30,6 +34,10 @@ fn bars(bench: &Value, names: [&str; 2]) -> Result<Vec<chart::Bar>, String> {
                 segs.push((label.to_string(), us));
             }
         }
+        segs.sort_by_key(|(label, _)| match label.as_str() {
+            "kernel boot" => 0,
+            l => 1 + STEP_ORDER.iter().position(|x| *x == l).unwrap_or(STEP_ORDER.len()),
+        });
         if !segs.is_empty() {
             out.push((name.to_string(), segs));
         }
@@ -77,12 +85,15 @@ mod tests {
             {"figure": "kernel boot", "a": {"median_us": 500_000}, "b": {"median_us": 560_000}},
             {"figure": "init", "a": {"median_us": 120_000}, "b": {"median_us": 2_700_000}},
             {"figure": "step mounts", "a": {"median_us": 4_000}, "b": {"median_us": 60_000}},
+            {"figure": "step agent", "a": {"median_us": 30_000}, "b": {"median_us": 700_000}},
             {"figure": "step mounts.late", "a": {"median_us": 7_000}},
             {"figure": "step python", "b": {"median_us": 1_600_000}},
         ]});
         let b = bars(&bench, ["chinit", "baseline"]).unwrap();
-        assert_eq!(b[0], ("chinit".to_string(), vec![("kernel boot".to_string(), 500_000), ("mounts".to_string(), 4_000)]));
-        assert_eq!(b[1].1.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(), ["kernel boot", "mounts", "python"]);
+        let seg = |n: &str, us| (n.to_string(), us);
+        assert_eq!(b[0], ("chinit".to_string(), vec![seg("kernel boot", 500_000), seg("mounts", 4_000), seg("agent", 30_000)]));
+        // python runs before agent, though host-probe lists it last.
+        assert_eq!(b[1].1.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(), ["kernel boot", "mounts", "python", "agent"]);
         assert!(title(&bench).contains("qemu tcg (emulation, no KVM)"));
         assert!(bars(&serde_json::json!({"rows": []}), ["a", "b"]).is_err());
         assert!(bars(&serde_json::json!({}), ["a", "b"]).is_err());
