@@ -25,8 +25,16 @@ from http.server import BaseHTTPRequestHandler
 
 def boottime_offset_us():
     """CLOCK_BOOTTIME minus CLOCK_REALTIME, in µs: turns the shell's $EPOCHREALTIME stamps into
-    boot time."""
-    return (time.clock_gettime_ns(time.CLOCK_BOOTTIME) - time.time_ns()) // 1000
+    boot time. The boot-time reading is bracketed by two real-time ones; of five tries the tightest
+    bracket wins, so a preemption between the reads does not skew the offset."""
+    best = None
+    for _ in range(5):
+        r1 = time.time_ns()
+        b = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        r2 = time.time_ns()
+        if best is None or r2 - r1 < best[0]:
+            best = (r2 - r1, b - (r1 + r2) // 2)
+    return best[1] // 1000
 
 
 def parse_stamps(text, offset_us):
