@@ -31,6 +31,7 @@ t_mounts=$EPOCHREALTIME
 # Configuration from the kernel command line (or --cmdline).
 [ "$mode" = vm ] && read -r cmdline </proc/cmdline
 ip_addr= iface= port=1024
+set -f # split the words, never glob them
 for word in $cmdline; do
 	case $word in
 	chinit.ip=*) ip_addr=${word#chinit.ip=} ;;
@@ -38,6 +39,7 @@ for word in $cmdline; do
 	chinit.port=*) port=${word#chinit.port=} ;;
 	esac
 done
+set +f
 t_cmdline=$EPOCHREALTIME
 
 # Network: lo up; the first ethernet link up with its link-local address.
