@@ -194,6 +194,8 @@ fn two_host_probe_runs_at_once_both_succeed() {
 }
 
 /// Ctrl-C (SIGINT) while the guest boots: exit 130, and no TAP, process, socket or run directory.
+/// The guest waits for a root disk that never comes (`root=/dev/vdz rootwait`, the last `root=` wins),
+/// so the run is still booting when the signal arrives, however fast the host is.
 #[test]
 fn sigint_mid_boot_leaves_nothing_behind() {
     if skip_without_qemu("sigint_mid_boot_leaves_nothing_behind") {
@@ -203,7 +205,7 @@ fn sigint_mid_boot_leaves_nothing_behind() {
     let image = e2e::chinit_image(&tmp.path().join("rootfs.ext4"), false);
     let kernel = e2e::tiny_bzimage();
     let mut child = Command::new(host_probe_bin())
-        .args(["run", "--vmm", "qemu", "--timeout", "180", "--kernel"])
+        .args(["run", "--vmm", "qemu", "--timeout", "180", "--cmdline-extra", "root=/dev/vdz rootwait", "--kernel"])
         .arg(&kernel)
         .arg("--rootfs")
         .arg(&image)
@@ -215,7 +217,7 @@ fn sigint_mid_boot_leaves_nothing_behind() {
     let pid = child.id();
     let run_dir = std::env::temp_dir().join(format!("host-probe-{pid}-0"));
     let serial = run_dir.join("serial.log");
-    // Mid-boot: QEMU runs (its serial file exists) and the guest has not written chinit's first mark.
+    // Mid-boot: QEMU runs (its serial file exists) and the TAP is up.
     let end = Instant::now() + Duration::from_secs(60);
     let mut seen = Vec::new();
     while Instant::now() < end {
@@ -232,6 +234,9 @@ fn sigint_mid_boot_leaves_nothing_behind() {
     if e2e_vsock() {
         assert!(seen.iter().any(|p| p.contains("vhost-device-vsock")), "{seen:?}");
     }
+    // Well into the guest kernel's boot.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none(), "host-probe ended before the signal");
     // SAFETY: kill(2) on our own child, which has not been reaped (try_wait said it runs).
     unsafe {
         libc::kill(pid as libc::pid_t, libc::SIGINT);
