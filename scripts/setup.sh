@@ -11,7 +11,7 @@ SUDO=""
 missing=()
 for pair in qemu-system-x86_64:qemu-system-x86 mkfs.ext4:e2fsprogs debugfs:e2fsprogs busybox:busybox-static \
             python3:python3 ip:iproute2 cpio:cpio zstd:zstd xz:xz-utils make:make cc:build-essential \
-            flex:flex bison:bison bc:bc; do
+            flex:flex bison:bison bc:bc depmod:kmod dpkg-deb:dpkg; do
   cmd=${pair%%:*} pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
 done
@@ -26,6 +26,10 @@ fi
 
 if ! command -v cargo >/dev/null 2>&1; then
   say "cargo not found: install Rust with rustup (https://rustup.rs), then run this again"
+  exit 1
+fi
+if ! command -v rustup >/dev/null 2>&1; then
+  say "rustup not found: chinit needs the x86_64-unknown-linux-musl target, which rustup installs; install Rust with rustup (https://rustup.rs)"
   exit 1
 fi
 if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
