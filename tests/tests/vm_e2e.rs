@@ -521,3 +521,24 @@ fn missing_root_device_gives_a_clear_error_and_powers_off_without_a_panic() {
     assert!(!plan.run_dir.exists());
     assert!(!Path::new("/sys/class/net").join(plan.tap.unwrap().tap).exists());
 }
+
+/// A guest with chinit's default `chinit.api=vsock` refuses the shutdown over TCP (403): host-probe
+/// asks over vsock instead, and the guest powers off in order instead of being stopped.
+#[test]
+fn host_probe_powers_off_a_guest_that_serves_the_control_api_on_vsock_only() {
+    if skip_without_qemu("host_probe_powers_off_a_guest_that_serves_the_control_api_on_vsock_only") {
+        return;
+    }
+    if !e2e_vsock() {
+        eprintln!(
+            "skipped host_probe_powers_off_a_guest_that_serves_the_control_api_on_vsock_only: vhost-device-vsock not found (scripts/setup.sh installs it)"
+        );
+        return;
+    }
+    let tmp = TempDir::new("e2e-vsockapi").unwrap();
+    let image = e2e::chinit_image(&tmp.path().join("rootfs.ext4"), false);
+    let (r, console, _) = run_keeping_console(e2e::qemu_options(&e2e::tiny_bzimage(), Some(&image), "chinit.api=vsock"));
+    let r = r.unwrap_or_else(|e| panic!("{e}\n{console}"));
+    assert!(console.contains("chinit: Poweroff requested by the API: shutting down"), "{console}");
+    assert!(!r.notes.iter().any(|n| n.contains("exited")), "QEMU exited by itself, 0: {:?}", r.notes);
+}
