@@ -43,7 +43,10 @@ pub fn debian_cloud_kernel() -> Result<(PathBuf, PathBuf), String> {
     use rootfs_builder::kernel::Error;
     match rootfs_builder::kernel::distro_kernel("debian-cloud", "x86_64") {
         Ok(k) => Ok(k),
-        Err(e @ Error::Command { .. }) if e.to_string().contains("apt") => Err(format!("apt cannot fetch the Debian cloud kernel: {e}")),
+        // apt-cache / apt-get missing, failing, or knowing no cloud kernel package.
+        Err(e @ (Error::Command { .. } | Error::Spawn { .. })) if e.to_string().contains("apt") => {
+            Err(format!("apt cannot fetch the Debian cloud kernel: {e}"))
+        }
         Err(e @ Error::NoKernelDependency { .. }) => Err(format!("apt cannot fetch the Debian cloud kernel: {e}")),
         Err(e) => panic!("distro kernel: {e}"),
     }
