@@ -78,7 +78,12 @@ fn tiny_kernel_pvh_boots_quietly_to_init() {
     assert!(line.contains("cpus=1"), "{line}");
     assert!(guest.wait_exit(Duration::from_secs(30)).is_some(), "poweroff -f did not end QEMU");
     let console = guest.console();
-    let kernel_lines: Vec<&str> = console.lines().filter(|l| !l.trim().is_empty() && !l.contains("init-marker")).collect();
+    // Only the power-off notice (KERN_EMERG, printed after init asked for it) may remain.
+    let kernel_lines: Vec<&str> = console
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.contains("init-marker"))
+        .filter(|l| !l.starts_with("reboot: Power down"))
+        .collect();
     assert!(kernel_lines.is_empty(), "with `quiet` the kernel printed:\n{}", kernel_lines.join("\n"));
 }
 
@@ -155,4 +160,36 @@ fn debian_cloud_kernel_boots_chinit_through_initramfs() {
     let console = guest.console();
     assert!(console.contains("root: "), "chinit did not report switching root:\n{console}");
     eprintln!("debian cloud kernel: {line} (wall {:?})", guest.elapsed());
+}
+
+/// `olddefconfig` silently drops an option whose dependencies are off and turns on one that
+/// something selects: the build stops, lists both, and leaves no cache entry behind.
+#[test]
+fn kernel_build_refuses_a_fragment_that_olddefconfig_changes() {
+    let source = Path::new("/usr/src/linux-source-6.1.tar.xz");
+    if !source.is_file() {
+        eprintln!(
+            "skipping kernel_build_refuses_a_fragment_that_olddefconfig_changes: {} not found (apt-get install linux-source-6.1)",
+            source.display()
+        );
+        return;
+    }
+    let builder = vm::cargo_build("rootfs-builder", "rootfs-builder", None, false);
+    let tmp = TempDir::new("kernel-frag").unwrap();
+    let fragment = tmp.path().join("bad.fragment");
+    // VIRTIO_BLK without VIRTIO and BLOCK disappears; ACPI selects PNP on x86; TTY is kept.
+    fs::write(&fragment, "CONFIG_VIRTIO_BLK=y\nCONFIG_ACPI=y\n# CONFIG_PNP is not set\nCONFIG_TTY=y\n").unwrap();
+    let cache = tmp.path().join("cache");
+    let out = Command::new(builder).args(["kernel", "--fragment"]).arg(&fragment).env("CHINIT_CACHE", &cache).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("CONFIG_VIRTIO_BLK=y → absent"), "{stderr}");
+    assert!(stderr.contains("# CONFIG_PNP is not set → y"), "{stderr}");
+    assert!(!stderr.contains("CONFIG_TTY"), "{stderr}");
+    // Nothing that looks like an entry, no work directory; the resulting config is kept for reading.
+    let names: Vec<String> =
+        fs::read_dir(cache.join("kernels")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().all(|n| n == "logs" || n.ends_with(".lock")), "{names:?}");
+    let kept = stderr.lines().find_map(|l| l.strip_prefix("resulting config: ")).expect("the error names the resulting config");
+    assert!(fs::read_to_string(kept).unwrap().contains("CONFIG_PNP=y"));
 }
