@@ -61,6 +61,7 @@ pub fn build(req: &Request, cache_root: &Path) -> Result<Built, Error> {
 
     // Cache hit without touching the source when the version is known already.
     let known = match &req.source {
+        Source::Dir(d) if d.join(".config").exists() => return Err(Error::TreeNotClean { path: d.clone() }),
         Source::Dir(d) => Some(source::tree_version(d).ok_or_else(|| Error::NotAKernelTree { path: d.clone() })?),
         Source::Tarball(_) => fs::read_to_string(&memo).ok().map(|s| s.trim().to_string()),
     };

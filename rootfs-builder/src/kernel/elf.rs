@@ -55,16 +55,11 @@ fn parse_note_segment(seg: &[u8]) -> Vec<(String, u32, Vec<u8>)> {
     let pad4 = |n: usize| (n + 3) & !3;
     let mut out = Vec::new();
     let mut at = 0;
-    while let (Some(namesz), Some(descsz), Some(ty)) =
-        (u32_at(seg, at), u32_at(seg, at + 4), u32_at(seg, at + 8))
-    {
+    while let (Some(namesz), Some(descsz), Some(ty)) = (u32_at(seg, at), u32_at(seg, at + 4), u32_at(seg, at + 8)) {
         let (namesz, descsz) = (namesz as usize, descsz as usize);
         let name_at = at + 12;
         let desc_at = name_at + pad4(namesz);
-        let (Some(name), Some(desc)) = (
-            seg.get(name_at..name_at + namesz),
-            seg.get(desc_at..desc_at + descsz),
-        ) else {
+        let (Some(name), Some(desc)) = (seg.get(name_at..name_at + namesz), seg.get(desc_at..desc_at + descsz)) else {
             break;
         };
         let name = String::from_utf8_lossy(name.strip_suffix(b"\0").unwrap_or(name)).into_owned();
@@ -76,15 +71,12 @@ fn parse_note_segment(seg: &[u8]) -> Vec<(String, u32, Vec<u8>)> {
 
 /// The PVH entry address, when the kernel has the note.
 pub fn pvh_entry(elf: &[u8]) -> Result<Option<u64>, ElfError> {
-    Ok(notes(elf)?
-        .into_iter()
-        .find(|(name, ty, _)| name == "Xen" && *ty == XEN_ELFNOTE_PHYS32_ENTRY)
-        .map(|(_, _, desc)| {
-            let mut b = [0u8; 8];
-            let n = desc.len().min(8);
-            b[..n].copy_from_slice(&desc[..n]);
-            u64::from_le_bytes(b)
-        }))
+    Ok(notes(elf)?.into_iter().find(|(name, ty, _)| name == "Xen" && *ty == XEN_ELFNOTE_PHYS32_ENTRY).map(|(_, _, desc)| {
+        let mut b = [0u8; 8];
+        let n = desc.len().min(8);
+        b[..n].copy_from_slice(&desc[..n]);
+        u64::from_le_bytes(b)
+    }))
 }
 
 #[cfg(test)]
@@ -128,12 +120,7 @@ mod tests {
 
     #[test]
     fn finds_the_pvh_note_among_others() {
-        let seg = [
-            note("GNU", 3, &[1, 2, 3, 4, 5]),
-            note("Xen", 6, b"linux"),
-            note("Xen", 18, &0x0100_0400u32.to_le_bytes()),
-        ]
-        .concat();
+        let seg = [note("GNU", 3, &[1, 2, 3, 4, 5]), note("Xen", 6, b"linux"), note("Xen", 18, &0x0100_0400u32.to_le_bytes())].concat();
         let elf = elf_with_notes(&seg);
         assert_eq!(notes(&elf).unwrap().len(), 3);
         assert_eq!(pvh_entry(&elf), Ok(Some(0x0100_0400)));

@@ -35,17 +35,11 @@ pub fn parse_line(line: &str) -> Option<Setting> {
     let line = line.trim();
     if let Some(rest) = line.strip_prefix("# CONFIG_") {
         let symbol = rest.strip_suffix(" is not set")?;
-        return valid_symbol(symbol).then(|| Setting {
-            symbol: symbol.to_string(),
-            value: Value::NotSet,
-        });
+        return valid_symbol(symbol).then(|| Setting { symbol: symbol.to_string(), value: Value::NotSet });
     }
     let rest = line.strip_prefix("CONFIG_")?;
     let (symbol, value) = rest.split_once('=')?;
-    valid_symbol(symbol).then(|| Setting {
-        symbol: symbol.to_string(),
-        value: Value::Set(value.to_string()),
-    })
+    valid_symbol(symbol).then(|| Setting { symbol: symbol.to_string(), value: Value::Set(value.to_string()) })
 }
 
 fn valid_symbol(s: &str) -> bool {
@@ -65,10 +59,7 @@ pub fn parse_fragment(text: &str) -> Result<Vec<Setting>, BadLine> {
     let mut out: Vec<Setting> = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let t = line.trim();
-        let bad = || BadLine {
-            line_no: i + 1,
-            text: line.to_string(),
-        };
+        let bad = || BadLine { line_no: i + 1, text: line.to_string() };
         if t.is_empty() {
             continue;
         }
@@ -89,10 +80,7 @@ pub fn parse_fragment(text: &str) -> Result<Vec<Setting>, BadLine> {
 
 /// Parses a whole `.config` into symbol → value (last line wins, as in Kconfig).
 pub fn parse_config(text: &str) -> BTreeMap<String, Value> {
-    text.lines()
-        .filter_map(parse_line)
-        .map(|o| (o.symbol, o.value))
-        .collect()
+    text.lines().filter_map(parse_line).map(|o| (o.symbol, o.value)).collect()
 }
 
 /// Merges a fragment into a base `.config`, as `scripts/kconfig/merge_config.sh -m` does: every
@@ -100,8 +88,7 @@ pub fn parse_config(text: &str) -> BTreeMap<String, Value> {
 pub fn merge(base: &str, fragment: &[Setting]) -> String {
     let mut out = String::with_capacity(base.len() + fragment.len() * 32);
     for line in base.lines() {
-        let overridden =
-            parse_line(line).is_some_and(|o| fragment.iter().any(|f| f.symbol == o.symbol));
+        let overridden = parse_line(line).is_some_and(|o| fragment.iter().any(|f| f.symbol == o.symbol));
         if !overridden {
             out.push_str(line);
             out.push('\n');
@@ -153,17 +140,10 @@ pub fn dropped(fragment: &[Setting], final_config: &BTreeMap<String, Value>) -> 
             let got = final_config.get(&opt.symbol);
             match &opt.value {
                 Value::Set(v) => got != Some(&Value::Set(v.clone())),
-                Value::NotSet => {
-                    !matches!(got, None | Some(Value::NotSet))
-                        && got != Some(&Value::Set("n".into()))
-                }
+                Value::NotSet => !matches!(got, None | Some(Value::NotSet)) && got != Some(&Value::Set("n".into())),
             }
         })
-        .map(|opt| Dropped {
-            symbol: opt.symbol.clone(),
-            wanted: opt.value.clone(),
-            got: final_config.get(&opt.symbol).cloned(),
-        })
+        .map(|opt| Dropped { symbol: opt.symbol.clone(), wanted: opt.value.clone(), got: final_config.get(&opt.symbol).cloned() })
         .collect()
 }
 
@@ -172,16 +152,10 @@ mod tests {
     use super::*;
 
     fn set(s: &str, v: &str) -> Setting {
-        Setting {
-            symbol: s.into(),
-            value: Value::Set(v.into()),
-        }
+        Setting { symbol: s.into(), value: Value::Set(v.into()) }
     }
     fn unset(s: &str) -> Setting {
-        Setting {
-            symbol: s.into(),
-            value: Value::NotSet,
-        }
+        Setting { symbol: s.into(), value: Value::NotSet }
     }
 
     #[test]
@@ -189,10 +163,7 @@ mod tests {
         let cases: &[(&str, Option<Setting>)] = &[
             ("CONFIG_PVH=y", Some(set("PVH", "y"))),
             ("  CONFIG_HZ=250  ", Some(set("HZ", "250"))),
-            (
-                "CONFIG_CMDLINE=\"a=b c\"",
-                Some(set("CMDLINE", "\"a=b c\"")),
-            ),
+            ("CONFIG_CMDLINE=\"a=b c\"", Some(set("CMDLINE", "\"a=b c\""))),
             ("# CONFIG_VT is not set", Some(unset("VT"))),
             ("# Platform: 64-bit", None),
             ("#", None),
@@ -223,10 +194,7 @@ mod tests {
         let base = "#\n# head\nCONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=m\nCONFIG_D=1\n";
         let frag = [set("B", "y"), unset("C"), set("E", "y")];
         let merged = merge(base, &frag);
-        assert_eq!(
-            merged,
-            "#\n# head\nCONFIG_A=y\nCONFIG_D=1\nCONFIG_B=y\n# CONFIG_C is not set\nCONFIG_E=y\n"
-        );
+        assert_eq!(merged, "#\n# head\nCONFIG_A=y\nCONFIG_D=1\nCONFIG_B=y\n# CONFIG_C is not set\nCONFIG_E=y\n");
     }
 
     #[test]
@@ -240,16 +208,11 @@ mod tests {
             unset("OFF_N"),
             unset("OFF_BUT_ON"),
         ];
-        let cfg = parse_config(
-            "CONFIG_KEPT=y\nCONFIG_CHANGED=m\n# CONFIG_OFF_NOTSET is not set\nCONFIG_OFF_N=n\nCONFIG_OFF_BUT_ON=y\n",
-        );
+        let cfg = parse_config("CONFIG_KEPT=y\nCONFIG_CHANGED=m\n# CONFIG_OFF_NOTSET is not set\nCONFIG_OFF_N=n\nCONFIG_OFF_BUT_ON=y\n");
         let d = dropped(&frag, &cfg);
         let names: Vec<&str> = d.iter().map(|x| x.symbol.as_str()).collect();
         assert_eq!(names, ["GONE", "CHANGED", "OFF_BUT_ON"]);
-        assert_eq!(
-            d[0].to_string(),
-            "CONFIG_GONE=y → absent (a dependency is off)"
-        );
+        assert_eq!(d[0].to_string(), "CONFIG_GONE=y → absent (a dependency is off)");
         assert_eq!(d[1].to_string(), "CONFIG_CHANGED=y → m");
         assert_eq!(d[2].to_string(), "# CONFIG_OFF_BUT_ON is not set → y");
     }

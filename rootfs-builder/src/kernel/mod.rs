@@ -70,6 +70,8 @@ pub enum Error {
         "{path}: no kernel Makefile with VERSION/PATCHLEVEL/SUBLEVEL found: pass a kernel tarball with one top directory, or a kernel tree"
     )]
     NotAKernelTree { path: PathBuf },
+    #[error("{path} has been configured or built in place (it has a .config), so it cannot be built out of tree: run `make mrproper` there, or pass the tarball")]
+    TreeNotClean { path: PathBuf },
     #[error("fragment line {line_no} is not `CONFIG_X=value` or `# CONFIG_X is not set` (or names a symbol twice): {text:?}")]
     BadFragment { line_no: usize, text: String },
     #[error("{path}: {source}")]
@@ -99,7 +101,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::UnknownArch(..) | Error::UnknownDistro(..) => exit::USAGE,
-            Error::NoSource(_) | Error::NotAKernelTree { .. } | Error::BadFragment { .. } => exit::BAD_INPUT,
+            Error::NoSource(_) | Error::NotAKernelTree { .. } | Error::TreeNotClean { .. } | Error::BadFragment { .. } => exit::BAD_INPUT,
             _ => exit::FAILED,
         }
     }

@@ -8,11 +8,8 @@ use std::time::{Duration, Instant};
 pub fn kbuild_step(line: &str) -> Option<(&str, &str)> {
     let rest = line.strip_prefix("  ")?;
     let (tag, target) = rest.split_once(' ')?;
-    let tag_ok = !tag.is_empty()
-        && tag.len() <= 10
-        && tag
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    let tag_ok =
+        !tag.is_empty() && tag.len() <= 10 && tag.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
     let target = target.trim();
     (tag_ok && !target.is_empty()).then_some((tag, target))
 }
@@ -25,13 +22,7 @@ pub fn clock(d: Duration) -> String {
 
 /// The status text: phase, elapsed time, steps (with a percentage when an estimate of the total
 /// is known) and the current step.
-pub fn status(
-    phase: &str,
-    elapsed: Duration,
-    steps: usize,
-    estimate: Option<usize>,
-    last: &str,
-) -> String {
+pub fn status(phase: &str, elapsed: Duration, steps: usize, estimate: Option<usize>, last: &str) -> String {
     let pct = match estimate {
         Some(total) if total > 0 => format!(" ~{}%", (steps * 100 / total).min(99)),
         _ => String::new(),
@@ -71,11 +62,7 @@ impl Reporter {
         };
         self.steps += 1;
         self.last = format!("{tag} {target}");
-        let every = if self.tty {
-            Duration::from_millis(200)
-        } else {
-            Duration::from_secs(30)
-        };
+        let every = if self.tty { Duration::from_millis(200) } else { Duration::from_secs(30) };
         if self.last_print.elapsed() >= every {
             self.last_print = Instant::now();
             self.print();
@@ -83,13 +70,7 @@ impl Reporter {
     }
 
     fn print(&self) {
-        let mut text = status(
-            &self.phase,
-            self.start.elapsed(),
-            self.steps,
-            self.estimate,
-            &self.last,
-        );
+        let mut text = status(&self.phase, self.start.elapsed(), self.steps, self.estimate, &self.last);
         let mut err = std::io::stderr().lock();
         if self.tty {
             text.truncate(text.char_indices().nth(100).map_or(text.len(), |(i, _)| i));
@@ -131,18 +112,12 @@ mod tests {
         let cases: &[(&str, Option<(&str, &str)>)] = &[
             ("  CC      kernel/fork.o", Some(("CC", "kernel/fork.o"))),
             ("  LD      vmlinux.o", Some(("LD", "vmlinux.o"))),
-            (
-                "  HOSTCC  scripts/basic/fixdep",
-                Some(("HOSTCC", "scripts/basic/fixdep")),
-            ),
+            ("  HOSTCC  scripts/basic/fixdep", Some(("HOSTCC", "scripts/basic/fixdep"))),
             (
                 "  SYSHDR  arch/x86/include/generated/uapi/asm/unistd_32.h",
                 Some(("SYSHDR", "arch/x86/include/generated/uapi/asm/unistd_32.h")),
             ),
-            (
-                "  ZSTD22  arch/x86/boot/compressed/vmlinux.bin.zst",
-                Some(("ZSTD22", "arch/x86/boot/compressed/vmlinux.bin.zst")),
-            ),
+            ("  ZSTD22  arch/x86/boot/compressed/vmlinux.bin.zst", Some(("ZSTD22", "arch/x86/boot/compressed/vmlinux.bin.zst"))),
             ("Kernel: arch/x86/boot/bzImage is ready  (#1)", None),
             ("make[1]: Entering directory '/x'", None),
             ("kernel/fork.c:12:1: error: expected ';'", None),
@@ -158,14 +133,8 @@ mod tests {
     #[test]
     fn status_text() {
         let d = Duration::from_secs(125);
-        assert_eq!(
-            status("build", d, 300, Some(1200), "CC a.o"),
-            "build 2:05 300 steps ~25% CC a.o"
-        );
-        assert_eq!(
-            status("build", d, 3000, Some(1200), "LD x"),
-            "build 2:05 3000 steps ~99% LD x"
-        );
+        assert_eq!(status("build", d, 300, Some(1200), "CC a.o"), "build 2:05 300 steps ~25% CC a.o");
+        assert_eq!(status("build", d, 3000, Some(1200), "LD x"), "build 2:05 3000 steps ~99% LD x");
         assert_eq!(status("build", d, 3, None, ""), "build 2:05 3 steps ");
     }
 }

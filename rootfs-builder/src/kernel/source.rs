@@ -21,11 +21,7 @@ impl Source {
     pub fn from_path(path: &Path) -> Option<Source> {
         let meta = fs::metadata(path).ok()?;
         let canon = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        Some(if meta.is_dir() {
-            Source::Dir(canon)
-        } else {
-            Source::Tarball(canon)
-        })
+        Some(if meta.is_dir() { Source::Dir(canon) } else { Source::Tarball(canon) })
     }
 
     pub fn path(&self) -> &Path {
@@ -62,10 +58,7 @@ pub fn version_from_makefile(text: &str) -> Option<String> {
     if !(numeric(&v) && numeric(&p) && numeric(&s)) {
         return None;
     }
-    let extra: String = extra
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+'))
-        .collect();
+    let extra: String = extra.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+')).collect();
     Some(format!("{v}.{p}.{s}{extra}"))
 }
 
@@ -80,17 +73,15 @@ mod tests {
 
     #[test]
     fn versions_from_makefiles() {
-        let debian = "# SPDX-License-Identifier: GPL-2.0\nVERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 192\nEXTRAVERSION =\nNAME = Curry Ramen\n";
+        let debian =
+            "# SPDX-License-Identifier: GPL-2.0\nVERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 192\nEXTRAVERSION =\nNAME = Curry Ramen\n";
         assert_eq!(version_from_makefile(debian).as_deref(), Some("6.1.192"));
         let rc = "VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 0\nEXTRAVERSION = -rc3\n";
         assert_eq!(version_from_makefile(rc).as_deref(), Some("6.12.0-rc3"));
         let odd = "VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 0\nEXTRAVERSION = /../x y\n";
         assert_eq!(version_from_makefile(odd).as_deref(), Some("6.1.0..xy"));
         assert_eq!(version_from_makefile("VERSION = 6\nPATCHLEVEL = 1\n"), None);
-        assert_eq!(
-            version_from_makefile("VERSION = $(X)\nPATCHLEVEL = 1\nSUBLEVEL = 0\n"),
-            None
-        );
+        assert_eq!(version_from_makefile("VERSION = $(X)\nPATCHLEVEL = 1\nSUBLEVEL = 0\n"), None);
     }
 
     #[test]
