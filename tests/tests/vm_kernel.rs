@@ -193,3 +193,24 @@ fn kernel_build_refuses_a_fragment_that_olddefconfig_changes() {
     let kept = stderr.lines().find_map(|l| l.strip_prefix("resulting config: ")).expect("the error names the resulting config");
     assert!(fs::read_to_string(kept).unwrap().contains("CONFIG_PNP=y"));
 }
+
+/// The command line and the library agree on the cache entry, and the entry is complete: both
+/// images, the config the fragment produced, and the PVH note cloud-hypervisor needs.
+#[test]
+fn print_path_names_the_complete_cached_kernel() {
+    let dir = tiny_kernel();
+    let builder = vm::cargo_build("rootfs-builder", "rootfs-builder", None, false);
+    let out = vm::run(Command::new(builder).args(["kernel", "--print-path"]));
+    assert_eq!(out.trim_end(), dir.display().to_string());
+    for f in ["vmlinux", "bzImage", "config", "build.log", "fragment"] {
+        assert!(dir.join(f).is_file(), "{} missing", dir.join(f).display());
+    }
+    let config = fs::read_to_string(dir.join("config")).unwrap();
+    for line in ["CONFIG_PVH=y", "CONFIG_VIRTIO_BLK=y", "CONFIG_EXT4_FS=y", "# CONFIG_MODULES is not set"] {
+        assert!(config.lines().any(|l| l == line), "config lacks {line}");
+    }
+    if vm::find_in_path("readelf").is_some() {
+        let notes = vm::run(Command::new("readelf").arg("-n").arg(dir.join("vmlinux")));
+        assert!(notes.lines().any(|l| l.contains("Xen") && l.contains("0x00000012")), "no PVH note:\n{notes}");
+    }
+}
