@@ -18,7 +18,14 @@ cargo build --release -p rootfs-builder
 
 say "guest kernels: the tiny kernel (cached in ~/.cache/chinit, built only when missing) and Debian's cloud kernel"
 "$target/release/rootfs-builder" kernel --print-path
-if ! "$target/release/rootfs-builder" kernel --distro debian-cloud; then
+if distro=$("$target/release/rootfs-builder" kernel --distro debian-cloud); then
+  printf '%s\n' "$distro"
+  # rootfs-builder/tests/boot.rs boots an extracted kernel package: this one (<dir>/boot/vmlinuz-*).
+  vmlinuz=$(printf '%s\n' "$distro" | sed -n 's/^vmlinuz=//p')
+  if [ -n "$vmlinuz" ]; then
+    export ROOTFS_BUILDER_VM_KERNEL_PKG="${ROOTFS_BUILDER_VM_KERNEL_PKG:-${vmlinuz%/boot/*}}"
+  fi
+else
   say "Debian's cloud kernel could not be fetched with apt: the tests that boot it will skip"
 fi
 
