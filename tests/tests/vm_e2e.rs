@@ -88,7 +88,8 @@ fn assert_consistent_timeline(j: &Value, over_vsock: bool) {
     assert!(u(j, "/host/vmm_ready_us") <= m60);
     assert_eq!(u(p, "/kernel_start_host_us"), m60 - init_start, "{p:#}");
     assert_eq!(u(p, "/init_host_us"), m63 - m60, "{p:#}");
-    assert!(m63 <= total + 1_000_000, "the ready mark arrives around the first answer: {m63} vs {total}");
+    // chinit writes the ready mark before it answers; allow for a busy host delaying the reader.
+    assert!(m63 <= total + 5_000_000, "the ready mark arrives around the first answer: {m63} vs {total}");
 
     // The console line agrees with the guest clock to the microsecond.
     let console_ms = j["console_ready_ms"].as_f64().expect("console_ready_ms");
