@@ -26,6 +26,12 @@ use crate::vm;
 /// Generous: TCG on 2 shared cores, with other tests booting at the same time.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// Prints a test's one skip line. Written to stderr directly, not with `eprintln!`, so that
+/// `cargo test` shows it even while it captures the output of passing tests.
+pub fn skip(test: &str, why: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "skipped {test}: {why}");
+}
+
 /// Why a test cannot run here, printed as its one skip line; `None` when QEMU is present.
 pub fn qemu_missing() -> Option<&'static str> {
     vm::qemu_binary().is_none().then_some("qemu-system-x86_64 not found (apt-get install qemu-system-x86)")

@@ -19,7 +19,7 @@ use serde_json::Value;
 fn skip_without_qemu(test: &str) -> bool {
     match e2e::qemu_missing() {
         Some(why) => {
-            eprintln!("skipped {test}: {why}");
+            e2e::skip(test, why);
             true
         }
         None => false,
@@ -267,7 +267,7 @@ fn debian_cloud_kernel_initramfs_loads_modules_switches_root_and_gets_ready() {
     let (vmlinuz, modules) = match e2e::debian_cloud_kernel() {
         Ok(k) => k,
         Err(why) => {
-            eprintln!("skipped {test}: {why}");
+            e2e::skip(test, &why);
             return;
         }
     };
@@ -300,7 +300,10 @@ fn exec_api_over_vsock_runs_commands_and_tcp_refuses_it_by_default() {
         return;
     }
     if !e2e_vsock() {
-        eprintln!("skipped exec_api_over_vsock_runs_commands_and_tcp_refuses_it_by_default: vhost-device-vsock not found (scripts/setup.sh installs it)");
+        e2e::skip(
+            "exec_api_over_vsock_runs_commands_and_tcp_refuses_it_by_default",
+            "vhost-device-vsock not found (scripts/setup.sh installs it)",
+        );
         return;
     }
     let tmp = TempDir::new("e2e-exec").unwrap();
@@ -495,7 +498,7 @@ fn missing_root_device_gives_a_clear_error_and_powers_off_without_a_panic() {
     let (vmlinuz, modules) = match e2e::debian_cloud_kernel() {
         Ok(k) => k,
         Err(why) => {
-            eprintln!("skipped {test}: {why}");
+            e2e::skip(test, &why);
             return;
         }
     };
@@ -531,8 +534,9 @@ fn host_probe_powers_off_a_guest_that_serves_the_control_api_on_vsock_only() {
         return;
     }
     if !e2e_vsock() {
-        eprintln!(
-            "skipped host_probe_powers_off_a_guest_that_serves_the_control_api_on_vsock_only: vhost-device-vsock not found (scripts/setup.sh installs it)"
+        e2e::skip(
+            "host_probe_powers_off_a_guest_that_serves_the_control_api_on_vsock_only",
+            "vhost-device-vsock not found (scripts/setup.sh installs it)",
         );
         return;
     }
