@@ -122,8 +122,6 @@ fn boot(mode: Mode, cmdline_override: Option<String>) -> ! {
         marks = Marks::off();
     }
     if mode == Mode::Vm {
-        // Ctrl-Alt-Del becomes SIGINT to us instead of an immediate reboot.
-        let _ = nix::sys::reboot::set_cad_enabled(false);
         let start = clock::now_us();
         if let Some((n, failures)) = modules::load_all() {
             for f in &failures {
@@ -233,14 +231,6 @@ async fn run(
     (init_start, agent_start): (u64, u64),
     ip: Option<(Ipv4Addr, u8)>,
 ) -> Action {
-    // Handlers first: no SIGCHLD may be missed once children exist.
-    let sig = match supervise::Signals::new() {
-        Ok(s) => Some(s),
-        Err(e) => {
-            say!("signals: cannot install handlers: {e}; reaping falls back to the shutdown path");
-            None
-        }
-    };
     let state = Arc::new(State::new(mode.name(), init_start));
     let reaper = Arc::new(Reaper::default());
 
@@ -266,6 +256,15 @@ async fn run(
     let line = format!("ready in {} ms ({}; {origin})", clock::ms(ready_at.saturating_sub(init_start)), timeline::summary(&tl.steps));
     // Let the agent take connections that are already waiting before anything else runs here.
     tokio::task::yield_now().await;
+    // Signal handlers after ready: no child exists before (commands and the workload wait for the
+    // late mounts, which start below), and until then the kernel ignores signals to PID 1.
+    let sig = match supervise::Signals::new() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            say!("signals: cannot install handlers: {e}; reaping falls back to the shutdown path");
+            None
+        }
+    };
     // The console line (slow on a serial port) and the late mounts run on a helper thread.
     after_ready(Arc::clone(&state), system_tx, line, (mode == Mode::Vm).then_some(button_tx));
     if let Some(port) = cfg.notify_vsock_port {
@@ -287,9 +286,9 @@ async fn run(
     supervise::supervise(cfg, sig, &reaper, shutdown_rx, workload).await
 }
 
-/// On a helper thread: prints the ready line, starts watching the power button (VM mode), then mounts
-/// [`mounts::LATE`] (mounts belong to the process, not the thread), so the agent keeps answering
-/// meanwhile; flips `done` when finished.
+/// On a helper thread: prints the ready line, mounts [`mounts::LATE`] (mounts belong to the process,
+/// not the thread) so the agent keeps answering meanwhile, flips `done`, then (VM mode) turns
+/// Ctrl-Alt-Del into SIGINT and watches the power button.
 fn after_ready(
     state: Arc<State>,
     done: watch::Sender<bool>,
@@ -298,11 +297,6 @@ fn after_ready(
 ) {
     let spawned = std::thread::Builder::new().name("after-ready".into()).spawn(move || {
         say!("{ready_line}");
-        if let Some(tx) = button {
-            powerbutton::watch(move || {
-                let _ = tx.send((ShutdownRequest::default(), "the power button"));
-            });
-        }
         let start = clock::now_us();
         let failures = mounts::mount_table(&mut mounts::Sys, mounts::LATE);
         let error = (!failures.is_empty()).then(|| failures.join("; "));
@@ -311,6 +305,14 @@ fn after_ready(
         }
         state.push_step(agent::proto::Step { name: "mounts.late".into(), start_us: start, end_us: clock::now_us(), error });
         let _ = done.send(true);
+        if let Some(tx) = button {
+            // Ctrl-Alt-Del becomes SIGINT to us instead of an immediate reboot.
+            let _ = nix::sys::reboot::set_cad_enabled(false);
+            // Found through /sys, which the late mounts provide.
+            powerbutton::watch(move || {
+                let _ = tx.send((ShutdownRequest::default(), "the power button"));
+            });
+        }
     });
     if let Err(e) = spawned {
         say!("after ready: cannot start a thread ({e}); mounting the rest here");

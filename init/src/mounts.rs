@@ -1,8 +1,9 @@
 //! The mounts, as data, mounted by one loop; and the extra mounts of `chinit.mount=`.
 //!
-//! [`EARLY`] holds what readiness needs (`/proc`, `/sys`, `/dev`); [`LATE`] the rest, mounted on a
-//! helper thread right after ready, since some cost milliseconds (a first cgroup2 mount). The exec API
-//! and the workload wait for [`LATE`], so they always see the whole system.
+//! [`EARLY`] holds what readiness needs (`/proc` for the command line, `/dev` for the console and the
+//! root device); [`LATE`] the rest, mounted on a helper thread right after ready, since some cost
+//! milliseconds (a first cgroup2 mount). The exec API and the workload wait for [`LATE`], so they
+//! always see the whole system.
 //!
 //! An already-mounted target is fine: the kernel answers EBUSY when the same filesystem is already
 //! mounted there (devtmpfs that the kernel mounted itself, for instance). Other failures are reported
@@ -29,12 +30,12 @@ const NOSUID_NODEV: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV);
 /// What every boot mounts before ready, in order (parents before children).
 pub const EARLY: &[MountSpec] = &[
     MountSpec { source: "proc", target: "/proc", fstype: "proc", flags: NOSUID_NODEV_NOEXEC, data: None },
-    MountSpec { source: "sysfs", target: "/sys", fstype: "sysfs", flags: NOSUID_NODEV_NOEXEC, data: None },
     MountSpec { source: "devtmpfs", target: "/dev", fstype: "devtmpfs", flags: MsFlags::MS_NOSUID, data: Some("mode=0755") },
 ];
 
 /// What every boot mounts right after ready (children of [`EARLY`] after them).
 pub const LATE: &[MountSpec] = &[
+    MountSpec { source: "sysfs", target: "/sys", fstype: "sysfs", flags: NOSUID_NODEV_NOEXEC, data: None },
     MountSpec {
         source: "devpts",
         target: "/dev/pts",
@@ -201,7 +202,7 @@ mod tests {
         assert!(mount_table(&mut f, EARLY).is_empty());
         assert!(mount_table(&mut f, LATE).is_empty());
         let targets: Vec<&str> = f.calls.iter().map(|c| c.split(' ').nth(2).unwrap()).collect();
-        assert_eq!(targets, ["/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/run", "/tmp", "/sys/fs/cgroup"]);
+        assert_eq!(targets, ["/proc", "/dev", "/sys", "/dev/pts", "/dev/shm", "/run", "/tmp", "/sys/fs/cgroup"]);
         // Parents come before children.
         let all: Vec<MountSpec> = EARLY.iter().chain(LATE).copied().collect();
         for (i, s) in all.iter().enumerate() {

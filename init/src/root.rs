@@ -18,7 +18,7 @@ const RAMFS_MAGIC: i64 = 0x8584_58f6;
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 const NEWROOT: &str = "/newroot";
 /// Early mounts that move into the new root (children move with them).
-const MOVED: &[&str] = &["/dev", "/proc", "/sys"];
+const MOVED: &[&str] = &["/dev", "/proc"];
 
 /// Is a filesystem of this type an initramfs?
 pub fn is_initramfs_magic(fs_type: i64) -> bool {
