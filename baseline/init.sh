@@ -19,6 +19,8 @@ if [ "$1" = --cmdline ]; then
 	mode=namespace
 	cmdline=$2
 fi
+# Open the agent now: the mounts below may cover the directory it lives in (a checkout under /tmp).
+exec 3<"${BASELINE_AGENT:-${0%/*}/agent.py}"
 
 # Mounts: what chinit mounts before ready. A target the kernel already mounted (devtmpfs) is fine.
 mkdir -p /proc /sys /dev
@@ -82,4 +84,4 @@ t_network=$EPOCHREALTIME
 
 export BASELINE_MODE=$mode BASELINE_IP=$ip_addr BASELINE_PORT=$port
 export BASELINE_STAMPS="start=$t_start mounts=$t_mounts cmdline=$t_cmdline network=$t_network"
-exec python3 "${BASELINE_AGENT:-${0%/*}/agent.py}"
+exec python3 /proc/self/fd/3

@@ -175,6 +175,8 @@ pub struct Chinit {
     pub pid: Pid,
     /// CLOCK_BOOTTIME just before the clone, in µs.
     pub spawned_us: u64,
+    /// CLOCK_BOOTTIME just before execve, in µs (0 if the child failed before it).
+    pub exec_us: u64,
     pub spawned: Instant,
     pub log: PathBuf,
     status: Option<WaitStatus>,
@@ -225,12 +227,17 @@ impl Chinit {
             argv.push(CString::new(*a).map_err(|e| e.to_string())?);
         }
         let envp = [CString::new("PATH=/usr/sbin:/usr/bin:/sbin:/bin").map_err(|e| e.to_string())?];
+        // Everything the child touches is made now: it shares our memory and must not allocate.
+        let argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+        let envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+        let exec_stamp = std::sync::atomic::AtomicU64::new(0);
+        let stamp = &exec_stamp;
         let netns = wire.guest.fd.as_raw_fd();
         let out = log_file.as_raw_fd();
-        let mut stack = vec![0u8; 256 * 1024];
+        let mut stack = vec![0u8; 64 * 1024];
         let child = Box::new(|| -> isize {
-            // Only async-signal-safe calls from here: we are a clone of a multithreaded process.
-            // SAFETY: raw syscalls on descriptors that stay open until the clone returns.
+            // A vfork-style child sharing our memory while we wait: raw syscalls only, no allocation.
+            // SAFETY: raw syscalls on descriptors and strings that stay alive until the child execs.
             unsafe {
                 if libc::setns(netns, libc::CLONE_NEWNET) != 0 {
                     return 101;
@@ -245,17 +252,21 @@ impl Chinit {
                 if null >= 0 {
                     libc::dup2(null, 0);
                 }
+                let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+                libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts);
+                stamp.store(ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000, std::sync::atomic::Ordering::SeqCst);
+                libc::execve(argv_ptrs[0], argv_ptrs.as_ptr(), envp_ptrs.as_ptr());
             }
-            let _ = nix::unistd::execve(&path, &argv, &envp);
             103
         });
         let spawned_us = boottime_us();
         let spawned = Instant::now();
-        let flags = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS;
-        // SAFETY: the child only makes raw syscalls and execs (see above); the stack outlives it
-        // until execve replaces its memory.
+        let flags = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK;
+        // SAFETY: the child makes raw syscalls only and execs (see above); with CLONE_VFORK this thread
+        // waits until it has, so the stack and everything it reads outlive its use.
         let pid = unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD)) }.map_err(|e| format!("clone: {e}"))?;
-        Ok(Chinit { pid, spawned_us, spawned, log, status: None, _dir: dir })
+        let exec_us = exec_stamp.load(std::sync::atomic::Ordering::SeqCst);
+        Ok(Chinit { pid, spawned_us, exec_us, spawned, log, status: None, _dir: dir })
     }
 
     /// The console so far.
@@ -330,6 +341,8 @@ pub fn with_stream<T: Send + 'static>(wire: &Wire, f: impl FnOnce(TcpStream) -> 
 pub struct FirstReady {
     /// From the clone to the complete 200 response, as seen by the host.
     pub host_us: u64,
+    /// From the execve to the complete 200 response (CLOCK_BOOTTIME on both ends).
+    pub exec_to_200_us: u64,
     /// CLOCK_BOOTTIME when the host had the 200 response.
     pub seen_us: u64,
     pub ready: Ready,
@@ -342,7 +355,7 @@ pub struct FirstReady {
 /// a fresh socket; a refused one at once).
 pub fn wait_ready(wire: &Wire, c: &Chinit, timeout: Duration) -> Result<FirstReady, Error> {
     let spawned = c.spawned;
-    let spawned_us = c.spawned_us;
+    let exec_us = c.exec_us;
     let found = wire.host.run(move || -> Result<FirstReady, Error> {
         let addr = SocketAddr::from((GUEST_IP, PORT));
         let deadline = Instant::now() + timeout;
@@ -358,13 +371,13 @@ pub fn wait_ready(wire: &Wire, c: &Chinit, timeout: Duration) -> Result<FirstRea
                     let host_us = u64::try_from(spawned.elapsed().as_micros()).unwrap_or(u64::MAX);
                     let seen_us = boottime_us();
                     let ready: Ready = r.json().map_err(|e| e.to_string())?;
-                    return Ok(FirstReady { host_us, seen_us, ready, attempts });
+                    let exec_to_200_us = seen_us.saturating_sub(exec_us);
+                    return Ok(FirstReady { host_us, exec_to_200_us, seen_us, ready, attempts });
                 }
             }
         }
         Err(format!("no 200 from /ready within {timeout:?} ({attempts} attempts)"))
     })?;
-    let _ = spawned_us;
     found.map_err(|e| format!("{e}; console:\n{}", c.console()))
 }
 
