@@ -261,7 +261,8 @@ impl Chinit {
         });
         let spawned_us = boottime_us();
         let spawned = Instant::now();
-        let flags = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK;
+        let flags =
+            CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK;
         // SAFETY: the child makes raw syscalls only and execs (see above); with CLONE_VFORK this thread
         // waits until it has, so the stack and everything it reads outlive its use.
         let pid = unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD)) }.map_err(|e| format!("clone: {e}"))?;
