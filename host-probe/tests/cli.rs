@@ -4,6 +4,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// One skip line, written to stderr directly so `cargo test` shows it even while it captures the
+/// output of passing tests.
+macro_rules! skip_line {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+    }};
+}
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_host-probe"))
 }
@@ -87,7 +96,7 @@ fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
 #[test]
 fn sigterm_cleans_up_everything() {
     if host_probe::locate::which(host_probe::locate::QEMU).is_none() {
-        eprintln!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
+        skip_line!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
         return;
     }
     let d = TempDir::new("sigterm");
@@ -142,7 +151,7 @@ fn sigterm_cleans_up_everything() {
 #[test]
 fn bench_compares_two_kernels() {
     if host_probe::locate::which(host_probe::locate::QEMU).is_none() {
-        eprintln!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
+        skip_line!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
         return;
     }
     let d = TempDir::new("bench");
@@ -186,7 +195,7 @@ fn bench_compares_two_kernels() {
 #[test]
 fn after_sigkill_helpers_die_and_the_next_run_sweeps_the_rest() {
     if host_probe::locate::which(host_probe::locate::QEMU).is_none() {
-        eprintln!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
+        skip_line!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
         return;
     }
     let d = TempDir::new("sigkill");

@@ -6,6 +6,15 @@ use common::*;
 
 use std::process::Command;
 
+/// One skip line, written to stderr directly so `cargo test` shows it even while it captures the
+/// output of passing tests.
+macro_rules! skip_line {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+    }};
+}
+
 #[test]
 fn baseline_image_holds_the_init_script_busybox_python_and_its_modules() {
     if !(have("mkfs.ext4") && have("debugfs") && have("e2fsck")) {
@@ -13,7 +22,7 @@ fn baseline_image_holds_the_init_script_busybox_python_and_its_modules() {
     }
     for (path, package) in [("/bin/busybox", "busybox-static"), ("/usr/bin/python3", "python3")] {
         if !std::path::Path::new(path).exists() {
-            println!("skipped: {path} is missing (apt-get install {package})");
+            skip_line!("skipped: {path} is missing (apt-get install {package})");
             return;
         }
     }

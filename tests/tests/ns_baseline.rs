@@ -11,12 +11,21 @@ use nix::sys::wait::WaitStatus;
 
 /// Starts the baseline with `cmdline`; `None` (after printing why) when namespaces, busybox-static
 /// or python3 are unavailable.
+/// One skip line, written to stderr directly so `cargo test` shows it even while it captures the
+/// output of passing tests.
+macro_rules! skip_line {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+    }};
+}
+
 fn boot(cmdline: &str) -> Option<(Wire, Chinit)> {
     let found = ns::can_make_namespaces().and_then(|()| ns::baseline_init());
     let (busybox, script) = match found {
         Ok(x) => x,
         Err(why) => {
-            println!("skipped: {why}");
+            skip_line!("skipped: {why}");
             return None;
         }
     };

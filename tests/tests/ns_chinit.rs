@@ -8,13 +8,22 @@ use agent::proto::{ExecRequest, ExecResponse};
 use chinit_tests::ns::{self, Chinit, Wire};
 use nix::sys::signal::Signal;
 
+/// One skip line, written to stderr directly so `cargo test` shows it even while it captures the
+/// output of passing tests.
+macro_rules! skip_line {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+    }};
+}
+
 const BASE: &str = "chinit.ip=169.254.1.2/16 chinit.vsock_port=off";
 
 /// Starts chinit with `extra` after the base cmdline; `None` (after printing why) when the machine
 /// cannot make namespaces.
 fn boot(extra: &str) -> Option<(Wire, Chinit)> {
     if let Err(why) = ns::can_make_namespaces() {
-        println!("skipped: {why}");
+        skip_line!("skipped: {why}");
         return None;
     }
     let bin = ns::chinit_bin().unwrap();

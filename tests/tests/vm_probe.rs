@@ -13,6 +13,15 @@ use std::time::Duration;
 use host_probe::pvh;
 use host_probe::run::{self, HostOffer, Options, VmmChoice, Wait};
 
+/// One skip line, written to stderr directly so `cargo test` shows it even while it captures the
+/// output of passing tests.
+macro_rules! skip_line {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+    }};
+}
+
 struct TempDir(PathBuf);
 
 impl TempDir {
@@ -38,7 +47,7 @@ fn sha(path: &Path) -> Vec<u8> {
 fn cloud_hypervisor_path_runs_a_pvh_guest_and_leaves_nothing_behind() {
     let host = HostOffer::gather();
     let Some(ch) = host.cloud_hypervisor.clone() else {
-        eprintln!("skipped: cloud-hypervisor not found (set $CLOUD_HYPERVISOR or put it on PATH)");
+        skip_line!("skipped: cloud-hypervisor not found (set $CLOUD_HYPERVISOR or put it on PATH)");
         return;
     };
     let dir = TempDir::new("ch");
@@ -85,7 +94,7 @@ fn cloud_hypervisor_path_runs_a_pvh_guest_and_leaves_nothing_behind() {
 fn cloud_hypervisor_failure_is_reported_with_the_vmm_log_and_cleaned_up() {
     let host = HostOffer::gather();
     if host.cloud_hypervisor.is_none() {
-        eprintln!("skipped: cloud-hypervisor not found (set $CLOUD_HYPERVISOR or put it on PATH)");
+        skip_line!("skipped: cloud-hypervisor not found (set $CLOUD_HYPERVISOR or put it on PATH)");
         return;
     }
     let dir = TempDir::new("chfail");
@@ -129,7 +138,7 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 fn qemu_path_reads_debugcon_marks_and_stops_every_helper() {
     let host = HostOffer::gather();
     if host.qemu.is_none() {
-        eprintln!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
+        skip_line!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
         return;
     }
     let dir = TempDir::new("qemu");
@@ -197,15 +206,15 @@ fn chinit_image(dir: &Path, initramfs: bool) -> PathBuf {
 fn boot_chinit_under_qemu(initramfs: bool) {
     let host = HostOffer::gather();
     if host.qemu.is_none() {
-        eprintln!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
+        skip_line!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
         return;
     }
     let Some(kernel) = host.cache_root.as_deref().and_then(|r| host_probe::locate::default_kernel(r, "bzImage")) else {
-        eprintln!("skipped: no guest kernel in the cache (run `rootfs-builder kernel`)");
+        skip_line!("skipped: no guest kernel in the cache (run `rootfs-builder kernel`)");
         return;
     };
     if initramfs && !host_probe::run::kernel_supports_initrd(&kernel) {
-        eprintln!("skipped: {} is built without CONFIG_BLK_DEV_INITRD (its config file says so)", kernel.display());
+        skip_line!("skipped: {} is built without CONFIG_BLK_DEV_INITRD (its config file says so)", kernel.display());
         return;
     }
     let dir = TempDir::new(if initramfs { "qemu-initramfs" } else { "qemu-disk" });
@@ -289,7 +298,7 @@ fn pvh_options(dir: &Path, end: pvh::End, name: &str) -> Options {
 fn two_runs_at_once_do_not_clash() {
     let host = HostOffer::gather();
     if host.qemu.is_none() {
-        eprintln!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
+        skip_line!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
         return;
     }
     let dir = TempDir::new("twice");
@@ -320,7 +329,7 @@ fn two_runs_at_once_do_not_clash() {
 fn a_guest_that_never_gets_ready_times_out_with_exit_code_4_and_is_cleaned_up() {
     let host = HostOffer::gather();
     if host.qemu.is_none() {
-        eprintln!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
+        skip_line!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
         return;
     }
     let dir = TempDir::new("timeout");
@@ -343,7 +352,7 @@ fn a_guest_that_never_gets_ready_times_out_with_exit_code_4_and_is_cleaned_up() 
 fn cloud_hypervisor_pmem_root_leaves_the_image_unchanged() {
     let host = HostOffer::gather();
     if host.cloud_hypervisor.is_none() {
-        eprintln!("skipped: cloud-hypervisor not found (set $CLOUD_HYPERVISOR or put it on PATH)");
+        skip_line!("skipped: cloud-hypervisor not found (set $CLOUD_HYPERVISOR or put it on PATH)");
         return;
     }
     let dir = TempDir::new("chpmem");
