@@ -275,6 +275,21 @@ impl Chinit {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits up to `timeout` for the console to contain `needle`; `Err` has the console.
+    pub fn wait_console(&self, needle: &str, timeout: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let console = self.console();
+            if console.contains(needle) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("no {needle:?} on the console within {timeout:?}:\n{console}"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Sends a signal to chinit.
     pub fn signal(&self, sig: Signal) -> Result<(), Error> {
         kill(self.pid, sig).map_err(|e| format!("kill {sig}: {e}"))
