@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use agent::client::{self, Response};
 use agent::proto::Ready;
+
+use crate::vm::TempDir;
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -31,28 +33,13 @@ pub const PORT: u16 = 1024;
 
 pub type Error = String;
 
-/// Path of the musl build of chinit, built once per process (a no-op when up to date).
+/// Path of the musl build of chinit (`$CHINIT_BIN`, or built once per process: a no-op when up to date).
 pub fn chinit_bin() -> Result<PathBuf, Error> {
     static BIN: OnceLock<Result<PathBuf, Error>> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Ok(p) = std::env::var("CHINIT_BIN") {
-            return Ok(PathBuf::from(p));
-        }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().ok_or("no workspace root")?.to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = Command::new(&cargo)
-            .current_dir(&root)
-            .args(["build", "--quiet", "--release", "--target", "x86_64-unknown-linux-musl", "-p", "chinit"])
-            .output()
-            .map_err(|e| format!("run {cargo}: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "cargo build --release --target x86_64-unknown-linux-musl -p chinit failed (is the target installed? rustup target add x86_64-unknown-linux-musl):\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
-        Ok(target.join("x86_64-unknown-linux-musl/release/chinit"))
+    BIN.get_or_init(|| match std::env::var("CHINIT_BIN") {
+        Ok(p) => Ok(PathBuf::from(p)),
+        Err(_) => crate::vm::try_cargo_build("chinit", "chinit", Some("x86_64-unknown-linux-musl"), true)
+            .map_err(|e| format!("{e}\n(is the target installed? rustup target add x86_64-unknown-linux-musl)")),
     })
     .clone()
 }
@@ -183,25 +170,6 @@ pub struct Chinit {
     _dir: TempDir,
 }
 
-/// A temporary directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> Result<TempDir, Error> {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("chinit-{tag}-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&p).map_err(|e| format!("create {}: {e}", p.display()))?;
-        Ok(TempDir(p))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 pub fn boottime_us() -> u64 {
     let ts =
         nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).map(|t| (t.tv_sec() as u64) * 1_000_000 + (t.tv_nsec() as u64) / 1000);
@@ -218,8 +186,8 @@ impl Chinit {
     /// Clones any program as PID 1 of new PID/mount/UTS namespaces inside `wire.guest`, with
     /// `args` after its path (the baseline init: `busybox sh init.sh --cmdline "..."`).
     pub fn start_program(bin: &Path, args: &[&str], wire: &Wire) -> Result<Chinit, Error> {
-        let dir = TempDir::new("ns")?;
-        let log = dir.0.join("console.log");
+        let dir = TempDir::new("ns").map_err(|e| format!("temporary directory: {e}"))?;
+        let log = dir.path().join("console.log");
         let log_file = File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
         let path = CString::new(bin.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
         let mut argv = vec![path.clone()];

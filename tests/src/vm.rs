@@ -246,10 +246,10 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// Builds a workspace binary with cargo and returns its path: `target` is a target triple
-/// (`None`: the host), `release` the profile.
-pub fn cargo_build(package: &str, bin: &str, target: Option<&str>, release: bool) -> PathBuf {
+/// (`None`: the host), `release` the profile. `Err` has cargo's output.
+pub fn try_cargo_build(package: &str, bin: &str, target: Option<&str>, release: bool) -> Result<PathBuf, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
+    let mut cmd = Command::new(&cargo);
     cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).args(["build", "--quiet", "-p", package, "--bin", bin]);
     if release {
         cmd.arg("--release");
@@ -257,20 +257,30 @@ pub fn cargo_build(package: &str, bin: &str, target: Option<&str>, release: bool
     if let Some(t) = target {
         cmd.args(["--target", t]);
     }
-    run(&mut cmd);
+    let out = cmd.stdin(Stdio::null()).output().map_err(|e| format!("cannot run {}: {e}", cargo.to_string_lossy()))?;
+    if !out.status.success() {
+        return Err(format!("{cmd:?} failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr)));
+    }
     let mut p = target_dir();
     if let Some(t) = target {
         p.push(t);
     }
     p.push(if release { "release" } else { "debug" });
     p.push(bin);
-    assert!(p.is_file(), "cargo built {bin} but {} is missing", p.display());
-    p
+    if !p.is_file() {
+        return Err(format!("cargo built {bin} but {} is missing", p.display()));
+    }
+    Ok(p)
 }
 
-/// chinit, static (musl), release: what goes into guests.
+/// [`try_cargo_build`] for tests: panics with cargo's output.
+pub fn cargo_build(package: &str, bin: &str, target: Option<&str>, release: bool) -> PathBuf {
+    try_cargo_build(package, bin, target, release).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// chinit, static (musl), release: what goes into guests ([`crate::ns::chinit_bin`]).
 pub fn chinit_binary() -> PathBuf {
-    cargo_build("chinit", "chinit", Some("x86_64-unknown-linux-musl"), true)
+    crate::ns::chinit_bin().unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[cfg(test)]

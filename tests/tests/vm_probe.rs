@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use chinit_tests::vm::{self, TempDir};
 use host_probe::pvh;
 use host_probe::run::{self, HostOffer, Options, VmmChoice, Wait};
 
@@ -20,23 +21,6 @@ macro_rules! skip_line {
         use std::io::Write as _;
         let _ = writeln!(std::io::stderr().lock(), $($t)*);
     }};
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("vm-probe-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn sha(path: &Path) -> Vec<u8> {
@@ -50,9 +34,9 @@ fn cloud_hypervisor_path_runs_a_pvh_guest_and_leaves_nothing_behind() {
         skip_line!("skipped: cloud-hypervisor not found (set $CLOUD_HYPERVISOR or put it on PATH)");
         return;
     };
-    let dir = TempDir::new("ch");
-    let kernel = dir.0.join("pvh.elf");
-    let disk = dir.0.join("disk.img");
+    let dir = TempDir::new("ch").unwrap();
+    let kernel = dir.path().join("pvh.elf");
+    let disk = dir.path().join("disk.img");
     std::fs::write(&kernel, pvh::elf(pvh::End::AcpiShutdown)).unwrap();
     std::fs::write(&disk, vec![0xA5u8; 1 << 20]).unwrap();
     let before = sha(&disk);
@@ -97,9 +81,9 @@ fn cloud_hypervisor_failure_is_reported_with_the_vmm_log_and_cleaned_up() {
         skip_line!("skipped: cloud-hypervisor not found (set $CLOUD_HYPERVISOR or put it on PATH)");
         return;
     }
-    let dir = TempDir::new("chfail");
-    let kernel = dir.0.join("not-a-kernel");
-    let disk = dir.0.join("disk.img");
+    let dir = TempDir::new("chfail").unwrap();
+    let kernel = dir.path().join("not-a-kernel");
+    let disk = dir.path().join("disk.img");
     std::fs::write(&kernel, b"this is not an ELF").unwrap();
     std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
     let o = Options {
@@ -141,9 +125,9 @@ fn qemu_path_reads_debugcon_marks_and_stops_every_helper() {
         skip_line!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
         return;
     }
-    let dir = TempDir::new("qemu");
-    let kernel = dir.0.join("pvh-reset.elf");
-    let disk = dir.0.join("disk.img");
+    let dir = TempDir::new("qemu").unwrap();
+    let kernel = dir.path().join("pvh-reset.elf");
+    let disk = dir.path().join("disk.img");
     std::fs::write(&kernel, pvh::elf(pvh::End::TripleFault)).unwrap();
     std::fs::write(&disk, vec![0x5Au8; 1 << 20]).unwrap();
     let before = sha(&disk);
@@ -175,28 +159,10 @@ fn qemu_path_reads_debugcon_marks_and_stops_every_helper() {
 }
 
 /// Builds a workspace binary (release) and returns its path.
-fn cargo_release(package: &str, target: Option<&str>) -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut cmd = std::process::Command::new(cargo);
-    cmd.current_dir(&ws).args(["build", "--quiet", "--release", "-p", package]);
-    if let Some(t) = target {
-        cmd.args(["--target", t]);
-    }
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut p = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| ws.join("target"));
-    if let Some(t) = target {
-        p.push(t);
-    }
-    p.push("release");
-    p
-}
-
 /// chinit in a fresh ext4 image (or initramfs) made by rootfs-builder.
 fn chinit_image(dir: &Path, initramfs: bool) -> PathBuf {
-    let chinit = cargo_release("chinit", Some("x86_64-unknown-linux-musl")).join("chinit");
-    let builder = cargo_release("rootfs-builder", None).join("rootfs-builder");
+    let chinit = vm::chinit_binary();
+    let builder = vm::cargo_build("rootfs-builder", "rootfs-builder", None, true);
     let (flag, out) = if initramfs { ("--initramfs", dir.join("chinit.cpio")) } else { ("--out", dir.join("rootfs.ext4")) };
     let o = std::process::Command::new(builder).arg("--init").arg(&chinit).arg(flag).arg(&out).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -217,10 +183,10 @@ fn boot_chinit_under_qemu(initramfs: bool) {
         skip_line!("skipped: {} is built without CONFIG_BLK_DEV_INITRD (its config file says so)", kernel.display());
         return;
     }
-    let dir = TempDir::new(if initramfs { "qemu-initramfs" } else { "qemu-disk" });
+    let dir = TempDir::new(if initramfs { "qemu-initramfs" } else { "qemu-disk" }).unwrap();
     // The disk alone, or chinit's initramfs mode: the initramfs first, then the disk as root.
-    let image = chinit_image(&dir.0, false);
-    let cpio = initramfs.then(|| chinit_image(&dir.0, true));
+    let image = chinit_image(dir.path(), false);
+    let cpio = initramfs.then(|| chinit_image(dir.path(), true));
     let before = sha(&image);
     let o = Options {
         vmm: VmmChoice::Qemu,
@@ -301,11 +267,11 @@ fn two_runs_at_once_do_not_clash() {
         skip_line!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
         return;
     }
-    let dir = TempDir::new("twice");
+    let dir = TempDir::new("twice").unwrap();
     let runs: Vec<(run::Plan, Options)> = ["one", "two"]
         .iter()
         .map(|name| {
-            let o = pvh_options(&dir.0, pvh::End::TripleFault, name);
+            let o = pvh_options(dir.path(), pvh::End::TripleFault, name);
             (run::plan(&o, &host, run::next_seq()).unwrap(), o)
         })
         .collect();
@@ -332,8 +298,8 @@ fn a_guest_that_never_gets_ready_times_out_with_exit_code_4_and_is_cleaned_up() 
         skip_line!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
         return;
     }
-    let dir = TempDir::new("timeout");
-    let o = Options { wait: Wait::Agent, timeout: Duration::from_secs(3), ..pvh_options(&dir.0, pvh::End::Halt, "halt") };
+    let dir = TempDir::new("timeout").unwrap();
+    let o = Options { wait: Wait::Agent, timeout: Duration::from_secs(3), ..pvh_options(dir.path(), pvh::End::Halt, "halt") };
     let plan = run::plan(&o, &host, run::next_seq()).unwrap();
     let started = std::time::Instant::now();
     let err = run::execute(&plan, &o).unwrap_err();
@@ -355,9 +321,9 @@ fn cloud_hypervisor_pmem_root_leaves_the_image_unchanged() {
         skip_line!("skipped: cloud-hypervisor not found (set $CLOUD_HYPERVISOR or put it on PATH)");
         return;
     }
-    let dir = TempDir::new("chpmem");
-    let kernel = dir.0.join("pvh.elf");
-    let image = dir.0.join("pmem.img");
+    let dir = TempDir::new("chpmem").unwrap();
+    let kernel = dir.path().join("pvh.elf");
+    let image = dir.path().join("pmem.img");
     std::fs::write(&kernel, pvh::elf(pvh::End::AcpiShutdown)).unwrap();
     std::fs::write(&image, vec![0x3Cu8; 2 << 20]).unwrap();
     let before = sha(&image);
