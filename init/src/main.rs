@@ -1,4 +1,5 @@
 //! chinit, PID 1. See the library for the boot.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 /// The earliest timestamp: runs before `main`.
 #[ctor::ctor]

@@ -188,6 +188,11 @@ pub fn build(plan: &Plan, opts: &Ext4Options, work: &Path, image: &Path) -> Resu
     }
 }
 
+/// An ext4 image gets no device nodes (they come from a base image or tarball instead).
+fn device_node_refused(path: &str) -> Error {
+    Error::BadOption { option: "--add", value: path.to_string(), problem: "device nodes are only supported in an initramfs".into() }
+}
+
 fn io(ctx: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     let ctx = ctx.into();
     move |e| Error::io(ctx, e)
@@ -238,13 +243,7 @@ fn build_new(plan: &Plan, opts: &Ext4Options, work: &Path, image: &Path) -> Resu
                     }
                     Kind::File(Content::Bytes(b)) => std::fs::write(&host, b).map_err(io(format!("writing {}", host.display())))?,
                     Kind::Symlink(t) => std::os::unix::fs::symlink(t, &host).map_err(io(format!("writing {}", host.display())))?,
-                    Kind::CharDev { .. } => {
-                        return Err(Error::BadOption {
-                            option: "--add",
-                            value: real.clone(),
-                            problem: "device nodes are only supported in an initramfs".into(),
-                        })
-                    }
+                    Kind::CharDev { .. } => return Err(device_node_refused(real)),
                     Kind::Dir => {}
                 }
             }
@@ -436,13 +435,7 @@ fn inject(plan: &Plan, opts: &Ext4Options, work: &Path, base: &Path, image: &Pat
                     Kind::Symlink(t) => {
                         let _ = writeln!(script, "symlink {qr} {}", q(t)?);
                     }
-                    Kind::CharDev { .. } => {
-                        return Err(Error::BadOption {
-                            option: "--add",
-                            value: real.clone(),
-                            problem: "device nodes are only supported in an initramfs".into(),
-                        })
-                    }
+                    Kind::CharDev { .. } => return Err(device_node_refused(real)),
                     Kind::Dir => {}
                 }
             }

@@ -26,6 +26,14 @@ fn skip_without_qemu(test: &str) -> bool {
     }
 }
 
+/// QEMU and Debian's cloud kernel (vmlinuz, modules), or `None` after the test's one skip line.
+fn debian_kernel_or_skip(test: &str) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    if skip_without_qemu(test) {
+        return None;
+    }
+    e2e::debian_cloud_kernel().map_err(|why| e2e::skip(test, &why)).ok()
+}
+
 fn u(v: &Value, path: &str) -> u64 {
     v.pointer(path).and_then(Value::as_u64).unwrap_or_else(|| panic!("{path} missing or not a number in {v:#}"))
 }
@@ -261,16 +269,7 @@ fn sigint_mid_boot_leaves_nothing_behind() {
 #[test]
 fn debian_cloud_kernel_initramfs_loads_modules_switches_root_and_gets_ready() {
     let test = "debian_cloud_kernel_initramfs_loads_modules_switches_root_and_gets_ready";
-    if skip_without_qemu(test) {
-        return;
-    }
-    let (vmlinuz, modules) = match e2e::debian_cloud_kernel() {
-        Ok(k) => k,
-        Err(why) => {
-            e2e::skip(test, &why);
-            return;
-        }
-    };
+    let Some((vmlinuz, modules)) = debian_kernel_or_skip(test) else { return };
     let tmp = TempDir::new("e2e-distro").unwrap();
     let image = e2e::chinit_image(&tmp.path().join("rootfs.ext4"), false);
     let cpio = e2e::chinit_initramfs(&tmp.path().join("initramfs.cpio"), &modules, e2e::DISTRO_MODULES);
@@ -492,16 +491,7 @@ fn bad_chinit_values_still_boot_with_a_clear_console_line() {
 #[test]
 fn missing_root_device_gives_a_clear_error_and_powers_off_without_a_panic() {
     let test = "missing_root_device_gives_a_clear_error_and_powers_off_without_a_panic";
-    if skip_without_qemu(test) {
-        return;
-    }
-    let (vmlinuz, modules) = match e2e::debian_cloud_kernel() {
-        Ok(k) => k,
-        Err(why) => {
-            e2e::skip(test, &why);
-            return;
-        }
-    };
+    let Some((vmlinuz, modules)) = debian_kernel_or_skip(test) else { return };
     let tmp = TempDir::new("e2e-noroot").unwrap();
     let cpio = e2e::chinit_initramfs(&tmp.path().join("initramfs.cpio"), &modules, &["virtio_mmio", "virtio_blk"]);
     // The initramfs alone: no disk, so chinit's default root /dev/vda never appears.
