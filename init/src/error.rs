@@ -16,8 +16,6 @@ pub enum InitError {
     RootMissing { device: String, waited_ms: u64 },
     #[error("switch root to {newroot}: {what}: {errno}")]
     SwitchRoot { newroot: String, what: &'static str, errno: Errno },
-    #[error("read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
     #[error("start the async runtime: {0}")]
     Runtime(std::io::Error),
 }

@@ -23,6 +23,7 @@ pub mod shutdown;
 pub mod supervise;
 pub mod timeline;
 
+use std::io::Write;
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::sync::Arc;
@@ -56,12 +57,13 @@ pub fn main_exec(args: &[String]) -> i32 {
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
+            // Written, not printed: print! panics when stdout is closed.
             "--version" => {
-                println!("chinit {}", env!("CARGO_PKG_VERSION"));
+                let _ = writeln!(std::io::stdout(), "chinit {}", env!("CARGO_PKG_VERSION"));
                 return 0;
             }
             "--help" | "-h" => {
-                print!("{USAGE}");
+                let _ = write!(std::io::stdout(), "{USAGE}");
                 return 0;
             }
             "--cmdline" => match it.next() {
@@ -103,18 +105,16 @@ fn boot(mode: Mode, cmdline_override: Option<String>) -> ! {
         say!("mounts: {e}");
     }
 
-    let (cfg, warnings) = tl
-        .step("cmdline", || -> Result<_, std::convert::Infallible> {
-            let text = match cmdline_override {
-                Some(s) => s,
-                None => std::fs::read_to_string("/proc/cmdline").unwrap_or_else(|e| {
-                    say!("cmdline: read /proc/cmdline: {e}; using defaults");
-                    String::new()
-                }),
-            };
-            Ok(cmdline::parse(&text))
-        })
-        .unwrap_or_else(|never| match never {});
+    let start = clock::now_us();
+    let text = match cmdline_override {
+        Some(s) => s,
+        None => std::fs::read_to_string("/proc/cmdline").unwrap_or_else(|e| {
+            say!("cmdline: read /proc/cmdline: {e}; using defaults");
+            String::new()
+        }),
+    };
+    let (cfg, warnings) = cmdline::parse(&text);
+    tl.record("cmdline", start, clock::now_us(), None);
     for w in &warnings {
         say!("cmdline: {w}");
     }

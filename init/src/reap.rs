@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::process::{Child, Command};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use nix::errno::Errno;
@@ -34,7 +33,6 @@ impl std::fmt::Display for Exit {
 #[derive(Default)]
 pub struct Reaper {
     owned: Mutex<HashMap<i32, oneshot::Sender<Exit>>>,
-    orphans: AtomicU64,
 }
 
 impl Reaper {
@@ -68,15 +66,11 @@ impl Reaper {
                     };
                     n += 1;
                     let pid = status.pid().map(Pid::as_raw).unwrap_or(0);
-                    match owned.remove(&pid) {
-                        // The owner may have given up waiting (dropped the receiver): nothing to do.
-                        Some(tx) => {
-                            let _ = tx.send(exit);
-                        }
-                        // An orphan re-parented to us, or a grandchild of the workload: just collect it.
-                        None => {
-                            self.orphans.fetch_add(1, Ordering::Relaxed);
-                        }
+                    // An owned child's status goes to its owner (who may have stopped waiting: then
+                    // nothing happens). Anything else is an orphan re-parented to us, or a grandchild of
+                    // the workload: collecting it was all there was to do.
+                    if let Some(tx) = owned.remove(&pid) {
+                        let _ = tx.send(exit);
                     }
                 }
                 // A signal interrupted the call: try again.
@@ -87,11 +81,6 @@ impl Reaper {
                 Err(_) => return (n, true),
             }
         }
-    }
-
-    /// Orphans collected so far.
-    pub fn orphans(&self) -> u64 {
-        self.orphans.load(Ordering::Relaxed)
     }
 }
 
