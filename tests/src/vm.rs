@@ -18,38 +18,24 @@ pub fn find_in_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
-/// `true` when guests should use KVM: `/dev/kvm` opens and is not kvm_pvm (a nested, software
-/// KVM that cannot run a Linux guest). `CHINIT_TEST_ACCEL=tcg|kvm` overrides.
+/// `true` when guests should use KVM: hardware KVM (not kvm_pvm, a nested, software KVM that
+/// cannot run a Linux guest, as host-probe decides it) and `/dev/kvm` opens.
+/// `CHINIT_TEST_ACCEL=tcg|kvm` overrides.
 pub fn kvm_usable() -> bool {
     match std::env::var("CHINIT_TEST_ACCEL").as_deref() {
         Ok("tcg") => return false,
         Ok("kvm") => return true,
         _ => {}
     }
-    let pvm = Path::new("/sys/module/kvm_pvm").exists()
-        || fs::read_to_string("/proc/modules").map(|m| m.lines().any(|l| l.starts_with("kvm_pvm "))).unwrap_or(false);
-    !pvm && fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
-}
-
-/// The host TSC frequency in kHz from `/proc/cpuinfo` text (`cpu MHz`, first CPU).
-pub fn tsc_khz_from_cpuinfo(cpuinfo: &str) -> Option<u64> {
-    let mhz = cpuinfo.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        (k.trim() == "cpu MHz").then(|| v.trim())
-    })?;
-    let mhz: f64 = mhz.parse().ok()?;
-    (mhz > 0.0).then(|| (mhz * 1000.0).round() as u64)
+    host_probe::check::host_kvm_kind().hardware() && fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
 }
 
 /// Kernel parameters a TCG guest needs: under TCG the guest TSC runs at the host's rate, but
 /// its PIT-based calibration fails often on a busy host, and microvm has no HPET or PM timer to
-/// fall back on: the kernel marks the TSC unstable and hangs. `tsc_early_khz` gives the rate.
+/// fall back on: the kernel marks the TSC unstable and hangs. `tsc_early_khz` gives the rate,
+/// measured as host-probe does for its own TCG guests.
 pub fn tcg_cmdline() -> String {
-    fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| tsc_khz_from_cpuinfo(&c))
-        .map(|khz| format!("tsc_early_khz={khz}"))
-        .unwrap_or_default()
+    host_probe::tsc::host_tsc_khz(Duration::from_millis(20)).map(|khz| format!("tsc_early_khz={khz}")).unwrap_or_default()
 }
 
 /// What to boot.
@@ -312,15 +298,6 @@ mod tests {
         let kvm = qemu_argv(&Machine { kvm: true, initrd: None, disks: vec![], ..m });
         assert!(kvm.windows(2).any(|w| w == ["-accel", "kvm"]));
         assert!(!kvm.contains(&"-initrd".to_string()));
-    }
-
-    #[test]
-    fn tsc_from_cpuinfo() {
-        let text = "processor\t: 0\nmodel name\t: X\ncpu MHz\t\t: 2600.000\ncache size\t: 1 KB\n\nprocessor\t: 1\ncpu MHz\t\t: 1200.5\n";
-        assert_eq!(tsc_khz_from_cpuinfo(text), Some(2_600_000));
-        assert_eq!(tsc_khz_from_cpuinfo("cpu MHz\t: 2593.9065\n"), Some(2_593_907));
-        assert_eq!(tsc_khz_from_cpuinfo("processor\t: 0\n"), None);
-        assert_eq!(tsc_khz_from_cpuinfo("cpu MHz\t: 0\n"), None);
     }
 
     #[test]
