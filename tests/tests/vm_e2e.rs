@@ -34,6 +34,18 @@ fn debian_kernel_or_skip(test: &str) -> Option<(std::path::PathBuf, std::path::P
     e2e::debian_cloud_kernel().map_err(|why| e2e::skip(test, &why)).ok()
 }
 
+/// `true` (after the test's one skip line) when QEMU or vhost-device-vsock is missing.
+fn skip_without_qemu_or_vsock(test: &str) -> bool {
+    if skip_without_qemu(test) {
+        return true;
+    }
+    if !e2e_vsock() {
+        e2e::skip(test, "vhost-device-vsock not found (scripts/setup.sh installs it)");
+        return true;
+    }
+    false
+}
+
 fn u(v: &Value, path: &str) -> u64 {
     v.pointer(path).and_then(Value::as_u64).unwrap_or_else(|| panic!("{path} missing or not a number in {v:#}"))
 }
@@ -295,14 +307,7 @@ fn debian_cloud_kernel_initramfs_loads_modules_switches_root_and_gets_ready() {
 /// control API by default (403) and the guest stays up; `POST /v1/shutdown` over vsock ends it.
 #[test]
 fn exec_api_over_vsock_runs_commands_and_tcp_refuses_it_by_default() {
-    if skip_without_qemu("exec_api_over_vsock_runs_commands_and_tcp_refuses_it_by_default") {
-        return;
-    }
-    if !e2e_vsock() {
-        e2e::skip(
-            "exec_api_over_vsock_runs_commands_and_tcp_refuses_it_by_default",
-            "vhost-device-vsock not found (scripts/setup.sh installs it)",
-        );
+    if skip_without_qemu_or_vsock("exec_api_over_vsock_runs_commands_and_tcp_refuses_it_by_default") {
         return;
     }
     let tmp = TempDir::new("e2e-exec").unwrap();
@@ -520,14 +525,7 @@ fn missing_root_device_gives_a_clear_error_and_powers_off_without_a_panic() {
 /// asks over vsock instead, and the guest powers off in order instead of being stopped.
 #[test]
 fn host_probe_powers_off_a_guest_that_serves_the_control_api_on_vsock_only() {
-    if skip_without_qemu("host_probe_powers_off_a_guest_that_serves_the_control_api_on_vsock_only") {
-        return;
-    }
-    if !e2e_vsock() {
-        e2e::skip(
-            "host_probe_powers_off_a_guest_that_serves_the_control_api_on_vsock_only",
-            "vhost-device-vsock not found (scripts/setup.sh installs it)",
-        );
+    if skip_without_qemu_or_vsock("host_probe_powers_off_a_guest_that_serves_the_control_api_on_vsock_only") {
         return;
     }
     let tmp = TempDir::new("e2e-vsockapi").unwrap();
