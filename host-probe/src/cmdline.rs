@@ -24,8 +24,24 @@ pub struct Guest {
     pub notify_port: Option<u32>,
     /// `tsc_early_khz=`: the guest's TSC rate, given under emulation (see [`crate::tsc`]).
     pub tsc_khz: Option<u64>,
+    /// The init the kernel starts from a disk or pmem root (`init=`).
+    pub init: String,
     /// Appended last, so it can override anything before it.
     pub extra: String,
+}
+
+/// The init host-probe boots by default: chinit as rootfs-builder installs it.
+pub const DEFAULT_INIT: &str = "/sbin/chinit";
+
+/// Checks an `--init` path: absolute, one word (it goes on the kernel command line as it is).
+pub fn check_init(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') || path.len() < 2 {
+        return Err(format!("--init {path:?}: the kernel needs an absolute path inside the root image, e.g. --init /sbin/init"));
+    }
+    if path.chars().any(|c| c.is_whitespace() || c == '"' || c.is_control()) {
+        return Err(format!("--init {path:?}: a path with spaces or quotes cannot go on the kernel command line; link the init to a plain path in the image"));
+    }
+    Ok(())
 }
 
 /// Builds the command line. `panic=-1 reboot=t`: a panicking guest resets at once by triple fault,
@@ -39,7 +55,7 @@ pub fn build(g: &Guest) -> String {
         RootKind::Initramfs => None,
     };
     match (device, g.initramfs_first) {
-        (Some(dev), false) => parts.extend([format!("root={dev}"), "ro".into(), "rootfstype=ext4".into(), "init=/sbin/chinit".into()]),
+        (Some(dev), false) => parts.extend([format!("root={dev}"), "ro".into(), "rootfstype=ext4".into(), format!("init={}", g.init)]),
         (Some(dev), true) => parts.extend(["rdinit=/init".into(), format!("chinit.root={dev}"), "ro".into()]),
         (None, _) => parts.push("rdinit=/init".into()),
     }
@@ -68,6 +84,17 @@ pub fn build(g: &Guest) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn init_paths() {
+        for ok in ["/sbin/chinit", "/sbin/init", "/usr/lib/systemd/systemd"] {
+            assert_eq!(check_init(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [("sbin/init", "absolute"), ("/", "absolute"), ("", "absolute"), ("/my init", "spaces"), ("/a\"b", "quotes")] {
+            let e = check_init(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
     fn build_default() -> Guest {
         Guest {
             root: RootKind::Disk,
@@ -77,6 +104,7 @@ mod tests {
             vsock_port: None,
             notify_port: None,
             tsc_khz: None,
+            init: DEFAULT_INIT.into(),
             extra: String::new(),
         }
     }
@@ -91,6 +119,7 @@ mod tests {
             vsock_port: Some(1024),
             notify_port: Some(10_000),
             tsc_khz: Some(2_600_000),
+            init: DEFAULT_INIT.into(),
             extra: " loglevel=7 ".into(),
         };
         let cases = [
@@ -123,6 +152,14 @@ mod tests {
         for (g, want) in cases {
             assert_eq!(build(&g), want);
         }
+        // Another init (the baseline image's /sbin/init); an initramfs keeps its /init.
+        let other = Guest { init: "/sbin/init".into(), ..build_default() };
+        assert_eq!(
+            build(&other),
+            "console=ttyS0 quiet reboot=t panic=-1 io_delay=none root=/dev/vda ro rootfstype=ext4 init=/sbin/init chinit.port=1024 chinit.api=tcp"
+        );
+        let other = Guest { root: RootKind::Initramfs, ..other };
+        assert!(build(&other).contains("rdinit=/init") && !build(&other).contains("init=/sbin"));
         let mode = Guest { root: RootKind::Pmem, initramfs_first: true, ..build_default() };
         assert_eq!(
             build(&mode),

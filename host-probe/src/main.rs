@@ -41,6 +41,10 @@ struct BootArgs {
     /// Appended to the kernel command line.
     #[arg(long, default_value = "")]
     cmdline_extra: String,
+    /// The init the kernel starts from the root image. `/sbin/init` boots whatever the image has
+    /// there: chinit in rootfs-builder's images, the shell init in the baseline image.
+    #[arg(long, default_value = host_probe::cmdline::DEFAULT_INIT)]
+    init: String,
     /// Seconds to wait for the guest before giving up (exit code 4).
     #[arg(long, default_value_t = 60)]
     timeout: u64,
@@ -110,6 +114,7 @@ fn options(b: &BootArgs) -> Options {
         cpus: b.cpus,
         memory_mib: b.memory,
         cmdline_extra: b.cmdline_extra.clone(),
+        init: b.init.clone(),
         timeout: Duration::from_secs(b.timeout),
         keep: false,
         wait: if b.no_agent { Wait::Exit } else { Wait::Agent },

@@ -81,6 +81,8 @@ pub struct Options {
     pub cpus: u32,
     pub memory_mib: u32,
     pub cmdline_extra: String,
+    /// The init the kernel starts from the root image (`init=`).
+    pub init: String,
     pub timeout: Duration,
     pub keep: bool,
     pub wait: Wait,
@@ -103,6 +105,7 @@ impl Default for Options {
             cpus: 1,
             memory_mib: 256,
             cmdline_extra: String::new(),
+            init: cmdline::DEFAULT_INIT.into(),
             timeout: Duration::from_secs(60),
             keep: false,
             wait: Wait::Agent,
@@ -179,6 +182,7 @@ pub fn kernel_supports_initrd(kernel: &Path) -> bool {
 
 /// Resolves the options against the host. `seq` makes names unique within the process.
 pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
+    cmdline::check_init(&o.init).map_err(Error::Usage)?;
     let mut notes = Vec::new();
     let vmm = match o.vmm {
         VmmChoice::CloudHypervisor => {
@@ -340,6 +344,7 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
         vsock_port: vsock.as_ref().map(|_| DEFAULT_VSOCK_PORT),
         notify_port: vsock.as_ref().map(|_| NOTIFY_PORT),
         tsc_khz: host.tsc_khz.filter(|_| accel == Accel::Tcg),
+        init: o.init.clone(),
         extra: o.cmdline_extra.clone(),
     });
     let spec = Spec {
@@ -575,7 +580,40 @@ fn notify_reader(l: UnixListener, t0: Instant) -> Reader<Option<(u64, Vec<u8>)>>
 
 /// Whether QEMU's debugcon has carried chinit's ready mark yet.
 fn ready_mark_seen(chunks: &Chunks) -> bool {
-    chunks.lock().map(|c| c.iter().any(|(_, b)| b.contains(&measure::MARK_READY))).unwrap_or(false)
+    mark_seen(chunks, measure::MARK_READY)
+}
+
+fn mark_seen(chunks: &Chunks, code: u8) -> bool {
+    chunks.lock().map(|c| c.iter().any(|(_, b)| b.contains(&code))).unwrap_or(false)
+}
+
+/// What the host knows of the guest while it waits for `/ready` over the TAP.
+#[derive(Debug, Clone, Copy, Default)]
+struct Heard {
+    /// The init wrote its first port-0x80 mark: it will write the ready mark too.
+    init_mark: bool,
+    ready_mark: bool,
+    notified: bool,
+    /// Waited long enough that the guest is slow anyway (or its marks went missing).
+    long: bool,
+}
+
+/// Whether to send a `GET /ready` over the TAP now, and the connect timeout to give it.
+///
+/// Every connection attempt costs the guest: a SYN that reaches it before its agent listens is
+/// answered with a reset, in the guest's time, and under emulation the first of them cost
+/// milliseconds of the boot being measured. So a guest whose init announces itself on port 0x80
+/// (chinit's first mark) is asked only once it said it is ready (its ready mark, or the vsock
+/// notify); a guest that writes no marks can only be polled, with short connects.
+fn tcp_ask(h: Heard) -> Option<Duration> {
+    let told = h.ready_mark || h.notified;
+    if told || h.long {
+        Some(Duration::from_millis(500))
+    } else if h.init_mark {
+        None
+    } else {
+        Some(Duration::from_millis(20))
+    }
 }
 
 /// One `GET /ready` over TCP; `Some` on a 200 with a Ready body.
@@ -822,11 +860,13 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
                 }
             }
             if let (Some(a), None) = (addr, host.ready_tcp_us) {
-                // Short connects while the guest is still booting (a SYN it drops costs only this
-                // long), patient ones once something said the guest is ready or it is slow anyway.
-                let patient = ready_mark_seen(&chunks) || host.notify_us.is_some() || t0.elapsed() > Duration::from_secs(10);
-                let connect_timeout = Duration::from_millis(if patient { 500 } else { 20 });
-                if let Some(r) = ready_over_tcp(a, connect_timeout) {
+                let heard = Heard {
+                    init_mark: mark_seen(&chunks, measure::MARK_INIT_START),
+                    ready_mark: ready_mark_seen(&chunks),
+                    notified: host.notify_us.is_some(),
+                    long: t0.elapsed() > Duration::from_secs(10),
+                };
+                if let Some(r) = tcp_ask(heard).and_then(|connect_timeout| ready_over_tcp(a, connect_timeout)) {
                     let t = micros_since(t0);
                     host.ready_tcp_us = Some(t);
                     progress(o, &format!("/ready over TAP at {} ms", report::ms(t)));
@@ -1173,5 +1213,29 @@ mod tests {
         let text = "55d0c0000000-7ffc0000000 ---p 00000000 00:00 0   [rollup]\nRss:              204800 kB\nPss:              102400 kB\nPss_Anon:          90000 kB\n";
         assert_eq!(parse_smaps_rollup(text), Some(Memory { rss_kib: 204_800, pss_kib: 102_400 }));
         assert_eq!(parse_smaps_rollup("Rss: 1 kB\n"), None);
+    }
+
+    #[test]
+    fn tcp_polling_waits_for_a_guest_that_announces_itself() {
+        let quiet = Heard::default();
+        let short = Some(Duration::from_millis(20));
+        let patient = Some(Duration::from_millis(500));
+        let cases = [
+            // No marks (not chinit, or marks off): poll with short connects.
+            (quiet, short),
+            // chinit started: wait for its word instead of sending SYNs into its boot.
+            (Heard { init_mark: true, ..quiet }, None),
+            (Heard { init_mark: true, ready_mark: true, ..quiet }, patient),
+            (Heard { init_mark: true, notified: true, ..quiet }, patient),
+            (Heard { notified: true, ..quiet }, patient),
+            // The ready mark without the first one (a lost byte) still counts.
+            (Heard { ready_mark: true, ..quiet }, patient),
+            // Slow anyway, or its marks went missing: ask.
+            (Heard { init_mark: true, long: true, ..quiet }, patient),
+            (Heard { long: true, ..quiet }, patient),
+        ];
+        for (heard, want) in cases {
+            assert_eq!(tcp_ask(heard), want, "{heard:?}");
+        }
     }
 }

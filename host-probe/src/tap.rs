@@ -4,6 +4,11 @@
 
 use std::process::Command;
 
+/// Packets the host may queue for the guest. While the guest's driver is not up, what the host
+/// sends waits in this queue and reaches the guest all at once when the driver comes up, in the
+/// middle of its boot; a short queue keeps that burst small (the tun driver drops the rest).
+pub const TX_QUEUE_LEN: u32 = 8;
+
 /// The host side of every TAP.
 pub const HOST_ADDR: &str = "169.254.0.1/16";
 
@@ -33,7 +38,7 @@ pub fn setup_commands(name: &str, guest_ip: &str, guest_mac: &str) -> Vec<Vec<St
     vec![
         v(&format!("tuntap add dev {name} mode tap")),
         v(&format!("addr add {HOST_ADDR} dev {name}")),
-        v(&format!("link set dev {name} up")),
+        v(&format!("link set dev {name} txqueuelen {TX_QUEUE_LEN} up")),
         v(&format!("route replace {guest_ip}/32 dev {name} src 169.254.0.1")),
         v(&format!("neigh replace {guest_ip} lladdr {guest_mac} dev {name} nud permanent")),
     ]
@@ -120,7 +125,7 @@ mod tests {
             vec![
                 "tuntap add dev hp1x0 mode tap",
                 "addr add 169.254.0.1/16 dev hp1x0",
-                "link set dev hp1x0 up",
+                "link set dev hp1x0 txqueuelen 8 up",
                 "route replace 169.254.3.4/32 dev hp1x0 src 169.254.0.1",
                 "neigh replace 169.254.3.4 lladdr 02:68:70:fe:03:04 dev hp1x0 nud permanent",
             ]
