@@ -220,6 +220,14 @@ impl Chinit {
                 if null >= 0 {
                     libc::dup2(null, 0);
                 }
+                // The kernel starts init with every signal at its default and none blocked; this
+                // process (Rust ignores SIGPIPE) would pass its own on through execve.
+                for sig in 1..32 {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
+                let mut none: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut none);
+                libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
                 let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
                 libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts);
                 stamp.store(ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000, std::sync::atomic::Ordering::SeqCst);

@@ -127,6 +127,14 @@ fn exec_api_returns_output_and_exit_codes() {
     let r = ns::http(&wire, "POST", "/v1/exec", Some(br#"{"argv":["/no/such/program"]}"#.to_vec())).unwrap();
     assert_eq!(r.status, 400);
     assert!(String::from_utf8_lossy(&r.body).contains("/no/such/program"));
+    // chinit ignores SIGPIPE (a write to a closed socket must not kill PID 1); its children get the
+    // default disposition back.
+    let ignored = |status: &str| {
+        let hex = status.lines().find_map(|l| l.strip_prefix("SigIgn:")).unwrap().trim().to_string();
+        u64::from_str_radix(&hex, 16).unwrap() & (1 << (libc::SIGPIPE - 1)) != 0
+    };
+    assert!(ignored(&sh(&wire, "cat /proc/1/status")), "chinit does not ignore SIGPIPE");
+    assert!(!ignored(&sh(&wire, "cat /proc/self/status")), "a command inherited SIGPIPE ignored");
     poweroff(&wire, &mut c);
 }
 
