@@ -60,12 +60,19 @@ fn ino(path: &str) -> Option<u64> {
 pub fn detect() -> Result<Mode, InitError> {
     let pid = std::process::id();
     let pid = i32::try_from(pid).unwrap_or(i32::MAX);
-    let self_pid = std::fs::read_link("/proc/self").ok().and_then(|p| p.to_str().and_then(|s| s.parse::<i32>().ok()));
-    let seen = Seen {
-        pid,
-        pid_ns: ino("/proc/self/ns/pid"),
-        mnt_ns: ino("/proc/self/ns/mnt").zip(ino("/proc/1/ns/mnt")),
-        proc_is_ours: self_pid == Some(1),
+    let pid_ns = if pid == 1 { ino("/proc/self/ns/pid") } else { None };
+    // No procfs (the first moments of a machine) decides alone: skip the other lookups.
+    let seen = match pid_ns {
+        None => Seen { pid, pid_ns, mnt_ns: None, proc_is_ours: false },
+        Some(_) => {
+            let self_pid = std::fs::read_link("/proc/self").ok().and_then(|p| p.to_str().and_then(|s| s.parse::<i32>().ok()));
+            Seen {
+                pid,
+                pid_ns,
+                mnt_ns: ino("/proc/self/ns/mnt").zip(ino("/proc/1/ns/mnt")),
+                proc_is_ours: self_pid == Some(1),
+            }
+        }
     };
     decide(seen)
 }
