@@ -103,16 +103,26 @@ impl Samples {
     }
 }
 
+/// A's figures in A's order, with each figure only B has placed before the next of B's figures
+/// that A has too (the baseline's `step python` comes before `step agent`, as it ran).
+fn merge_order(a: &[String], b: &[String]) -> Vec<String> {
+    let mut names = a.to_vec();
+    for (i, n) in b.iter().enumerate() {
+        if names.contains(n) {
+            continue;
+        }
+        let pos = b[i + 1..].iter().find_map(|m| names.iter().position(|x| x == m)).unwrap_or(names.len());
+        names.insert(pos, n.clone());
+    }
+    names
+}
+
 /// Builds the rows from both sides' samples.
 fn rows(a: &Samples, b: Option<&Samples>) -> Vec<Row> {
-    let mut names = a.order.clone();
-    if let Some(b) = b {
-        for n in &b.order {
-            if !names.contains(n) {
-                names.push(n.clone());
-            }
-        }
-    }
+    let names = match b {
+        Some(b) => merge_order(&a.order, &b.order),
+        None => a.order.clone(),
+    };
     names
         .into_iter()
         .map(|name| {
@@ -250,6 +260,25 @@ mod tests {
         use Side::*;
         assert_eq!(schedule(2, 1, true), vec![(A, false), (B, false), (A, true), (B, true), (A, true), (B, true)]);
         assert_eq!(schedule(2, 0, false), vec![(A, true), (A, true)]);
+    }
+
+    #[test]
+    fn figures_only_one_side_has_keep_their_place() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let cases: &[(&[&str], &[&str], &[&str])] = &[
+            (
+                &["init", "step network", "step agent", "step mounts.late"],
+                &["init", "step network", "step python", "step agent"],
+                &["init", "step network", "step python", "step agent", "step mounts.late"],
+            ),
+            (&["a", "b"], &["a", "b", "c"], &["a", "b", "c"]),
+            (&["a", "b"], &["x", "y", "b"], &["a", "x", "y", "b"]),
+            (&["a"], &["x"], &["a", "x"]),
+            (&[], &["x", "y"], &["x", "y"]),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(merge_order(&v(a), &v(b)), v(want), "{a:?} + {b:?}");
+        }
     }
 
     #[test]
