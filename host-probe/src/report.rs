@@ -33,6 +33,12 @@ pub struct HostTimes {
     pub ready_tcp_us: Option<u64>,
     /// First `200` from `GET /ready` over vsock (`CONNECT <port>` on the hybrid socket).
     pub ready_vsock_us: Option<u64>,
+    /// `GET /ready` attempts over the TAP up to the first `200`: each sent the guest a SYN (those
+    /// before its driver is up wait in the TAP's queue, at most 8, or are dropped).
+    pub tcp_attempts: u32,
+    /// Of those, the ones made after the init's first port-0x80 mark (`None` without marks): 1
+    /// when the host waited for the guest's word instead of polling its boot.
+    pub tcp_attempts_after_init_mark: Option<u32>,
 }
 
 /// The four phases users know, plus the total, in microseconds. Each says which clock it is from in
@@ -372,6 +378,8 @@ mod tests {
             notify_us: Some(1_513_000),
             ready_tcp_us: Some(1_520_000),
             ready_vsock_us: None,
+            tcp_attempts: 1,
+            tcp_attempts_after_init_mark: Some(1),
         };
         let guest = ready();
         let phases = phases(&host, &guest);

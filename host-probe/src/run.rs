@@ -866,7 +866,14 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
                     notified: host.notify_us.is_some(),
                     long: t0.elapsed() > Duration::from_secs(10),
                 };
-                if let Some(r) = tcp_ask(heard).and_then(|connect_timeout| ready_over_tcp(a, connect_timeout)) {
+                let answer = tcp_ask(heard).and_then(|connect_timeout| {
+                    host.tcp_attempts += 1;
+                    if heard.init_mark {
+                        *host.tcp_attempts_after_init_mark.get_or_insert(0) += 1;
+                    }
+                    ready_over_tcp(a, connect_timeout)
+                });
+                if let Some(r) = answer {
                     let t = micros_since(t0);
                     host.ready_tcp_us = Some(t);
                     progress(o, &format!("/ready over TAP at {} ms", report::ms(t)));

@@ -110,6 +110,9 @@ fn assert_consistent_timeline(j: &Value, over_vsock: bool) {
     assert_eq!(u(p, "/init_host_us"), m63 - m60, "{p:#}");
     // chinit writes the ready mark before it answers; allow for a busy host delaying the reader.
     assert!(m63 <= total + 5_000_000, "the ready mark arrives around the first answer: {m63} vs {total}");
+    // Once chinit announced itself, the host sent it no SYN until it said it was ready: one ask.
+    assert_eq!(j["host"]["tcp_attempts_after_init_mark"], 1, "the host polled the boot: {:#}", j["host"]);
+    assert!(u(j, "/host/tcp_attempts") >= 1);
 
     // The console line agrees with the guest clock to the microsecond.
     let console_ms = j["console_ready_ms"].as_f64().expect("console_ready_ms");
@@ -167,6 +170,39 @@ fn host_probe_run_json_has_every_phase_and_consistent_numbers() {
     assert_eq!(j["root_kind"], "disk");
     assert!(j["cmdline"].as_str().unwrap().contains("root=/dev/vda ro"), "{}", j["cmdline"]);
     assert!(!j["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().contains("exited")), "clean power-off: {:#}", j["notes"]);
+    assert_eq!(std::fs::read(&image).unwrap(), before, "the image is never written");
+}
+
+/// The baseline image of docs/benchmarks.md boots under host-probe with `--init /sbin/init`: its
+/// shell init and Python agent answer `/ready` in chinit's schema, and host-probe, seeing no marks
+/// from it, polls (so the comparison's other side is a working guest).
+#[test]
+fn host_probe_boots_the_baseline_image_with_its_own_init() {
+    if skip_without_qemu("host_probe_boots_the_baseline_image_with_its_own_init") {
+        return;
+    }
+    let tmp = TempDir::new("e2e-baseline").unwrap();
+    let image = tmp.path().join("rootfs_baseline.ext4");
+    vm::run(Command::new(e2e::rootfs_builder()).env("ROOTFS_BUILDER_QUIET", "1").args(["--profile", "baseline", "--out"]).arg(&image));
+    let before = std::fs::read(&image).unwrap();
+    let out = Command::new(host_probe_bin())
+        .args(["run", "--vmm", "qemu", "--json", "--timeout", "180", "--init", "/sbin/init", "--kernel"])
+        .arg(e2e::tiny_bzimage())
+        .arg("--rootfs")
+        .arg(&image)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "host-probe run: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(j["cmdline"].as_str().unwrap().contains(" init=/sbin/init "), "{}", j["cmdline"]);
+    let g = &j["guest"];
+    assert_eq!((g["ready"].as_bool(), g["version"].as_str()), (Some(true), Some("baseline")), "{g:#}");
+    let names: Vec<&str> = g["steps"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["mounts", "cmdline", "network", "python", "agent"]);
+    assert_eq!(u(&j, "/phases/init_us"), u(&j, "/guest/ready_us") - u(&j, "/guest/init_start_us"));
+    assert!(j["host"]["marks"].as_array().unwrap().iter().all(|m| !(0x60..=0x63).contains(&u(m, "/code"))), "{:#}", j["host"]);
+    assert!(j["host"]["tcp_attempts_after_init_mark"].is_null() && u(&j, "/host/tcp_attempts") >= 1, "{:#}", j["host"]);
     assert_eq!(std::fs::read(&image).unwrap(), before, "the image is never written");
 }
 
