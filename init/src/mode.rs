@@ -66,12 +66,7 @@ pub fn detect() -> Result<Mode, InitError> {
         None => Seen { pid, pid_ns, mnt_ns: None, proc_is_ours: false },
         Some(_) => {
             let self_pid = std::fs::read_link("/proc/self").ok().and_then(|p| p.to_str().and_then(|s| s.parse::<i32>().ok()));
-            Seen {
-                pid,
-                pid_ns,
-                mnt_ns: ino("/proc/self/ns/mnt").zip(ino("/proc/1/ns/mnt")),
-                proc_is_ours: self_pid == Some(1),
-            }
+            Seen { pid, pid_ns, mnt_ns: ino("/proc/self/ns/mnt").zip(ino("/proc/1/ns/mnt")), proc_is_ours: self_pid == Some(1) }
         }
     };
     decide(seen)
