@@ -41,8 +41,8 @@ fn write_exec(path: &Path, text: &str) {
     fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// The PVH entry (what cloud-hypervisor uses) boots, and `quiet` keeps the kernel off the
-/// console: everything on it comes from init.
+/// The PVH entry (what cloud-hypervisor uses) boots, `quiet` keeps the kernel off the console
+/// (everything on it comes from init), and the random generator is ready when init starts.
 #[test]
 fn tiny_kernel_pvh_boots_quietly_to_init() {
     let Some(qemu) = qemu_or_skip("tiny_kernel_pvh_boots_quietly_to_init") else {
@@ -65,7 +65,7 @@ fn tiny_kernel_pvh_boots_quietly_to_init() {
         "#!/bin/busybox sh\n\
          /bin/busybox mount -t proc proc /proc\n\
          read up idle < /proc/uptime\n\
-         echo \"init-marker uptime=$up cpus=$(/bin/busybox nproc)\"\n\
+         echo \"init-marker uptime=$up cpus=$(/bin/busybox nproc) entropy=$(/bin/busybox cat /proc/sys/kernel/random/entropy_avail)\"\n\
          /bin/busybox poweroff -f\n",
     );
     let image = tmp.path().join("root.img");
@@ -76,6 +76,8 @@ fn tiny_kernel_pvh_boots_quietly_to_init() {
     let mut guest = Vm::start(&m).unwrap();
     let line = guest.wait_for_line("init-marker", BOOT_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
     assert!(line.contains("cpus=1"), "{line}");
+    // The random generator is seeded before init runs (RANDOM_TRUST_CPU): getrandom() never blocks.
+    assert!(line.contains("entropy=256"), "{line}");
     assert!(guest.wait_exit(Duration::from_secs(30)).is_some(), "poweroff -f did not end QEMU");
     let console = guest.console();
     // Only the power-off notice (KERN_EMERG, printed after init asked for it) may remain.
