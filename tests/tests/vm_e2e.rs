@@ -123,6 +123,21 @@ fn assert_consistent_timeline(j: &Value, over_vsock: bool) {
     }
 }
 
+/// `host-probe run --vmm qemu --timeout 180 EXTRA... --kernel K --rootfs R`, as users run it.
+fn host_probe_run(kernel: &Path, image: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(host_probe_bin());
+    c.args(["run", "--vmm", "qemu", "--timeout", "180"]).args(extra).arg("--kernel").arg(kernel).arg("--rootfs").arg(image);
+    c.stdin(Stdio::null());
+    c
+}
+
+/// [`host_probe_run`] with `--json`: it must succeed; its report.
+fn host_probe_run_json(kernel: &Path, image: &Path, extra: &[&str]) -> Value {
+    let out = host_probe_run(kernel, image, &[&["--json"], extra].concat()).output().unwrap();
+    assert!(out.status.success(), "host-probe run: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// The host-probe binary, built for this test run.
 fn host_probe_bin() -> std::path::PathBuf {
     vm::cargo_build("host-probe", "host-probe", None, false)
@@ -155,16 +170,7 @@ fn host_probe_run_json_has_every_phase_and_consistent_numbers() {
     let image = e2e::chinit_image(&tmp.path().join("rootfs.ext4"), false);
     let before = std::fs::read(&image).unwrap();
     let kernel = e2e::tiny_bzimage();
-    let out = Command::new(host_probe_bin())
-        .args(["run", "--vmm", "qemu", "--json", "--timeout", "180", "--kernel"])
-        .arg(&kernel)
-        .arg("--rootfs")
-        .arg(&image)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "host-probe run: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
-    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let j = host_probe_run_json(&kernel, &image, &[]);
     assert_consistent_timeline(&j, e2e_vsock());
     assert_eq!(j["kernel"], kernel.display().to_string());
     assert_eq!(j["root_kind"], "disk");
@@ -185,16 +191,7 @@ fn host_probe_boots_the_baseline_image_with_its_own_init() {
     let image = tmp.path().join("rootfs_baseline.ext4");
     vm::run(Command::new(e2e::rootfs_builder()).env("ROOTFS_BUILDER_QUIET", "1").args(["--profile", "baseline", "--out"]).arg(&image));
     let before = std::fs::read(&image).unwrap();
-    let out = Command::new(host_probe_bin())
-        .args(["run", "--vmm", "qemu", "--json", "--timeout", "180", "--init", "/sbin/init", "--kernel"])
-        .arg(e2e::tiny_bzimage())
-        .arg("--rootfs")
-        .arg(&image)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "host-probe run: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
-    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let j = host_probe_run_json(&e2e::tiny_bzimage(), &image, &["--init", "/sbin/init"]);
     assert!(j["cmdline"].as_str().unwrap().contains(" init=/sbin/init "), "{}", j["cmdline"]);
     let g = &j["guest"];
     assert_eq!((g["ready"].as_bool(), g["version"].as_str()), (Some(true), Some("baseline")), "{g:#}");
@@ -220,20 +217,8 @@ fn two_host_probe_runs_at_once_both_succeed() {
     let tmp = TempDir::new("e2e-two").unwrap();
     let image = e2e::chinit_image(&tmp.path().join("rootfs.ext4"), false);
     let kernel = e2e::tiny_bzimage();
-    let bin = host_probe_bin();
     let children: Vec<_> = (0..2)
-        .map(|_| {
-            Command::new(&bin)
-                .args(["run", "--vmm", "qemu", "--json", "--timeout", "180", "--kernel"])
-                .arg(&kernel)
-                .arg("--rootfs")
-                .arg(&image)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+        .map(|_| host_probe_run(&kernel, &image, &["--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
         .collect();
     let pids: Vec<u32> = children.iter().map(|c| c.id()).collect();
     let mut ips = Vec::new();
@@ -261,12 +246,7 @@ fn sigint_mid_boot_leaves_nothing_behind() {
     let tmp = TempDir::new("e2e-sigint").unwrap();
     let image = e2e::chinit_image(&tmp.path().join("rootfs.ext4"), false);
     let kernel = e2e::tiny_bzimage();
-    let mut child = Command::new(host_probe_bin())
-        .args(["run", "--vmm", "qemu", "--timeout", "180", "--cmdline-extra", "root=/dev/vdz rootwait", "--kernel"])
-        .arg(&kernel)
-        .arg("--rootfs")
-        .arg(&image)
-        .stdin(Stdio::null())
+    let mut child = host_probe_run(&kernel, &image, &["--cmdline-extra", "root=/dev/vdz rootwait"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
