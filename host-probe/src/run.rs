@@ -578,11 +578,7 @@ fn notify_reader(l: UnixListener, t0: Instant) -> Reader<Option<(u64, Vec<u8>)>>
     Reader { stop, handle: Some(handle) }
 }
 
-/// Whether QEMU's debugcon has carried chinit's ready mark yet.
-fn ready_mark_seen(chunks: &Chunks) -> bool {
-    mark_seen(chunks, measure::MARK_READY)
-}
-
+/// Whether QEMU's debugcon has carried this port-0x80 code yet.
 fn mark_seen(chunks: &Chunks, code: u8) -> bool {
     chunks.lock().map(|c| c.iter().any(|(_, b)| b.contains(&code))).unwrap_or(false)
 }
@@ -859,10 +855,11 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
                     }
                 }
             }
+            let ready_mark = mark_seen(&chunks, measure::MARK_READY);
             if let (Some(a), None) = (addr, host.ready_tcp_us) {
                 let heard = Heard {
                     init_mark: mark_seen(&chunks, measure::MARK_INIT_START),
-                    ready_mark: ready_mark_seen(&chunks),
+                    ready_mark,
                     notified: host.notify_us.is_some(),
                     long: t0.elapsed() > Duration::from_secs(10),
                 };
@@ -881,7 +878,7 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
                 }
             }
             let someone_said_ready = host.ready_tcp_us.is_some() || host.notify_us.is_some();
-            if someone_said_ready || ready_mark_seen(&chunks) {
+            if someone_said_ready || ready_mark {
                 vsock_go.store(true, Ordering::SeqCst);
             }
             if vsock.as_ref().and_then(|v| v.handle.as_ref()).is_some_and(|h| h.is_finished()) {

@@ -61,7 +61,7 @@ pub fn detect() -> Result<Mode, InitError> {
     let pid = std::process::id();
     let pid = i32::try_from(pid).unwrap_or(i32::MAX);
     let pid_ns = if pid == 1 { ino("/proc/self/ns/pid") } else { None };
-    // No procfs (the first moments of a machine) decides alone: skip the other lookups.
+    // Not PID 1, or no procfs (the first moments of a machine), decides alone: skip the lookups.
     let seen = match pid_ns {
         None => Seen { pid, pid_ns, mnt_ns: None, proc_is_ours: false },
         Some(_) => {
