@@ -8,6 +8,7 @@ pub mod cmdline;
 pub mod control;
 pub mod error;
 pub mod exec;
+pub mod heap;
 pub mod log;
 pub mod mode;
 pub mod modules;

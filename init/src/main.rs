@@ -47,6 +47,91 @@ fn args(argc: c_int, argv: *const *const c_char) -> Vec<String> {
     out
 }
 
+/// The C allocation functions of the whole binary, on [`chinit::heap`]: Rust's `System` allocator
+/// and musl call these, and musl's own allocator is left out of the link. Only in the static musl
+/// build: test binaries keep their libc's allocator.
+#[cfg(all(target_env = "musl", not(test)))]
+mod c_alloc {
+    use std::ffi::{c_int, c_void};
+
+    use chinit::heap::{Heap, MIN_ALIGN};
+
+    /// The boot's allocations (~100 KiB) fit here; pages of it fault in only once used.
+    const ARENA: usize = 256 * 1024;
+
+    static mut ARENA_MEM: [u8; ARENA] = [0; ARENA];
+    // SAFETY: the arena is only ever reached through this heap.
+    static HEAP: Heap = unsafe { Heap::new(talc::Span::from_array(&raw mut ARENA_MEM)) };
+
+    fn out_of_memory(p: *mut u8) -> *mut c_void {
+        if p.is_null() {
+            // SAFETY: errno is this thread's own.
+            unsafe { *libc::__errno_location() = libc::ENOMEM };
+        }
+        p.cast()
+    }
+
+    #[no_mangle]
+    extern "C" fn malloc(size: usize) -> *mut c_void {
+        out_of_memory(HEAP.alloc(size, MIN_ALIGN))
+    }
+
+    #[no_mangle]
+    extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
+        out_of_memory(HEAP.alloc_zeroed(n, size))
+    }
+
+    #[no_mangle]
+    extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+        out_of_memory(HEAP.alloc(size, align))
+    }
+
+    #[no_mangle]
+    extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
+        out_of_memory(HEAP.alloc(size, align))
+    }
+
+    /// # Safety
+    /// C's contract: `out` is writable.
+    #[no_mangle]
+    unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
+        if !align.is_power_of_two() || align % std::mem::size_of::<usize>() != 0 {
+            return libc::EINVAL;
+        }
+        let p = HEAP.alloc(size, align);
+        if p.is_null() {
+            return libc::ENOMEM;
+        }
+        // SAFETY: the caller's contract.
+        unsafe { *out = p.cast() };
+        0
+    }
+
+    /// # Safety
+    /// C's contract: `p` is null or a live block from these functions.
+    #[no_mangle]
+    unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
+        // SAFETY: the caller's contract.
+        out_of_memory(unsafe { HEAP.realloc(p.cast(), size) })
+    }
+
+    /// # Safety
+    /// C's contract: `p` is null or a live block from these functions.
+    #[no_mangle]
+    unsafe extern "C" fn free(p: *mut c_void) {
+        // SAFETY: the caller's contract.
+        unsafe { HEAP.free(p.cast()) }
+    }
+
+    /// # Safety
+    /// C's contract: `p` is null or a live block from these functions.
+    #[no_mangle]
+    unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
+        // SAFETY: the caller's contract.
+        unsafe { HEAP.usable_size(p.cast()) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::ffi::CString;

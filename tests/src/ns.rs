@@ -417,3 +417,9 @@ pub fn rss_kib(pid: Pid) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
+
+/// The lines of `/proc/<pid>/maps` that name a special region (`[heap]`, `[stack]`, ...).
+pub fn special_regions(pid: Pid) -> Option<Vec<String>> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    Some(maps.lines().filter_map(|l| l.split_whitespace().nth(5)).filter(|n| n.starts_with('[')).map(str::to_string).collect())
+}

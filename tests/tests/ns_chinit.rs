@@ -59,6 +59,10 @@ fn boots_to_ready_with_mounts_hostname_and_address() {
     let r = &first.ready;
     assert!(r.ready && r.mode == "namespace", "{r:?}");
     assert_eq!(r.ip.as_deref(), Some("169.254.1.2/16"));
+    // The boot allocates from chinit's own heap (init/src/heap.rs), which never grows the data
+    // segment: no `[heap]` region, as musl's allocator would have made on the first malloc.
+    let regions = ns::special_regions(c.pid).unwrap();
+    assert!(regions.contains(&"[stack]".to_string()) && !regions.contains(&"[heap]".to_string()), "{regions:?}");
     // Before ready, every step in order; after it, only the late mounts (which may be done already).
     let before: Vec<&str> = r.steps.iter().filter(|s| s.end_us <= r.ready_us).map(|s| s.name.as_str()).collect();
     let after: Vec<&str> = r.steps.iter().filter(|s| s.end_us > r.ready_us).map(|s| s.name.as_str()).collect();
