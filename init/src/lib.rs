@@ -21,6 +21,7 @@ pub mod powerbutton;
 pub mod reap;
 pub mod root;
 pub mod shutdown;
+pub mod signals;
 pub mod supervise;
 pub mod timeline;
 
@@ -257,12 +258,14 @@ async fn run(
     let line = format!("ready in {} ms ({}; {origin})", clock::ms(ready_at.saturating_sub(init_start)), timeline::summary(&tl.steps));
     // Let the agent take connections that are already waiting before anything else runs here.
     tokio::task::yield_now().await;
-    // Signal handlers after ready: no child exists before (commands and the workload wait for the
-    // late mounts, which start below), and until then the kernel ignores signals to PID 1.
-    let sig = match supervise::Signals::new() {
+    // The signalfd after ready: no child exists before (commands and the workload wait for the
+    // late mounts, which start below); signals sent until then are pending, blocked since `main`.
+    let sig = match signals::Signals::new() {
         Ok(s) => Some(s),
         Err(e) => {
-            say!("signals: cannot install handlers: {e}; reaping falls back to the shutdown path");
+            say!("signals: cannot read them from a signalfd: {e}; reaping falls back to the shutdown path");
+            // Before the helper thread starts, so that it inherits the mask too.
+            let _ = signals::unblock();
             None
         }
     };

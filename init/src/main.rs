@@ -21,6 +21,10 @@ fn stamp() {
 pub extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     // SAFETY: setting a signal's disposition to SIG_IGN has no memory effects.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    // Before any thread exists: chinit reads these from a signalfd (`signals`).
+    if let Err(e) = chinit::signals::block() {
+        chinit::say!("signals: cannot block them: {e}");
+    }
     chinit::panic::install();
     let args = args(argc, argv);
     let code = chinit::main_exec(&args);

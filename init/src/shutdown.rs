@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use crate::mode::Mode;
 use crate::reap::Reaper;
 use crate::say;
+use crate::signals::Signals;
 
 /// How the machine ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +25,7 @@ pub enum Action {
 }
 
 /// Signals every process but us and waits, reacting to SIGCHLD, until none is left or `deadline`.
-async fn signal_and_wait(sig: Signal, reaper: &Reaper, sigchld: &mut tokio::signal::unix::Signal, wait: Duration) -> bool {
+async fn signal_and_wait(sig: Signal, reaper: &Reaper, signals: &mut Signals, wait: Duration) -> bool {
     // -1: every process we may signal except ourselves (in a PID namespace: only its members).
     let _ = kill(Pid::from_raw(-1), sig);
     let deadline = Instant::now() + wait;
@@ -33,17 +34,21 @@ async fn signal_and_wait(sig: Signal, reaper: &Reaper, sigchld: &mut tokio::sign
             return true;
         }
         tokio::select! {
-            _ = sigchld.recv() => {}
+            // Any signal: reaping again is harmless. Others are ignored while shutting down.
+            r = signals.recv() => if r.is_err() {
+                // No more signals to wait for: poll until the deadline.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            },
             _ = tokio::time::sleep_until(deadline) => return !reaper.reap().1,
         }
     }
 }
 
 /// Ends every process, in order. Returns when only chinit is left (or the KILL wait ran out).
-pub async fn stop_processes(reaper: &Reaper, sigchld: &mut tokio::signal::unix::Signal, grace: Duration) {
-    if !signal_and_wait(Signal::SIGTERM, reaper, sigchld, grace).await {
+pub async fn stop_processes(reaper: &Reaper, signals: &mut Signals, grace: Duration) {
+    if !signal_and_wait(Signal::SIGTERM, reaper, signals, grace).await {
         say!("shutdown: processes still running after {} ms, sending SIGKILL", grace.as_millis());
-        if !signal_and_wait(Signal::SIGKILL, reaper, sigchld, Duration::from_secs(2)).await {
+        if !signal_and_wait(Signal::SIGKILL, reaper, signals, Duration::from_secs(2)).await {
             say!("shutdown: some processes did not die after SIGKILL (stuck in the kernel?)");
         }
     }

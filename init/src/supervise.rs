@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use agent::proto::{ShutdownAction, ShutdownRequest};
-use tokio::signal::unix::{signal, Signal, SignalKind};
+use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cmdline::{Config, OnExit};
@@ -14,27 +14,7 @@ use crate::exec;
 use crate::reap::{Exit, Reaper};
 use crate::say;
 use crate::shutdown::{self, Action};
-
-/// The signals PID 1 handles.
-pub struct Signals {
-    chld: Signal,
-    term: Signal,
-    int: Signal,
-    hup: Signal,
-    pwr: Signal,
-}
-
-impl Signals {
-    pub fn new() -> std::io::Result<Signals> {
-        Ok(Signals {
-            chld: signal(SignalKind::child())?,
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-            hup: signal(SignalKind::hangup())?,
-            pwr: signal(SignalKind::from_raw(libc::SIGPWR))?,
-        })
-    }
-}
+use crate::signals::Signals;
 
 /// The running workload (`chinit.exec=`).
 pub struct Workload {
@@ -57,9 +37,28 @@ pub async fn supervise(
     };
     let action = loop {
         tokio::select! {
-            _ = sig.chld.recv() => {
-                reaper.reap();
-            }
+            s = sig.recv() => match s {
+                Ok(Signal::SIGCHLD) => {
+                    reaper.reap();
+                }
+                Ok(Signal::SIGTERM) => match &workload {
+                    Some(w) => forward(w, Signal::SIGTERM),
+                    None => { say!("SIGTERM: shutting down"); break Action::Poweroff; }
+                },
+                Ok(Signal::SIGINT) => match &workload {
+                    Some(w) => forward(w, Signal::SIGINT),
+                    None => { say!("SIGINT (Ctrl-Alt-Del): shutting down"); break Action::Poweroff; }
+                },
+                Ok(Signal::SIGHUP) => if let Some(w) = &workload { forward(w, Signal::SIGHUP) },
+                Ok(Signal::SIGPWR) => { say!("SIGPWR: shutting down"); break Action::Poweroff; }
+                Ok(_) => {}
+                Err(e) => {
+                    // Cannot happen with a valid signalfd; carry on with requests only.
+                    say!("signals: {e}; waiting for a shutdown request");
+                    let req = shutdown_rx.recv().await.map(|(r, _)| r).unwrap_or_default();
+                    break action_of(req);
+                }
+            },
             r = async { match workload.as_mut() { Some(w) => (&mut w.exited).await, None => std::future::pending().await } } => {
                 workload = None;
                 match r {
@@ -70,23 +69,13 @@ pub async fn supervise(
                     break Action::Poweroff;
                 }
             }
-            _ = sig.term.recv() => match &workload {
-                Some(w) => forward(w, libc::SIGTERM),
-                None => { say!("SIGTERM: shutting down"); break Action::Poweroff; }
-            },
-            _ = sig.int.recv() => match &workload {
-                Some(w) => forward(w, libc::SIGINT),
-                None => { say!("SIGINT (Ctrl-Alt-Del): shutting down"); break Action::Poweroff; }
-            },
-            _ = sig.hup.recv() => if let Some(w) = &workload { forward(w, libc::SIGHUP) },
-            _ = sig.pwr.recv() => { say!("SIGPWR: shutting down"); break Action::Poweroff; }
             Some((req, from)) = shutdown_rx.recv() => {
                 say!("{:?} requested by {from}: shutting down", req.action);
                 break action_of(req);
             }
         }
     };
-    shutdown::stop_processes(reaper, &mut sig.chld, Duration::from_millis(cfg.grace_ms)).await;
+    shutdown::stop_processes(reaper, &mut sig, Duration::from_millis(cfg.grace_ms)).await;
     action
 }
 
@@ -97,10 +86,8 @@ fn action_of(req: ShutdownRequest) -> Action {
     }
 }
 
-fn forward(w: &Workload, sig: i32) {
-    if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
-        let _ = nix::sys::signal::kill(w.pid, s);
-    }
+fn forward(w: &Workload, sig: Signal) {
+    let _ = nix::sys::signal::kill(w.pid, sig);
 }
 
 pub fn start_workload(argv: &[String], reaper: &Reaper) -> Option<Workload> {

@@ -137,8 +137,18 @@ fn exec_api_returns_output_and_exit_codes() {
         let hex = status.lines().find_map(|l| l.strip_prefix("SigIgn:")).unwrap().trim().to_string();
         u64::from_str_radix(&hex, 16).unwrap() & (1 << (libc::SIGPIPE - 1)) != 0
     };
-    assert!(ignored(&sh(&wire, "cat /proc/1/status")), "chinit does not ignore SIGPIPE");
-    assert!(!ignored(&sh(&wire, "cat /proc/self/status")), "a command inherited SIGPIPE ignored");
+    let pid1 = sh(&wire, "cat /proc/1/status");
+    let child = sh(&wire, "cat /proc/self/status");
+    assert!(ignored(&pid1), "chinit does not ignore SIGPIPE");
+    assert!(!ignored(&child), "a command inherited SIGPIPE ignored");
+    // chinit blocks the signals it reads from its signalfd; its children start with none blocked.
+    let blocked = |status: &str| {
+        let hex = status.lines().find_map(|l| l.strip_prefix("SigBlk:")).unwrap().trim().to_string();
+        u64::from_str_radix(&hex, 16).unwrap()
+    };
+    let handled = [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGPWR].iter().fold(0u64, |m, s| m | 1 << (s - 1));
+    assert_eq!(blocked(&pid1) & handled, handled, "chinit does not block the signals it reads");
+    assert_eq!(blocked(&child), 0, "a command inherited chinit's blocked signals");
     poweroff(&wire, &mut c);
 }
 
