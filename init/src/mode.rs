@@ -56,11 +56,18 @@ fn ino(path: &str) -> Option<u64> {
     std::fs::metadata(path).ok().map(|m| m.ino())
 }
 
+/// Whether a procfs is mounted on `/proc`. Asked of `/proc` itself: in the first moments of a
+/// machine it is a directory of the root filesystem, and a lookup inside it would read that
+/// directory from the disk only to find it empty.
+fn procfs_mounted() -> bool {
+    nix::sys::statfs::statfs("/proc").is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC)
+}
+
 /// Looks at `/proc` (if mounted) and decides.
 pub fn detect() -> Result<Mode, InitError> {
     let pid = std::process::id();
     let pid = i32::try_from(pid).unwrap_or(i32::MAX);
-    let pid_ns = if pid == 1 { ino("/proc/self/ns/pid") } else { None };
+    let pid_ns = if pid == 1 && procfs_mounted() { ino("/proc/self/ns/pid") } else { None };
     // Not PID 1, or no procfs (the first moments of a machine), decides alone: skip the lookups.
     let seen = match pid_ns {
         None => Seen { pid, pid_ns, mnt_ns: None, proc_is_ours: false },
@@ -94,6 +101,12 @@ mod tests {
                 (got, want) => panic!("{seen:?}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn procfs_is_seen_where_it_is_mounted() {
+        // The test host has its procfs on /proc.
+        assert!(procfs_mounted());
     }
 
     #[test]
