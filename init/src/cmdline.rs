@@ -168,7 +168,7 @@ fn split_quoted(s: &str, quote: char) -> Vec<String> {
 pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
     let (addr, prefix) = s.split_once('/').ok_or("expected A.B.C.D/PREFIX, e.g. 169.254.1.2/16")?;
     let addr: Ipv4Addr = addr.parse().map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
-    let prefix: u8 = prefix.parse().ok().filter(|p| (1..=32).contains(p)).ok_or(format!("prefix {prefix:?} is not 1-32"))?;
+    let prefix: u8 = prefix.parse().ok().filter(|p| (1..=32).contains(p)).ok_or_else(|| format!("prefix {prefix:?} is not 1-32"))?;
     if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() {
         return Err(format!("{addr} cannot be an interface address"));
     }
@@ -198,7 +198,7 @@ pub fn parse_kernel_ip(v: &str) -> Result<Option<KernelIp>, String> {
         return Ok(None);
     }
     let prefix = match addr(3)? {
-        Some(mask) => Some(netmask_prefix(mask).ok_or(format!("netmask {mask} is not contiguous"))?),
+        Some(mask) => Some(netmask_prefix(mask).ok_or_else(|| format!("netmask {mask} is not contiguous"))?),
         None => None,
     };
     Ok(Some(KernelIp { client, gateway: addr(2)?, prefix, hostname: field(4).map(str::to_string), device: field(5).map(str::to_string) }))

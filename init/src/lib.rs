@@ -163,9 +163,13 @@ fn boot(mode: Mode, cmdline_override: Option<String>) -> ! {
     }
 
     let mut ip = None;
+    let mut netlink = None;
     if cfg.net.enabled {
         match tl.step("network", || network(&cfg)) {
-            Ok(p) => ip = Some((p.addr, p.prefix)),
+            Ok((p, nl)) => {
+                ip = Some((p.addr, p.prefix));
+                netlink = Some(nl);
+            }
             Err(e) => say!("network: {e}; the agent serves vsock only"),
         }
     }
@@ -181,7 +185,7 @@ fn boot(mode: Mode, cmdline_override: Option<String>) -> ! {
         }
     };
     let extra_targets: Vec<String> = cfg.mounts.iter().map(|m| m.target.clone()).collect();
-    let action = rt.block_on(run(mode, &cfg, tl, marks, (init_start, agent_start), ip));
+    let action = rt.block_on(run(mode, &cfg, tl, marks, (init_start, agent_start), ip, netlink));
     drop(rt);
     shutdown::finish(mode, &extra_targets, action)
 }
@@ -216,11 +220,13 @@ fn fail(mode: Mode, cfg: &Config) -> ! {
     }
 }
 
-fn network(cfg: &Config) -> Result<net::Plan, String> {
+/// The plan applied, and the socket that applied it: it is closed after ready, because closing a
+/// netlink socket runs the kernel's socket teardown and a deferred resize of its hash table.
+fn network(cfg: &Config) -> Result<(net::Plan, netlink::Socket), String> {
     let nl = netlink::Socket::open()?;
     let plan = net::plan(&cfg.net, &nl.links()?)?;
     nl.apply(&plan)?;
-    Ok(plan)
+    Ok((plan, nl))
 }
 
 /// Agent, ready, then the PID 1 loop. Returns how to end the machine, after every process
@@ -232,6 +238,7 @@ async fn run(
     marks: Marks,
     (init_start, agent_start): (u64, u64),
     ip: Option<(Ipv4Addr, u8)>,
+    netlink: Option<netlink::Socket>,
 ) -> Action {
     let state = Arc::new(State::new(mode.name(), init_start));
     let reaper = Arc::new(Reaper::default());
@@ -270,7 +277,7 @@ async fn run(
         }
     };
     // The console line (slow on a serial port) and the late mounts run on a helper thread.
-    after_ready(Arc::clone(&state), system_tx, line, (mode == Mode::Vm).then_some(button_tx));
+    after_ready(Arc::clone(&state), system_tx, line, (mode == Mode::Vm).then_some(button_tx), netlink);
     if let Some(port) = cfg.notify_vsock_port {
         let doc = state.snapshot();
         tokio::spawn(async move {
@@ -290,7 +297,7 @@ async fn run(
     supervise::supervise(cfg, sig, &reaper, shutdown_rx, workload).await
 }
 
-/// On a helper thread: prints the ready line, mounts [`mounts::LATE`] (mounts belong to the process,
+/// On a helper thread: prints the ready line, closes the boot's netlink socket, mounts [`mounts::LATE`] (mounts belong to the process,
 /// not the thread) so the agent keeps answering meanwhile, flips `done`, then (VM mode) turns
 /// Ctrl-Alt-Del into SIGINT and watches the power button.
 fn after_ready(
@@ -298,9 +305,11 @@ fn after_ready(
     done: watch::Sender<bool>,
     ready_line: String,
     button: Option<mpsc::UnboundedSender<(ShutdownRequest, &'static str)>>,
+    netlink: Option<netlink::Socket>,
 ) {
     let spawned = std::thread::Builder::new().name("after-ready".into()).spawn(move || {
         say!("{ready_line}");
+        drop(netlink);
         let start = clock::now_us();
         let failures = mounts::mount_table(&mut mounts::Sys, mounts::LATE);
         let error = (!failures.is_empty()).then(|| failures.join("; "));
