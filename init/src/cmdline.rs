@@ -260,6 +260,36 @@ pub const KEYS: &[&str] = &[
     "grace_ms",
 ];
 
+/// Reads a kernel command line file (`/proc/cmdline`): one `open` and, as the kernel hands the
+/// line over whole, usually one `read`. (`fs::read_to_string` would also `fstat` it and probe with
+/// a small read first: procfs files report no size.)
+pub fn read(path: &str) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    // Larger than any architecture's COMMAND_LINE_SIZE (2 or 4 KiB); a longer file still reads whole.
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(2 * len, 0);
+        }
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                len += n;
+                // procfs ends the line with a newline: no need to ask again for the end of the file.
+                if buf[..len].ends_with(b"\n") {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    Ok(String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+}
+
 /// Parses a whole kernel command line.
 pub fn parse(cmdline: &str) -> (Config, Vec<Warning>) {
     let mut c = Config::default();
@@ -390,6 +420,22 @@ fn valid_hostname(v: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_a_command_line_file_whole() {
+        let dir = std::env::temp_dir().join(format!("chinit-cmdline-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let long = format!("chinit.hostname=a {}\n", "x".repeat(9000));
+        for content in ["console=ttyS0 chinit.ip=169.254.1.2/16\n", "no newline at the end", "", long.as_str()] {
+            let p = dir.join("cmdline");
+            std::fs::write(&p, content).unwrap();
+            assert_eq!(read(p.to_str().unwrap()).unwrap(), content);
+        }
+        std::fs::write(dir.join("latin1"), b"caf\xe9\n").unwrap();
+        assert_eq!(read(dir.join("latin1").to_str().unwrap()).unwrap(), "caf\u{fffd}\n");
+        assert_eq!(read(dir.join("missing").to_str().unwrap()).unwrap_err().kind(), std::io::ErrorKind::NotFound);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn split_words_table() {

@@ -110,7 +110,7 @@ fn boot(mode: Mode, cmdline_override: Option<String>) -> ! {
     let start = clock::now_us();
     let text = match cmdline_override {
         Some(s) => s,
-        None => std::fs::read_to_string("/proc/cmdline").unwrap_or_else(|e| {
+        None => cmdline::read("/proc/cmdline").unwrap_or_else(|e| {
             say!("cmdline: read /proc/cmdline: {e}; using defaults");
             String::new()
         }),
