@@ -93,9 +93,31 @@ pub fn dump_links(seq: u32) -> Vec<u8> {
     buf
 }
 
+/// One request of a plan; described (for an error) only when one needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    LoopbackUp,
+    LinkUp,
+    AddAddress,
+    DefaultRoute,
+}
+
+impl Request {
+    pub fn describe(self, p: &Plan) -> String {
+        match self {
+            Request::LoopbackUp => "set lo up".to_string(),
+            Request::LinkUp => format!("set {} up{}", p.name, p.mtu.map(|m| format!(" with mtu {m}")).unwrap_or_default()),
+            Request::AddAddress => format!("add {}/{} to {}", p.addr, p.prefix, p.name),
+            Request::DefaultRoute => {
+                format!("add default route via {} on {}", p.gateway.map(|g| g.to_string()).unwrap_or_default(), p.name)
+            }
+        }
+    }
+}
+
 /// Every change of a plan, in order, one message each; `seq` numbers start at `first_seq`.
-/// Returns the bytes and a description of each message (for errors).
-pub fn plan_messages(p: &Plan, first_seq: u32) -> (Vec<u8>, Vec<String>) {
+/// Returns the bytes and which request each message is.
+pub fn plan_messages(p: &Plan, first_seq: u32) -> (Vec<u8>, Vec<Request>) {
     let mut buf = Vec::with_capacity(256);
     let mut what = Vec::new();
     let mut seq = first_seq;
@@ -106,12 +128,12 @@ pub fn plan_messages(p: &Plan, first_seq: u32) -> (Vec<u8>, Vec<String>) {
     };
     if let Some(lo) = p.lo {
         push_msg(&mut buf, RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, next(), &ifinfomsg(lo, IFF_UP, IFF_UP), &[]);
-        what.push("set lo up".to_string());
+        what.push(Request::LoopbackUp);
     }
     let mtu = p.mtu.map(u32::to_ne_bytes);
     let link_attrs: Vec<(u16, &[u8])> = mtu.as_ref().map(|m| (IFLA_MTU, &m[..])).into_iter().collect();
     push_msg(&mut buf, RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, next(), &ifinfomsg(p.index, IFF_UP, IFF_UP), &link_attrs);
-    what.push(format!("set {} up{}", p.name, p.mtu.map(|m| format!(" with mtu {m}")).unwrap_or_default()));
+    what.push(Request::LinkUp);
 
     let mut ifa = [0u8; 8];
     ifa[0] = AF_INET;
@@ -128,7 +150,7 @@ pub fn plan_messages(p: &Plan, first_seq: u32) -> (Vec<u8>, Vec<String>) {
         &ifa,
         &[(IFA_LOCAL, &addr), (IFA_ADDRESS, &addr), (IFA_BROADCAST, &brd)],
     );
-    what.push(format!("add {}/{} to {}", p.addr, p.prefix, p.name));
+    what.push(Request::AddAddress);
 
     if let Some(gw) = p.gateway {
         let rtm = [AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, 0, RTN_UNICAST, 0, 0, 0, 0];
@@ -141,7 +163,7 @@ pub fn plan_messages(p: &Plan, first_seq: u32) -> (Vec<u8>, Vec<String>) {
             &rtm,
             &[(RTA_GATEWAY, &gw.octets()), (RTA_OIF, &oif)],
         );
-        what.push(format!("add default route via {gw} on {}", p.name));
+        what.push(Request::DefaultRoute);
     }
     (buf, what)
 }
@@ -295,7 +317,7 @@ impl Socket {
                     acked += 1;
                     if errno != 0 && errno != -libc::EEXIST {
                         let i = seq.wrapping_sub(first) as usize;
-                        let step = what.get(i).map(String::as_str).unwrap_or("netlink request");
+                        let step = what.get(i).map(|r| r.describe(p)).unwrap_or_else(|| "netlink request".to_string());
                         errors.push(format!("{step}: {}", std::io::Error::from_raw_os_error(-errno)));
                     }
                 }
@@ -361,9 +383,10 @@ mod tests {
 
     #[test]
     fn plan_batches_every_change_in_order() {
-        let (b, what) = plan_messages(&plan(Some(1), Some(Ipv4Addr::new(169, 254, 0, 1)), Some(1400)), 100);
+        let p = plan(Some(1), Some(Ipv4Addr::new(169, 254, 0, 1)), Some(1400));
+        let (b, what) = plan_messages(&p, 100);
         assert_eq!(
-            what,
+            what.iter().map(|r| r.describe(&p)).collect::<Vec<_>>(),
             ["set lo up", "set eth0 up with mtu 1400", "add 169.254.1.2/16 to eth0", "add default route via 169.254.0.1 on eth0"]
         );
         let msgs = split(&b);
