@@ -297,9 +297,10 @@ async fn run(
     supervise::supervise(cfg, sig, &reaper, shutdown_rx, workload).await
 }
 
-/// On a helper thread: prints the ready line, closes the boot's netlink socket, mounts [`mounts::LATE`] (mounts belong to the process,
-/// not the thread) so the agent keeps answering meanwhile, flips `done`, then (VM mode) turns
-/// Ctrl-Alt-Del into SIGINT and watches the power button.
+/// On a helper thread: prints the ready line, closes the boot's netlink socket, mounts
+/// [`mounts::LATE`] (mounts belong to the process, not the thread) so the agent keeps answering
+/// meanwhile, flips `done`, then (VM mode) turns Ctrl-Alt-Del into SIGINT and watches the power
+/// button.
 fn after_ready(
     state: Arc<State>,
     done: watch::Sender<bool>,
