@@ -105,7 +105,7 @@ impl Samples {
 
 /// A's figures in A's order, with each figure only B has placed before the next of B's figures
 /// that A has too (the baseline's `step python` comes before `step agent`, as it ran).
-fn merge_order(a: &[String], b: &[String]) -> Vec<String> {
+pub fn merge_order(a: &[String], b: &[String]) -> Vec<String> {
     let mut names = a.to_vec();
     for (i, n) in b.iter().enumerate() {
         if names.contains(n) {

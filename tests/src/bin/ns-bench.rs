@@ -158,18 +158,6 @@ fn step_names(samples: &[Sample]) -> Vec<String> {
     names
 }
 
-/// `a`'s names with `b`'s other names put where `b` has them: before the next name both have.
-fn merge(mut names: Vec<String>, b: &[String]) -> Vec<String> {
-    for (i, n) in b.iter().enumerate() {
-        if names.contains(n) {
-            continue;
-        }
-        let at = b[i + 1..].iter().find_map(|next| names.iter().position(|x| x == next)).unwrap_or(names.len());
-        names.insert(at, n.clone());
-    }
-    names
-}
-
 fn step_stats(samples: &[Sample], name: &str) -> Option<[u64; 4]> {
     stats(samples.iter().filter_map(|s| s.steps.iter().find(|x| x.0 == name).map(|x| x.1)).collect())
 }
@@ -184,7 +172,7 @@ fn rows(a: &[Sample], b: &[Sample]) -> Vec<Row> {
         Row { name: "ready → host has 200".into(), a: fig(|s| s.ready_to_host, a), b: fig(|s| s.ready_to_host, b) },
         Row { name: "  (one GET /ready, once ready)".into(), a: fig(|s| s.rtt, a), b: fig(|s| s.rtt, b) },
     ];
-    let names = merge(step_names(a), &step_names(b));
+    let names = host_probe::bench::merge_order(&step_names(a), &step_names(b));
     for n in names {
         out.push(Row { name: format!("  step {n}"), a: step_stats(a, &n), b: step_stats(b, &n) });
     }
@@ -362,7 +350,10 @@ mod tests {
         let names: Vec<&str> = r.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(&names[6..], ["  step mounts", "  step network", "  step python"]);
         let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let m = merge(v(&["mounts", "cmdline", "hostname", "network", "agent"]), &v(&["mounts", "cmdline", "network", "python", "agent"]));
+        let m = host_probe::bench::merge_order(
+            &v(&["mounts", "cmdline", "hostname", "network", "agent"]),
+            &v(&["mounts", "cmdline", "network", "python", "agent"]),
+        );
         assert_eq!(m, v(&["mounts", "cmdline", "hostname", "network", "python", "agent"]));
         assert_eq!((r[7].b, r[8].a), (None, None), "a step one side lacks stays empty on that side");
         assert_eq!(r[8].ratio(), None);
