@@ -32,8 +32,7 @@ pub async fn supervise(
 ) -> Action {
     let Some(mut sig) = sig else {
         // Without signal handlers all we can do is wait for a shutdown request.
-        let req = shutdown_rx.recv().await.map(|(r, _)| r).unwrap_or_default();
-        return action_of(req);
+        return requested(&mut shutdown_rx).await;
     };
     let action = loop {
         tokio::select! {
@@ -55,8 +54,7 @@ pub async fn supervise(
                 Err(e) => {
                     // Cannot happen with a valid signalfd; carry on with requests only.
                     say!("signals: {e}; waiting for a shutdown request");
-                    let req = shutdown_rx.recv().await.map(|(r, _)| r).unwrap_or_default();
-                    break action_of(req);
+                    break requested(&mut shutdown_rx).await;
                 }
             },
             r = async { match workload.as_mut() { Some(w) => (&mut w.exited).await, None => std::future::pending().await } } => {
@@ -77,6 +75,11 @@ pub async fn supervise(
     };
     shutdown::stop_processes(reaper, &mut sig, Duration::from_millis(cfg.grace_ms)).await;
     action
+}
+
+/// The next shutdown request's action (a power-off if every sender is gone).
+async fn requested(rx: &mut mpsc::UnboundedReceiver<(ShutdownRequest, &'static str)>) -> Action {
+    action_of(rx.recv().await.map(|(r, _)| r).unwrap_or_default())
 }
 
 fn action_of(req: ShutdownRequest) -> Action {

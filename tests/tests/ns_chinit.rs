@@ -133,19 +133,18 @@ fn exec_api_returns_output_and_exit_codes() {
     assert!(String::from_utf8_lossy(&r.body).contains("/no/such/program"));
     // chinit ignores SIGPIPE (a write to a closed socket must not kill PID 1); its children get the
     // default disposition back.
-    let ignored = |status: &str| {
-        let hex = status.lines().find_map(|l| l.strip_prefix("SigIgn:")).unwrap().trim().to_string();
-        u64::from_str_radix(&hex, 16).unwrap() & (1 << (libc::SIGPIPE - 1)) != 0
+    // A signal mask line of /proc/<pid>/status ("SigIgn:", "SigBlk:"), as a number.
+    let mask = |status: &str, field: &str| {
+        let hex = status.lines().find_map(|l| l.strip_prefix(field)).unwrap().trim().to_string();
+        u64::from_str_radix(&hex, 16).unwrap()
     };
+    let ignored = |status: &str| mask(status, "SigIgn:") & (1 << (libc::SIGPIPE - 1)) != 0;
     let pid1 = sh(&wire, "cat /proc/1/status");
     let child = sh(&wire, "cat /proc/self/status");
     assert!(ignored(&pid1), "chinit does not ignore SIGPIPE");
     assert!(!ignored(&child), "a command inherited SIGPIPE ignored");
     // chinit blocks the signals it reads from its signalfd; its children start with none blocked.
-    let blocked = |status: &str| {
-        let hex = status.lines().find_map(|l| l.strip_prefix("SigBlk:")).unwrap().trim().to_string();
-        u64::from_str_radix(&hex, 16).unwrap()
-    };
+    let blocked = |status: &str| mask(status, "SigBlk:");
     let handled = [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGPWR].iter().fold(0u64, |m, s| m | 1 << (s - 1));
     assert_eq!(blocked(&pid1) & handled, handled, "chinit does not block the signals it reads");
     assert_eq!(blocked(&child), 0, "a command inherited chinit's blocked signals");
