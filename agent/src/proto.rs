@@ -46,6 +46,34 @@ pub struct Ready {
     /// Increases each time chinit announces readiness again (after a snapshot restore).
     #[serde(default)]
     pub generation: u64,
+    /// The workload (`chinit.exec=`), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<Workload>,
+}
+
+/// The workload as `/ready` shows it: running, or how it ended.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Workload {
+    /// Its pid (and process group); 0 when it could not be started.
+    pub pid: u32,
+    pub running: bool,
+    /// Exit code when it exited (127: it could not be started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Signal number when a signal ended it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+}
+
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.running, self.exit_code, self.signal) {
+            (true, _, _) => write!(f, "running (pid {})", self.pid),
+            (false, Some(c), _) => write!(f, "exited with code {c} (pid {})", self.pid),
+            (false, None, Some(s)) => write!(f, "killed by signal {s} (pid {})", self.pid),
+            (false, None, None) => write!(f, "ended, status unknown (pid {})", self.pid),
+        }
+    }
 }
 
 impl Ready {
@@ -126,6 +154,7 @@ mod tests {
             steps: vec![Step { name: "mounts".into(), start_us: 85_210, end_us: 85_300, error: None }],
             ip: Some("169.254.1.2/16".into()),
             generation: 1,
+            workload: None,
         };
         let text = serde_json::to_string(&r).unwrap();
         assert!(!text.contains("\"error\""), "absent errors are not serialised: {text}");

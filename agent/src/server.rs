@@ -400,6 +400,7 @@ mod tests {
                 steps: vec![],
                 ip: None,
                 generation: 0,
+                workload: None,
             }
         }
         async fn exec(&self, req: ExecRequest) -> Result<ExecResponse, String> {

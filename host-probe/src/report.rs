@@ -359,6 +359,7 @@ mod tests {
             ],
             ip: Some("169.254.3.4/16".into()),
             generation: 1,
+            workload: None,
         }
     }
 

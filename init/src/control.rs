@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use agent::proto::{ExecRequest, ExecResponse, Ready, ShutdownRequest, Step};
+use agent::proto::{ExecRequest, ExecResponse, Ready, ShutdownRequest, Step, Workload};
 use agent::server::{serve, Control, ServeOptions};
 use tokio::sync::{mpsc, watch};
 
@@ -22,6 +22,7 @@ pub struct State {
     generation: AtomicU64,
     steps: Mutex<Vec<Step>>,
     ip: Mutex<Option<String>>,
+    workload: Mutex<Option<Workload>>,
 }
 
 impl State {
@@ -34,6 +35,7 @@ impl State {
             generation: AtomicU64::new(0),
             steps: Mutex::new(Vec::new()),
             ip: Mutex::new(None),
+            workload: Mutex::new(None),
         }
     }
 
@@ -48,6 +50,10 @@ impl State {
 
     pub fn set_ip(&self, ip: String) {
         *self.ip.lock().unwrap_or_else(|e| e.into_inner()) = Some(ip);
+    }
+
+    pub fn set_workload(&self, w: Workload) {
+        *self.workload.lock().unwrap_or_else(|e| e.into_inner()) = Some(w);
     }
 
     /// Declares readiness (again, after a restore: the generation goes up each time).
@@ -68,6 +74,7 @@ impl State {
             steps: self.steps.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             ip: self.ip.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             generation: self.generation.load(Ordering::Relaxed),
+            workload: *self.workload.lock().unwrap_or_else(|e| e.into_inner()),
         }
     }
 }

@@ -16,9 +16,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Output kept per stream; the rest is read and dropped so the command never blocks on a full pipe.
 pub const MAX_OUTPUT: usize = 64 * 1024;
-/// After the command exits, how long to wait for its output pipes to close (a background process it
-/// started may hold them open).
-const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
+/// After the command exits (or is killed), how long chinit goes on reading output its pipes still
+/// hold or receive. A background process it started may keep them open for ever: chinit never
+/// waits for it, and closes its ends of the pipes when this runs out.
+pub const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(50);
 
 /// The environment every command starts from.
 pub const BASE_ENV: &[(&str, &str)] =
@@ -46,69 +47,81 @@ pub fn command(req: &ExecRequest) -> Result<Command, String> {
     Ok(cmd)
 }
 
-async fn read_bounded(mut rx: pipe::Receiver) -> (Vec<u8>, bool) {
-    let mut kept = Vec::new();
-    let mut truncated = false;
-    let mut buf = [0u8; 8192];
-    loop {
+/// One output stream of the command: what was kept of it, and the pipe while it is open.
+struct Stream {
+    rx: Option<pipe::Receiver>,
+    kept: Vec<u8>,
+    truncated: bool,
+}
+
+impl Stream {
+    fn new(fd: Option<std::os::fd::OwnedFd>) -> Stream {
+        Stream { rx: fd.and_then(|fd| pipe::Receiver::from_owned_fd(fd).ok()), kept: Vec::new(), truncated: false }
+    }
+
+    fn open(&self) -> bool {
+        self.rx.is_some()
+    }
+
+    /// Reads once, keeping up to [`MAX_OUTPUT`]; closes the pipe at its end. Cancel-safe.
+    async fn read(&mut self) {
+        let Some(rx) = self.rx.as_mut() else { return };
+        let mut buf = [0u8; 8192];
         match rx.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
+            Ok(0) | Err(_) => self.rx = None,
             Ok(n) => {
-                let room = MAX_OUTPUT.saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
-                truncated |= n > room;
+                let room = MAX_OUTPUT.saturating_sub(self.kept.len());
+                self.kept.extend_from_slice(&buf[..n.min(room)]);
+                self.truncated |= n > room;
             }
         }
     }
-    (kept, truncated)
 }
 
-/// Runs the request to completion.
+/// Runs the request to completion: until the command exits (or times out and is killed), then
+/// [`DRAIN_AFTER_EXIT`] at most for the rest of its output. Everything it opened (pipes, the stdin
+/// writer) is closed when this returns.
 pub async fn run(reaper: &Reaper, req: ExecRequest) -> Result<ExecResponse, String> {
     let mut cmd = command(&req)?;
     let timeout = req.timeout_ms.map(Duration::from_millis).unwrap_or(DEFAULT_TIMEOUT).min(MAX_TIMEOUT);
     let start = Instant::now();
-    let (mut child, exited) = reaper.spawn(&mut cmd).map_err(|e| format!("cannot run {:?}: {e}", req.argv[0]))?;
+    let (mut child, mut exited) = reaper.spawn(&mut cmd).map_err(|e| format!("cannot run {:?}: {e}", req.argv[0]))?;
     let pgid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
-    let out = child.stdout.take().and_then(|s| pipe::Receiver::from_owned_fd(s.into()).ok());
-    let err = child.stderr.take().and_then(|s| pipe::Receiver::from_owned_fd(s.into()).ok());
-    let out = tokio::spawn(async move {
-        if let Some(rx) = out {
-            read_bounded(rx).await
-        } else {
-            (Vec::new(), false)
-        }
-    });
-    let err = tokio::spawn(async move {
-        if let Some(rx) = err {
-            read_bounded(rx).await
-        } else {
-            (Vec::new(), false)
-        }
-    });
-    if let (Some(input), Some(stdin)) = (req.stdin, child.stdin.take()) {
-        if let Ok(mut tx) = pipe::Sender::from_owned_fd(stdin.into()) {
+    let mut out = Stream::new(child.stdout.take().map(Into::into));
+    let mut err = Stream::new(child.stderr.take().map(Into::into));
+    let writer = match (req.stdin, child.stdin.take()) {
+        (Some(input), Some(stdin)) => pipe::Sender::from_owned_fd(stdin.into()).ok().map(|mut tx| {
             tokio::spawn(async move {
                 let _ = tx.write_all(input.as_bytes()).await;
-            });
+            })
+        }),
+        _ => None,
+    };
+    let kill_at = tokio::time::Instant::from_std(start + timeout);
+    let mut exit = None;
+    let mut timed_out = false;
+    // Set once the command is gone: reading stops then at the latest.
+    let mut drain_until: Option<tokio::time::Instant> = None;
+    while out.open() || err.open() || drain_until.is_none() {
+        let gone = drain_until.is_some();
+        tokio::select! {
+            () = out.read(), if out.open() => {}
+            () = err.read(), if err.open() => {}
+            r = &mut exited, if !gone => {
+                exit = r.ok();
+                drain_until = Some(tokio::time::Instant::now() + DRAIN_AFTER_EXIT);
+            }
+            () = tokio::time::sleep_until(kill_at), if !gone => {
+                let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+                timed_out = true;
+                drain_until = Some(tokio::time::Instant::now() + DRAIN_AFTER_EXIT);
+            }
+            () = tokio::time::sleep_until(drain_until.unwrap_or(kill_at)), if gone => break,
         }
     }
-    let (exit, timed_out) = match tokio::time::timeout(timeout, exited).await {
-        Ok(Ok(exit)) => (Some(exit), false),
-        Ok(Err(_)) => (None, false),
-        Err(_) => {
-            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-            (None, true)
-        }
-    };
-    let drain = |h: tokio::task::JoinHandle<(Vec<u8>, bool)>| async move {
-        match tokio::time::timeout(DRAIN_AFTER_EXIT, h).await {
-            Ok(Ok(v)) => v,
-            _ => (Vec::new(), false),
-        }
-    };
-    let (stdout, stdout_truncated) = drain(out).await;
-    let (stderr, stderr_truncated) = drain(err).await;
+    if let Some(w) = writer {
+        w.abort();
+    }
     Ok(ExecResponse {
         exit_code: match exit {
             Some(Exit::Code(c)) => Some(c),
@@ -120,10 +133,10 @@ pub async fn run(reaper: &Reaper, req: ExecRequest) -> Result<ExecResponse, Stri
             _ => None,
         },
         timed_out,
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        stdout_truncated,
-        stderr_truncated,
+        stdout: String::from_utf8_lossy(&out.kept).into_owned(),
+        stderr: String::from_utf8_lossy(&err.kept).into_owned(),
+        stdout_truncated: out.truncated,
+        stderr_truncated: err.truncated,
         duration_us: u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
     })
 }
@@ -193,6 +206,19 @@ mod tests {
         assert!(resp.timed_out);
         assert_eq!(resp.signal, Some(libc::SIGKILL));
         assert!(start.elapsed() < Duration::from_secs(10));
+    }
+
+    /// A background process that keeps the pipes open neither hides the output nor holds the
+    /// request; one that writes for ever is cut off when the drain ends (and dies of SIGPIPE).
+    #[tokio::test(flavor = "current_thread")]
+    async fn background_children_do_not_hold_the_answer() {
+        let start = Instant::now();
+        let resp = run_reaped(req(&["sh", "-c", "echo important; sleep 5 &"])).await.unwrap();
+        assert_eq!((resp.exit_code, resp.stdout.as_str()), (Some(0), "important\n"));
+        assert!(start.elapsed() < Duration::from_secs(3), "waited for the background sleep: {:?}", start.elapsed());
+        let resp = run_reaped(req(&["sh", "-c", "echo started; yes &"])).await.unwrap();
+        assert_eq!(resp.exit_code, Some(0));
+        assert!(resp.stdout.starts_with("started\n") && resp.stdout_truncated, "{:?}", &resp.stdout[..resp.stdout.len().min(200)]);
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -185,9 +185,9 @@ fn boot(mode: Mode, cmdline_override: Option<String>) -> ! {
         }
     };
     let extra_targets: Vec<String> = cfg.mounts.iter().map(|m| m.target.clone()).collect();
-    let action = rt.block_on(run(mode, &cfg, tl, marks, (init_start, agent_start), ip, netlink));
+    let ending = rt.block_on(run(mode, &cfg, tl, marks, (init_start, agent_start), ip, netlink));
     drop(rt);
-    shutdown::finish(mode, &extra_targets, action)
+    shutdown::finish(mode, &extra_targets, ending)
 }
 
 /// A step that cannot be done without failed: act on `chinit.on_error`. Never returns.
@@ -203,7 +203,10 @@ fn fail(mode: Mode, cfg: &Config) -> ! {
         }
         OnError::Shell => {
             say!("starting /bin/sh on the console (chinit.on_error=shell); exit it to power off");
-            match Command::new("/bin/sh").env_clear().envs(exec::BASE_ENV.iter().copied()).spawn() {
+            let mut sh = Command::new("/bin/sh");
+            sh.env_clear().envs(exec::BASE_ENV.iter().copied());
+            signals::reset_in_child(&mut sh);
+            match sh.spawn() {
                 Ok(child) => {
                     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
                     // Reap everything until the shell itself is gone.
@@ -229,8 +232,8 @@ fn network(cfg: &Config) -> Result<(net::Plan, netlink::Socket), String> {
     Ok((plan, nl))
 }
 
-/// Agent, ready, then the PID 1 loop. Returns how to end the machine, after every process
-/// has been stopped.
+/// Agent, ready, then the PID 1 loop. Returns how the machine ends, after every process has
+/// been stopped.
 async fn run(
     mode: Mode,
     cfg: &Config,
@@ -239,7 +242,7 @@ async fn run(
     (init_start, agent_start): (u64, u64),
     ip: Option<(Ipv4Addr, u8)>,
     netlink: Option<netlink::Socket>,
-) -> Action {
+) -> supervise::Ending {
     let state = Arc::new(State::new(mode.name(), init_start));
     let reaper = Arc::new(Reaper::default());
 
@@ -290,11 +293,11 @@ async fn run(
     let workload = match &cfg.exec {
         Some(argv) => {
             control::system_ready(&system_rx).await;
-            supervise::start_workload(argv, &reaper)
+            supervise::start_workload(argv, &reaper, &state)
         }
         None => None,
     };
-    supervise::supervise(cfg, sig, &reaper, shutdown_rx, workload).await
+    supervise::supervise(cfg, &state, sig, &reaper, shutdown_rx, workload).await
 }
 
 /// On a helper thread: prints the ready line, closes the boot's netlink socket, mounts

@@ -21,6 +21,16 @@ pub enum Exit {
     Signal(i32),
 }
 
+impl Exit {
+    /// As a shell reports it: the code, or 128 + the signal.
+    pub fn status_code(self) -> i32 {
+        match self {
+            Exit::Code(c) => c,
+            Exit::Signal(s) => 128 + s,
+        }
+    }
+}
+
 impl std::fmt::Display for Exit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -40,8 +50,10 @@ impl Reaper {
         self.owned.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts `cmd` as an owned child; the receiver yields its exit.
+    /// Starts `cmd` as an owned child, with an empty signal mask and default dispositions
+    /// ([`crate::signals::reset_in_child`]); the receiver yields its exit.
     pub fn spawn(&self, cmd: &mut Command) -> std::io::Result<(Child, oneshot::Receiver<Exit>)> {
+        crate::signals::reset_in_child(cmd);
         let mut owned = self.lock();
         let child = cmd.spawn()?;
         let (tx, rx) = oneshot::channel();
@@ -120,5 +132,6 @@ mod tests {
     fn exit_display() {
         assert_eq!(Exit::Code(3).to_string(), "exit code 3");
         assert_eq!(Exit::Signal(15).to_string(), "signal 15");
+        assert_eq!((Exit::Code(3).status_code(), Exit::Signal(15).status_code()), (3, 143));
     }
 }

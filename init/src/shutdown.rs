@@ -1,7 +1,9 @@
 //! Orderly shutdown, always in this order: SIGTERM to every process → grace period → SIGKILL →
 //! sync → unmount the extra mounts (retry, then lazily) → remount the root read-only (VM mode) →
 //! sync → `reboot(POWER_OFF)` (never a reboot unless asked: cloud-hypervisor restarts a VM that
-//! reboots). In a PID namespace, `reboot()` ends the namespace, as it should.
+//! reboots). In a PID namespace, `reboot()` ends the namespace, as it should; when the workload
+//! ended by itself, chinit exits with its status instead (its code, or 128 + the signal), as tini
+//! does, so whoever started the namespace learns it.
 
 use std::time::Duration;
 
@@ -15,6 +17,7 @@ use crate::mode::Mode;
 use crate::reap::Reaper;
 use crate::say;
 use crate::signals::Signals;
+use crate::supervise::Ending;
 
 /// How the machine ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +58,7 @@ pub async fn stop_processes(reaper: &Reaper, signals: &mut Signals, grace: Durat
 }
 
 /// Unmounts and finishes the machine. Never returns.
-pub fn finish(mode: Mode, extra_targets: &[String], action: Action) -> ! {
+pub fn finish(mode: Mode, extra_targets: &[String], ending: Ending) -> ! {
     nix::unistd::sync();
     for t in extra_targets.iter().rev() {
         let ok = (0..3).any(|i| {
@@ -76,7 +79,13 @@ pub fn finish(mode: Mode, extra_targets: &[String], action: Action) -> ! {
         }
     }
     nix::unistd::sync();
-    power(mode, action)
+    if let (Mode::Namespace, Action::Poweroff, Some(exit)) = (mode, ending.action, ending.workload) {
+        let code = exit.status_code();
+        say!("exiting with the workload's status {code}");
+        #[allow(clippy::exit)]
+        std::process::exit(code);
+    }
+    power(mode, ending.action)
 }
 
 /// The final syscall. Never returns: if the kernel refuses, PID 1 of a VM waits forever (exiting

@@ -1,56 +1,87 @@
-//! The PID 1 loop: reap on SIGCHLD; forward SIGTERM, SIGINT and SIGHUP to the workload while it runs
-//! (otherwise SIGTERM, SIGINT — Ctrl-Alt-Del — and SIGPWR shut down); end when the workload exits
-//! (`chinit.on_exit=poweroff`) or a shutdown is requested; then stop every process in order.
+//! The PID 1 loop, until the machine should end: reap on SIGCHLD; forward every other signal to the
+//! workload's process group while it runs (as tini and catatonit do); with no workload, SIGTERM,
+//! SIGINT (Ctrl-Alt-Del) and SIGPWR shut down. The workload's exit ends the machine
+//! (`chinit.on_exit=poweroff`), and its status is kept: `/ready` shows it, the host is told
+//! (`chinit.notify`), and in a namespace chinit exits with it. Then every process is stopped in order.
+//! The table is [`reaction`]; `docs/signals.md` documents it.
 
 use std::process::Command;
 use std::time::Duration;
 
-use agent::proto::{ShutdownAction, ShutdownRequest};
-use nix::sys::signal::Signal;
+use agent::proto::{ShutdownAction, ShutdownRequest, Workload as WorkloadStatus};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cmdline::{Config, OnExit};
+use crate::control::State;
 use crate::exec;
 use crate::reap::{Exit, Reaper};
 use crate::say;
 use crate::shutdown::{self, Action};
-use crate::signals::Signals;
+use crate::signals::{self, Signals, Signo};
 
-/// The running workload (`chinit.exec=`).
+/// What chinit does with a signal it read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reaction {
+    /// SIGCHLD: collect every child that exited.
+    Reap,
+    /// Send it on to the workload's process group.
+    Forward,
+    /// An orderly power-off.
+    Shutdown,
+    /// Say so on the console; nothing else.
+    Ignore,
+}
+
+/// The signal table (pure). While a workload runs, it gets every signal but SIGCHLD: its exit is
+/// what ends the machine, so a SIGTERM reaches the program that must act on it. Without one,
+/// SIGTERM, SIGINT and SIGPWR shut down and the rest is ignored.
+pub fn reaction(sig: Signo, workload_running: bool) -> Reaction {
+    match sig {
+        libc::SIGCHLD => Reaction::Reap,
+        _ if workload_running => Reaction::Forward,
+        libc::SIGTERM | libc::SIGINT | libc::SIGPWR => Reaction::Shutdown,
+        _ => Reaction::Ignore,
+    }
+}
+
+/// The running workload (`chinit.exec=`), leader of its own process group.
 pub struct Workload {
-    pid: nix::unistd::Pid,
+    /// Its pid, which is also its process group; 0 when it could not be started.
+    pid: i32,
     exited: oneshot::Receiver<Exit>,
+}
+
+/// How the machine ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ending {
+    pub action: Action,
+    /// The workload's exit, when it ended by itself.
+    pub workload: Option<Exit>,
 }
 
 /// Runs until the machine should end; returns how, after every other process has been stopped.
 pub async fn supervise(
     cfg: &Config,
+    state: &State,
     sig: Option<Signals>,
     reaper: &Reaper,
     mut shutdown_rx: mpsc::UnboundedReceiver<(ShutdownRequest, &'static str)>,
     mut workload: Option<Workload>,
-) -> Action {
+) -> Ending {
     let Some(mut sig) = sig else {
-        // Without signal handlers all we can do is wait for a shutdown request.
-        return requested(&mut shutdown_rx).await;
+        // Without signals all we can do is wait for a shutdown request.
+        return Ending { action: requested(&mut shutdown_rx).await, workload: None };
     };
+    let mut ended = None;
     let action = loop {
         tokio::select! {
             s = sig.recv() => match s {
-                Ok(Signal::SIGCHLD) => {
-                    reaper.reap();
-                }
-                Ok(Signal::SIGTERM) => match &workload {
-                    Some(w) => forward(w, Signal::SIGTERM),
-                    None => { say!("SIGTERM: shutting down"); break Action::Poweroff; }
+                Ok(s) => match reaction(s, workload.is_some()) {
+                    Reaction::Reap => { reaper.reap(); }
+                    Reaction::Forward => if let Some(w) = &workload { forward(w, s) },
+                    Reaction::Shutdown => { say!("{}: shutting down", signals::name(s)); break Action::Poweroff; }
+                    Reaction::Ignore => say!("{}: no workload to forward it to; ignored", signals::name(s)),
                 },
-                Ok(Signal::SIGINT) => match &workload {
-                    Some(w) => forward(w, Signal::SIGINT),
-                    None => { say!("SIGINT (Ctrl-Alt-Del): shutting down"); break Action::Poweroff; }
-                },
-                Ok(Signal::SIGHUP) => if let Some(w) = &workload { forward(w, Signal::SIGHUP) },
-                Ok(Signal::SIGPWR) => { say!("SIGPWR: shutting down"); break Action::Poweroff; }
-                Ok(_) => {}
                 Err(e) => {
                     // Cannot happen with a valid signalfd; carry on with requests only.
                     say!("signals: {e}; waiting for a shutdown request");
@@ -58,10 +89,19 @@ pub async fn supervise(
                 }
             },
             r = async { match workload.as_mut() { Some(w) => (&mut w.exited).await, None => std::future::pending().await } } => {
-                workload = None;
-                match r {
-                    Ok(exit) => say!("workload exited ({exit})"),
-                    Err(_) => say!("workload exited (status lost)"),
+                let pid = workload.take().map(|w| w.pid).unwrap_or(0);
+                let exit = match r {
+                    Ok(exit) => exit,
+                    // The reaper dropped the sender: it cannot have, but call it a failure.
+                    Err(_) => Exit::Code(255),
+                };
+                say!("workload exited ({exit})");
+                ended = Some(exit);
+                state.set_workload(status(pid, Some(exit)));
+                if let Some(port) = cfg.notify_vsock_port {
+                    if let Err(e) = crate::notify::send(port, &state.snapshot()).await {
+                        say!("notify: {e}");
+                    }
                 }
                 if cfg.on_exit == OnExit::Poweroff {
                     break Action::Poweroff;
@@ -74,7 +114,7 @@ pub async fn supervise(
         }
     };
     shutdown::stop_processes(reaper, &mut sig, Duration::from_millis(cfg.grace_ms)).await;
-    action
+    Ending { action, workload: ended }
 }
 
 /// The next shutdown request's action (a power-off if every sender is gone).
@@ -89,26 +129,90 @@ fn action_of(req: ShutdownRequest) -> Action {
     }
 }
 
-fn forward(w: &Workload, sig: Signal) {
-    let _ = nix::sys::signal::kill(w.pid, sig);
+fn forward(w: &Workload, sig: Signo) {
+    if w.pid > 0 {
+        // SAFETY: kill only sends a signal; a negative pid names the workload's process group.
+        if unsafe { libc::kill(-w.pid, sig) } != 0 {
+            say!("{}: cannot forward it to the workload: {}", signals::name(sig), std::io::Error::last_os_error());
+        }
+    }
 }
 
-pub fn start_workload(argv: &[String], reaper: &Reaper) -> Option<Workload> {
+fn status(pid: i32, exit: Option<Exit>) -> WorkloadStatus {
+    WorkloadStatus {
+        pid: u32::try_from(pid).unwrap_or(0),
+        running: exit.is_none(),
+        exit_code: match exit {
+            Some(Exit::Code(c)) => Some(c),
+            _ => None,
+        },
+        signal: match exit {
+            Some(Exit::Signal(s)) => Some(s),
+            _ => None,
+        },
+    }
+}
+
+/// Starts the workload as the leader of its own process group (so forwarded signals reach what it
+/// starts too, as a terminal's do) and publishes it in `state`.
+pub fn start_workload(argv: &[String], reaper: &Reaper, state: &State) -> Option<Workload> {
     let (prog, args) = argv.split_first()?;
     let mut cmd = Command::new(prog);
     cmd.args(args).env_clear().envs(exec::BASE_ENV.iter().copied());
-    match reaper.spawn(&mut cmd) {
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let (pid, exited) = match reaper.spawn(&mut cmd) {
         Ok((child, exited)) => {
-            let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
+            let pid = i32::try_from(child.id()).unwrap_or(0);
             say!("workload started: {} (pid {pid})", argv.join(" "));
-            Some(Workload { pid, exited })
+            (pid, exited)
         }
         Err(e) => {
             say!("workload: cannot run {prog:?}: {e}");
-            // Behave as if it had exited at once, so chinit.on_exit still applies.
+            // Behave as if it had exited at once with the shell's "not found", so chinit.on_exit
+            // still applies.
             let (tx, exited) = oneshot::channel();
             let _ = tx.send(Exit::Code(127));
-            Some(Workload { pid: nix::unistd::Pid::from_raw(0), exited })
+            (0, exited)
         }
+    };
+    state.set_workload(status(pid, None));
+    Some(Workload { pid, exited })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_table() {
+        let rtmin = libc::SIGRTMIN();
+        let cases = [
+            (libc::SIGCHLD, true, Reaction::Reap),
+            (libc::SIGCHLD, false, Reaction::Reap),
+            (libc::SIGTERM, true, Reaction::Forward),
+            (libc::SIGINT, true, Reaction::Forward),
+            (libc::SIGPWR, true, Reaction::Forward),
+            (libc::SIGUSR1, true, Reaction::Forward),
+            (libc::SIGQUIT, true, Reaction::Forward),
+            (libc::SIGWINCH, true, Reaction::Forward),
+            (libc::SIGCONT, true, Reaction::Forward),
+            (rtmin + 1, true, Reaction::Forward),
+            (libc::SIGTERM, false, Reaction::Shutdown),
+            (libc::SIGINT, false, Reaction::Shutdown),
+            (libc::SIGPWR, false, Reaction::Shutdown),
+            (libc::SIGHUP, false, Reaction::Ignore),
+            (libc::SIGUSR2, false, Reaction::Ignore),
+            (rtmin, false, Reaction::Ignore),
+        ];
+        for (sig, running, want) in cases {
+            assert_eq!(reaction(sig, running), want, "{} with a workload: {running}", signals::name(sig));
+        }
+    }
+
+    #[test]
+    fn workload_status_follows_the_exit() {
+        assert_eq!(status(7, None), WorkloadStatus { pid: 7, running: true, exit_code: None, signal: None });
+        assert_eq!(status(7, Some(Exit::Code(3))), WorkloadStatus { pid: 7, running: false, exit_code: Some(3), signal: None });
+        assert_eq!(status(7, Some(Exit::Signal(15))), WorkloadStatus { pid: 7, running: false, exit_code: None, signal: Some(15) });
     }
 }
