@@ -7,12 +7,17 @@
 //!
 //! At the connection limit a new connection evicts the oldest one that is not in the middle of
 //! answering a request, so a flood of idle or trickling connections cannot lock real clients out; when
-//! every connection is busy answering, the new one is closed at once.
+//! every connection is busy answering, the new one is answered 503 and closed.
+//!
+//! Strict where leniency is a risk: one `Content-Length` of digits only (two that differ are a
+//! smuggling attempt), no chunked bodies, JSON objects only. Every error answer closes the
+//! connection. `Expect: 100-continue` is answered before the body is read; an HTTP/1.0 client that
+//! asks for keep-alive is told it got it.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -21,6 +26,69 @@ use tokio::sync::Notify;
 use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::proto::{ErrorBody, ExecRequest, ExecResponse, Ready, ShutdownRequest};
+
+/// A refusal of the owner's, with the HTTP status that says why (400: bad request, 503: shutting
+/// down, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn bad_request(message: impl Into<String>) -> Refusal {
+        Refusal { status: 400, message: message.into() }
+    }
+}
+
+/// Answers being prepared or written, across every listener that shares it: an owner that is
+/// about to stop waits for [`InFlight::idle`] so that no request it took goes unanswered.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    answering: AtomicUsize,
+    /// Answers ever started: a quiet period is one in which this does not move.
+    started: AtomicUsize,
+    idle: Notify,
+}
+
+impl InFlight {
+    fn enter(&self) -> Answering<'_> {
+        self.started.fetch_add(1, Ordering::AcqRel);
+        self.answering.fetch_add(1, Ordering::AcqRel);
+        Answering(self)
+    }
+
+    /// Returns once no answer is being prepared or written and none has started for `quiet`: a
+    /// request already sent but not yet read (its connection waiting to be accepted or scheduled)
+    /// gets that long to start.
+    pub async fn idle(&self, quiet: Duration) {
+        loop {
+            loop {
+                let idle = self.idle.notified();
+                if self.answering.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                idle.await;
+            }
+            let seen = self.started.load(Ordering::Acquire);
+            tokio::time::sleep(quiet).await;
+            if self.started.load(Ordering::Acquire) == seen && self.answering.load(Ordering::Acquire) == 0 {
+                return;
+            }
+        }
+    }
+}
+
+/// One answer under way; dropped once it is written (or abandoned).
+struct Answering<'a>(&'a InFlight);
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        if self.0.answering.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
 
 /// Resource bounds of one listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,10 +124,15 @@ pub struct ServeOptions {
 pub trait Control: Send + Sync + 'static {
     /// The current readiness document (`ready` false before chinit is ready).
     fn ready(&self) -> Ready;
-    /// Runs a command for `POST /v1/exec`; `Err` is a message for a 400 answer.
-    fn exec(&self, req: ExecRequest) -> impl Future<Output = Result<ExecResponse, String>> + Send;
-    /// Starts the requested shutdown; the answer (202) is sent before it proceeds.
+    /// Runs a command for `POST /v1/exec`.
+    fn exec(&self, req: ExecRequest) -> impl Future<Output = Result<ExecResponse, Refusal>> + Send;
+    /// Starts the requested shutdown (or joins one under way); the answer (202) is sent before it
+    /// proceeds.
     fn shutdown(&self, req: ShutdownRequest);
+    /// Where the server counts its answers under way, if the owner waits for them.
+    fn in_flight(&self) -> Option<&InFlight> {
+        None
+    }
 }
 
 /// Something that yields connections.
@@ -113,9 +186,10 @@ pub async fn serve<L: Listener, C: Control>(mut listener: L, ctl: Arc<C>, opts: 
                     let idle = live.iter().position(|w| w.upgrade().is_some_and(|s| !s.busy.load(Ordering::Acquire)));
                     match idle.and_then(|i| live.remove(i)).and_then(|w| w.upgrade()) {
                         Some(old) => old.evict.notify_one(),
-                        // Every connection is answering: close the new one at once.
+                        // Every connection is answering: say so, and close the new one.
                         None => {
-                            drop(io);
+                            let timeout = opts.limits.write_timeout;
+                            tokio::spawn(async move { refuse_busy(io, timeout).await });
                             continue;
                         }
                     }
@@ -134,12 +208,25 @@ pub async fn serve<L: Listener, C: Control>(mut listener: L, ctl: Arc<C>, opts: 
     }
 }
 
+/// Answers a connection the server has no room for: 503, then close.
+async fn refuse_busy<IO: AsyncWrite + Unpin>(mut io: IO, wait: Duration) {
+    let body = error_json("every connection is answering a request; try again shortly");
+    let out = response(503, &body, Connection::Close);
+    let _ = timeout(wait, async {
+        io.write_all(&out).await?;
+        io.shutdown().await
+    })
+    .await;
+}
+
 /// One parsed request.
 #[derive(Debug, PartialEq, Eq)]
 struct Request {
     method: String,
     path: String,
     keep_alive: bool,
+    /// HTTP/1.0 (which keeps a connection only when asked, and is told so).
+    http10: bool,
     body: Vec<u8>,
 }
 
@@ -157,7 +244,29 @@ enum Parsed {
     /// Need more bytes.
     Partial,
     /// A complete head of `head_len` bytes announcing a body of `body_len` bytes.
-    Head { head_len: usize, body_len: usize, method: String, path: String, keep_alive: bool },
+    Head(Head),
+}
+
+/// A complete request head.
+#[derive(Debug, PartialEq, Eq)]
+struct Head {
+    head_len: usize,
+    body_len: usize,
+    method: String,
+    path: String,
+    keep_alive: bool,
+    http10: bool,
+    /// `Expect: 100-continue`: the client waits for a 100 before it sends the body.
+    expect_continue: bool,
+}
+
+/// A `Content-Length` value: digits only (no sign, no list, no spaces inside).
+fn content_length(v: &[u8]) -> Option<usize> {
+    let v = v.trim_ascii();
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 /// Parses a request head (pure; table-tested).
@@ -175,14 +284,18 @@ fn parse_head(buf: &[u8], limits: &Limits) -> Result<Parsed, ReadError> {
             if head_len > limits.max_head {
                 return Err(ReadError::Status(431, format!("request head is over {} bytes", limits.max_head)));
             }
-            let mut body_len = 0usize;
-            let mut keep_alive = req.version == Some(1);
+            let mut body_len = None;
+            let http10 = req.version == Some(0);
+            let mut keep_alive = !http10;
+            let mut expect_continue = false;
             for h in req.headers.iter() {
                 if h.name.eq_ignore_ascii_case("content-length") {
-                    body_len = std::str::from_utf8(h.value)
-                        .ok()
-                        .and_then(|v| v.trim().parse().ok())
-                        .ok_or_else(|| ReadError::Status(400, "Content-Length is not a number".into()))?;
+                    let n = content_length(h.value)
+                        .ok_or_else(|| ReadError::Status(400, "Content-Length is not a number (digits only)".into()))?;
+                    if body_len.is_some_and(|b| b != n) {
+                        return Err(ReadError::Status(400, "two different Content-Length headers".into()));
+                    }
+                    body_len = Some(n);
                 } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                     return Err(ReadError::Status(411, "chunked bodies are not accepted: send Content-Length".into()));
                 } else if h.name.eq_ignore_ascii_case("connection") {
@@ -192,38 +305,56 @@ fn parse_head(buf: &[u8], limits: &Limits) -> Result<Parsed, ReadError> {
                     } else if v.contains("keep-alive") {
                         keep_alive = true;
                     }
+                } else if h.name.eq_ignore_ascii_case("expect") {
+                    if !h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                        return Err(ReadError::Status(417, "the only expectation served is 100-continue".into()));
+                    }
+                    expect_continue = true;
                 }
             }
+            // HTTP/1.0 has no 100 Continue.
+            expect_continue &= !http10;
+            let body_len = body_len.unwrap_or(0);
             if body_len > limits.max_body {
                 return Err(ReadError::Status(413, format!("body of {body_len} bytes is over {} bytes", limits.max_body)));
             }
-            Ok(Parsed::Head {
+            Ok(Parsed::Head(Head {
                 head_len,
                 body_len,
                 method: req.method.unwrap_or_default().to_string(),
                 path: req.path.unwrap_or_default().to_string(),
                 keep_alive,
-            })
+                http10,
+                expect_continue,
+            }))
         }
     }
 }
 
-/// Reads one request; `buf` carries pipelined bytes from one request to the next.
-async fn read_request<IO: AsyncRead + Unpin>(io: &mut IO, buf: &mut Vec<u8>, limits: &Limits) -> Result<Request, ReadError> {
+/// Reads one request; `buf` carries pipelined bytes from one request to the next. Writes only an
+/// interim `100 Continue`, when the client asked for one.
+async fn read_request<IO: AsyncRead + AsyncWrite + Unpin>(io: &mut IO, buf: &mut Vec<u8>, limits: &Limits) -> Result<Request, ReadError> {
     let deadline = Instant::now() + limits.request_timeout;
     let mut chunk = [0u8; 2048];
     loop {
-        if let Parsed::Head { head_len, body_len, method, path, keep_alive } = parse_head(buf, limits)? {
-            while buf.len() < head_len + body_len {
-                let want = (head_len + body_len - buf.len()).min(chunk.len());
+        if let Parsed::Head(h) = parse_head(buf, limits)? {
+            let whole = h.head_len + h.body_len;
+            if h.expect_continue && buf.len() < whole {
+                match timeout_at(deadline, io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")).await {
+                    Ok(Ok(())) => {}
+                    _ => return Err(ReadError::Gone),
+                }
+            }
+            while buf.len() < whole {
+                let want = (whole - buf.len()).min(chunk.len());
                 match timeout_at(deadline, io.read(&mut chunk[..want])).await {
                     Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
                     _ => return Err(ReadError::Gone),
                 }
             }
-            let body = buf[head_len..head_len + body_len].to_vec();
-            buf.drain(..head_len + body_len);
-            return Ok(Request { method, path, keep_alive, body });
+            let body = buf[h.head_len..whole].to_vec();
+            buf.drain(..whole);
+            return Ok(Request { method: h.method, path: h.path, keep_alive: h.keep_alive, http10: h.http10, body });
         }
         let room = limits.max_head.saturating_sub(buf.len()).clamp(1, chunk.len());
         match timeout_at(deadline, io.read(&mut chunk[..room])).await {
@@ -243,6 +374,7 @@ fn reason(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         411 => "Length Required",
         413 => "Content Too Large",
+        417 => "Expectation Failed",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
@@ -250,13 +382,28 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
+/// What the answer says of the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Connection {
+    /// Kept (HTTP/1.1's default: nothing to say).
+    Kept,
+    /// Kept, for an HTTP/1.0 client that asked: `Connection: keep-alive`.
+    KeptHttp10,
+    /// `Connection: close`, and closed after the answer.
+    Close,
+}
+
 /// Formats a whole response.
-fn response(status: u16, body: &[u8], keep_alive: bool) -> Vec<u8> {
+fn response(status: u16, body: &[u8], conn: Connection) -> Vec<u8> {
     let mut out = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n",
         reason(status),
         body.len(),
-        if keep_alive { "" } else { "Connection: close\r\n" }
+        match conn {
+            Connection::Kept => "",
+            Connection::KeptHttp10 => "Connection: keep-alive\r\n",
+            Connection::Close => "Connection: close\r\n",
+        }
     )
     .into_bytes();
     out.extend_from_slice(body);
@@ -265,6 +412,15 @@ fn response(status: u16, body: &[u8], keep_alive: bool) -> Vec<u8> {
 
 fn error_json(msg: &str) -> Vec<u8> {
     serde_json::to_vec(&ErrorBody { error: msg.to_string() }).unwrap_or_default()
+}
+
+/// A JSON object of type `T`; anything else (an array, a number) is refused, though serde would
+/// read a struct from an array.
+fn json_object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    match serde_json::from_slice::<serde_json::Value>(body).map_err(|e| e.to_string())? {
+        v @ serde_json::Value::Object(_) => serde_json::from_value(v).map_err(|e| e.to_string()),
+        _ => Err("expected a JSON object".into()),
+    }
 }
 
 /// Routes one request to (status, body).
@@ -281,19 +437,19 @@ async fn route<C: Control>(req: &Request, ctl: &C, control: bool) -> (u16, Vec<u
         ("POST", "/v1/exec" | "/v1/shutdown") if !control => {
             (403, error_json("the control API is served on vsock only; boot with chinit.api=tcp to serve it on TCP too"))
         }
-        ("POST", "/v1/exec") => match serde_json::from_slice::<ExecRequest>(&req.body) {
+        ("POST", "/v1/exec") => match json_object::<ExecRequest>(&req.body) {
             Err(e) => (400, error_json(&format!("exec request: {e}"))),
             Ok(r) if r.argv.is_empty() => (400, error_json("exec request: argv is empty")),
             Ok(r) => match ctl.exec(r).await {
                 Ok(resp) => (200, serde_json::to_vec(&resp).unwrap_or_default()),
-                Err(e) => (400, error_json(&e)),
+                Err(e) => (e.status, error_json(&e.message)),
             },
         },
         ("POST", "/v1/shutdown") => {
             let parsed = if req.body.iter().all(u8::is_ascii_whitespace) {
                 Ok(ShutdownRequest::default())
             } else {
-                serde_json::from_slice::<ShutdownRequest>(&req.body)
+                json_object::<ShutdownRequest>(&req.body)
             };
             match parsed {
                 Ok(r) => {
@@ -316,27 +472,35 @@ async fn connection<IO: AsyncRead + AsyncWrite + Unpin, C: Control>(mut io: IO, 
             _ = slot.evict.notified() => return,
         };
         slot.busy.store(true, Ordering::Release);
-        let (status, body, keep_alive, head_only) = match read {
+        let answering = ctl.in_flight().map(InFlight::enter);
+        let (status, body, conn, head_only) = match read {
             Err(ReadError::Gone) => return,
-            Err(ReadError::Status(status, msg)) => (status, error_json(&msg), false, false),
+            Err(ReadError::Status(status, msg)) => (status, error_json(&msg), Connection::Close, false),
             Ok(req) => {
                 let (status, body) = route(&req, &*ctl, opts.control).await;
-                (status, body, req.keep_alive, req.method == "HEAD")
+                // Error answers close; a 503 from /ready is the ready document, not an error.
+                let error = status >= 400 && !(status == 503 && req.path.split('?').next() == Some("/ready"));
+                let conn = match (req.keep_alive && !error, req.http10) {
+                    (false, _) => Connection::Close,
+                    (true, false) => Connection::Kept,
+                    (true, true) => Connection::KeptHttp10,
+                };
+                (status, body, conn, req.method == "HEAD")
             }
         };
-        let mut out = response(status, &body, keep_alive);
+        let mut out = response(status, &body, conn);
         if head_only {
             out.truncate(out.len() - body.len());
         }
         let written = timeout(opts.limits.write_timeout, io.write_all(&out)).await;
+        let closing = conn == Connection::Close || !matches!(written, Ok(Ok(())));
+        if closing && written.as_ref().is_ok_and(Result::is_ok) {
+            let _ = timeout(opts.limits.write_timeout, io.shutdown()).await;
+        }
+        drop(answering);
         slot.busy.store(false, Ordering::Release);
-        match written {
-            Ok(Ok(())) if keep_alive => continue,
-            Ok(Ok(())) => {
-                let _ = timeout(opts.limits.write_timeout, io.shutdown()).await;
-                return;
-            }
-            _ => return,
+        if closing {
+            return;
         }
     }
 }
@@ -367,12 +531,23 @@ mod tests {
             (b"POST / HTTP/1.1\r\nContent-Length: 65\r\n\r\n", Err(413)),
             (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", Err(400)),
             (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", Err(411)),
+            (b"GET /ready HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", Ok("GET /ready ka=true body=0")),
+            // Content-Length: digits only, and never two that differ (request smuggling).
+            (b"POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\n", Err(400)),
+            (b"POST / HTTP/1.1\r\nContent-Length: 3 3\r\n\r\n", Err(400)),
+            (b"POST / HTTP/1.1\r\nContent-Length: 3, 4\r\n\r\n", Err(400)),
+            (b"POST / HTTP/1.1\r\nContent-Length:\r\n\r\n", Err(400)),
+            (b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", Err(400)),
+            (b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", Ok("POST / ka=true body=3")),
+            (b"POST / HTTP/1.1\r\nContent-Length:  7 \r\n\r\n", Ok("POST / ka=true body=7")),
+            (b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n", Ok("POST / ka=true body=2")),
+            (b"POST / HTTP/1.1\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\n", Err(417)),
             (big_head.as_bytes(), Err(431)),
         ];
         for (input, want) in cases {
             let got = match parse_head(input, &l) {
                 Ok(Parsed::Partial) => Ok("partial".to_string()),
-                Ok(Parsed::Head { method, path, keep_alive, body_len, .. }) => {
+                Ok(Parsed::Head(Head { method, path, keep_alive, body_len, .. })) => {
                     Ok(format!("{method} {path} ka={keep_alive} body={body_len}"))
                 }
                 Err(ReadError::Status(s, _)) => Err(s),
@@ -403,7 +578,7 @@ mod tests {
                 workload: None,
             }
         }
-        async fn exec(&self, req: ExecRequest) -> Result<ExecResponse, String> {
+        async fn exec(&self, req: ExecRequest) -> Result<ExecResponse, Refusal> {
             Ok(ExecResponse { exit_code: Some(0), stdout: req.argv.join(" "), ..ExecResponse::default() })
         }
         fn shutdown(&self, req: ShutdownRequest) {
@@ -444,11 +619,11 @@ mod tests {
         let (out, _) = exchange(
             true,
             false,
-            b"GET /healthz HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\n\r\nGET /ready HTTP/1.1\r\nConnection: close\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\n\r\nHEAD /ready HTTP/1.1\r\n\r\nGET /ready HTTP/1.1\r\nConnection: close\r\n\r\n",
         )
         .await;
         let statuses: Vec<&str> = out.match_indices("HTTP/1.1 ").map(|(i, _)| &out[i + 9..i + 12]).collect();
-        assert_eq!(statuses, ["200", "404", "200"], "{out}");
+        assert_eq!(statuses, ["200", "200", "200"], "{out}");
         assert!(out.contains("Connection: close"), "{out}");
     }
 
@@ -479,6 +654,98 @@ mod tests {
             let (out, _) = exchange(true, true, input).await;
             assert!(out.starts_with(&format!("HTTP/1.1 {want} ")), "{:?} -> {out}", String::from_utf8_lossy(input));
         }
+    }
+
+    /// Error answers close the connection, whatever came after them; a 503 from /ready does not.
+    #[tokio::test]
+    async fn errors_close_the_connection() {
+        for first in [
+            &b"GET /nope HTTP/1.1\r\n\r\n"[..],
+            b"DELETE /ready HTTP/1.1\r\n\r\n",
+            b"POST /v1/exec HTTP/1.1\r\nContent-Length: 2\r\n\r\n[]",
+        ] {
+            let mut input = first.to_vec();
+            input.extend_from_slice(b"GET /healthz HTTP/1.1\r\n\r\n");
+            let (out, _) = exchange(true, true, &input).await;
+            assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "{out}");
+            assert!(out.contains("Connection: close"), "{out}");
+        }
+        let (out, _) = exchange(false, false, b"GET /ready HTTP/1.1\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n").await;
+        assert!(out.starts_with("HTTP/1.1 503 ") && out.matches("HTTP/1.1 ").count() == 2, "{out}");
+    }
+
+    /// An HTTP/1.0 client that asks for keep-alive is told it has it (and is served twice); one
+    /// that does not ask is closed.
+    #[tokio::test]
+    async fn http10_keep_alive_is_announced() {
+        let (out, _) = exchange(true, false, b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /healthz HTTP/1.0\r\n\r\n").await;
+        let answers: Vec<&str> = out.split("HTTP/1.1 200 ").skip(1).collect();
+        assert_eq!(answers.len(), 2, "{out}");
+        assert!(answers[0].contains("Connection: keep-alive\r\n"), "{out}");
+        assert!(answers[1].contains("Connection: close\r\n"), "{out}");
+    }
+
+    /// `Expect: 100-continue`: the 100 comes before the client sends its body, then the answer.
+    #[tokio::test]
+    async fn expect_100_continue_is_answered_before_the_body() {
+        let ctl = Arc::new(Fake { ready: true, shutdowns: Mutex::new(vec![]) });
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let task =
+            tokio::spawn(async move { connection(server, ctl, ServeOptions { limits: limits(), control: true }, &Slot::default()).await });
+        let body = br#"{"argv":["a","b"]}"#;
+        let head = format!("POST /v1/exec HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+        client.write_all(head.as_bytes()).await.unwrap();
+        let mut interim = [0u8; 25];
+        timeout(Duration::from_secs(5), client.read_exact(&mut interim)).await.unwrap().unwrap();
+        assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+        client.write_all(body).await.unwrap();
+        let mut out = Vec::new();
+        client.read_to_end(&mut out).await.unwrap();
+        task.await.unwrap();
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.starts_with("HTTP/1.1 200 ") && out.contains("\"stdout\":\"a b\""), "{out}");
+    }
+
+    /// Only a JSON object is a request: serde alone would read a struct from an array.
+    #[tokio::test]
+    async fn only_json_objects_are_requests() {
+        for body in [&b"[]"[..], b"[\"poweroff\"]", b"3", b"\"poweroff\""] {
+            let input = [format!("POST /v1/shutdown HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes(), body].concat();
+            let (out, shut) = exchange(true, true, &input).await;
+            assert!(out.starts_with("HTTP/1.1 400 ") && out.contains("JSON object"), "{out}");
+            assert!(shut.is_empty());
+        }
+        let (out, _) = exchange(true, true, b"POST /v1/exec HTTP/1.1\r\nContent-Length: 11\r\n\r\n[[\"a\",\"b\"]]").await;
+        assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
+    }
+
+    /// With every connection answering, a newcomer gets a 503 rather than a silent close.
+    #[tokio::test]
+    async fn a_connection_beyond_the_limit_gets_503() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        struct Slow;
+        impl Control for Slow {
+            fn ready(&self) -> Ready {
+                Fake { ready: true, shutdowns: Mutex::new(vec![]) }.ready()
+            }
+            async fn exec(&self, _: ExecRequest) -> Result<ExecResponse, Refusal> {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                Ok(ExecResponse::default())
+            }
+            fn shutdown(&self, _: ShutdownRequest) {}
+        }
+        let opts = ServeOptions { limits: Limits { max_connections: 1, ..limits() }, control: true };
+        let server = tokio::spawn(serve(l, Arc::new(Slow), opts));
+        let mut busy = tokio::net::TcpStream::connect(addr).await.unwrap();
+        busy.write_all(b"POST /v1/exec HTTP/1.1\r\nContent-Length: 14\r\n\r\n{\"argv\":[\"a\"]}").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut late = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut out = Vec::new();
+        timeout(Duration::from_secs(2), late.read_to_end(&mut out)).await.unwrap().unwrap();
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.starts_with("HTTP/1.1 503 ") && out.contains("Connection: close"), "{out}");
+        server.abort();
     }
 
     #[tokio::test]

@@ -131,37 +131,57 @@ impl fmt::Display for Warning {
     }
 }
 
+/// Words of a line, and the words that had a quote left open.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Words {
+    pub words: Vec<String>,
+    /// Each word in which a quote was never closed, as written up to the next whitespace: it is
+    /// left out, and the words after it are split as if it had not been there.
+    pub unbalanced: Vec<String>,
+}
+
 /// Splits a command line into words the way the kernel does: on whitespace, with double quotes
 /// grouping (`chinit.exec="/bin/app --x 1"` and `"key=a b"` are one word each); quotes are removed.
-pub fn split_words(s: &str) -> Vec<String> {
+/// A quote never closed does not swallow the rest of the line (see [`Words::unbalanced`]).
+pub fn split_words(s: &str) -> Words {
     split_quoted(s, '"')
 }
 
 /// Splits on whitespace outside `quote`s; the quotes themselves are removed, and an empty quoted
 /// word (`''`) is kept.
-fn split_quoted(s: &str, quote: char) -> Vec<String> {
-    let mut words = Vec::new();
+fn split_quoted(s: &str, quote: char) -> Words {
+    let mut out = Words::default();
     let mut cur = String::new();
     let mut in_quote = false;
-    let mut in_word = false;
-    for c in s.chars() {
+    // Byte offset where the current word started.
+    let mut word_start: Option<usize> = None;
+    for (i, c) in s.char_indices() {
         if c == quote {
             in_quote = !in_quote;
-            in_word = true;
+            word_start.get_or_insert(i);
         } else if c.is_whitespace() && !in_quote {
-            if in_word {
-                words.push(std::mem::take(&mut cur));
-                in_word = false;
+            if word_start.take().is_some() {
+                out.words.push(std::mem::take(&mut cur));
             }
         } else {
             cur.push(c);
-            in_word = true;
+            word_start.get_or_insert(i);
         }
     }
-    if in_word {
-        words.push(cur);
+    match (in_quote, word_start) {
+        (true, Some(start)) => {
+            // The open quote's word ends at the first whitespace after its start; go on from there.
+            let rest = &s[start..];
+            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            out.unbalanced.push(rest[..end].to_string());
+            let after = split_quoted(&rest[end..], quote);
+            out.words.extend(after.words);
+            out.unbalanced.extend(after.unbalanced);
+        }
+        (_, Some(_)) => out.words.push(cur),
+        (_, None) => {}
     }
-    words
+    out
 }
 
 /// Parses `A.B.C.D/P`.
@@ -294,7 +314,15 @@ pub fn read(path: &str) -> std::io::Result<String> {
 pub fn parse(cmdline: &str) -> (Config, Vec<Warning>) {
     let mut c = Config::default();
     let mut warnings = Vec::new();
-    for word in split_words(cmdline) {
+    let Words { words, unbalanced } = split_words(cmdline);
+    for word in unbalanced {
+        let key = word.split_once('=').map_or(word.as_str(), |(k, _)| k).to_string();
+        warnings.push(Warning {
+            param: word,
+            problem: format!("a double quote is never closed: {key} is ignored and the words after it are read; close the quote"),
+        });
+    }
+    for word in words {
         let (key, value) = match word.split_once('=') {
             Some((k, v)) => (k, Some(v)),
             None => (word.as_str(), None),
@@ -378,7 +406,7 @@ fn apply(c: &mut Config, name: &str, v: &str) -> Result<(), String> {
             c.notify_vsock_port = Some(parse_num(port, "a vsock port number")?);
         }
         "exec" => {
-            let words = split_exec(v);
+            let words = split_exec(v)?;
             if words.is_empty() {
                 return Err("empty command".into());
             }
@@ -409,8 +437,12 @@ fn apply(c: &mut Config, name: &str, v: &str) -> Result<(), String> {
 
 /// Splits the workload command: whitespace separates words, single quotes group
 /// (`chinit.exec="sh -c 'echo hi'"` → `sh`, `-c`, `echo hi`).
-pub fn split_exec(v: &str) -> Vec<String> {
-    split_quoted(v, '\'')
+pub fn split_exec(v: &str) -> Result<Vec<String>, String> {
+    let w = split_quoted(v, '\'');
+    match w.unbalanced.first() {
+        None => Ok(w.words),
+        Some(word) => Err(format!("a single quote is never closed at {word:?}; the workload is not started")),
+    }
 }
 
 fn valid_hostname(v: &str) -> bool {
@@ -448,11 +480,37 @@ mod tests {
             ("a=b=c", &["a=b=c"]),
             ("\tx\ny", &["x", "y"]),
             (r#"k="""#, &["k="]),
-            (r#"unterminated="a b"#, &["unterminated=a b"]),
         ];
         for (input, want) in cases {
-            assert_eq!(split_words(input), *want, "{input:?}");
+            let w = split_words(input);
+            assert_eq!(w.words, *want, "{input:?}");
+            assert!(w.unbalanced.is_empty(), "{input:?}");
         }
+        // A quote never closed drops only its own word; what follows is read as usual.
+        let cases: &[(&str, &[&str], &[&str])] = &[
+            (r#"unterminated="a b"#, &["b"], &[r#"unterminated="a"#]),
+            (r#"a chinit.exec="/bin/echo hi chinit.port=2000"#, &["a", "hi", "chinit.port=2000"], &[r#"chinit.exec="/bin/echo"#]),
+            (r#"x="1 2" y="3 z=4"#, &["x=1 2", "z=4"], &[r#"y="3"#]),
+            // Two quotes pair up, however far apart: the kernel reads one word here too.
+            (r#"y="3 z=4 w="5"#, &["y=3 z=4 w=5"], &[]),
+            (r#"k=""#, &[], &[r#"k=""#]),
+        ];
+        for (input, words, unbalanced) in cases {
+            let w = split_words(input);
+            assert_eq!(w.words, *words, "{input:?}");
+            assert_eq!(w.unbalanced, *unbalanced, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn an_unbalanced_quote_warns_once_and_the_keys_after_it_are_read() {
+        let (c, w) = parse(r#"chinit.exec="/bin/echo hi chinit.port=2000 chinit.hostname=h"#);
+        assert_eq!((c.exec, c.port, c.hostname.as_deref()), (None, 2000, Some("h")));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].to_string().contains("chinit.exec is ignored") && w[0].to_string().contains("close the quote"), "{}", w[0]);
+        let (c, w) = parse(r#"chinit.exec="sh -c 'echo hi" chinit.port=2000"#);
+        assert_eq!((c.exec, c.port), (None, 2000));
+        assert!(w.len() == 1 && w[0].problem.contains("single quote"), "{w:?}");
     }
 
     #[test]
@@ -584,7 +642,7 @@ mod tests {
             ("a '' b", &["a", "", "b"]),
         ];
         for (input, want) in cases {
-            assert_eq!(split_exec(input), *want, "{input:?}");
+            assert_eq!(split_exec(input).unwrap(), *want, "{input:?}");
         }
     }
 }

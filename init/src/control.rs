@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use agent::proto::{ExecRequest, ExecResponse, Ready, ShutdownRequest, Step, Workload};
-use agent::server::{serve, Control, ServeOptions};
+use agent::server::{serve, Control, InFlight, Refusal, ServeOptions};
 use tokio::sync::{mpsc, watch};
 
 use crate::cmdline::{Api, Config};
@@ -87,6 +87,21 @@ pub struct Chinit {
     pub shutdown: mpsc::UnboundedSender<(ShutdownRequest, &'static str)>,
     /// Becomes true when the late mounts are done; commands wait for it.
     pub system: watch::Receiver<bool>,
+    /// Set once the machine is ending: no new command starts.
+    pub stopping: AtomicBool,
+    /// Answers under way: the shutdown waits for them.
+    pub answers: InFlight,
+}
+
+impl Chinit {
+    pub fn new(
+        state: Arc<State>,
+        reaper: Arc<Reaper>,
+        shutdown: mpsc::UnboundedSender<(ShutdownRequest, &'static str)>,
+        system: watch::Receiver<bool>,
+    ) -> Chinit {
+        Chinit { state, reaper, shutdown, system, stopping: AtomicBool::new(false), answers: InFlight::default() }
+    }
 }
 
 /// Waits until the late mounts are done (or their thread is gone).
@@ -100,13 +115,21 @@ impl Control for Chinit {
         self.state.snapshot()
     }
 
-    async fn exec(&self, req: ExecRequest) -> Result<ExecResponse, String> {
+    async fn exec(&self, req: ExecRequest) -> Result<ExecResponse, Refusal> {
         system_ready(&self.system).await;
-        crate::exec::run(&self.reaper, req).await
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(Refusal { status: 503, message: "chinit is shutting down: no new command starts".into() });
+        }
+        crate::exec::run(&self.reaper, req).await.map_err(Refusal::bad_request)
     }
 
+    /// A request while a shutdown is under way joins it (the receiver may be gone already).
     fn shutdown(&self, req: ShutdownRequest) {
         let _ = self.shutdown.send((req, "the API"));
+    }
+
+    fn in_flight(&self) -> Option<&InFlight> {
+        Some(&self.answers)
     }
 }
 

@@ -3,6 +3,7 @@
 //! PID 1 loop (reaping, signals, workload) until an orderly shutdown. See `docs/boot-phases.md`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::exit))]
 
+pub mod arp;
 pub mod clock;
 pub mod cmdline;
 pub mod control;
@@ -26,7 +27,6 @@ pub mod supervise;
 pub mod timeline;
 
 use std::io::Write;
-use std::net::Ipv4Addr;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -162,12 +162,12 @@ fn boot(mode: Mode, cmdline_override: Option<String>) -> ! {
         }
     }
 
-    let mut ip = None;
+    let mut net_plan = None;
     let mut netlink = None;
     if cfg.net.enabled {
         match tl.step("network", || network(&cfg)) {
             Ok((p, nl)) => {
-                ip = Some((p.addr, p.prefix));
+                net_plan = Some(p);
                 netlink = Some(nl);
             }
             Err(e) => say!("network: {e}; the agent serves vsock only"),
@@ -185,7 +185,7 @@ fn boot(mode: Mode, cmdline_override: Option<String>) -> ! {
         }
     };
     let extra_targets: Vec<String> = cfg.mounts.iter().map(|m| m.target.clone()).collect();
-    let ending = rt.block_on(run(mode, &cfg, tl, marks, (init_start, agent_start), ip, netlink));
+    let ending = rt.block_on(run(mode, &cfg, tl, marks, (init_start, agent_start), net_plan, netlink));
     drop(rt);
     shutdown::finish(mode, &extra_targets, ending)
 }
@@ -240,21 +240,30 @@ async fn run(
     mut tl: Timeline,
     marks: Marks,
     (init_start, agent_start): (u64, u64),
-    ip: Option<(Ipv4Addr, u8)>,
+    net_plan: Option<net::Plan>,
     netlink: Option<netlink::Socket>,
 ) -> supervise::Ending {
     let state = Arc::new(State::new(mode.name(), init_start));
     let reaper = Arc::new(Reaper::default());
 
-    if let Some((addr, prefix)) = ip {
-        state.set_ip(format!("{addr}/{prefix}"));
+    if let Some(p) = &net_plan {
+        state.set_ip(format!("{}/{}", p.addr, p.prefix));
     }
 
     let (shutdown_tx, shutdown_rx) = mpsc::unbounded_channel();
     let (system_tx, system_rx) = watch::channel(false);
     let button_tx = shutdown_tx.clone();
-    let ctl = Arc::new(Chinit { state: Arc::clone(&state), reaper: Arc::clone(&reaper), shutdown: shutdown_tx, system: system_rx.clone() });
-    let served = control::start_agent(cfg, ip.map(|(a, _)| a), &ctl).await;
+    let ctl = Arc::new(Chinit::new(Arc::clone(&state), Arc::clone(&reaper), shutdown_tx, system_rx.clone()));
+    let mut served = control::start_agent(cfg, net_plan.as_ref().map(|p| p.addr), &ctl).await;
+    // Listening now: tell a host that asked for the address too early that it is here.
+    if let Some(p) = net_plan.as_ref().filter(|_| served.is_ok()) {
+        if let Some(mac) = p.mac {
+            served = arp::announce(p.index, mac, p.addr);
+            if let Err(e) = &served {
+                say!("network: {e}");
+            }
+        }
+    }
     tl.record("agent", agent_start, clock::now_us(), served.err());
 
     let ready_at = clock::now_us();
@@ -297,8 +306,19 @@ async fn run(
         }
         None => None,
     };
-    supervise::supervise(cfg, &state, sig, &reaper, shutdown_rx, workload).await
+    let ending = supervise::supervise(cfg, &state, &ctl.stopping, sig, &reaper, shutdown_rx, workload).await;
+    // Every request taken gets its answer (the commands it ran are gone now) before the runtime,
+    // and the connections with it, is dropped.
+    if tokio::time::timeout(ANSWER_WAIT, ctl.answers.idle(ANSWER_QUIET)).await.is_err() {
+        say!("shutdown: answers still being written after {} ms; going on", ANSWER_WAIT.as_millis());
+    }
+    ending
 }
+
+/// How long the end of the machine waits for answers under way, and the quiet period that says
+/// none is coming (requests sent at the same time as the one that ended it).
+const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+const ANSWER_QUIET: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// On a helper thread: prints the ready line, closes the boot's netlink socket, mounts
 /// [`mounts::LATE`] (mounts belong to the process, not the thread) so the agent keeps answering

@@ -39,6 +39,8 @@ pub struct Plan {
     pub source: AddrSource,
     pub gateway: Option<Ipv4Addr>,
     pub mtu: Option<u32>,
+    /// The link's MAC, which announces the address ([`crate::arp`]); none on a link without one.
+    pub mac: Option<[u8; 6]>,
 }
 
 /// The link-local address of a MAC: `169.254.A.B` with `A = mac[4]`, `B = mac[5]`; an `A` of 0 or
@@ -76,7 +78,7 @@ pub fn plan(cfg: &NetConfig, links: &[Link]) -> Result<Plan, String> {
         (addr_from_mac(mac), 16, AddrSource::Mac)
     };
     let gateway = cfg.gateway.or_else(|| kip.and_then(|k| k.gateway));
-    Ok(Plan { lo, index: link.index, name: link.name.clone(), addr, prefix, source, gateway, mtu: cfg.mtu })
+    Ok(Plan { lo, index: link.index, name: link.name.clone(), addr, prefix, source, gateway, mtu: cfg.mtu, mac: link.mac })
 }
 
 #[cfg(test)]

@@ -346,6 +346,7 @@ mod tests {
             source: AddrSource::Chinit,
             gateway: gw,
             mtu,
+            mac: None,
         }
     }
 

@@ -207,8 +207,7 @@ mod tests {
 
     #[test]
     fn what_is_read_and_what_is_not() {
-        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1, libc::SIGQUIT, libc::SIGWINCH, libc::SIGCONT, libc::SIGCHLD]
-        {
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1, libc::SIGQUIT, libc::SIGWINCH, libc::SIGCONT, libc::SIGCHLD] {
             assert!(is_read(sig), "{}", name(sig));
         }
         assert!(is_read(libc::SIGRTMIN()) && is_read(libc::SIGRTMAX()));

@@ -6,6 +6,7 @@
 //! The table is [`reaction`]; `docs/signals.md` documents it.
 
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use agent::proto::{ShutdownAction, ShutdownRequest, Workload as WorkloadStatus};
@@ -55,7 +56,7 @@ pub struct Workload {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ending {
     pub action: Action,
-    /// The workload's exit, when it ended by itself.
+    /// The workload's exit, when that is what ends the machine.
     pub workload: Option<Exit>,
 }
 
@@ -63,6 +64,7 @@ pub struct Ending {
 pub async fn supervise(
     cfg: &Config,
     state: &State,
+    stopping: &AtomicBool,
     sig: Option<Signals>,
     reaper: &Reaper,
     mut shutdown_rx: mpsc::UnboundedReceiver<(ShutdownRequest, &'static str)>,
@@ -70,7 +72,9 @@ pub async fn supervise(
 ) -> Ending {
     let Some(mut sig) = sig else {
         // Without signals all we can do is wait for a shutdown request.
-        return Ending { action: requested(&mut shutdown_rx).await, workload: None };
+        let action = requested(&mut shutdown_rx).await;
+        stopping.store(true, Ordering::Release);
+        return Ending { action, workload: None };
     };
     let mut ended = None;
     let action = loop {
@@ -96,7 +100,6 @@ pub async fn supervise(
                     Err(_) => Exit::Code(255),
                 };
                 say!("workload exited ({exit})");
-                ended = Some(exit);
                 state.set_workload(status(pid, Some(exit)));
                 if let Some(port) = cfg.notify_vsock_port {
                     if let Err(e) = crate::notify::send(port, &state.snapshot()).await {
@@ -104,6 +107,7 @@ pub async fn supervise(
                     }
                 }
                 if cfg.on_exit == OnExit::Poweroff {
+                    ended = Some(exit);
                     break Action::Poweroff;
                 }
             }
@@ -113,6 +117,7 @@ pub async fn supervise(
             }
         }
     };
+    stopping.store(true, Ordering::Release);
     shutdown::stop_processes(reaper, &mut sig, Duration::from_millis(cfg.grace_ms)).await;
     Ending { action, workload: ended }
 }

@@ -104,7 +104,7 @@ impl Netns {
     }
 
     /// `/proc/<pid>/fd/<n>`: a path other programs (ip) can open to name this namespace.
-    fn path(&self) -> String {
+    pub fn path(&self) -> String {
         format!("/proc/{}/fd/{}", std::process::id(), self.fd.as_raw_fd())
     }
 }
@@ -118,6 +118,15 @@ fn ip(args: &[&str]) -> Result<(), Error> {
     }
 }
 
+/// How the host side knows the guest's MAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Neighbour {
+    /// A permanent entry made in advance (what the benchmarks have always used).
+    Static,
+    /// None: the host learns it by ARP, as a bridge, an orchestrator's veth or a user's poller does.
+    Learned,
+}
+
 /// The two namespaces and the veth pair between them.
 pub struct Wire {
     pub host: Netns,
@@ -128,6 +137,11 @@ impl Wire {
     /// `vh` (169.254.0.1/16) in the host namespace, `eth0` (down, no address) in the guest one; a
     /// permanent neighbour entry for the guest address, so the first SYN needs no ARP round.
     pub fn new() -> Result<Wire, Error> {
+        Wire::with_neighbour(Neighbour::Static)
+    }
+
+    /// The same, with the host's neighbour entry for the guest as asked.
+    pub fn with_neighbour(neighbour: Neighbour) -> Result<Wire, Error> {
         let host = Netns::new()?;
         let guest = Netns::new()?;
         let guest_path = guest.path();
@@ -151,7 +165,10 @@ impl Wire {
             ip(&["addr", "add", "169.254.0.1/16", "dev", "vh"])?;
             ip(&["link", "set", "vh", "up"])?;
             ip(&["link", "set", "lo", "up"])?;
-            ip(&["neigh", "replace", &GUEST_IP.to_string(), "lladdr", GUEST_MAC, "dev", "vh", "nud", "permanent"])
+            match neighbour {
+                Neighbour::Static => ip(&["neigh", "replace", &GUEST_IP.to_string(), "lladdr", GUEST_MAC, "dev", "vh", "nud", "permanent"]),
+                Neighbour::Learned => Ok(()),
+            }
         })??;
         Ok(Wire { host, guest })
     }
@@ -422,4 +439,72 @@ pub fn rss_kib(pid: Pid) -> Option<u64> {
 pub fn special_regions(pid: Pid) -> Option<Vec<String>> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
     Some(maps.lines().filter_map(|l| l.split_whitespace().nth(5)).filter(|n| n.starts_with('[')).map(str::to_string).collect())
+}
+
+/// One skip line, written to stderr directly so `cargo test` shows it even while it captures the
+/// output of passing tests.
+pub fn skip(why: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "skipped: {why}");
+}
+
+/// The command line every namespace test starts from: a fixed address, no vsock.
+pub const BASE_CMDLINE: &str = "chinit.ip=169.254.1.2/16 chinit.vsock_port=off";
+
+/// Starts chinit with `extra` after [`BASE_CMDLINE`] on a wire whose host knows the guest as
+/// `neighbour` says; `None` (after one skip line) when the machine cannot make namespaces.
+pub fn boot_with(extra: &str, neighbour: Neighbour) -> Option<(Wire, Chinit)> {
+    if let Err(why) = can_make_namespaces() {
+        skip(&why);
+        return None;
+    }
+    let bin = chinit_bin().unwrap_or_else(|e| panic!("{e}"));
+    let wire = Wire::with_neighbour(neighbour).unwrap_or_else(|e| panic!("{e}"));
+    let c = Chinit::start(&bin, &wire, &format!("{BASE_CMDLINE} {extra}")).unwrap_or_else(|e| panic!("{e}"));
+    Some((wire, c))
+}
+
+/// [`boot_with`] a static neighbour entry.
+pub fn boot(extra: &str) -> Option<(Wire, Chinit)> {
+    boot_with(extra, Neighbour::Static)
+}
+
+/// `POST /v1/exec` of `req`; asserts the 200.
+pub fn exec_req(wire: &Wire, req: &agent::proto::ExecRequest) -> agent::proto::ExecResponse {
+    let r = http(wire, "POST", "/v1/exec", Some(serde_json::to_vec(req).unwrap_or_default())).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.json().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `POST /v1/exec` of `argv`; asserts the 200.
+pub fn exec(wire: &Wire, argv: &[&str]) -> agent::proto::ExecResponse {
+    exec_req(wire, &agent::proto::ExecRequest { argv: argv.iter().map(|s| s.to_string()).collect(), ..Default::default() })
+}
+
+/// `sh -c script` through the exec API; asserts it exits 0 and returns its output.
+pub fn sh(wire: &Wire, script: &str) -> String {
+    let r = exec(wire, &["sh", "-c", script]);
+    assert_eq!(r.exit_code, Some(0), "{script}: {r:?}");
+    r.stdout
+}
+
+/// Asks for a power-off over the API and waits for it.
+pub fn poweroff(wire: &Wire, c: &mut Chinit) {
+    let r = http(wire, "POST", "/v1/shutdown", None).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status, 202);
+    let st = c.wait(Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(is_poweroff(st), "expected a power-off, got {st:?}; console:\n{}", c.console());
+}
+
+/// A signal mask line of `/proc/<pid>/status` (`SigIgn:`, `SigBlk:`), as a number: bit n-1 is
+/// signal n.
+pub fn status_mask(status: &str, field: &str) -> u64 {
+    let hex = status.lines().find_map(|l| l.strip_prefix(field)).unwrap_or_default().trim();
+    u64::from_str_radix(hex, 16).unwrap_or_else(|e| panic!("{field} in\n{status}: {e}"))
+}
+
+/// How many descriptors and threads a process has.
+pub fn fds_and_threads(pid: Pid) -> (usize, usize) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0);
+    (fds, threads)
 }
