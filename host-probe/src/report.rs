@@ -100,6 +100,9 @@ pub struct Report {
     pub phases: Option<Phases>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<Memory>,
+    /// The workload (`chinit.exec=`) as last heard of: from chinit's last push, else `/ready`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<agent::proto::Workload>,
     /// The `chinit: ready in X ms` figure from the serial console, when it was printed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub console_ready_ms: Option<f64>,
@@ -268,6 +271,9 @@ fn host_table(o: &mut String, r: &Report) {
     if let Some(c) = r.console_ready_ms {
         let _ = writeln!(o, "  console: chinit: ready in {c:.3} ms");
     }
+    if let Some(w) = &r.workload {
+        let _ = writeln!(o, "  workload: {w}");
+    }
     if !r.events.is_empty() {
         let _ = writeln!(o);
         let _ = writeln!(o, "  VMM events (event monitor, ms since VMM start)");
@@ -402,6 +408,7 @@ mod tests {
             phases: Some(phases),
             memory: Some(Memory { rss_kib: 204_800, pss_kib: 102_400 }),
             console_ready_ms: Some(12.0),
+            workload: None,
         }
     }
 

@@ -564,18 +564,34 @@ fn debugcon_reader(l: UnixListener, t0: Instant, chunks: Chunks, connected: Arc<
     Reader { stop, handle: Some(handle) }
 }
 
-/// chinit's notify: one connection carrying the Ready JSON, then EOF. The time is taken at EOF.
-fn notify_reader(l: UnixListener, t0: Instant) -> Reader<Option<(u64, Vec<u8>)>> {
+/// What chinit pushed over its notify port, each with the host time at its EOF.
+type Pushes = Arc<Mutex<Vec<(u64, Vec<u8>)>>>;
+
+/// chinit's notify: one connection per push (ready, then the workload's exit), each a Ready JSON
+/// line then EOF. The time is taken at EOF.
+fn notify_reader(l: UnixListener, t0: Instant, pushes: Pushes) -> Reader<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
     let handle = std::thread::spawn(move || {
-        let mut s = accept_until(&l, &s2)?;
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        let mut body = Vec::new();
-        let _ = s.read_to_end(&mut body);
-        Some((micros_since(t0), body))
+        while let Some(mut s) = accept_until(&l, &s2) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut body = Vec::new();
+            let _ = s.read_to_end(&mut body);
+            if let Ok(mut p) = pushes.lock() {
+                p.push((micros_since(t0), body));
+            }
+        }
     });
     Reader { stop, handle: Some(handle) }
+}
+
+/// The newest workload status among the pushes, else the one in `ready`.
+fn latest_workload(pushes: &[(u64, Vec<u8>)], ready: Option<&Ready>) -> Option<agent::proto::Workload> {
+    pushes
+        .iter()
+        .rev()
+        .find_map(|(_, b)| serde_json::from_slice::<Ready>(b).ok().and_then(|r| r.workload))
+        .or(ready.and_then(|r| r.workload))
 }
 
 /// Whether QEMU's debugcon has carried this port-0x80 code yet.
@@ -790,7 +806,8 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
     let chunks: Chunks = Arc::new(Mutex::new(Vec::new()));
     let connected = Arc::new(Mutex::new(None));
     let debugcon = debugcon_listener.map(|l| debugcon_reader(l, t0, chunks.clone(), connected.clone()));
-    let mut notify = notify_listener.map(|l| notify_reader(l, t0));
+    let pushes: Pushes = Arc::new(Mutex::new(Vec::new()));
+    let notify = notify_listener.map(|l| notify_reader(l, t0, pushes.clone()));
 
     let addr: Option<SocketAddr> = plan.guest_ip.as_ref().and_then(|ip| format!("{ip}:{DEFAULT_PORT}").parse().ok());
     let mut host = HostTimes::default();
@@ -846,13 +863,11 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
             return Err(Error::Timeout { secs: o.timeout.as_secs(), waiting_for, diagnostics: diagnostics(plan) });
         }
         if o.wait == Wait::Agent {
-            if let Some(n) = &notify {
-                if n.handle.as_ref().is_some_and(|h| h.is_finished()) {
-                    if let Some(Some((t, body))) = notify.take().and_then(Reader::finish) {
-                        host.notify_us = Some(t);
-                        notify_body = Some(body);
-                        progress(o, &format!("notify at {} ms", report::ms(t)));
-                    }
+            if host.notify_us.is_none() {
+                if let Some((t, body)) = pushes.lock().ok().and_then(|p| p.first().cloned()) {
+                    host.notify_us = Some(t);
+                    notify_body = Some(body);
+                    progress(o, &format!("notify at {} ms", report::ms(t)));
                 }
             }
             let ready_mark = mark_seen(&chunks, measure::MARK_READY);
@@ -895,7 +910,7 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
                 }
                 let all = (addr.is_none() || host.ready_tcp_us.is_some())
                     && (plan.vsock_uds.is_none() || host.ready_vsock_us.is_some())
-                    && notify.is_none();
+                    && (notify.is_none() || host.notify_us.is_some());
                 // Once one path said ready, the others get two seconds to say it too.
                 if all || now.elapsed() > Duration::from_secs(2) {
                     break;
@@ -921,6 +936,7 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
     }
     drop(vmm_proc);
     drop(notify);
+    let pushes = pushes.lock().map(|p| p.clone()).unwrap_or_default();
     drop(vsock);
     if let Some(d) = debugcon {
         d.finish();
@@ -948,6 +964,7 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
         });
     }
     let phases = ready.as_ref().map(|g| report::phases(&host, g));
+    let workload = latest_workload(&pushes, ready.as_ref());
     let serial = read_lossy(&plan.spec.serial);
     let mut notes = plan.notes.clone();
     if let Some(s) = vmm_exit.filter(|s| !s.success()) {
@@ -979,6 +996,7 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
         phases,
         memory,
         console_ready_ms: measure::console_ready_ms(&serial),
+        workload,
     })
 }
 
@@ -1210,6 +1228,20 @@ mod tests {
         assert!(!shutdown_guest(Some(addr), None));
         t.join().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_newest_pushed_workload_status_wins() {
+        let doc =
+            |w: &str| format!(r#"{{"ready":true,"version":"v","mode":"vm","init_start_us":1,"ready_us":2,"steps":[]{w}}}"#).into_bytes();
+        let running = r#","workload":{"pid":9,"running":true}"#;
+        let exited = r#","workload":{"pid":9,"running":false,"exit_code":3}"#;
+        let ready: Ready = serde_json::from_slice(&doc(running)).unwrap();
+        let got = |pushes: &[(u64, Vec<u8>)], ready: Option<&Ready>| latest_workload(pushes, ready).map(|w| w.to_string());
+        assert_eq!(got(&[(5, doc(running)), (9, doc(exited))], Some(&ready)).as_deref(), Some("exited with code 3 (pid 9)"));
+        // A push cut short says nothing; /ready's status stands then.
+        assert_eq!(got(&[(9, b"{\"ready\":tr".to_vec())], Some(&ready)).as_deref(), Some("running (pid 9)"));
+        assert_eq!(got(&[(5, doc(""))], None), None);
     }
 
     #[test]

@@ -481,6 +481,12 @@ fn workload_output_reaches_the_console_and_its_exit_powers_off() {
     assert!(ready < hello && hello < exited, "ready, then the output, then the exit:\n{console}");
     assert!(lines[exited].contains('7'), "the exit code is reported: {}", lines[exited]);
     assert!(r.host.marks.iter().any(|m| m.code == 0x63), "the workload ran after ready");
+    // chinit pushes its status over vsock before powering off, and host-probe reports it.
+    if e2e_vsock() {
+        let w = r.workload.unwrap_or_else(|| panic!("no workload status reached the host\n{console}"));
+        assert!(!w.running && w.exit_code == Some(7), "{w:?}");
+        assert!(host_probe::report::text(&r).contains("workload: exited with code 7"), "{}", host_probe::report::text(&r));
+    }
     assert!(started.elapsed() < BOOT_TIMEOUT);
 }
 
