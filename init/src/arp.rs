@@ -5,6 +5,7 @@
 //! own pollers have none.
 
 use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 const ETH_P_ARP: u16 = 0x0806;
 const BROADCAST: [u8; 6] = [0xff; 6];
@@ -25,38 +26,40 @@ pub fn gratuitous(mac: [u8; 6], addr: Ipv4Addr) -> [u8; 42] {
     f
 }
 
-/// Sends [`gratuitous`] on link `index` through a packet socket.
-pub fn announce(index: u32, mac: [u8; 6], addr: Ipv4Addr) -> Result<(), String> {
+/// Sends [`gratuitous`] on link `index` through a packet socket, and returns the socket (when it
+/// was made) with the outcome. Closing a packet socket waits for an RCU grace period
+/// (`synchronize_net`, milliseconds): the caller closes it off the boot path.
+pub fn announce(index: u32, mac: [u8; 6], addr: Ipv4Addr) -> (Option<OwnedFd>, Result<(), String>) {
     let frame = gratuitous(mac, addr);
-    // SAFETY: plain socket calls on a descriptor this function owns and closes; the address
-    // struct is fully initialised and passed with its size.
-    unsafe {
+    // SAFETY: socket() only makes a descriptor, owned at once by an OwnedFd.
+    let fd = unsafe {
         // Protocol 0: this socket receives nothing.
-        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(format!("packet socket: {}", std::io::Error::last_os_error()));
+        let raw = libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0);
+        if raw < 0 {
+            return (None, Err(format!("packet socket: {}", std::io::Error::last_os_error())));
         }
-        let mut to: libc::sockaddr_ll = std::mem::zeroed();
-        to.sll_family = libc::AF_PACKET as u16;
-        to.sll_protocol = ETH_P_ARP.to_be();
-        to.sll_ifindex = i32::try_from(index).unwrap_or(0);
-        to.sll_halen = 6;
-        to.sll_addr[..6].copy_from_slice(&BROADCAST);
-        let sent = libc::sendto(
-            fd,
+        OwnedFd::from_raw_fd(raw)
+    };
+    // SAFETY: sockaddr_ll is plain data; zeroed is a valid value of it.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as u16;
+    to.sll_protocol = ETH_P_ARP.to_be();
+    to.sll_ifindex = i32::try_from(index).unwrap_or(0);
+    to.sll_halen = 6;
+    to.sll_addr[..6].copy_from_slice(&BROADCAST);
+    // SAFETY: the frame and the address are valid for the lengths given.
+    let sent = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
             frame.as_ptr().cast(),
             frame.len(),
             0,
             (&raw const to).cast(),
             std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        );
-        let err = std::io::Error::last_os_error();
-        libc::close(fd);
-        if sent < 0 {
-            return Err(format!("gratuitous ARP for {addr}: {err}"));
-        }
-    }
-    Ok(())
+        )
+    };
+    let outcome = if sent < 0 { Err(format!("gratuitous ARP for {addr}: {}", std::io::Error::last_os_error())) } else { Ok(()) };
+    (Some(fd), outcome)
 }
 
 #[cfg(test)]

@@ -254,14 +254,23 @@ async fn run(
     let (system_tx, system_rx) = watch::channel(false);
     let button_tx = shutdown_tx.clone();
     let ctl = Arc::new(Chinit::new(Arc::clone(&state), Arc::clone(&reaper), shutdown_tx, system_rx.clone()));
+    // Sockets whose closing costs time, closed after ready (see `after_ready`).
+    let mut closing: Vec<Box<dyn Send>> = Vec::new();
+    if let Some(nl) = netlink {
+        closing.push(Box::new(nl));
+    }
     let mut served = control::start_agent(cfg, net_plan.as_ref().map(|p| p.addr), &ctl).await;
     // Listening now: tell a host that asked for the address too early that it is here.
     if let Some(p) = net_plan.as_ref().filter(|_| served.is_ok()) {
         if let Some(mac) = p.mac {
-            served = arp::announce(p.index, mac, p.addr);
-            if let Err(e) = &served {
+            let (socket, sent) = arp::announce(p.index, mac, p.addr);
+            if let Some(s) = socket {
+                closing.push(Box::new(s));
+            }
+            if let Err(e) = &sent {
                 say!("network: {e}");
             }
+            served = sent;
         }
     }
     tl.record("agent", agent_start, clock::now_us(), served.err());
@@ -289,7 +298,7 @@ async fn run(
         }
     };
     // The console line (slow on a serial port) and the late mounts run on a helper thread.
-    after_ready(Arc::clone(&state), system_tx, line, (mode == Mode::Vm).then_some(button_tx), netlink);
+    after_ready(Arc::clone(&state), system_tx, line, (mode == Mode::Vm).then_some(button_tx), closing);
     if let Some(port) = cfg.notify_vsock_port {
         let doc = state.snapshot();
         tokio::spawn(async move {
@@ -320,7 +329,9 @@ async fn run(
 const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 const ANSWER_QUIET: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// On a helper thread: prints the ready line, closes the boot's netlink socket, mounts
+/// On a helper thread: prints the ready line, closes the boot's sockets (closing a netlink socket
+/// runs the kernel's socket teardown and a deferred resize of its hash table; a packet socket waits
+/// for an RCU grace period), mounts
 /// [`mounts::LATE`] (mounts belong to the process, not the thread) so the agent keeps answering
 /// meanwhile, flips `done`, then (VM mode) turns Ctrl-Alt-Del into SIGINT and watches the power
 /// button.
@@ -329,11 +340,11 @@ fn after_ready(
     done: watch::Sender<bool>,
     ready_line: String,
     button: Option<mpsc::UnboundedSender<(ShutdownRequest, &'static str)>>,
-    netlink: Option<netlink::Socket>,
+    closing: Vec<Box<dyn Send>>,
 ) {
     let spawned = std::thread::Builder::new().name("after-ready".into()).spawn(move || {
         say!("{ready_line}");
-        drop(netlink);
+        drop(closing);
         let start = clock::now_us();
         let failures = mounts::mount_table(&mut mounts::Sys, mounts::LATE);
         let error = (!failures.is_empty()).then(|| failures.join("; "));

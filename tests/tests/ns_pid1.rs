@@ -60,7 +60,7 @@ fn every_catchable_signal_is_forwarded_to_the_workload() {
     // No quotes inside (the command line quotes the whole): one function per signal.
     let traps: String = names.iter().map(|n| format!("f{n}() {{ echo got-{n}; }}; trap f{n} {n}; ")).collect();
     let script = format!("{traps}echo armed; while :; do sleep 0.05; done");
-    let Some((wire, mut c)) = boot(&format!("chinit.api=tcp chinit.on_exit=stay chinit.exec=\"sh -c '{script}'\"")) else { return };
+    let Some((wire, c)) = boot(&format!("chinit.api=tcp chinit.on_exit=stay chinit.exec=\"sh -c '{script}'\"")) else { return };
     c.wait_console("armed", Duration::from_secs(10)).unwrap();
     for (sig, name) in [
         (Signal::SIGUSR1, "USR1"),

@@ -3,18 +3,24 @@
 //! `--compare-baseline`, the baseline of docs/benchmarks.md (busybox shell init + Python agent) runs
 //! too, interleaved A B A B in the same process, and each figure gets the B/A ratio of medians.
 //!
+//! With `--no-static-neighbour` the host end has no neighbour entry for the guest, as a bridge, an
+//! orchestrator's veth or a user's own poller has none: the host polls from the moment the init is
+//! started (before its address is up), so its first ARP request goes unanswered and the guest's
+//! announcement is what answers it.
+//!
 //! ```text
-//! ns-bench [-n N] [--warmup W] [--json] [--cmdline "EXTRA chinit.* KEYS"] [--compare-baseline] [--svg FILE]
+//! ns-bench [-n N] [--warmup W] [--json] [--cmdline "EXTRA chinit.* KEYS"] [--compare-baseline] [--no-static-neighbour] [--svg FILE]
 //! ```
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chinit_tests::ns::{self, Chinit, Wire};
+use chinit_tests::ns::{self, Chinit, Neighbour, Wire};
 use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
 
-const USAGE: &str = "usage: ns-bench [-n N] [--warmup W] [--json] [--cmdline \"EXTRA chinit.* KEYS\"] [--compare-baseline] [--svg FILE]";
+const USAGE: &str =
+    "usage: ns-bench [-n N] [--warmup W] [--json] [--cmdline \"EXTRA chinit.* KEYS\"] [--compare-baseline] [--no-static-neighbour] [--svg FILE]";
 
 struct Args {
     n: usize,
@@ -22,11 +28,12 @@ struct Args {
     json: bool,
     extra: String,
     compare: bool,
+    neighbour: Neighbour,
     svg: Option<PathBuf>,
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
-    let mut a = Args { n: 50, warmup: 3, json: false, extra: String::new(), compare: false, svg: None };
+    let mut a = Args { n: 50, warmup: 3, json: false, extra: String::new(), compare: false, neighbour: Neighbour::Static, svg: None };
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -35,6 +42,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--json" => a.json = true,
             "--cmdline" => a.extra = it.next().ok_or("--cmdline needs a value")?,
             "--compare-baseline" => a.compare = true,
+            "--no-static-neighbour" => a.neighbour = Neighbour::Learned,
             "--svg" => a.svg = Some(it.next().ok_or("--svg needs a file name")?.into()),
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -76,8 +84,8 @@ struct Sample {
     steps: Vec<(String, u64)>,
 }
 
-fn one(init: &Init, extra: &str) -> Result<Sample, String> {
-    let wire = Wire::new()?;
+fn one(init: &Init, extra: &str, neighbour: Neighbour) -> Result<Sample, String> {
+    let wire = Wire::with_neighbour(neighbour)?;
     let cmdline = format!("chinit.ip=169.254.1.2/16 chinit.vsock_port=off {extra}");
     let mut c = match init {
         Init::Chinit(bin) => Chinit::start(bin, &wire, &cmdline)?,
@@ -227,7 +235,7 @@ fn main() {
     for i in 0..total {
         // A B A B: slow drift of the host hits both sides alike.
         for (k, side) in sides.iter().enumerate() {
-            match one(side, &args.extra) {
+            match one(side, &args.extra, args.neighbour) {
                 Ok(s) if i >= args.warmup => samples[k].push(s),
                 Ok(_) => {}
                 Err(e) => fail(format!("run {} ({}): {e}", i + 1, side.name()), 1),
@@ -244,10 +252,14 @@ fn main() {
     let empty = Vec::new();
     let b = samples.get(1).unwrap_or(&empty);
     let table = rows(&samples[0], b);
+    let neighbour = match args.neighbour {
+        Neighbour::Static => "",
+        Neighbour::Learned => ", no static neighbour entry",
+    };
     let title = if args.compare {
-        format!("exec → first 200 in fresh namespaces: the median of {} interleaved runs each (load {load_before})", args.n)
+        format!("exec → first 200 in fresh namespaces{neighbour}: the median of {} interleaved runs each (load {load_before})", args.n)
     } else {
-        format!("chinit: exec → first 200 in fresh namespaces: the median of {} runs (load {load_before})", args.n)
+        format!("chinit: exec → first 200 in fresh namespaces{neighbour}: the median of {} runs (load {load_before})", args.n)
     };
     if let Some(path) = &args.svg {
         std::fs::write(path, svg(&samples[0], b, &title)).unwrap_or_else(|e| fail(format!("write {}: {e}", path.display()), 1));
@@ -269,7 +281,8 @@ fn main() {
             .collect();
         println!(
             "{}",
-            serde_json::json!({"runs": args.n, "warmup": args.warmup, "load_before": load_before, "load_after": load_after, "metrics": obj})
+            serde_json::json!({"runs": args.n, "warmup": args.warmup, "static_neighbour": args.neighbour == Neighbour::Static,
+                "load_before": load_before, "load_after": load_after, "metrics": obj})
         );
         return;
     }
@@ -279,8 +292,15 @@ fn main() {
 fn text(args: &Args, table: &[Row], load_before: &str, load_after: &str) -> String {
     let cell = |s: Option<[u64; 4]>, i: usize| s.map(|s| s[i].to_string()).unwrap_or_else(|| "-".into());
     let mut o = String::new();
+    let neighbour = match args.neighbour {
+        Neighbour::Static => "static neighbour entry on the host",
+        Neighbour::Learned => "no neighbour entry on the host (learned by ARP)",
+    };
     if !args.compare {
-        o += &format!("chinit in fresh namespaces, {} runs ({} warm-up), µs; load {load_before} → {load_after}\n", args.n, args.warmup);
+        o += &format!(
+            "chinit in fresh namespaces, {neighbour}, {} runs ({} warm-up), µs; load {load_before} → {load_after}\n",
+            args.n, args.warmup
+        );
         o += &format!("{:<32} {:>8} {:>8} {:>8} {:>8}\n", "", "min", "median", "p95", "max");
         for r in table {
             o += &format!("{:<32} {:>8} {:>8} {:>8} {:>8}\n", r.name, cell(r.a, 0), cell(r.a, 1), cell(r.a, 2), cell(r.a, 3));
@@ -288,7 +308,7 @@ fn text(args: &Args, table: &[Row], load_before: &str, load_after: &str) -> Stri
         return o;
     }
     o += &format!(
-        "A = chinit, B = baseline (busybox sh + python3 http.server), fresh namespaces, {} runs each ({} warm-up), interleaved A B A B, µs; load {load_before} → {load_after}\n",
+        "A = chinit, B = baseline (busybox sh + python3 http.server), fresh namespaces, {neighbour}, {} runs each ({} warm-up), interleaved A B A B, µs; load {load_before} → {load_after}\n",
         args.n, args.warmup
     );
     o += &format!(
@@ -335,6 +355,7 @@ mod tests {
         let a = p(&["-n", "7", "--compare-baseline", "--svg", "x.svg"]).unwrap();
         assert_eq!((a.n, a.compare, a.svg.as_deref()), (7, true, Some(Path::new("x.svg"))));
         assert!(!p(&[]).unwrap().compare);
+        assert_eq!((p(&[]).unwrap().neighbour, p(&["--no-static-neighbour"]).unwrap().neighbour), (Neighbour::Static, Neighbour::Learned));
         assert!(p(&["-n", "0"]).is_err());
         assert!(p(&["--svg"]).is_err());
         assert!(p(&["--bogus"]).is_err());
