@@ -1,23 +1,41 @@
-//! The command line of the image builder (everything except `rootfs-builder kernel`).
+//! The command line: `rootfs-builder [OPTIONS]` builds an image; `rootfs-builder kernel [OPTIONS]`
+//! builds the guest kernel.
 
 use std::path::PathBuf;
 
-use clap::{ArgGroup, Parser};
+use clap::{ArgGroup, Parser, Subcommand};
 
 use crate::elf::Arch;
 
-pub const SIZE_SYNTAX: &str = "image size: 64M, 1G, 512K or bytes (binary units); default: content + 25% + 8 MiB, at least 16 MiB";
-
+/// The whole command line: the image builder's options, or a subcommand.
 #[derive(Debug, Parser)]
 #[command(
     name = "rootfs-builder",
     version,
-    about = "Bake chinit into an ext4 root image or an initramfs, without root mounts.",
-    after_help = "Also: `rootfs-builder kernel --help` builds the guest kernel.\n\
-Exit codes: 0 ok, 1 build step failed, 2 usage, 3 bad input, 4 output not writable, 130/143 interrupted.\n\
+    about = "Bake chinit into an ext4 root image or an initramfs, without root mounts; build the guest kernel.",
+    after_help = "Exit codes: 0 ok, 1 build step failed, 2 usage, 3 bad input, 4 output not writable, 130/143 interrupted.\n\
 SOURCE_DATE_EPOCH (default 0) sets every timestamp; equal inputs give byte-identical outputs.",
-    group(ArgGroup::new("output").required(true).args(["out", "initramfs"]))
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
 )]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub image: Args,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build the tiny guest kernel into the cache (or fetch a distro kernel) and print where it is.
+    Kernel(crate::kernel::Args),
+}
+
+pub const SIZE_SYNTAX: &str = "image size: 64M, 1G, 512K or bytes (binary units); default: content + 25% + 8 MiB, at least 16 MiB";
+
+/// The image builder's options.
+#[derive(Debug, clap::Args)]
+#[command(group(ArgGroup::new("output").required(true).args(["out", "initramfs"])))]
 pub struct Args {
     /// Write an ext4 root image here.
     #[arg(long, value_name = "IMAGE")]
@@ -81,7 +99,9 @@ mod tests {
     use super::*;
 
     fn parse(a: &[&str]) -> Result<Args, clap::Error> {
-        Args::try_parse_from(std::iter::once("rootfs-builder").chain(a.iter().copied()))
+        let cli = Cli::try_parse_from(std::iter::once("rootfs-builder").chain(a.iter().copied()))?;
+        assert!(cli.command.is_none());
+        Ok(cli.image)
     }
 
     #[test]

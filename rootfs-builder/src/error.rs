@@ -7,16 +7,17 @@ pub const BUILD_CHINIT_X86_64: &str = "cargo build --release --target x86_64-unk
 /// The command that builds a static chinit for aarch64.
 pub const BUILD_CHINIT_AARCH64: &str = "cargo build --release --target aarch64-unknown-linux-musl -p chinit";
 
-/// Documented exit codes of `rootfs-builder` (see docs/rootfs-builder.md).
+/// Documented exit codes of `rootfs-builder` and `rootfs-builder kernel` (see docs/rootfs-builder.md
+/// and docs/kernel.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(i32)]
 pub enum ExitCode {
     Ok = 0,
-    /// An external tool or an I/O step failed while building.
+    /// An external tool, an I/O step, a kernel build or a download failed.
     BuildFailed = 1,
-    /// Bad command line (clap's own code).
+    /// Bad command line (clap's own code), or a kernel or distro kernel that is not offered.
     Usage = 2,
-    /// Bad input: init binary, sources, size, modules, base.
+    /// Bad input: init binary, sources, size, modules, base; a kernel source or fragment.
     BadInput = 3,
     /// The output cannot be written where asked.
     Output = 4,

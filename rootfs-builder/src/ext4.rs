@@ -96,14 +96,15 @@ pub fn uuid_for(plan: &Plan, opts: &Ext4Options, content_sizes: &[u64]) -> Strin
         Kind::File(Content::Bytes(b)) => Some(b.as_slice()),
         _ => None,
     });
-    let fnv = |h: u64, b: u8| (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
-    let (mut a, mut b) = (0xcbf29ce484222325u64, 0x84222325cbf29ce4u64);
+    // Two lanes for 128 bits: the second from another basis, over rotated bytes.
+    let (mut a, mut b) = (crate::hash::Fnv1a::default(), crate::hash::Fnv1a::with_basis(0x84222325cbf29ce4));
     for chunk in std::iter::once(text.as_bytes()).chain(contents) {
         for &byte in chunk {
-            a = fnv(a, byte);
-            b = fnv(b, byte.rotate_left(3));
+            a.byte(byte);
+            b.byte(byte.rotate_left(3));
         }
     }
+    let (a, b) = (a.finish(), b.finish());
     let b = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000; // RFC 4122 variant
     let a = (a & 0xffff_ffff_ffff_0fff) | 0x4000; // version 4 layout
     format!("{:08x}-{:04x}-{:04x}-{:04x}-{:012x}", a >> 32, (a >> 16) & 0xffff, a & 0xffff, b >> 48, b & 0xffff_ffff_ffff)

@@ -1,12 +1,7 @@
-//! rootfs-builder: bake chinit into root images and build guest kernels.
-//!
-//! `rootfs-builder kernel ...` builds the guest kernel; every other invocation builds an image.
+//! rootfs-builder: bake chinit into root images (`rootfs-builder --out ...`) and build guest
+//! kernels (`rootfs-builder kernel ...`). Exit codes: [`rootfs_builder::error::ExitCode`].
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let code = match args.first().map(String::as_str) {
-        Some("kernel") => rootfs_builder::kernel::main(&args[1..]),
-        _ => rootfs_builder::run::main(&args),
-    };
-    std::process::exit(code);
+    std::process::exit(rootfs_builder::run::main(&args) as i32);
 }

@@ -5,31 +5,40 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 
 use crate::cleanup::TempPath;
-use crate::cli::{Args, Profile};
+use crate::cli::{Args, Cli, Command, Profile};
 use crate::error::{Error, ExitCode, Result};
 use crate::ext4::{self, Base, Ext4Options};
 use crate::initramfs::{self, Compression};
 use crate::plan::{Content, Plan};
 use crate::{elf, progress, size, tools};
 
-/// Entry point of the image builder; returns the process exit code.
-pub fn main(args: &[String]) -> i32 {
-    if let Err(e) = crate::cleanup::install() {
-        eprintln!("rootfs-builder: cannot install signal handling: {e}");
-    }
-    let parsed = match Args::try_parse_from(std::iter::once("rootfs-builder".to_string()).chain(args.iter().cloned())) {
+/// Entry point of `rootfs-builder`: parses the command line and runs the image builder or the
+/// subcommand; returns the process exit code.
+pub fn main(args: &[String]) -> ExitCode {
+    let parsed = match Cli::try_parse_from(std::iter::once("rootfs-builder".to_string()).chain(args.iter().cloned())) {
         Ok(a) => a,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::Usage as i32 } else { ExitCode::Ok as i32 };
+            return if e.use_stderr() { ExitCode::Usage } else { ExitCode::Ok };
         }
     };
-    match exec(&parsed) {
-        Ok(()) => ExitCode::Ok as i32,
+    match &parsed.command {
+        Some(Command::Kernel(k)) => crate::kernel::main(k),
+        None => image(&parsed.image),
+    }
+}
+
+/// The image builder.
+fn image(args: &Args) -> ExitCode {
+    if let Err(e) = crate::cleanup::install() {
+        eprintln!("rootfs-builder: cannot install signal handling: {e}");
+    }
+    match exec(args) {
+        Ok(()) => ExitCode::Ok,
         Err(e) => {
             crate::cleanup::yield_to_signal();
             eprintln!("rootfs-builder: {e}");
-            e.exit_code() as i32
+            e.exit_code()
         }
     }
 }

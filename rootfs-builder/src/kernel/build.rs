@@ -12,10 +12,12 @@ use super::kconfig;
 use super::progress::{self, Reporter};
 use super::source::{self, Source};
 use super::{elf, Error};
+use crate::elf::Arch;
 
-/// What differs per architecture.
+/// What differs per architecture when building the kernel.
 #[derive(Debug, Clone, Copy)]
-pub struct Arch {
+pub struct Target {
+    pub arch: Arch,
     /// Our name, as in `kernel/<name>.fragment`.
     pub name: &'static str,
     /// `make ARCH=`.
@@ -26,21 +28,23 @@ pub struct Arch {
     pub fragment: &'static str,
 }
 
-pub const ARCHES: &[Arch] = &[Arch {
+pub const TARGETS: &[Target] = &[Target {
+    arch: Arch::X86_64,
     name: "x86_64",
     make_arch: "x86_64",
     image: "arch/x86/boot/bzImage",
     fragment: include_str!("../../../kernel/x86_64.fragment"),
 }];
 
-pub fn arch(name: &str) -> Option<Arch> {
-    ARCHES.iter().copied().find(|a| a.name == name)
+/// The kernel build of `arch`, when there is one.
+pub fn target(arch: Arch) -> Option<Target> {
+    TARGETS.iter().copied().find(|t| t.arch == arch)
 }
 
 /// One kernel build request.
 pub struct Request {
     pub source: Source,
-    pub arch: Arch,
+    pub arch: Target,
     /// Fragment text (the shipped one unless `--fragment` was given).
     pub fragment: String,
     pub jobs: usize,
@@ -163,7 +167,7 @@ pub fn build(req: &Request, cache_root: &Path) -> Result<Built, Error> {
     Ok(Built { dir: final_dir, cache_hit: false })
 }
 
-fn image_target(arch: Arch) -> &'static str {
+fn image_target(arch: Target) -> &'static str {
     arch.image.rsplit('/').next().unwrap_or(arch.image)
 }
 
@@ -222,7 +226,7 @@ fn extract(tarball: &Path, into: &Path) -> Result<(), Error> {
 struct Builder {
     tree: PathBuf,
     obj: PathBuf,
-    arch: Arch,
+    arch: Target,
     log_path: PathBuf,
     log: File,
 }

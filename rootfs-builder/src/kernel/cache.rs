@@ -32,19 +32,9 @@ pub fn root() -> Option<PathBuf> {
     root_from(var("CHINIT_CACHE").as_deref(), var("XDG_CACHE_HOME").as_deref(), var("HOME").as_deref())
 }
 
-/// FNV-1a 64: a stable, dependency-free hash for cache keys (not for security).
+/// The cache keys' hash ([`crate::hash::parts`]).
 pub fn fnv1a64(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for &b in *part {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        // Separator, so ("ab","c") and ("a","bc") differ.
-        h ^= 0xff;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    crate::hash::parts(parts)
 }
 
 /// The directory name of a kernel entry: `<arch>-<version>-<12 hex digits>`, where the digits

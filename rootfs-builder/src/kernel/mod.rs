@@ -12,35 +12,25 @@ mod source;
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use crate::elf::Arch;
+use crate::error::ExitCode;
 
-/// Exit codes of `rootfs-builder kernel`.
-pub mod exit {
-    pub const OK: i32 = 0;
-    /// The build or download failed; the message says why and what to do.
-    pub const FAILED: i32 = 1;
-    /// Bad command line (unknown architecture or distro kernel included).
-    pub const USAGE: i32 = 2;
-    /// Bad input: missing source, not a kernel tree, malformed fragment.
-    pub const BAD_INPUT: i32 = 3;
-}
-
-#[derive(Debug, Parser)]
+/// `rootfs-builder kernel`'s options.
+#[derive(Debug, clap::Args)]
 #[command(
-    name = "rootfs-builder kernel",
     about = "Build the tiny guest kernel into the cache (or fetch a distro kernel) and print where it is.",
     after_help = "Cache: $CHINIT_CACHE, else $XDG_CACHE_HOME/chinit, else $HOME/.cache/chinit.\n\
                   Tiny kernel: <cache>/kernels/<arch>-<version>-<hash>/{vmlinux,bzImage,config,build.log}.\n\
                   Distro kernel: <cache>/distro/<package>_<version>/ (prints vmlinuz= and modules=).\n\
                   Exit codes: 0 ok, 1 build or download failed, 2 usage, 3 bad input. See docs/kernel.md."
 )]
-struct Args {
+pub struct Args {
     /// Kernel source: a tarball or a kernel tree (built out of tree, never written to).
     #[arg(long, value_name = "TARBALL|DIR", default_value = source::DEFAULT_SOURCE)]
     source: PathBuf,
     /// Target architecture (the fragment is kernel/<arch>.fragment).
-    #[arg(long, default_value = "x86_64")]
-    arch: String,
+    #[arg(long, value_enum, default_value = "x86_64")]
+    arch: Arch,
     /// Parallel make jobs (default: the number of CPUs).
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
@@ -60,8 +50,8 @@ struct Args {
 pub enum Error {
     #[error("no cache directory: set CHINIT_CACHE (or HOME) to a writable directory")]
     NoCache,
-    #[error("unknown architecture {0:?}: supported: {1}")]
-    UnknownArch(String, String),
+    #[error("no kernel fragment for {0} yet: supported: {1}")]
+    UnknownArch(&'static str, String),
     #[error("unknown distro kernel {0:?} for {1}: supported: debian-cloud (x86_64)")]
     UnknownDistro(String, String),
     #[error("kernel source {0} does not exist: install linux-source-6.1 (apt-get install linux-source-6.1) or pass --source TARBALL|DIR")]
@@ -98,11 +88,13 @@ pub enum Error {
 
 impl Error {
     /// The exit code this error ends the command with.
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> ExitCode {
         match self {
-            Error::UnknownArch(..) | Error::UnknownDistro(..) => exit::USAGE,
-            Error::NoSource(_) | Error::NotAKernelTree { .. } | Error::TreeNotClean { .. } | Error::BadFragment { .. } => exit::BAD_INPUT,
-            _ => exit::FAILED,
+            Error::UnknownArch(..) | Error::UnknownDistro(..) => ExitCode::Usage,
+            Error::NoSource(_) | Error::NotAKernelTree { .. } | Error::TreeNotClean { .. } | Error::BadFragment { .. } => {
+                ExitCode::BadInput
+            }
+            _ => ExitCode::BuildFailed,
         }
     }
 
@@ -111,18 +103,10 @@ impl Error {
     }
 }
 
-/// Entry point of `rootfs-builder kernel ARGS...`; returns the process exit code.
-pub fn main(args: &[String]) -> i32 {
-    let argv = std::iter::once("rootfs-builder kernel".to_string()).chain(args.iter().cloned());
-    let args = match Args::try_parse_from(argv) {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { exit::USAGE } else { exit::OK };
-        }
-    };
-    match run(&args) {
-        Ok(()) => exit::OK,
+/// `rootfs-builder kernel ARGS...`; returns the process exit code.
+pub fn main(args: &Args) -> ExitCode {
+    match run(args) {
+        Ok(()) => ExitCode::Ok,
         Err(e) => {
             eprintln!("rootfs-builder kernel: {e}");
             e.exit_code()
@@ -133,7 +117,7 @@ pub fn main(args: &[String]) -> i32 {
 fn run(args: &Args) -> Result<(), Error> {
     let root = cache::root().ok_or(Error::NoCache)?;
     if let Some(name) = &args.distro {
-        let d = distro::find(name, &args.arch).ok_or_else(|| Error::UnknownDistro(name.clone(), args.arch.clone()))?;
+        let d = distro::find(name, args.arch.name()).ok_or_else(|| Error::UnknownDistro(name.clone(), args.arch.name().into()))?;
         let u = distro::fetch(d, &root)?;
         if args.print_path {
             println!("{}", u.dir.display());
@@ -148,7 +132,7 @@ fn run(args: &Args) -> Result<(), Error> {
         Some(p) => Some(std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?),
         None => None,
     };
-    let built = build_tiny(&root, source, &args.arch, fragment, args.jobs)?;
+    let built = build_tiny(&root, source, args.arch, fragment, args.jobs)?;
     if args.print_path {
         println!("{}", built.dir.display());
     } else {
@@ -161,22 +145,28 @@ fn run(args: &Args) -> Result<(), Error> {
 fn build_tiny(
     root: &std::path::Path,
     source: source::Source,
-    arch: &str,
+    arch: Arch,
     fragment: Option<String>,
     jobs: Option<usize>,
 ) -> Result<build::Built, Error> {
-    let arch = build::arch(arch).ok_or_else(|| {
-        let names: Vec<&str> = build::ARCHES.iter().map(|a| a.name).collect();
-        Error::UnknownArch(arch.to_string(), names.join(", "))
+    let arch = build::target(arch).ok_or_else(|| {
+        let names: Vec<&str> = build::TARGETS.iter().map(|t| t.name).collect();
+        Error::UnknownArch(arch.name(), names.join(", "))
     })?;
     let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(usize::from).unwrap_or(1));
     build::build(&build::Request { source, arch, fragment: fragment.unwrap_or_else(|| arch.fragment.to_string()), jobs }, root)
+}
+
+fn arch_named(name: &str) -> Result<Arch, Error> {
+    <Arch as clap::ValueEnum>::from_str(name, false)
+        .map_err(|_| Error::UnknownArch("that architecture", build::TARGETS.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")))
 }
 
 /// The cache directory of the tiny kernel for `arch` (`vmlinux`, `bzImage`, `config`,
 /// `build.log`), from the default source and the shipped fragment; built first when missing,
 /// with progress on stderr. What `rootfs-builder kernel --print-path` prints.
 pub fn tiny_kernel(arch: &str) -> Result<PathBuf, Error> {
+    let arch = arch_named(arch)?;
     let root = cache::root().ok_or(Error::NoCache)?;
     let src = PathBuf::from(source::DEFAULT_SOURCE);
     let source = source::Source::from_path(&src).ok_or(Error::NoSource(src))?;
@@ -185,8 +175,9 @@ pub fn tiny_kernel(arch: &str) -> Result<PathBuf, Error> {
 
 /// A distro kernel (`debian-cloud`) unpacked in the cache: `(vmlinuz, /lib/modules/<release>)`.
 pub fn distro_kernel(name: &str, arch: &str) -> Result<(PathBuf, PathBuf), Error> {
+    let arch = arch_named(arch)?;
     let root = cache::root().ok_or(Error::NoCache)?;
-    let d = distro::find(name, arch).ok_or_else(|| Error::UnknownDistro(name.to_string(), arch.to_string()))?;
+    let d = distro::find(name, arch.name()).ok_or_else(|| Error::UnknownDistro(name.to_string(), arch.name().into()))?;
     let u = distro::fetch(d, &root)?;
     Ok((u.vmlinuz, u.modules))
 }
@@ -195,15 +186,21 @@ pub fn distro_kernel(name: &str, arch: &str) -> Result<(PathBuf, PathBuf), Error
 mod tests {
     use super::*;
 
+    /// The subcommand's options, parsed as `rootfs-builder kernel ARGS`.
     fn parse(a: &[&str]) -> Result<Args, clap::Error> {
-        Args::try_parse_from(std::iter::once("k").chain(a.iter().copied()))
+        use clap::Parser;
+        let argv = ["rootfs-builder", "kernel"].into_iter().chain(a.iter().copied());
+        match crate::cli::Cli::try_parse_from(argv)?.command {
+            Some(crate::cli::Command::Kernel(k)) => Ok(k),
+            None => panic!("not the kernel subcommand"),
+        }
     }
 
     #[test]
     fn command_line() {
         let a = parse(&[]).unwrap();
         assert_eq!(a.source, PathBuf::from(source::DEFAULT_SOURCE));
-        assert_eq!(a.arch, "x86_64");
+        assert_eq!(a.arch, Arch::X86_64);
         assert!(!a.print_path && a.distro.is_none() && a.jobs.is_none());
         let a = parse(&["--source", "/t.tar", "--jobs", "3", "--print-path"]).unwrap();
         assert_eq!((a.source, a.jobs, a.print_path), (PathBuf::from("/t.tar"), Some(3), true));
@@ -212,15 +209,17 @@ mod tests {
         assert!(parse(&["--distro", "debian-cloud", "--source", "/x"]).is_err());
         assert!(parse(&["--jobs", "many"]).is_err());
         assert!(parse(&["--frobnicate"]).is_err());
+        assert!(parse(&["--arch", "mips"]).is_err());
+        assert_eq!(parse(&["--arch", "aarch64"]).unwrap().arch, Arch::Aarch64);
     }
 
     #[test]
     fn exit_codes() {
-        assert_eq!(Error::UnknownArch("riscv".into(), "x86_64".into()).exit_code(), exit::USAGE);
-        assert_eq!(Error::NoSource("/nope".into()).exit_code(), exit::BAD_INPUT);
+        assert_eq!(Error::UnknownArch("aarch64", "x86_64".into()).exit_code(), ExitCode::Usage);
+        assert_eq!(Error::NoSource("/nope".into()).exit_code(), ExitCode::BadInput);
         let bad = Error::BadFragment { line_no: 2, text: "CONFIG_X y".into() };
-        assert_eq!(bad.exit_code(), exit::BAD_INPUT);
+        assert_eq!(bad.exit_code(), ExitCode::BadInput);
         let dropped = Error::OptionsDropped { list: String::new(), config: "/c".into() };
-        assert_eq!(dropped.exit_code(), exit::FAILED);
+        assert_eq!(dropped.exit_code(), ExitCode::BuildFailed);
     }
 }
