@@ -36,6 +36,12 @@ if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
   say "adding the x86_64-unknown-linux-musl target"
   rustup target add x86_64-unknown-linux-musl
 fi
+for component in rustfmt clippy; do
+  if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+    say "adding the $component component"
+    rustup component add "$component"
+  fi
+done
 if ! command -v vhost-device-vsock >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/vhost-device-vsock" ]; then
   say "installing vhost-device-vsock (QEMU's vsock with cloud-hypervisor's hybrid protocol; a few minutes)"
   cargo install --locked --quiet vhost-device-vsock

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets everything up, then runs every test: unit tests, chinit in fresh namespaces, and VM boots under
+# Sets everything up, checks formatting and lints (rustfmt, clippy -D warnings), then runs every test:
+# unit tests, chinit in fresh namespaces, and VM boots under
 # QEMU (KVM when the host has hardware KVM, TCG emulation otherwise). The first run builds the guest
 # kernel into ~/.cache/chinit (about 5 minutes on 2 cores); later runs reuse it.
 # Extra arguments go to `cargo test` (`scripts/test.sh --test vm_e2e`). docs/testing.md lists the tests.
@@ -11,6 +12,10 @@ export PATH="$HOME/.cargo/bin:$PATH"
 say() { printf 'test: %s\n' "$*" >&2; }
 target="${CARGO_TARGET_DIR:-target}"
 start=$SECONDS
+
+say "cargo fmt --all --check; cargo clippy --workspace --all-targets -- -D warnings"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 say "building chinit (static, musl) and rootfs-builder"
 cargo build --release --target x86_64-unknown-linux-musl -p chinit
