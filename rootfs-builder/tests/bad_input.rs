@@ -25,7 +25,7 @@ const BUILD_HINT: &str = "cargo build --release --target x86_64-unknown-linux-mu
 
 fn refused(t: &TempDir, args: &[&str], code: i32, needles: &[&str]) {
     let before = t.names();
-    let o = build(&t.0, args, &[]);
+    let o = build(t.path(), args, &[]);
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(code), "{args:?}: {e}");
     for n in needles {
@@ -70,8 +70,12 @@ fn bad_inits_are_refused_with_the_build_command() {
 #[test]
 fn missing_default_init_says_how_to_build_it() {
     let t = TempDir::new("no-default-init");
-    let o =
-        Command::new(BIN).current_dir(&t.0).args(["--out", "r.ext4"]).env("CARGO_TARGET_DIR", t.join("no-such-target")).output().unwrap();
+    let o = Command::new(BIN)
+        .current_dir(t.path())
+        .args(["--out", "r.ext4"])
+        .env("CARGO_TARGET_DIR", t.join("no-such-target"))
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(3));
     let e = stderr(&o);
     assert!(e.contains(BUILD_HINT), "{e}");
@@ -94,11 +98,11 @@ fn bad_sources_sizes_and_outputs() {
     refused(&t, &["--initramfs", "i.tar", "--init", i], 3, &[".cpio.gz"]);
     refused(&t, &["--out", "no/such/dir/r.ext4", "--init", i], 4, &["no/such/dir", "writable"]);
     // Usage errors are clap's, exit 2.
-    let o = build(&t.0, &["--out", "r.ext4", "--size", "lots"], &[]);
+    let o = build(t.path(), &["--out", "r.ext4", "--size", "lots"], &[]);
     assert_eq!(o.status.code(), Some(2));
-    let o = build(&t.0, &["--initramfs", "i.cpio", "--module", "virtio_blk"], &[]);
+    let o = build(t.path(), &["--initramfs", "i.cpio", "--module", "virtio_blk"], &[]);
     assert_eq!(o.status.code(), Some(2));
-    let o = build(&t.0, &["--help"], &[]);
+    let o = build(t.path(), &["--help"], &[]);
     assert_eq!(o.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&o.stdout).contains("--initramfs"));
     let junk = t.names();
@@ -153,7 +157,7 @@ fn interrupt_stops_the_tool_and_removes_temporary_files() {
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     for (sig, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
         let child = Command::new(BIN)
-            .current_dir(&t.0)
+            .current_dir(t.path())
             .args(["--out", "r.ext4", "--init", init.to_str().unwrap(), "--base", "base.fifo"])
             .stderr(std::process::Stdio::piped())
             .spawn()

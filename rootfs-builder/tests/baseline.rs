@@ -27,7 +27,7 @@ fn baseline_image_holds_the_init_script_busybox_python_and_its_modules() {
         }
     }
     let t = TempDir::new("ext4-baseline");
-    let o = build(&t.0, &["--out", "baseline.ext4", "--profile", "baseline"], &[]);
+    let o = build(t.path(), &["--out", "baseline.ext4", "--profile", "baseline"], &[]);
     assert_ok(&o);
     let img = t.join("baseline.ext4");
     assert_eq!(t.names(), ["baseline.ext4"], "the work directory (and its copy of the agent) is gone");
@@ -36,16 +36,16 @@ fn baseline_image_holds_the_init_script_busybox_python_and_its_modules() {
     // The init is the committed script, where the kernel looks; the agent beside it; no chinit.
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     assert_eq!(stat(&img, "/sbin/init"), ("regular".into(), "0755".into(), 0, 0));
-    assert_eq!(dump(&img, "/sbin/init", &t.0), std::fs::read(root.join("baseline/init.sh")).unwrap());
-    assert_eq!(dump(&img, "/sbin/agent.py", &t.0), std::fs::read(root.join("baseline/agent.py")).unwrap());
+    assert_eq!(dump(&img, "/sbin/init", t.path()), std::fs::read(root.join("baseline/init.sh")).unwrap());
+    assert_eq!(dump(&img, "/sbin/agent.py", t.path()), std::fs::read(root.join("baseline/agent.py")).unwrap());
     assert!(!debugfs(&img, "stat /sbin/chinit").contains("Type: regular"));
-    assert_eq!(dump(&img, "/bin/busybox", &t.0), std::fs::read("/bin/busybox").unwrap());
+    assert_eq!(dump(&img, "/bin/busybox", t.path()), std::fs::read("/bin/busybox").unwrap());
     assert!(debugfs(&img, "stat /bin/sh").contains("Fast link dest: \"busybox\""));
 
     // The interpreter, named as on the host, and python3 pointing at it.
     let real = std::fs::canonicalize("/usr/bin/python3").unwrap();
     let name = real.file_name().unwrap().to_str().unwrap().to_string();
-    assert_eq!(dump(&img, &format!("/usr/bin/{name}"), &t.0), std::fs::read(&real).unwrap());
+    assert_eq!(dump(&img, &format!("/usr/bin/{name}"), t.path()), std::fs::read(&real).unwrap());
     assert!(debugfs(&img, "stat /usr/bin/python3").contains(&format!("Fast link dest: \"{name}\"")));
     // The shared libraries ldd names, at the paths the loader looks at.
     let ldd = Command::new("ldd").arg(&real).output().unwrap();

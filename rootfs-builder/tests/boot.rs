@@ -39,7 +39,7 @@ fn debian_kernel_loads_modules_from_initramfs_and_runs_from_the_ext4_root() {
     std::fs::write(t.join("hello"), b"#!/bin/sh\necho ROOT-OK-MARK\n").unwrap();
     let c = chinit.to_str().unwrap();
     let o = build(
-        &t.0,
+        t.path(),
         &[
             "--initramfs",
             "initrd.cpio.zst",
@@ -57,7 +57,7 @@ fn debian_kernel_loads_modules_from_initramfs_and_runs_from_the_ext4_root() {
         &[],
     );
     assert_ok(&o);
-    let o = build(&t.0, &["--out", "root.ext4", "--init", c, "--add", "/bin/busybox:/bin/sh", "--add", "hello:/hello:0755"], &[]);
+    let o = build(t.path(), &["--out", "root.ext4", "--init", c, "--add", "/bin/busybox:/bin/sh", "--add", "hello:/hello:0755"], &[]);
     assert_ok(&o);
 
     let mut child = Command::new("qemu-system-x86_64")
@@ -65,7 +65,7 @@ fn debian_kernel_loads_modules_from_initramfs_and_runs_from_the_ext4_root() {
         .arg(&kernel)
         .args(["-initrd", "initrd.cpio.zst", "-drive", "file=root.ext4,if=virtio,format=raw", "-append"])
         .arg("console=ttyS0 panic=-1 root=/dev/vda rootfstype=ext4 chinit.exec=/hello")
-        .current_dir(&t.0)
+        .current_dir(t.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

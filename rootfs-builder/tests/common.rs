@@ -7,31 +7,25 @@ use std::process::{Command, Output};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_rootfs-builder");
 
-/// A directory under the system temp dir, removed when dropped.
-pub struct TempDir(pub PathBuf);
+/// A new directory under the system temp dir (`tempfile`), removed when dropped.
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     pub fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("rb-test-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
+        TempDir(tempfile::Builder::new().prefix(&format!("rb-test-{name}-")).tempdir().unwrap())
+    }
+    pub fn path(&self) -> &Path {
+        self.0.path()
     }
     pub fn join(&self, s: &str) -> PathBuf {
-        self.0.join(s)
+        self.path().join(s)
     }
     /// Names in the directory, sorted.
     pub fn names(&self) -> Vec<String> {
         let mut v: Vec<String> =
-            std::fs::read_dir(&self.0).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+            std::fs::read_dir(self.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         v.sort();
         v
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

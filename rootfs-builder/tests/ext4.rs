@@ -17,7 +17,7 @@ fn default_root_has_chinit_init_link_dirs_and_etc() {
         return;
     }
     let t = TempDir::new("ext4-default");
-    let o = build(&t.0, &["--out", "root.ext4", "--init", init.to_str().unwrap()], &[]);
+    let o = build(t.path(), &["--out", "root.ext4", "--init", init.to_str().unwrap()], &[]);
     assert_ok(&o);
     let err = stderr(&o);
     assert!(err.contains("mkfs.ext4"), "progress lines: {err}");
@@ -28,7 +28,7 @@ fn default_root_has_chinit_init_link_dirs_and_etc() {
     fsck_clean(&img);
 
     assert_eq!(stat(&img, "/sbin/chinit"), ("regular".into(), "0755".into(), 0, 0));
-    assert_eq!(dump(&img, "/sbin/chinit", &t.0), std::fs::read(&init).unwrap());
+    assert_eq!(dump(&img, "/sbin/chinit", t.path()), std::fs::read(&init).unwrap());
     let link = debugfs(&img, "stat /init");
     assert!(link.contains("Type: symlink"), "{link}");
     assert!(link.contains("Fast link dest: \"/sbin/chinit\""), "{link}");
@@ -46,10 +46,10 @@ fn default_root_has_chinit_init_link_dirs_and_etc() {
     ] {
         assert_eq!(stat(&img, d), ("directory".into(), mode.into(), 0, 0), "{d}");
     }
-    assert_eq!(dump(&img, "/etc/hostname", &t.0), b"chinit\n");
-    assert!(String::from_utf8(dump(&img, "/etc/passwd", &t.0)).unwrap().starts_with("root:x:0:0:"));
-    assert!(String::from_utf8(dump(&img, "/etc/group", &t.0)).unwrap().starts_with("root:x:0:"));
-    assert!(String::from_utf8(dump(&img, "/etc/hosts", &t.0)).unwrap().contains("localhost"));
+    assert_eq!(dump(&img, "/etc/hostname", t.path()), b"chinit\n");
+    assert!(String::from_utf8(dump(&img, "/etc/passwd", t.path())).unwrap().starts_with("root:x:0:0:"));
+    assert!(String::from_utf8(dump(&img, "/etc/group", t.path())).unwrap().starts_with("root:x:0:"));
+    assert!(String::from_utf8(dump(&img, "/etc/hosts", t.path())).unwrap().contains("localhost"));
     // Timestamps come from SOURCE_DATE_EPOCH (unset: 0).
     assert!(debugfs(&img, "stat /sbin/chinit").contains("mtime: 0x00000000:00000000"));
     // Default size: the 16 MiB floor region, a whole number of MiB.
@@ -65,16 +65,16 @@ fn same_inputs_give_identical_images() {
     }
     let t = TempDir::new("ext4-repro");
     let i = init.to_str().unwrap();
-    assert_ok(&build(&t.0, &["--out", "a.ext4", "--init", i, "--label", "root"], &[]));
+    assert_ok(&build(t.path(), &["--out", "a.ext4", "--init", i, "--label", "root"], &[]));
     // A second later: the clock must not leak into the image.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    assert_ok(&build(&t.0, &["--out", "b.ext4", "--init", i, "--label", "root"], &[]));
+    assert_ok(&build(t.path(), &["--out", "b.ext4", "--init", i, "--label", "root"], &[]));
     assert_eq!(sha256(&t.join("a.ext4")), sha256(&t.join("b.ext4")));
 
     let epoch = [("SOURCE_DATE_EPOCH", "1700000000")];
-    assert_ok(&build(&t.0, &["--out", "c.ext4", "--init", i, "--label", "root"], &epoch));
+    assert_ok(&build(t.path(), &["--out", "c.ext4", "--init", i, "--label", "root"], &epoch));
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    assert_ok(&build(&t.0, &["--out", "d.ext4", "--init", i, "--label", "root"], &epoch));
+    assert_ok(&build(t.path(), &["--out", "d.ext4", "--init", i, "--label", "root"], &epoch));
     assert_eq!(sha256(&t.join("c.ext4")), sha256(&t.join("d.ext4")));
     assert_ne!(sha256(&t.join("a.ext4")), sha256(&t.join("c.ext4")));
     // 1700000000 = 0x6553f100
@@ -98,7 +98,7 @@ fn add_tree_and_size() {
     std::fs::write(t.join("tree/etc/hostname"), b"custom\n").unwrap();
     std::os::unix::fs::symlink("app/conf", t.join("tree/etc/conf-link")).unwrap();
     let o = build(
-        &t.0,
+        t.path(),
         &["--out", "out/r.ext4", "--init", init.to_str().unwrap(), "--add", "app:/usr/bin/app:0750", "--tree", "tree", "--size", "64M"],
         &[],
     );
@@ -108,7 +108,7 @@ fn add_tree_and_size() {
 
     std::fs::create_dir(t.join("out")).unwrap();
     let o = build(
-        &t.0,
+        t.path(),
         &["--out", "out/r.ext4", "--init", init.to_str().unwrap(), "--add", "app:/usr/bin/app:0750", "--tree", "tree", "--size", "64M"],
         &[],
     );
@@ -117,10 +117,10 @@ fn add_tree_and_size() {
     assert_eq!(std::fs::metadata(&img).unwrap().len(), 64 << 20);
     fsck_clean(&img);
     assert_eq!(stat(&img, "/usr/bin/app"), ("regular".into(), "0750".into(), 0, 0));
-    assert_eq!(dump(&img, "/usr/bin/app", &t.0), b"#!/bin/sh\necho app\n");
-    assert_eq!(dump(&img, "/etc/app/conf", &t.0), b"k=v\n");
+    assert_eq!(dump(&img, "/usr/bin/app", t.path()), b"#!/bin/sh\necho app\n");
+    assert_eq!(dump(&img, "/etc/app/conf", t.path()), b"k=v\n");
     // --tree overrides the default /etc/hostname.
-    assert_eq!(dump(&img, "/etc/hostname", &t.0), b"custom\n");
+    assert_eq!(dump(&img, "/etc/hostname", t.path()), b"custom\n");
     assert!(debugfs(&img, "stat /etc/conf-link").contains("Fast link dest: \"app/conf\""));
     assert_eq!(stat(&img, "/usr").0, "directory");
 }
@@ -133,7 +133,7 @@ fn too_small_size_is_refused_and_existing_output_kept() {
     }
     let t = TempDir::new("ext4-small");
     std::fs::write(t.join("r.ext4"), b"previous image").unwrap();
-    let o = build(&t.0, &["--out", "r.ext4", "--init", init.to_str().unwrap(), "--size", "1M"], &[]);
+    let o = build(t.path(), &["--out", "r.ext4", "--init", init.to_str().unwrap(), "--size", "1M"], &[]);
     assert_eq!(o.status.code(), Some(3));
     let e = stderr(&o);
     assert!(e.contains("too small") && e.contains("--size"), "{e}");
@@ -187,23 +187,27 @@ fn inject_into_base_image_leaves_base_untouched() {
     let i = init.to_str().unwrap();
     // 3 MiB more than the base has room for.
     std::fs::write(t.join("big"), vec![0x5a; 3 << 20]).unwrap();
-    let o = build(&t.0, &["--out", "a.ext4", "--base", "base.ext4", "--init", i, "--label", "injected", "--add", "big:/opt/big"], &[]);
+    let o = build(t.path(), &["--out", "a.ext4", "--base", "base.ext4", "--init", i, "--label", "injected", "--add", "big:/opt/big"], &[]);
     assert_ok(&o);
     assert!(stderr(&o).contains("resize2fs"), "{}", stderr(&o));
     assert_eq!(sha256(&base), before, "the base image must not change");
     let bytes = std::fs::read(&init).unwrap();
-    check_injected(&t.join("a.ext4"), &bytes, &t.0);
+    check_injected(&t.join("a.ext4"), &bytes, t.path());
     assert!(std::fs::metadata(t.join("a.ext4")).unwrap().len() > 4 << 20);
     assert!(debugfs(&t.join("a.ext4"), "stats").contains("Filesystem volume name:   injected"));
-    assert_eq!(dump(&t.join("a.ext4"), "/opt/big", &t.0).len(), 3 << 20);
+    assert_eq!(dump(&t.join("a.ext4"), "/opt/big", t.path()).len(), 3 << 20);
 
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    assert_ok(&build(&t.0, &["--out", "b.ext4", "--base", "base.ext4", "--init", i, "--label", "injected", "--add", "big:/opt/big"], &[]));
+    assert_ok(&build(
+        t.path(),
+        &["--out", "b.ext4", "--base", "base.ext4", "--init", i, "--label", "injected", "--add", "big:/opt/big"],
+        &[],
+    ));
     assert_eq!(sha256(&t.join("a.ext4")), sha256(&t.join("b.ext4")), "injection is reproducible");
     assert_eq!(sha256(&base), before);
 
     // Shrinking is refused, and leaves nothing behind.
-    let o = build(&t.0, &["--out", "c.ext4", "--base", "base.ext4", "--init", i, "--size", "2M"], &[]);
+    let o = build(t.path(), &["--out", "c.ext4", "--base", "base.ext4", "--init", i, "--size", "2M"], &[]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(!t.join("c.ext4").exists());
     assert_eq!(t.names(), ["a.ext4", "b.ext4", "base.ext4", "big", "tree"]);
@@ -222,12 +226,12 @@ fn base_dir_and_tarball_never_write_through_host_symlinks() {
     std::os::unix::fs::symlink("/usr/local", t.join("tree/opt")).unwrap();
     std::fs::write(t.join("extra"), b"x").unwrap();
     let i = init.to_str().unwrap();
-    let o = build(&t.0, &["--out", "d.ext4", "--base", "tree", "--init", i, "--add", "extra:/opt/extra-rb-test"], &[]);
+    let o = build(t.path(), &["--out", "d.ext4", "--base", "tree", "--init", i, "--add", "extra:/opt/extra-rb-test"], &[]);
     assert_ok(&o);
     assert!(!std::path::Path::new("/usr/local/extra-rb-test").exists());
     let bytes = std::fs::read(&init).unwrap();
-    check_injected(&t.join("d.ext4"), &bytes, &t.0);
-    assert_eq!(dump(&t.join("d.ext4"), "/usr/local/extra-rb-test", &t.0), b"x");
+    check_injected(&t.join("d.ext4"), &bytes, t.path());
+    assert_eq!(dump(&t.join("d.ext4"), "/usr/local/extra-rb-test", t.path()), b"x");
     // The base directory itself is unchanged.
     assert!(!t.join("tree/usr/sbin/chinit").exists());
 
@@ -249,8 +253,8 @@ fn base_dir_and_tarball_never_write_through_host_symlinks() {
         .output()
         .unwrap();
     assert!(o.status.success());
-    assert_ok(&build(&t.0, &["--out", "t.ext4", "--base", "base.tar.gz", "--init", i], &[]));
-    check_injected(&t.join("t.ext4"), &bytes, &t.0);
+    assert_ok(&build(t.path(), &["--out", "t.ext4", "--base", "base.tar.gz", "--init", i], &[]));
+    check_injected(&t.join("t.ext4"), &bytes, t.path());
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if chowned && root {
@@ -272,14 +276,14 @@ fn unprivileged_user_gets_the_same_root_owned_image() {
         return;
     }
     let t = TempDir::new("ext4-nobody");
-    std::fs::set_permissions(&t.0, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     std::fs::copy(&init, t.join("init")).unwrap();
     std::fs::set_permissions(t.join("init"), std::fs::Permissions::from_mode(0o755)).unwrap();
     let args = ["--out", "user.ext4", "--init", "init"];
     let o = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
         .args(args)
-        .current_dir(&t.0)
+        .current_dir(t.path())
         .env_remove("SOURCE_DATE_EPOCH")
         .output()
         .unwrap();
@@ -288,6 +292,6 @@ fn unprivileged_user_gets_the_same_root_owned_image() {
     assert_eq!(stat(&img, "/sbin/chinit"), ("regular".into(), "0755".into(), 0, 0));
     assert_eq!(stat(&img, "/etc/passwd").2, 0);
     fsck_clean(&img);
-    assert_ok(&build(&t.0, &["--out", "root.ext4", "--init", "init"], &[]));
+    assert_ok(&build(t.path(), &["--out", "root.ext4", "--init", "init"], &[]));
     assert_eq!(sha256(&img), sha256(&t.join("root.ext4")), "same inputs, same image, whoever builds it");
 }

@@ -44,7 +44,7 @@ fn initramfs_content_and_reproducibility() {
         if out.ends_with(".gz") && !have("gzip") || out.ends_with(".zst") && !have("zstd") {
             continue;
         }
-        let o = build(&t.0, &["--initramfs", out, "--init", i, "--add", "extra:/etc/extra:0600"], &[]);
+        let o = build(t.path(), &["--initramfs", out, "--init", i, "--add", "extra:/etc/extra:0600"], &[]);
         assert_ok(&o);
         let v = read_archive(&t.join(out));
         let names: Vec<&str> = v.iter().map(|r| r.entry.name.as_str()).collect();
@@ -77,10 +77,10 @@ fn initramfs_content_and_reproducibility() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
     for (out, h) in &hashes {
         let again = format!("again-{out}");
-        assert_ok(&build(&t.0, &["--initramfs", &again, "--init", i, "--add", "extra:/etc/extra:0600"], &[]));
+        assert_ok(&build(t.path(), &["--initramfs", &again, "--init", i, "--add", "extra:/etc/extra:0600"], &[]));
         assert_eq!(&sha256(&t.join(&again)), h, "{out} reproducible");
     }
-    assert_ok(&build(&t.0, &["--initramfs", "e.cpio", "--init", i], &[("SOURCE_DATE_EPOCH", "1700000000")]));
+    assert_ok(&build(t.path(), &["--initramfs", "e.cpio", "--init", i], &[("SOURCE_DATE_EPOCH", "1700000000")]));
     assert!(read_archive(&t.join("e.cpio")).iter().all(|r| r.mtime == 1_700_000_000));
 }
 
@@ -130,12 +130,12 @@ fn modules_with_dependencies_in_load_order() {
         return;
     }
     let t = TempDir::new("initramfs-modules");
-    let dir = fake_modules(&t.0);
+    let dir = fake_modules(t.path());
     let i = init.to_str().unwrap();
     // Both the package root and the module dir itself are accepted.
     for from in [t.join("pkg"), dir.clone()] {
         let o = build(
-            &t.0,
+            t.path(),
             &[
                 "--initramfs",
                 "m.cpio",
@@ -186,10 +186,10 @@ fn unknown_module_lists_near_matches() {
         return;
     }
     let t = TempDir::new("initramfs-nomod");
-    let dir = fake_modules(&t.0);
+    let dir = fake_modules(t.path());
     let before = t.names();
     let o = build(
-        &t.0,
+        t.path(),
         &["--initramfs", "m.cpio.gz", "--init", init.to_str().unwrap(), "--modules-from", dir.to_str().unwrap(), "--module", "virtio_bl"],
         &[],
     );
@@ -199,8 +199,8 @@ fn unknown_module_lists_near_matches() {
     assert_eq!(t.names(), before);
 
     let o = build(
-        &t.0,
-        &["--initramfs", "m.cpio", "--init", init.to_str().unwrap(), "--modules-from", t.0.to_str().unwrap(), "--module", "ext4"],
+        t.path(),
+        &["--initramfs", "m.cpio", "--init", init.to_str().unwrap(), "--modules-from", t.path().to_str().unwrap(), "--module", "ext4"],
         &[],
     );
     assert_eq!(o.status.code(), Some(3));
@@ -227,7 +227,7 @@ fn host_modules_if_present() {
     };
     let t = TempDir::new("initramfs-host");
     let o = build(
-        &t.0,
+        t.path(),
         &["--initramfs", "h.cpio", "--init", init.to_str().unwrap(), "--modules-from", dir.to_str().unwrap(), "--module", name],
         &[],
     );
