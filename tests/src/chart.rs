@@ -66,10 +66,7 @@ fn colour(name: &str) -> &'static str {
     }
 }
 
-/// Milliseconds with two decimals.
-pub fn ms(us: u64) -> String {
-    format!("{:.2}", us as f64 / 1000.0)
-}
+use agent::units::ms2 as ms;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
