@@ -1,10 +1,8 @@
 //! Temporary files and child processes are removed on success, on error and on SIGINT/SIGTERM.
 //!
-//! `install()` blocks SIGINT and SIGTERM in the calling thread (call it first in `main`, before
-//! any other thread exists, so every thread inherits the mask) and starts one thread that waits
-//! for them: it stops the registered children, removes the registered temporary paths, and
-//! exits with 128 + signal. Tools are started by [`crate::tools::spawn`] in their own process
-//! group with the two signals unblocked again.
+//! `install()` starts one thread that receives SIGINT and SIGTERM (`signal-hook`): it stops the
+//! registered children, removes the registered temporary paths, and exits with 128 + signal.
+//! Tools are started by [`crate::tools::spawn`] in their own process group.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -74,26 +72,11 @@ pub fn child_done(pid: u32) {
     lock(&CHILDREN).retain(|&p| p != pid);
 }
 
-/// Block SIGINT/SIGTERM and start the thread that handles them.
+/// Starts the thread that handles SIGINT and SIGTERM.
 pub fn install() -> std::io::Result<()> {
-    // SAFETY: sigset_t is plain data initialised by sigemptyset before use; the pointers are
-    // to locals that outlive the calls.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        if rc != 0 {
-            return Err(std::io::Error::from_raw_os_error(rc));
-        }
-        set
-    };
-    std::thread::Builder::new().name("signals".into()).spawn(move || loop {
-        let mut sig: libc::c_int = 0;
-        // SAFETY: `set` is an initialised sigset_t owned by this closure; `sig` is a local.
-        let rc = unsafe { libc::sigwait(&set, &mut sig) };
-        if rc == 0 {
+    let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        if let Some(sig) = signals.forever().next() {
             on_signal(sig);
         }
     })?;

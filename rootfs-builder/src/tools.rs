@@ -32,26 +32,10 @@ pub fn spawn_wait(tool: &'static str, cmd: &mut Command, ok_codes: &[i32]) -> Re
     finish(tool, child, ok_codes)
 }
 
-/// Start a tool in its own process group with SIGINT/SIGTERM unblocked (this process blocks
-/// them for its signal thread, and a child inherits the mask), registered so that a signal
-/// stops it.
+/// Start a tool in its own process group, registered so that a signal stops it.
 pub fn spawn(tool: &'static str, cmd: &mut Command) -> Result<Child> {
     use std::os::unix::process::CommandExt;
     cmd.process_group(0);
-    // SAFETY: the closure runs between fork and exec and only calls sigemptyset, sigaddset and
-    // pthread_sigmask, which are async-signal-safe, on a local sigset_t.
-    unsafe {
-        cmd.pre_exec(|| {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGINT);
-            libc::sigaddset(&mut set, libc::SIGTERM);
-            match libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) {
-                0 => Ok(()),
-                rc => Err(std::io::Error::from_raw_os_error(rc)),
-            }
-        });
-    }
     let child = cmd.spawn().map_err(|e| spawn_error(tool, e))?;
     crate::cleanup::child_started(child.id());
     Ok(child)
