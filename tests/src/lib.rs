@@ -2,5 +2,6 @@
 
 pub mod chart;
 pub mod e2e;
+pub mod l1;
 pub mod ns;
 pub mod vm;
