@@ -57,7 +57,8 @@ pub fn build(g: &Guest) -> String {
     match (device, g.initramfs_first) {
         (Some(dev), false) => parts.extend([format!("root={dev}"), "ro".into(), "rootfstype=ext4".into(), format!("init={}", g.init)]),
         (Some(dev), true) => parts.extend(["rdinit=/init".into(), format!("chinit.root={dev}"), "ro".into()]),
-        (None, _) => parts.push("rdinit=/init".into()),
+        // The initramfs is the whole root: chinit must not wait for a disk.
+        (None, _) => parts.extend(["rdinit=/init".into(), format!("chinit.root={}", agent::cmdline::ROOT_NONE)]),
     }
     if let Some(ip) = &g.ip {
         parts.push(format!("chinit.ip={ip}"));
@@ -139,7 +140,7 @@ mod tests {
                     extra: String::new(),
                     ..full.clone()
                 },
-                "console=ttyS0 quiet reboot=t panic=-1 io_delay=none rdinit=/init chinit.port=1024 \
+                "console=ttyS0 quiet reboot=t panic=-1 io_delay=none rdinit=/init chinit.root=none chinit.port=1024 \
                  chinit.api=tcp",
             ),
             (
