@@ -63,6 +63,11 @@ pub struct Args {
     #[arg(long, value_name = "LABEL", conflicts_with = "initramfs")]
     pub label: Option<String>,
 
+    /// Write a GPT disk whose one partition is the ext4 root (root=/dev/vda1, /dev/pmem0p1), a
+    /// whole number of 2 MiB (a cloud-hypervisor pmem device's unit).
+    #[arg(long, conflicts_with = "initramfs")]
+    pub gpt: bool,
+
     /// Start from an existing root: an ext4 image, a directory or a tarball; never modified.
     #[arg(long, value_name = "IMAGE|DIR|TARBALL", conflicts_with = "initramfs")]
     pub base: Option<PathBuf>,
@@ -132,6 +137,7 @@ mod tests {
             &["--out", "a", "--arch", "mips"],
             &["--out", "a", "--profile", "systemd"],
             &["--initramfs", "a.cpio", "--profile", "baseline"],
+            &["--initramfs", "a.cpio", "--gpt"],
             &["--out", "a", "--profile", "baseline", "--init", "x"],
             &["--out", "a", "--profile", "baseline", "--base", "x"],
         ] {

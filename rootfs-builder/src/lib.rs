@@ -11,6 +11,7 @@ pub mod debugfs;
 pub mod elf;
 pub mod error;
 pub mod ext4;
+pub mod gpt;
 pub mod hash;
 pub mod initramfs;
 pub mod kernel;

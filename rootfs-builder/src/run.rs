@@ -10,7 +10,7 @@ use crate::error::{Error, ExitCode, Result};
 use crate::ext4::{self, Base, Ext4Options};
 use crate::initramfs::{self, Compression};
 use crate::plan::{Content, Plan};
-use crate::{elf, progress, size, tools};
+use crate::{elf, gpt, progress, size, tools};
 
 /// Entry point of `rootfs-builder`: parses the command line and runs the image builder or the
 /// subcommand; returns the process exit code.
@@ -175,7 +175,13 @@ fn exec(a: &Args) -> Result<()> {
             Some(b) => Base::detect(b)?,
         };
         let opts = Ext4Options { size: a.size, label: a.label.clone(), epoch, base };
-        ext4::build(&plan, &opts, work.path(), &image)?;
+        if a.gpt {
+            let fs = work.path().join("partition");
+            ext4::build(&plan, &opts, work.path(), &fs)?;
+            partition(&fs, &image, a.label.as_deref().unwrap_or("root"))?;
+        } else {
+            ext4::build(&plan, &opts, work.path(), &image)?;
+        }
     }
 
     let f = std::fs::File::open(&image).map_err(|e| Error::io("reopening the new image", e))?;
@@ -186,6 +192,22 @@ fn exec(a: &Args) -> Result<()> {
     std::fs::rename(&image, &out).map_err(|e| Error::OutputDir { dir: dir.clone(), source: e })?;
     drop(work);
     progress::step(&format!("wrote {} ({} bytes, {:.1} MiB, sha256 {sha})", out.display(), len, len as f64 / size::MIB as f64));
+    Ok(())
+}
+
+/// Puts the filesystem image `fs` into a GPT disk `disk` as its one partition; the GUIDs come from
+/// the filesystem's bytes, so equal inputs still give equal disks.
+fn partition(fs: &Path, disk: &Path, name: &str) -> Result<()> {
+    let sha = tools::sha256(fs)?;
+    let word = |i: usize| sha.get(16 * i..16 * i + 16).and_then(|h| u64::from_str_radix(h, 16).ok()).unwrap_or(0);
+    let (disk_guid, part_guid) = (gpt::guid_from(word(0), word(1)), gpt::guid_from(word(2), word(3)));
+    let l = gpt::wrap(fs, disk, &disk_guid, &part_guid, name).map_err(|e| Error::io("writing the GPT disk", e))?;
+    progress::step(&format!(
+        "GPT disk: partition 1 (sectors {}-{}, partuuid {part_guid}), {} MiB in all",
+        l.part_first,
+        l.part_last,
+        l.total * gpt::SECTOR / size::MIB
+    ));
     Ok(())
 }
 
