@@ -33,6 +33,15 @@ pub enum OnError {
     Shell,
 }
 
+/// `chinit.root=`: the root device to switch to when chinit is `/init` of an initramfs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Root {
+    /// A device path under `/dev` (the default: `/dev/vda`).
+    Device(String),
+    /// `chinit.root=none`: stay in the initramfs.
+    None,
+}
+
 /// `chinit.mount=<source>:<target>:<fstype>[:<options>]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExtraMount {
@@ -68,8 +77,8 @@ pub struct NetConfig {
 /// Everything chinit takes from the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Root device for initramfs mode; `none` stays in the initramfs.
-    pub root: String,
+    /// Root device for initramfs mode.
+    pub root: Root,
     pub rootfstype: String,
     pub rootflags: Option<String>,
     /// Mount the root read-only (the kernel's `ro`, its default) or read-write (`rw`).
@@ -97,7 +106,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            root: "/dev/vda".into(),
+            root: Root::Device("/dev/vda".into()),
             rootfstype: "ext4".into(),
             rootflags: None,
             root_ro: true,
@@ -313,6 +322,13 @@ pub fn read(path: &str) -> std::io::Result<String> {
 /// Parses a whole kernel command line.
 pub fn parse(cmdline: &str) -> (Config, Vec<Warning>) {
     let mut c = Config::default();
+    let warnings = parse_onto(&mut c, cmdline);
+    (c, warnings)
+}
+
+/// Parses a whole kernel command line onto `c` (the defaults, as [`parse`] does, or the boot's
+/// config, which starts as the defaults): each key given replaces its value, `chinit.mount` adds.
+pub fn parse_onto(c: &mut Config, cmdline: &str) -> Vec<Warning> {
     let mut warnings = Vec::new();
     let Words { words, unbalanced } = split_words(cmdline);
     for word in unbalanced {
@@ -341,14 +357,14 @@ pub fn parse(cmdline: &str) -> (Config, Vec<Warning>) {
                     warn(if KEYS.contains(&name) { "needs a value (key=value)".into() } else { unknown(name) });
                     continue;
                 };
-                if let Err(e) = apply(&mut c, name, v) {
+                if let Err(e) = apply(c, name, v) {
                     warn(e);
                 }
             }
             _ => {}
         }
     }
-    (c, warnings)
+    warnings
 }
 
 fn unknown(name: &str) -> String {
@@ -358,7 +374,8 @@ fn unknown(name: &str) -> String {
 /// Applies one `chinit.<name>=<v>`.
 fn apply(c: &mut Config, name: &str, v: &str) -> Result<(), String> {
     match name {
-        "root" if v.starts_with("/dev/") || v == "none" => c.root = v.into(),
+        "root" if v == "none" => c.root = Root::None,
+        "root" if v.starts_with("/dev/") => c.root = Root::Device(v.into()),
         "root" => return Err("expected a device path under /dev (e.g. /dev/vda, /dev/pmem0) or none".into()),
         "rootfstype" if !v.is_empty() => c.rootfstype = v.into(),
         "rootflags" => c.rootflags = Some(v.into()).filter(|s: &String| !s.is_empty()),
@@ -518,7 +535,10 @@ mod tests {
         let (c, w) = parse("console=ttyS0 reboot=k panic=1 pci=off");
         assert!(w.is_empty());
         assert_eq!(c, Config::default());
-        assert_eq!((c.port, c.vsock_port, c.api, c.root.as_str(), c.root_ro), (1024, Some(1024), Api::Vsock, "/dev/vda", true));
+        assert_eq!(
+            (c.port, c.vsock_port, c.api, &c.root, c.root_ro),
+            (1024, Some(1024), Api::Vsock, &Root::Device("/dev/vda".into()), true)
+        );
     }
 
     #[test]
@@ -531,7 +551,7 @@ mod tests {
             "chinit.exec=\"/bin/sh -c 'echo hi there'\" chinit.on_exit=stay chinit.on_error=shell chinit.marks=off chinit.grace_ms=50"
         ));
         assert!(w.is_empty(), "{w:?}");
-        assert_eq!(c.root, "/dev/pmem0p1");
+        assert_eq!(c.root, Root::Device("/dev/pmem0p1".into()));
         assert_eq!(c.rootfstype, "xfs");
         assert_eq!(c.rootflags.as_deref(), Some("dax,noatime"));
         assert!(!c.root_ro);
@@ -603,7 +623,7 @@ mod tests {
     fn root_none_stays_in_the_initramfs() {
         let (c, w) = parse("chinit.root=none");
         assert!(w.is_empty());
-        assert_eq!(c.root, "none");
+        assert_eq!(c.root, Root::None);
     }
 
     #[test]

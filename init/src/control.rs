@@ -5,13 +5,14 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use agent::proto::{ExecRequest, ExecResponse, Ready, ShutdownRequest, Step, Workload};
+use agent::proto::{ExecRequest, ExecResponse, Ready, ShutdownRequest, Workload};
 use agent::server::{serve, Control, InFlight, Refusal, ServeOptions};
 use tokio::sync::{mpsc, watch};
 
 use crate::cmdline::{Api, Config};
 use crate::reap::Reaper;
 use crate::say;
+use crate::timeline::Timeline;
 
 /// What `/ready` shows.
 pub struct State {
@@ -20,8 +21,10 @@ pub struct State {
     ready: AtomicBool,
     ready_us: AtomicU64,
     generation: AtomicU64,
-    steps: Mutex<Vec<Step>>,
-    ip: Mutex<Option<String>>,
+    /// The boot's steps: the boot records into it, `/ready` shows it.
+    pub timeline: Timeline,
+    /// The guest address and its prefix length.
+    ip: Mutex<Option<(Ipv4Addr, u8)>>,
     workload: Mutex<Option<Workload>>,
 }
 
@@ -33,23 +36,14 @@ impl State {
             ready: AtomicBool::new(false),
             ready_us: AtomicU64::new(0),
             generation: AtomicU64::new(0),
-            steps: Mutex::new(Vec::new()),
+            timeline: Timeline::default(),
             ip: Mutex::new(None),
             workload: Mutex::new(None),
         }
     }
 
-    pub fn set_steps(&self, steps: &[Step]) {
-        *self.steps.lock().unwrap_or_else(|e| e.into_inner()) = steps.to_vec();
-    }
-
-    /// Adds a step that ran after ready.
-    pub fn push_step(&self, step: Step) {
-        self.steps.lock().unwrap_or_else(|e| e.into_inner()).push(step);
-    }
-
-    pub fn set_ip(&self, ip: String) {
-        *self.ip.lock().unwrap_or_else(|e| e.into_inner()) = Some(ip);
+    pub fn set_ip(&self, addr: Ipv4Addr, prefix: u8) {
+        *self.ip.lock().unwrap_or_else(|e| e.into_inner()) = Some((addr, prefix));
     }
 
     pub fn set_workload(&self, w: Workload) {
@@ -71,8 +65,9 @@ impl State {
             mode: self.mode.to_string(),
             init_start_us: self.init_start_us,
             ready_us: if ready { self.ready_us.load(Ordering::Relaxed) } else { 0 },
-            steps: self.steps.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-            ip: self.ip.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            // Like `ready_us`, the steps are shown once ready.
+            steps: if ready { self.timeline.steps() } else { Vec::new() },
+            ip: self.ip.lock().unwrap_or_else(|e| e.into_inner()).map(|(addr, prefix)| format!("{addr}/{prefix}")),
             generation: self.generation.load(Ordering::Relaxed),
             workload: *self.workload.lock().unwrap_or_else(|e| e.into_inner()),
         }
@@ -175,8 +170,9 @@ mod tests {
         let s = State::new("namespace", 100);
         let before = s.snapshot();
         assert!(!before.ready && before.ready_us == 0 && before.generation == 0);
-        s.set_steps(&[Step { name: "mounts".into(), start_us: 101, end_us: 150, error: None }]);
-        s.set_ip("169.254.1.2/16".into());
+        let step = s.timeline.start("mounts");
+        let _ = s.timeline.end(step, Ok::<(), String>(()));
+        s.set_ip(Ipv4Addr::new(169, 254, 1, 2), 16);
         s.set_ready(400);
         let after = s.snapshot();
         assert!(after.ready);

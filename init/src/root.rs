@@ -59,18 +59,18 @@ fn sw(what: &'static str) -> impl Fn(Errno) -> InitError {
     move |errno| InitError::SwitchRoot { newroot: NEWROOT.into(), what, errno }
 }
 
-/// Mounts the real root and switches to it.
-pub fn mount_and_switch(cfg: &Config) -> Result<String, InitError> {
-    let dev = Path::new(&cfg.root);
+/// Mounts the real root, `device` (`chinit.root`), and switches to it.
+pub fn mount_and_switch(device: &str, cfg: &Config) -> Result<String, InitError> {
+    let dev = Path::new(device);
     if !wait_for(dev, Duration::from_millis(cfg.root_wait_ms)) {
-        return Err(InitError::RootMissing { device: cfg.root.clone(), waited_ms: cfg.root_wait_ms });
+        return Err(InitError::RootMissing { device: device.into(), waited_ms: cfg.root_wait_ms });
     }
     std::fs::create_dir_all(NEWROOT).map_err(|e| InitError::Mkdir { path: NEWROOT.into(), errno: io_errno(&e) })?;
     let (flags, data) = root_flags(cfg);
     let data = (!data.is_empty()).then_some(data.as_str());
     nix::mount::mount(Some(dev), NEWROOT, Some(cfg.rootfstype.as_str()), flags, data).map_err(|errno| InitError::Mount {
         fstype: cfg.rootfstype.clone(),
-        device: cfg.root.clone(),
+        device: device.into(),
         target: NEWROOT.into(),
         errno,
     })?;
@@ -88,7 +88,7 @@ pub fn mount_and_switch(cfg: &Config) -> Result<String, InitError> {
     nix::mount::mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>).map_err(sw("move to /"))?;
     nix::unistd::chroot(".").map_err(sw("chroot"))?;
     nix::unistd::chdir("/").map_err(sw("chdir /"))?;
-    Ok(format!("{} ({}) switched to, {} KiB of initramfs freed", cfg.root, cfg.rootfstype, freed / 1024))
+    Ok(format!("{device} ({}) switched to, {} KiB of initramfs freed", cfg.rootfstype, freed / 1024))
 }
 
 fn io_errno(e: &std::io::Error) -> Errno {

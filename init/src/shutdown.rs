@@ -13,6 +13,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::time::Instant;
 
+use crate::cmdline::ExtraMount;
 use crate::mode::Mode;
 use crate::reap::Reaper;
 use crate::say;
@@ -57,10 +58,10 @@ pub async fn stop_processes(reaper: &Reaper, signals: &mut Signals, grace: Durat
     }
 }
 
-/// Unmounts and finishes the machine. Never returns.
-pub fn finish(mode: Mode, extra_targets: &[String], ending: Ending) -> ! {
+/// Unmounts the extra mounts (`chinit.mount=`, last first) and finishes the machine. Never returns.
+pub fn finish(mode: Mode, extra: &[ExtraMount], ending: Ending) -> ! {
     nix::unistd::sync();
-    for t in extra_targets.iter().rev() {
+    for t in extra.iter().rev().map(|m| &m.target) {
         let ok = (0..3).any(|i| {
             if i > 0 {
                 std::thread::sleep(Duration::from_millis(20));

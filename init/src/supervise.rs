@@ -67,12 +67,12 @@ pub async fn supervise(
     stopping: &AtomicBool,
     sig: Option<Signals>,
     reaper: &Reaper,
-    mut shutdown_rx: mpsc::UnboundedReceiver<(ShutdownRequest, &'static str)>,
+    shutdown_rx: &mut mpsc::UnboundedReceiver<(ShutdownRequest, &'static str)>,
     mut workload: Option<Workload>,
 ) -> Ending {
     let Some(mut sig) = sig else {
         // Without signals all we can do is wait for a shutdown request.
-        let action = requested(&mut shutdown_rx).await;
+        let action = requested(shutdown_rx).await;
         stopping.store(true, Ordering::Release);
         return Ending { action, workload: None };
     };
@@ -89,7 +89,7 @@ pub async fn supervise(
                 Err(e) => {
                     // Cannot happen with a valid signalfd; carry on with requests only.
                     say!("signals: {e}; waiting for a shutdown request");
-                    break requested(&mut shutdown_rx).await;
+                    break requested(shutdown_rx).await;
                 }
             },
             r = async { match workload.as_mut() { Some(w) => (&mut w.exited).await, None => std::future::pending().await } } => {

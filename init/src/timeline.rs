@@ -2,6 +2,8 @@
 //! to I/O port 0x80 so the VMM (cloud-hypervisor's debug port, QEMU's isa-debugcon) timestamps them
 //! on the host clock.
 
+use std::sync::{Mutex, MutexGuard};
+
 use agent::proto::Step;
 
 use crate::clock;
@@ -14,23 +16,49 @@ pub mod mark {
     pub const READY: u8 = 0x63;
 }
 
+/// The boot's steps, in the order they ended: one list, which the boot records into and `/ready`
+/// reads ([`crate::control::State`] holds it). Every step is recorded the same way:
+/// `let step = timeline.start(name);`, the work, then `timeline.end(step, outcome)`. A step that
+/// turns out not to apply is never ended, and so not listed.
 #[derive(Debug, Default)]
 pub struct Timeline {
-    pub steps: Vec<Step>,
+    steps: Mutex<Vec<Step>>,
+}
+
+/// A step under way: its name and when it started.
+#[derive(Debug)]
+#[must_use = "a step is recorded by `Timeline::end`"]
+pub struct Started {
+    name: &'static str,
+    start_us: u64,
 }
 
 impl Timeline {
-    /// Runs `f` as step `name`; an `Err` is recorded on the step and returned.
-    pub fn step<T, E: std::fmt::Display>(&mut self, name: &str, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
-        let start = clock::now_us();
-        let r = f();
-        let error = r.as_ref().err().map(ToString::to_string);
-        self.record(name, start, clock::now_us(), error);
-        r
+    /// Starts step `name` now.
+    pub fn start(&self, name: &'static str) -> Started {
+        Started { name, start_us: clock::now_us() }
     }
 
-    pub fn record(&mut self, name: &str, start_us: u64, end_us: u64, error: Option<String>) {
-        self.steps.push(Step { name: name.to_string(), start_us, end_us, error });
+    /// Ends `step` now and records it, with the error of `outcome` if it is one; returns `outcome`.
+    pub fn end<T, E: std::fmt::Display>(&self, step: Started, outcome: Result<T, E>) -> Result<T, E> {
+        let end_us = clock::now_us();
+        let error = outcome.as_ref().err().map(ToString::to_string);
+        self.lock().push(Step { name: step.name.to_string(), start_us: step.start_us, end_us, error });
+        outcome
+    }
+
+    /// The steps so far.
+    pub fn steps(&self) -> Vec<Step> {
+        self.lock().clone()
+    }
+
+    /// See [`summary`].
+    pub fn summary(&self) -> String {
+        summary(&self.lock())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Step>> {
+        self.steps.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -96,15 +124,19 @@ mod tests {
 
     #[test]
     fn steps_record_errors_and_order() {
-        let mut t = Timeline::default();
-        let ok: Result<u8, String> = t.step("a", || Ok(1));
-        let bad: Result<u8, String> = t.step("b", || Err("mount proc on /proc: EPERM".into()));
+        let t = Timeline::default();
+        let a = t.start("a");
+        let ok: Result<u8, String> = t.end(a, Ok(1));
+        let b = t.start("b");
+        let bad: Result<u8, String> = t.end(b, Err("mount proc on /proc: EPERM".into()));
         assert_eq!(ok, Ok(1));
         assert!(bad.is_err());
-        assert_eq!(t.steps.len(), 2);
-        assert!(t.steps[0].start_us <= t.steps[0].end_us && t.steps[0].end_us <= t.steps[1].start_us);
-        assert_eq!(t.steps[1].error.as_deref(), Some("mount proc on /proc: EPERM"));
-        assert!(summary(&t.steps).starts_with("a 0.0"));
+        let steps = t.steps();
+        assert_eq!(steps.len(), 2);
+        assert!(steps[0].start_us <= steps[0].end_us && steps[0].end_us <= steps[1].start_us);
+        assert_eq!(steps[1].error.as_deref(), Some("mount proc on /proc: EPERM"));
+        assert!(summary(&steps).starts_with("a 0.0"));
+        assert_eq!(t.summary(), summary(&steps));
     }
 
     #[test]
