@@ -28,9 +28,7 @@ pub fn init_start_us() -> u64 {
 }
 
 /// Formats microseconds as milliseconds with three decimals.
-pub fn ms(us: u64) -> String {
-    format!("{}.{:03}", us / 1000, us % 1000)
-}
+pub use agent::units::ms;
 
 #[cfg(test)]
 mod tests {

@@ -8,30 +8,8 @@ use std::net::Ipv4Addr;
 
 use agent::proto::{DEFAULT_PORT, DEFAULT_VSOCK_PORT};
 
-/// Where the agent's control endpoints are served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Api {
-    /// vsock only (the default): the TAP side cannot run commands.
-    Vsock,
-    /// vsock and TCP.
-    Tcp,
-}
-
-/// What chinit does when the workload exits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnExit {
-    Poweroff,
-    Stay,
-}
-
-/// What chinit does when a step it cannot do without fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnError {
-    Poweroff,
-    Halt,
-    /// Run `/bin/sh` on the console, power off when it exits.
-    Shell,
-}
+use agent::cmdline::{key, Word};
+pub use agent::cmdline::{Api, OnError, OnExit};
 
 /// `chinit.root=`: the root device to switch to when chinit is `/init` of an initramfs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,6 +231,11 @@ fn parse_mount(v: &str) -> Result<ExtraMount, String> {
     })
 }
 
+/// One of a value's words (`chinit.api=tcp`).
+fn word<W: Word>(v: &str) -> Result<W, String> {
+    W::from_word(v).ok_or_else(|| format!("expected {}", W::choices()))
+}
+
 fn parse_bool(v: &str) -> Result<bool, String> {
     match v {
         "1" | "on" | "yes" | "true" => Ok(true),
@@ -265,29 +248,8 @@ fn parse_num<T: std::str::FromStr>(v: &str, what: &str) -> Result<T, String> {
     v.parse().map_err(|_| format!("{v:?} is not {what}"))
 }
 
-/// Every key chinit knows, for the unknown-key warning.
-pub const KEYS: &[&str] = &[
-    "root",
-    "rootfstype",
-    "rootflags",
-    "root_wait_ms",
-    "mount",
-    "hostname",
-    "net",
-    "iface",
-    "ip",
-    "gw",
-    "mtu",
-    "port",
-    "vsock_port",
-    "api",
-    "notify",
-    "exec",
-    "on_exit",
-    "on_error",
-    "marks",
-    "grace_ms",
-];
+/// Every key chinit knows (defined with the hosts' builder, in `agent::cmdline`).
+pub use agent::cmdline::KEYS;
 
 /// Reads a kernel command line file (`/proc/cmdline`): one `open` and, as the kernel hands the
 /// line over whole, usually one `read`. (`fs::read_to_string` would also `fstat` it and probe with
@@ -351,8 +313,8 @@ pub fn parse_onto(c: &mut Config, cmdline: &str) -> Vec<Warning> {
                 Ok(ip) => c.net.kernel_ip = ip,
                 Err(e) => warn(e),
             },
-            (k, v) if k.starts_with("chinit.") => {
-                let name = &k["chinit.".len()..];
+            (k, v) if k.starts_with(agent::cmdline::PREFIX) => {
+                let name = &k[agent::cmdline::PREFIX.len()..];
                 let Some(v) = v else {
                     warn(if KEYS.contains(&name) { "needs a value (key=value)".into() } else { unknown(name) });
                     continue;
@@ -374,21 +336,21 @@ fn unknown(name: &str) -> String {
 /// Applies one `chinit.<name>=<v>`.
 fn apply(c: &mut Config, name: &str, v: &str) -> Result<(), String> {
     match name {
-        "root" if v == "none" => c.root = Root::None,
-        "root" if v.starts_with("/dev/") => c.root = Root::Device(v.into()),
-        "root" => return Err("expected a device path under /dev (e.g. /dev/vda, /dev/pmem0) or none".into()),
-        "rootfstype" if !v.is_empty() => c.rootfstype = v.into(),
-        "rootflags" => c.rootflags = Some(v.into()).filter(|s: &String| !s.is_empty()),
-        "root_wait_ms" => c.root_wait_ms = parse_num(v, "a number of milliseconds")?,
-        "mount" => c.mounts.push(parse_mount(v)?),
-        "hostname" if valid_hostname(v) => c.hostname = Some(v.into()),
-        "hostname" => return Err("expected 1-64 characters of letters, digits, '-' and '.'".into()),
-        "net" => c.net.enabled = parse_bool(v)?,
-        "iface" if !v.is_empty() && v.len() < 16 && !v.contains('/') => c.net.iface = Some(v.into()),
-        "iface" => return Err("expected an interface name of at most 15 characters".into()),
-        "ip" => c.net.ip = Some(parse_cidr(v)?),
-        "gw" => c.net.gateway = Some(v.parse().map_err(|_| format!("{v:?} is not an IPv4 address"))?),
-        "mtu" => {
+        key::ROOT if v == agent::cmdline::ROOT_NONE => c.root = Root::None,
+        key::ROOT if v.starts_with("/dev/") => c.root = Root::Device(v.into()),
+        key::ROOT => return Err("expected a device path under /dev (e.g. /dev/vda, /dev/pmem0) or none".into()),
+        key::ROOTFSTYPE if !v.is_empty() => c.rootfstype = v.into(),
+        key::ROOTFLAGS => c.rootflags = Some(v.into()).filter(|s: &String| !s.is_empty()),
+        key::ROOT_WAIT_MS => c.root_wait_ms = parse_num(v, "a number of milliseconds")?,
+        key::MOUNT => c.mounts.push(parse_mount(v)?),
+        key::HOSTNAME if valid_hostname(v) => c.hostname = Some(v.into()),
+        key::HOSTNAME => return Err("expected 1-64 characters of letters, digits, '-' and '.'".into()),
+        key::NET => c.net.enabled = parse_bool(v)?,
+        key::IFACE if !v.is_empty() && v.len() < 16 && !v.contains('/') => c.net.iface = Some(v.into()),
+        key::IFACE => return Err("expected an interface name of at most 15 characters".into()),
+        key::IP => c.net.ip = Some(parse_cidr(v)?),
+        key::GW => c.net.gateway = Some(v.parse().map_err(|_| format!("{v:?} is not an IPv4 address"))?),
+        key::MTU => {
             c.net.mtu = Some(parse_num::<u32>(v, "an MTU").and_then(|m| {
                 if (68..=65535).contains(&m) {
                     Ok(m)
@@ -397,7 +359,7 @@ fn apply(c: &mut Config, name: &str, v: &str) -> Result<(), String> {
                 }
             })?)
         }
-        "port" => {
+        key::PORT => {
             c.port =
                 parse_num::<u16>(v, "a port number (1-65535)").and_then(
                     |p| {
@@ -409,43 +371,24 @@ fn apply(c: &mut Config, name: &str, v: &str) -> Result<(), String> {
                     },
                 )?
         }
-        "vsock_port" if v == "off" => c.vsock_port = None,
-        "vsock_port" => c.vsock_port = Some(parse_num(v, "a vsock port number, or off")?),
-        "api" => {
-            c.api = match v {
-                "vsock" => Api::Vsock,
-                "tcp" => Api::Tcp,
-                _ => return Err("expected vsock or tcp".into()),
-            }
-        }
-        "notify" => {
+        key::VSOCK_PORT if v == "off" => c.vsock_port = None,
+        key::VSOCK_PORT => c.vsock_port = Some(parse_num(v, "a vsock port number, or off")?),
+        key::API => c.api = word(v)?,
+        key::NOTIFY => {
             let port = v.strip_prefix("vsock:").ok_or("expected vsock:<port>")?;
             c.notify_vsock_port = Some(parse_num(port, "a vsock port number")?);
         }
-        "exec" => {
+        key::EXEC => {
             let words = split_exec(v)?;
             if words.is_empty() {
                 return Err("empty command".into());
             }
             c.exec = Some(words);
         }
-        "on_exit" => {
-            c.on_exit = match v {
-                "poweroff" => OnExit::Poweroff,
-                "stay" => OnExit::Stay,
-                _ => return Err("expected poweroff or stay".into()),
-            }
-        }
-        "on_error" => {
-            c.on_error = match v {
-                "poweroff" => OnError::Poweroff,
-                "halt" => OnError::Halt,
-                "shell" => OnError::Shell,
-                _ => return Err("expected poweroff, halt or shell".into()),
-            }
-        }
-        "marks" => c.marks = parse_bool(v)?,
-        "grace_ms" => c.grace_ms = parse_num(v, "a number of milliseconds")?,
+        key::ON_EXIT => c.on_exit = word(v)?,
+        key::ON_ERROR => c.on_error = word(v)?,
+        key::MARKS => c.marks = parse_bool(v)?,
+        key::GRACE_MS => c.grace_ms = parse_num(v, "a number of milliseconds")?,
         _ if KEYS.contains(&name) => return Err("empty value".into()),
         _ => return Err(unknown(name)),
     }
@@ -651,6 +594,61 @@ mod tests {
         }
         let (c, _) = parse("ip=169.254.3.4::169.254.0.1:255.255.0.0:guest:eth0:off");
         assert_eq!(c.net.kernel_ip.and_then(|k| k.client), ip(169, 254, 3, 4));
+    }
+
+    /// Every key, written by the hosts' builder (`agent::cmdline::Builder`), reads back as
+    /// written; a key the builder cannot write fails here too, as does a key the parser lacks.
+    #[test]
+    fn every_key_round_trips_through_the_hosts_builder() {
+        use agent::cmdline::Builder;
+        let line = Builder::new()
+            .root("/dev/pmem0p1")
+            .rootfstype("xfs")
+            .rootflags("data=ordered,errors=remount-ro")
+            .root_wait_ms(250)
+            .mount("share", "/mnt/share", "virtiofs", None)
+            .mount("/dev/vdb", "/srv", "ext4", Some("ro,noatime"))
+            .hostname("guest-1")
+            .net(true)
+            .iface("eth1")
+            .ip(Ipv4Addr::new(169, 254, 7, 9), 16)
+            .gw(Ipv4Addr::new(169, 254, 0, 1))
+            .mtu(1400)
+            .port(8080)
+            .vsock_port(Some(5000))
+            .api(Api::Tcp)
+            .notify_vsock(10_000)
+            .exec(&["sh", "-c", "echo a b; exit 3", ""])
+            .on_exit(OnExit::Stay)
+            .on_error(OnError::Shell)
+            .marks(false)
+            .grace_ms(750)
+            .build()
+            .unwrap();
+        let (c, w) = parse(&line);
+        assert!(w.is_empty(), "{line}: {w:?}");
+        assert_eq!(c.root, Root::Device("/dev/pmem0p1".into()));
+        assert_eq!((c.rootfstype.as_str(), c.rootflags.as_deref(), c.root_wait_ms), ("xfs", Some("data=ordered,errors=remount-ro"), 250));
+        assert_eq!(c.mounts.len(), 2);
+        assert_eq!((c.mounts[0].fstype.as_str(), c.mounts[1].options.as_deref()), ("virtiofs", Some("ro,noatime")));
+        assert_eq!(c.hostname.as_deref(), Some("guest-1"));
+        assert!(c.net.enabled);
+        assert_eq!(
+            (c.net.iface.as_deref(), c.net.ip, c.net.gateway, c.net.mtu),
+            (Some("eth1"), Some((Ipv4Addr::new(169, 254, 7, 9), 16)), Some(Ipv4Addr::new(169, 254, 0, 1)), Some(1400))
+        );
+        assert_eq!((c.port, c.vsock_port, c.api, c.notify_vsock_port), (8080, Some(5000), Api::Tcp, Some(10_000)));
+        assert_eq!(c.exec, Some(vec!["sh".to_string(), "-c".into(), "echo a b; exit 3".into(), String::new()]));
+        assert_eq!((c.on_exit, c.on_error, c.marks, c.grace_ms), (OnExit::Stay, OnError::Shell, false, 750));
+        // The other spellings.
+        let (c, w) = parse(&Builder::new().root_none().net(false).vsock_port(None).build().unwrap());
+        assert!(w.is_empty());
+        assert_eq!((c.root, c.net.enabled, c.vsock_port), (Root::None, false, None));
+        // Every key the builder knows, the parser knows.
+        for k in KEYS {
+            let (_, w) = parse(&format!("chinit.{k}"));
+            assert!(w.iter().all(|w| w.problem.contains("needs a value")), "chinit.{k}: {w:?}");
+        }
     }
 
     #[test]

@@ -8,13 +8,8 @@ use agent::proto::Step;
 
 use crate::clock;
 
-/// Mark codes (userspace range 0x60-0x7f of the debug port).
-pub mod mark {
-    pub const INIT_START: u8 = 0x60;
-    pub const MOUNTS_DONE: u8 = 0x61;
-    pub const NETWORK_DONE: u8 = 0x62;
-    pub const READY: u8 = 0x63;
-}
+/// Mark codes: the contract with host-probe, defined in `agent::marks`.
+pub use agent::marks as mark;
 
 /// The boot's steps, in the order they ended: one list, which the boot records into and `/ready`
 /// reads ([`crate::control::State`] holds it). Every step is recorded the same way:
