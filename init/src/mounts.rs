@@ -69,7 +69,12 @@ pub fn mount_one(m: &mut impl Mounter, source: &str, target: &str, fstype: &str,
     let mut result = m.mount(source, target, fstype, flags, data);
     if result == Err(Errno::ENOENT) {
         if let Err(e) = m.mkdir_all(target) {
-            return Outcome::Failed(format!("create directory {target}: {e}"));
+            let fix = if e == Errno::EROFS {
+                " (the root is read-only: make the directory in the image, e.g. rootfs-builder --add DIR:TARGET)"
+            } else {
+                ""
+            };
+            return Outcome::Failed(format!("create directory {target}: {e}{fix}"));
         }
         result = m.mount(source, target, fstype, flags, data);
     }
@@ -239,6 +244,7 @@ mod tests {
         let failures = mount_table(&mut f, &table);
         assert_eq!(failures.len(), 2, "{failures:?}");
         assert!(failures[0].starts_with("create directory /run: EROFS"), "{}", failures[0]);
+        assert!(failures[0].contains("make the directory in the image"), "{}", failures[0]);
         assert!(failures[1].starts_with("mount cgroup2 cgroup2 on /sys/fs/cgroup: ENODEV"), "{}", failures[1]);
         // Every other mount still happened; only the missing targets were created.
         assert_eq!(f.calls.len(), table.len() - 1);
