@@ -1,12 +1,17 @@
 //! host-probe: launch a microVM with chinit under cloud-hypervisor or QEMU, measure every boot phase
 //! from the host's clock and the guest's, and report it. See docs/host-probe.md.
 
+pub mod ask;
 pub mod bench;
 pub mod check;
 pub mod cmdline;
+pub mod collect;
 pub mod error;
+pub mod launch;
 pub mod locate;
 pub mod measure;
+pub mod options;
+pub mod plan;
 pub mod pvh;
 pub mod report;
 pub mod run;
@@ -15,3 +20,4 @@ pub mod stale;
 pub mod tap;
 pub mod tsc;
 pub mod vmm;
+pub mod watch;

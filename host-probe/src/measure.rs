@@ -1,7 +1,10 @@
 //! Parsers for what the VMMs and the guest tell us: cloud-hypervisor's log (guest writes to I/O port
-//! 0x80), its event-monitor JSON stream, and QEMU's isa-debugcon byte stream timestamped on arrival.
+//! 0x80), its event-monitor JSON stream, QEMU's isa-debugcon byte stream timestamped on arrival, and
+//! the VMM's memory from `/proc/<pid>/smaps_rollup`.
 
 use serde::Deserialize;
+
+use crate::report::Memory;
 
 /// chinit's port-0x80 codes.
 pub const MARK_INIT_START: u8 = 0x60;
@@ -149,9 +152,24 @@ pub fn last_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// RSS and PSS in KiB from a `/proc/<pid>/smaps_rollup` text.
+pub fn parse_smaps_rollup(text: &str) -> Option<Memory> {
+    let field = |name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(name)).and_then(|rest| rest.split_whitespace().next()).and_then(|n| n.parse::<u64>().ok())
+    };
+    Some(Memory { rss_kib: field("Rss:")?, pss_kib: field("Pss:")? })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn smaps_rollup_rss_and_pss() {
+        let text = "55d0c0000000-7ffc0000000 ---p 00000000 00:00 0   [rollup]\nRss:              204800 kB\nPss:              102400 kB\nPss_Anon:          90000 kB\n";
+        assert_eq!(parse_smaps_rollup(text), Some(Memory { rss_kib: 204_800, pss_kib: 102_400 }));
+        assert_eq!(parse_smaps_rollup("Rss: 1 kB\n"), None);
+    }
 
     /// Captured from cloud-hypervisor v53 running a PVH guest that writes 0x60..0x63.
     const CH_LOG: &str = "\

@@ -26,3 +26,11 @@ pub fn received() -> Option<i32> {
         s => i32::try_from(s).ok(),
     }
 }
+
+/// `Err` once a signal arrived: the run unwinds from wherever it checks.
+pub fn interrupted() -> Result<(), crate::error::Error> {
+    match received() {
+        Some(sig) => Err(crate::error::Error::Interrupted(sig)),
+        None => Ok(()),
+    }
+}

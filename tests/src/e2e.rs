@@ -2,24 +2,21 @@
 //! kernels and images those tests boot, and checks of what a run leaves on the host.
 //!
 //! host-probe plans every boot ([`host_probe::run::plan`]: the QEMU argv, TAP, vhost-device-vsock,
-//! the kernel command line with `tsc_early_khz=` under TCG); [`Guest`] only starts what the plan
-//! says, adds a QMP socket (for the power button), and removes everything on drop, in reverse order.
+//! the kernel command line with `tsc_early_khz=` under TCG) and launches it
+//! ([`host_probe::launch::start`]: helpers, listeners, the VMM, all removed when the handle drops);
+//! [`Guest`] adds a QMP socket (for the power button) and the requests a test sends.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::CommandExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use agent::client::{self, Response};
-use agent::proto::{ExecRequest, ExecResponse, Ready, DEFAULT_PORT, DEFAULT_VSOCK_PORT};
+use agent::proto::{ExecRequest, ExecResponse, Ready, DEFAULT_VSOCK_PORT};
+use host_probe::launch::{self, Running};
 use host_probe::run::{self, HostOffer, Options, Plan, VmmChoice};
-use host_probe::tap::Tap;
 
 use crate::vm;
 
@@ -136,79 +133,10 @@ pub fn has_kernel_panic(console: &str) -> bool {
     console.contains("Kernel panic")
 }
 
-/// Starts a child in its own process group that dies with this process (SIGKILL on parent death).
-fn spawn(argv: &[String], out: &Path) -> std::io::Result<Child> {
-    let log = std::fs::File::create(out)?;
-    let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0);
-    // SAFETY: prctl(2) is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    cmd.spawn()
-}
-
-fn stop(child: &mut Child) {
-    if let Ok(None) = child.try_wait() {
-        let _ = child.kill();
-    }
-    let _ = child.wait();
-}
-
-/// Accepts one connection on `l`, checking `stop` every few milliseconds.
-fn accept_until(l: &UnixListener, stop: &AtomicBool) -> Option<UnixStream> {
-    l.set_nonblocking(true).ok()?;
-    while !stop.load(Ordering::SeqCst) {
-        match l.accept() {
-            Ok((s, _)) => {
-                s.set_nonblocking(false).ok()?;
-                return Some(s);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
-            Err(_) => return None,
-        }
-    }
-    None
-}
-
-/// Reads `l`'s first connection to its end (or until `stop`) into `into`.
-fn drain(l: UnixListener, stop: Arc<AtomicBool>, into: Arc<Mutex<Vec<u8>>>) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        let Some(mut s) = accept_until(&l, &stop) else {
-            return;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_millis(50)));
-        let mut buf = [0u8; 512];
-        loop {
-            match s.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => into.lock().unwrap().extend_from_slice(&buf[..n]),
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                    if stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                }
-                Err(_) => return,
-            }
-        }
-    })
-}
-
-/// A chinit guest under QEMU, as host-probe plans it, that stays up until the test ends it.
+/// A chinit guest under QEMU, as host-probe plans and launches it, that stays up until the test ends
+/// it. Dropping it stops QEMU and vhost-device-vsock and removes the TAP and run directory.
 pub struct Guest {
-    pub plan: Plan,
-    qemu: Option<Child>,
-    vhost: Option<Child>,
-    tap: Option<Tap>,
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-    /// Bytes chinit wrote to port 0x80 (QEMU's isa-debugcon).
-    marks: Arc<Mutex<Vec<u8>>>,
-    /// What chinit pushed to `chinit.notify`.
-    notify: Arc<Mutex<Vec<u8>>>,
+    run: Running,
     qmp: PathBuf,
 }
 
@@ -220,88 +148,58 @@ impl Guest {
         if writable {
             o.cmdline_extra = format!("rw {}", o.cmdline_extra);
         }
-        let plan = run::plan(&o, &HostOffer::gather(), run::next_seq()).unwrap_or_else(|e| panic!("plan: {e}"));
-        let _ = std::fs::remove_dir_all(&plan.run_dir);
-        std::fs::create_dir_all(&plan.run_dir).unwrap();
-        let qmp = plan.run_dir.join("qmp.sock");
-        let mut g = Guest {
-            plan,
-            qemu: None,
-            vhost: None,
-            tap: None,
-            stop: Arc::new(AtomicBool::new(false)),
-            threads: Vec::new(),
-            marks: Arc::default(),
-            notify: Arc::default(),
-            qmp,
-        };
-        let p = g.plan.clone();
-        if let (Some(net), Some(ip)) = (&p.tap, &p.guest_ip) {
-            g.tap = Some(Tap::create(&net.tap, ip, &net.mac).unwrap_or_else(|e| panic!("TAP: {e}")));
-        }
-        if let Some(argv) = &p.vhost_argv {
-            g.vhost = Some(spawn(argv, &p.run_dir.join("vhost.out")).unwrap_or_else(|e| panic!("vhost-device-vsock: {e}")));
-            let sock = p.spec.vsock.as_ref().map(|v| v.socket.clone()).unwrap();
-            let end = Instant::now() + Duration::from_secs(10);
-            while !sock.exists() {
-                assert!(Instant::now() < end, "vhost-device-vsock made no socket {}", sock.display());
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-        if let Some(uds) = &p.vsock_uds {
-            let l = UnixListener::bind(format!("{}_{}", uds.display(), run::NOTIFY_PORT)).unwrap();
-            g.threads.push(drain(l, g.stop.clone(), g.notify.clone()));
-        }
-        let l = UnixListener::bind(&p.spec.debugcon_socket).unwrap();
-        g.threads.push(drain(l, g.stop.clone(), g.marks.clone()));
-
-        let mut argv = p.argv.clone();
+        let mut plan = run::plan(&o, &HostOffer::gather(), run::next_seq()).unwrap_or_else(|e| panic!("plan: {e}"));
         if writable {
-            for a in argv.iter_mut() {
+            for a in plan.argv.iter_mut() {
                 if a.starts_with("id=root,") {
                     *a = a.replace(",read-only=on", "");
                 }
             }
         }
-        argv.extend(["-qmp".to_string(), format!("unix:{},server=on,wait=off", g.qmp.display())]);
-        g.qemu = Some(spawn(&argv, &p.run_dir.join("vmm.out")).unwrap_or_else(|e| panic!("QEMU: {e}")));
-        g
+        let qmp = plan.run_dir.join("qmp.sock");
+        plan.argv.extend(["-qmp".to_string(), format!("unix:{},server=on,wait=off", qmp.display())]);
+        let run = launch::start(&plan, &o).unwrap_or_else(|e| panic!("launch: {e}"));
+        Guest { run, qmp }
+    }
+
+    /// What host-probe planned (with the test's changes to the QEMU argv).
+    pub fn plan(&self) -> &Plan {
+        self.run.plan()
     }
 
     /// The guest's agent over the TAP.
     pub fn addr(&self) -> SocketAddr {
-        format!("{}:{DEFAULT_PORT}", self.plan.guest_ip.as_ref().expect("a guest with a TAP")).parse().unwrap()
+        self.run.guest_addr().unwrap_or_else(|| panic!("a guest with a TAP"))
     }
 
     /// The hybrid-vsock socket.
     pub fn vsock_uds(&self) -> &Path {
-        self.plan.vsock_uds.as_deref().expect("a guest with vsock")
+        self.run.vsock_uds().unwrap_or_else(|| panic!("a guest with vsock"))
     }
 
     /// The serial console so far.
     pub fn console(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.plan.spec.serial).unwrap_or_default()).into_owned()
+        self.run.console_text()
     }
 
     /// Port-0x80 bytes so far.
     pub fn marks(&self) -> Vec<u8> {
-        self.marks.lock().unwrap().clone()
+        self.run.debugcon().into_iter().flat_map(|(_, bytes)| bytes).collect()
     }
 
     /// The Ready document chinit pushed over vsock (`chinit.notify`), once it has arrived whole.
     pub fn notified(&self) -> Option<Ready> {
-        serde_json::from_slice(&self.notify.lock().unwrap()).ok()
+        self.run.first_push().and_then(|(_, body)| serde_json::from_slice(&body).ok())
     }
 
     /// The console and QEMU's own output, for failure messages.
     pub fn diagnostics(&self) -> String {
-        let vmm = std::fs::read_to_string(self.plan.run_dir.join("vmm.out")).unwrap_or_default();
-        format!("--- console ---\n{}\n--- qemu ---\n{}", self.console(), vmm.trim())
+        format!("--- console ---\n{}\n--- qemu ---\n{}", self.console(), self.run.vmm_output().trim())
     }
 
     /// QEMU's exit status, if it has exited.
     pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.qemu.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.run.exited()
     }
 
     /// Waits until `GET /ready` over the TAP answers 200; panics with the console when QEMU exits
@@ -370,30 +268,6 @@ impl Guest {
 
     /// Waits for QEMU to exit by itself; `None` on timeout.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let end = Instant::now() + timeout;
-        while Instant::now() < end {
-            if let Some(s) = self.exited() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for Guest {
-    fn drop(&mut self) {
-        if let Some(mut q) = self.qemu.take() {
-            stop(&mut q);
-        }
-        if let Some(mut v) = self.vhost.take() {
-            stop(&mut v);
-        }
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-        drop(self.tap.take());
-        let _ = std::fs::remove_dir_all(&self.plan.run_dir);
+        self.run.wait_exit(timeout)
     }
 }

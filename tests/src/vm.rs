@@ -1,11 +1,17 @@
-//! VM boot harness: QEMU (TCG here) with the serial console in a file, bounded waits, and a guard
-//! that kills QEMU on every path. Kernels come from the rootfs-builder cache.
+//! VM boot harness: QEMU booted through host-probe's own plan and launch (the same argv, the serial
+//! console in a file, a guard that stops QEMU on every path), bounded waits on the console, and
+//! build helpers. Kernels come from the rootfs-builder cache.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use host_probe::check::KvmKind;
+use host_probe::error::Error;
+use host_probe::launch::{self, Running};
+use host_probe::run::{self, HostOffer, Options, VmmChoice, Wait};
 
 /// The QEMU binary, if installed.
 pub fn qemu_binary() -> Option<PathBuf> {
@@ -18,80 +24,33 @@ pub fn find_in_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
-/// `true` when guests should use KVM: hardware KVM (not kvm_pvm, a nested, software KVM that
-/// cannot run a Linux guest, as host-probe decides it) and `/dev/kvm` opens.
-/// `CHINIT_TEST_ACCEL=tcg|kvm` overrides.
-pub fn kvm_usable() -> bool {
+/// host-probe's view of this host, where `CHINIT_TEST_ACCEL=tcg|kvm` forces the accelerator (else
+/// KVM only with hardware KVM, not kvm_pvm, and a `/dev/kvm` that opens, as host-probe decides it).
+pub fn host_offer() -> HostOffer {
+    let mut host = HostOffer::gather();
     match std::env::var("CHINIT_TEST_ACCEL").as_deref() {
-        Ok("tcg") => return false,
-        Ok("kvm") => return true,
+        Ok("tcg") => host.kvm_usable = false,
+        Ok("kvm") => {
+            host.kvm_usable = true;
+            if !host.kvm.hardware() {
+                host.kvm = KvmKind::Hardware("CHINIT_TEST_ACCEL=kvm");
+            }
+        }
         _ => {}
     }
-    host_probe::check::host_kvm_kind().hardware() && fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
+    host
 }
 
-/// Kernel parameters a TCG guest needs: under TCG the guest TSC runs at the host's rate, but
-/// its PIT-based calibration fails often on a busy host, and microvm has no HPET or PM timer to
-/// fall back on: the kernel marks the TSC unstable and hangs. `tsc_early_khz` gives the rate,
-/// measured as host-probe does for its own TCG guests.
-pub fn tcg_cmdline() -> String {
-    host_probe::tsc::host_tsc_khz(Duration::from_millis(20)).map(|khz| format!("tsc_early_khz={khz}")).unwrap_or_default()
+/// host-probe options for a bare QEMU boot of `kernel`: no network, no vsock, no agent awaited.
+/// The caller adds the root (`rootfs`, `initramfs`), `init` and the rest.
+pub fn bare_options(kernel: &Path) -> Options {
+    Options { vmm: VmmChoice::Qemu, kernel: Some(kernel.to_path_buf()), wait: Wait::Exit, net: false, vsock: false, ..Options::default() }
 }
 
-/// What to boot.
-#[derive(Debug, Clone)]
-pub struct Machine {
-    pub qemu: PathBuf,
-    pub kernel: PathBuf,
-    pub initrd: Option<PathBuf>,
-    pub cmdline: String,
-    /// Raw disk images, attached in order as virtio-blk (vda, vdb, ...).
-    pub disks: Vec<PathBuf>,
-    pub cpus: u32,
-    pub memory_mib: u32,
-    /// The guest's ttyS0 goes here.
-    pub console: PathBuf,
-    pub kvm: bool,
-}
-
-/// QEMU `microvm` argv (program first): virtio-mmio disks, ttyS0 to a file, no reboot.
-pub fn qemu_argv(m: &Machine) -> Vec<String> {
-    let mut a = vec![m.qemu.display().to_string()];
-    let mut push = |k: &str, v: String| {
-        a.push(k.to_string());
-        a.push(v);
-    };
-    push("-machine", "microvm,x-option-roms=off,rtc=off".into());
-    if m.kvm {
-        push("-accel", "kvm".into());
-        push("-cpu", "host".into());
-    } else {
-        push("-accel", "tcg".into());
-        push("-cpu", "max".into());
-    }
-    push("-smp", m.cpus.to_string());
-    push("-m", format!("{}M", m.memory_mib));
-    push("-kernel", m.kernel.display().to_string());
-    if let Some(i) = &m.initrd {
-        push("-initrd", i.display().to_string());
-    }
-    push("-append", m.cmdline.clone());
-    for (n, d) in m.disks.iter().enumerate() {
-        push("-drive", format!("id=disk{n},file={},format=raw,if=none", d.display()));
-        push("-device", format!("virtio-blk-device,drive=disk{n}"));
-    }
-    push("-serial", format!("file:{}", m.console.display()));
-    for flag in ["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"] {
-        a.push(flag.to_string());
-    }
-    a
-}
-
-/// A running QEMU; killed and reaped on drop.
+/// A guest booted as host-probe plans and launches it ([`host_probe::launch::Running`]); dropping
+/// it stops QEMU and removes its run directory.
 pub struct Vm {
-    child: Child,
-    console: PathBuf,
-    started: Instant,
+    run: Running,
 }
 
 /// Why waiting on the console failed; carries the console text for the assertion message.
@@ -110,19 +69,19 @@ impl std::fmt::Display for WaitError {
 }
 
 impl Vm {
-    pub fn start(m: &Machine) -> io::Result<Vm> {
-        let argv = qemu_argv(m);
-        let child = Command::new(&argv[0]).args(&argv[1..]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
-        Ok(Vm { child, console: m.console.clone(), started: Instant::now() })
+    /// Plans `o` against this host ([`host_offer`]) and launches it.
+    pub fn start(o: &Options) -> Result<Vm, Error> {
+        let plan = run::plan(o, &host_offer(), run::next_seq())?;
+        Ok(Vm { run: launch::start(&plan, o)? })
     }
 
     pub fn console(&self) -> String {
-        String::from_utf8_lossy(&fs::read(&self.console).unwrap_or_default()).into_owned()
+        self.run.console_text()
     }
 
     /// Wall time since QEMU started.
     pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
+        self.run.elapsed()
     }
 
     /// Waits until the console holds a line containing `needle`; returns that line. Fails when
@@ -134,13 +93,9 @@ impl Vm {
             if let Some(line) = text.lines().find(|l| l.contains(needle)) {
                 return Ok(line.to_string());
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                let mut stderr = String::new();
-                if let Some(mut e) = self.child.stderr.take() {
-                    let _ = io::Read::read_to_string(&mut e, &mut stderr);
-                }
+            if let Some(status) = self.run.exited() {
                 return Err(WaitError {
-                    reason: format!("QEMU exited ({status}) before {needle:?} appeared; stderr: {}", stderr.trim()),
+                    reason: format!("QEMU exited ({status}) before {needle:?} appeared; stderr: {}", self.run.vmm_output().trim()),
                     console: self.console(),
                 });
             }
@@ -153,23 +108,7 @@ impl Vm {
 
     /// Waits for QEMU to exit by itself (guest power-off); `None` on timeout.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-}
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
+        self.run.wait_exit(timeout)
     }
 }
 
@@ -272,33 +211,6 @@ pub fn chinit_binary() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn microvm_argv() {
-        let m = Machine {
-            qemu: "qemu-system-x86_64".into(),
-            kernel: "/k/bzImage".into(),
-            initrd: Some("/i.cpio".into()),
-            cmdline: "console=ttyS0 quiet".into(),
-            disks: vec!["/a.img".into(), "/b.img".into()],
-            cpus: 2,
-            memory_mib: 256,
-            console: "/t/console".into(),
-            kvm: false,
-        };
-        let a = qemu_argv(&m).join(" ");
-        assert_eq!(
-            a,
-            "qemu-system-x86_64 -machine microvm,x-option-roms=off,rtc=off -accel tcg -cpu max \
-             -smp 2 -m 256M -kernel /k/bzImage -initrd /i.cpio -append console=ttyS0 quiet \
-             -drive id=disk0,file=/a.img,format=raw,if=none -device virtio-blk-device,drive=disk0 \
-             -drive id=disk1,file=/b.img,format=raw,if=none -device virtio-blk-device,drive=disk1 \
-             -serial file:/t/console -nodefaults -no-user-config -nographic -no-reboot"
-        );
-        let kvm = qemu_argv(&Machine { kvm: true, initrd: None, disks: vec![], ..m });
-        assert!(kvm.windows(2).any(|w| w == ["-accel", "kvm"]));
-        assert!(!kvm.contains(&"-initrd".to_string()));
-    }
 
     #[test]
     fn parses_ready_lines() {

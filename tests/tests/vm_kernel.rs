@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use chinit_tests::vm::{self, Machine, TempDir, Vm};
+use chinit_tests::vm::{self, TempDir, Vm};
+use host_probe::run::Options;
 
 /// Generous: TCG on 2 shared cores, with other tests booting at the same time.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -29,10 +30,10 @@ fn tiny_kernel() -> PathBuf {
     rootfs_builder::kernel::tiny_kernel("x86_64").unwrap_or_else(|e| panic!("tiny kernel: {e}"))
 }
 
-fn machine(qemu: PathBuf, kernel: PathBuf, cmdline: &str, tmp: &Path) -> Machine {
-    let kvm = vm::kvm_usable();
-    let cmdline = if kvm { cmdline.to_string() } else { format!("{cmdline} {}", vm::tcg_cmdline()) };
-    Machine { qemu, kernel, initrd: None, cmdline, disks: vec![], cpus: 1, memory_mib: 256, console: tmp.join("console.log"), kvm }
+/// A bare QEMU boot of `kernel` from the read-only ext4 `image` (`/dev/vda`), `init` as the init,
+/// as host-probe plans it (its command line: `console=ttyS0 quiet`, `tsc_early_khz=` under TCG).
+fn options(kernel: PathBuf, image: PathBuf, init: &str) -> Options {
+    Options { rootfs: Some(image), init: init.into(), ..vm::bare_options(&kernel) }
 }
 
 fn write_exec(path: &Path, text: &str) {
@@ -45,7 +46,7 @@ fn write_exec(path: &Path, text: &str) {
 /// (everything on it comes from init), and the random generator is ready when init starts.
 #[test]
 fn tiny_kernel_pvh_boots_quietly_to_init() {
-    let Some(qemu) = qemu_or_skip("tiny_kernel_pvh_boots_quietly_to_init") else {
+    let Some(_qemu) = qemu_or_skip("tiny_kernel_pvh_boots_quietly_to_init") else {
         return;
     };
     let busybox = Path::new("/bin/busybox");
@@ -71,9 +72,7 @@ fn tiny_kernel_pvh_boots_quietly_to_init() {
     let image = tmp.path().join("root.img");
     vm::ext4_from_dir(&root, &image, 16);
 
-    let mut m = machine(qemu, kernel.join("vmlinux"), "console=ttyS0 root=/dev/vda rw quiet", tmp.path());
-    m.disks.push(image);
-    let mut guest = Vm::start(&m).unwrap();
+    let mut guest = Vm::start(&options(kernel.join("vmlinux"), image, "/sbin/init")).unwrap();
     let line = guest.wait_for_line("init-marker", BOOT_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
     assert!(line.contains("cpus=1"), "{line}");
     // The random generator is seeded before init runs (RANDOM_TRUST_CPU): getrandom() never blocks.
@@ -92,7 +91,7 @@ fn tiny_kernel_pvh_boots_quietly_to_init() {
 /// Direct boot of the bzImage, root on /dev/vda (ext4, no initrd), chinit as init.
 #[test]
 fn tiny_kernel_boots_chinit_from_ext4_root() {
-    let Some(qemu) = qemu_or_skip("tiny_kernel_boots_chinit_from_ext4_root") else {
+    let Some(_qemu) = qemu_or_skip("tiny_kernel_boots_chinit_from_ext4_root") else {
         return;
     };
     let kernel = tiny_kernel();
@@ -106,9 +105,7 @@ fn tiny_kernel_boots_chinit_from_ext4_root() {
     let image = tmp.path().join("root.img");
     vm::ext4_from_dir(&root, &image, 32);
 
-    let mut m = machine(qemu, kernel.join("bzImage"), "console=ttyS0 root=/dev/vda rw init=/sbin/chinit quiet", tmp.path());
-    m.disks.push(image);
-    let mut guest = Vm::start(&m).unwrap();
+    let mut guest = Vm::start(&options(kernel.join("bzImage"), image, "/sbin/chinit")).unwrap();
     let line = guest.wait_for_line("chinit: ready in ", BOOT_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
     let ms = vm::ready_ms(&line).unwrap_or_else(|| panic!("unparsable ready line: {line}"));
     assert!(ms > 0.0, "{line}");
@@ -133,7 +130,7 @@ fn initramfs(out: &Path, modules_dir: &Path, chinit: &Path) {
 /// them, mounts /dev/vda and switches root.
 #[test]
 fn debian_cloud_kernel_boots_chinit_through_initramfs() {
-    let Some(qemu) = qemu_or_skip("debian_cloud_kernel_boots_chinit_through_initramfs") else {
+    let Some(_qemu) = qemu_or_skip("debian_cloud_kernel_boots_chinit_through_initramfs") else {
         return;
     };
     let (vmlinuz, modules) =
@@ -152,11 +149,9 @@ fn debian_cloud_kernel_boots_chinit_through_initramfs() {
     let image = tmp.path().join("root.img");
     vm::ext4_from_dir(&root, &image, 32);
 
-    let mut m = machine(qemu, vmlinuz, "console=ttyS0 root=/dev/vda rw quiet", tmp.path());
-    m.initrd = Some(cpio);
-    m.disks.push(image);
-    m.memory_mib = 512;
-    let mut guest = Vm::start(&m).unwrap();
+    // chinit's initramfs mode as host-probe plans it: `rdinit=/init chinit.root=/dev/vda ro`.
+    let o = Options { initramfs: Some(cpio), memory_mib: 512, ..options(vmlinuz, image, "/sbin/chinit") };
+    let mut guest = Vm::start(&o).unwrap();
     let line = guest.wait_for_line("chinit: ready in ", BOOT_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
     assert!(vm::ready_ms(&line).is_some(), "{line}");
     let console = guest.console();

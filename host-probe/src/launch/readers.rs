@@ -1,0 +1,163 @@
+//! The threads that listen while a guest boots: QEMU's debugcon (port-0x80 marks), chinit's notify
+//! pushes, and the vsock `/ready` poller. Each stamps what it hears with the time since the VMM was
+//! started and stops when its [`Reader`] is finished or dropped.
+
+use std::io::Read;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use agent::proto::Ready;
+
+use crate::ask;
+
+/// A background thread that stops when asked: on [`Reader::finish`], or on drop.
+pub(super) struct Reader<T> {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<T>>,
+}
+
+impl<T: Send + 'static> Reader<T> {
+    /// Runs `body` on its own thread; it should return soon after its flag is set.
+    fn spawn(body: impl FnOnce(&AtomicBool) -> T + Send + 'static) -> Reader<T> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || body(&flag));
+        Reader { stop, handle: Some(handle) }
+    }
+
+    /// Whether the thread has ended by itself.
+    pub(super) fn is_finished(&self) -> bool {
+        self.handle.as_ref().is_some_and(JoinHandle::is_finished)
+    }
+
+    /// Stops the thread and returns what it returned.
+    pub(super) fn finish(mut self) -> Option<T> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.take().and_then(|h| h.join().ok())
+    }
+}
+
+impl<T> Drop for Reader<T> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Pieces of bytes, each with the time it arrived (µs since the VMM was started).
+pub(super) type Pieces = Vec<(u64, Vec<u8>)>;
+
+/// What a reader heard, shared with the thread that hears it.
+#[derive(Clone, Default)]
+pub(super) struct Stamped(Arc<Mutex<Pieces>>);
+
+impl Stamped {
+    fn push(&self, t: u64, bytes: Vec<u8>) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push((t, bytes));
+        }
+    }
+
+    /// Everything so far.
+    pub(super) fn snapshot(&self) -> Pieces {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// The first piece, if any.
+    pub(super) fn first(&self) -> Option<(u64, Vec<u8>)> {
+        self.0.lock().ok().and_then(|v| v.first().cloned())
+    }
+
+    /// Whether any piece holds this byte.
+    pub(super) fn contains(&self, byte: u8) -> bool {
+        self.0.lock().map(|v| v.iter().any(|(_, b)| b.contains(&byte))).unwrap_or(false)
+    }
+}
+
+pub(super) fn micros_since(t0: Instant) -> u64 {
+    u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Accepts one connection, checking `stop` every millisecond.
+fn accept_until(l: &UnixListener, stop: &AtomicBool) -> Option<UnixStream> {
+    l.set_nonblocking(true).ok()?;
+    while !stop.load(Ordering::SeqCst) {
+        match l.accept() {
+            Ok((s, _)) => {
+                let _ = s.set_nonblocking(false);
+                return Some(s);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(1)),
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// QEMU's debugcon: one connection; every chunk read is stamped on arrival, and so is the
+/// connection itself (`connected`: QEMU is up).
+pub(super) fn debugcon_reader(l: UnixListener, t0: Instant, chunks: Stamped, connected: Arc<Mutex<Option<u64>>>) -> Reader<()> {
+    Reader::spawn(move |stop| {
+        let Some(mut s) = accept_until(&l, stop) else {
+            return;
+        };
+        if let Ok(mut c) = connected.lock() {
+            *c = Some(micros_since(t0));
+        }
+        let _ = s.set_read_timeout(Some(Duration::from_millis(20)));
+        let mut buf = [0u8; 256];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => chunks.push(micros_since(t0), buf[..n].to_vec()),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    })
+}
+
+/// chinit's notify: one connection per push (ready, then the workload's exit), each a Ready JSON
+/// line then EOF. The time is taken at EOF.
+pub(super) fn notify_reader(l: UnixListener, t0: Instant, pushes: Stamped) -> Reader<()> {
+    Reader::spawn(move |stop| {
+        while let Some(mut s) = accept_until(&l, stop) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut body = Vec::new();
+            let _ = s.read_to_end(&mut body);
+            pushes.push(micros_since(t0), body);
+        }
+    })
+}
+
+/// Polls `GET /ready` over vsock on its own thread, so its time does not wait on the TAP's: once
+/// `go` is set every 5 ms (a connection can hang while the guest's driver is not up, so not before
+/// something said ready), or every 100 ms from the start when vsock is the only way in (`eager`).
+pub(super) fn vsock_poller(uds: PathBuf, t0: Instant, go: Arc<AtomicBool>, eager: bool) -> Reader<Option<(u64, Ready)>> {
+    Reader::spawn(move |stop| {
+        let mut last: Option<Instant> = None;
+        while !stop.load(Ordering::SeqCst) {
+            let due = go.load(Ordering::SeqCst) || (eager && last.is_none_or(|l| l.elapsed() > Duration::from_millis(100)));
+            if due {
+                last = Some(Instant::now());
+                if let Some(r) = ask::ready_over_vsock(&uds) {
+                    return Some((micros_since(t0), r));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            } else {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        None
+    })
+}

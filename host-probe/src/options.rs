@@ -1,0 +1,131 @@
+//! The two inputs of a plan: what the user asked of `host-probe run` ([`Options`], with the checks
+//! that need nothing but the options themselves, [`Options::validate`]) and what the host offers
+//! ([`HostOffer`]). [`crate::plan`] weighs one against the other.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::check::KvmKind;
+use crate::cmdline;
+use crate::error::Error;
+
+/// Which VMM the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum VmmChoice {
+    Auto,
+    CloudHypervisor,
+    Qemu,
+}
+
+/// How the root image is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RootMode {
+    /// virtio-blk, read-only.
+    Disk,
+    /// persistent memory, writes discarded (cloud-hypervisor only).
+    Pmem,
+}
+
+/// What `run` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// chinit's agent: notify, `/ready` over TAP and vsock; then `POST /v1/shutdown`.
+    Agent,
+    /// The VMM exits by itself (a guest that powers off); only marks and events are measured.
+    Exit,
+}
+
+/// What the user asked for.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub vmm: VmmChoice,
+    pub kernel: Option<PathBuf>,
+    pub rootfs: Option<PathBuf>,
+    pub initramfs: Option<PathBuf>,
+    pub root_mode: RootMode,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    pub cmdline_extra: String,
+    /// The init the kernel starts from the root image (`init=`).
+    pub init: String,
+    pub timeout: Duration,
+    pub keep: bool,
+    pub wait: Wait,
+    /// Give the guest a TAP (on by default).
+    pub net: bool,
+    /// Give the guest vsock when the VMM (or vhost-device-vsock for QEMU) allows it.
+    pub vsock: bool,
+    /// Progress lines on stderr.
+    pub verbose: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            vmm: VmmChoice::Auto,
+            kernel: None,
+            rootfs: None,
+            initramfs: None,
+            root_mode: RootMode::Disk,
+            cpus: 1,
+            memory_mib: 256,
+            cmdline_extra: String::new(),
+            init: cmdline::DEFAULT_INIT.into(),
+            timeout: Duration::from_secs(60),
+            keep: false,
+            wait: Wait::Agent,
+            net: true,
+            vsock: true,
+            verbose: false,
+        }
+    }
+}
+
+impl Options {
+    /// Checks what can be checked without the host: the `--init` path goes on the kernel command
+    /// line as it is.
+    pub fn validate(&self) -> Result<(), Error> {
+        cmdline::check_init(&self.init).map_err(Error::Usage)
+    }
+}
+
+/// What the host offers, as far as planning cares.
+#[derive(Debug, Clone)]
+pub struct HostOffer {
+    pub kvm: KvmKind,
+    pub kvm_usable: bool,
+    pub cloud_hypervisor: Option<PathBuf>,
+    pub qemu: Option<PathBuf>,
+    pub vhost_vsock: Option<PathBuf>,
+    pub cache_root: Option<PathBuf>,
+    /// The host's TSC rate, when it is constant (given to TCG guests).
+    pub tsc_khz: Option<u64>,
+}
+
+impl HostOffer {
+    pub fn gather() -> HostOffer {
+        HostOffer {
+            kvm: crate::check::host_kvm_kind(),
+            kvm_usable: std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok(),
+            cloud_hypervisor: crate::locate::cloud_hypervisor(),
+            qemu: crate::locate::which(crate::locate::QEMU),
+            vhost_vsock: crate::locate::which(crate::locate::VHOST_VSOCK),
+            cache_root: crate::locate::this_cache_root(),
+            tsc_khz: crate::tsc::host_tsc_khz(Duration::from_millis(20)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_refuses_an_init_the_kernel_cannot_take() {
+        let cases = [("/sbin/chinit", None), ("/sbin/init", None), ("sbin/init", Some(2)), ("/my init", Some(2))];
+        for (init, code) in cases {
+            let o = Options { init: init.into(), ..Options::default() };
+            assert_eq!(o.validate().err().map(|e| e.exit_code()), code, "{init}");
+        }
+    }
+}

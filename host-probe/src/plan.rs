@@ -1,0 +1,491 @@
+//! Plan a boot: the user's [`Options`] against what the host offers ([`HostOffer`]) give a
+//! [`Plan`] — the VMM and its argv, the helpers, the names this run will use. Pure given the host
+//! facts (it only looks at whether the files it is given exist), so it is tested on literal inputs
+//! and printed as it is by `--dry-run`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use agent::proto::{DEFAULT_PORT, DEFAULT_VSOCK_PORT};
+
+use crate::check::KvmKind;
+use crate::cmdline::{self, RootKind};
+use crate::error::{absolute, Error};
+use crate::options::{HostOffer, Options, RootMode, VmmChoice, Wait};
+use crate::tap;
+use crate::vmm::{self, Accel, Net, Root, Spec, Vmm, Vsock};
+
+/// The host vsock port chinit pushes its Ready JSON to.
+pub const NOTIFY_PORT: u32 = 10_000;
+/// The guest's vsock context id.
+pub const GUEST_CID: u32 = 3;
+/// The note printed and stored whenever QEMU emulates.
+pub const TCG_NOTE: &str = "no hardware KVM (kvm_pvm): using TCG emulation, timings are not representative";
+
+/// Why QEMU emulates, in the words users see.
+pub fn tcg_note(kvm: KvmKind, usable: bool) -> String {
+    match kvm {
+        KvmKind::Pvm => TCG_NOTE.into(),
+        KvmKind::Hardware(m) if !usable => {
+            format!("/dev/kvm ({m}) is not usable by this user: using TCG emulation, timings are not representative")
+        }
+        _ => "no hardware KVM (no kvm_intel/kvm_amd): using TCG emulation, timings are not representative".into(),
+    }
+}
+
+/// A resolved boot: the spec, helper commands, and the names this run will use.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub vmm: Vmm,
+    pub accel: Accel,
+    pub spec: Spec,
+    pub argv: Vec<String>,
+    /// vhost-device-vsock's argv (QEMU with vsock).
+    pub vhost_argv: Option<Vec<String>>,
+    pub run_dir: PathBuf,
+    /// The hybrid-vsock Unix socket (bound by cloud-hypervisor or vhost-device-vsock).
+    pub vsock_uds: Option<PathBuf>,
+    pub tap: Option<Net>,
+    pub guest_ip: Option<String>,
+    pub notes: Vec<String>,
+    pub root_kind: RootKind,
+    pub root_path: PathBuf,
+    pub root_attach: String,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// The next run's sequence number in this process (names of the run directory and TAP).
+pub fn next_seq() -> u32 {
+    SEQ.fetch_add(1, Ordering::SeqCst)
+}
+
+/// Whether a kernel can take an initramfs: false only when the `config` file the kernel builder
+/// leaves next to it says `CONFIG_BLK_DEV_INITRD` is not set.
+pub fn kernel_supports_initrd(kernel: &Path) -> bool {
+    let config = kernel.with_file_name("config");
+    match std::fs::read_to_string(config) {
+        Ok(text) => text.lines().any(|l| l.trim() == "CONFIG_BLK_DEV_INITRD=y"),
+        Err(_) => true,
+    }
+}
+
+/// Resolves the options against the host. `seq` makes names unique within the process.
+pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
+    o.validate()?;
+    let mut notes = Vec::new();
+    let vmm = choose_vmm(o.vmm, host, &mut notes)?;
+    let (binary, accel) = vmm_binary(vmm, host, &mut notes)?;
+    let kernel = find_kernel(o, host, vmm)?;
+    let root = attach_root(o, vmm, find_initramfs(o, &kernel)?)?;
+
+    let pid = std::process::id();
+    let run_dir = std::env::temp_dir().join(format!("host-probe-{pid}-{seq}"));
+    let (tap, guest_ip) = if o.net {
+        let ip = tap::guest_ip(pid, seq);
+        (Some(Net { tap: tap::tap_name(pid, seq), mac: tap::guest_mac(&ip) }), Some(ip))
+    } else {
+        (None, None)
+    };
+    let (vsock, vhost_argv, vsock_uds) = wire_vsock(vmm, o.vsock, host, &run_dir, &mut notes);
+    check_reachable(o.wait, tap.is_some(), vsock.is_some())?;
+
+    let cmdline = cmdline::build(&cmdline::Guest {
+        root: root.kind,
+        initramfs_first: root.initramfs_first.is_some(),
+        ip: guest_ip.as_ref().map(|ip| format!("{ip}/16")),
+        port: DEFAULT_PORT,
+        vsock_port: vsock.as_ref().map(|_| DEFAULT_VSOCK_PORT),
+        notify_port: vsock.as_ref().map(|_| NOTIFY_PORT),
+        tsc_khz: host.tsc_khz.filter(|_| accel == Accel::Tcg),
+        init: o.init.clone(),
+        extra: o.cmdline_extra.clone(),
+    });
+    let spec = Spec {
+        binary,
+        kernel,
+        root: root.root,
+        initramfs: root.initramfs_first,
+        cmdline,
+        cpus: o.cpus,
+        memory_mib: o.memory_mib,
+        net: tap.clone(),
+        vsock,
+        serial: run_dir.join("serial.log"),
+        api_socket: run_dir.join("api.sock"),
+        event_monitor: run_dir.join("events.json"),
+        log_file: run_dir.join("vmm.log"),
+        debugcon_socket: run_dir.join("debugcon.sock"),
+        accel,
+    };
+    let argv = match vmm {
+        Vmm::CloudHypervisor => vmm::ch::argv(&spec),
+        Vmm::Qemu => vmm::qemu::argv(&spec).map_err(|e| Error::Usage(e.into()))?,
+    };
+    Ok(Plan {
+        vmm,
+        accel,
+        spec,
+        argv,
+        vhost_argv,
+        run_dir,
+        vsock_uds,
+        tap,
+        guest_ip,
+        notes,
+        root_kind: root.kind,
+        root_path: root.path,
+        root_attach: root.attach,
+    })
+}
+
+/// `--vmm auto` picks cloud-hypervisor only when it is installed and hardware KVM is usable.
+fn choose_vmm(choice: VmmChoice, host: &HostOffer, notes: &mut Vec<String>) -> Result<Vmm, Error> {
+    Ok(match choice {
+        VmmChoice::CloudHypervisor => {
+            if host.cloud_hypervisor.is_none() {
+                return Err(Error::Missing {
+                    what: "cloud-hypervisor not found (neither $CLOUD_HYPERVISOR nor on PATH)".into(),
+                    fix: "install cloud-hypervisor v53, or use --vmm qemu".into(),
+                });
+            }
+            if !host.kvm.hardware() {
+                notes.push("no hardware KVM: cloud-hypervisor cannot run a Linux guest on this host".into());
+            }
+            Vmm::CloudHypervisor
+        }
+        VmmChoice::Qemu => Vmm::Qemu,
+        VmmChoice::Auto if host.cloud_hypervisor.is_some() && host.kvm.hardware() && host.kvm_usable => Vmm::CloudHypervisor,
+        VmmChoice::Auto => Vmm::Qemu,
+    })
+}
+
+/// The VMM's program and how it runs guest code (QEMU emulates without usable hardware KVM).
+fn vmm_binary(vmm: Vmm, host: &HostOffer, notes: &mut Vec<String>) -> Result<(PathBuf, Accel), Error> {
+    match vmm {
+        Vmm::CloudHypervisor => Ok((host.cloud_hypervisor.clone().unwrap_or_default(), Accel::Kvm)),
+        Vmm::Qemu => {
+            let bin = host.qemu.clone().ok_or_else(|| Error::Missing {
+                what: "qemu-system-x86_64 not found".into(),
+                fix: "apt-get install qemu-system-x86".into(),
+            })?;
+            if host.kvm.hardware() && host.kvm_usable {
+                Ok((bin, Accel::Kvm))
+            } else {
+                notes.push(tcg_note(host.kvm, host.kvm_usable));
+                Ok((bin, Accel::Tcg))
+            }
+        }
+    }
+}
+
+/// `--kernel`, else the newest one in the kernel cache for this VMM.
+fn find_kernel(o: &Options, host: &HostOffer, vmm: Vmm) -> Result<PathBuf, Error> {
+    match &o.kernel {
+        Some(k) if k.is_file() => Ok(absolute(k)),
+        Some(k) => Err(Error::missing_file("kernel", k, "pass an existing --kernel, or run `rootfs-builder kernel`")),
+        None => {
+            let file = crate::locate::kernel_file_name(vmm);
+            host.cache_root.as_deref().and_then(|r| crate::locate::default_kernel(r, file)).ok_or_else(|| Error::Missing {
+                what: format!(
+                    "no kernel ({file}) in {}/kernels",
+                    host.cache_root.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "the kernel cache".into())
+                ),
+                fix: "run `rootfs-builder kernel`, or pass --kernel".into(),
+            })
+        }
+    }
+}
+
+/// `--initramfs`, checked to exist and to fit the kernel.
+fn find_initramfs(o: &Options, kernel: &Path) -> Result<Option<PathBuf>, Error> {
+    let Some(i) = &o.initramfs else {
+        return Ok(None);
+    };
+    if !i.is_file() {
+        return Err(Error::missing_file("initramfs", i, "run `rootfs-builder --initramfs <file>`"));
+    }
+    if !kernel_supports_initrd(kernel) {
+        return Err(Error::Missing {
+            what: format!("{} is built without initramfs support (CONFIG_BLK_DEV_INITRD)", kernel.display()),
+            fix: "rebuild the kernel with CONFIG_BLK_DEV_INITRD=y, or boot from --rootfs alone".into(),
+        });
+    }
+    Ok(Some(absolute(i)))
+}
+
+/// How the root reaches the guest.
+struct RootPlan {
+    root: Root,
+    kind: RootKind,
+    path: PathBuf,
+    /// How the image is protected, in the words of the report.
+    attach: String,
+    /// The initramfs in front of a root device (chinit's initramfs mode).
+    initramfs_first: Option<PathBuf>,
+}
+
+/// An initramfs alone is the whole root; with --rootfs it is chinit's initramfs mode: chinit starts
+/// from it, then switches to the (read-only) root device.
+fn attach_root(o: &Options, vmm: Vmm, initramfs: Option<PathBuf>) -> Result<RootPlan, Error> {
+    let (root, kind, path, mut attach) = match (&initramfs, &o.rootfs) {
+        (Some(i), None) => (
+            Root::Initramfs(i.clone()),
+            RootKind::Initramfs,
+            i.clone(),
+            "initramfs (the VMM copies it into guest memory; the file is only read)".to_string(),
+        ),
+        (_, r) => {
+            let path = r.clone().unwrap_or_else(|| PathBuf::from(crate::locate::DEFAULT_IMAGE));
+            if !path.is_file() {
+                return Err(Error::missing_file(
+                    "root image",
+                    &path,
+                    "run `rootfs-builder --out rootfs_fast.ext4`, or pass --rootfs / --initramfs",
+                ));
+            }
+            let p = absolute(&path);
+            match o.root_mode {
+                RootMode::Disk => {
+                    (Root::Disk(p.clone()), RootKind::Disk, p, "read-only virtio-blk: the image is never written, no copy".to_string())
+                }
+                RootMode::Pmem if vmm == Vmm::Qemu => return Err(Error::Usage(vmm::qemu::PMEM_UNSUPPORTED.into())),
+                RootMode::Pmem => (
+                    Root::Pmem(p.clone()),
+                    RootKind::Pmem,
+                    p,
+                    "pmem with discard_writes=on: guest writes never reach the image".to_string(),
+                ),
+            }
+        }
+    };
+    let initramfs_first = initramfs.filter(|_| kind != RootKind::Initramfs);
+    if let Some(i) = &initramfs_first {
+        attach.push_str(&format!("; starts from the initramfs {} (only read)", i.display()));
+    }
+    Ok(RootPlan { root, kind, path, attach, initramfs_first })
+}
+
+/// The guest's vsock device, vhost-device-vsock's argv (QEMU) and the hybrid-vsock socket.
+fn wire_vsock(
+    vmm: Vmm,
+    wanted: bool,
+    host: &HostOffer,
+    run_dir: &Path,
+    notes: &mut Vec<String>,
+) -> (Option<Vsock>, Option<Vec<String>>, Option<PathBuf>) {
+    let uds = run_dir.join("vsock.sock");
+    match (vmm, wanted) {
+        (_, false) => (None, None, None),
+        (Vmm::CloudHypervisor, true) => (Some(Vsock { cid: GUEST_CID, socket: uds.clone() }), None, Some(uds)),
+        (Vmm::Qemu, true) => match &host.vhost_vsock {
+            Some(bin) => {
+                let user = run_dir.join("vhost-user.sock");
+                let argv = vec![
+                    bin.display().to_string(),
+                    "--guest-cid".into(),
+                    GUEST_CID.to_string(),
+                    "--socket".into(),
+                    user.display().to_string(),
+                    "--uds-path".into(),
+                    uds.display().to_string(),
+                ];
+                (Some(Vsock { cid: GUEST_CID, socket: user }), Some(argv), Some(uds))
+            }
+            None => {
+                notes.push("vhost-device-vsock not found: no vsock (fix: cargo install vhost-device-vsock)".into());
+                (None, None, None)
+            }
+        },
+    }
+}
+
+/// Waiting for chinit's agent needs a way to it: a network device or vsock.
+fn check_reachable(wait: Wait, net: bool, vsock: bool) -> Result<(), Error> {
+    if wait == Wait::Agent && !net && !vsock {
+        return Err(Error::Usage(
+            "no way to reach chinit: without a network device (--no-net) the guest needs vsock \
+             (drop --no-vsock; QEMU also needs vhost-device-vsock: cargo install vhost-device-vsock)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// What `--dry-run` prints: the TAP setup, the helper, and the VMM command line.
+pub fn dry_run_text(p: &Plan) -> String {
+    let mut o = String::new();
+    for n in &p.notes {
+        o.push_str(&format!("# note: {n}\n"));
+    }
+    o.push_str(&format!("mkdir -p {}\n", p.run_dir.display()));
+    if let (Some(net), Some(ip)) = (&p.tap, &p.guest_ip) {
+        for args in tap::setup_commands(&net.tap, ip, &net.mac) {
+            o.push_str(&format!("ip {}\n", args.join(" ")));
+        }
+    }
+    if let Some(v) = &p.vhost_argv {
+        o.push_str(&format!("{} &\n", vmm::shell_line(v)));
+    }
+    o.push_str(&vmm::shell_line(&p.argv));
+    o.push('\n');
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(kvm: KvmKind, ch: bool, vhost: bool) -> HostOffer {
+        HostOffer {
+            kvm,
+            kvm_usable: true,
+            cloud_hypervisor: ch.then(|| PathBuf::from("/bin/cloud-hypervisor")),
+            qemu: Some("/bin/qemu-system-x86_64".into()),
+            vhost_vsock: vhost.then(|| PathBuf::from("/bin/vhost-device-vsock")),
+            cache_root: None,
+            tsc_khz: Some(2_600_000),
+        }
+    }
+
+    /// A kernel and an image in a directory of their own, removed on drop.
+    struct Fixture {
+        o: Options,
+        dir: PathBuf,
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn fixture() -> Fixture {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!("hp-plan-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (k, r) = (dir.join("bzImage"), dir.join("rootfs.ext4"));
+        std::fs::write(&k, b"k").unwrap();
+        std::fs::write(&r, b"r").unwrap();
+        Fixture { o: Options { kernel: Some(k), rootfs: Some(r), ..Options::default() }, dir }
+    }
+
+    #[test]
+    fn auto_picks_cloud_hypervisor_only_with_hardware_kvm() {
+        let cases = [
+            (KvmKind::Hardware("kvm_intel"), true, Vmm::CloudHypervisor, Accel::Kvm, false),
+            (KvmKind::Hardware("kvm_amd"), false, Vmm::Qemu, Accel::Kvm, false),
+            (KvmKind::Pvm, true, Vmm::Qemu, Accel::Tcg, true),
+            (KvmKind::Absent, false, Vmm::Qemu, Accel::Tcg, true),
+        ];
+        for (kvm, ch, vmm, accel, tcg_note) in cases {
+            let p = plan(&fixture().o, &host(kvm, ch, true), 0).unwrap();
+            assert_eq!((p.vmm, p.accel), (vmm, accel), "{kvm:?} ch={ch}");
+            assert_eq!(p.notes.iter().any(|n| n.ends_with("using TCG emulation, timings are not representative")), tcg_note, "{kvm:?}");
+            if kvm == KvmKind::Pvm {
+                assert!(p.notes.iter().any(|n| n == TCG_NOTE));
+            }
+            assert_eq!(p.spec.cmdline.contains("tsc_early_khz="), tcg_note, "{kvm:?}");
+        }
+    }
+
+    #[test]
+    fn tcg_notes_say_why() {
+        assert_eq!(tcg_note(KvmKind::Pvm, true), TCG_NOTE);
+        assert!(tcg_note(KvmKind::Hardware("kvm_intel"), false).starts_with("/dev/kvm (kvm_intel) is not usable"));
+        assert!(tcg_note(KvmKind::Absent, false).starts_with("no hardware KVM (no kvm_intel/kvm_amd)"));
+    }
+
+    #[test]
+    fn qemu_plan_wires_vsock_through_vhost_device_vsock() {
+        let p = plan(&fixture().o, &host(KvmKind::Pvm, false, true), 7).unwrap();
+        let dir = p.run_dir.display().to_string();
+        let v = p.vhost_argv.clone().unwrap().join(" ");
+        assert_eq!(v, format!("/bin/vhost-device-vsock --guest-cid 3 --socket {dir}/vhost-user.sock --uds-path {dir}/vsock.sock"));
+        let line = vmm::shell_line(&p.argv);
+        assert!(line.contains(&format!("-chardev socket,id=vsock0,path={dir}/vhost-user.sock")), "{line}");
+        assert!(line.contains("chinit.notify=vsock:10000"), "{line}");
+        assert!(line.contains(&format!("chinit.ip={}/16", p.guest_ip.clone().unwrap())), "{line}");
+        assert!(line.contains("read-only=on"), "{line}");
+        assert!(line.contains(" tsc_early_khz=2600000"), "TCG guests get the TSC rate: {line}");
+        let dry = dry_run_text(&p);
+        assert!(dry.contains("ip tuntap add dev "), "{dry}");
+        assert!(dry.contains("vhost-device-vsock --guest-cid 3"), "{dry}");
+        assert!(dry.ends_with(&format!("{line}\n")), "{dry}");
+    }
+
+    #[test]
+    fn without_vhost_device_vsock_qemu_runs_without_vsock_and_says_how_to_get_it() {
+        let p = plan(&fixture().o, &host(KvmKind::Pvm, false, false), 0).unwrap();
+        assert!(p.spec.vsock.is_none() && p.vsock_uds.is_none());
+        assert!(p.notes.iter().any(|n| n.contains("cargo install vhost-device-vsock")));
+        assert!(!p.spec.cmdline.contains("chinit.notify"));
+    }
+
+    #[test]
+    fn missing_pieces_name_their_fix() {
+        let h = host(KvmKind::Pvm, false, false);
+        let f = fixture();
+        let no_kernel = Options { kernel: None, ..f.o.clone() };
+        let e = plan(&no_kernel, &h, 0).unwrap_err();
+        assert_eq!(e.exit_code(), 3);
+        assert!(e.to_string().contains("run `rootfs-builder kernel`"), "{e}");
+        let no_image = Options { rootfs: Some("/nonexistent/rootfs.ext4".into()), ..f.o.clone() };
+        let e = plan(&no_image, &h, 0).unwrap_err();
+        assert!(e.to_string().contains("rootfs-builder --out rootfs_fast.ext4"), "{e}");
+        let ch = Options { vmm: VmmChoice::CloudHypervisor, ..f.o.clone() };
+        assert!(plan(&ch, &h, 0).unwrap_err().to_string().contains("install cloud-hypervisor"));
+        let pmem = Options { root_mode: RootMode::Pmem, ..f.o.clone() };
+        assert_eq!(plan(&pmem, &h, 0).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn initramfs_needs_a_kernel_with_initrd_support() {
+        let d = std::env::temp_dir().join(format!("hp-initrd-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let (k, i) = (d.join("bzImage"), d.join("i.cpio"));
+        std::fs::write(&k, b"k").unwrap();
+        std::fs::write(&i, b"i").unwrap();
+        let o = Options { kernel: Some(k.clone()), initramfs: Some(i), ..Options::default() };
+        let h = host(KvmKind::Pvm, false, false);
+        assert!(kernel_supports_initrd(&k), "no config file: assume yes");
+        assert!(plan(&o, &h, 0).is_ok());
+        std::fs::write(d.join("config"), "# CONFIG_BLK_DEV_INITRD is not set\n").unwrap();
+        let e = plan(&o, &h, 0).unwrap_err();
+        assert!(e.to_string().contains("CONFIG_BLK_DEV_INITRD=y"), "{e}");
+        std::fs::write(d.join("config"), "CONFIG_BLK_DEV_INITRD=y\n").unwrap();
+        assert!(plan(&o, &h, 0).unwrap().spec.cmdline.contains("rdinit=/init"));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_guest_with_neither_net_nor_vsock_is_refused() {
+        let f = fixture();
+        let o = Options { net: false, ..f.o.clone() };
+        let e = plan(&o, &host(KvmKind::Pvm, false, false), 0).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("cargo install vhost-device-vsock"), "{e}");
+        assert!(plan(&o, &host(KvmKind::Pvm, false, true), 0).is_ok());
+        let no_agent = Options { wait: Wait::Exit, vsock: false, ..o };
+        assert!(plan(&no_agent, &host(KvmKind::Pvm, false, true), 0).is_ok());
+    }
+
+    #[test]
+    fn initramfs_in_front_of_a_read_only_disk() {
+        let d = std::env::temp_dir().join(format!("hp-initrd-disk-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let i = d.join("i.cpio");
+        std::fs::write(&i, b"i").unwrap();
+        let f = fixture();
+        let o = Options { initramfs: Some(i.clone()), ..f.o.clone() };
+        let p = plan(&o, &host(KvmKind::Pvm, false, false), 0).unwrap();
+        assert_eq!(p.root_kind, RootKind::Disk);
+        assert_eq!(p.spec.initramfs.as_deref(), Some(i.as_path()));
+        let line = vmm::shell_line(&p.argv);
+        assert!(line.contains(&format!("-initrd {}", i.display())), "{line}");
+        assert!(line.contains("read-only=on"), "{line}");
+        assert!(p.spec.cmdline.contains("rdinit=/init chinit.root=/dev/vda ro"), "{}", p.spec.cmdline);
+        assert!(p.root_attach.contains("starts from the initramfs"), "{}", p.root_attach);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
