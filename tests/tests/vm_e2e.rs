@@ -490,6 +490,38 @@ fn workload_output_reaches_the_console_and_its_exit_powers_off() {
     assert!(started.elapsed() < BOOT_TIMEOUT);
 }
 
+/// `host-probe run --initramfs I` alone: the initramfs is the whole root (host-probe tells chinit
+/// `chinit.root=none`), and chinit gets ready from it, over the TAP and vsock.
+#[test]
+fn an_initramfs_alone_is_the_whole_root_and_gets_ready() {
+    if skip_without_qemu("an_initramfs_alone_is_the_whole_root_and_gets_ready") {
+        return;
+    }
+    let tmp = TempDir::new("e2e-initramfs-alone").unwrap();
+    let cpio = tmp.path().join("initramfs.cpio");
+    vm::run(
+        Command::new(e2e::rootfs_builder())
+            .env("ROOTFS_BUILDER_QUIET", "1")
+            .arg("--init")
+            .arg(vm::chinit_binary())
+            .arg("--initramfs")
+            .arg(&cpio),
+    );
+    let o = Options { initramfs: Some(cpio), ..e2e::qemu_options(&e2e::tiny_bzimage(), None, "") };
+    let (r, console, plan) = run_keeping_console(o);
+    let r = r.unwrap_or_else(|e| panic!("{e}\n{console}"));
+    assert_eq!(r.root_kind, "initramfs");
+    assert!(r.cmdline.contains("rdinit=/init chinit.root=none"), "{}", r.cmdline);
+    let g = r.guest.as_ref().unwrap_or_else(|| panic!("no ready document\n{console}"));
+    assert!(g.ready && !g.steps.iter().any(|s| s.name == "root"), "{g:?}");
+    assert!(r.host.ready_tcp_us.is_some(), "{:?}", r.host);
+    if e2e_vsock() {
+        assert!(r.host.ready_vsock_us.is_some(), "{:?}", r.host);
+    }
+    assert!(!console.contains("did not appear"), "{console}");
+    assert!(!plan.run_dir.exists());
+}
+
 /// Unknown and malformed `chinit.*` values: one console line each, and the boot goes on to ready.
 #[test]
 fn bad_chinit_values_still_boot_with_a_clear_console_line() {
@@ -521,13 +553,13 @@ fn missing_root_device_gives_a_clear_error_and_powers_off_without_a_panic() {
     let Some((vmlinuz, modules)) = debian_kernel_or_skip(test) else { return };
     let tmp = TempDir::new("e2e-noroot").unwrap();
     let cpio = e2e::chinit_initramfs(&tmp.path().join("initramfs.cpio"), &modules, &["virtio_mmio", "virtio_blk"]);
-    // The initramfs alone: no disk, so chinit's default root /dev/vda never appears.
+    // The initramfs alone, told to switch to a disk that the VM does not have.
     let o = Options {
         initramfs: Some(cpio),
         memory_mib: 512,
         wait: Wait::Exit,
         vsock: false,
-        ..e2e::qemu_options(&vmlinuz, None, "chinit.root_wait_ms=1500")
+        ..e2e::qemu_options(&vmlinuz, None, "chinit.root=/dev/vda chinit.root_wait_ms=1500")
     };
     let (r, console, plan) = run_keeping_console(o);
     let r = r.unwrap_or_else(|e| panic!("{e}\n{console}"));
