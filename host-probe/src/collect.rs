@@ -176,7 +176,7 @@ mod tests {
         assert_eq!(r.notes, vec!["qemu exited: exit status: 1".to_string()]);
         assert!(r.guest.is_none() && r.phases.is_none());
         let e = report(&plan(Vmm::Qemu, Accel::Kvm), &o, Observed::default(), Captured::default()).unwrap_err();
-        assert_eq!(e.exit_code(), 4);
+        assert_eq!(e.exit_code().code(), 4);
         assert!(e.to_string().contains("a readable Ready JSON"), "{e}");
     }
 }

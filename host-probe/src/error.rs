@@ -2,21 +2,37 @@
 
 use std::path::PathBuf;
 
-/// Documented exit codes.
-pub mod exit {
-    pub const OK: i32 = 0;
+/// Documented exit codes of `host-probe` (docs/host-probe.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    Ok,
     /// Anything else that failed (an I/O error, a setup command).
-    pub const FAILURE: i32 = 1;
+    Failure,
     /// Bad command line.
-    pub const USAGE: i32 = 2;
+    Usage,
     /// A piece is missing on this host (VMM, kernel, image, permission): the message names the fix.
-    pub const MISSING: i32 = 3;
+    Missing,
     /// The guest did not become ready in time.
-    pub const TIMEOUT: i32 = 4;
+    Timeout,
     /// The VMM exited, or the guest failed, before it was ready.
-    pub const BOOT_FAILED: i32 = 5;
-    /// Interrupted by SIGINT/SIGTERM/SIGHUP: 128 + the signal number (130, 143, 129).
-    pub const SIGNAL_BASE: i32 = 128;
+    BootFailed,
+    /// Interrupted by this signal (SIGINT, SIGTERM, SIGHUP): 128 + its number (130, 143, 129).
+    Signal(i32),
+}
+
+impl ExitCode {
+    /// The process exit status.
+    pub fn code(self) -> i32 {
+        match self {
+            ExitCode::Ok => 0,
+            ExitCode::Failure => 1,
+            ExitCode::Usage => 2,
+            ExitCode::Missing => 3,
+            ExitCode::Timeout => 4,
+            ExitCode::BootFailed => 5,
+            ExitCode::Signal(sig) => 128 + sig,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,14 +60,14 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> ExitCode {
         match self {
-            Error::Missing { .. } => exit::MISSING,
-            Error::Usage(_) => exit::USAGE,
-            Error::Io { .. } | Error::Tap(_) | Error::Helper { .. } => exit::FAILURE,
-            Error::Timeout { .. } => exit::TIMEOUT,
-            Error::VmmExited { .. } => exit::BOOT_FAILED,
-            Error::Interrupted(sig) => exit::SIGNAL_BASE + sig,
+            Error::Missing { .. } => ExitCode::Missing,
+            Error::Usage(_) => ExitCode::Usage,
+            Error::Io { .. } | Error::Tap(_) | Error::Helper { .. } => ExitCode::Failure,
+            Error::Timeout { .. } => ExitCode::Timeout,
+            Error::VmmExited { .. } => ExitCode::BootFailed,
+            Error::Interrupted(sig) => ExitCode::Signal(*sig),
         }
     }
 
@@ -85,7 +101,7 @@ mod tests {
             (Error::Interrupted(15), 143),
         ];
         for (e, code) in cases {
-            assert_eq!(e.exit_code(), code, "{e}");
+            assert_eq!(e.exit_code().code(), code, "{e}");
         }
         let m = Error::missing_file("kernel", std::path::Path::new("/k"), "run `rootfs-builder kernel`");
         assert_eq!(m.to_string(), "kernel /k does not exist\n  fix: run `rootfs-builder kernel`");

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use host_probe::error::{exit, Error};
+use host_probe::error::{Error, ExitCode as Exit};
 use host_probe::run::{self, Options, RootMode, VmmChoice, Wait};
 use host_probe::{bench, check, report};
 
@@ -124,19 +124,19 @@ fn options(b: &BootArgs) -> Options {
     }
 }
 
-fn main_exec(cli: Cli) -> Result<i32, Error> {
+fn main_exec(cli: Cli) -> Result<Exit, Error> {
     match cli.cmd {
         Cmd::Check => {
             let facts = check::gather();
             print!("{}", check::render(&check::lines(&facts)));
-            Ok(if check::can_boot(&facts) { exit::OK } else { exit::MISSING })
+            Ok(if check::can_boot(&facts) { Exit::Ok } else { Exit::Missing })
         }
         Cmd::Run { boot, json, timeline, dry_run, keep, verbose } => {
             let o = Options { keep, verbose, ..options(&boot) };
             if dry_run {
                 let p = run::plan(&o, &run::HostOffer::gather(), run::next_seq())?;
                 print!("{}", run::dry_run_text(&p));
-                return Ok(exit::OK);
+                return Ok(Exit::Ok);
             }
             let r = run::run(&o)?;
             if json {
@@ -147,7 +147,7 @@ fn main_exec(cli: Cli) -> Result<i32, Error> {
             if let Some(path) = timeline {
                 std::fs::write(&path, report::svg(&r)).map_err(Error::io(format!("write {}", path.display())))?;
             }
-            Ok(exit::OK)
+            Ok(Exit::Ok)
         }
         Cmd::Bench { boot, n, warmup, compare, compare_kernel, json } => {
             let a = options(&boot);
@@ -162,7 +162,7 @@ fn main_exec(cli: Cli) -> Result<i32, Error> {
             } else {
                 print!("{}", bench::text(&result));
             }
-            Ok(exit::OK)
+            Ok(Exit::Ok)
         }
     }
 }
@@ -177,5 +177,5 @@ fn main() -> ExitCode {
             e.exit_code()
         }
     };
-    ExitCode::from(u8::try_from(code).unwrap_or(1))
+    ExitCode::from(u8::try_from(code.code()).unwrap_or(1))
 }

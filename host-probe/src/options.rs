@@ -125,7 +125,7 @@ mod tests {
         let cases = [("/sbin/chinit", None), ("/sbin/init", None), ("sbin/init", Some(2)), ("/my init", Some(2))];
         for (init, code) in cases {
             let o = Options { init: init.into(), ..Options::default() };
-            assert_eq!(o.validate().err().map(|e| e.exit_code()), code, "{init}");
+            assert_eq!(o.validate().err().map(|e| e.exit_code().code()), code, "{init}");
         }
     }
 }

@@ -428,7 +428,7 @@ mod tests {
         let f = fixture();
         let no_kernel = Options { kernel: None, ..f.o.clone() };
         let e = plan(&no_kernel, &h, 0).unwrap_err();
-        assert_eq!(e.exit_code(), 3);
+        assert_eq!(e.exit_code().code(), 3);
         assert!(e.to_string().contains("run `rootfs-builder kernel`"), "{e}");
         let no_image = Options { rootfs: Some("/nonexistent/rootfs.ext4".into()), ..f.o.clone() };
         let e = plan(&no_image, &h, 0).unwrap_err();
@@ -436,7 +436,7 @@ mod tests {
         let ch = Options { vmm: VmmChoice::CloudHypervisor, ..f.o.clone() };
         assert!(plan(&ch, &h, 0).unwrap_err().to_string().contains("install cloud-hypervisor"));
         let pmem = Options { root_mode: RootMode::Pmem, ..f.o.clone() };
-        assert_eq!(plan(&pmem, &h, 0).unwrap_err().exit_code(), 2);
+        assert_eq!(plan(&pmem, &h, 0).unwrap_err().exit_code().code(), 2);
     }
 
     #[test]
@@ -463,7 +463,7 @@ mod tests {
         let f = fixture();
         let o = Options { net: false, ..f.o.clone() };
         let e = plan(&o, &host(KvmKind::Pvm, false, false), 0).unwrap_err();
-        assert_eq!(e.exit_code(), 2);
+        assert_eq!(e.exit_code().code(), 2);
         assert!(e.to_string().contains("cargo install vhost-device-vsock"), "{e}");
         assert!(plan(&o, &host(KvmKind::Pvm, false, true), 0).is_ok());
         let no_agent = Options { wait: Wait::Exit, vsock: false, ..o };

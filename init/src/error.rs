@@ -2,6 +2,19 @@
 
 use nix::errno::Errno;
 
+/// chinit's exit codes. As PID 1 of a VM it never exits (it powers off); as PID 1 of a namespace it
+/// ends the namespace by powering it off (the namespace's waiter sees SIGINT; SIGHUP for a reboot),
+/// or exits with the workload's status when the workload's exit ended it (its code, or 128 + the
+/// signal). It exits by itself only when it does not boot:
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum ExitCode {
+    /// `--version`, `--help`; or a namespace ended whose power-off the kernel refused.
+    Ok = 0,
+    /// Bad arguments, or not PID 1 (the message says how to start it).
+    Usage = 2,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
     #[error("must run as PID 1 (this is pid {0}): boot it with init=/sbin/chinit, or start it as PID 1 of fresh namespaces: unshare --pid --mount --net --uts --fork chinit --cmdline \"...\"")]

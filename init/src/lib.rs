@@ -30,6 +30,7 @@ pub mod timeline;
 use std::io::Write;
 
 use boot::Boot;
+use error::ExitCode;
 use mode::Mode;
 
 const USAGE: &str = "\
@@ -46,7 +47,7 @@ Options (for running as PID 1 of fresh namespaces, where /proc/cmdline is the ho
 
 /// Entry point of the binary. Returns an exit code only when chinit does not boot (not PID 1, or an
 /// informational option); once booting it never returns.
-pub fn main_exec(args: &[String]) -> i32 {
+pub fn main_exec(args: &[String]) -> ExitCode {
     let mut cmdline = None;
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
@@ -54,17 +55,17 @@ pub fn main_exec(args: &[String]) -> i32 {
             // Written, not printed: print! panics when stdout is closed.
             "--version" => {
                 let _ = writeln!(std::io::stdout(), "chinit {}", env!("CARGO_PKG_VERSION"));
-                return 0;
+                return ExitCode::Ok;
             }
             "--help" | "-h" => {
                 let _ = write!(std::io::stdout(), "{USAGE}");
-                return 0;
+                return ExitCode::Ok;
             }
             "--cmdline" => match it.next() {
                 Some(v) => cmdline = Some(v.clone()),
                 None => {
                     say!("--cmdline needs a value, e.g. --cmdline \"chinit.ip=169.254.1.2/16\"");
-                    return 2;
+                    return ExitCode::Usage;
                 }
             },
             // The kernel passes boot words it does not know to init: ignore them.
@@ -75,7 +76,7 @@ pub fn main_exec(args: &[String]) -> i32 {
         Ok(mode) => boot(mode, cmdline),
         Err(e) => {
             say!("{e}");
-            2
+            ExitCode::Usage
         }
     }
 }

@@ -28,7 +28,7 @@ pub extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     chinit::panic::install();
     let args = args(argc, argv);
     let code = chinit::main_exec(&args);
-    std::process::exit(code);
+    std::process::exit(code as c_int);
 }
 
 /// The arguments, lossily as UTF-8, from what the kernel (or the C start-up code) passed `main`.

@@ -102,7 +102,7 @@ pub fn power(mode: Mode, action: Action) -> ! {
     if mode == Mode::Namespace {
         // PID 1 of a namespace may end: the namespace ends with it, no kernel panics.
         #[allow(clippy::exit)]
-        std::process::exit(0);
+        std::process::exit(crate::error::ExitCode::Ok as i32);
     }
     loop {
         nix::unistd::pause();

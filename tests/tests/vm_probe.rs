@@ -96,7 +96,7 @@ fn cloud_hypervisor_failure_is_reported_with_the_vmm_log_and_cleaned_up() {
     let plan = run::plan(&o, &host, run::next_seq()).unwrap();
     let tap = plan.tap.clone().unwrap().tap;
     let err = run::execute(&plan, &o).unwrap_err();
-    assert_eq!(err.exit_code(), 5, "{err}");
+    assert_eq!(err.exit_code().code(), 5, "{err}");
     let msg = err.to_string();
     assert!(msg.contains("cloud-hypervisor exited"), "{msg}");
     assert!(msg.contains("last lines of cloud-hypervisor"), "{msg}");
@@ -303,7 +303,7 @@ fn a_guest_that_never_gets_ready_times_out_with_exit_code_4_and_is_cleaned_up() 
     let plan = run::plan(&o, &host, run::next_seq()).unwrap();
     let started = std::time::Instant::now();
     let err = run::execute(&plan, &o).unwrap_err();
-    assert_eq!(err.exit_code(), 4, "{err}");
+    assert_eq!(err.exit_code().code(), 4, "{err}");
     assert!(started.elapsed() < Duration::from_secs(20), "stopped promptly");
     let msg = err.to_string();
     assert!(msg.contains("not ready after 3 s"), "{msg}");

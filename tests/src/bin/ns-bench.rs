@@ -216,17 +216,26 @@ fn svg(a: &[Sample], b: &[Sample], title: &str) -> String {
     chinit_tests::chart::stacked_bars(title, &bars)
 }
 
-fn fail(e: impl std::fmt::Display, code: i32) -> ! {
+/// ns-bench's exit codes (0: the table was printed).
+#[derive(Debug, Clone, Copy)]
+enum Exit {
+    /// A run failed: the namespaces, chinit or the baseline.
+    Failed = 1,
+    /// Bad arguments, or this host cannot make namespaces.
+    Usage = 2,
+}
+
+fn fail(e: impl std::fmt::Display, code: Exit) -> ! {
     eprintln!("ns-bench: {e}");
-    std::process::exit(code)
+    std::process::exit(code as i32)
 }
 
 fn main() {
-    let args = parse_args(std::env::args().skip(1)).unwrap_or_else(|e| fail(e, 2));
-    ns::can_make_namespaces().unwrap_or_else(|e| fail(e, 2));
-    let mut sides = vec![Init::Chinit(ns::chinit_bin().unwrap_or_else(|e| fail(e, 2)))];
+    let args = parse_args(std::env::args().skip(1)).unwrap_or_else(|e| fail(e, Exit::Usage));
+    ns::can_make_namespaces().unwrap_or_else(|e| fail(e, Exit::Usage));
+    let mut sides = vec![Init::Chinit(ns::chinit_bin().unwrap_or_else(|e| fail(e, Exit::Usage)))];
     if args.compare {
-        let (busybox, script) = ns::baseline_init().unwrap_or_else(|e| fail(e, 2));
+        let (busybox, script) = ns::baseline_init().unwrap_or_else(|e| fail(e, Exit::Usage));
         sides.push(Init::Baseline(busybox, script));
     }
     let load_before = load();
@@ -238,7 +247,7 @@ fn main() {
             match one(side, &args.extra, args.neighbour) {
                 Ok(s) if i >= args.warmup => samples[k].push(s),
                 Ok(_) => {}
-                Err(e) => fail(format!("run {} ({}): {e}", i + 1, side.name()), 1),
+                Err(e) => fail(format!("run {} ({}): {e}", i + 1, side.name()), Exit::Failed),
             }
         }
         if !args.json {
@@ -262,7 +271,7 @@ fn main() {
         format!("chinit: exec → first 200 in fresh namespaces{neighbour}: the median of {} runs (load {load_before})", args.n)
     };
     if let Some(path) = &args.svg {
-        std::fs::write(path, svg(&samples[0], b, &title)).unwrap_or_else(|e| fail(format!("write {}: {e}", path.display()), 1));
+        std::fs::write(path, svg(&samples[0], b, &title)).unwrap_or_else(|e| fail(format!("write {}: {e}", path.display()), Exit::Failed));
     }
     if args.json {
         let side = |s: Option<[u64; 4]>| {
