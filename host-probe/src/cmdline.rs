@@ -2,6 +2,10 @@
 //! kernel's own, the root, and chinit's keys (`chinit.ip`, `chinit.port`, `chinit.vsock_port`,
 //! `chinit.notify`, `chinit.api`). See docs/host-probe.md.
 
+use std::net::Ipv4Addr;
+
+use agent::cmdline::{Api, Builder};
+
 /// How the root filesystem is attached, as far as the kernel cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RootKind {
@@ -15,8 +19,8 @@ pub struct Guest {
     pub root: RootKind,
     /// An initramfs runs chinit first, which then switches to the disk or pmem root.
     pub initramfs_first: bool,
-    /// The guest's address with prefix (`169.254.x.y/16`), when it has a network interface.
-    pub ip: Option<String>,
+    /// The guest's address (prefix [`crate::tap::GUEST_PREFIX`]), when it has a network interface.
+    pub ip: Option<Ipv4Addr>,
     pub port: u16,
     /// The guest vsock port chinit's agent listens on, when the VM has vsock.
     pub vsock_port: Option<u32>,
@@ -44,8 +48,15 @@ pub fn check_init(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// chinit's keys as the builder writes them. Every value host-probe gives is a number, an address or
+/// a device path: nothing the builder refuses.
+fn chinit(b: Builder) -> String {
+    b.build().unwrap_or_default()
+}
+
 /// Builds the command line. `panic=-1 reboot=t`: a panicking guest resets at once by triple fault,
 /// which QEMU `-no-reboot` turns into an exit and cloud-hypervisor reports as a `rebooting` event.
+/// chinit's keys are written with `agent::cmdline::Builder`, the contract chinit parses.
 pub fn build(g: &Guest) -> String {
     let mut parts: Vec<String> =
         ["console=ttyS0", "quiet", "reboot=t", "panic=-1", "io_delay=none"].iter().map(|s| s.to_string()).collect();
@@ -56,21 +67,23 @@ pub fn build(g: &Guest) -> String {
     };
     match (device, g.initramfs_first) {
         (Some(dev), false) => parts.extend([format!("root={dev}"), "ro".into(), "rootfstype=ext4".into(), format!("init={}", g.init)]),
-        (Some(dev), true) => parts.extend(["rdinit=/init".into(), format!("chinit.root={dev}"), "ro".into()]),
+        // chinit switches to the device, read-only as the kernel's `ro` says.
+        (Some(dev), true) => parts.extend(["rdinit=/init".into(), chinit(Builder::new().root(dev)), "ro".into()]),
         // The initramfs is the whole root: chinit must not wait for a disk.
-        (None, _) => parts.extend(["rdinit=/init".into(), format!("chinit.root={}", agent::cmdline::ROOT_NONE)]),
+        (None, _) => parts.extend(["rdinit=/init".into(), chinit(Builder::new().root_none())]),
     }
-    if let Some(ip) = &g.ip {
-        parts.push(format!("chinit.ip={ip}"));
+    let mut keys = Builder::new();
+    if let Some(ip) = g.ip {
+        keys = keys.ip(ip, crate::tap::GUEST_PREFIX);
     }
-    parts.push(format!("chinit.port={}", g.port));
-    parts.push("chinit.api=tcp".into());
+    keys = keys.port(g.port).api(Api::Tcp);
     if let Some(p) = g.vsock_port {
-        parts.push(format!("chinit.vsock_port={p}"));
+        keys = keys.vsock_port(Some(p));
     }
     if let Some(p) = g.notify_port {
-        parts.push(format!("chinit.notify=vsock:{p}"));
+        keys = keys.notify_vsock(p);
     }
+    parts.push(chinit(keys));
     if let Some(k) = g.tsc_khz {
         parts.push(format!("tsc_early_khz={k}"));
     }
@@ -115,7 +128,7 @@ mod tests {
         let full = Guest {
             root: RootKind::Disk,
             initramfs_first: false,
-            ip: Some("169.254.12.34/16".into()),
+            ip: Some(Ipv4Addr::new(169, 254, 12, 34)),
             port: 1024,
             vsock_port: Some(1024),
             notify_port: Some(10_000),

@@ -113,7 +113,7 @@ pub fn start(plan: &Plan, o: &Options) -> Result<Running, Error> {
         }
     }
     let dir = RunDir::create(&plan.run_dir, o.keep)?;
-    let tap = match (&plan.tap, &plan.guest_ip) {
+    let tap = match (&plan.tap, plan.guest_ip) {
         (Some(net), Some(ip)) => {
             progress(o.verbose, &format!("TAP {} (host 169.254.0.1/16, guest {ip})", net.tap));
             Some(Tap::create(&net.tap, ip, &net.mac)?)
@@ -243,7 +243,7 @@ impl Running {
 
     /// The guest agent's address over the TAP.
     pub fn guest_addr(&self) -> Option<SocketAddr> {
-        self.plan.guest_ip.as_ref().and_then(|ip| format!("{ip}:{DEFAULT_PORT}").parse().ok())
+        self.plan.guest_ip.map(|ip| SocketAddr::from((ip, DEFAULT_PORT)))
     }
 
     /// The hybrid-vsock socket (`CONNECT <port>` reaches the guest).

@@ -6,33 +6,11 @@ use serde::Deserialize;
 
 use crate::report::Memory;
 
-/// chinit's port-0x80 codes.
-pub const MARK_INIT_START: u8 = 0x60;
-pub const MARK_MOUNTS_DONE: u8 = 0x61;
-pub const MARK_NETWORK_DONE: u8 = 0x62;
-pub const MARK_READY: u8 = 0x63;
-
-/// What a chinit code means, or `None` for codes chinit does not write.
-pub fn mark_name(code: u8) -> Option<&'static str> {
-    match code {
-        MARK_INIT_START => Some("init start"),
-        MARK_MOUNTS_DONE => Some("mounts done"),
-        MARK_NETWORK_DONE => Some("network done"),
-        MARK_READY => Some("ready"),
-        _ => None,
-    }
-}
-
-/// The range a port-0x80 code belongs to (cloud-hypervisor's convention).
-pub fn mark_range(code: u8) -> &'static str {
-    match code {
-        0x00..=0x1f => "firmware",
-        0x20..=0x3f => "bootloader",
-        0x40..=0x5f => "kernel",
-        0x60..=0x7f => "userspace",
-        _ => "custom",
-    }
-}
+/// chinit's port-0x80 codes: the contract is `agent::marks`.
+pub use agent::marks::{
+    name as mark_name, range as mark_range, INIT_START as MARK_INIT_START, MOUNTS_DONE as MARK_MOUNTS_DONE,
+    NETWORK_DONE as MARK_NETWORK_DONE, READY as MARK_READY,
+};
 
 /// One byte the guest wrote to port 0x80, and when, in microseconds of the source's own clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

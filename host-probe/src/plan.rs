@@ -3,6 +3,7 @@
 //! facts (it only looks at whether the files it is given exist), so it is tested on literal inputs
 //! and printed as it is by `--dry-run`.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -46,7 +47,7 @@ pub struct Plan {
     /// The hybrid-vsock Unix socket (bound by cloud-hypervisor or vhost-device-vsock).
     pub vsock_uds: Option<PathBuf>,
     pub tap: Option<Net>,
-    pub guest_ip: Option<String>,
+    pub guest_ip: Option<Ipv4Addr>,
     pub notes: Vec<String>,
     pub root_kind: RootKind,
     pub root_path: PathBuf,
@@ -83,7 +84,7 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
     let run_dir = std::env::temp_dir().join(format!("host-probe-{pid}-{seq}"));
     let (tap, guest_ip) = if o.net {
         let ip = tap::guest_ip(pid, seq);
-        (Some(Net { tap: tap::tap_name(pid, seq), mac: tap::guest_mac(&ip) }), Some(ip))
+        (Some(Net { tap: tap::tap_name(pid, seq), mac: tap::guest_mac(ip) }), Some(ip))
     } else {
         (None, None)
     };
@@ -93,7 +94,7 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
     let cmdline = cmdline::build(&cmdline::Guest {
         root: root.kind,
         initramfs_first: root.initramfs_first.is_some(),
-        ip: guest_ip.as_ref().map(|ip| format!("{ip}/16")),
+        ip: guest_ip,
         port: DEFAULT_PORT,
         vsock_port: vsock.as_ref().map(|_| DEFAULT_VSOCK_PORT),
         notify_port: vsock.as_ref().map(|_| NOTIFY_PORT),
@@ -319,7 +320,7 @@ pub fn dry_run_text(p: &Plan) -> String {
         o.push_str(&format!("# note: {n}\n"));
     }
     o.push_str(&format!("mkdir -p {}\n", p.run_dir.display()));
-    if let (Some(net), Some(ip)) = (&p.tap, &p.guest_ip) {
+    if let (Some(net), Some(ip)) = (&p.tap, p.guest_ip) {
         for args in tap::setup_commands(&net.tap, ip, &net.mac) {
             o.push_str(&format!("ip {}\n", args.join(" ")));
         }
@@ -405,7 +406,7 @@ mod tests {
         let line = vmm::shell_line(&p.argv);
         assert!(line.contains(&format!("-chardev socket,id=vsock0,path={dir}/vhost-user.sock")), "{line}");
         assert!(line.contains("chinit.notify=vsock:10000"), "{line}");
-        assert!(line.contains(&format!("chinit.ip={}/16", p.guest_ip.clone().unwrap())), "{line}");
+        assert!(line.contains(&format!("chinit.ip={}/16", p.guest_ip.unwrap())), "{line}");
         assert!(line.contains("read-only=on"), "{line}");
         assert!(line.contains(" tsc_early_khz=2600000"), "TCG guests get the TSC rate: {line}");
         let dry = dry_run_text(&p);

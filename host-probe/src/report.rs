@@ -169,9 +169,8 @@ pub fn figures(r: &Report) -> Vec<(String, Option<u64>)> {
     v
 }
 
-pub fn ms(us: u64) -> String {
-    format!("{:.3}", us as f64 / 1000.0)
-}
+/// Milliseconds, three decimals (`agent::units`).
+pub use agent::units::ms;
 
 fn opt_ms(us: Option<u64>) -> String {
     us.map(ms).unwrap_or_else(|| "-".into())

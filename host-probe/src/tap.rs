@@ -2,6 +2,8 @@
 //! neighbour entry for the guest (so two runs at once do not clash and the host never waits on ARP),
 //! and removal on every path ([`Tap`]'s `Drop`). Made with iproute2's `ip`.
 
+use std::net::Ipv4Addr;
+
 use std::process::Command;
 
 /// Packets the host may queue for the guest. While the guest's driver is not up, what the host
@@ -17,23 +19,25 @@ pub fn tap_name(pid: u32, seq: u32) -> String {
     format!("hp{:x}x{:x}", pid & 0x0fff_ffff, seq & 0xfff)
 }
 
+/// The guests' prefix length: every address is in 169.254.0.0/16, the host's is 169.254.0.1.
+pub const GUEST_PREFIX: u8 = 16;
+
 /// A guest address in 169.254.0.0/16 that differs between runs: never .0.x (the host's) or x.0/x.255.
-pub fn guest_ip(pid: u32, seq: u32) -> String {
+pub fn guest_ip(pid: u32, seq: u32) -> Ipv4Addr {
     let n = pid.wrapping_mul(31).wrapping_add(seq.wrapping_mul(7919));
-    let hi = 1 + (n % 254);
-    let lo = 1 + ((n / 254) % 254);
-    format!("169.254.{hi}.{lo}")
+    let hi = 1 + (n % 254) as u8;
+    let lo = 1 + ((n / 254) % 254) as u8;
+    Ipv4Addr::new(169, 254, hi, lo)
 }
 
 /// A locally administered unicast MAC that encodes the guest address.
-pub fn guest_mac(ip: &str) -> String {
-    let o: Vec<u8> = ip.split('.').filter_map(|x| x.parse().ok()).collect();
-    let (c, d) = (o.get(2).copied().unwrap_or(0), o.get(3).copied().unwrap_or(0));
+pub fn guest_mac(ip: Ipv4Addr) -> String {
+    let [_, _, c, d] = ip.octets();
     format!("02:68:70:fe:{c:02x}:{d:02x}")
 }
 
 /// The `ip` commands that set a TAP up, in order.
-pub fn setup_commands(name: &str, guest_ip: &str, guest_mac: &str) -> Vec<Vec<String>> {
+pub fn setup_commands(name: &str, guest_ip: Ipv4Addr, guest_mac: &str) -> Vec<Vec<String>> {
     let v = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
     vec![
         v(&format!("tuntap add dev {name} mode tap")),
@@ -55,7 +59,7 @@ pub struct TapError {
 #[derive(Debug)]
 pub struct Tap {
     pub name: String,
-    pub guest_ip: String,
+    pub guest_ip: Ipv4Addr,
     pub guest_mac: String,
 }
 
@@ -71,12 +75,12 @@ fn ip(args: &[String]) -> Result<(), TapError> {
 
 impl Tap {
     /// Creates and configures the TAP; on any failure what was made is removed again.
-    pub fn create(name: &str, guest_ip: &str, guest_mac: &str) -> Result<Tap, TapError> {
+    pub fn create(name: &str, guest_ip: Ipv4Addr, guest_mac: &str) -> Result<Tap, TapError> {
         let mut tap = None;
         for (i, args) in setup_commands(name, guest_ip, guest_mac).iter().enumerate() {
             ip(args)?;
             if i == 0 {
-                tap = Some(Tap { name: name.to_string(), guest_ip: guest_ip.to_string(), guest_mac: guest_mac.to_string() });
+                tap = Some(Tap { name: name.to_string(), guest_ip, guest_mac: guest_mac.to_string() });
             }
         }
         tap.ok_or_else(|| TapError { args: String::new(), detail: "no commands".into() })
@@ -106,19 +110,19 @@ mod tests {
         for pid in [1, 2, 4_194_304, u32::MAX] {
             for seq in [0, 1, 99] {
                 let ip = guest_ip(pid, seq);
-                let o: Vec<u32> = ip.split('.').map(|x| x.parse().unwrap()).collect();
+                let o = ip.octets();
                 assert_eq!(&o[..2], &[169, 254]);
                 assert!((1..=254).contains(&o[2]) && (1..=254).contains(&o[3]), "{ip}");
             }
         }
         assert_ne!(guest_ip(100, 0), guest_ip(100, 1));
         assert_ne!(guest_ip(100, 0), guest_ip(101, 0));
-        assert_eq!(guest_mac("169.254.10.255"), "02:68:70:fe:0a:ff");
+        assert_eq!(guest_mac(Ipv4Addr::new(169, 254, 10, 255)), "02:68:70:fe:0a:ff");
     }
 
     #[test]
     fn setup_is_tap_address_up_route_neighbour() {
-        let c = setup_commands("hp1x0", "169.254.3.4", "02:68:70:fe:03:04");
+        let c = setup_commands("hp1x0", Ipv4Addr::new(169, 254, 3, 4), "02:68:70:fe:03:04");
         let lines: Vec<String> = c.iter().map(|a| a.join(" ")).collect();
         assert_eq!(
             lines,
@@ -141,14 +145,14 @@ mod tests {
         }
         let name = tap_name(std::process::id(), 0xfe);
         let ip = guest_ip(std::process::id(), 0xfe);
-        let mac = guest_mac(&ip);
+        let mac = guest_mac(ip);
         {
-            let tap = Tap::create(&name, &ip, &mac).expect("create the TAP (needs CAP_NET_ADMIN)");
+            let tap = Tap::create(&name, ip, &mac).expect("create the TAP (needs CAP_NET_ADMIN)");
             assert!(exists(&tap.name));
-            let route = Command::new("ip").args(["route", "get", &ip]).output().unwrap();
+            let route = Command::new("ip").args(["route", "get", &ip.to_string()]).output().unwrap();
             assert!(String::from_utf8_lossy(&route.stdout).contains(&format!("dev {name}")), "{route:?}");
             // The same name again fails, and the failure leaves the first TAP alone.
-            assert!(Tap::create(&name, &ip, &mac).is_err());
+            assert!(Tap::create(&name, ip, &mac).is_err());
             assert!(exists(&name));
         }
         assert!(!exists(&name), "removed on drop");
