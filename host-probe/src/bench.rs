@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::error::Error;
-use crate::report::{self, Report};
+use crate::report::{self, Figure, Report};
 use crate::run::{self, Options};
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -85,8 +85,8 @@ pub struct BenchResult {
 /// Collects per-figure samples of one side, keeping the order figures first appear in.
 #[derive(Default)]
 struct Samples {
-    order: Vec<String>,
-    values: BTreeMap<String, Vec<u64>>,
+    order: Vec<Figure>,
+    values: BTreeMap<Figure, Vec<u64>>,
 }
 
 impl Samples {
@@ -105,7 +105,7 @@ impl Samples {
 
 /// A's figures in A's order, with each figure only B has placed before the next of B's figures
 /// that A has too (the baseline's `step python` comes before `step agent`, as it ran).
-pub fn merge_order(a: &[String], b: &[String]) -> Vec<String> {
+pub fn merge_order<T: Clone + PartialEq>(a: &[T], b: &[T]) -> Vec<T> {
     let mut names = a.to_vec();
     for (i, n) in b.iter().enumerate() {
         if names.contains(n) {
@@ -132,7 +132,7 @@ fn rows(a: &Samples, b: Option<&Samples>) -> Vec<Row> {
                 (Some(x), Some(y)) if x.median_us > 0 => Some(y.median_us as f64 / x.median_us as f64),
                 _ => None,
             };
-            Row { figure: name, a: sa, b: sb, ratio }
+            Row { figure: name.to_string(), a: sa, b: sb, ratio }
         })
         .filter(|r| r.a.is_some() || r.b.is_some())
         .collect()
@@ -285,14 +285,15 @@ mod tests {
     fn rows_compare_medians() {
         let mut a = Samples::default();
         let mut b = Samples::default();
-        for (name, va, vb) in [("kernel boot", [100, 300, 200], [50, 60, 70]), ("init", [10, 10, 10], [20, 20, 20])] {
-            a.order.push(name.into());
-            a.values.insert(name.into(), va.to_vec());
-            b.order.push(name.into());
-            b.values.insert(name.into(), vb.to_vec());
+        for (name, va, vb) in [(Figure::KernelBoot, [100, 300, 200], [50, 60, 70]), (Figure::Init, [10, 10, 10], [20, 20, 20])] {
+            a.order.push(name.clone());
+            a.values.insert(name.clone(), va.to_vec());
+            b.order.push(name.clone());
+            b.values.insert(name, vb.to_vec());
         }
-        b.order.push("step only-b".into());
-        b.values.insert("step only-b".into(), vec![5]);
+        let only_b = Figure::Step("only-b".into());
+        b.order.push(only_b.clone());
+        b.values.insert(only_b, vec![5]);
         let r = rows(&a, Some(&b));
         assert_eq!(r.len(), 3);
         assert_eq!(r[0].ratio, Some(60.0 / 200.0));

@@ -141,29 +141,65 @@ pub fn host_marks(marks: &[Mark], offset_us: u64) -> Vec<HostMark> {
         .collect()
 }
 
-/// Named figures for benchmarks, in microseconds, in display order.
-pub fn figures(r: &Report) -> Vec<(String, Option<u64>)> {
+/// A figure benchmarks compare.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Figure {
+    KernelBoot,
+    Init,
+    ReadyInGuest,
+    HostOverhead,
+    Total,
+    InitHost,
+    Notify,
+    ReadyTcp,
+    ReadyVsock,
+    /// When a port-0x80 mark of chinit's reached the host.
+    Mark(u8),
+    /// One of chinit's steps (the baseline's too), by name.
+    Step(String),
+}
+
+impl std::fmt::Display for Figure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Figure::KernelBoot => f.write_str("kernel boot"),
+            Figure::Init => f.write_str("init"),
+            Figure::ReadyInGuest => f.write_str("ready in guest"),
+            Figure::HostOverhead => f.write_str("host overhead"),
+            Figure::Total => f.write_str("total (host)"),
+            Figure::InitHost => f.write_str("init (host, marks)"),
+            Figure::Notify => f.write_str("notify (host)"),
+            Figure::ReadyTcp => f.write_str("/ready tcp (host)"),
+            Figure::ReadyVsock => f.write_str("/ready vsock (host)"),
+            Figure::Mark(code) => write!(f, "mark 0x{code:02x} (host)"),
+            Figure::Step(name) => write!(f, "step {name}"),
+        }
+    }
+}
+
+/// The figures of a run for benchmarks, in microseconds, in display order.
+pub fn figures(r: &Report) -> Vec<(Figure, Option<u64>)> {
     let p = r.phases.clone().unwrap_or_default();
     let have = r.phases.is_some();
     let mut v = vec![
-        ("kernel boot".to_string(), have.then_some(p.kernel_boot_us)),
-        ("init".to_string(), have.then_some(p.init_us)),
-        ("ready in guest".to_string(), have.then_some(p.ready_in_guest_us)),
-        ("host overhead".to_string(), have.then_some(p.host_overhead_us)),
-        ("total (host)".to_string(), have.then_some(p.total_us)),
-        ("init (host, marks)".to_string(), p.init_host_us),
-        ("notify (host)".to_string(), r.host.notify_us),
-        ("/ready tcp (host)".to_string(), r.host.ready_tcp_us),
-        ("/ready vsock (host)".to_string(), r.host.ready_vsock_us),
+        (Figure::KernelBoot, have.then_some(p.kernel_boot_us)),
+        (Figure::Init, have.then_some(p.init_us)),
+        (Figure::ReadyInGuest, have.then_some(p.ready_in_guest_us)),
+        (Figure::HostOverhead, have.then_some(p.host_overhead_us)),
+        (Figure::Total, have.then_some(p.total_us)),
+        (Figure::InitHost, p.init_host_us),
+        (Figure::Notify, r.host.notify_us),
+        (Figure::ReadyTcp, r.host.ready_tcp_us),
+        (Figure::ReadyVsock, r.host.ready_vsock_us),
     ];
     for m in &r.host.marks {
         if crate::measure::mark_name(m.code).is_some() {
-            v.push((format!("mark 0x{:02x} (host)", m.code), Some(m.t_us)));
+            v.push((Figure::Mark(m.code), Some(m.t_us)));
         }
     }
     if let Some(g) = &r.guest {
         for s in &g.steps {
-            v.push((format!("step {}", s.name), Some(s.duration_us())));
+            v.push((Figure::Step(s.name.clone()), Some(s.duration_us())));
         }
     }
     v
@@ -499,8 +535,14 @@ mod tests {
     #[test]
     fn figures_list_phases_then_steps() {
         let f = figures(&report());
-        assert_eq!(f[0], ("kernel boot".to_string(), Some(600_000)));
-        assert_eq!(f.last().unwrap(), &("step network".to_string(), Some(4_000)));
-        assert!(f.iter().any(|(n, v)| n == "/ready vsock (host)" && v.is_none()));
+        assert_eq!(f[0], (Figure::KernelBoot, Some(600_000)));
+        assert_eq!(f.last().unwrap(), &(Figure::Step("network".into()), Some(4_000)));
+        assert!(f.iter().any(|(n, v)| *n == Figure::ReadyVsock && v.is_none()));
+        // What tables and JSON show.
+        let names: Vec<String> = [Figure::KernelBoot, Figure::Total, Figure::ReadyVsock, Figure::Mark(0x63), Figure::Step("agent".into())]
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(names, ["kernel boot", "total (host)", "/ready vsock (host)", "mark 0x63 (host)", "step agent"]);
     }
 }
