@@ -103,6 +103,28 @@ impl Error {
     }
 }
 
+/// The cache root of this process: `$CHINIT_CACHE`, else `$XDG_CACHE_HOME/chinit`, else
+/// `$HOME/.cache/chinit`. The one place that says where kernels are; host-probe asks here.
+pub fn cache_root() -> Option<PathBuf> {
+    cache::root()
+}
+
+/// The newest built kernel entry of `arch` under `root` that has `file` (`vmlinux`, `bzImage`):
+/// `<root>/kernels/<arch>-<version>-<hash>/<file>`, by the file's modification time.
+pub fn newest_built(root: &std::path::Path, arch: Arch, file: &str) -> Option<PathBuf> {
+    let prefix = format!("{}-", arch.name());
+    let dir = std::fs::read_dir(root.join("kernels")).ok()?;
+    dir.filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path().join(file))
+        .filter_map(|p| {
+            let m = std::fs::metadata(&p).ok()?.modified().ok()?;
+            Some((m, p))
+        })
+        .max()
+        .map(|(_, p)| p)
+}
+
 /// `rootfs-builder kernel ARGS...`; returns the process exit code.
 pub fn main(args: &Args) -> ExitCode {
     match run(args) {
@@ -211,6 +233,27 @@ mod tests {
         assert!(parse(&["--frobnicate"]).is_err());
         assert!(parse(&["--arch", "mips"]).is_err());
         assert_eq!(parse(&["--arch", "aarch64"]).unwrap().arch, Arch::Aarch64);
+    }
+
+    #[test]
+    fn newest_built_is_the_newest_entry_of_the_arch_with_that_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let old = root.join("kernels/x86_64-6.1.1-aaaa");
+        let new = root.join("kernels/x86_64-6.1.2-bbbb");
+        let other = root.join("kernels/aarch64-6.1.2-cccc");
+        for d in [&old, &new, &other] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(old.join("bzImage"), b"old").unwrap();
+        std::fs::write(old.join("vmlinux"), b"old").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(new.join("bzImage"), b"new").unwrap();
+        std::fs::write(other.join("vmlinux"), b"arm").unwrap();
+        assert_eq!(newest_built(root, Arch::X86_64, "bzImage"), Some(new.join("bzImage")));
+        assert_eq!(newest_built(root, Arch::X86_64, "vmlinux"), Some(old.join("vmlinux")));
+        assert_eq!(newest_built(root, Arch::Aarch64, "vmlinux"), Some(other.join("vmlinux")));
+        assert_eq!(newest_built(&root.join("none"), Arch::X86_64, "vmlinux"), None);
     }
 
     #[test]
