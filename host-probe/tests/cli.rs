@@ -1,6 +1,6 @@
 //! The `host-probe` binary: exit codes, `--dry-run`, and cleanup on SIGTERM.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,27 +17,15 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_host-probe"))
 }
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("hp-cli-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A fresh directory under the system temp dir (`tempfile`), removed when dropped.
+fn temp_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("hp-cli-{tag}-")).tempdir().unwrap()
 }
 
 #[test]
 fn missing_kernel_exits_3_and_names_the_fix() {
-    let d = TempDir::new("nokernel");
-    let out = bin().args(["run", "--vmm", "qemu", "--rootfs", "/etc/hostname"]).env("CHINIT_CACHE", &d.0).output().unwrap();
+    let d = temp_dir("nokernel");
+    let out = bin().args(["run", "--vmm", "qemu", "--rootfs", "/etc/hostname"]).env("CHINIT_CACHE", d.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("run `rootfs-builder kernel`"), "{err}");
@@ -52,9 +40,9 @@ fn bad_usage_exits_2() {
 
 #[test]
 fn dry_run_prints_the_exact_commands() {
-    let d = TempDir::new("dry");
-    let k = d.0.join("bzImage");
-    let r = d.0.join("rootfs.ext4");
+    let d = temp_dir("dry");
+    let k = d.path().join("bzImage");
+    let r = d.path().join("rootfs.ext4");
     std::fs::write(&k, b"k").unwrap();
     std::fs::write(&r, b"r").unwrap();
     let out = bin()
@@ -99,9 +87,9 @@ fn sigterm_cleans_up_everything() {
         skip_line!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
         return;
     }
-    let d = TempDir::new("sigterm");
-    let k = d.0.join("halt.elf");
-    let r = d.0.join("disk.img");
+    let d = temp_dir("sigterm");
+    let k = d.path().join("halt.elf");
+    let r = d.path().join("disk.img");
     std::fs::write(&k, host_probe::pvh::elf(host_probe::pvh::End::Halt)).unwrap();
     std::fs::write(&r, vec![0u8; 1 << 20]).unwrap();
     let before_taps = tap_names();
@@ -154,8 +142,8 @@ fn bench_compares_two_kernels() {
         skip_line!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
         return;
     }
-    let d = TempDir::new("bench");
-    let (ka, kb, r) = (d.0.join("a.elf"), d.0.join("b.elf"), d.0.join("disk.img"));
+    let d = temp_dir("bench");
+    let (ka, kb, r) = (d.path().join("a.elf"), d.path().join("b.elf"), d.path().join("disk.img"));
     std::fs::write(&ka, host_probe::pvh::elf(host_probe::pvh::End::TripleFault)).unwrap();
     std::fs::write(&kb, host_probe::pvh::elf(host_probe::pvh::End::TripleFault)).unwrap();
     std::fs::write(&r, vec![0u8; 1 << 20]).unwrap();
@@ -198,8 +186,8 @@ fn after_sigkill_helpers_die_and_the_next_run_sweeps_the_rest() {
         skip_line!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
         return;
     }
-    let d = TempDir::new("sigkill");
-    let (halt, reset, r) = (d.0.join("halt.elf"), d.0.join("reset.elf"), d.0.join("disk.img"));
+    let d = temp_dir("sigkill");
+    let (halt, reset, r) = (d.path().join("halt.elf"), d.path().join("reset.elf"), d.path().join("disk.img"));
     std::fs::write(&halt, host_probe::pvh::elf(host_probe::pvh::End::Halt)).unwrap();
     std::fs::write(&reset, host_probe::pvh::elf(host_probe::pvh::End::TripleFault)).unwrap();
     std::fs::write(&r, vec![0u8; 1 << 20]).unwrap();

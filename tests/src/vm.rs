@@ -2,7 +2,6 @@
 //! console in a file, a guard that stops QEMU on every path), bounded waits on the console, and
 //! build helpers. Kernels come from the rootfs-builder cache.
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -120,30 +119,15 @@ pub fn ready_ms(line: &str) -> Option<f64> {
     num.parse().ok()
 }
 
-/// A temp directory removed on drop.
-pub struct TempDir(PathBuf);
+/// A fresh directory under the system temp dir, removed with everything in it when dropped.
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     pub fn new(label: &str) -> io::Result<TempDir> {
-        let base = std::env::temp_dir();
-        for n in 0..1000u32 {
-            let p = base.join(format!("chinit-{label}-{}-{n}", std::process::id()));
-            match fs::create_dir(&p) {
-                Ok(()) => return Ok(TempDir(p)),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(io::Error::other("no free temp dir name"))
+        tempfile::Builder::new().prefix(&format!("chinit-{label}-")).tempdir().map(TempDir)
     }
     pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+        self.0.path()
     }
 }
 
