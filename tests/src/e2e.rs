@@ -36,7 +36,7 @@ pub fn qemu_missing() -> Option<&'static str> {
 
 /// The tiny kernel's bzImage, built into the cache by `rootfs-builder kernel` when missing.
 pub fn tiny_bzimage() -> PathBuf {
-    let dir = rootfs_builder::kernel::tiny_kernel("x86_64").unwrap_or_else(|e| panic!("tiny kernel: {e}"));
+    let dir = rootfs_builder::kernel::tiny_kernel(rootfs_builder::elf::Arch::X86_64).unwrap_or_else(|e| panic!("tiny kernel: {e}"));
     dir.join("bzImage")
 }
 
@@ -44,7 +44,7 @@ pub fn tiny_bzimage() -> PathBuf {
 /// `Err` carries the one skip line, only when apt cannot fetch the package; any other failure panics.
 pub fn debian_cloud_kernel() -> Result<(PathBuf, PathBuf), String> {
     use rootfs_builder::kernel::Error;
-    match rootfs_builder::kernel::distro_kernel("debian-cloud", "x86_64") {
+    match rootfs_builder::kernel::distro_kernel("debian-cloud", rootfs_builder::elf::Arch::X86_64) {
         Ok(k) => Ok(k),
         // apt-cache / apt-get missing, failing, or knowing no cloud kernel package.
         Err(e @ (Error::Command { .. } | Error::Spawn { .. })) if e.to_string().contains("apt") => {

@@ -447,10 +447,13 @@ pub fn skip(why: &str) {
     let _ = writeln!(std::io::stderr().lock(), "skipped: {why}");
 }
 
-/// The command line every namespace test starts from: a fixed address, no vsock.
-pub const BASE_CMDLINE: &str = "chinit.ip=169.254.1.2/16 chinit.vsock_port=off";
+/// The command line every namespace test starts from: a fixed address, no vsock (written with the
+/// hosts' builder, `agent::cmdline`).
+pub fn base_cmdline() -> String {
+    agent::cmdline::Builder::new().ip(GUEST_IP, 16).vsock_port(None).build().unwrap_or_default()
+}
 
-/// Starts chinit with `extra` after [`BASE_CMDLINE`] on a wire whose host knows the guest as
+/// Starts chinit with `extra` after [`base_cmdline`] on a wire whose host knows the guest as
 /// `neighbour` says; `None` (after one skip line) when the machine cannot make namespaces.
 pub fn boot_with(extra: &str, neighbour: Neighbour) -> Option<(Wire, Chinit)> {
     if let Err(why) = can_make_namespaces() {
@@ -459,7 +462,7 @@ pub fn boot_with(extra: &str, neighbour: Neighbour) -> Option<(Wire, Chinit)> {
     }
     let bin = chinit_bin().unwrap_or_else(|e| panic!("{e}"));
     let wire = Wire::with_neighbour(neighbour).unwrap_or_else(|e| panic!("{e}"));
-    let c = Chinit::start(&bin, &wire, &format!("{BASE_CMDLINE} {extra}")).unwrap_or_else(|e| panic!("{e}"));
+    let c = Chinit::start(&bin, &wire, &format!("{} {extra}", base_cmdline())).unwrap_or_else(|e| panic!("{e}"));
     Some((wire, c))
 }
 

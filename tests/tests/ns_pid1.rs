@@ -260,7 +260,7 @@ fn the_address_is_announced_to_a_host_that_asked_early() {
         })
         .unwrap();
     let bin = ns::chinit_bin().unwrap();
-    let mut c = ns::Chinit::start(&bin, &wire, ns::BASE_CMDLINE).unwrap();
+    let mut c = ns::Chinit::start(&bin, &wire, &ns::base_cmdline()).unwrap();
     // Ask at once, before chinit's address is up.
     let first = ns::wait_ready(&wire, &c, Duration::from_secs(10)).unwrap();
     assert!(first.ready.ready);

@@ -27,7 +27,7 @@ fn qemu_or_skip(test: &str) -> Option<PathBuf> {
 }
 
 fn tiny_kernel() -> PathBuf {
-    rootfs_builder::kernel::tiny_kernel("x86_64").unwrap_or_else(|e| panic!("tiny kernel: {e}"))
+    rootfs_builder::kernel::tiny_kernel(rootfs_builder::elf::Arch::X86_64).unwrap_or_else(|e| panic!("tiny kernel: {e}"))
 }
 
 /// A bare QEMU boot of `kernel` from the read-only ext4 `image` (`/dev/vda`), `init` as the init,
@@ -133,8 +133,8 @@ fn debian_cloud_kernel_boots_chinit_through_initramfs() {
     let Some(_qemu) = qemu_or_skip("debian_cloud_kernel_boots_chinit_through_initramfs") else {
         return;
     };
-    let (vmlinuz, modules) =
-        rootfs_builder::kernel::distro_kernel("debian-cloud", "x86_64").unwrap_or_else(|e| panic!("distro kernel: {e}"));
+    let (vmlinuz, modules) = rootfs_builder::kernel::distro_kernel("debian-cloud", rootfs_builder::elf::Arch::X86_64)
+        .unwrap_or_else(|e| panic!("distro kernel: {e}"));
     let chinit = vm::chinit_binary();
     let tmp = TempDir::new("vm-distro").unwrap();
     let cpio = tmp.path().join("initramfs.cpio");

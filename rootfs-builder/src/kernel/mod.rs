@@ -179,16 +179,10 @@ fn build_tiny(
     build::build(&build::Request { source, arch, fragment: fragment.unwrap_or_else(|| arch.fragment.to_string()), jobs }, root)
 }
 
-fn arch_named(name: &str) -> Result<Arch, Error> {
-    <Arch as clap::ValueEnum>::from_str(name, false)
-        .map_err(|_| Error::UnknownArch("that architecture", build::TARGETS.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")))
-}
-
 /// The cache directory of the tiny kernel for `arch` (`vmlinux`, `bzImage`, `config`,
 /// `build.log`), from the default source and the shipped fragment; built first when missing,
 /// with progress on stderr. What `rootfs-builder kernel --print-path` prints.
-pub fn tiny_kernel(arch: &str) -> Result<PathBuf, Error> {
-    let arch = arch_named(arch)?;
+pub fn tiny_kernel(arch: Arch) -> Result<PathBuf, Error> {
     let root = cache::root().ok_or(Error::NoCache)?;
     let src = PathBuf::from(source::DEFAULT_SOURCE);
     let source = source::Source::from_path(&src).ok_or(Error::NoSource(src))?;
@@ -196,8 +190,7 @@ pub fn tiny_kernel(arch: &str) -> Result<PathBuf, Error> {
 }
 
 /// A distro kernel (`debian-cloud`) unpacked in the cache: `(vmlinuz, /lib/modules/<release>)`.
-pub fn distro_kernel(name: &str, arch: &str) -> Result<(PathBuf, PathBuf), Error> {
-    let arch = arch_named(arch)?;
+pub fn distro_kernel(name: &str, arch: Arch) -> Result<(PathBuf, PathBuf), Error> {
     let root = cache::root().ok_or(Error::NoCache)?;
     let d = distro::find(name, arch.name()).ok_or_else(|| Error::UnknownDistro(name.to_string(), arch.name().into()))?;
     let u = distro::fetch(d, &root)?;

@@ -86,7 +86,7 @@ struct Sample {
 
 fn one(init: &Init, extra: &str, neighbour: Neighbour) -> Result<Sample, String> {
     let wire = Wire::with_neighbour(neighbour)?;
-    let cmdline = format!("chinit.ip=169.254.1.2/16 chinit.vsock_port=off {extra}");
+    let cmdline = format!("{} {extra}", ns::base_cmdline());
     let mut c = match init {
         Init::Chinit(bin) => Chinit::start(bin, &wire, &cmdline)?,
         Init::Baseline(busybox, script) => Chinit::start_program(busybox, &ns::baseline_args(script, &cmdline), &wire)?,
