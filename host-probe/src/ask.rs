@@ -1,8 +1,8 @@
-//! Asking chinit's agent: one `GET /ready` over the TAP or over hybrid vsock, and `POST
+//! Asking chinit's agent: one `GET /ready` over the TAP or over vsock (either kind), and `POST
 //! /v1/shutdown` over whichever of the two accepts it. Each is one short connection, bounded in time.
 
+use crate::vsock::GuestVsock;
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::time::Duration;
 
 use agent::proto::{Ready, DEFAULT_VSOCK_PORT};
@@ -16,16 +16,16 @@ pub fn ready_over_tcp(addr: SocketAddr, connect_timeout: Duration) -> Option<Rea
     (r.status == 200).then(|| r.json().ok()).flatten()
 }
 
-/// One `GET /ready` over hybrid vsock.
-pub fn ready_over_vsock(uds: &Path) -> Option<Ready> {
-    let mut s = agent::client::vsock_connect(uds, DEFAULT_VSOCK_PORT, Duration::from_secs(1)).ok()?;
+/// One `GET /ready` over vsock.
+pub fn ready_over_vsock(vsock: &GuestVsock) -> Option<Ready> {
+    let mut s = vsock.connect(DEFAULT_VSOCK_PORT, Duration::from_secs(1)).ok()?;
     let r = agent::client::request(&mut s, "GET", "/ready", None).ok()?;
     (r.status == 200).then(|| r.json().ok()).flatten()
 }
 
 /// Asks chinit to power off: over TCP, else (no TAP, or the control API is not served on TCP:
 /// 403 without `chinit.api=tcp`) over vsock. True once an answer accepted it (202).
-pub fn shutdown_guest(addr: Option<SocketAddr>, uds: Option<&Path>) -> bool {
+pub fn shutdown_guest(addr: Option<SocketAddr>, vsock: Option<&GuestVsock>) -> bool {
     let body = br#"{"action":"poweroff"}"#;
     let accepted = |r: Result<agent::client::Response, _>| r.is_ok_and(|r| r.status == 202);
     if let Some(a) = addr {
@@ -36,8 +36,8 @@ pub fn shutdown_guest(addr: Option<SocketAddr>, uds: Option<&Path>) -> bool {
             }
         }
     }
-    if let Some(u) = uds {
-        if let Ok(mut s) = agent::client::vsock_connect(u, DEFAULT_VSOCK_PORT, Duration::from_secs(1)) {
+    if let Some(v) = vsock {
+        if let Ok(mut s) = v.connect(DEFAULT_VSOCK_PORT, Duration::from_secs(1)) {
             return accepted(agent::client::request(&mut s, "POST", "/v1/shutdown", Some(body)));
         }
     }
@@ -97,7 +97,7 @@ mod tests {
                 }
                 None
             });
-            assert_eq!(shutdown_guest(Some(addr), Some(&uds)), want, "TCP answered {tcp_status}");
+            assert_eq!(shutdown_guest(Some(addr), Some(&GuestVsock::Hybrid(uds.clone()))), want, "TCP answered {tcp_status}");
             assert!(t.join().unwrap().starts_with("POST /v1/shutdown "));
             let over_vsock = v.join().unwrap();
             assert_eq!(over_vsock.is_some(), vsock_used, "TCP answered {tcp_status}: {over_vsock:?}");

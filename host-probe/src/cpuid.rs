@@ -47,10 +47,9 @@ impl Hypervisor {
 #[cfg(target_arch = "x86_64")]
 fn read() -> (bool, [u8; 12]) {
     use std::arch::x86_64::__cpuid;
-    // SAFETY: CPUID exists on every x86_64 CPU; leaf 1 always, and leaf 0x4000_0000 is reserved for
-    // hypervisors (a bare CPU answers it with whatever it answers for unknown leaves, which the
-    // present bit tells us to ignore).
-    let (leaf1, hv) = unsafe { (__cpuid(1), __cpuid(0x4000_0000)) };
+    // CPUID exists on every x86_64 CPU; leaf 0x4000_0000 is reserved for hypervisors (a bare CPU
+    // answers it with whatever it answers for unknown leaves, which the present bit says to ignore).
+    let (leaf1, hv) = (__cpuid(1), __cpuid(0x4000_0000));
     let present = leaf1.ecx & (1 << 31) != 0;
     let mut sig = [0u8; 12];
     sig[0..4].copy_from_slice(&hv.ebx.to_le_bytes());

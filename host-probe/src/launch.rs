@@ -22,11 +22,12 @@ use agent::proto::{Ready, DEFAULT_PORT};
 use crate::error::Error;
 use crate::measure::{self, Event};
 use crate::options::Options;
-use crate::plan::{Plan, NOTIFY_PORT};
+use crate::plan::Plan;
 use crate::report::Memory;
 use crate::signals::interrupted;
 use crate::tap::Tap;
 use crate::vmm::{self, Vmm};
+use crate::vsock::GuestVsock;
 use proc::Proc;
 use readers::{Reader, Stamped};
 
@@ -122,9 +123,9 @@ pub fn start(plan: &Plan, o: &Options) -> Result<Running, Error> {
     };
     interrupted()?;
     let vhost = start_vhost(plan)?;
-    let notify_listener = match &plan.vsock_uds {
-        Some(uds) => Some(bind(&PathBuf::from(format!("{}_{NOTIFY_PORT}", uds.display())))?),
-        None => None,
+    let notify_listener = match (&plan.guest_vsock, plan.notify_port) {
+        (Some(v), Some(port)) => Some(v.listen(port).map_err(Error::io(format!("listen for chinit's notify on vsock port {port}")))?),
+        _ => None,
     };
     let debugcon_listener = match plan.vmm {
         Vmm::Qemu => Some(bind(&plan.spec.debugcon_socket)?),
@@ -167,7 +168,10 @@ fn start_vhost(plan: &Plan) -> Result<Option<Proc>, Error> {
     };
     let out = plan.run_dir.join("vhost.out");
     let mut p = Proc::spawn(argv, "vhost-device-vsock", &out)?;
-    let sock = plan.spec.vsock.as_ref().map(|v| v.socket.clone()).unwrap_or_default();
+    let sock = match &plan.spec.vsock {
+        Some(crate::vmm::Vsock::VhostUser { socket }) => socket.clone(),
+        _ => PathBuf::new(),
+    };
     if !p.wait_for_path(&sock, Duration::from_secs(5)) {
         return Err(Error::Helper {
             what: "vhost-device-vsock".into(),
@@ -246,9 +250,9 @@ impl Running {
         self.plan.guest_ip.map(|ip| SocketAddr::from((ip, DEFAULT_PORT)))
     }
 
-    /// The hybrid-vsock socket (`CONNECT <port>` reaches the guest).
-    pub fn vsock_uds(&self) -> Option<&Path> {
-        self.plan.vsock_uds.as_deref()
+    /// How to reach the guest's vsock.
+    pub fn guest_vsock(&self) -> Option<&GuestVsock> {
+        self.plan.guest_vsock.as_ref()
     }
 
     /// QEMU's debugcon bytes so far, each chunk stamped on arrival.
@@ -300,7 +304,7 @@ impl Running {
     /// VMM's exit status, or `None` when it is still running (dropping the handle stops it).
     pub fn power_off(&mut self, grace: Duration) -> Option<ExitStatus> {
         progress(self.verbose, "asking the guest to power off");
-        let asked = crate::ask::shutdown_guest(self.guest_addr(), self.vsock_uds());
+        let asked = crate::ask::shutdown_guest(self.guest_addr(), self.guest_vsock());
         let status = self.wait_exit(if asked { grace } else { Duration::ZERO });
         if status.is_none() {
             progress(self.verbose, "the guest did not power off; stopping the VMM");
@@ -311,8 +315,8 @@ impl Running {
     /// Starts polling `GET /ready` over vsock on its own thread (when the guest has vsock): every
     /// 100 ms from the start when `eager`, else only once [`Running::vsock_go`] was called.
     pub fn poll_vsock_ready(&mut self, eager: bool) {
-        if let Some(uds) = &self.plan.vsock_uds {
-            self.vsock = Some(readers::vsock_poller(uds.clone(), self.t0, self.vsock_go.clone(), eager));
+        if let Some(v) = &self.plan.guest_vsock {
+            self.vsock = Some(readers::vsock_poller(v.clone(), self.t0, self.vsock_go.clone(), eager));
         }
     }
 

@@ -97,6 +97,10 @@ pub struct HostOffer {
     pub cloud_hypervisor: Option<PathBuf>,
     pub qemu: Option<PathBuf>,
     pub vhost_vsock: Option<PathBuf>,
+    /// The host kernel's vhost-vsock (`/dev/vhost-vsock`): QEMU guests get kernel vsock.
+    pub kernel_vsock: bool,
+    /// The hypervisor this host itself runs under (an emulated host makes every VM slow).
+    pub hypervisor: crate::cpuid::Hypervisor,
     pub cache_root: Option<PathBuf>,
     /// The host's TSC rate, when it is constant (given to TCG guests).
     pub tsc_khz: Option<u64>,
@@ -110,6 +114,8 @@ impl HostOffer {
             cloud_hypervisor: crate::locate::cloud_hypervisor(),
             qemu: crate::locate::which(crate::locate::QEMU),
             vhost_vsock: crate::locate::which(crate::locate::VHOST_VSOCK),
+            kernel_vsock: std::path::Path::new("/dev/vhost-vsock").exists(),
+            hypervisor: crate::cpuid::Hypervisor::detect(),
             cache_root: crate::locate::this_cache_root(),
             tsc_khz: crate::tsc::host_tsc_khz(Duration::from_millis(20)),
         }

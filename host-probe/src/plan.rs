@@ -15,8 +15,10 @@ use crate::error::{absolute, Error};
 use crate::options::{HostOffer, Options, RootMode, VmmChoice, Wait};
 use crate::tap;
 use crate::vmm::{self, Accel, Net, Root, Spec, Vmm, Vsock};
+use crate::vsock::{self as guest_vsock, GuestVsock};
 
-/// The host vsock port chinit pushes its Ready JSON to.
+/// The host vsock port chinit pushes its Ready JSON to, over a hybrid socket (each run has its own
+/// socket); the kernel's vsock takes a port of the run's own ([`guest_vsock::kernel_ids`]).
 pub const NOTIFY_PORT: u32 = 10_000;
 /// The guest's vsock context id.
 pub const GUEST_CID: u32 = 3;
@@ -44,8 +46,11 @@ pub struct Plan {
     /// vhost-device-vsock's argv (QEMU with vsock).
     pub vhost_argv: Option<Vec<String>>,
     pub run_dir: PathBuf,
-    /// The hybrid-vsock Unix socket (bound by cloud-hypervisor or vhost-device-vsock).
-    pub vsock_uds: Option<PathBuf>,
+    /// How the host reaches the guest's vsock: hybrid (cloud-hypervisor, vhost-device-vsock) or the
+    /// kernel's.
+    pub guest_vsock: Option<GuestVsock>,
+    /// The host vsock port chinit pushes its ready document to (`chinit.notify`).
+    pub notify_port: Option<u32>,
     pub tap: Option<Net>,
     pub guest_ip: Option<Ipv4Addr>,
     pub notes: Vec<String>,
@@ -77,6 +82,9 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
     let mut notes = Vec::new();
     let vmm = choose_vmm(o.vmm, host, &mut notes)?;
     let (binary, accel) = vmm_binary(vmm, host, &mut notes)?;
+    if accel == Accel::Kvm {
+        notes.extend(host.hypervisor.note());
+    }
     let kernel = find_kernel(o, host, vmm)?;
     let root = attach_root(o, vmm, find_initramfs(o, &kernel)?)?;
 
@@ -88,7 +96,8 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
     } else {
         (None, None)
     };
-    let (vsock, vhost_argv, vsock_uds) = wire_vsock(vmm, o.vsock, host, &run_dir, &mut notes);
+    let Wired { device: vsock, vhost_argv, guest: guest_vsock, notify_port } =
+        wire_vsock(vmm, o.vsock, host, &run_dir, (pid, seq), &mut notes);
     check_reachable(o.wait, tap.is_some(), vsock.is_some())?;
 
     let cmdline = cmdline::build(&cmdline::Guest {
@@ -97,7 +106,7 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
         ip: guest_ip,
         port: DEFAULT_PORT,
         vsock_port: vsock.as_ref().map(|_| DEFAULT_VSOCK_PORT),
-        notify_port: vsock.as_ref().map(|_| NOTIFY_PORT),
+        notify_port,
         tsc_khz: host.tsc_khz.filter(|_| accel == Accel::Tcg),
         init: o.init.clone(),
         extra: o.cmdline_extra.clone(),
@@ -130,7 +139,8 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
         argv,
         vhost_argv,
         run_dir,
-        vsock_uds,
+        guest_vsock,
+        notify_port,
         tap,
         guest_ip,
         notes,
@@ -267,18 +277,37 @@ fn attach_root(o: &Options, vmm: Vmm, initramfs: Option<PathBuf>) -> Result<Root
     Ok(RootPlan { root, kind, path, attach, initramfs_first })
 }
 
-/// The guest's vsock device, vhost-device-vsock's argv (QEMU) and the hybrid-vsock socket.
-fn wire_vsock(
-    vmm: Vmm,
-    wanted: bool,
-    host: &HostOffer,
-    run_dir: &Path,
-    notes: &mut Vec<String>,
-) -> (Option<Vsock>, Option<Vec<String>>, Option<PathBuf>) {
+/// The vsock a plan gives the guest.
+struct Wired {
+    device: Option<Vsock>,
+    /// vhost-device-vsock's argv, when it serves QEMU's device.
+    vhost_argv: Option<Vec<String>>,
+    guest: Option<GuestVsock>,
+    notify_port: Option<u32>,
+}
+
+/// The guest's vsock: cloud-hypervisor's own; for QEMU the host kernel's vhost-vsock where
+/// `/dev/vhost-vsock` exists, else vhost-device-vsock, else none (with a note that says how).
+fn wire_vsock(vmm: Vmm, wanted: bool, host: &HostOffer, run_dir: &Path, (pid, seq): (u32, u32), notes: &mut Vec<String>) -> Wired {
     let uds = run_dir.join("vsock.sock");
+    let hybrid = |device: Vsock, argv: Option<Vec<String>>| Wired {
+        device: Some(device),
+        vhost_argv: argv,
+        guest: Some(GuestVsock::Hybrid(uds.clone())),
+        notify_port: Some(NOTIFY_PORT),
+    };
     match (vmm, wanted) {
-        (_, false) => (None, None, None),
-        (Vmm::CloudHypervisor, true) => (Some(Vsock { cid: GUEST_CID, socket: uds.clone() }), None, Some(uds)),
+        (_, false) => Wired { device: None, vhost_argv: None, guest: None, notify_port: None },
+        (Vmm::CloudHypervisor, true) => hybrid(Vsock::Hybrid { cid: GUEST_CID, socket: uds.clone() }, None),
+        (Vmm::Qemu, true) if host.kernel_vsock => {
+            let (cid, port) = guest_vsock::kernel_ids(pid, seq);
+            Wired {
+                device: Some(Vsock::Kernel { cid }),
+                vhost_argv: None,
+                guest: Some(GuestVsock::Kernel { cid }),
+                notify_port: Some(port),
+            }
+        }
         (Vmm::Qemu, true) => match &host.vhost_vsock {
             Some(bin) => {
                 let user = run_dir.join("vhost-user.sock");
@@ -291,11 +320,11 @@ fn wire_vsock(
                     "--uds-path".into(),
                     uds.display().to_string(),
                 ];
-                (Some(Vsock { cid: GUEST_CID, socket: user }), Some(argv), Some(uds))
+                hybrid(Vsock::VhostUser { socket: user }, Some(argv))
             }
             None => {
-                notes.push("vhost-device-vsock not found: no vsock (fix: cargo install vhost-device-vsock)".into());
-                (None, None, None)
+                notes.push("no /dev/vhost-vsock and no vhost-device-vsock: no vsock (fix: modprobe vhost_vsock, or cargo install vhost-device-vsock)".into());
+                Wired { device: None, vhost_argv: None, guest: None, notify_port: None }
             }
         },
     }
@@ -344,6 +373,8 @@ mod tests {
             cloud_hypervisor: ch.then(|| PathBuf::from("/bin/cloud-hypervisor")),
             qemu: Some("/bin/qemu-system-x86_64".into()),
             vhost_vsock: vhost.then(|| PathBuf::from("/bin/vhost-device-vsock")),
+            kernel_vsock: false,
+            hypervisor: crate::cpuid::Hypervisor::None,
             cache_root: None,
             tsc_khz: Some(2_600_000),
         }
@@ -418,9 +449,36 @@ mod tests {
     #[test]
     fn without_vhost_device_vsock_qemu_runs_without_vsock_and_says_how_to_get_it() {
         let p = plan(&fixture().o, &host(KvmKind::Pvm, false, false), 0).unwrap();
-        assert!(p.spec.vsock.is_none() && p.vsock_uds.is_none());
+        assert!(p.spec.vsock.is_none() && p.guest_vsock.is_none());
         assert!(p.notes.iter().any(|n| n.contains("cargo install vhost-device-vsock")));
         assert!(!p.spec.cmdline.contains("chinit.notify"));
+    }
+
+    /// Where the host kernel has vhost-vsock, QEMU gets its device (no helper, no shared memory),
+    /// with a context id and notify port of the run's own; the plan says it is the kernel's.
+    #[test]
+    fn qemu_plan_takes_the_kernels_vsock_where_it_exists() {
+        let h = HostOffer { kernel_vsock: true, ..host(KvmKind::Hardware("kvm_amd"), false, true) };
+        let p = plan(&fixture().o, &h, 5).unwrap();
+        let (cid, port) = crate::vsock::kernel_ids(std::process::id(), 5);
+        assert_eq!(p.guest_vsock, Some(GuestVsock::Kernel { cid }));
+        assert!(p.vhost_argv.is_none());
+        let line = vmm::shell_line(&p.argv);
+        assert!(line.contains(&format!("-device vhost-vsock-device,guest-cid={cid}")) && !line.contains("memfd"), "{line}");
+        assert!(line.contains(&format!("chinit.vsock_port=1024 chinit.notify=vsock:{port}")), "{line}");
+        assert_ne!(plan(&fixture().o, &h, 6).unwrap().guest_vsock, p.guest_vsock, "another run, another CID");
+    }
+
+    /// An emulated host (QEMU TCG's CPUID signature) makes even KVM runs not representative.
+    #[test]
+    fn an_emulated_host_is_noted() {
+        let h = HostOffer {
+            hypervisor: crate::cpuid::Hypervisor::Emulated("TCGTCGTCGTCG".into()),
+            ..host(KvmKind::Hardware("kvm_amd"), false, false)
+        };
+        let p = plan(&fixture().o, &h, 0).unwrap();
+        assert_eq!(p.accel, Accel::Kvm);
+        assert!(p.notes.iter().any(|n| n.contains("TCGTCGTCGTCG") && n.contains("not representative")), "{:?}", p.notes);
     }
 
     #[test]

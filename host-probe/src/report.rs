@@ -86,6 +86,9 @@ pub struct Report {
     pub root: String,
     /// How the user's image was protected: e.g. `read-only virtio-blk`.
     pub root_attach: String,
+    /// Which vsock the guest had: the kernel's vhost-vsock, or a hybrid socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsock: Option<String>,
     pub cmdline: String,
     /// The VMM's command line, program first (what `--dry-run` prints).
     pub vmm_argv: Vec<String>,
@@ -221,6 +224,9 @@ pub fn text(r: &Report) -> String {
     }
     let _ = writeln!(o, "  kernel  {}", r.kernel);
     let _ = writeln!(o, "  root    {} ({}, {})", r.root, r.root_kind, r.root_attach);
+    if let Some(v) = &r.vsock {
+        let _ = writeln!(o, "  vsock   {v}");
+    }
     let _ = writeln!(o);
     if let (Some(p), Some(g)) = (&r.phases, &r.guest) {
         phase_table(&mut o, p, g);
@@ -433,6 +439,7 @@ mod tests {
             kernel: "/k/bzImage".into(),
             root_kind: "disk".into(),
             root: "/i/rootfs.ext4".into(),
+            vsock: None,
             root_attach: "read-only virtio-blk".into(),
             cmdline: "console=ttyS0".into(),
             vmm_argv: vec!["qemu-system-x86_64".into(), "-machine".into()],

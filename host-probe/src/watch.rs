@@ -95,7 +95,7 @@ impl Watch {
         if o.wait == Wait::Agent {
             run.poll_vsock_ready(tcp.is_none());
         }
-        Watch::awaiting(o, plan.vmm, tcp, plan.vsock_uds.is_some(), run.listens_for_notify())
+        Watch::awaiting(o, plan.vmm, tcp, plan.guest_vsock.is_some(), run.listens_for_notify())
     }
 
     /// A watch that has heard nothing yet, awaiting the ways in given.

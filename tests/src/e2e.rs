@@ -173,8 +173,8 @@ impl Guest {
     }
 
     /// The hybrid-vsock socket.
-    pub fn vsock_uds(&self) -> &Path {
-        self.run.vsock_uds().unwrap_or_else(|| panic!("a guest with vsock"))
+    pub fn guest_vsock(&self) -> &host_probe::vsock::GuestVsock {
+        self.run.guest_vsock().unwrap_or_else(|| panic!("a guest with vsock"))
     }
 
     /// The serial console so far.
@@ -232,7 +232,7 @@ impl Guest {
 
     /// One request over vsock (hybrid vsock through vhost-device-vsock).
     pub fn vsock(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Response, String> {
-        let mut s = client::vsock_connect(self.vsock_uds(), DEFAULT_VSOCK_PORT, Duration::from_secs(30)).map_err(|e| e.to_string())?;
+        let mut s = self.guest_vsock().connect(DEFAULT_VSOCK_PORT, Duration::from_secs(30)).map_err(|e| e.to_string())?;
         client::request(&mut s, method, path, body).map_err(|e| e.to_string())
     }
 

@@ -55,6 +55,8 @@ pub struct Output {
     pub console: String,
     /// Start of QEMU to its end.
     pub wall: Duration,
+    /// The run's directory (its sockets, console and command), removed when `run` returns.
+    pub run_dir: PathBuf,
 }
 
 /// Why L1 cannot run here (a missing piece, with how to get it), or `Ok`.
@@ -206,7 +208,7 @@ pub fn run(script: &str, timeout: Duration) -> Result<Output, String> {
     let wall = started.elapsed();
     let console = read_console();
     let (output, status) = parse_console(&console).ok_or_else(|| format!("L1 did not run the command; console:\n{console}"))?;
-    Ok(Output { status, output, console, wall })
+    Ok(Output { status, output, console, wall, run_dir: dir.path().to_path_buf() })
 }
 
 /// The command's output and status from L1's console (pure): the lines between `l1: begin` and

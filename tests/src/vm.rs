@@ -157,6 +157,12 @@ pub fn target_dir() -> PathBuf {
 /// Builds a workspace binary with cargo and returns its path: `target` is a target triple
 /// (`None`: the host), `release` the profile. `Err` has cargo's output.
 pub fn try_cargo_build(package: &str, bin: &str, target: Option<&str>, release: bool) -> Result<PathBuf, String> {
+    if std::env::var_os(PREBUILT).is_some() {
+        // Inside a simulated KVM host (`crate::l1`) the target directory is read-only: the build
+        // that started L1 made every binary already.
+        let p = binary_path(bin, target, release);
+        return if p.is_file() { Ok(p) } else { Err(format!("{} is not built (${PREBUILT} is set: nothing is built here)", p.display())) };
+    }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).args(["build", "--quiet", "-p", package, "--bin", bin]);
@@ -170,16 +176,46 @@ pub fn try_cargo_build(package: &str, bin: &str, target: Option<&str>, release: 
     if !out.status.success() {
         return Err(format!("{cmd:?} failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr)));
     }
+    let p = binary_path(bin, target, release);
+    if !p.is_file() {
+        return Err(format!("cargo built {bin} but {} is missing", p.display()));
+    }
+    Ok(p)
+}
+
+/// Set in a test process that must not build (it runs where the target directory is read-only).
+pub const PREBUILT: &str = "CHINIT_TESTS_PREBUILT";
+
+/// Where cargo puts `bin` for `target` and the profile.
+fn binary_path(bin: &str, target: Option<&str>, release: bool) -> PathBuf {
     let mut p = target_dir();
     if let Some(t) = target {
         p.push(t);
     }
     p.push(if release { "release" } else { "debug" });
     p.push(bin);
-    if !p.is_file() {
-        return Err(format!("cargo built {bin} but {} is missing", p.display()));
+    p
+}
+
+/// A test executable of this package (`tests/tests/<name>.rs`), built if needed: its path, from
+/// cargo itself.
+pub fn test_binary(name: &str) -> Result<PathBuf, String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(&cargo)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .args(["test", "--quiet", "--no-run", "--message-format=json", "-p", "chinit-tests", "--test", name])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", cargo.to_string_lossy()))?;
+    if !out.status.success() {
+        return Err(format!("building the {name} tests failed:\n{}", String::from_utf8_lossy(&out.stderr)));
     }
-    Ok(p)
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"]["name"] == name && v["profile"]["test"] == true)
+        .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+        .ok_or_else(|| format!("cargo named no executable for the {name} tests"))
 }
 
 /// [`try_cargo_build`] for tests: panics with cargo's output.

@@ -36,5 +36,52 @@ fn l1_runs_a_command_with_kvm_and_returns_its_output_and_status() {
         assert!(out.output.contains(want), "{want:?} missing from:\n{}", out.output);
     }
     println!("L1 run: {:?} wall", out.wall);
-    assert!(chinit_tests::e2e::processes_mentioning("virtiofsd").is_empty(), "virtiofsd left running");
+    // Its virtiofsd and QEMU are gone, and so is its directory.
+    let left = chinit_tests::e2e::processes_mentioning(&out.run_dir.display().to_string());
+    assert!(left.is_empty() && !out.run_dir.exists(), "left behind: {left:?}");
+}
+
+/// Runs tests of another test binary of this package inside L1 (where /dev/kvm is hardware KVM
+/// and /dev/vhost-vsock the kernel's), with everything they need built here first; returns L1's
+/// output. `env` is put in front of the command.
+fn run_tests_in_l1(binary: &str, tests: &[&str], env: &str) -> l1::Output {
+    // What the tests would build, built now: L1 sees the target directory read-only.
+    let chinit = chinit_tests::ns::chinit_bin().unwrap_or_else(|e| panic!("{e}"));
+    chinit_tests::e2e::rootfs_builder();
+    chinit_tests::vm::cargo_build("host-probe", "host-probe", None, false);
+    chinit_tests::e2e::tiny_bzimage();
+    let exe = chinit_tests::vm::test_binary(binary).unwrap_or_else(|e| panic!("{e}"));
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"));
+    let script = format!(
+        "cd {dir}\nexport {}=1 CHINIT_BIN={}\n{env} {} --exact --test-threads=1 --color never {}\n",
+        chinit_tests::vm::PREBUILT,
+        chinit.display(),
+        exe.display(),
+        tests.join(" ")
+    );
+    l1::run(&script, L1_TIMEOUT).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// QEMU with hardware KVM and the kernel's vhost-vsock, end to end: vm_e2e's own tests, run in
+/// L1. Ready over the TAP and vsock with every phase and mark, the notify push, the exec API over
+/// vsock, the power button and the API powering off with a clean filesystem, an initramfs as the
+/// whole root, a workload whose status reaches the host.
+#[test]
+fn qemu_with_kvm_and_kernel_vsock_passes_the_end_to_end_tests() {
+    if !available("qemu_with_kvm_and_kernel_vsock_passes_the_end_to_end_tests") {
+        return;
+    }
+    let tests = [
+        "host_probe_run_json_has_every_phase_and_consistent_numbers",
+        "exec_api_over_vsock_runs_commands_and_tcp_refuses_it_by_default",
+        "power_button_powers_off_in_order_and_the_filesystem_is_clean",
+        "api_shutdown_powers_off_in_order_and_the_filesystem_is_clean",
+        "an_initramfs_alone_is_the_whole_root_and_gets_ready",
+        "workload_output_reaches_the_console_and_its_exit_powers_off",
+    ];
+    let out = run_tests_in_l1("vm_e2e", &tests, "");
+    println!("L1 run of {} vm_e2e tests: {:?} wall", tests.len(), out.wall);
+    assert_eq!(out.status, 0, "{}", out.output);
+    assert!(out.output.contains(&format!("test result: ok. {} passed", tests.len())), "{}", out.output);
+    assert!(!out.output.contains("skipped"), "every test ran in L1:\n{}", out.output);
 }

@@ -4,7 +4,6 @@
 
 use std::io::Read;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -13,6 +12,7 @@ use std::time::{Duration, Instant};
 use agent::proto::Ready;
 
 use crate::ask;
+use crate::vsock::{GuestVsock, Listener};
 
 /// A background thread that stops when asked: on [`Reader::finish`], or on drop.
 pub(super) struct Reader<T> {
@@ -129,10 +129,9 @@ pub(super) fn debugcon_reader(l: UnixListener, t0: Instant, chunks: Stamped, con
 
 /// chinit's notify: one connection per push (ready, then the workload's exit), each a Ready JSON
 /// line then EOF. The time is taken at EOF.
-pub(super) fn notify_reader(l: UnixListener, t0: Instant, pushes: Stamped) -> Reader<()> {
+pub(super) fn notify_reader(l: Listener, t0: Instant, pushes: Stamped) -> Reader<()> {
     Reader::spawn(move |stop| {
-        while let Some(mut s) = accept_until(&l, stop) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        while let Some(mut s) = l.accept_until(stop, Duration::from_secs(2)) {
             let mut body = Vec::new();
             let _ = s.read_to_end(&mut body);
             pushes.push(micros_since(t0), body);
@@ -143,14 +142,14 @@ pub(super) fn notify_reader(l: UnixListener, t0: Instant, pushes: Stamped) -> Re
 /// Polls `GET /ready` over vsock on its own thread, so its time does not wait on the TAP's: once
 /// `go` is set every 5 ms (a connection can hang while the guest's driver is not up, so not before
 /// something said ready), or every 100 ms from the start when vsock is the only way in (`eager`).
-pub(super) fn vsock_poller(uds: PathBuf, t0: Instant, go: Arc<AtomicBool>, eager: bool) -> Reader<Option<(u64, Ready)>> {
+pub(super) fn vsock_poller(vsock: GuestVsock, t0: Instant, go: Arc<AtomicBool>, eager: bool) -> Reader<Option<(u64, Ready)>> {
     Reader::spawn(move |stop| {
         let mut last: Option<Instant> = None;
         while !stop.load(Ordering::SeqCst) {
             let due = go.load(Ordering::SeqCst) || (eager && last.is_none_or(|l| l.elapsed() > Duration::from_millis(100)));
             if due {
                 last = Some(Instant::now());
-                if let Some(r) = ask::ready_over_vsock(&uds) {
+                if let Some(r) = ask::ready_over_vsock(&vsock) {
                     return Some((micros_since(t0), r));
                 }
                 std::thread::sleep(Duration::from_millis(5));

@@ -1,6 +1,6 @@
 //! cloud-hypervisor (v53 syntax) command line.
 
-use super::{Root, Spec};
+use super::{Root, Spec, Vsock};
 
 /// The full argv, program first.
 ///
@@ -24,8 +24,9 @@ pub fn argv(spec: &Spec) -> Vec<String> {
     if let Some(net) = &spec.net {
         push(&mut a, "--net", format!("tap={},mac={}", net.tap, net.mac));
     }
-    if let Some(v) = &spec.vsock {
-        push(&mut a, "--vsock", format!("cid={},socket={}", v.cid, v.socket.display()));
+    // cloud-hypervisor's vsock is always its own hybrid one (the plan gives no other kind).
+    if let Some(Vsock::Hybrid { cid, socket }) = &spec.vsock {
+        push(&mut a, "--vsock", format!("cid={cid},socket={}", socket.display()));
     }
     push(&mut a, "--serial", format!("file={}", spec.serial.display()));
     push(&mut a, "--console", "off".to_string());
@@ -41,7 +42,7 @@ fn push(a: &mut Vec<String>, key: &str, value: String) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{shell_line, Accel, Net, Vsock};
+    use super::super::{shell_line, Accel, Net};
     use super::*;
     use std::path::PathBuf;
 
@@ -55,7 +56,7 @@ mod tests {
             cpus: 1,
             memory_mib: 128,
             net: net.then(|| Net { tap: "hp1234a".into(), mac: "02:68:70:00:00:02".into() }),
-            vsock: vsock.then(|| Vsock { cid: 3, socket: "/run/r/vsock.sock".into() }),
+            vsock: vsock.then(|| Vsock::Hybrid { cid: 3, socket: "/run/r/vsock.sock".into() }),
             serial: "/run/r/serial.log".into(),
             api_socket: "/run/r/api.sock".into(),
             event_monitor: "/run/r/events.json".into(),

@@ -51,12 +51,15 @@ pub struct Net {
     pub mac: String,
 }
 
-/// The guest's vsock device. For cloud-hypervisor `socket` is the hybrid-vsock Unix socket the VMM
-/// binds; for QEMU it is the vhost-user socket vhost-device-vsock listens on.
+/// The guest's vsock device.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Vsock {
-    pub cid: u32,
-    pub socket: PathBuf,
+pub enum Vsock {
+    /// cloud-hypervisor's own (hybrid): `socket` is the Unix socket the VMM binds.
+    Hybrid { cid: u32, socket: PathBuf },
+    /// QEMU's vhost-user device, served by vhost-device-vsock on `socket` (guest memory shared).
+    VhostUser { socket: PathBuf },
+    /// QEMU's vhost-vsock device, served by the host kernel (`/dev/vhost-vsock`).
+    Kernel { cid: u32 },
 }
 
 /// Everything one boot needs. Paths inside the run directory are given explicitly so that the argv

@@ -1,8 +1,8 @@
 //! QEMU `microvm` command line: virtio-mmio block and net, the serial console to a file, port 0x80 to
-//! an `isa-debugcon` chardev host-probe reads, and vsock through vhost-device-vsock (vhost-user, so
-//! guest memory is a shared memfd).
+//! an `isa-debugcon` chardev host-probe reads, and vsock: the host kernel's vhost-vsock where it
+//! exists, else vhost-device-vsock (vhost-user, so guest memory is a shared memfd).
 
-use super::{Accel, Root, Spec};
+use super::{Accel, Root, Spec, Vsock};
 
 /// `--root pmem` has no virtio-mmio device in QEMU microvm.
 pub const PMEM_UNSUPPORTED: &str =
@@ -12,7 +12,7 @@ pub const PMEM_UNSUPPORTED: &str =
 pub fn argv(spec: &Spec) -> Result<Vec<String>, &'static str> {
     let mut a: Vec<String> = vec![spec.binary.display().to_string()];
     let mut machine = String::from("microvm,x-option-roms=off,rtc=off");
-    if spec.vsock.is_some() {
+    if matches!(spec.vsock, Some(Vsock::VhostUser { .. })) {
         machine.push_str(",memory-backend=mem");
     }
     push(&mut a, "-machine", machine);
@@ -52,10 +52,15 @@ pub fn argv(spec: &Spec) -> Result<Vec<String>, &'static str> {
         push(&mut a, "-netdev", format!("tap,id=net0,ifname={},script=no,downscript=no", net.tap));
         push(&mut a, "-device", format!("virtio-net-device,netdev=net0,mac={}", net.mac));
     }
-    if let Some(v) = &spec.vsock {
-        push(&mut a, "-object", format!("memory-backend-memfd,id=mem,size={}M,share=on", spec.memory_mib));
-        push(&mut a, "-chardev", format!("socket,id=vsock0,path={}", v.socket.display()));
-        push(&mut a, "-device", "vhost-user-vsock-device,chardev=vsock0".into());
+    match &spec.vsock {
+        Some(Vsock::VhostUser { socket }) => {
+            push(&mut a, "-object", format!("memory-backend-memfd,id=mem,size={}M,share=on", spec.memory_mib));
+            push(&mut a, "-chardev", format!("socket,id=vsock0,path={}", socket.display()));
+            push(&mut a, "-device", "vhost-user-vsock-device,chardev=vsock0".into());
+        }
+        Some(Vsock::Kernel { cid }) => push(&mut a, "-device", format!("vhost-vsock-device,guest-cid={cid}")),
+        // cloud-hypervisor's kind: the plan never gives it to QEMU.
+        Some(Vsock::Hybrid { .. }) | None => {}
     }
     Ok(a)
 }
@@ -67,7 +72,7 @@ fn push(a: &mut Vec<String>, key: &str, value: String) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{shell_line, Net, Vsock};
+    use super::super::{shell_line, Net};
     use super::*;
     use std::path::PathBuf;
 
@@ -81,7 +86,7 @@ mod tests {
             cpus: 2,
             memory_mib: 256,
             net: net.then(|| Net { tap: "hp77b".into(), mac: "02:68:70:00:00:07".into() }),
-            vsock: vsock.then(|| Vsock { cid: 3, socket: "/r/vhost-user.sock".into() }),
+            vsock: vsock.then(|| Vsock::VhostUser { socket: "/r/vhost-user.sock".into() }),
             serial: "/r/serial.log".into(),
             api_socket: "/r/api.sock".into(),
             event_monitor: "/r/events.json".into(),
@@ -123,6 +128,11 @@ mod tests {
         for (spec, want) in cases {
             assert_eq!(shell_line(&argv(&spec).unwrap()), want);
         }
+        // The kernel's vhost-vsock: one device, no shared memory.
+        let kernel = Spec { vsock: Some(Vsock::Kernel { cid: 4242 }), ..spec(Root::Disk(PathBuf::from("/i")), Accel::Kvm, false, false) };
+        let line = shell_line(&argv(&kernel).unwrap());
+        assert!(line.starts_with("qemu-system-x86_64 -machine microvm,x-option-roms=off,rtc=off -accel kvm"), "{line}");
+        assert!(line.ends_with(" -device vhost-vsock-device,guest-cid=4242") && !line.contains("memfd"), "{line}");
     }
 
     #[test]

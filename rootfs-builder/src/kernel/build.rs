@@ -72,6 +72,11 @@ pub fn build(req: &Request, cache_root: &Path) -> Result<Built, Error> {
     let mut lock = None;
     if let Some(version) = &known {
         let name = entry_name(req, version);
+        // An entry appears whole, by one rename: a complete one needs no lock (nor a writable
+        // cache, as in a simulated KVM host that sees this cache read-only).
+        if cache::is_complete(&kernels.join(&name), cache::ENTRY_FILES) {
+            return Ok(Built { dir: kernels.join(name), cache_hit: true });
+        }
         lock = Some(lock_entry(&kernels, &name)?);
         if cache::is_complete(&kernels.join(&name), cache::ENTRY_FILES) {
             return Ok(Built { dir: kernels.join(name), cache_hit: true });

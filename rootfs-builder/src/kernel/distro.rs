@@ -79,10 +79,15 @@ pub fn fetch(distro: Distro, cache_root: &Path) -> Result<Unpacked, Error> {
     fs::create_dir_all(&base).map_err(|e| Error::io(&base, e))?;
     let name = format!("{package}_{version}");
     let dir = base.join(&name);
+    let (vmlinuz, modules) = paths(&dir, &release);
+    // Unpacked whole, then renamed into place: a complete one needs no lock.
+    let complete = || vmlinuz.is_file() && modules.join("modules.dep").is_file();
+    if complete() {
+        return Ok(Unpacked { dir, vmlinuz, modules, cache_hit: true });
+    }
     let lock_path = base.join(format!("{name}.lock"));
     let _lock = Lock::acquire(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
-    let (vmlinuz, modules) = paths(&dir, &release);
-    if vmlinuz.is_file() && modules.join("modules.dep").is_file() {
+    if complete() {
         return Ok(Unpacked { dir, vmlinuz, modules, cache_hit: true });
     }
     cache::remove_stale_work_dirs(&base, cache::pid_alive);
