@@ -6,9 +6,10 @@
 //! paging. Debian's cloud kernel boots there from an initramfs whose init is chinit itself: it loads
 //! `kvm_amd`, `tun`, `vhost_vsock`, virtio-fs and the rest, mounts this host's root read-only over
 //! virtio-fs (QEMU's own `virtiofsd`), and runs one shell command chrooted into it, with fresh
-//! `/proc`, `/sys`, `/dev`, and tmpfs on `/tmp` and `/run`. So the command finds every program and
-//! library of this host, the workspace and its build, and the kernel cache, unchanged; it writes
-//! only to tmpfs. Its output and exit status come back over the serial console.
+//! `/proc`, `/sys`, `/dev`, and a tmpfs on `/run` whose `/run/tmp` is `$TMPDIR`. So the command finds
+//! every program and library of this host, the workspace (wherever it is, `/tmp` included) and its
+//! build, and the kernel cache, unchanged; it writes only to the tmpfs. Its output and exit status
+//! come back over the serial console.
 //!
 //! Times inside L1 are emulation times: they prove code paths, never speed.
 
@@ -34,11 +35,11 @@ echo 1 > /sys/module/kvm/parameters/ignore_msrs
 $bb mount --rbind /dev /host/dev
 $bb mount -t proc proc /host/proc
 $bb mount -t sysfs sys /host/sys
-$bb mount -t tmpfs -o mode=1777 tmp /host/tmp
 $bb mount -t tmpfs -o mode=755 run /host/run
+$bb mkdir -m 1777 /host/run/tmp
 dir=$($bb sed -n 's/.* l1dir=\([^ ]*\).*/\1/p' /proc/cmdline)
 echo "l1: begin"
-$bb chroot /host /bin/sh "$dir/cmd.sh"
+TMPDIR=/run/tmp $bb chroot /host /bin/sh "$dir/cmd.sh"
 rc=$?
 echo "l1: exit $rc"
 exit $rc

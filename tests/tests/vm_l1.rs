@@ -29,7 +29,7 @@ fn l1_runs_a_command_with_kvm_and_returns_its_output_and_status() {
     }
     let script =
         "set -e\necho from-l1\ncat /sys/module/kvm_amd/parameters/npt\ntest -c /dev/kvm && test -c /dev/vhost-vsock && echo devices-ok\n\
-                  qemu-system-x86_64 --version | head -1\ntouch /tmp/writable && echo tmp-ok\nexit 3\n";
+                  qemu-system-x86_64 --version | head -1\ntouch \"$TMPDIR/writable\" && echo tmp-ok\nexit 3\n";
     let out = l1::run(script, L1_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(out.status, 3, "{}", out.console);
     for want in ["from-l1\n", "Y\n", "devices-ok\n", "QEMU emulator version", "tmp-ok\n"] {
