@@ -30,6 +30,14 @@ pub struct Guest {
     pub tsc_khz: Option<u64>,
     /// The init the kernel starts from a disk or pmem root (`init=`).
     pub init: String,
+    /// The root is partition 1 of the device (a GPT disk from `rootfs-builder --gpt`).
+    pub partition: bool,
+    /// The console is the virtio console (`hvc0`), not the serial port.
+    pub hvc0: bool,
+    /// The root's mount options (`rootflags=`, or `chinit.rootflags=` in initramfs mode).
+    pub rootflags: Option<String>,
+    /// A virtio-fs tag chinit mounts on `/mnt/<tag>`.
+    pub share: Option<String>,
     /// Appended last, so it can override anything before it.
     pub extra: String,
 }
@@ -58,17 +66,29 @@ fn chinit(b: Builder) -> String {
 /// which QEMU `-no-reboot` turns into an exit and cloud-hypervisor reports as a `rebooting` event.
 /// chinit's keys are written with `agent::cmdline::Builder`, the contract chinit parses.
 pub fn build(g: &Guest) -> String {
-    let mut parts: Vec<String> =
-        ["console=ttyS0", "quiet", "reboot=t", "panic=-1", "io_delay=none"].iter().map(|s| s.to_string()).collect();
-    let device = match g.root {
-        RootKind::Disk => Some("/dev/vda"),
-        RootKind::Pmem => Some("/dev/pmem0"),
-        RootKind::Initramfs => None,
+    let console = if g.hvc0 { "console=hvc0" } else { "console=ttyS0" };
+    let mut parts: Vec<String> = [console, "quiet", "reboot=t", "panic=-1", "io_delay=none"].iter().map(|s| s.to_string()).collect();
+    let device = match (g.root, g.partition) {
+        (RootKind::Disk, false) => Some("/dev/vda"),
+        (RootKind::Disk, true) => Some("/dev/vda1"),
+        (RootKind::Pmem, false) => Some("/dev/pmem0"),
+        (RootKind::Pmem, true) => Some("/dev/pmem0p1"),
+        (RootKind::Initramfs, _) => None,
     };
     match (device, g.initramfs_first) {
-        (Some(dev), false) => parts.extend([format!("root={dev}"), "ro".into(), "rootfstype=ext4".into(), format!("init={}", g.init)]),
+        (Some(dev), false) => {
+            parts.extend([format!("root={dev}"), "ro".into(), "rootfstype=ext4".into()]);
+            parts.extend(g.rootflags.as_ref().map(|f| format!("rootflags={f}")));
+            parts.push(format!("init={}", g.init));
+        }
         // chinit switches to the device, read-only as the kernel's `ro` says.
-        (Some(dev), true) => parts.extend(["rdinit=/init".into(), chinit(Builder::new().root(dev)), "ro".into()]),
+        (Some(dev), true) => {
+            let mut root = Builder::new().root(dev);
+            if let Some(f) = &g.rootflags {
+                root = root.rootflags(f);
+            }
+            parts.extend(["rdinit=/init".into(), chinit(root), "ro".into()]);
+        }
         // The initramfs is the whole root: chinit must not wait for a disk.
         (None, _) => parts.extend(["rdinit=/init".into(), chinit(Builder::new().root_none())]),
     }
@@ -82,6 +102,9 @@ pub fn build(g: &Guest) -> String {
     }
     if let Some(p) = g.notify_port {
         keys = keys.notify_vsock(p);
+    }
+    if let Some(tag) = &g.share {
+        keys = keys.mount(tag, &format!("/mnt/{tag}"), "virtiofs", None);
     }
     parts.push(chinit(keys));
     if let Some(k) = g.tsc_khz {
@@ -119,6 +142,10 @@ mod tests {
             notify_port: None,
             tsc_khz: None,
             init: DEFAULT_INIT.into(),
+            partition: false,
+            hvc0: false,
+            rootflags: None,
+            share: None,
             extra: String::new(),
         }
     }
@@ -134,6 +161,10 @@ mod tests {
             notify_port: Some(10_000),
             tsc_khz: Some(2_600_000),
             init: DEFAULT_INIT.into(),
+            partition: false,
+            hvc0: false,
+            rootflags: None,
+            share: None,
             extra: " loglevel=7 ".into(),
         };
         let cases = [
@@ -174,6 +205,24 @@ mod tests {
         );
         let other = Guest { root: RootKind::Initramfs, ..other };
         assert!(build(&other).contains("rdinit=/init") && !build(&other).contains("init=/sbin"));
+        // Kuasar's layout: the root on partition 1 of pmem, hvc0, its root flags, a share by tag.
+        let kuasar = Guest {
+            root: RootKind::Pmem,
+            partition: true,
+            hvc0: true,
+            rootflags: Some("data=ordered,errors=remount-ro".into()),
+            share: Some("kuasar".into()),
+            vsock_port: Some(1024),
+            ..build_default()
+        };
+        assert_eq!(
+            build(&kuasar),
+            "console=hvc0 quiet reboot=t panic=-1 io_delay=none root=/dev/pmem0p1 ro rootfstype=ext4 \
+             rootflags=data=ordered,errors=remount-ro init=/sbin/chinit chinit.port=1024 chinit.api=tcp \
+             chinit.vsock_port=1024 chinit.mount=kuasar:/mnt/kuasar:virtiofs"
+        );
+        let disk1 = Guest { partition: true, initramfs_first: true, ..build_default() };
+        assert!(build(&disk1).contains("rdinit=/init chinit.root=/dev/vda1 ro "), "{}", build(&disk1));
         let mode = Guest { root: RootKind::Pmem, initramfs_first: true, ..build_default() };
         assert_eq!(
             build(&mode),

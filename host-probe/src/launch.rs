@@ -85,6 +85,7 @@ pub struct Running {
     vsock: Option<Reader<Option<(u64, Ready)>>>,
     debugcon: Option<Reader<()>>,
     _vhost: Option<Proc>,
+    _virtiofsd: Option<Proc>,
     _tap: Option<Tap>,
     _dir: RunDir,
 }
@@ -123,6 +124,7 @@ pub fn start(plan: &Plan, o: &Options) -> Result<Running, Error> {
     };
     interrupted()?;
     let vhost = start_vhost(plan)?;
+    let virtiofsd = start_virtiofsd(plan)?;
     let notify_listener = match (&plan.guest_vsock, plan.notify_port) {
         (Some(v), Some(port)) => Some(v.listen(port).map_err(Error::io(format!("listen for chinit's notify on vsock port {port}")))?),
         _ => None,
@@ -152,6 +154,7 @@ pub fn start(plan: &Plan, o: &Options) -> Result<Running, Error> {
         vsock: None,
         debugcon,
         _vhost: vhost,
+        _virtiofsd: virtiofsd,
         _tap: tap,
         _dir: dir,
     })
@@ -159,6 +162,23 @@ pub fn start(plan: &Plan, o: &Options) -> Result<Running, Error> {
 
 fn bind(path: &Path) -> Result<UnixListener, Error> {
     UnixListener::bind(path).map_err(Error::io(format!("bind {}", path.display())))
+}
+
+/// virtiofsd (`--share`), once its vhost-user socket exists.
+fn start_virtiofsd(plan: &Plan) -> Result<Option<Proc>, Error> {
+    let (Some(argv), Some(fs)) = (&plan.virtiofsd_argv, &plan.spec.fs) else {
+        return Ok(None);
+    };
+    let out = plan.run_dir.join("virtiofsd.out");
+    let mut p = Proc::spawn(argv, "virtiofsd", &out)?;
+    if !p.wait_for_path(&fs.socket, Duration::from_secs(5)) {
+        return Err(Error::Helper {
+            what: "virtiofsd".into(),
+            detail: format!("no socket {} after 5 s: {}", fs.socket.display(), read_lossy(&out).trim()),
+            fix: "check the shared directory and that virtiofsd runs as root".into(),
+        });
+    }
+    Ok(Some(p))
 }
 
 /// vhost-device-vsock (QEMU with vsock), once its vhost-user socket exists.

@@ -57,6 +57,12 @@ struct BootArgs {
     /// Do not talk to chinit: wait until the guest powers off, report marks and VMM events only.
     #[arg(long)]
     no_agent: bool,
+    /// The guest's layout: `kuasar` is the one Kuasar gives cloud-hypervisor guests (root on partition
+    /// 1 of a read-only pmem device, built with `rootfs-builder --gpt`; console=hvc0; virtio-rng).
+    #[arg(long, value_enum, default_value = "default")]
+    layout: host_probe::options::Layout,
+    #[arg(long, value_name = "DIR[:TAG]", help = host_probe::options::Share::SYNTAX, value_parser = host_probe::options::Share::parse)]
+    share: Option<host_probe::options::Share>,
 }
 
 #[derive(Subcommand)]
@@ -121,6 +127,8 @@ fn options(b: &BootArgs) -> Options {
         net: !b.no_net,
         vsock: !b.no_vsock,
         verbose: false,
+        layout: b.layout,
+        share: b.share.clone(),
     }
 }
 

@@ -57,6 +57,47 @@ pub struct Options {
     pub vsock: bool,
     /// Progress lines on stderr.
     pub verbose: bool,
+    /// The guest's layout: ours, or the one Kuasar gives cloud-hypervisor guests.
+    pub layout: Layout,
+    /// A host directory shared with the guest over virtio-fs, and its tag: chinit mounts it on
+    /// `/mnt/<tag>` (cloud-hypervisor).
+    pub share: Option<Share>,
+}
+
+/// The guest's layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Layout {
+    /// The serial console, the root as host-probe attaches it.
+    #[default]
+    Default,
+    /// As Kuasar's cloud-hypervisor sandboxer: the root on a partition of a read-only pmem device
+    /// (`root=/dev/pmem0p1 rootflags=data=ordered,errors=remount-ro ro`), `console=hvc0`, virtio-rng.
+    Kuasar,
+}
+
+/// `--share DIR[:TAG]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    pub dir: PathBuf,
+    pub tag: String,
+}
+
+impl Share {
+    pub const SYNTAX: &'static str = "DIR[:TAG]: a host directory shared over virtio-fs (tag `share` by default), mounted on /mnt/TAG";
+
+    pub fn parse(s: &str) -> Result<Share, String> {
+        let (dir, tag) = match s.rsplit_once(':') {
+            Some((d, t)) if !t.contains('/') => (d, t),
+            _ => (s, "share"),
+        };
+        if dir.is_empty() {
+            return Err(format!("--share {s:?}: no directory; expected {}", Share::SYNTAX));
+        }
+        if tag.is_empty() || !tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') || tag.len() > 36 {
+            return Err(format!("--share {s:?}: the tag must be 1-36 letters, digits, '-' or '_'"));
+        }
+        Ok(Share { dir: PathBuf::from(dir), tag: tag.to_string() })
+    }
 }
 
 impl Default for Options {
@@ -77,6 +118,8 @@ impl Default for Options {
             net: true,
             vsock: true,
             verbose: false,
+            layout: Layout::Default,
+            share: None,
         }
     }
 }
@@ -99,6 +142,8 @@ pub struct HostOffer {
     pub vhost_vsock: Option<PathBuf>,
     /// The host kernel's vhost-vsock (`/dev/vhost-vsock`): QEMU guests get kernel vsock.
     pub kernel_vsock: bool,
+    /// A virtio-fs daemon (`--share`).
+    pub virtiofsd: Option<PathBuf>,
     /// The hypervisor this host itself runs under (an emulated host makes every VM slow).
     pub hypervisor: crate::cpuid::Hypervisor,
     pub cache_root: Option<PathBuf>,
@@ -115,6 +160,7 @@ impl HostOffer {
             qemu: crate::locate::which(crate::locate::QEMU),
             vhost_vsock: crate::locate::which(crate::locate::VHOST_VSOCK),
             kernel_vsock: std::path::Path::new("/dev/vhost-vsock").exists(),
+            virtiofsd: crate::locate::which(crate::plan::VIRTIOFSD).or_else(|| crate::locate::which("virtiofsd")),
             hypervisor: crate::cpuid::Hypervisor::detect(),
             cache_root: crate::locate::this_cache_root(),
             tsc_khz: crate::tsc::host_tsc_khz(Duration::from_millis(20)),
@@ -125,6 +171,17 @@ impl HostOffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn share_syntax() {
+        let ok = |s: &str| Share::parse(s).unwrap();
+        assert_eq!(ok("/srv/data"), Share { dir: "/srv/data".into(), tag: "share".into() });
+        assert_eq!(ok("/srv/data:kuasar"), Share { dir: "/srv/data".into(), tag: "kuasar".into() });
+        assert_eq!(ok("rel/dir:x_1"), Share { dir: "rel/dir".into(), tag: "x_1".into() });
+        for bad in [":tag", "/d:bad tag", "/d:"] {
+            assert!(Share::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn validation_refuses_an_init_the_kernel_cannot_take() {

@@ -12,7 +12,7 @@ use agent::proto::{DEFAULT_PORT, DEFAULT_VSOCK_PORT};
 use crate::check::KvmKind;
 use crate::cmdline::{self, RootKind};
 use crate::error::{absolute, Error};
-use crate::options::{HostOffer, Options, RootMode, VmmChoice, Wait};
+use crate::options::{HostOffer, Layout, Options, RootMode, VmmChoice, Wait};
 use crate::tap;
 use crate::vmm::{self, Accel, Net, Root, Spec, Vmm, Vsock};
 use crate::vsock::{self as guest_vsock, GuestVsock};
@@ -45,6 +45,8 @@ pub struct Plan {
     pub argv: Vec<String>,
     /// vhost-device-vsock's argv (QEMU with vsock).
     pub vhost_argv: Option<Vec<String>>,
+    /// virtiofsd's argv (`--share`).
+    pub virtiofsd_argv: Option<Vec<String>>,
     pub run_dir: PathBuf,
     /// How the host reaches the guest's vsock: hybrid (cloud-hypervisor, vhost-device-vsock) or the
     /// kernel's.
@@ -87,6 +89,7 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
     }
     let kernel = find_kernel(o, host, vmm)?;
     let root = attach_root(o, vmm, find_initramfs(o, &kernel)?)?;
+    let kuasar = check_layout(o, vmm, &root)?;
 
     let pid = std::process::id();
     let run_dir = std::env::temp_dir().join(format!("host-probe-{pid}-{seq}"));
@@ -109,8 +112,13 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
         notify_port,
         tsc_khz: host.tsc_khz.filter(|_| accel == Accel::Tcg),
         init: o.init.clone(),
+        partition: root.partition,
+        hvc0: kuasar,
+        rootflags: kuasar.then(|| KUASAR_ROOTFLAGS.to_string()),
+        share: o.share.as_ref().map(|s| s.tag.clone()),
         extra: o.cmdline_extra.clone(),
     });
+    let (fs, virtiofsd_argv) = wire_share(o, vmm, host, &run_dir)?;
     let spec = Spec {
         binary,
         kernel,
@@ -122,6 +130,9 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
         net: tap.clone(),
         vsock,
         serial: run_dir.join("serial.log"),
+        console: if kuasar { vmm::Console::Virtio } else { vmm::Console::Serial },
+        fs,
+        rng: kuasar,
         api_socket: run_dir.join("api.sock"),
         event_monitor: run_dir.join("events.json"),
         log_file: run_dir.join("vmm.log"),
@@ -138,6 +149,7 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
         spec,
         argv,
         vhost_argv,
+        virtiofsd_argv,
         run_dir,
         guest_vsock,
         notify_port,
@@ -234,6 +246,69 @@ struct RootPlan {
     attach: String,
     /// The initramfs in front of a root device (chinit's initramfs mode).
     initramfs_first: Option<PathBuf>,
+    /// The image is a GPT disk: the root is its partition 1.
+    partition: bool,
+}
+
+/// Whether an image is a GPT disk (`EFI PART` in its sector 1), as `rootfs-builder --gpt` writes.
+pub fn is_gpt_disk(image: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut sig = [0u8; 8];
+    std::fs::File::open(image).and_then(|mut f| f.seek(SeekFrom::Start(512)).and_then(|_| f.read_exact(&mut sig))).is_ok()
+        && &sig == b"EFI PART"
+}
+
+/// Kuasar's root mount options.
+pub const KUASAR_ROOTFLAGS: &str = "data=ordered,errors=remount-ro";
+
+/// `--layout kuasar` is cloud-hypervisor's, on a pmem root with a partition; true when asked.
+fn check_layout(o: &Options, vmm: Vmm, root: &RootPlan) -> Result<bool, Error> {
+    if o.layout == Layout::Default {
+        return Ok(false);
+    }
+    if vmm != Vmm::CloudHypervisor {
+        return Err(Error::Usage("--layout kuasar is cloud-hypervisor's: pass --vmm cloud-hypervisor".into()));
+    }
+    if root.kind != RootKind::Pmem || !root.partition {
+        return Err(Error::Usage(format!(
+            "--layout kuasar roots on partition 1 of a pmem device: pass --root pmem and an image built with `rootfs-builder --gpt` ({} is {})",
+            root.path.display(),
+            if root.partition { "one, but not on pmem" } else { "not a GPT disk" }
+        )));
+    }
+    Ok(true)
+}
+
+/// QEMU's virtiofsd (or one on PATH): serves `--share` over vhost-user.
+pub const VIRTIOFSD: &str = "/usr/lib/qemu/virtiofsd";
+
+/// `--share DIR[:TAG]`: the VMM's device and virtiofsd's argv (cloud-hypervisor only).
+fn wire_share(o: &Options, vmm: Vmm, host: &HostOffer, run_dir: &Path) -> Result<(Option<vmm::Fs>, Option<Vec<String>>), Error> {
+    let Some(share) = &o.share else {
+        return Ok((None, None));
+    };
+    if vmm != Vmm::CloudHypervisor {
+        return Err(Error::Usage("--share is served to cloud-hypervisor guests only: pass --vmm cloud-hypervisor".into()));
+    }
+    if !share.dir.is_dir() {
+        return Err(Error::missing_file("shared directory", &share.dir, "pass an existing directory to --share"));
+    }
+    let bin = host.virtiofsd.clone().ok_or_else(|| Error::Missing {
+        what: "no virtiofsd for --share".into(),
+        fix: format!("apt-get install qemu-system-common (it ships {VIRTIOFSD}), or put virtiofsd on PATH"),
+    })?;
+    let socket = run_dir.join("fs.sock");
+    let argv = vec![
+        bin.display().to_string(),
+        format!("--socket-path={}", socket.display()),
+        "-o".into(),
+        format!("source={}", absolute(&share.dir).display()),
+        "-o".into(),
+        "cache=none".into(),
+        "-o".into(),
+        "sandbox=chroot".into(),
+    ];
+    Ok((Some(vmm::Fs { tag: share.tag.clone(), socket }), Some(argv)))
 }
 
 /// An initramfs alone is the whole root; with --rootfs it is chinit's initramfs mode: chinit starts
@@ -271,10 +346,14 @@ fn attach_root(o: &Options, vmm: Vmm, initramfs: Option<PathBuf>) -> Result<Root
         }
     };
     let initramfs_first = initramfs.filter(|_| kind != RootKind::Initramfs);
+    let partition = kind != RootKind::Initramfs && is_gpt_disk(&path);
+    if partition {
+        attach.push_str("; a GPT disk: the root is its partition 1");
+    }
     if let Some(i) = &initramfs_first {
         attach.push_str(&format!("; starts from the initramfs {} (only read)", i.display()));
     }
-    Ok(RootPlan { root, kind, path, attach, initramfs_first })
+    Ok(RootPlan { root, kind, path, attach, initramfs_first, partition })
 }
 
 /// The vsock a plan gives the guest.
@@ -357,6 +436,9 @@ pub fn dry_run_text(p: &Plan) -> String {
     if let Some(v) = &p.vhost_argv {
         o.push_str(&format!("{} &\n", vmm::shell_line(v)));
     }
+    if let Some(v) = &p.virtiofsd_argv {
+        o.push_str(&format!("{} &\n", vmm::shell_line(v)));
+    }
     o.push_str(&vmm::shell_line(&p.argv));
     o.push('\n');
     o
@@ -374,6 +456,7 @@ mod tests {
             qemu: Some("/bin/qemu-system-x86_64".into()),
             vhost_vsock: vhost.then(|| PathBuf::from("/bin/vhost-device-vsock")),
             kernel_vsock: false,
+            virtiofsd: None,
             hypervisor: crate::cpuid::Hypervisor::None,
             cache_root: None,
             tsc_khz: Some(2_600_000),
@@ -400,6 +483,58 @@ mod tests {
         std::fs::write(&k, b"k").unwrap();
         std::fs::write(&r, b"r").unwrap();
         Fixture { o: Options { kernel: Some(k), rootfs: Some(r), ..Options::default() }, dir }
+    }
+
+    /// `--layout kuasar --share`: cloud-hypervisor with the root on pmem partition 1, hvc0, rng, and
+    /// the shared directory served by virtiofsd; what cannot be that layout is refused with the fix.
+    #[test]
+    fn kuasar_layout_and_a_share() {
+        let f = fixture();
+        let disk = f.dir.join("gpt.img");
+        let mut bytes = vec![0u8; 1024];
+        bytes[512..520].copy_from_slice(b"EFI PART");
+        std::fs::write(&disk, &bytes).unwrap();
+        let share = f.dir.join("share");
+        std::fs::create_dir_all(&share).unwrap();
+        let h = HostOffer { virtiofsd: Some(VIRTIOFSD.into()), ..host(KvmKind::Hardware("kvm_amd"), true, false) };
+        let o = Options {
+            vmm: VmmChoice::CloudHypervisor,
+            rootfs: Some(disk.clone()),
+            root_mode: RootMode::Pmem,
+            layout: Layout::Kuasar,
+            share: Some(crate::options::Share { dir: share.clone(), tag: "kuasar".into() }),
+            ..f.o.clone()
+        };
+        let p = plan(&o, &h, 0).unwrap();
+        let line = vmm::shell_line(&p.argv);
+        let run = p.run_dir.display().to_string();
+        for want in [
+            format!("--pmem file={},discard_writes=on", disk.display()),
+            "--memory size=256M,shared=on --rng src=/dev/urandom".to_string(),
+            format!("--fs tag=kuasar,socket={run}/fs.sock"),
+            format!("--serial off --console file={run}/serial.log"),
+        ] {
+            assert!(line.contains(&want), "{want} not in {line}");
+        }
+        assert!(p.spec.cmdline.starts_with("console=hvc0 "), "{}", p.spec.cmdline);
+        assert!(
+            p.spec.cmdline.contains("root=/dev/pmem0p1 ro rootfstype=ext4 rootflags=data=ordered,errors=remount-ro"),
+            "{}",
+            p.spec.cmdline
+        );
+        assert!(p.spec.cmdline.contains("chinit.mount=kuasar:/mnt/kuasar:virtiofs"), "{}", p.spec.cmdline);
+        let v = p.virtiofsd_argv.clone().unwrap().join(" ");
+        assert_eq!(v, format!("{VIRTIOFSD} --socket-path={run}/fs.sock -o source={} -o cache=none -o sandbox=chroot", share.display()));
+        assert!(p.root_attach.contains("GPT disk"), "{}", p.root_attach);
+        // Refused, each with what to do.
+        let qemu = Options { vmm: VmmChoice::Qemu, root_mode: RootMode::Disk, ..o.clone() };
+        assert!(plan(&qemu, &h, 0).unwrap_err().to_string().contains("--vmm cloud-hypervisor"));
+        let flat = Options { rootfs: f.o.rootfs.clone(), ..o.clone() };
+        assert!(plan(&flat, &h, 0).unwrap_err().to_string().contains("rootfs-builder --gpt"));
+        let no_fsd = HostOffer { virtiofsd: None, ..h.clone() };
+        assert!(plan(&o, &no_fsd, 0).unwrap_err().to_string().contains("qemu-system-common"));
+        let gone = Options { share: Some(crate::options::Share { dir: f.dir.join("nope"), tag: "x".into() }), ..o.clone() };
+        assert!(plan(&gone, &h, 0).unwrap_err().to_string().contains("shared directory"));
     }
 
     #[test]

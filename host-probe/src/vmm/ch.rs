@@ -1,6 +1,6 @@
 //! cloud-hypervisor (v53 syntax) command line.
 
-use super::{Root, Spec, Vsock};
+use super::{Console, Root, Spec, Vsock};
 
 /// The full argv, program first.
 ///
@@ -20,7 +20,15 @@ pub fn argv(spec: &Spec) -> Vec<String> {
     }
     push(&mut a, "--cmdline", spec.cmdline.clone());
     push(&mut a, "--cpus", format!("boot={}", spec.cpus));
-    push(&mut a, "--memory", format!("size={}M", spec.memory_mib));
+    // virtio-fs maps guest memory into virtiofsd: it must be shared.
+    let shared = if spec.fs.is_some() { ",shared=on" } else { "" };
+    push(&mut a, "--memory", format!("size={}M{shared}", spec.memory_mib));
+    if spec.rng {
+        push(&mut a, "--rng", "src=/dev/urandom".into());
+    }
+    if let Some(fs) = &spec.fs {
+        push(&mut a, "--fs", format!("tag={},socket={}", fs.tag, fs.socket.display()));
+    }
     if let Some(net) = &spec.net {
         push(&mut a, "--net", format!("tap={},mac={}", net.tap, net.mac));
     }
@@ -28,8 +36,16 @@ pub fn argv(spec: &Spec) -> Vec<String> {
     if let Some(Vsock::Hybrid { cid, socket }) = &spec.vsock {
         push(&mut a, "--vsock", format!("cid={cid},socket={}", socket.display()));
     }
-    push(&mut a, "--serial", format!("file={}", spec.serial.display()));
-    push(&mut a, "--console", "off".to_string());
+    match spec.console {
+        Console::Serial => {
+            push(&mut a, "--serial", format!("file={}", spec.serial.display()));
+            push(&mut a, "--console", "off".to_string());
+        }
+        Console::Virtio => {
+            push(&mut a, "--serial", "off".to_string());
+            push(&mut a, "--console", format!("file={}", spec.serial.display()));
+        }
+    }
     push(&mut a, "--event-monitor", format!("path={}", spec.event_monitor.display()));
     push(&mut a, "--log-file", spec.log_file.display().to_string());
     a
@@ -58,6 +74,9 @@ mod tests {
             net: net.then(|| Net { tap: "hp1234a".into(), mac: "02:68:70:00:00:02".into() }),
             vsock: vsock.then(|| Vsock::Hybrid { cid: 3, socket: "/run/r/vsock.sock".into() }),
             serial: "/run/r/serial.log".into(),
+            console: super::super::Console::Serial,
+            fs: None,
+            rng: false,
             api_socket: "/run/r/api.sock".into(),
             event_monitor: "/run/r/events.json".into(),
             log_file: "/run/r/ch.log".into(),

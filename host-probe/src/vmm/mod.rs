@@ -62,6 +62,21 @@ pub enum Vsock {
     Kernel { cid: u32 },
 }
 
+/// Where the guest's console is: the serial port (`ttyS0`) or the virtio console (`hvc0`); either
+/// way it goes to [`Spec::serial`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Console {
+    Serial,
+    Virtio,
+}
+
+/// A host directory shared over virtio-fs: virtiofsd serves it on `socket`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fs {
+    pub tag: String,
+    pub socket: PathBuf,
+}
+
 /// Everything one boot needs. Paths inside the run directory are given explicitly so that the argv
 /// builders never invent names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,8 +92,13 @@ pub struct Spec {
     pub memory_mib: u32,
     pub net: Option<Net>,
     pub vsock: Option<Vsock>,
-    /// The guest's serial console goes to this file.
+    /// The guest's console goes to this file.
     pub serial: PathBuf,
+    pub console: Console,
+    /// A shared directory (cloud-hypervisor `--fs`).
+    pub fs: Option<Fs>,
+    /// Entropy from the host (`--rng src=/dev/urandom`, cloud-hypervisor).
+    pub rng: bool,
     /// cloud-hypervisor: API socket, event-monitor file and log file.
     pub api_socket: PathBuf,
     pub event_monitor: PathBuf,
