@@ -258,6 +258,9 @@ pub fn is_gpt_disk(image: &Path) -> bool {
         && &sig == b"EFI PART"
 }
 
+/// cloud-hypervisor's pmem devices are whole numbers of this.
+pub const PMEM_UNIT: u64 = 2 << 20;
+
 /// Kuasar's root mount options.
 pub const KUASAR_ROOTFLAGS: &str = "data=ordered,errors=remount-ro";
 
@@ -336,6 +339,13 @@ fn attach_root(o: &Options, vmm: Vmm, initramfs: Option<PathBuf>) -> Result<Root
                     (Root::Disk(p.clone()), RootKind::Disk, p, "read-only virtio-blk: the image is never written, no copy".to_string())
                 }
                 RootMode::Pmem if vmm == Vmm::Qemu => return Err(Error::Usage(vmm::qemu::PMEM_UNSUPPORTED.into())),
+                RootMode::Pmem if std::fs::metadata(&p).map(|m| m.len() % PMEM_UNIT != 0).unwrap_or(false) => {
+                    return Err(Error::Usage(format!(
+                        "--root pmem: {} is not a whole number of 2 MiB, which cloud-hypervisor's pmem devices need: \
+                         build it with rootfs-builder (its default sizes are), or pass --size with an even number of MiB",
+                        p.display()
+                    )))
+                }
                 RootMode::Pmem => (
                     Root::Pmem(p.clone()),
                     RootKind::Pmem,
@@ -491,7 +501,7 @@ mod tests {
     fn kuasar_layout_and_a_share() {
         let f = fixture();
         let disk = f.dir.join("gpt.img");
-        let mut bytes = vec![0u8; 1024];
+        let mut bytes = vec![0u8; 2 << 20];
         bytes[512..520].copy_from_slice(b"EFI PART");
         std::fs::write(&disk, &bytes).unwrap();
         let share = f.dir.join("share");
@@ -529,10 +539,15 @@ mod tests {
         // Refused, each with what to do.
         let qemu = Options { vmm: VmmChoice::Qemu, root_mode: RootMode::Disk, ..o.clone() };
         assert!(plan(&qemu, &h, 0).unwrap_err().to_string().contains("--vmm cloud-hypervisor"));
-        let flat = Options { rootfs: f.o.rootfs.clone(), ..o.clone() };
+        let flat_image = f.dir.join("flat.img");
+        std::fs::write(&flat_image, vec![0u8; 2 << 20]).unwrap();
+        let flat = Options { rootfs: Some(flat_image), ..o.clone() };
         assert!(plan(&flat, &h, 0).unwrap_err().to_string().contains("rootfs-builder --gpt"));
         let no_fsd = HostOffer { virtiofsd: None, ..h.clone() };
         assert!(plan(&o, &no_fsd, 0).unwrap_err().to_string().contains("qemu-system-common"));
+        std::fs::write(&disk, &bytes[..1 << 20]).unwrap();
+        assert!(plan(&o, &h, 0).unwrap_err().to_string().contains("whole number of 2 MiB"));
+        std::fs::write(&disk, &bytes).unwrap();
         let gone = Options { share: Some(crate::options::Share { dir: f.dir.join("nope"), tag: "x".into() }), ..o.clone() };
         assert!(plan(&gone, &h, 0).unwrap_err().to_string().contains("shared directory"));
     }

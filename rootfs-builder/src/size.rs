@@ -31,10 +31,11 @@ pub fn minimum(content: u64, inodes: u64) -> u64 {
     round_mib(content + content / 16 + inodes * 256 + 4 * MIB)
 }
 
-/// The default size: content plus 25% plus 8 MiB headroom, at least 16 MiB.
+/// The default size: content plus 25% plus 8 MiB headroom, at least 16 MiB, in whole 2 MiB (the
+/// unit cloud-hypervisor's pmem devices take, so every default image boots from pmem too).
 pub fn default_for(content: u64, inodes: u64) -> u64 {
     let need = minimum(content, inodes);
-    round_mib((need + need / 4 + 8 * MIB).max(16 * MIB))
+    (need + need / 4 + 8 * MIB).max(16 * MIB).div_ceil(2 * MIB) * 2 * MIB
 }
 
 /// Round up to a whole MiB.
@@ -78,7 +79,10 @@ mod tests {
         let min = minimum(content, 1000);
         assert!(min > content);
         let def = default_for(content, 1000);
-        assert!(def >= min + min / 4 + 8 * MIB && def < min + min / 4 + 9 * MIB);
-        assert_eq!(def % MIB, 0);
+        assert!(def >= min + min / 4 + 8 * MIB && def < min + min / 4 + 10 * MIB);
+        assert_eq!(def % (2 * MIB), 0);
+        for content in [MIB, 9 * MIB, 17 * MIB + 1, 300 * MIB] {
+            assert_eq!(default_for(content, 10) % (2 * MIB), 0, "{content}");
+        }
     }
 }

@@ -153,11 +153,16 @@ impl Guest {
             for a in plan.argv.iter_mut() {
                 if a.starts_with("id=root,") {
                     *a = a.replace(",read-only=on", "");
+                } else if a.starts_with("path=") || a.starts_with("file=") {
+                    // cloud-hypervisor's --disk and --pmem.
+                    *a = a.replace("readonly=on", "readonly=off").replace("discard_writes=on", "discard_writes=off");
                 }
             }
         }
         let qmp = plan.run_dir.join("qmp.sock");
-        plan.argv.extend(["-qmp".to_string(), format!("unix:{},server=on,wait=off", qmp.display())]);
+        if plan.vmm == host_probe::vmm::Vmm::Qemu {
+            plan.argv.extend(["-qmp".to_string(), format!("unix:{},server=on,wait=off", qmp.display())]);
+        }
         let run = launch::start(&plan, &o).unwrap_or_else(|e| panic!("launch: {e}"));
         Guest { run, qmp }
     }
@@ -244,8 +249,17 @@ impl Guest {
         r.json().unwrap()
     }
 
-    /// Presses the ACPI power button (QMP `system_powerdown`).
+    /// Presses the ACPI power button: QMP `system_powerdown`, or cloud-hypervisor's API
+    /// (`PUT /api/v1/vm.power-button` on its API socket).
     pub fn power_button(&self) {
+        if self.plan().vmm == host_probe::vmm::Vmm::CloudHypervisor {
+            let api = &self.plan().spec.api_socket;
+            let mut s = UnixStream::connect(api).unwrap_or_else(|e| panic!("cloud-hypervisor API {}: {e}", api.display()));
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let r = client::request(&mut s, "PUT", "/api/v1/vm.power-button", None).unwrap_or_else(|e| panic!("power-button: {e}"));
+            assert!(r.status / 100 == 2, "power-button: {} {}", r.status, String::from_utf8_lossy(&r.body));
+            return;
+        }
         let s = UnixStream::connect(&self.qmp).unwrap_or_else(|e| panic!("QMP {}: {e}", self.qmp.display()));
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut w = s.try_clone().unwrap();
@@ -270,4 +284,60 @@ impl Guest {
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         self.run.wait_exit(timeout)
     }
+}
+
+/// What ends the machine in [`orderly_poweroff`].
+#[derive(Clone, Copy, Debug)]
+pub enum Trigger {
+    Api,
+    PowerButton,
+}
+
+/// Boots a writable copy of an image with `o` (its VMM, kernel, root mode), writes a file from the
+/// guest (no sync), powers off with `trigger`, and checks the order of things: the VMM exits 0, the
+/// console names the trigger and shows no shutdown error, and the filesystem is clean with the
+/// file in it.
+pub fn orderly_poweroff(o: &Options, trigger: Trigger) {
+    let tmp = vm::TempDir::new("e2e-poweroff").unwrap();
+    let image = chinit_image(&tmp.path().join("rootfs.ext4"), true);
+    let mut g = Guest::start(&Options { rootfs: Some(image.clone()), ..o.clone() }, true);
+    g.wait_ready(BOOT_TIMEOUT);
+    let witness = format!("written before {trigger:?}");
+    let out = g.exec(&ExecRequest {
+        argv: vec!["/bin/busybox".into(), "sh".into(), "-c".into(), format!("echo '{witness}' > /root/witness")],
+        ..Default::default()
+    });
+    assert_eq!(out.exit_code, Some(0), "{out:?}");
+    let who = match trigger {
+        Trigger::Api => {
+            let r = g.vsock("POST", "/v1/shutdown", None).unwrap();
+            assert_eq!(r.status, 202);
+            "the API"
+        }
+        Trigger::PowerButton => {
+            g.power_button();
+            "the power button"
+        }
+    };
+    let status = g.wait_exit(Duration::from_secs(60)).unwrap_or_else(|| panic!("no power-off after {trigger:?}\n{}", g.diagnostics()));
+    assert!(status.success(), "QEMU: {status}\n{}", g.diagnostics());
+    let console = g.console();
+    assert!(console.contains(&format!("chinit: Poweroff requested by {who}: shutting down")), "{console}");
+    assert!(!console.contains("chinit: shutdown:"), "a shutdown step failed:\n{console}");
+    assert!(!has_kernel_panic(&console), "{console}");
+    drop(g);
+
+    let fsck = Command::new("e2fsck").arg("-fn").arg(&image).output().unwrap();
+    assert!(
+        fsck.status.success(),
+        "e2fsck -fn after {trigger:?}: {}\n{}{}",
+        fsck.status,
+        String::from_utf8_lossy(&fsck.stdout),
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+    let head = vm::run(Command::new("dumpe2fs").arg("-h").arg(&image));
+    assert!(head.lines().any(|l| l.starts_with("Filesystem state:") && l.trim_end().ends_with("clean")), "{head}");
+    assert!(!head.contains("needs_recovery"), "the journal was not flushed: {head}");
+    let cat = vm::run(Command::new("debugfs").arg("-R").arg("cat /root/witness").arg(&image));
+    assert_eq!(cat.trim(), witness);
 }

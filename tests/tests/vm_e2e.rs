@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent::proto::ExecRequest;
-use chinit_tests::e2e::{self, Guest, BOOT_TIMEOUT};
+use chinit_tests::e2e::{self, Guest, Trigger, BOOT_TIMEOUT};
 use chinit_tests::vm::{self, TempDir};
 use host_probe::run::{self, Options, Wait};
 use serde_json::Value;
@@ -271,7 +271,8 @@ fn sigint_mid_boot_leaves_nothing_behind() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert!(seen.iter().any(|p| p.contains("qemu-system")), "QEMU never started");
-    if e2e_vsock() {
+    let host = host_probe::run::HostOffer::gather();
+    if !host.kernel_vsock && host.vhost_vsock.is_some() {
         assert!(seen.iter().any(|p| p.contains("vhost-device-vsock")), "{seen:?}");
     }
     // Well into the guest kernel's boot.
@@ -382,66 +383,12 @@ fn exec_api_over_vsock_runs_commands_and_tcp_refuses_it_by_default() {
     assert!(status.success(), "QEMU: {status}\n{}", g.diagnostics());
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Trigger {
-    Api,
-    PowerButton,
-}
-
-/// Boots a writable copy of an image, writes a file from the guest (no sync), powers off with
-/// `trigger`, and checks the order of things: QEMU exits 0, the console names the trigger and shows
-/// no shutdown error, and the filesystem is clean with the file in it.
-fn orderly_poweroff(trigger: Trigger) {
-    let tmp = TempDir::new("e2e-poweroff").unwrap();
-    let image = e2e::chinit_image(&tmp.path().join("rootfs.ext4"), true);
-    let mut g = Guest::start(&e2e::qemu_options(&e2e::tiny_bzimage(), Some(&image), ""), true);
-    g.wait_ready(BOOT_TIMEOUT);
-    let witness = format!("written before {trigger:?}");
-    let out = g.exec(&ExecRequest {
-        argv: vec!["/bin/busybox".into(), "sh".into(), "-c".into(), format!("echo '{witness}' > /root/witness")],
-        ..Default::default()
-    });
-    assert_eq!(out.exit_code, Some(0), "{out:?}");
-    let who = match trigger {
-        Trigger::Api => {
-            let r = g.vsock("POST", "/v1/shutdown", None).unwrap();
-            assert_eq!(r.status, 202);
-            "the API"
-        }
-        Trigger::PowerButton => {
-            g.power_button();
-            "the power button"
-        }
-    };
-    let status = g.wait_exit(Duration::from_secs(60)).unwrap_or_else(|| panic!("no power-off after {trigger:?}\n{}", g.diagnostics()));
-    assert!(status.success(), "QEMU: {status}\n{}", g.diagnostics());
-    let console = g.console();
-    assert!(console.contains(&format!("chinit: Poweroff requested by {who}: shutting down")), "{console}");
-    assert!(!console.contains("chinit: shutdown:"), "a shutdown step failed:\n{console}");
-    assert!(!e2e::has_kernel_panic(&console), "{console}");
-    drop(g);
-
-    let fsck = Command::new("e2fsck").arg("-fn").arg(&image).output().unwrap();
-    assert!(
-        fsck.status.success(),
-        "e2fsck -fn after {trigger:?}: {}\n{}{}",
-        fsck.status,
-        String::from_utf8_lossy(&fsck.stdout),
-        String::from_utf8_lossy(&fsck.stderr)
-    );
-    let head = vm::run(Command::new("dumpe2fs").arg("-h").arg(&image));
-    assert!(head.lines().any(|l| l.starts_with("Filesystem state:") && l.trim_end().ends_with("clean")), "{head}");
-    assert!(!head.contains("needs_recovery"), "the journal was not flushed: {head}");
-    let cat = vm::run(Command::new("debugfs").arg("-R").arg("cat /root/witness").arg(&image));
-    assert_eq!(cat.trim(), witness);
-}
-
 #[test]
 fn api_shutdown_powers_off_in_order_and_the_filesystem_is_clean() {
     if skip_without_qemu("api_shutdown_powers_off_in_order_and_the_filesystem_is_clean") {
         return;
     }
-    orderly_poweroff(Trigger::Api);
+    e2e::orderly_poweroff(&e2e::qemu_options(&e2e::tiny_bzimage(), None, ""), Trigger::Api);
 }
 
 #[test]
@@ -449,7 +396,7 @@ fn power_button_powers_off_in_order_and_the_filesystem_is_clean() {
     if skip_without_qemu("power_button_powers_off_in_order_and_the_filesystem_is_clean") {
         return;
     }
-    orderly_poweroff(Trigger::PowerButton);
+    e2e::orderly_poweroff(&e2e::qemu_options(&e2e::tiny_bzimage(), None, ""), Trigger::PowerButton);
 }
 
 /// Runs one host-probe run with the run directory kept; returns the result and the console, and

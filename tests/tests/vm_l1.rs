@@ -85,3 +85,29 @@ fn qemu_with_kvm_and_kernel_vsock_passes_the_end_to_end_tests() {
     assert!(out.output.contains(&format!("test result: ok. {} passed", tests.len())), "{}", out.output);
     assert!(!out.output.contains("skipped"), "every test ran in L1:\n{}", out.output);
 }
+
+/// cloud-hypervisor with real Linux guests, in L1: vm_ch's tests (disk, pmem and initramfs roots,
+/// the power button, Kuasar's layout with a virtio-fs share, timeout and Ctrl-C cleanup). Needs a
+/// cloud-hypervisor here (`$CLOUD_HYPERVISOR` or PATH): none is packaged, so CI skips it.
+#[test]
+fn cloud_hypervisor_passes_its_tests_on_hardware_kvm() {
+    let test = "cloud_hypervisor_passes_its_tests_on_hardware_kvm";
+    if !available(test) {
+        return;
+    }
+    let Some(ch) = host_probe::run::HostOffer::gather().cloud_hypervisor else {
+        chinit_tests::ns::skip(&format!("{test}: cloud-hypervisor not found (set $CLOUD_HYPERVISOR or put it on PATH)"));
+        return;
+    };
+    let tests = [
+        "boots_chinit_from_disk_pmem_and_an_initramfs",
+        "the_power_button_and_the_api_power_off_in_order",
+        "kuasar_layout_boots_to_ready_with_the_share_mounted",
+        "timeout_and_ctrl_c_leave_nothing_behind",
+    ];
+    let out = run_tests_in_l1("vm_ch", &tests, &format!("CLOUD_HYPERVISOR={}", ch.display()));
+    println!("L1 run of {} vm_ch tests: {:?} wall", tests.len(), out.wall);
+    assert_eq!(out.status, 0, "{}", out.output);
+    assert!(out.output.contains(&format!("test result: ok. {} passed", tests.len())), "{}", out.output);
+    assert!(!out.output.contains("skipped"), "every test ran in L1:\n{}", out.output);
+}
