@@ -47,7 +47,9 @@ pub struct Heard {
 pub fn tcp_ask(h: Heard) -> Option<Duration> {
     let told = h.ready_mark || h.notified;
     if told || h.long {
-        Some(Duration::from_millis(500))
+        // A guest that said it is ready answers: a slow one (emulated, nested, loaded) is waited
+        // for rather than asked twice. The connect returns as soon as it is answered.
+        Some(Duration::from_secs(2))
     } else if h.init_mark {
         None
     } else {
@@ -293,7 +295,7 @@ mod tests {
     fn tcp_polling_waits_for_a_guest_that_announces_itself() {
         let quiet = Heard::default();
         let short = Some(Duration::from_millis(20));
-        let patient = Some(Duration::from_millis(500));
+        let patient = Some(Duration::from_secs(2));
         let cases = [
             // No marks (not chinit, or marks off): poll with short connects.
             (quiet, short),
