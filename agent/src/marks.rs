@@ -15,8 +15,12 @@ pub const MOUNTS_DONE: u8 = 0x61;
 pub const NETWORK_DONE: u8 = 0x62;
 /// The agent answers: `/ready` is 200 from here on.
 pub const READY: u8 = 0x63;
-/// The codes a start from a snapshot will use.
+/// The codes of a start from a snapshot.
 pub const RESTORE_RANGE: std::ops::RangeInclusive<u8> = 0x68..=0x6f;
+/// A restored copy starts becoming unique (`POST /v1/restore` taken).
+pub const RESTORE_START: u8 = 0x68;
+/// The copy is unique and ready again.
+pub const RESTORE_READY: u8 = 0x69;
 
 /// What a chinit code means, or `None` for codes chinit does not write.
 pub fn name(code: u8) -> Option<&'static str> {
@@ -25,6 +29,8 @@ pub fn name(code: u8) -> Option<&'static str> {
         MOUNTS_DONE => Some("mounts done"),
         NETWORK_DONE => Some("network done"),
         READY => Some("ready"),
+        RESTORE_START => Some("restore start"),
+        RESTORE_READY => Some("restore ready"),
         _ => None,
     }
 }
@@ -51,7 +57,8 @@ mod tests {
         for c in boot {
             assert!(name(c).is_some() && range(c) == "userspace" && !RESTORE_RANGE.contains(&c));
         }
-        assert!(RESTORE_RANGE.clone().all(|c| range(c) == "userspace" && name(c).is_none()));
+        assert!(RESTORE_RANGE.contains(&RESTORE_START) && RESTORE_RANGE.contains(&RESTORE_READY));
+        assert!(RESTORE_RANGE.clone().all(|c| range(c) == "userspace"));
         assert_eq!((range(0x00), range(0x20), range(0x40), range(0x80)), ("firmware", "bootloader", "kernel", "custom"));
     }
 }

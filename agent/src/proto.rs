@@ -133,6 +133,27 @@ pub struct ShutdownRequest {
     pub action: ShutdownAction,
 }
 
+/// The least entropy `POST /v1/restore` takes, in bytes.
+pub const MIN_RESTORE_ENTROPY: usize = 32;
+
+/// Body of `POST /v1/restore`: what makes a copy restored from a snapshot unique. The answer (200)
+/// is the new ready document.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct RestoreRequest {
+    /// The copy's generation: `/ready` shows it from now on.
+    pub generation: u64,
+    /// Fresh entropy for the kernel's random generator, as hex: at least [`MIN_RESTORE_ENTROPY`] bytes.
+    pub entropy: String,
+    /// The host's wall-clock time, microseconds since the Unix epoch: the guest's clock is stepped to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall_clock_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// A new address for the guest's interface, `A.B.C.D/P`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+}
+
 /// Body of every 4xx/5xx answer except 503 from `/ready`.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct ErrorBody {

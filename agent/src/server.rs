@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::time::{timeout, timeout_at, Instant};
 
-use crate::proto::{ErrorBody, ExecRequest, ExecResponse, Ready, ShutdownRequest};
+use crate::proto::{ErrorBody, ExecRequest, ExecResponse, Ready, RestoreRequest, ShutdownRequest};
 
 /// A refusal of the owner's, with the HTTP status that says why (400: bad request, 503: shutting
 /// down, ...).
@@ -129,6 +129,8 @@ pub trait Control: Send + Sync + 'static {
     /// Starts the requested shutdown (or joins one under way); the answer (202) is sent before it
     /// proceeds.
     fn shutdown(&self, req: ShutdownRequest);
+    /// Makes a copy restored from a snapshot unique (`POST /v1/restore`); the new ready document.
+    fn restore(&self, req: RestoreRequest) -> impl Future<Output = Result<Ready, Refusal>> + Send;
     /// Where the server counts its answers under way, if the owner waits for them.
     fn in_flight(&self) -> Option<&InFlight> {
         None
@@ -435,7 +437,7 @@ async fn route<C: Control>(req: &Request, ctl: &C, control: bool) -> (u16, Vec<u
             (status, serde_json::to_vec(&ready).unwrap_or_default())
         }
         ("GET" | "HEAD", "/healthz") => (200, b"{\"ok\":true}".to_vec()),
-        ("POST", "/v1/exec" | "/v1/shutdown") if !control => {
+        ("POST", "/v1/exec" | "/v1/shutdown" | "/v1/restore") if !control => {
             (403, error_json("the control API is served on vsock only; boot with chinit.api=tcp to serve it on TCP too"))
         }
         ("POST", "/v1/exec") => match json_object::<ExecRequest>(&req.body) {
@@ -443,6 +445,13 @@ async fn route<C: Control>(req: &Request, ctl: &C, control: bool) -> (u16, Vec<u
             Ok(r) if r.argv.is_empty() => (400, error_json("exec request: argv is empty")),
             Ok(r) => match ctl.exec(r).await {
                 Ok(resp) => (200, serde_json::to_vec(&resp).unwrap_or_default()),
+                Err(e) => (e.status, error_json(&e.message)),
+            },
+        },
+        ("POST", "/v1/restore") => match json_object::<RestoreRequest>(&req.body) {
+            Err(e) => (400, error_json(&format!("restore request: {e}"))),
+            Ok(r) => match ctl.restore(r).await {
+                Ok(ready) => (200, serde_json::to_vec(&ready).unwrap_or_default()),
                 Err(e) => (e.status, error_json(&e.message)),
             },
         },
@@ -460,7 +469,9 @@ async fn route<C: Control>(req: &Request, ctl: &C, control: bool) -> (u16, Vec<u
                 Err(e) => (400, error_json(&format!("shutdown request: {e}"))),
             }
         }
-        (_, "/ready" | "/healthz" | "/v1/exec" | "/v1/shutdown") => (405, error_json(&format!("{method} is not allowed on {path}"))),
+        (_, "/ready" | "/healthz" | "/v1/exec" | "/v1/shutdown" | "/v1/restore") => {
+            (405, error_json(&format!("{method} is not allowed on {path}")))
+        }
         _ => (404, error_json(&format!("no such endpoint: {path}"))),
     }
 }
@@ -585,6 +596,9 @@ mod tests {
         fn shutdown(&self, req: ShutdownRequest) {
             self.shutdowns.lock().unwrap().push(req.action);
         }
+        async fn restore(&self, req: RestoreRequest) -> Result<Ready, Refusal> {
+            Ok(Ready { generation: req.generation, ..self.ready() })
+        }
     }
 
     /// Runs one connection over an in-memory pipe, sends `input`, returns everything the server wrote.
@@ -637,6 +651,11 @@ mod tests {
         assert!(out.starts_with("HTTP/1.1 200 ") && out.contains("\"stdout\":\"a b\""), "{out}");
         let (out, shut) = exchange(true, false, b"POST /v1/shutdown HTTP/1.1\r\n\r\n").await;
         assert!(out.starts_with("HTTP/1.1 403 ") && shut.is_empty(), "{out}");
+        let restore = b"POST /v1/restore HTTP/1.1\r\nContent-Length: 31\r\n\r\n{\"generation\":4,\"entropy\":\"00\"}";
+        let (out, _) = exchange(true, false, restore).await;
+        assert!(out.starts_with("HTTP/1.1 403 "), "{out}");
+        let (out, _) = exchange(true, true, restore).await;
+        assert!(out.starts_with("HTTP/1.1 200 ") && out.contains("\"generation\":4"), "{out}");
         let (out, shut) = exchange(true, true, b"POST /v1/shutdown HTTP/1.1\r\nContent-Length: 19\r\n\r\n{\"action\":\"reboot\"}").await;
         assert!(out.starts_with("HTTP/1.1 202 "), "{out}");
         assert_eq!(shut, vec![ShutdownAction::Reboot]);
@@ -735,6 +754,9 @@ mod tests {
                 Ok(ExecResponse::default())
             }
             fn shutdown(&self, _: ShutdownRequest) {}
+            async fn restore(&self, _: RestoreRequest) -> Result<Ready, Refusal> {
+                Err(Refusal { status: 409, message: "busy".into() })
+            }
         }
         let opts = ServeOptions { limits: Limits { max_connections: 1, ..limits() }, control: true };
         let server = tokio::spawn(serve(l, Arc::new(Slow), opts));

@@ -238,6 +238,13 @@ impl Boot {
                 }
             });
         }
+        // From now on a restored copy can be made unique (`POST /v1/restore`).
+        let _ = self.ctl.restore.set(crate::restore::Context {
+            mode: self.mode,
+            marks: self.marks,
+            notify_port: self.cfg.notify_vsock_port,
+            net: std::sync::Mutex::new(self.net.clone()),
+        });
     }
 
     /// The workload (after the late mounts), the PID 1 loop until the machine should end, then the

@@ -405,7 +405,7 @@ pub fn split_exec(v: &str) -> Result<Vec<String>, String> {
     }
 }
 
-fn valid_hostname(v: &str) -> bool {
+pub(crate) fn valid_hostname(v: &str) -> bool {
     !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 

@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use agent::proto::{ExecRequest, ExecResponse, Ready, ShutdownRequest, Workload};
+use agent::proto::{ExecRequest, ExecResponse, Ready, RestoreRequest, ShutdownRequest, Workload};
 use agent::server::{serve, Control, InFlight, Refusal, ServeOptions};
 use tokio::sync::{mpsc, watch};
 
@@ -50,6 +50,11 @@ impl State {
         *self.workload.lock().unwrap_or_else(|e| e.into_inner()) = Some(w);
     }
 
+    /// A restored copy's generation (`POST /v1/restore`).
+    pub fn set_generation(&self, g: u64) {
+        self.generation.store(g, Ordering::Relaxed);
+    }
+
     /// Declares readiness (again, after a restore: the generation goes up each time).
     pub fn set_ready(&self, at_us: u64) {
         self.ready_us.store(at_us, Ordering::Relaxed);
@@ -86,6 +91,14 @@ pub struct Chinit {
     pub stopping: AtomicBool,
     /// Answers under way: the shutdown waits for them.
     pub answers: InFlight,
+    /// What a restore needs of the boot, set once ready.
+    pub restore: std::sync::OnceLock<crate::restore::Context>,
+    /// A restore is under way.
+    restoring: AtomicBool,
+    /// The TCP listener's task and options: a restore that changes the address serves the new one.
+    tcp: Mutex<Option<(tokio::task::AbortHandle, ServeOptions, u16)>>,
+    /// Itself, for the listeners a restore starts.
+    me: std::sync::OnceLock<std::sync::Weak<Chinit>>,
 }
 
 impl Chinit {
@@ -95,7 +108,18 @@ impl Chinit {
         shutdown: mpsc::UnboundedSender<(ShutdownRequest, &'static str)>,
         system: watch::Receiver<bool>,
     ) -> Chinit {
-        Chinit { state, reaper, shutdown, system, stopping: AtomicBool::new(false), answers: InFlight::default() }
+        Chinit {
+            state,
+            reaper,
+            shutdown,
+            system,
+            stopping: AtomicBool::new(false),
+            answers: InFlight::default(),
+            restore: std::sync::OnceLock::new(),
+            restoring: AtomicBool::new(false),
+            tcp: Mutex::new(None),
+            me: std::sync::OnceLock::new(),
+        }
     }
 }
 
@@ -123,19 +147,63 @@ impl Control for Chinit {
         let _ = self.shutdown.send((req, "the API"));
     }
 
+    /// One restore at a time (409 for another meanwhile), only once ready (503), bad input
+    /// refused before anything changes (400).
+    async fn restore(&self, req: RestoreRequest) -> Result<Ready, Refusal> {
+        let plan = crate::restore::plan(&req).map_err(|e| Refusal::bad_request(format!("restore request: {e}")))?;
+        let Some(ctx) = self.restore.get() else {
+            return Err(Refusal { status: 503, message: "not ready yet: a restore is taken once chinit is ready".into() });
+        };
+        if self.restoring.swap(true, Ordering::AcqRel) {
+            return Err(Refusal { status: 409, message: "a restore is under way".into() });
+        }
+        let new_ip = plan.ip;
+        let ready = crate::restore::apply(&self.state, ctx, plan);
+        if let Some((addr, _)) = new_ip.filter(|_| ready.ip.is_some()) {
+            self.serve_tcp_at(addr).await;
+        }
+        self.restoring.store(false, Ordering::Release);
+        if let Some(port) = ctx.notify_port {
+            if let Err(e) = crate::notify::send(port, &ready).await {
+                say!("notify: {e}");
+            }
+        }
+        Ok(ready)
+    }
+
     fn in_flight(&self) -> Option<&InFlight> {
         Some(&self.answers)
     }
 }
 
 /// Binds the TCP and vsock listeners and starts serving. `Err` when neither could be bound.
+impl Chinit {
+    /// Serves TCP on `addr` instead of the address before (a restore changed it); the old listener
+    /// stops taking connections, those it took go on.
+    async fn serve_tcp_at(&self, addr: Ipv4Addr) {
+        let Some(me) = self.me.get().and_then(std::sync::Weak::upgrade) else { return };
+        let Some((old, opts, port)) = self.tcp.lock().unwrap_or_else(|e| e.into_inner()).clone() else { return };
+        match tokio::net::TcpListener::bind(SocketAddr::from((addr, port))).await {
+            Ok(l) => {
+                let task = tokio::spawn(serve(l, me, opts)).abort_handle();
+                old.abort();
+                *self.tcp.lock().unwrap_or_else(|e| e.into_inner()) = Some((task, opts, port));
+            }
+            Err(e) => say!("restore: serve tcp {addr}:{port}: {e}"),
+        }
+    }
+}
+
 pub async fn start_agent(cfg: &Config, ip: Option<Ipv4Addr>, ctl: &Arc<Chinit>) -> Result<(), String> {
     let mut problems = Vec::new();
     let mut serving = 0;
+    let _ = ctl.me.set(Arc::downgrade(ctl));
     match ip {
         Some(ip) => match tokio::net::TcpListener::bind(SocketAddr::from((ip, cfg.port))).await {
             Ok(l) => {
-                tokio::spawn(serve(l, Arc::clone(ctl), ServeOptions { control: cfg.api == Api::Tcp, ..ServeOptions::default() }));
+                let opts = ServeOptions { control: cfg.api == Api::Tcp, ..ServeOptions::default() };
+                let task = tokio::spawn(serve(l, Arc::clone(ctl), opts)).abort_handle();
+                *ctl.tcp.lock().unwrap_or_else(|e| e.into_inner()) = Some((task, opts, cfg.port));
                 serving += 1;
             }
             Err(e) => problems.push(format!("tcp {ip}:{}: {e}", cfg.port)),

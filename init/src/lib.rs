@@ -21,6 +21,7 @@ pub mod notify;
 pub mod panic;
 pub mod powerbutton;
 pub mod reap;
+pub mod restore;
 pub mod root;
 pub mod shutdown;
 pub mod signals;

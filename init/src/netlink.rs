@@ -16,6 +16,7 @@ const NLMSG_DONE: u16 = 3;
 const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
+const RTM_DELADDR: u16 = 21;
 const RTM_NEWROUTE: u16 = 24;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
@@ -296,6 +297,30 @@ impl Socket {
                         return Err(format!("list links: {}", std::io::Error::from_raw_os_error(-errno)))
                     }
                     _ => {}
+                }
+            }
+        }
+    }
+
+    /// Removes `addr/prefix` from link `index` (a restored copy's old address).
+    pub fn delete_address(&self, index: u32, addr: Ipv4Addr, prefix: u8) -> Result<(), String> {
+        let mut buf = Vec::with_capacity(64);
+        let mut ifa = [0u8; 8];
+        ifa[0] = AF_INET;
+        ifa[1] = prefix;
+        ifa[4..8].copy_from_slice(&index.to_ne_bytes());
+        let a = addr.octets();
+        push_msg(&mut buf, RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK, 200, &ifa, &[(IFA_LOCAL, &a), (IFA_ADDRESS, &a)]);
+        self.send(&buf)?;
+        let mut reply = vec![0u8; 4096];
+        loop {
+            let n = self.recv(&mut reply)?;
+            for r in parse(&reply[..n]) {
+                if let Reply::Ack { errno, .. } = r {
+                    return match errno {
+                        0 => Ok(()),
+                        e => Err(format!("remove {addr}/{prefix}: {}", std::io::Error::from_raw_os_error(-e))),
+                    };
                 }
             }
         }

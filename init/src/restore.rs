@@ -1,0 +1,212 @@
+//! `POST /v1/restore`: a copy of a machine restored from a snapshot becomes unique. Copies of one
+//! snapshot share the random generator's state, the clock's idea of now, the hostname and the
+//! address; the host sends what makes this copy its own, and chinit, in order:
+//!
+//! 1. mixes the fresh entropy into the kernel's random generator and forces a reseed
+//!    (`RNDADDENTROPY`, `RNDRESEEDCRNG`);
+//! 2. steps `CLOCK_REALTIME` to the host's time (VM mode only: in a namespace the clock is the host's);
+//! 3. sets the new hostname;
+//! 4. swaps the address: the new one added and announced, the old one removed a moment later (the
+//!    answer to a request that came in over it leaves over it);
+//!
+//! each a step on the timeline `/ready` shows (`restore.*`), between marks 0x68 and 0x69, then sets
+//! the generation and pushes the new ready document to the host (`chinit.notify`). The request is
+//! checked whole before anything changes ([`plan`]): bad input changes nothing.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use agent::proto::{RestoreRequest, MIN_RESTORE_ENTROPY};
+
+/// A checked restore request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub generation: u64,
+    pub entropy: Vec<u8>,
+    /// Since the Unix epoch.
+    pub wall_clock: Option<Duration>,
+    pub hostname: Option<String>,
+    pub ip: Option<(Ipv4Addr, u8)>,
+}
+
+fn hex(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim();
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect()
+}
+
+/// Checks a request (pure): everything is refused before anything changes.
+pub fn plan(req: &RestoreRequest) -> Result<Plan, String> {
+    let entropy = hex(&req.entropy).ok_or("entropy is not hex (two digits a byte)")?;
+    if entropy.len() < MIN_RESTORE_ENTROPY {
+        return Err(format!("entropy has {} bytes: at least {MIN_RESTORE_ENTROPY} are needed", entropy.len()));
+    }
+    if let Some(h) = &req.hostname {
+        if !crate::cmdline::valid_hostname(h) {
+            return Err(format!("hostname {h:?}: expected 1-64 characters of letters, digits, '-' and '.'"));
+        }
+    }
+    let ip = req.ip.as_deref().map(crate::cmdline::parse_cidr).transpose().map_err(|e| format!("ip: {e}"))?;
+    Ok(Plan {
+        generation: req.generation,
+        entropy,
+        wall_clock: req.wall_clock_us.map(Duration::from_micros),
+        hostname: req.hostname.clone(),
+        ip,
+    })
+}
+
+/// What a restore needs of the boot, known once chinit is ready.
+pub struct Context {
+    pub mode: crate::mode::Mode,
+    pub marks: crate::timeline::Marks,
+    pub notify_port: Option<u32>,
+    /// The network as configured (the address changes with a restore).
+    pub net: std::sync::Mutex<Option<crate::net::Plan>>,
+}
+
+/// Makes this copy unique as `p` says, each change a step on `state`'s timeline; returns the new
+/// ready document. A step that fails is recorded with its error and the others still run.
+pub fn apply(state: &crate::control::State, ctx: &Context, p: Plan) -> agent::proto::Ready {
+    use crate::timeline::mark;
+    let tl = &state.timeline;
+    ctx.marks.mark(mark::RESTORE_START);
+    let step = tl.start("restore.entropy");
+    let _ = tl.end(step, add_entropy(&p.entropy));
+    if let (crate::mode::Mode::Vm, Some(wall)) = (ctx.mode, p.wall_clock) {
+        let step = tl.start("restore.clock");
+        let _ = tl.end(step, step_clock(wall));
+    }
+    if let Some(h) = &p.hostname {
+        let step = tl.start("restore.hostname");
+        let _ = tl.end(step, nix::unistd::sethostname(h).map_err(|e| format!("sethostname {h}: {e}")));
+    }
+    if let Some((addr, prefix)) = p.ip {
+        let mut net = ctx.net.lock().unwrap_or_else(|e| e.into_inner());
+        let step = tl.start("restore.network");
+        let swapped = match net.as_mut() {
+            Some(plan) => swap_address(plan, addr, prefix),
+            None => Err("no network to change: the boot configured none".to_string()),
+        };
+        if tl.end(step, swapped).is_ok() {
+            state.set_ip(addr, prefix);
+        }
+    }
+    state.set_generation(p.generation);
+    ctx.marks.mark(mark::RESTORE_READY);
+    state.snapshot()
+}
+
+/// How long the old address outlives a swap: the answer to a request that came in over it still
+/// leaves over it.
+const OLD_ADDRESS_GRACE: Duration = Duration::from_millis(250);
+
+/// The new address added and announced, the old one removed [`OLD_ADDRESS_GRACE`] later; `plan`
+/// follows.
+fn swap_address(plan: &mut crate::net::Plan, addr: Ipv4Addr, prefix: u8) -> Result<(), String> {
+    if (plan.addr, plan.prefix) == (addr, prefix) {
+        return Ok(());
+    }
+    let nl = crate::netlink::Socket::open()?;
+    let new = crate::net::Plan { lo: None, gateway: None, addr, prefix, ..plan.clone() };
+    nl.apply(&new)?;
+    let (index, old, old_prefix) = (plan.index, plan.addr, plan.prefix);
+    // The new address is a secondary of the old one's subnet: without this the kernel removes
+    // secondaries with their primary.
+    let promote = format!("/proc/sys/net/ipv4/conf/{}/promote_secondaries", plan.name);
+    std::fs::write(&promote, "1").map_err(|e| format!("{promote}: {e}"))?;
+    std::thread::spawn(move || {
+        std::thread::sleep(OLD_ADDRESS_GRACE);
+        if let Err(e) = nl.delete_address(index, old, old_prefix) {
+            crate::say!("restore: {e}");
+        }
+    });
+    (plan.addr, plan.prefix) = (addr, prefix);
+    if let Some(mac) = plan.mac {
+        let (socket, sent) = crate::arp::announce(plan.index, mac, addr);
+        // Closing a packet socket waits for an RCU grace period: not on the way to the answer.
+        if let Some(s) = socket {
+            std::thread::spawn(move || drop(s));
+        }
+        sent?;
+    }
+    Ok(())
+}
+
+/// `RNDADDENTROPY` and `RNDRESEEDCRNG` (linux/random.h).
+const RNDADDENTROPY: u32 = 0x4008_5203;
+const RNDRESEEDCRNG: u32 = 0x5207;
+
+/// Mixes `bytes` into the kernel's random generator, credited as entropy, and reseeds it.
+pub fn add_entropy(bytes: &[u8]) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new().write(true).open("/dev/urandom").map_err(|e| format!("open /dev/urandom: {e}"))?;
+    // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+    let bits = i32::try_from(bytes.len() * 8).map_err(|_| "too much entropy".to_string())?;
+    let size = i32::try_from(bytes.len()).map_err(|_| "too much entropy".to_string())?;
+    let mut info = Vec::with_capacity(8 + bytes.len().div_ceil(4) * 4);
+    info.extend_from_slice(&bits.to_ne_bytes());
+    info.extend_from_slice(&size.to_ne_bytes());
+    info.extend_from_slice(bytes);
+    info.resize(8 + bytes.len().div_ceil(4) * 4, 0);
+    // SAFETY: the buffer is a rand_pool_info of the size it says, alive for the call.
+    if unsafe { libc::ioctl(f.as_raw_fd(), RNDADDENTROPY as libc::Ioctl, info.as_ptr()) } != 0 {
+        return Err(format!("RNDADDENTROPY: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: an ioctl without argument.
+    if unsafe { libc::ioctl(f.as_raw_fd(), RNDRESEEDCRNG as libc::Ioctl) } != 0 {
+        return Err(format!("RNDRESEEDCRNG: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Steps `CLOCK_REALTIME` to `since_epoch`.
+pub fn step_clock(since_epoch: Duration) -> Result<(), String> {
+    let ts = libc::timespec {
+        tv_sec: since_epoch.as_secs().try_into().map_err(|_| "time out of range".to_string())?,
+        tv_nsec: since_epoch.subsec_nanos().into(),
+    };
+    // SAFETY: a valid timespec.
+    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } != 0 {
+        return Err(format!("clock_settime: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(entropy: &str) -> RestoreRequest {
+        RestoreRequest { generation: 3, entropy: entropy.into(), ..RestoreRequest::default() }
+    }
+
+    #[test]
+    fn plans_and_refusals() {
+        let good = "ab".repeat(32);
+        let p = plan(&RestoreRequest {
+            wall_clock_us: Some(1_700_000_000_123_456),
+            hostname: Some("copy-2".into()),
+            ip: Some("169.254.9.8/16".into()),
+            ..req(&good)
+        })
+        .unwrap();
+        assert_eq!((p.generation, p.entropy.len(), p.entropy[0]), (3, 32, 0xab));
+        assert_eq!(p.wall_clock, Some(Duration::from_micros(1_700_000_000_123_456)));
+        assert_eq!((p.hostname.as_deref(), p.ip), (Some("copy-2"), Some((Ipv4Addr::new(169, 254, 9, 8), 16))));
+        let cases: &[(RestoreRequest, &str)] = &[
+            (req(&"ab".repeat(31)), "31 bytes: at least 32"),
+            (req("zz"), "not hex"),
+            (req("abc"), "not hex"),
+            (req(""), "0 bytes"),
+            (RestoreRequest { hostname: Some("bad host".into()), ..req(&good) }, "hostname"),
+            (RestoreRequest { ip: Some("10.0.0.1".into()), ..req(&good) }, "ip:"),
+        ];
+        for (r, want) in cases {
+            let e = plan(r).unwrap_err();
+            assert!(e.contains(want), "{r:?}: {e}");
+        }
+    }
+}

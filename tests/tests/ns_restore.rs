@@ -1,0 +1,126 @@
+//! `POST /v1/restore` in namespace mode (over TCP with `chinit.api=tcp`): what chinit does to make
+//! a copy restored from a snapshot unique (docs/agent-protocol.md), for real, observed from the host
+//! end of the veth.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use agent::proto::{Ready, RestoreRequest};
+use chinit_tests::ns::{self, boot, sh};
+
+fn restore(wire: &ns::Wire, req: &RestoreRequest) -> agent::client::Response {
+    ns::http(wire, "POST", "/v1/restore", Some(serde_json::to_vec(req).unwrap())).unwrap()
+}
+
+/// 32 random bytes, as hex.
+fn entropy() -> String {
+    let mut buf = [0u8; 32];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut buf).unwrap();
+    buf.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A restore with entropy, a hostname and an address: 200 with the new ready document (the
+/// generation, the address, the steps); the hostname and address are those of the guest now, and
+/// the host reaches it at the new address (chinit announced it). The clock is not stepped in a
+/// namespace (it is the host's).
+#[test]
+fn a_restore_makes_the_copy_unique() {
+    let Some((wire, mut c)) = boot("chinit.api=tcp chinit.hostname=original") else { return };
+    ns::wait_ready(&wire, &c, Duration::from_secs(10)).unwrap();
+    let new_ip = Ipv4Addr::new(169, 254, 7, 7);
+    let req = RestoreRequest {
+        generation: 7,
+        entropy: entropy(),
+        wall_clock_us: Some(1),
+        hostname: Some("copy-7".into()),
+        ip: Some(format!("{new_ip}/16")),
+    };
+    let r = restore(&wire, &req);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let doc: Ready = r.json().unwrap();
+    assert_eq!((doc.generation, doc.ip.as_deref()), (7, Some("169.254.7.7/16")));
+    let steps: Vec<&str> = doc.steps.iter().filter(|s| s.name.starts_with("restore.")).map(|s| s.name.as_str()).collect();
+    assert_eq!(steps, ["restore.entropy", "restore.hostname", "restore.network"], "{:?}", doc.steps);
+    assert!(doc.steps.iter().all(|s| s.error.is_none()), "{:?}", doc.steps);
+    // The host reaches the copy at its new address, learned by ARP (no static entry for it).
+    let at_new = wire
+        .host
+        .run(move || {
+            let mut s =
+                TcpStream::connect_timeout(&SocketAddr::from((new_ip, ns::PORT)), Duration::from_secs(2)).map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+            agent::client::request(&mut s, "GET", "/ready", None).map_err(|e| e.to_string())
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(at_new.status, 200);
+    assert_eq!(at_new.json::<Ready>().unwrap().generation, 7);
+    // Through the new address: the guest's hostname and address are the new ones only.
+    let exec_new = |script: &str| -> String {
+        let script = script.to_string();
+        wire.host
+            .run(move || {
+                let body =
+                    serde_json::to_vec(&agent::proto::ExecRequest { argv: vec!["sh".into(), "-c".into(), script], ..Default::default() })
+                        .unwrap();
+                let mut s = TcpStream::connect((new_ip, ns::PORT)).unwrap();
+                let r = agent::client::request(&mut s, "POST", "/v1/exec", Some(&body)).unwrap();
+                r.json::<agent::proto::ExecResponse>().unwrap().stdout
+            })
+            .unwrap()
+    };
+    assert_eq!(exec_new("hostname"), "copy-7\n");
+    // The old address goes a moment after the answer (which left over it).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut addrs = exec_new("ip -4 -o addr show eth0");
+    while addrs.contains("169.254.1.2") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        addrs = exec_new("ip -4 -o addr show eth0");
+    }
+    assert!(addrs.contains("inet 169.254.7.7/16") && !addrs.contains("169.254.1.2"), "{addrs}");
+    c.signal(nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(ns::is_poweroff(c.wait(Duration::from_secs(10)).unwrap()));
+}
+
+/// Bad input changes nothing: short or non-hex entropy, a bad hostname or address, a body that is
+/// not an object: 400, and the hostname and generation are as they were. Without `chinit.api=tcp`
+/// the endpoint answers 403 on TCP.
+#[test]
+fn bad_restores_change_nothing() {
+    let Some((wire, mut c)) = boot("chinit.api=tcp chinit.hostname=original") else { return };
+    ns::wait_ready(&wire, &c, Duration::from_secs(10)).unwrap();
+    let good = entropy();
+    for (req, want) in [
+        (RestoreRequest { generation: 2, entropy: good[..62].into(), hostname: Some("x".into()), ..Default::default() }, "31 bytes"),
+        (RestoreRequest { generation: 2, entropy: "zz".repeat(32), hostname: Some("x".into()), ..Default::default() }, "not hex"),
+        (RestoreRequest { generation: 2, entropy: good.clone(), hostname: Some("bad name".into()), ..Default::default() }, "hostname"),
+        (
+            RestoreRequest {
+                generation: 2,
+                entropy: good.clone(),
+                hostname: Some("x".into()),
+                ip: Some("nonsense".into()),
+                ..Default::default()
+            },
+            "ip",
+        ),
+    ] {
+        let r = restore(&wire, &req);
+        assert_eq!(r.status, 400, "{req:?}");
+        assert!(String::from_utf8_lossy(&r.body).contains(want), "{}", String::from_utf8_lossy(&r.body));
+    }
+    let r = ns::http(&wire, "POST", "/v1/restore", Some(b"[7]".to_vec())).unwrap();
+    assert_eq!(r.status, 400);
+    assert_eq!(sh(&wire, "hostname"), "original\n");
+    let doc: Ready = ns::http(&wire, "GET", "/ready", None).unwrap().json().unwrap();
+    assert_eq!(doc.generation, 1);
+    assert!(!doc.steps.iter().any(|s| s.name.starts_with("restore.")));
+    ns::poweroff(&wire, &mut c);
+
+    let Some((wire, mut c)) = boot("") else { return };
+    ns::wait_ready(&wire, &c, Duration::from_secs(10)).unwrap();
+    let r = restore(&wire, &RestoreRequest { generation: 2, entropy: good, ..Default::default() });
+    assert_eq!(r.status, 403);
+    c.signal(nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(ns::is_poweroff(c.wait(Duration::from_secs(10)).unwrap()));
+}
