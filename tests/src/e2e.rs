@@ -81,11 +81,13 @@ pub fn busybox_path() -> PathBuf {
 /// transport, the root disk, the network, vsock, and the ACPI power button.
 pub const DISTRO_MODULES: &[&str] = &["virtio_mmio", "virtio_blk", "virtio_net", "vmw_vsock_virtio_transport", "button", "evdev"];
 
-/// An initramfs with chinit and `modules` (with their dependencies) from `modules_dir`.
-pub fn chinit_initramfs(out: &Path, modules_dir: &Path, modules: &[&str]) -> PathBuf {
+/// An initramfs with chinit and `modules` (with their dependencies) from `modules_dir`; none: chinit alone.
+pub fn chinit_initramfs(out: &Path, modules_dir: Option<&Path>, modules: &[&str]) -> PathBuf {
     let mut cmd = Command::new(rootfs_builder());
     cmd.env("ROOTFS_BUILDER_QUIET", "1").arg("--init").arg(vm::chinit_binary()).arg("--initramfs").arg(out);
-    cmd.arg("--modules-from").arg(modules_dir);
+    if let Some(dir) = modules_dir {
+        cmd.arg("--modules-from").arg(dir);
+    }
     for m in modules {
         cmd.args(["--module", m]);
     }

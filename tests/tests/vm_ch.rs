@@ -57,14 +57,7 @@ fn boots_chinit_from_disk_pmem_and_an_initramfs() {
     let image = e2e::chinit_image(&tmp.path().join("rootfs.ext4"), false);
     let Some(base) = ch_options(test, Some(&image)) else { return };
     let cpio = tmp.path().join("initramfs.cpio");
-    vm::run(
-        Command::new(e2e::rootfs_builder())
-            .env("ROOTFS_BUILDER_QUIET", "1")
-            .arg("--init")
-            .arg(vm::chinit_binary())
-            .arg("--initramfs")
-            .arg(&cpio),
-    );
+    e2e::chinit_initramfs(&cpio, None, &[]);
     let before = sha(&image);
     let cases = [
         ("disk", Options { ..base.clone() }),

@@ -304,7 +304,7 @@ fn debian_cloud_kernel_initramfs_loads_modules_switches_root_and_gets_ready() {
     let Some((vmlinuz, modules)) = debian_kernel_or_skip(test) else { return };
     let tmp = TempDir::new("e2e-distro").unwrap();
     let image = e2e::chinit_image(&tmp.path().join("rootfs.ext4"), false);
-    let cpio = e2e::chinit_initramfs(&tmp.path().join("initramfs.cpio"), &modules, e2e::DISTRO_MODULES);
+    let cpio = e2e::chinit_initramfs(&tmp.path().join("initramfs.cpio"), Some(&modules), e2e::DISTRO_MODULES);
     let o = Options { initramfs: Some(cpio), memory_mib: 512, keep: true, ..e2e::qemu_options(&vmlinuz, Some(&image), "") };
     let plan = run::plan(&o, &host_probe::run::HostOffer::gather(), run::next_seq()).unwrap();
     let result = run::execute(&plan, &o);
@@ -449,14 +449,7 @@ fn an_initramfs_alone_is_the_whole_root_and_gets_ready() {
     }
     let tmp = TempDir::new("e2e-initramfs-alone").unwrap();
     let cpio = tmp.path().join("initramfs.cpio");
-    vm::run(
-        Command::new(e2e::rootfs_builder())
-            .env("ROOTFS_BUILDER_QUIET", "1")
-            .arg("--init")
-            .arg(vm::chinit_binary())
-            .arg("--initramfs")
-            .arg(&cpio),
-    );
+    e2e::chinit_initramfs(&cpio, None, &[]);
     let o = Options { initramfs: Some(cpio), ..e2e::qemu_options(&e2e::tiny_bzimage(), None, "") };
     let (r, console, plan) = run_keeping_console(o);
     let r = r.unwrap_or_else(|e| panic!("{e}\n{console}"));
@@ -502,7 +495,7 @@ fn missing_root_device_gives_a_clear_error_and_powers_off_without_a_panic() {
     let test = "missing_root_device_gives_a_clear_error_and_powers_off_without_a_panic";
     let Some((vmlinuz, modules)) = debian_kernel_or_skip(test) else { return };
     let tmp = TempDir::new("e2e-noroot").unwrap();
-    let cpio = e2e::chinit_initramfs(&tmp.path().join("initramfs.cpio"), &modules, &["virtio_mmio", "virtio_blk"]);
+    let cpio = e2e::chinit_initramfs(&tmp.path().join("initramfs.cpio"), Some(&modules), &["virtio_mmio", "virtio_blk"]);
     // The initramfs alone, told to switch to a disk that the VM does not have.
     let o = Options {
         initramfs: Some(cpio),
