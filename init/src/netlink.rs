@@ -18,6 +18,10 @@ const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
 const RTM_DELADDR: u16 = 21;
 const RTM_NEWROUTE: u16 = 24;
+const RTM_NEWNEIGH: u16 = 28;
+const RTM_DELNEIGH: u16 = 29;
+const RTM_GETNEIGH: u16 = 30;
+const NDA_DST: u16 = 1;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
@@ -179,6 +183,11 @@ pub enum Reply {
         errno: i32,
     },
     Done,
+    /// A neighbour entry: its link and IPv4 address.
+    Neigh {
+        index: u32,
+        dst: Ipv4Addr,
+    },
     Other,
 }
 
@@ -206,11 +215,43 @@ pub fn parse(datagram: &[u8]) -> Vec<Reply> {
             NLMSG_DONE => Reply::Done,
             NLMSG_ERROR => Reply::Ack { seq, errno: u32_at(body, 0).map(|e| e as i32).unwrap_or(-libc::EIO) },
             RTM_NEWLINK => parse_link(body).map(Reply::Link).unwrap_or(Reply::Other),
+            RTM_NEWNEIGH => parse_neigh(body).unwrap_or(Reply::Other),
             _ => Reply::Other,
         });
         off += align4(len);
     }
     out
+}
+
+/// An `ndmsg` (12 bytes: family, padding, ifindex, state, flags, type) and its `NDA_DST`.
+fn parse_neigh(body: &[u8]) -> Option<Reply> {
+    if *body.first()? != AF_INET {
+        return None;
+    }
+    let index = u32_at(body, 4)?;
+    let mut off = 12;
+    while off + 4 <= body.len() {
+        let len = usize::from(u16_at(body, off)?);
+        if len < 4 || off + len > body.len() {
+            break;
+        }
+        if u16_at(body, off + 2)? & 0x3fff == NDA_DST && len == 8 {
+            let a: [u8; 4] = body[off + 4..off + 8].try_into().ok()?;
+            return Some(Reply::Neigh { index, dst: Ipv4Addr::from(a) });
+        }
+        off += align4(len);
+    }
+    None
+}
+
+/// An `ndmsg` for `index` (0: every link), with `dst` when given.
+fn neigh_msg(buf: &mut Vec<u8>, ty: u16, flags: u16, seq: u32, index: u32, dst: Option<Ipv4Addr>) {
+    let mut nd = [0u8; 12];
+    nd[0] = AF_INET;
+    nd[4..8].copy_from_slice(&index.to_ne_bytes());
+    let d = dst.map(|a| a.octets());
+    let attrs: Vec<(u16, &[u8])> = d.as_ref().map(|a| (NDA_DST, &a[..])).into_iter().collect();
+    push_msg(buf, ty, flags, seq, &nd, &attrs);
 }
 
 fn parse_link(body: &[u8]) -> Option<Link> {
@@ -300,6 +341,43 @@ impl Socket {
                 }
             }
         }
+    }
+
+    /// Forgets every IPv4 neighbour of link `index` (a restored copy must not trust the MACs its
+    /// snapshot knew). Returns how many entries went.
+    pub fn flush_neighbours(&self, index: u32) -> Result<usize, String> {
+        let mut req = Vec::with_capacity(32);
+        neigh_msg(&mut req, RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, 300, 0, None);
+        self.send(&req)?;
+        let mut buf = vec![0u8; 32 * 1024];
+        let mut dsts = Vec::new();
+        'dump: loop {
+            let n = self.recv(&mut buf)?;
+            for r in parse(&buf[..n]) {
+                match r {
+                    Reply::Neigh { index: i, dst } if i == index => dsts.push(dst),
+                    Reply::Done => break 'dump,
+                    Reply::Ack { errno, .. } if errno != 0 => {
+                        return Err(format!("list neighbours: {}", std::io::Error::from_raw_os_error(-errno)))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if dsts.is_empty() {
+            return Ok(0);
+        }
+        let mut del = Vec::with_capacity(40 * dsts.len());
+        for (i, d) in dsts.iter().enumerate() {
+            neigh_msg(&mut del, RTM_DELNEIGH, NLM_F_REQUEST | NLM_F_ACK, 400 + i as u32, index, Some(*d));
+        }
+        self.send(&del)?;
+        let mut acked = 0;
+        while acked < dsts.len() {
+            let n = self.recv(&mut buf)?;
+            acked += parse(&buf[..n]).iter().filter(|r| matches!(r, Reply::Ack { .. })).count();
+        }
+        Ok(dsts.len())
     }
 
     /// Removes `addr/prefix` from link `index` (a restored copy's old address).
@@ -489,6 +567,21 @@ mod tests {
                 Reply::Ack { seq: 102, errno: -libc::EEXIST },
             ]
         );
+    }
+
+    /// A neighbour message as the kernel sends it reads back; one for another family is skipped.
+    #[test]
+    fn neighbour_messages_round_trip() {
+        let mut b = Vec::new();
+        neigh_msg(&mut b, RTM_NEWNEIGH, 0, 9, 3, Some(Ipv4Addr::new(169, 254, 0, 1)));
+        assert_eq!(parse(&b), vec![Reply::Neigh { index: 3, dst: Ipv4Addr::new(169, 254, 0, 1) }]);
+        let mut dump = Vec::new();
+        neigh_msg(&mut dump, RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, 1, 0, None);
+        let msgs = split(&dump);
+        assert_eq!((msgs[0].0, msgs[0].1, msgs[0].3.len()), (RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, 12));
+        let mut v6 = b.clone();
+        v6[16] = 10; // AF_INET6
+        assert_eq!(parse(&v6), vec![Reply::Other]);
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //!    (`RNDADDENTROPY`, `RNDRESEEDCRNG`);
 //! 2. steps `CLOCK_REALTIME` to the host's time (VM mode only: in a namespace the clock is the host's);
 //! 3. sets the new hostname;
-//! 4. swaps the address: the new one added and announced, the old one removed a moment later (the
-//!    answer to a request that came in over it leaves over it);
+//! 4. swaps the address: the new one added, the link's neighbours flushed, the new address
+//!    announced, the old one removed a moment later (the answer to a request that came in over it
+//!    leaves over it);
 //!
 //! each a step on the timeline `/ready` shows (`restore.*`), between marks 0x68 and 0x69, then sets
 //! the generation and pushes the new ready document to the host (`chinit.notify`). The request is
@@ -112,6 +113,8 @@ fn swap_address(plan: &mut crate::net::Plan, addr: Ipv4Addr, prefix: u8) -> Resu
     let nl = crate::netlink::Socket::open()?;
     let new = crate::net::Plan { lo: None, gateway: None, addr, prefix, ..plan.clone() };
     nl.apply(&new)?;
+    // The neighbours the snapshot knew may belong to other copies now.
+    nl.flush_neighbours(plan.index)?;
     let (index, old, old_prefix) = (plan.index, plan.addr, plan.prefix);
     // The new address is a secondary of the old one's subnet: without this the kernel removes
     // secondaries with their primary.

@@ -20,13 +20,16 @@ fn entropy() -> String {
 }
 
 /// A restore with entropy, a hostname and an address: 200 with the new ready document (the
-/// generation, the address, the steps); the hostname and address are those of the guest now, and
-/// the host reaches it at the new address (chinit announced it). The clock is not stepped in a
+/// generation, the address, the steps); the hostname and address are those of the guest now, its
+/// old neighbours are gone, and the host reaches it at the new address (chinit announced it). The clock is not stepped in a
 /// namespace (it is the host's).
 #[test]
 fn a_restore_makes_the_copy_unique() {
     let Some((wire, mut c)) = boot("chinit.api=tcp chinit.hostname=original") else { return };
     ns::wait_ready(&wire, &c, Duration::from_secs(10)).unwrap();
+    // A neighbour the snapshot knew (a stale entry no traffic of the test renews).
+    sh(&wire, "ip neigh replace 169.254.3.3 lladdr 02:00:00:00:03:03 dev eth0 nud stale");
+    assert!(sh(&wire, "ip neigh show dev eth0").contains("169.254.3.3"));
     let new_ip = Ipv4Addr::new(169, 254, 7, 7);
     let req = RestoreRequest {
         generation: 7,
@@ -70,6 +73,8 @@ fn a_restore_makes_the_copy_unique() {
             .unwrap()
     };
     assert_eq!(exec_new("hostname"), "copy-7\n");
+    let neighbours = exec_new("ip neigh show dev eth0");
+    assert!(!neighbours.contains("169.254.3.3"), "the snapshot's neighbours are flushed: {neighbours}");
     // The old address goes a moment after the answer (which left over it).
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let mut addrs = exec_new("ip -4 -o addr show eth0");
