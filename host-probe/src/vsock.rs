@@ -110,7 +110,7 @@ fn kernel_connect(cid: u32, port: u32, timeout: Duration) -> io::Result<vsock::V
     Ok(s)
 }
 
-/// A host listener for the guest's connections.
+/// A host listener: for a guest's vsock connections, or a VMM's (QEMU's debugcon).
 pub enum Listener {
     Unix(UnixListener),
     Kernel(Box<vsock::VsockListener>),

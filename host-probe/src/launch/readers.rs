@@ -3,7 +3,7 @@
 //! started and stops when its [`Reader`] is finished or dropped.
 
 use std::io::Read;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -84,33 +84,17 @@ pub(super) fn micros_since(t0: Instant) -> u64 {
     u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
-/// Accepts one connection, checking `stop` every millisecond.
-fn accept_until(l: &UnixListener, stop: &AtomicBool) -> Option<UnixStream> {
-    l.set_nonblocking(true).ok()?;
-    while !stop.load(Ordering::SeqCst) {
-        match l.accept() {
-            Ok((s, _)) => {
-                let _ = s.set_nonblocking(false);
-                return Some(s);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(1)),
-            Err(_) => return None,
-        }
-    }
-    None
-}
-
 /// QEMU's debugcon: one connection; every chunk read is stamped on arrival, and so is the
 /// connection itself (`connected`: QEMU is up).
 pub(super) fn debugcon_reader(l: UnixListener, t0: Instant, chunks: Stamped, connected: Arc<Mutex<Option<u64>>>) -> Reader<()> {
     Reader::spawn(move |stop| {
-        let Some(mut s) = accept_until(&l, stop) else {
+        // Reads time out every 20 ms, so `stop` is seen.
+        let Some(mut s) = Listener::Unix(l).accept_until(stop, Duration::from_millis(20)) else {
             return;
         };
         if let Ok(mut c) = connected.lock() {
             *c = Some(micros_since(t0));
         }
-        let _ = s.set_read_timeout(Some(Duration::from_millis(20)));
         let mut buf = [0u8; 256];
         loop {
             match s.read(&mut buf) {
