@@ -46,7 +46,7 @@ pub fn report(plan: &Plan, o: &Options, seen: Observed, c: Captured) -> Result<R
             Accel::Kvm => "kvm".into(),
             Accel::Tcg => "tcg".into(),
         },
-        representative: plan.accel == Accel::Kvm && !notes.iter().any(|n| n.contains("KVM") || n.contains("not representative")),
+        representative: plan.representative,
         kernel: plan.spec.kernel.display().to_string(),
         root_kind: match plan.root_kind {
             RootKind::Disk => "disk",
@@ -123,6 +123,7 @@ mod tests {
             tap: None,
             guest_ip: None,
             notes: vec![],
+            representative: accel == Accel::Kvm,
             root_kind: RootKind::Disk,
             root_path: "/img/rootfs.ext4".into(),
             root_attach: "read-only".into(),

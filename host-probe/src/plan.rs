@@ -56,6 +56,8 @@ pub struct Plan {
     pub tap: Option<Net>,
     pub guest_ip: Option<Ipv4Addr>,
     pub notes: Vec<String>,
+    /// Whether the figures are a real host's: hardware KVM on a host that is not itself emulated.
+    pub representative: bool,
     pub root_kind: RootKind,
     pub root_path: PathBuf,
     pub root_attach: String,
@@ -155,6 +157,7 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
         notify_port,
         tap,
         guest_ip,
+        representative: accel == Accel::Kvm && host.kvm.hardware() && !matches!(host.hypervisor, crate::cpuid::Hypervisor::Emulated(_)),
         notes,
         root_kind: root.kind,
         root_path: root.path,

@@ -168,6 +168,11 @@ fn an_emulated_host_is_noted() {
     let p = plan(&fixture().o, &h, 0).unwrap();
     assert_eq!(p.accel, Accel::Kvm);
     assert!(p.notes.iter().any(|n| n.contains("TCGTCGTCGTCG") && n.contains("not representative")), "{:?}", p.notes);
+    assert!(!p.representative);
+    let real = plan(&fixture().o, &HostOffer { hypervisor: crate::cpuid::Hypervisor::None, ..h }, 0).unwrap();
+    assert!(real.representative, "hardware KVM on bare metal");
+    let tcg = plan(&fixture().o, &host(KvmKind::Pvm, false, false), 0).unwrap();
+    assert!(!tcg.representative, "TCG");
 }
 
 #[test]
