@@ -43,7 +43,8 @@ pub struct Ready {
     /// The guest's IPv4 address with prefix, when networking is up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
-    /// Increases each time chinit announces readiness again (after a snapshot restore).
+    /// 0 for a machine that booted; a copy restored from a snapshot has the generation the host
+    /// gave it (`POST /v1/restore`): one more than the machine the snapshot was taken of.
     #[serde(default)]
     pub generation: u64,
     /// The workload (`chinit.exec=`), when there is one.
@@ -152,6 +153,10 @@ pub struct RestoreRequest {
     /// A new address for the guest's interface, `A.B.C.D/P`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// The host vsock port ready documents go to from now on (`chinit.notify`): each copy's host
+    /// listens on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_port: Option<u32>,
 }
 
 /// Body of every 4xx/5xx answer except 503 from `/ready`.

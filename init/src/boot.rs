@@ -207,6 +207,7 @@ impl Boot {
     pub async fn ready(&mut self) {
         let state = &self.ctl.state;
         let ready_at = clock::now_us();
+        state.set_notify_port(self.cfg.notify_vsock_port);
         state.set_ready(ready_at);
         self.marks.mark(mark::READY);
         let origin = match self.mode {
@@ -242,7 +243,7 @@ impl Boot {
         let _ = self.ctl.restore.set(crate::restore::Context {
             mode: self.mode,
             marks: self.marks,
-            notify_port: self.cfg.notify_vsock_port,
+            vsock_cid: crate::restore::local_cid(),
             net: std::sync::Mutex::new(self.net.clone()),
         });
     }

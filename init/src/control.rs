@@ -26,6 +26,7 @@ pub struct State {
     /// The guest address and its prefix length.
     ip: Mutex<Option<(Ipv4Addr, u8)>>,
     workload: Mutex<Option<Workload>>,
+    notify_port: Mutex<Option<u32>>,
 }
 
 impl State {
@@ -39,6 +40,7 @@ impl State {
             timeline: Timeline::default(),
             ip: Mutex::new(None),
             workload: Mutex::new(None),
+            notify_port: Mutex::new(None),
         }
     }
 
@@ -55,11 +57,19 @@ impl State {
         self.generation.store(g, Ordering::Relaxed);
     }
 
-    /// Declares readiness (again, after a restore: the generation goes up each time).
+    /// Declares readiness.
     pub fn set_ready(&self, at_us: u64) {
         self.ready_us.store(at_us, Ordering::Relaxed);
-        self.generation.fetch_add(1, Ordering::Relaxed);
         self.ready.store(true, Ordering::Release);
+    }
+
+    /// The host vsock port ready documents are pushed to (`chinit.notify`; a restore may change it).
+    pub fn notify_port(&self) -> Option<u32> {
+        *self.notify_port.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_notify_port(&self, port: Option<u32>) {
+        *self.notify_port.lock().unwrap_or_else(|e| e.into_inner()) = port;
     }
 
     pub fn snapshot(&self) -> Ready {
@@ -163,7 +173,7 @@ impl Control for Chinit {
             self.serve_tcp_at(addr).await;
         }
         self.restoring.store(false, Ordering::Release);
-        if let Some(port) = ctx.notify_port {
+        if let Some(port) = self.state.notify_port() {
             if let Err(e) = crate::notify::send(port, &ready).await {
                 say!("notify: {e}");
             }
@@ -244,10 +254,11 @@ mod tests {
         s.set_ready(400);
         let after = s.snapshot();
         assert!(after.ready);
-        assert_eq!((after.ready_us, after.generation, after.init_to_ready_us()), (400, 1, 300));
+        // A machine that booted is generation 0; only a restore sets it.
+        assert_eq!((after.ready_us, after.generation, after.init_to_ready_us()), (400, 0, 300));
         assert_eq!(after.ip.as_deref(), Some("169.254.1.2/16"));
         assert_eq!(after.steps.len(), 1);
-        s.set_ready(900);
+        s.set_generation(2);
         assert_eq!(s.snapshot().generation, 2);
     }
 }

@@ -28,6 +28,8 @@ pub struct Plan {
     pub wall_clock: Option<Duration>,
     pub hostname: Option<String>,
     pub ip: Option<(Ipv4Addr, u8)>,
+    /// Where ready documents go from now on (a copy's host listens on its own port).
+    pub notify_port: Option<u32>,
 }
 
 fn hex(s: &str) -> Option<Vec<u8>> {
@@ -56,6 +58,7 @@ pub fn plan(req: &RestoreRequest) -> Result<Plan, String> {
         wall_clock: req.wall_clock_us.map(Duration::from_micros),
         hostname: req.hostname.clone(),
         ip,
+        notify_port: req.notify_port,
     })
 }
 
@@ -63,7 +66,9 @@ pub fn plan(req: &RestoreRequest) -> Result<Plan, String> {
 pub struct Context {
     pub mode: crate::mode::Mode,
     pub marks: crate::timeline::Marks,
-    pub notify_port: Option<u32>,
+    /// This machine's vsock context id when it became ready: a copy restored under another one
+    /// had its vsock transport reset (its connections from before are gone).
+    pub vsock_cid: Option<u32>,
     /// The network as configured (the address changes with a restore).
     pub net: std::sync::Mutex<Option<crate::net::Plan>>,
 }
@@ -95,9 +100,42 @@ pub fn apply(state: &crate::control::State, ctx: &Context, p: Plan) -> agent::pr
             state.set_ip(addr, prefix);
         }
     }
+    notice_vsock_reset(ctx.vsock_cid, local_cid());
+    if p.notify_port.is_some() {
+        state.set_notify_port(p.notify_port);
+    }
     state.set_generation(p.generation);
     ctx.marks.mark(mark::RESTORE_READY);
     state.snapshot()
+}
+
+/// `IOCTL_VM_SOCKETS_GET_LOCAL_CID` (linux/vm_sockets.h) on `/dev/vsock`.
+const IOCTL_VM_SOCKETS_GET_LOCAL_CID: u32 = 0x7b9;
+
+/// This machine's vsock context id, when it has vsock.
+pub fn local_cid() -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open("/dev/vsock").ok()?;
+    let mut cid: u32 = 0;
+    // SAFETY: the ioctl writes one u32 into `cid`, alive for the call.
+    let rc = unsafe { libc::ioctl(f.as_raw_fd(), IOCTL_VM_SOCKETS_GET_LOCAL_CID as libc::Ioctl, &mut cid as *mut u32) };
+    (rc == 0 && cid != libc::VMADDR_CID_ANY).then_some(cid)
+}
+
+/// What a changed vsock context id means, in one console line (`None`: nothing to say).
+pub fn vsock_reset_line(before: Option<u32>, now: Option<u32>) -> Option<String> {
+    match (before, now) {
+        (Some(b), Some(n)) if b != n => Some(format!(
+            "restore: vsock context id {b} -> {n}: the host reset the vsock transport (connections from before the snapshot are gone)"
+        )),
+        _ => None,
+    }
+}
+
+fn notice_vsock_reset(before: Option<u32>, now: Option<u32>) {
+    if let Some(line) = vsock_reset_line(before, now) {
+        crate::say!("{line}");
+    }
 }
 
 /// How long the old address outlives a swap: the answer to a request that came in over it still
@@ -184,6 +222,15 @@ mod tests {
 
     fn req(entropy: &str) -> RestoreRequest {
         RestoreRequest { generation: 3, entropy: entropy.into(), ..RestoreRequest::default() }
+    }
+
+    #[test]
+    fn a_changed_vsock_context_id_is_noticed() {
+        assert_eq!(vsock_reset_line(Some(5), Some(5)), None);
+        assert_eq!(vsock_reset_line(None, Some(5)), None);
+        assert_eq!(vsock_reset_line(Some(5), None), None);
+        let line = vsock_reset_line(Some(5), Some(9)).unwrap();
+        assert!(line.contains("5 -> 9") && line.contains("reset the vsock transport"), "{line}");
     }
 
     #[test]

@@ -101,7 +101,7 @@ pub async fn supervise(
                 };
                 say!("workload exited ({exit})");
                 state.set_workload(status(pid, Some(exit)));
-                if let Some(port) = cfg.notify_vsock_port {
+                if let Some(port) = state.notify_port() {
                     if let Err(e) = crate::notify::send(port, &state.snapshot()).await {
                         say!("notify: {e}");
                     }
