@@ -67,6 +67,7 @@ pub fn report(plan: &Plan, o: &Options, seen: Observed, c: Captured) -> Result<R
         memory: seen.memory,
         console_ready_ms: measure::console_ready_ms(&c.serial),
         workload,
+        restore: None,
     })
 }
 
@@ -109,6 +110,7 @@ mod tests {
             log_file: dir.join("vmm.log"),
             debugcon_socket: dir.join("debugcon.sock"),
             accel,
+            role: crate::vmm::Role::Boot,
         };
         Plan {
             vmm,
@@ -127,6 +129,7 @@ mod tests {
             root_kind: RootKind::Disk,
             root_path: "/img/rootfs.ext4".into(),
             root_attach: "read-only".into(),
+            files: vec![],
         }
     }
 

@@ -16,6 +16,9 @@ pub enum ExitCode {
     Timeout,
     /// The VMM exited, or the guest failed, before it was ready.
     BootFailed,
+    /// The snapshot directory is missing, incomplete, taken by another VMM or of another kernel or
+    /// image, or cannot be restored on this host.
+    BadSnapshot,
     /// Interrupted by this signal (SIGINT, SIGTERM, SIGHUP): 128 + its number (130, 143, 129).
     Signal(i32),
 }
@@ -30,6 +33,7 @@ impl ExitCode {
             ExitCode::Missing => 3,
             ExitCode::Timeout => 4,
             ExitCode::BootFailed => 5,
+            ExitCode::BadSnapshot => 6,
             ExitCode::Signal(sig) => 128 + sig,
         }
     }
@@ -55,6 +59,11 @@ pub enum Error {
     Timeout { secs: u64, waiting_for: String, diagnostics: String },
     #[error("{vmm} exited ({status}) before the guest was ready\n{diagnostics}")]
     VmmExited { vmm: String, status: String, diagnostics: String },
+    #[error("{what}\n  fix: {fix}")]
+    BadSnapshot { what: String, fix: String },
+    /// A VMM operation that failed (pause, snapshot, migration, restore).
+    #[error("{0}")]
+    Failed(String),
     #[error("interrupted by signal {0}; everything this run made was removed")]
     Interrupted(i32),
 }
@@ -64,7 +73,8 @@ impl Error {
         match self {
             Error::Missing { .. } => ExitCode::Missing,
             Error::Usage(_) => ExitCode::Usage,
-            Error::Io { .. } | Error::Tap(_) | Error::Helper { .. } => ExitCode::Failure,
+            Error::Io { .. } | Error::Tap(_) | Error::Helper { .. } | Error::Failed(_) => ExitCode::Failure,
+            Error::BadSnapshot { .. } => ExitCode::BadSnapshot,
             Error::Timeout { .. } => ExitCode::Timeout,
             Error::VmmExited { .. } => ExitCode::BootFailed,
             Error::Interrupted(sig) => ExitCode::Signal(*sig),
@@ -97,6 +107,7 @@ mod tests {
             (Error::Missing { what: "k".into(), fix: "f".into() }, 3),
             (Error::Timeout { secs: 1, waiting_for: "w".into(), diagnostics: String::new() }, 4),
             (Error::VmmExited { vmm: "qemu".into(), status: "exit 1".into(), diagnostics: String::new() }, 5),
+            (Error::BadSnapshot { what: "d".into(), fix: "f".into() }, 6),
             (Error::Interrupted(2), 130),
             (Error::Interrupted(15), 143),
         ];

@@ -115,6 +115,9 @@ pub fn start(plan: &Plan, o: &Options) -> Result<Running, Error> {
         }
     }
     let dir = RunDir::create(&plan.run_dir, o.keep)?;
+    for f in &plan.files {
+        lay_out(f)?;
+    }
     let tap = match (&plan.tap, plan.guest_ip) {
         (Some(net), Some(ip)) => {
             progress(o.verbose, &format!("TAP {} (host 169.254.0.1/16, guest {ip})", net.tap));
@@ -158,6 +161,20 @@ pub fn start(plan: &Plan, o: &Options) -> Result<Running, Error> {
         _tap: tap,
         _dir: dir,
     })
+}
+
+fn lay_out(f: &crate::plan::RunFile) -> Result<(), Error> {
+    use crate::plan::RunFile;
+    let (RunFile::Write { path, .. } | RunFile::Link { path, .. }) = f;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(Error::io(format!("create {}", parent.display())))?;
+    }
+    match f {
+        RunFile::Write { path, bytes } => std::fs::write(path, bytes).map_err(Error::io(format!("write {}", path.display()))),
+        RunFile::Link { path, target } => {
+            std::os::unix::fs::symlink(target, path).map_err(Error::io(format!("link {} to {}", path.display(), target.display())))
+        }
+    }
 }
 
 fn bind(path: &Path) -> Result<UnixListener, Error> {

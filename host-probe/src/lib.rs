@@ -17,6 +17,7 @@ pub mod pvh;
 pub mod report;
 pub mod run;
 pub mod signals;
+pub mod snapshot;
 pub mod stale;
 pub mod tap;
 pub mod tsc;

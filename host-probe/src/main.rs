@@ -86,6 +86,31 @@ enum Cmd {
         /// Progress on stderr.
         #[arg(short, long)]
         verbose: bool,
+        /// Restore copies of the snapshot in DIR (`host-probe snapshot --out DIR`) instead of
+        /// booting: the VM, kernel and image are the snapshot's.
+        #[arg(long, value_name = "DIR")]
+        restore: Option<PathBuf>,
+        /// With --restore: this many copies at once, each made unique.
+        #[arg(long, default_value_t = 1, requires = "restore")]
+        clones: usize,
+        /// With --restore of a cloud-hypervisor snapshot: read the memory whole first (copy), or
+        /// fill pages as the guest touches them (ondemand, userfaultfd).
+        #[arg(long, value_enum, requires = "restore")]
+        memory_restore_mode: Option<host_probe::vmm::MemoryRestoreMode>,
+    },
+    /// Boot to ready, pause, and save the VM into a new directory (with a manifest) that `run
+    /// --restore` and `bench --restore` restore.
+    Snapshot {
+        #[command(flatten)]
+        boot: BootArgs,
+        /// The snapshot directory: new, or empty.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Print the snapshotted machine's boot report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[arg(short, long)]
+        verbose: bool,
     },
     /// Boot N times (interleaved A/B when comparing) and print per-phase statistics.
     Bench {
@@ -132,6 +157,45 @@ fn options(b: &BootArgs) -> Options {
     }
 }
 
+/// `--restore` takes the machine from the snapshot: boot options other than `--timeout` would be
+/// ignored, so they are refused.
+fn only_restore_options(b: &BootArgs) -> Result<(), Error> {
+    let given = options(b);
+    let d = Options::default();
+    let differs = [
+        ("--vmm", b.vmm != VmmChoice::Auto),
+        ("--kernel", given.kernel.is_some()),
+        ("--rootfs", given.rootfs.is_some()),
+        ("--initramfs", given.initramfs.is_some()),
+        ("--root", given.root_mode != d.root_mode),
+        ("--cpus", given.cpus != d.cpus),
+        ("--memory", given.memory_mib != d.memory_mib),
+        ("--cmdline-extra", !given.cmdline_extra.is_empty()),
+        ("--init", given.init != d.init),
+        ("--no-vsock", !given.vsock),
+        ("--no-net", !given.net),
+        ("--no-agent", given.wait != d.wait),
+        ("--layout", given.layout != d.layout),
+        ("--share", given.share.is_some()),
+    ];
+    let named: Vec<&str> = differs.iter().filter(|(_, d)| *d).map(|(n, _)| *n).collect();
+    if named.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!("--restore takes the VM, kernel, image and devices from the snapshot: drop {}", named.join(", "))))
+    }
+}
+
+/// `out.svg` → `out-2.svg`.
+fn numbered(path: &std::path::Path, n: usize) -> PathBuf {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}-{n}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-{n}"),
+    };
+    path.with_file_name(name)
+}
+
 fn main_exec(cli: Cli) -> Result<Exit, Error> {
     match cli.cmd {
         Cmd::Check => {
@@ -139,7 +203,64 @@ fn main_exec(cli: Cli) -> Result<Exit, Error> {
             print!("{}", check::render(&check::lines(&facts)));
             Ok(if check::can_boot(&facts) { Exit::Ok } else { Exit::Missing })
         }
-        Cmd::Run { boot, json, timeline, dry_run, keep, verbose } => {
+        Cmd::Snapshot { boot, out, json, verbose } => {
+            let o = Options { verbose, ..options(&boot) };
+            let taken = host_probe::snapshot::take(&o, &out)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&taken.report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
+            } else {
+                print!("{}", report::text(&taken.report));
+                print!("{}", host_probe::snapshot::take::text(&taken));
+            }
+            Ok(Exit::Ok)
+        }
+        Cmd::Run { boot, json, timeline, dry_run, keep, verbose, restore: Some(dir), clones, memory_restore_mode } => {
+            only_restore_options(&boot)?;
+            let o = Options { keep, verbose, timeout: Duration::from_secs(boot.timeout), ..Options::default() };
+            let ro = host_probe::snapshot::RestoreOptions { dir, clones, mode: memory_restore_mode };
+            let prep = host_probe::snapshot::restore::prepare(&ro, &o, &run::HostOffer::gather())?;
+            if dry_run {
+                for p in &prep.plans {
+                    print!("{}", run::dry_run_text(p));
+                }
+                return Ok(Exit::Ok);
+            }
+            let results = host_probe::snapshot::restore::all(&prep, &prep.options);
+            let mut reports = Vec::new();
+            let mut failed = None;
+            for (i, r) in results.into_iter().enumerate() {
+                match r {
+                    Ok(r) => reports.push(r),
+                    Err(e) => {
+                        eprintln!("host-probe: copy {}: {e}", i + 1);
+                        failed.get_or_insert(e.exit_code());
+                    }
+                }
+            }
+            if json {
+                let text = if clones == 1 && reports.len() == 1 {
+                    serde_json::to_string_pretty(&reports[0])
+                } else {
+                    serde_json::to_string_pretty(&reports)
+                };
+                println!("{}", text.unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
+            } else {
+                for (i, r) in reports.iter().enumerate() {
+                    if reports.len() > 1 {
+                        println!("copy {} of {}", i + 1, reports.len());
+                    }
+                    print!("{}", report::text(r));
+                }
+            }
+            if let Some(path) = timeline {
+                for (i, r) in reports.iter().enumerate() {
+                    let path = if reports.len() > 1 { numbered(&path, i + 1) } else { path.clone() };
+                    std::fs::write(&path, report::svg(r)).map_err(Error::io(format!("write {}", path.display())))?;
+                }
+            }
+            Ok(failed.unwrap_or(Exit::Ok))
+        }
+        Cmd::Run { boot, json, timeline, dry_run, keep, verbose, .. } => {
             let o = Options { keep, verbose, ..options(&boot) };
             if dry_run {
                 let p = run::plan(&o, &run::HostOffer::gather(), run::next_seq())?;

@@ -61,6 +61,22 @@ pub struct Plan {
     pub root_kind: RootKind,
     pub root_path: PathBuf,
     pub root_attach: String,
+    /// Files the run directory gets before the VMM starts (a restored copy's `config.json`).
+    pub files: Vec<RunFile>,
+}
+
+/// A file made in the run directory before the VMM starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunFile {
+    Write {
+        path: PathBuf,
+        bytes: Vec<u8>,
+    },
+    /// A symbolic link to a file that is only read (a snapshot's state and memory).
+    Link {
+        path: PathBuf,
+        target: PathBuf,
+    },
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -140,6 +156,7 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
         log_file: run_dir.join("vmm.log"),
         debugcon_socket: run_dir.join("debugcon.sock"),
         accel,
+        role: vmm::Role::Boot,
     };
     let argv = match vmm {
         Vmm::CloudHypervisor => vmm::ch::argv(&spec),
@@ -162,6 +179,7 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
         root_kind: root.kind,
         root_path: root.path,
         root_attach: root.attach,
+        files: Vec::new(),
     })
 }
 

@@ -109,6 +109,9 @@ pub struct Report {
     /// The `chinit: ready in X ms` figure from the serial console, when it was printed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub console_ready_ms: Option<f64>,
+    /// A copy restored from a snapshot (`run --restore`): its restore phases. `phases` is absent then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<crate::snapshot::RestoreFigures>,
 }
 
 /// Computes the phases from host times and chinit's timeline.
@@ -228,7 +231,9 @@ pub fn text(r: &Report) -> String {
         let _ = writeln!(o, "  vsock   {v}");
     }
     let _ = writeln!(o);
-    if let (Some(p), Some(g)) = (&r.phases, &r.guest) {
+    if let (Some(rs), Some(g)) = (&r.restore, &r.guest) {
+        restore_table(&mut o, rs, g);
+    } else if let (Some(p), Some(g)) = (&r.phases, &r.guest) {
         phase_table(&mut o, p, g);
     } else {
         let _ = writeln!(o, "  no chinit timeline (--no-agent): host-side figures only");
@@ -256,6 +261,45 @@ fn phase_table(o: &mut String, p: &Phases, g: &Ready) {
     let _ = writeln!(o, "  chinit steps (guest CLOCK_BOOTTIME, ms since kernel start)");
     let _ = writeln!(o, "  {:<30} {:>10} {:>10} {:>10}", "step", "start", "end", "took");
     for s in &g.steps {
+        let _ = writeln!(
+            o,
+            "  {:<30} {:>10} {:>10} {:>10}{}",
+            s.name,
+            ms(s.start_us),
+            ms(s.end_us),
+            ms(s.duration_us()),
+            s.error.as_ref().map(|e| format!("  error: {e}")).unwrap_or_default()
+        );
+    }
+    let _ = writeln!(o);
+}
+
+fn restore_table(o: &mut String, r: &crate::snapshot::RestoreFigures, g: &Ready) {
+    let mode = r.memory_restore_mode.as_ref().map(|m| format!(", memory_restore_mode={m}")).unwrap_or_default();
+    let _ = writeln!(o, "  restored from {} (generation {}{mode})", r.snapshot, r.generation);
+    let _ = writeln!(o, "  this copy: hostname {}, address {}", r.hostname, r.ip.as_deref().unwrap_or("-"));
+    let _ = writeln!(o);
+    let _ = writeln!(o, "  {:<42} {:>10}  clock", "phase", "ms");
+    let rows = [
+        ("1. VMM restore (spawn -> VM runs)", r.vmm_restored_us, "host CLOCK_MONOTONIC"),
+        ("2. make unique (request -> answer)", r.answered_us.saturating_sub(r.request_sent_us), "host CLOCK_MONOTONIC"),
+        ("   of which chinit's restore steps", r.guest_restore_us, "guest CLOCK_BOOTTIME"),
+        ("   total: restore -> ready (host view)", r.total_us, "host, spawn -> chinit's answer"),
+        ("   the snapshot's machine: boot -> ready", r.cold_boot_us, "host, when it was snapshotted"),
+    ];
+    for (name, us, clock) in rows {
+        let _ = writeln!(o, "  {:<42} {:>10}  {}", name, ms(us), clock);
+    }
+    if r.total_us > 0 && r.cold_boot_us > 0 {
+        let _ = writeln!(o, "  {:<42} {:>10}", "   restore / cold boot", format!("1/{:.1}", r.cold_boot_us as f64 / r.total_us as f64));
+    }
+    if r.request_attempts > 1 {
+        let _ = writeln!(o, "  (the restore request was answered at attempt {})", r.request_attempts);
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(o, "  chinit's restore steps (guest CLOCK_BOOTTIME, ms since kernel start)");
+    let _ = writeln!(o, "  {:<30} {:>10} {:>10} {:>10}", "step", "start", "end", "took");
+    for s in g.steps.iter().filter(|s| s.name.starts_with("restore.")) {
         let _ = writeln!(
             o,
             "  {:<30} {:>10} {:>10} {:>10}{}",
@@ -331,6 +375,20 @@ fn esc(s: &str) -> String {
 /// The waterfall: one bar per span on the host clock (guest spans moved by the aligned kernel start).
 pub fn svg(r: &Report) -> String {
     let mut bars: Vec<(String, u64, u64, &str)> = Vec::new();
+    if let (Some(rs), Some(g)) = (&r.restore, &r.guest) {
+        bars.push(("VMM restore".into(), 0, rs.vmm_restored_us, "#999"));
+        bars.push(("restore request -> answer".into(), rs.request_sent_us, rs.answered_us, "#d08a2a"));
+        // Guest steps on the host clock: the 0x68 mark (restore start) aligns the two, else the
+        // request's sending does.
+        let steps: Vec<_> = g.steps.iter().filter(|s| s.name.starts_with("restore.")).collect();
+        let first = steps.iter().map(|s| s.start_us).min().unwrap_or(0);
+        let anchor = r.host.marks.iter().find(|m| m.code == agent::marks::RESTORE_START).map(|m| m.t_us).unwrap_or(rs.request_sent_us);
+        for s in steps {
+            let at = anchor + s.start_us.saturating_sub(first);
+            bars.push((s.name.clone(), at, at + s.duration_us(), "#3a9e5c"));
+        }
+        return svg_bars(r, &bars);
+    }
     let (p, g) = match (&r.phases, &r.guest) {
         (Some(p), Some(g)) => (p, g),
         _ => {

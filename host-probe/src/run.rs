@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use crate::collect;
 use crate::error::Error;
+use crate::launch::Running;
 use crate::launch::{self, progress};
 use crate::report::Report;
-use crate::watch::Watch;
+use crate::watch::{Observed, Watch};
 
 pub use crate::measure::parse_smaps_rollup;
 pub use crate::options::{HostOffer, Options, RootMode, VmmChoice, Wait};
@@ -23,20 +24,24 @@ pub use crate::plan::{dry_run_text, kernel_supports_initrd, next_seq, plan, tcg_
 /// How often the watch looks at what the readers heard.
 const POLL_EVERY: Duration = Duration::from_millis(2);
 /// How long a guest that accepted the power-off has to do it before the VMM is stopped.
-const POWER_OFF_GRACE: Duration = Duration::from_secs(10);
+pub const POWER_OFF_GRACE: Duration = Duration::from_secs(10);
+
+/// Watches a launched plan until the guest is ready (or, with `Wait::Exit`, the VMM exited).
+pub fn watch(plan: &Plan, o: &Options, running: &mut Running) -> Result<Observed, Error> {
+    let mut watch = Watch::new(plan, o, running);
+    loop {
+        watch.poll(running)?;
+        if watch.done() {
+            return Ok(watch.observed());
+        }
+        std::thread::sleep(POLL_EVERY);
+    }
+}
 
 /// Carries out a plan and measures it.
 pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
     let mut running = launch::start(plan, o)?;
-    let mut watch = Watch::new(plan, o, &mut running);
-    loop {
-        watch.poll(&mut running)?;
-        if watch.done() {
-            break;
-        }
-        std::thread::sleep(POLL_EVERY);
-    }
-    let mut seen = watch.observed();
+    let mut seen = watch(plan, o, &mut running)?;
     if o.wait == Wait::Agent {
         seen.vmm_exit = running.power_off(POWER_OFF_GRACE);
     }

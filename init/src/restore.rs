@@ -78,7 +78,7 @@ pub struct Context {
 pub fn apply(state: &crate::control::State, ctx: &Context, p: Plan) -> agent::proto::Ready {
     use crate::timeline::mark;
     let tl = &state.timeline;
-    ctx.marks.mark(mark::RESTORE_START);
+    let marks = ctx.marks.first_after_restore(mark::RESTORE_START);
     let step = tl.start("restore.entropy");
     let _ = tl.end(step, add_entropy(&p.entropy));
     if let (crate::mode::Mode::Vm, Some(wall)) = (ctx.mode, p.wall_clock) {
@@ -105,7 +105,7 @@ pub fn apply(state: &crate::control::State, ctx: &Context, p: Plan) -> agent::pr
         state.set_notify_port(p.notify_port);
     }
     state.set_generation(p.generation);
-    ctx.marks.mark(mark::RESTORE_READY);
+    marks.mark(mark::RESTORE_READY);
     state.snapshot()
 }
 

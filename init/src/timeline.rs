@@ -87,6 +87,22 @@ impl Marks {
             port::write(code);
         }
     }
+
+    /// Writes `code` as the first mark after a snapshot restore, from a child process: a restored
+    /// machine's processor can refuse the port access the kernel granted (seen with QEMU's
+    /// restore), and the write would kill PID 1. The marks that follow are written only when that
+    /// one could be.
+    pub fn first_after_restore(self, code: u8) -> Marks {
+        if !self.enabled {
+            return self;
+        }
+        if port::write_in_child(code) {
+            self
+        } else {
+            crate::say!("restore: port 0x80 refuses writes after this restore: restore marks off");
+            Marks::off()
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -98,6 +114,26 @@ mod port {
         unsafe { libc::ioperm(libc::c_ulong::from(DEBUG_PORT), 1, 1) == 0 }
     }
 
+    /// [`write`] in a child (a clone whose exit signals no one, so the reaper never sees it);
+    /// whether it could.
+    pub fn write_in_child(code: u8) -> bool {
+        // SAFETY: clone without flags is a fork; the child only writes the port and exits.
+        let pid = unsafe { libc::syscall(libc::SYS_clone, 0 as libc::c_ulong, 0 as libc::c_ulong, 0usize, 0usize, 0 as libc::c_ulong) };
+        if pid == 0 {
+            write(code);
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(0) };
+        }
+        let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+        if pid <= 0 {
+            return false;
+        }
+        let mut status = 0;
+        // SAFETY: waits for that child only; `status` is alive for the call.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WCLONE) };
+        r == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+    }
+
     pub fn write(code: u8) {
         // SAFETY: access to port 0x80 was granted by ioperm; the debug port has no side effects
         // besides the VMM logging the byte.
@@ -107,6 +143,10 @@ mod port {
 
 #[cfg(not(target_arch = "x86_64"))]
 mod port {
+    pub fn write_in_child(_code: u8) -> bool {
+        false
+    }
+
     pub fn allow() -> bool {
         false
     }

@@ -60,6 +60,7 @@ fn report() -> Report {
         memory: Some(Memory { rss_kib: 204_800, pss_kib: 102_400 }),
         console_ready_ms: Some(12.0),
         workload: None,
+        restore: None,
     }
 }
 

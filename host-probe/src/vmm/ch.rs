@@ -1,14 +1,21 @@
 //! cloud-hypervisor (v53 syntax) command line.
 
-use super::{Console, Root, Spec, Vsock};
+use super::{Console, Role, Root, Spec, Vsock};
 
-/// The full argv, program first.
+/// The full argv, program first: a boot, or (`Role::Restore`) a restore, where every device comes
+/// from the snapshot's `config.json` and only the API socket, event monitor and log are given.
 ///
 /// The serial console goes to a file and the virtio console is off; the event monitor and the log
 /// (where guest writes to port 0x80 appear at WARN) go to files host-probe parses.
 pub fn argv(spec: &Spec) -> Vec<String> {
     let mut a: Vec<String> = vec![spec.binary.display().to_string()];
     push(&mut a, "--api-socket", format!("path={}", spec.api_socket.display()));
+    if let Role::Restore { from, mode, .. } = &spec.role {
+        push(&mut a, "--restore", format!("source_url=file://{},resume=true,memory_restore_mode={}", from.display(), mode.name()));
+        push(&mut a, "--event-monitor", format!("path={}", spec.event_monitor.display()));
+        push(&mut a, "--log-file", spec.log_file.display().to_string());
+        return a;
+    }
     push(&mut a, "--kernel", spec.kernel.display().to_string());
     match &spec.root {
         Root::Disk(p) => push(&mut a, "--disk", format!("path={},readonly=on,image_type=raw", p.display())),
@@ -82,6 +89,7 @@ mod tests {
             log_file: "/run/r/ch.log".into(),
             debugcon_socket: "/run/r/debugcon.sock".into(),
             accel: Accel::Kvm,
+            role: Role::Boot,
         }
     }
 
@@ -115,6 +123,21 @@ mod tests {
         for (spec, want) in cases {
             assert_eq!(shell_line(&argv(&spec)), want);
         }
+        let copy = Spec {
+            role: Role::Restore {
+                from: "/run/r/snapshot".into(),
+                memory: PathBuf::new(),
+                qmp: PathBuf::new(),
+                mode: super::super::MemoryRestoreMode::Ondemand,
+            },
+            ..spec(Root::Disk(PathBuf::from("/img/rootfs.ext4")), true, true)
+        };
+        assert_eq!(
+            shell_line(&argv(&copy)),
+            "cloud-hypervisor --api-socket path=/run/r/api.sock \
+             --restore source_url=file:///run/r/snapshot,resume=true,memory_restore_mode=ondemand \
+             --event-monitor path=/run/r/events.json --log-file /run/r/ch.log"
+        );
         let mut both = spec(Root::Pmem(PathBuf::from("/img/r.ext4")), false, false);
         both.initramfs = Some("/img/i.cpio".into());
         assert!(shell_line(&argv(&both)).contains("--pmem file=/img/r.ext4,discard_writes=on --initramfs /img/i.cpio --cmdline"));

@@ -4,12 +4,14 @@
 //! what `--dry-run` prints and what the tests compare with literal strings.
 
 pub mod ch;
+pub mod ch_api;
 pub mod qemu;
+pub mod qmp;
 
 use std::path::PathBuf;
 
 /// Which VMM runs the guest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Vmm {
     CloudHypervisor,
@@ -26,7 +28,7 @@ impl Vmm {
 }
 
 /// How QEMU executes guest code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
     Kvm,
@@ -77,6 +79,40 @@ pub struct Fs {
     pub socket: PathBuf,
 }
 
+/// How cloud-hypervisor brings a snapshot's memory back (`memory_restore_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum MemoryRestoreMode {
+    /// Read the whole memory file before the VM runs.
+    #[default]
+    Copy,
+    /// Map it and fill pages as the guest touches them (userfaultfd).
+    Ondemand,
+}
+
+impl MemoryRestoreMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            MemoryRestoreMode::Copy => "copy",
+            MemoryRestoreMode::Ondemand => "ondemand",
+        }
+    }
+}
+
+/// What the VMM does besides booting: nothing, run a machine that will be snapshotted, or restore one.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Role {
+    #[default]
+    Boot,
+    /// A machine to snapshot. QEMU: its memory is `memory`, a file mapped shared (the snapshot keeps
+    /// it), and QMP listens on `qmp`. cloud-hypervisor needs nothing more (its API socket).
+    Source { memory: PathBuf, qmp: PathBuf },
+    /// A copy restored from a snapshot. QEMU: `memory` mapped private (copy-on-write: the file is
+    /// only read), waiting for its state (`-incoming defer`), QMP on `qmp`. cloud-hypervisor:
+    /// `--restore` from the directory `from` (its own `config.json`, the snapshot's state and memory).
+    Restore { from: PathBuf, memory: PathBuf, qmp: PathBuf, mode: MemoryRestoreMode },
+}
+
 /// Everything one boot needs. Paths inside the run directory are given explicitly so that the argv
 /// builders never invent names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +142,7 @@ pub struct Spec {
     /// QEMU: the Unix socket host-probe listens on; QEMU's isa-debugcon on port 0x80 connects to it.
     pub debugcon_socket: PathBuf,
     pub accel: Accel,
+    pub role: Role,
 }
 
 /// Quotes one argument for a POSIX shell when it needs it, so `--dry-run` output can be pasted.

@@ -2,7 +2,13 @@
 //! an `isa-debugcon` chardev host-probe reads, and vsock: the host kernel's vhost-vsock where it
 //! exists, else vhost-device-vsock (vhost-user, so guest memory is a shared memfd).
 
-use super::{Accel, Root, Spec, Vsock};
+use super::{Accel, Role, Root, Spec, Vsock};
+
+/// vhost-device-vsock (vhost-user) blocks QEMU's migration, so a snapshot.
+pub const VHOST_USER_NOT_MIGRATABLE: &str =
+    "QEMU cannot snapshot a guest whose vsock is vhost-device-vsock (vhost-user: \"non-migratable device\"), \
+     and a copy needs vsock to be made unique: load the kernel's vhost-vsock (modprobe vhost_vsock, so /dev/vhost-vsock exists), \
+     or use --vmm cloud-hypervisor";
 
 /// `--root pmem` has no virtio-mmio device in QEMU microvm.
 pub const PMEM_UNSUPPORTED: &str =
@@ -12,7 +18,12 @@ pub const PMEM_UNSUPPORTED: &str =
 pub fn argv(spec: &Spec) -> Result<Vec<String>, &'static str> {
     let mut a: Vec<String> = vec![spec.binary.display().to_string()];
     let mut machine = String::from("microvm,x-option-roms=off,rtc=off");
-    if matches!(spec.vsock, Some(Vsock::VhostUser { .. })) {
+    let memory_file = match &spec.role {
+        Role::Boot => None,
+        Role::Source { memory, .. } => Some((memory, "on")),
+        Role::Restore { memory, .. } => Some((memory, "off")),
+    };
+    if matches!(spec.vsock, Some(Vsock::VhostUser { .. })) || memory_file.is_some() {
         machine.push_str(",memory-backend=mem");
     }
     push(&mut a, "-machine", machine);
@@ -52,6 +63,12 @@ pub fn argv(spec: &Spec) -> Result<Vec<String>, &'static str> {
         push(&mut a, "-netdev", format!("tap,id=net0,ifname={},script=no,downscript=no", net.tap));
         push(&mut a, "-device", format!("virtio-net-device,netdev=net0,mac={}", net.mac));
     }
+    if let Some((path, share)) = memory_file {
+        if matches!(spec.vsock, Some(Vsock::VhostUser { .. })) {
+            return Err(VHOST_USER_NOT_MIGRATABLE);
+        }
+        push(&mut a, "-object", format!("memory-backend-file,id=mem,size={}M,mem-path={},share={share}", spec.memory_mib, path.display()));
+    }
     match &spec.vsock {
         Some(Vsock::VhostUser { socket }) => {
             push(&mut a, "-object", format!("memory-backend-memfd,id=mem,size={}M,share=on", spec.memory_mib));
@@ -61,6 +78,12 @@ pub fn argv(spec: &Spec) -> Result<Vec<String>, &'static str> {
         Some(Vsock::Kernel { cid }) => push(&mut a, "-device", format!("vhost-vsock-device,guest-cid={cid}")),
         // cloud-hypervisor's kind: the plan never gives it to QEMU.
         Some(Vsock::Hybrid { .. }) | None => {}
+    }
+    if let Role::Source { qmp, .. } | Role::Restore { qmp, .. } = &spec.role {
+        push(&mut a, "-qmp", format!("unix:{},server=on,wait=off", qmp.display()));
+    }
+    if let Role::Restore { .. } = spec.role {
+        push(&mut a, "-incoming", "defer".into());
     }
     Ok(a)
 }
@@ -96,6 +119,7 @@ mod tests {
             log_file: "/r/vmm.log".into(),
             debugcon_socket: "/r/debugcon.sock".into(),
             accel,
+            role: Role::Boot,
         }
     }
 
@@ -136,6 +160,30 @@ mod tests {
         let line = shell_line(&argv(&kernel).unwrap());
         assert!(line.starts_with("qemu-system-x86_64 -machine microvm,x-option-roms=off,rtc=off -accel kvm"), "{line}");
         assert!(line.ends_with(" -device vhost-vsock-device,guest-cid=4242") && !line.contains("memfd"), "{line}");
+    }
+
+    #[test]
+    fn a_snapshot_source_shares_its_memory_file_and_a_copy_maps_it_private_and_waits() {
+        let base = Spec { vsock: Some(Vsock::Kernel { cid: 9 }), ..spec(Root::Disk(PathBuf::from("/i")), Accel::Kvm, false, false) };
+        let source = Spec { role: Role::Source { memory: "/s/memory".into(), qmp: "/r/qmp.sock".into() }, ..base.clone() };
+        let line = shell_line(&argv(&source).unwrap());
+        assert!(line.starts_with("qemu-system-x86_64 -machine microvm,x-option-roms=off,rtc=off,memory-backend=mem "), "{line}");
+        assert!(
+            line.ends_with(
+                " -object memory-backend-file,id=mem,size=256M,mem-path=/s/memory,share=on \
+                 -device vhost-vsock-device,guest-cid=9 -qmp unix:/r/qmp.sock,server=on,wait=off"
+            ),
+            "{line}"
+        );
+        let copy = Spec {
+            role: Role::Restore { from: "/s".into(), memory: "/s/memory".into(), qmp: "/r/qmp.sock".into(), mode: Default::default() },
+            ..base.clone()
+        };
+        let line = shell_line(&argv(&copy).unwrap());
+        assert!(line.contains(" -object memory-backend-file,id=mem,size=256M,mem-path=/s/memory,share=off "), "{line}");
+        assert!(line.ends_with(" -qmp unix:/r/qmp.sock,server=on,wait=off -incoming defer"), "{line}");
+        let vhost_user = Spec { vsock: Some(Vsock::VhostUser { socket: "/r/v".into() }), ..source };
+        assert_eq!(argv(&vhost_user).unwrap_err(), VHOST_USER_NOT_MIGRATABLE);
     }
 
     #[test]

@@ -1,0 +1,347 @@
+//! `host-probe run --restore DIR [--clones N]`: each copy is planned like a boot (its own run
+//! directory, TAP, guest address, vsock and notify port), restored by its VMM, made unique over
+//! vsock (`POST /v1/restore`) and asked `/ready` at its new address: plan → launch → restore →
+//! make unique → collect. Every copy is planned, and the snapshot checked, before any starts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use agent::proto::{Ready, RestoreRequest, DEFAULT_VSOCK_PORT, MIN_RESTORE_ENTROPY};
+use serde::Serialize;
+
+use super::manifest::{self, Manifest};
+use crate::error::Error;
+use crate::launch::{self, progress, Running};
+use crate::options::{HostOffer, Options};
+use crate::plan::{Plan, RunFile};
+use crate::report::{HostTimes, Report};
+use crate::signals::interrupted;
+use crate::vmm::{self, ch_api, qmp::Qmp, MemoryRestoreMode, Role, Vmm};
+use crate::watch::Observed;
+
+/// What a restore section of the report says: the restore phases on the host clock
+/// (microseconds since the copy's VMM was spawned) and the guest's restore steps.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RestoreFigures {
+    pub snapshot: String,
+    /// cloud-hypervisor's `memory_restore_mode` (QEMU maps the memory file copy-on-write).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_restore_mode: Option<String>,
+    pub generation: u64,
+    pub hostname: String,
+    pub ip: Option<String>,
+    /// The VM runs again: QEMU took the state in and continued; cloud-hypervisor says `Running`.
+    pub vmm_restored_us: u64,
+    /// The restore request that was answered was sent, after this many attempts (the first
+    /// connections right after a restore can fail).
+    pub request_sent_us: u64,
+    pub request_attempts: u32,
+    /// chinit's answer: the copy is unique and ready (its new ready document).
+    pub answered_us: u64,
+    /// Guest clock: the first restore step's start to the last one's end.
+    pub guest_restore_us: u64,
+    /// Host clock: spawn → ready as a unique copy (the answer).
+    pub total_us: u64,
+    /// The snapshotted machine's cold boot to ready, host clock, for comparison.
+    pub cold_boot_us: u64,
+}
+
+/// `--restore DIR` and what goes with it.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub dir: PathBuf,
+    pub clones: usize,
+    pub mode: Option<MemoryRestoreMode>,
+}
+
+/// The VMM binary on this host for the snapshot's VMM.
+fn binary(m: &Manifest, host: &HostOffer) -> Option<PathBuf> {
+    match m.vmm {
+        Vmm::CloudHypervisor => host.cloud_hypervisor.clone(),
+        Vmm::Qemu => host.qemu.clone(),
+    }
+}
+
+/// A checked snapshot and the plans of its copies.
+pub struct Prepared {
+    pub manifest: Manifest,
+    pub dir: PathBuf,
+    pub mode: Option<MemoryRestoreMode>,
+    pub options: Options,
+    pub plans: Vec<Plan>,
+}
+
+/// Reads and checks the snapshot, and plans `ro.clones` copies: every refusal comes before anything
+/// starts.
+pub fn prepare(ro: &RestoreOptions, base: &Options, host: &HostOffer) -> Result<Prepared, Error> {
+    if ro.clones == 0 {
+        return Err(Error::Usage("--clones 0: at least one copy".into()));
+    }
+    let dir = crate::error::absolute(&ro.dir);
+    let m = Manifest::read(&dir)?;
+    let version = binary(&m, host).and_then(|b| manifest::vmm_version(&b));
+    m.check(version.as_deref())?;
+    let mode = match (m.vmm, ro.mode) {
+        (Vmm::Qemu, Some(_)) => {
+            return Err(Error::Usage(
+                "--memory-restore-mode is cloud-hypervisor's: QEMU maps the snapshot's memory file copy-on-write".into(),
+            ))
+        }
+        (Vmm::Qemu, None) => None,
+        (Vmm::CloudHypervisor, mode) => Some(mode.unwrap_or_default()),
+    };
+    if m.devices.vsock == "kernel" && !host.kernel_vsock {
+        return Err(Error::BadSnapshot {
+            what: "this snapshot's vsock is the host kernel's vhost-vsock, and this host has no /dev/vhost-vsock".into(),
+            fix: "modprobe vhost_vsock".into(),
+        });
+    }
+    let config = match m.vmm {
+        Vmm::CloudHypervisor => {
+            let p = dir.join("config.json");
+            Some(std::fs::read_to_string(&p).map_err(Error::io(format!("read {}", p.display())))?)
+        }
+        Vmm::Qemu => None,
+    };
+    let options = m.options(base);
+    let plans = (0..ro.clones)
+        .map(|_| plan_copy(&m, &dir, &options, host, crate::plan::next_seq(), mode, config.as_deref()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Prepared { manifest: m, dir, mode, options, plans })
+}
+
+/// One copy's plan: a boot's plan (new names, address, vsock, notify port) turned into a restore.
+pub fn plan_copy(
+    m: &Manifest,
+    dir: &Path,
+    o: &Options,
+    host: &HostOffer,
+    seq: u32,
+    mode: Option<MemoryRestoreMode>,
+    ch_config: Option<&str>,
+) -> Result<Plan, Error> {
+    let mut p = crate::plan::plan(o, host, seq)?;
+    // The guest's MAC is in its memory: each copy keeps it, on a TAP of its own.
+    if let (Some(net), Some(mac)) = (p.tap.as_mut(), &m.devices.mac) {
+        net.mac = mac.clone();
+    }
+    p.spec.net = p.tap.clone();
+    let from = match m.vmm {
+        Vmm::Qemu => dir.to_path_buf(),
+        Vmm::CloudHypervisor => p.run_dir.join("snapshot"),
+    };
+    p.spec.role =
+        Role::Restore { from: from.clone(), memory: dir.join("memory"), qmp: p.run_dir.join("qmp.sock"), mode: mode.unwrap_or_default() };
+    p.argv = match m.vmm {
+        Vmm::Qemu => vmm::qemu::argv(&p.spec).map_err(|e| Error::Usage(e.into()))?,
+        Vmm::CloudHypervisor => {
+            let config = ch_config.ok_or_else(|| Error::Failed("internal: no config.json for a cloud-hypervisor copy".into()))?;
+            let edited = ch_copy_config(config, &p).map_err(|e| Error::BadSnapshot {
+                what: format!("{}: {e}", dir.join("config.json").display()),
+                fix: "take the snapshot again with host-probe snapshot".into(),
+            })?;
+            p.files = vec![RunFile::Write { path: from.join("config.json"), bytes: edited.into_bytes() }];
+            for f in ["state.json", "memory-ranges"] {
+                p.files.push(RunFile::Link { path: from.join(f), target: dir.join(f) });
+            }
+            vmm::ch::argv(&p.spec)
+        }
+    };
+    p.notes.push(format!("restoring {}: a copy of generation {}", dir.display(), m.generation + 1));
+    Ok(p)
+}
+
+/// A copy's `config.json` (pure): the snapshot's, with this copy's console file, vsock socket and
+/// TAP; every other device as it was.
+pub fn ch_copy_config(config: &str, p: &Plan) -> Result<String, String> {
+    let mut v: serde_json::Value = serde_json::from_str(config).map_err(|e| format!("not JSON: {e}"))?;
+    let file = serde_json::Value::String(p.spec.serial.display().to_string());
+    for console in ["serial", "console"] {
+        if v.pointer(&format!("/{console}/mode")).and_then(|m| m.as_str()) == Some("File") {
+            v[console]["file"] = file.clone();
+        }
+    }
+    match (v.get_mut("vsock").filter(|s| !s.is_null()), &p.spec.vsock) {
+        (Some(vs), Some(vmm::Vsock::Hybrid { socket, .. })) => vs["socket"] = serde_json::Value::String(socket.display().to_string()),
+        (None, None) => {}
+        _ => return Err("its vsock device is not the one a copy gets".into()),
+    }
+    let nets = v.get_mut("net").and_then(|n| n.as_array_mut());
+    match (nets, &p.spec.net) {
+        (Some(nets), Some(net)) if nets.len() == 1 => nets[0]["tap"] = serde_json::Value::String(net.tap.clone()),
+        (None, None) => {}
+        (Some(nets), None) if nets.is_empty() => {}
+        _ => return Err("its network devices are not the one a copy gets".into()),
+    }
+    serde_json::to_string_pretty(&v).map_err(|e| e.to_string())
+}
+
+/// What makes copy `p` unique: a generation one past the snapshot's, fresh entropy, the host's
+/// time, a hostname, its address and its notify port.
+pub fn request(m: &Manifest, p: &Plan) -> Result<RestoreRequest, Error> {
+    let mut bytes = [0u8; MIN_RESTORE_ENTROPY + 3];
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).map_err(Error::io("read /dev/urandom"))?;
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    Ok(RestoreRequest {
+        generation: m.generation + 1,
+        entropy: hex(&bytes[..MIN_RESTORE_ENTROPY]),
+        wall_clock_us: None,
+        hostname: Some(format!("copy-{}", hex(&bytes[MIN_RESTORE_ENTROPY..]))),
+        ip: p.guest_ip.map(|ip| format!("{ip}/{}", crate::tap::GUEST_PREFIX)),
+        notify_port: p.notify_port,
+    })
+}
+
+/// How long the other ways in get once the copy answered.
+const OTHERS_GRACE: Duration = Duration::from_secs(2);
+
+/// Restores one planned copy, makes it unique, measures it; powers it off and removes what it made.
+pub fn one(prep: &Prepared, plan: &Plan, o: &Options) -> Result<Report, Error> {
+    let m = &prep.manifest;
+    let mut req = request(m, plan)?;
+    let deadline = Instant::now() + o.timeout;
+    let mut running = launch::start(plan, o)?;
+    match plan.vmm {
+        Vmm::Qemu => take_state_in(plan, &prep.dir, deadline)?,
+        Vmm::CloudHypervisor => ch_api::wait_running(&plan.spec.api_socket, o.timeout).map_err(|e| vmm_failed(&mut running, e))?,
+    }
+    let vmm_restored_us = running.now_us();
+    progress(o.verbose, &format!("VM restored at {} ms; making it unique", crate::report::ms(vmm_restored_us)));
+    let asked = ask_restore(&mut running, &mut req, deadline)?;
+    let mut host = HostTimes { ready_vsock_us: Some(asked.answered_us), ..HostTimes::default() };
+    // The new address answers.
+    if let Some(addr) = running.guest_addr() {
+        host.tcp_attempts = 1;
+        if crate::ask::ready_over_tcp(addr, Duration::from_secs(2)).is_some_and(|r| r.generation == req.generation) {
+            host.ready_tcp_us = Some(running.now_us());
+        }
+    }
+    // The pushed ready document, on this copy's own port.
+    let wait_push = Instant::now();
+    while running.listens_for_notify() && wait_push.elapsed() < OTHERS_GRACE {
+        interrupted()?;
+        let pushed =
+            running.pushes().into_iter().find(|(_, b)| serde_json::from_slice::<Ready>(b).is_ok_and(|r| r.generation == req.generation));
+        if let Some((t, _)) = pushed {
+            host.notify_us = Some(t);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let memory = running.vmm_memory();
+    let vmm_exit = running.power_off(crate::run::POWER_OFF_GRACE);
+    let seen = Observed { host, ready: Some(asked.doc.clone()), memory, vmm_exit };
+    let mut report = crate::collect::report(plan, o, seen, running.finish())?;
+    report.phases = None;
+    report.restore = Some(RestoreFigures {
+        snapshot: prep.dir.display().to_string(),
+        memory_restore_mode: prep.mode.map(|m| m.name().to_string()),
+        generation: asked.doc.generation,
+        hostname: req.hostname.clone().unwrap_or_default(),
+        ip: asked.doc.ip.clone(),
+        vmm_restored_us,
+        request_sent_us: asked.sent_us,
+        request_attempts: asked.attempts,
+        answered_us: asked.answered_us,
+        guest_restore_us: guest_restore_us(&asked.doc),
+        total_us: asked.answered_us,
+        cold_boot_us: m.boot_ready_us,
+    });
+    Ok(report)
+}
+
+fn vmm_failed(running: &mut Running, e: String) -> Error {
+    Error::VmmExited { vmm: running.plan().vmm.name().into(), status: e, diagnostics: running.diagnostics() }
+}
+
+/// The guest's restore steps, first start to last end.
+fn guest_restore_us(doc: &Ready) -> u64 {
+    let steps = doc.steps.iter().filter(|s| s.name.starts_with("restore."));
+    let (start, end) = steps.fold((u64::MAX, 0), |(a, b), s| (a.min(s.start_us), b.max(s.end_us)));
+    end.saturating_sub(start.min(end))
+}
+
+/// QEMU: take the snapshot's state in (`migrate-incoming exec:cat DIR/state`, with
+/// `x-ignore-shared`: the memory is the file already mapped) and continue.
+fn take_state_in(plan: &Plan, dir: &Path, deadline: Instant) -> Result<(), Error> {
+    let Role::Restore { qmp, .. } = &plan.spec.role else {
+        return Err(Error::Failed("internal: a QEMU copy without its QMP socket".into()));
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    let mut q = Qmp::connect(qmp, left.min(Duration::from_secs(10))).map_err(Error::Failed)?;
+    q.ignore_shared().map_err(Error::Failed)?;
+    let uri = format!("exec:cat {}", vmm::shell_quote(&dir.join("state").display().to_string()));
+    q.execute("migrate-incoming", Some(serde_json::json!({ "uri": uri }))).map_err(Error::Failed)?;
+    q.wait_migration(deadline.saturating_duration_since(Instant::now())).map_err(Error::Failed)?;
+    q.execute("cont", None).map_err(Error::Failed)?;
+    Ok(())
+}
+
+/// The answered restore request.
+struct Asked {
+    doc: Ready,
+    attempts: u32,
+    sent_us: u64,
+    answered_us: u64,
+}
+
+/// How long one attempt waits to connect: the first connections after a restore can hang.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// `POST /v1/restore` over vsock until chinit answers it (the first connections right after a
+/// restore can fail: retried). A refusal (4xx) is an error: the request is not sent again.
+fn ask_restore(running: &mut Running, req: &mut RestoreRequest, deadline: Instant) -> Result<Asked, Error> {
+    let vsock = running.guest_vsock().cloned().ok_or_else(|| Error::Failed("internal: a copy without vsock".into()))?;
+    let mut attempts = 0;
+    let mut last = String::from("no attempt");
+    while Instant::now() < deadline {
+        interrupted()?;
+        if let Some(status) = running.exited() {
+            return Err(vmm_failed(running, format!("exited ({status}) before the copy answered")));
+        }
+        attempts += 1;
+        req.wall_clock_us = SystemTime::now().duration_since(UNIX_EPOCH).ok().and_then(|d| u64::try_from(d.as_micros()).ok());
+        let body = serde_json::to_vec(&req).map_err(|e| Error::Failed(e.to_string()))?;
+        let sent_us = running.now_us();
+        let answer = vsock
+            .connect(DEFAULT_VSOCK_PORT, CONNECT_TIMEOUT)
+            .map_err(|e| e.to_string())
+            .and_then(|mut s| agent::client::request(&mut s, "POST", "/v1/restore", Some(&body)).map_err(|e| e.to_string()));
+        match answer {
+            Ok(r) if r.status == 200 => {
+                let answered_us = running.now_us();
+                let doc: Ready = r.json().map_err(|e| Error::Failed(format!("the copy's answer to POST /v1/restore: {e}")))?;
+                return Ok(Asked { doc, attempts, sent_us, answered_us });
+            }
+            Ok(r) => {
+                return Err(Error::Failed(format!(
+                    "the copy refused POST /v1/restore: {} {}",
+                    r.status,
+                    String::from_utf8_lossy(&r.body).trim()
+                )))
+            }
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Err(Error::Timeout {
+        secs: running.elapsed().as_secs(),
+        waiting_for: format!("the copy to answer POST /v1/restore over vsock; {attempts} attempts, the last: {last}"),
+        diagnostics: running.diagnostics(),
+    })
+}
+
+/// Restores every prepared copy at once; one result per copy, in order.
+pub fn all(prep: &Prepared, o: &Options) -> Vec<Result<Report, Error>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = prep.plans.iter().map(|p| s.spawn(move || one(prep, p, o))).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::Failed("a copy's thread panicked".into())))).collect()
+    })
+}
+
+/// The guest address a copy answers at over the TAP.
+pub fn tcp_addr(p: &Plan) -> Option<SocketAddr> {
+    p.guest_ip.map(|ip| SocketAddr::from((ip, agent::proto::DEFAULT_PORT)))
+}

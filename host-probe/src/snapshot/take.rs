@@ -1,0 +1,249 @@
+//! `host-probe snapshot --out DIR`: boot to ready (the plan of `run`, with QEMU's memory in a file
+//! of DIR), pause, save, stop the VMM, write the manifest last. DIR is new (or empty) and is removed
+//! again when anything fails or the run is interrupted: there is a whole snapshot or none.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::manifest::{self, Boot, Devices, FileId, Manifest, MANIFEST};
+use crate::cmdline::RootKind;
+use crate::error::{absolute, Error};
+use crate::launch::{self, progress};
+use crate::options::{HostOffer, Layout, Options, Wait};
+use crate::plan::Plan;
+use crate::report::Report;
+use crate::run;
+use crate::vmm::{self, ch_api, qmp::Qmp, Role, Vmm, Vsock};
+
+/// What a snapshot made.
+pub struct Taken {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    /// The cold boot of the machine that was snapshotted.
+    pub report: Report,
+}
+
+/// How long saving may take.
+const SAVE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Why a plan cannot be snapshotted (pure): a copy is made unique over vsock, so it needs a vsock
+/// both VMMs can save, and a ready chinit.
+pub fn refusal(plan: &Plan, o: &Options) -> Option<Error> {
+    let missing = |what: &str, fix: &str| Some(Error::Missing { what: what.into(), fix: fix.into() });
+    if o.wait != Wait::Agent {
+        return Some(Error::Usage("snapshot takes a ready guest: drop --no-agent".into()));
+    }
+    if o.share.is_some() {
+        return Some(Error::Usage("a guest with a shared directory (--share, virtio-fs) cannot be snapshotted: drop --share".into()));
+    }
+    match (&plan.spec.vsock, plan.vmm) {
+        (None, _) => missing(
+            "snapshot needs vsock: each copy is made unique over it (POST /v1/restore)",
+            "drop --no-vsock (QEMU: modprobe vhost_vsock, so /dev/vhost-vsock exists)",
+        ),
+        (Some(Vsock::VhostUser { .. }), _) => Some(Error::Missing {
+            what: "QEMU cannot snapshot this guest: its vsock is vhost-device-vsock (vhost-user), a \"non-migratable device\"".into(),
+            fix: "load the kernel's vhost-vsock (modprobe vhost_vsock, so /dev/vhost-vsock exists), or use --vmm cloud-hypervisor".into(),
+        }),
+        _ => None,
+    }
+}
+
+/// The output directory: made here (or empty), removed again unless the snapshot completed.
+struct OutDir {
+    path: PathBuf,
+    made: bool,
+    done: bool,
+}
+
+impl OutDir {
+    fn create(path: &Path) -> Result<OutDir, Error> {
+        match std::fs::read_dir(path) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    return Err(Error::Usage(format!(
+                        "{} exists and is not empty: a snapshot never overwrites anything; pass a new directory to --out",
+                        path.display()
+                    )));
+                }
+                Ok(OutDir { path: path.to_path_buf(), made: false, done: false })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(path).map_err(Error::io(format!("create {}", path.display())))?;
+                Ok(OutDir { path: path.to_path_buf(), made: true, done: false })
+            }
+            Err(e) => Err(Error::Io { context: format!("read {}", path.display()), source: e }),
+        }
+    }
+}
+
+impl Drop for OutDir {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if self.made {
+            let _ = std::fs::remove_dir_all(&self.path);
+        } else if let Ok(entries) = std::fs::read_dir(&self.path) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Boots, snapshots into `out`, and stops the VMM.
+pub fn take(o: &Options, out: &Path) -> Result<Taken, Error> {
+    let host = HostOffer::gather();
+    let mut plan = crate::plan::plan(o, &host, crate::plan::next_seq())?;
+    if let Some(e) = refusal(&plan, o) {
+        return Err(e);
+    }
+    let out = absolute(out);
+    let dir = OutDir::create(&out)?;
+    plan.spec.role = Role::Source { memory: out.join("memory"), qmp: plan.run_dir.join("qmp.sock") };
+    plan.argv = match plan.vmm {
+        Vmm::CloudHypervisor => vmm::ch::argv(&plan.spec),
+        Vmm::Qemu => vmm::qemu::argv(&plan.spec).map_err(|e| Error::Usage(e.into()))?,
+    };
+    let version = manifest::vmm_version(&plan.spec.binary).unwrap_or_else(|| "unknown".into());
+    for n in &plan.notes {
+        progress(o.verbose, n);
+    }
+
+    let mut running = launch::start(&plan, o)?;
+    let seen = run::watch(&plan, o, &mut running)?;
+    let generation = seen.ready.as_ref().map(|r| r.generation).unwrap_or(0);
+    progress(o.verbose, &format!("ready; pausing and saving into {}", out.display()));
+    let (pause, save) = match plan.vmm {
+        Vmm::Qemu => save_qemu(&plan, &out)?,
+        Vmm::CloudHypervisor => save_ch(&plan, &out)?,
+    };
+    let report = crate::collect::report(&plan, o, seen, running.finish())?;
+    if plan.vmm == Vmm::Qemu {
+        // The VMM is gone: what it wrote of the guest's memory goes to disk now.
+        let memory = out.join("memory");
+        std::fs::File::open(&memory).and_then(|f| f.sync_all()).map_err(Error::io(format!("sync {}", memory.display())))?;
+    }
+    let manifest = manifest(&plan, o, &version, generation, &report, (pause, save))?;
+    write_manifest(&out, &manifest)?;
+    let mut dir = dir;
+    dir.done = true;
+    Ok(Taken { dir: out, manifest, report })
+}
+
+/// QEMU: stop, then migrate to `exec:cat > DIR/state` with `x-ignore-shared` (the memory is the
+/// shared file, already in DIR; only device state is written).
+fn save_qemu(plan: &Plan, out: &Path) -> Result<(Duration, Duration), Error> {
+    let Role::Source { qmp, .. } = &plan.spec.role else {
+        return Err(Error::Failed("internal: a QEMU snapshot without its QMP socket".into()));
+    };
+    let mut q = Qmp::connect(qmp, Duration::from_secs(5)).map_err(Error::Failed)?;
+    let t = Instant::now();
+    q.execute("stop", None).map_err(Error::Failed)?;
+    let pause = t.elapsed();
+    let t = Instant::now();
+    q.ignore_shared().map_err(Error::Failed)?;
+    let state = out.join("state");
+    let uri = format!("exec:cat > {}", vmm::shell_quote(&state.display().to_string()));
+    q.execute("migrate", Some(serde_json::json!({ "uri": uri }))).map_err(Error::Failed)?;
+    q.wait_migration(SAVE_TIMEOUT).map_err(Error::Failed)?;
+    Ok((pause, t.elapsed()))
+}
+
+/// cloud-hypervisor: `vm.pause`, then `vm.snapshot` into DIR.
+fn save_ch(plan: &Plan, out: &Path) -> Result<(Duration, Duration), Error> {
+    let api = &plan.spec.api_socket;
+    let t = Instant::now();
+    ch_api::pause(api).map_err(Error::Failed)?;
+    let pause = t.elapsed();
+    let t = Instant::now();
+    ch_api::snapshot(api, out).map_err(Error::Failed)?;
+    Ok((pause, t.elapsed()))
+}
+
+fn manifest(
+    plan: &Plan,
+    o: &Options,
+    version: &str,
+    generation: u64,
+    report: &Report,
+    (pause, save): (Duration, Duration),
+) -> Result<Manifest, Error> {
+    let id = |p: &Path| FileId::of(p).map_err(|e| Error::Failed(format!("snapshot manifest: {e}")));
+    let initramfs = match (&plan.spec.initramfs, plan.root_kind) {
+        (Some(i), _) => Some(id(i)?),
+        (None, RootKind::Initramfs) => Some(id(&plan.root_path)?),
+        (None, _) => None,
+    };
+    let rootfs = if plan.root_kind == RootKind::Initramfs { None } else { Some(id(&plan.root_path)?) };
+    Ok(Manifest {
+        format: manifest::FORMAT,
+        vmm: plan.vmm,
+        vmm_binary: plan.spec.binary.clone(),
+        vmm_version: version.to_string(),
+        accel: plan.accel,
+        boot: Boot {
+            kernel: id(&plan.spec.kernel)?,
+            rootfs,
+            initramfs,
+            root_mode: if plan.root_kind == RootKind::Pmem { "pmem" } else { "disk" }.into(),
+            cpus: o.cpus,
+            memory_mib: o.memory_mib,
+            cmdline_extra: o.cmdline_extra.clone(),
+            init: o.init.clone(),
+            layout: if o.layout == Layout::Kuasar { "kuasar" } else { "default" }.into(),
+            cmdline: plan.spec.cmdline.clone(),
+        },
+        devices: Devices {
+            mac: plan.tap.as_ref().map(|n| n.mac.clone()),
+            ip: plan.guest_ip.map(|ip| ip.to_string()),
+            vsock: match plan.spec.vsock {
+                Some(Vsock::Kernel { .. }) => "kernel",
+                _ => "hybrid",
+            }
+            .into(),
+        },
+        generation,
+        files: manifest::vmm_files(plan.vmm).iter().map(|f| f.to_string()).collect(),
+        created_unix_s: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        boot_ready_us: report.phases.as_ref().map(|p| p.total_us).unwrap_or(0),
+        pause_us: micros(pause),
+        save_us: micros(save),
+    })
+}
+
+/// Written to a temporary name and renamed: the manifest appears whole, last.
+fn write_manifest(out: &Path, m: &Manifest) -> Result<(), Error> {
+    let text = serde_json::to_string_pretty(m).map_err(|e| Error::Failed(format!("snapshot manifest: {e}")))?;
+    let tmp = out.join(format!(".{MANIFEST}.tmp"));
+    std::fs::write(&tmp, text + "\n").map_err(Error::io(format!("write {}", tmp.display())))?;
+    std::fs::rename(&tmp, out.join(MANIFEST)).map_err(Error::io(format!("rename {}", tmp.display())))
+}
+
+/// What `host-probe snapshot` prints after the boot's report.
+pub fn text(t: &Taken) -> String {
+    let m = &t.manifest;
+    let size = |f: &str| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(t.dir.join(f)).map(|md| (md.len(), md.blocks() * 512)).unwrap_or((0, 0))
+    };
+    let mut o = format!(
+        "\nsnapshot {} ({}, generation {}; copies are generation {})\n",
+        t.dir.display(),
+        m.vmm_version,
+        m.generation,
+        m.generation + 1
+    );
+    o.push_str(&format!("  pause {} ms, save {} ms\n", crate::report::ms(m.pause_us), crate::report::ms(m.save_us)));
+    for f in m.files.iter().map(String::as_str).chain([MANIFEST]) {
+        let (len, used) = size(f);
+        o.push_str(&format!("  {f:<16} {:>12} bytes ({:.1} MiB on disk)\n", len, used as f64 / 1048576.0));
+    }
+    o.push_str(&format!("  restore: host-probe run --restore {}\n", t.dir.display()));
+    o
+}

@@ -1,0 +1,174 @@
+//! A QMP client: QEMU's JSON control protocol on its `-qmp unix:` socket. One command at a time;
+//! events that arrive meanwhile are skipped. Enough to stop, migrate, take a migration in and
+//! continue a guest.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// One QMP session.
+pub struct Qmp {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+/// How long one command may take to be answered.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Qmp {
+    /// Connects (QEMU makes the socket as it starts: retried until `timeout`), reads the greeting
+    /// and leaves capabilities negotiation.
+    pub fn connect(path: &Path, timeout: Duration) -> Result<Qmp, String> {
+        let deadline = Instant::now() + timeout;
+        let stream = loop {
+            match UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() >= deadline => return Err(format!("QMP socket {}: {e}", path.display())),
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        };
+        stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(|e| format!("QMP: {e}"))?;
+        let writer = stream.try_clone().map_err(|e| format!("QMP: {e}"))?;
+        let mut q = Qmp { reader: BufReader::new(stream), writer };
+        let greeting = q.line()?;
+        if greeting.get("QMP").is_none() {
+            return Err(format!("QMP: not a QMP greeting: {greeting}"));
+        }
+        q.execute("qmp_capabilities", None)?;
+        Ok(q)
+    }
+
+    fn line(&mut self) -> Result<Value, String> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => Err("QMP: QEMU closed the connection".into()),
+            Ok(_) => serde_json::from_str(&line).map_err(|e| format!("QMP: unreadable answer {line:?}: {e}")),
+            Err(e) => Err(format!("QMP: {e}")),
+        }
+    }
+
+    /// Runs one command; its `return` value, or its error's description.
+    pub fn execute(&mut self, command: &str, arguments: Option<Value>) -> Result<Value, String> {
+        let mut msg = json!({ "execute": command });
+        if let Some(a) = arguments {
+            msg["arguments"] = a;
+        }
+        let mut text = msg.to_string();
+        text.push('\n');
+        self.writer.write_all(text.as_bytes()).map_err(|e| format!("QMP {command}: {e}"))?;
+        loop {
+            let v = self.line()?;
+            if v.get("event").is_some() {
+                continue;
+            }
+            return answer(command, v);
+        }
+    }
+
+    /// Sets the migration capability `x-ignore-shared`: RAM mapped from a shared file is not sent
+    /// (the snapshot's memory file has it).
+    pub fn ignore_shared(&mut self) -> Result<(), String> {
+        self.execute("migrate-set-capabilities", Some(json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]})))
+            .map(drop)
+    }
+
+    /// Waits until the migration (out or in) completed; its error when it failed.
+    pub fn wait_migration(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.execute("query-migrate", None)?;
+            match migration_status(&r) {
+                MigrationStatus::Completed => return Ok(()),
+                MigrationStatus::Failed(why) => return Err(format!("QEMU's migration failed: {why}")),
+                MigrationStatus::Going => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("QEMU's migration did not complete within {} s", timeout.as_secs()));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// A command's answer (pure).
+fn answer(command: &str, v: Value) -> Result<Value, String> {
+    if let Some(r) = v.get("return") {
+        return Ok(r.clone());
+    }
+    let desc = v.pointer("/error/desc").and_then(Value::as_str).unwrap_or("no description");
+    Err(format!("QMP {command}: {desc}"))
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum MigrationStatus {
+    Going,
+    Completed,
+    Failed(String),
+}
+
+/// `query-migrate`'s answer (pure). An incoming migration that finished shows `completed`; one not
+/// begun shows no status.
+fn migration_status(r: &Value) -> MigrationStatus {
+    match r.get("status").and_then(Value::as_str) {
+        Some("completed") => MigrationStatus::Completed,
+        Some(s @ ("failed" | "cancelled")) => MigrationStatus::Failed(r.get("error-desc").and_then(Value::as_str).unwrap_or(s).to_string()),
+        _ => MigrationStatus::Going,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    #[test]
+    fn answers_and_migration_states() {
+        assert_eq!(answer("stop", json!({"return": {}})), Ok(json!({})));
+        assert_eq!(answer("cont", json!({"error": {"class": "GenericError", "desc": "not paused"}})), Err("QMP cont: not paused".into()));
+        let cases = [
+            (json!({}), MigrationStatus::Going),
+            (json!({"status": "setup"}), MigrationStatus::Going),
+            (json!({"status": "active", "ram": {}}), MigrationStatus::Going),
+            (json!({"status": "completed"}), MigrationStatus::Completed),
+            (json!({"status": "failed", "error-desc": "Unable to write"}), MigrationStatus::Failed("Unable to write".into())),
+            (json!({"status": "cancelled"}), MigrationStatus::Failed("cancelled".into())),
+        ];
+        for (r, want) in cases {
+            assert_eq!(migration_status(&r), want, "{r}");
+        }
+    }
+
+    /// A scripted QEMU: the greeting, then an answer per command, with an event in between.
+    #[test]
+    fn a_session_skips_events_and_returns_each_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qmp.sock");
+        let l = UnixListener::bind(&path).unwrap();
+        let qemu = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let mut w = s.try_clone().unwrap();
+            let mut r = BufReader::new(s);
+            writeln!(w, r#"{{"QMP": {{"version": {{}}, "capabilities": []}}}}"#).unwrap();
+            let mut seen = Vec::new();
+            for answer in [
+                r#"{"return": {}}"#,
+                r#"{"event": "STOP"}
+{"return": {}}"#,
+                r#"{"return": {"status": "completed"}}"#,
+            ] {
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                seen.push(serde_json::from_str::<Value>(&line).unwrap()["execute"].as_str().unwrap().to_string());
+                writeln!(w, "{answer}").unwrap();
+            }
+            seen
+        });
+        let mut q = Qmp::connect(&path, Duration::from_secs(2)).unwrap();
+        assert_eq!(q.execute("stop", None), Ok(json!({})));
+        q.wait_migration(Duration::from_secs(2)).unwrap();
+        assert_eq!(qemu.join().unwrap(), ["qmp_capabilities", "stop", "query-migrate"]);
+    }
+}
