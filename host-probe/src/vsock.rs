@@ -31,14 +31,26 @@ const SO_VM_SOCKETS_CONNECT_TIMEOUT: libc::c_int = 6;
 
 impl GuestVsock {
     /// Connects to the guest's `port`, giving up after `timeout` (a guest whose driver is not up yet
-    /// never answers).
+    /// never answers); reads and writes give up after `timeout` too.
     pub fn connect(&self, port: u32, timeout: Duration) -> io::Result<Box<dyn Stream>> {
+        self.connect_then(port, timeout, timeout)
+    }
+
+    /// [`GuestVsock::connect`] giving up after `connect_timeout`, reads and writes after `io_timeout`.
+    pub fn connect_then(&self, port: u32, connect_timeout: Duration, io_timeout: Duration) -> io::Result<Box<dyn Stream>> {
         match self {
             GuestVsock::Hybrid(uds) => {
-                let s = agent::client::vsock_connect(uds, port, timeout).map_err(|e| io::Error::other(e.to_string()))?;
+                let s = agent::client::vsock_connect(uds, port, connect_timeout).map_err(|e| io::Error::other(e.to_string()))?;
+                s.set_read_timeout(Some(io_timeout))?;
+                s.set_write_timeout(Some(io_timeout))?;
                 Ok(Box::new(s))
             }
-            GuestVsock::Kernel { cid } => Ok(Box::new(kernel_connect(*cid, port, timeout)?)),
+            GuestVsock::Kernel { cid } => {
+                let s = kernel_connect(*cid, port, connect_timeout)?;
+                s.set_read_timeout(Some(io_timeout))?;
+                s.set_write_timeout(Some(io_timeout))?;
+                Ok(Box::new(s))
+            }
         }
     }
 

@@ -3,7 +3,6 @@
 //! vsock (`POST /v1/restore`) and asked `/ready` at its new address: plan → launch → restore →
 //! make unique → collect. Every copy is planned, and the snapshot checked, before any starts.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -197,10 +196,21 @@ pub fn request(m: &Manifest, p: &Plan) -> Result<RestoreRequest, Error> {
 /// How long the other ways in get once the copy answered.
 const OTHERS_GRACE: Duration = Duration::from_secs(2);
 
-/// Restores one planned copy, makes it unique, measures it; powers it off and removes what it made.
-pub fn one(prep: &Prepared, plan: &Plan, o: &Options) -> Result<Report, Error> {
-    let m = &prep.manifest;
-    let mut req = request(m, plan)?;
+/// A restored copy, unique and ready, still running: tests talk to it before [`Copy::finish`].
+pub struct Copy<'a> {
+    prep: &'a Prepared,
+    plan: &'a Plan,
+    running: Running,
+    req: RestoreRequest,
+    asked: Asked,
+    vmm_restored_us: u64,
+    host: HostTimes,
+}
+
+/// Restores one planned copy and makes it unique: launch, restore (the VMM's way), `POST
+/// /v1/restore` over vsock, then `/ready` at its new address and its pushed ready document.
+pub fn start<'a>(prep: &'a Prepared, plan: &'a Plan, o: &Options) -> Result<Copy<'a>, Error> {
+    let mut req = request(&prep.manifest, plan)?;
     let deadline = Instant::now() + o.timeout;
     let mut running = launch::start(plan, o)?;
     match plan.vmm {
@@ -230,26 +240,54 @@ pub fn one(prep: &Prepared, plan: &Plan, o: &Options) -> Result<Report, Error> {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    let memory = running.vmm_memory();
-    let vmm_exit = running.power_off(crate::run::POWER_OFF_GRACE);
-    let seen = Observed { host, ready: Some(asked.doc.clone()), memory, vmm_exit };
-    let mut report = crate::collect::report(plan, o, seen, running.finish())?;
-    report.phases = None;
-    report.restore = Some(RestoreFigures {
-        snapshot: prep.dir.display().to_string(),
-        memory_restore_mode: prep.mode.map(|m| m.name().to_string()),
-        generation: asked.doc.generation,
-        hostname: req.hostname.clone().unwrap_or_default(),
-        ip: asked.doc.ip.clone(),
-        vmm_restored_us,
-        request_sent_us: asked.sent_us,
-        request_attempts: asked.attempts,
-        answered_us: asked.answered_us,
-        guest_restore_us: guest_restore_us(&asked.doc),
-        total_us: asked.answered_us,
-        cold_boot_us: m.boot_ready_us,
-    });
-    Ok(report)
+    Ok(Copy { prep, plan, running, req, asked, vmm_restored_us, host })
+}
+
+impl Copy<'_> {
+    /// The running copy (its vsock, address, console).
+    pub fn running(&self) -> &Running {
+        &self.running
+    }
+
+    /// Its ready document as it answered the restore.
+    pub fn ready(&self) -> &Ready {
+        &self.asked.doc
+    }
+
+    /// What made it unique.
+    pub fn request(&self) -> &RestoreRequest {
+        &self.req
+    }
+
+    /// Powers it off, removes what it made, and reports it.
+    pub fn finish(self, o: &Options) -> Result<Report, Error> {
+        let Copy { prep, plan, mut running, req, asked, vmm_restored_us, host } = self;
+        let memory = running.vmm_memory();
+        let vmm_exit = running.power_off(crate::run::POWER_OFF_GRACE);
+        let seen = Observed { host, ready: Some(asked.doc.clone()), memory, vmm_exit };
+        let mut report = crate::collect::report(plan, o, seen, running.finish())?;
+        report.phases = None;
+        report.restore = Some(RestoreFigures {
+            snapshot: prep.dir.display().to_string(),
+            memory_restore_mode: prep.mode.map(|m| m.name().to_string()),
+            generation: asked.doc.generation,
+            hostname: req.hostname.clone().unwrap_or_default(),
+            ip: asked.doc.ip.clone(),
+            vmm_restored_us,
+            request_sent_us: asked.sent_us,
+            request_attempts: asked.attempts,
+            answered_us: asked.answered_us,
+            guest_restore_us: guest_restore_us(&asked.doc),
+            total_us: asked.answered_us,
+            cold_boot_us: prep.manifest.boot_ready_us,
+        });
+        Ok(report)
+    }
+}
+
+/// Restores one planned copy, makes it unique, measures it; powers it off and removes what it made.
+pub fn one(prep: &Prepared, plan: &Plan, o: &Options) -> Result<Report, Error> {
+    start(prep, plan, o)?.finish(o)
 }
 
 fn vmm_failed(running: &mut Running, e: String) -> Error {
@@ -287,8 +325,12 @@ struct Asked {
     answered_us: u64,
 }
 
-/// How long one attempt waits to connect: the first connections after a restore can hang.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long the first attempt waits to connect, doubling each attempt up to [`CONNECT_TIMEOUT_MAX`]:
+/// the first connections after a restore can hang (the vsock transport is being reset).
+const CONNECT_TIMEOUT_FIRST: Duration = Duration::from_millis(20);
+const CONNECT_TIMEOUT_MAX: Duration = Duration::from_millis(640);
+/// How long a connected request may take to be answered.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `POST /v1/restore` over vsock until chinit answers it (the first connections right after a
 /// restore can fail: retried). A refusal (4xx) is an error: the request is not sent again.
@@ -305,8 +347,9 @@ fn ask_restore(running: &mut Running, req: &mut RestoreRequest, deadline: Instan
         req.wall_clock_us = SystemTime::now().duration_since(UNIX_EPOCH).ok().and_then(|d| u64::try_from(d.as_micros()).ok());
         let body = serde_json::to_vec(&req).map_err(|e| Error::Failed(e.to_string()))?;
         let sent_us = running.now_us();
+        let connect_timeout = CONNECT_TIMEOUT_FIRST.saturating_mul(1 << (attempts - 1).min(5)).min(CONNECT_TIMEOUT_MAX);
         let answer = vsock
-            .connect(DEFAULT_VSOCK_PORT, CONNECT_TIMEOUT)
+            .connect_then(DEFAULT_VSOCK_PORT, connect_timeout, ANSWER_TIMEOUT)
             .map_err(|e| e.to_string())
             .and_then(|mut s| agent::client::request(&mut s, "POST", "/v1/restore", Some(&body)).map_err(|e| e.to_string()));
         match answer {
@@ -339,9 +382,4 @@ pub fn all(prep: &Prepared, o: &Options) -> Vec<Result<Report, Error>> {
         let handles: Vec<_> = prep.plans.iter().map(|p| s.spawn(move || one(prep, p, o))).collect();
         handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::Failed("a copy's thread panicked".into())))).collect()
     })
-}
-
-/// The guest address a copy answers at over the TAP.
-pub fn tcp_addr(p: &Plan) -> Option<SocketAddr> {
-    p.guest_ip.map(|ip| SocketAddr::from((ip, agent::proto::DEFAULT_PORT)))
 }

@@ -98,13 +98,14 @@ fn micros(d: Duration) -> u64 {
 
 /// Boots, snapshots into `out`, and stops the VMM.
 pub fn take(o: &Options, out: &Path) -> Result<Taken, Error> {
+    let out = absolute(out);
+    // First: a directory that is not empty is never written to (refusals below remove what it made).
+    let mut dir = OutDir::create(&out)?;
     let host = HostOffer::gather();
     let mut plan = crate::plan::plan(o, &host, crate::plan::next_seq())?;
     if let Some(e) = refusal(&plan, o) {
         return Err(e);
     }
-    let out = absolute(out);
-    let dir = OutDir::create(&out)?;
     plan.spec.role = Role::Source { memory: out.join("memory"), qmp: plan.run_dir.join("qmp.sock") };
     plan.argv = match plan.vmm {
         Vmm::CloudHypervisor => vmm::ch::argv(&plan.spec),
@@ -131,7 +132,6 @@ pub fn take(o: &Options, out: &Path) -> Result<Taken, Error> {
     }
     let manifest = manifest(&plan, o, &version, generation, &report, (pause, save))?;
     write_manifest(&out, &manifest)?;
-    let mut dir = dir;
     dir.done = true;
     Ok(Taken { dir: out, manifest, report })
 }
