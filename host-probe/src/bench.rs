@@ -158,6 +158,46 @@ pub fn bench(
     warmup: usize,
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<BenchResult, Error> {
+    let mut run_a = || run::run(a);
+    let mut run_b = b.map(|b| move || run::run(b));
+    let run_b = run_b.as_mut().map(|f| f as &mut dyn FnMut() -> Result<Report, Error>);
+    interleave((label(a), &mut run_a), run_b.map(|f| (b.map(label).unwrap_or_default(), f)), n, warmup, progress)
+}
+
+/// `bench --restore DIR`: cold boots of the snapshot's machine (A) interleaved with restores of a
+/// copy (B); `total (host)` compares spawn → ready of one with spawn → ready as a unique copy.
+pub fn bench_restore(
+    ro: &crate::snapshot::RestoreOptions,
+    base: &Options,
+    n: usize,
+    warmup: usize,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<BenchResult, Error> {
+    use crate::snapshot::restore;
+    let host = crate::options::HostOffer::gather();
+    let one = crate::snapshot::RestoreOptions { clones: 1, ..ro.clone() };
+    let first = restore::prepare(&one, base, &host)?;
+    let cold = first.options.clone();
+    let mode = first.mode.map(|m| format!(", memory_restore_mode={}", m.name())).unwrap_or_default();
+    let b_label = format!("restore of {}{mode}", first.dir.display());
+    let mut run_a = || run::run(&cold);
+    let mut run_b = || {
+        let prep = restore::prepare(&one, base, &host)?;
+        restore::one(&prep, &prep.plans[0], &prep.options)
+    };
+    interleave((format!("cold boot of {}", label(&cold)), &mut run_a), Some((b_label, &mut run_b)), n, warmup, progress)
+}
+
+type Runner<'a> = (String, &'a mut dyn FnMut() -> Result<Report, Error>);
+
+/// Runs side A (and B) as [`schedule`] says and gathers the statistics.
+fn interleave(
+    a: Runner,
+    b: Option<Runner>,
+    n: usize,
+    warmup: usize,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<BenchResult, Error> {
     if n == 0 {
         return Err(Error::Usage("-n must be at least 1".into()));
     }
@@ -165,16 +205,22 @@ pub fn bench(
     let total = plan.len();
     let (mut sa, mut sb) = (Samples::default(), Samples::default());
     let mut meta: Option<(String, String, bool, Vec<String>)> = None;
+    let (a_label, run_a) = a;
+    let (b_label, mut run_b) = match b {
+        Some((l, f)) => (Some(l), Some(f)),
+        None => (None, None),
+    };
     for (i, (side, measured)) in plan.into_iter().enumerate() {
-        let o = match side {
-            Side::A => a,
-            Side::B => b.unwrap_or(a),
+        let r = match (side, run_b.as_mut()) {
+            (Side::B, Some(f)) => f(),
+            _ => run_a(),
         };
-        let r = run::run(o).map_err(|e| match e {
+        let r = r.map_err(|e| match e {
             Error::Interrupted(_) => e,
             other => Error::Usage(format!("boot {} of {total} (side {side:?}) failed: {other}", i + 1)),
         })?;
-        let total_ms = r.phases.as_ref().map(|p| report::ms(p.total_us)).unwrap_or_else(|| "-".into());
+        let total_us = r.restore.as_ref().map(|rs| rs.total_us).or(r.phases.as_ref().map(|p| p.total_us));
+        let total_ms = total_us.map(report::ms).unwrap_or_else(|| "-".into());
         progress(i + 1, total, &format!("{side:?} {} total {total_ms} ms", if measured { "measured" } else { "warm-up" }));
         meta.get_or_insert_with(|| (r.vmm.clone(), r.accel.clone(), r.representative, r.notes.clone()));
         if measured {
@@ -193,9 +239,9 @@ pub fn bench(
         notes,
         n,
         warmup,
-        a: label(a),
-        b: b.map(label),
-        rows: rows(&sa, b.map(|_| &sb)),
+        rows: rows(&sa, b_label.as_ref().map(|_| &sb)),
+        a: a_label,
+        b: b_label,
     })
 }
 
@@ -231,6 +277,18 @@ pub fn text(r: &BenchResult) -> String {
             let _ = writeln!(o, "  {:<26} A {}   B {}   {ratio}", row.figure, cell(row.a), cell(row.b));
         } else {
             let _ = writeln!(o, "  {:<26} {}", row.figure, cell(row.a));
+        }
+    }
+    let total = r.rows.iter().find(|row| row.figure == Figure::Total.to_string());
+    if let (true, Some(Row { a: Some(a), b: Some(b), .. })) = (r.b.as_deref().is_some_and(|b| b.starts_with("restore of")), total) {
+        if b.median_us > 0 {
+            let _ = writeln!(
+                o,
+                "  restore -> ready {} ms vs cold boot -> ready {} ms (medians): 1/{:.1}",
+                report::ms(b.median_us),
+                report::ms(a.median_us),
+                a.median_us as f64 / b.median_us as f64
+            );
         }
     }
     o

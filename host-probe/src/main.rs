@@ -128,6 +128,13 @@ enum Cmd {
         /// B side: another kernel.
         #[arg(long)]
         compare_kernel: Option<PathBuf>,
+        /// Cold boots of the snapshot's machine (A) against restores of a copy of the snapshot in
+        /// DIR (B), interleaved.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["compare", "compare_kernel"])]
+        restore: Option<PathBuf>,
+        /// With --restore of a cloud-hypervisor snapshot: copy or ondemand.
+        #[arg(long, value_enum, requires = "restore")]
+        memory_restore_mode: Option<host_probe::vmm::MemoryRestoreMode>,
         #[arg(long)]
         json: bool,
     },
@@ -278,14 +285,22 @@ fn main_exec(cli: Cli) -> Result<Exit, Error> {
             }
             Ok(Exit::Ok)
         }
-        Cmd::Bench { boot, n, warmup, compare, compare_kernel, json } => {
+        Cmd::Bench { boot, n, warmup, compare, compare_kernel, restore, memory_restore_mode, json } => {
             let a = options(&boot);
             let b = match (compare, compare_kernel) {
                 (Some(r), _) => Some(Options { rootfs: Some(r), initramfs: None, ..a.clone() }),
                 (None, Some(k)) => Some(Options { kernel: Some(k), ..a.clone() }),
                 (None, None) => None,
             };
-            let result = bench::bench(&a, b.as_ref(), n, warmup, &mut bench::stderr_progress)?;
+            let result = match restore {
+                Some(dir) => {
+                    only_restore_options(&boot)?;
+                    let base = Options { timeout: Duration::from_secs(boot.timeout), ..Options::default() };
+                    let ro = host_probe::snapshot::RestoreOptions { dir, clones: 1, mode: memory_restore_mode };
+                    bench::bench_restore(&ro, &base, n, warmup, &mut bench::stderr_progress)?
+                }
+                None => bench::bench(&a, b.as_ref(), n, warmup, &mut bench::stderr_progress)?,
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&result).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
             } else {

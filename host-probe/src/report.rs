@@ -163,6 +163,12 @@ pub enum Figure {
     Mark(u8),
     /// One of chinit's steps (the baseline's too), by name.
     Step(String),
+    /// A restored copy: spawn → the VM runs again.
+    VmmRestore,
+    /// A restored copy: the restore request → chinit's answer.
+    MakeUnique,
+    /// A restored copy: chinit's restore steps, first start → last end (guest clock).
+    GuestRestore,
 }
 
 impl std::fmt::Display for Figure {
@@ -179,12 +185,30 @@ impl std::fmt::Display for Figure {
             Figure::ReadyVsock => f.write_str("/ready vsock (host)"),
             Figure::Mark(code) => write!(f, "mark 0x{code:02x} (host)"),
             Figure::Step(name) => write!(f, "step {name}"),
+            Figure::VmmRestore => f.write_str("VMM restore (host)"),
+            Figure::MakeUnique => f.write_str("make unique (host)"),
+            Figure::GuestRestore => f.write_str("restore steps (guest)"),
         }
     }
 }
 
-/// The figures of a run for benchmarks, in microseconds, in display order.
+/// The figures of a run for benchmarks, in microseconds, in display order. A restored copy's
+/// `total (host)` is spawn → ready as a unique copy, so it compares with a cold boot's.
 pub fn figures(r: &Report) -> Vec<(Figure, Option<u64>)> {
+    if let Some(rs) = &r.restore {
+        let mut v = vec![
+            (Figure::Total, Some(rs.total_us)),
+            (Figure::VmmRestore, Some(rs.vmm_restored_us)),
+            (Figure::MakeUnique, Some(rs.answered_us.saturating_sub(rs.request_sent_us))),
+            (Figure::GuestRestore, Some(rs.guest_restore_us)),
+            (Figure::Notify, r.host.notify_us),
+            (Figure::ReadyTcp, r.host.ready_tcp_us),
+        ];
+        for s in r.guest.iter().flat_map(|g| &g.steps).filter(|s| s.name.starts_with("restore.")) {
+            v.push((Figure::Step(s.name.clone()), Some(s.duration_us())));
+        }
+        return v;
+    }
     let p = r.phases.clone().unwrap_or_default();
     let have = r.phases.is_some();
     let mut v = vec![

@@ -198,3 +198,34 @@ pub fn vmm_version(binary: &Path) -> Option<String> {
     let out = std::process::Command::new(binary).arg("--version").output().ok()?;
     String::from_utf8_lossy(&out.stdout).lines().next().map(|l| l.trim().to_string()).filter(|l| !l.is_empty())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_that_changed_since_the_snapshot_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("kernel");
+        std::fs::write(&f, b"abc").unwrap();
+        let id = FileId::of(&f).unwrap();
+        assert_eq!(id.changed("kernel"), None);
+        std::fs::File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+            .unwrap();
+        assert!(id.changed("kernel").unwrap().contains("was modified since it was taken"));
+        std::fs::write(&f, b"abcd").unwrap();
+        assert!(id.changed("kernel").unwrap().contains("(3 bytes then, 4 now)"));
+        std::fs::remove_file(&f).unwrap();
+        assert!(id.changed("kernel").unwrap().contains("is gone"));
+    }
+
+    #[test]
+    fn each_vmm_lists_the_files_its_restore_reads() {
+        assert_eq!(vmm_files(Vmm::Qemu), ["memory", "state"]);
+        assert_eq!(vmm_files(Vmm::CloudHypervisor), ["config.json", "state.json", "memory-ranges"]);
+    }
+}
