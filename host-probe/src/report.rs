@@ -282,9 +282,14 @@ fn phase_table(o: &mut String, p: &Phases, g: &Ready) {
         let _ = writeln!(o, "  {:<42} {:>10}  host, mark 0x60 -> mark 0x63", "   init as the host saw it", ms(us));
     }
     let _ = writeln!(o);
-    let _ = writeln!(o, "  chinit steps (guest CLOCK_BOOTTIME, ms since kernel start)");
+    step_table(o, "chinit steps", g.steps.iter());
+}
+
+/// The steps, one row each, on the guest clock.
+fn step_table<'a>(o: &mut String, title: &str, steps: impl Iterator<Item = &'a agent::proto::Step>) {
+    let _ = writeln!(o, "  {title} (guest CLOCK_BOOTTIME, ms since kernel start)");
     let _ = writeln!(o, "  {:<30} {:>10} {:>10} {:>10}", "step", "start", "end", "took");
-    for s in &g.steps {
+    for s in steps {
         let _ = writeln!(
             o,
             "  {:<30} {:>10} {:>10} {:>10}{}",
@@ -321,20 +326,7 @@ fn restore_table(o: &mut String, r: &crate::snapshot::RestoreFigures, g: &Ready)
         let _ = writeln!(o, "  (the restore request was answered at attempt {})", r.request_attempts);
     }
     let _ = writeln!(o);
-    let _ = writeln!(o, "  chinit's restore steps (guest CLOCK_BOOTTIME, ms since kernel start)");
-    let _ = writeln!(o, "  {:<30} {:>10} {:>10} {:>10}", "step", "start", "end", "took");
-    for s in g.steps.iter().filter(|s| s.name.starts_with("restore.")) {
-        let _ = writeln!(
-            o,
-            "  {:<30} {:>10} {:>10} {:>10}{}",
-            s.name,
-            ms(s.start_us),
-            ms(s.end_us),
-            ms(s.duration_us()),
-            s.error.as_ref().map(|e| format!("  error: {e}")).unwrap_or_default()
-        );
-    }
-    let _ = writeln!(o);
+    step_table(o, "chinit's restore steps", g.steps.iter().filter(|s| s.name.starts_with("restore.")));
 }
 
 fn host_table(o: &mut String, r: &Report) {

@@ -162,3 +162,49 @@ fn figures_list_phases_then_steps() {
         .collect();
     assert_eq!(names, ["kernel boot", "total (host)", "/ready vsock (host)", "mark 0x63 (host)", "step agent"]);
 }
+
+/// A restored copy: its report has the restore phases instead of a boot's, on the same clocks, and
+/// its benchmark figures compare with a cold boot's `total (host)`.
+#[test]
+fn a_restored_copy_reports_its_restore_phases() {
+    let mut r = report();
+    let mut g = ready();
+    g.steps.push(Step { name: "restore.entropy".into(), start_us: 900_000, end_us: 900_010, error: None });
+    g.steps.push(Step { name: "restore.network".into(), start_us: 900_010, end_us: 900_300, error: None });
+    r.guest = Some(g);
+    r.phases = None;
+    r.restore = Some(crate::snapshot::RestoreFigures {
+        snapshot: "/snap".into(),
+        memory_restore_mode: Some("ondemand".into()),
+        generation: 1,
+        hostname: "copy-ab".into(),
+        ip: Some("169.254.9.9/16".into()),
+        vmm_restored_us: 20_000,
+        request_sent_us: 21_000,
+        request_attempts: 2,
+        answered_us: 22_000,
+        guest_restore_us: 300,
+        total_us: 22_000,
+        cold_boot_us: 220_000,
+    });
+    let t = text(&r);
+    for want in [
+        "restored from /snap (generation 1, memory_restore_mode=ondemand)",
+        "this copy: hostname copy-ab, address 169.254.9.9/16",
+        "1. VMM restore (spawn -> VM runs)",
+        "1/10.0",
+        "answered at attempt 2",
+        "restore.network",
+    ] {
+        assert!(t.contains(want), "{want:?} missing from:\n{t}");
+    }
+    assert!(!t.contains("  mounts "), "a copy lists its restore steps only:\n{t}");
+    let f = figures(&r);
+    assert_eq!(f[0], (Figure::Total, Some(22_000)));
+    assert!(f.contains(&(Figure::MakeUnique, Some(1_000))) && f.contains(&(Figure::Step("restore.network".into()), Some(290))));
+    let svg = svg(&r);
+    assert!(svg.contains(">VMM restore<") && svg.contains(">restore.entropy<"), "{svg}");
+    let j = serde_json::to_value(&r).unwrap();
+    assert_eq!(j["restore"]["total_us"], 22_000);
+    assert!(j.get("phases").is_none_or(|p| p.is_null()));
+}
