@@ -255,7 +255,7 @@ fn open_rw(path: &str) -> Result<(), String> {
 pub fn gather() -> Facts {
     let kvm = host_kvm_kind();
     let cache_root = locate::this_cache_root();
-    let k = |file| cache_root.as_deref().and_then(|r| locate::default_kernel(r, file));
+    let k = |file| cache_root.as_deref().and_then(|r| locate::default_kernel(r, rootfs_builder::elf::Arch::X86_64, file));
     Facts {
         kvm,
         kvm_access: open_rw("/dev/kvm"),

@@ -5,6 +5,7 @@
 use std::net::Ipv4Addr;
 
 use agent::cmdline::{Api, Builder};
+use rootfs_builder::elf::Arch;
 
 /// How the root filesystem is attached, as far as the kernel cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +35,8 @@ pub struct Guest {
     pub partition: bool,
     /// The console is the virtio console (`hvc0`), not the serial port.
     pub hvc0: bool,
+    /// The guest's architecture: its serial port (`ttyS0`, `ttyAMA0`) and x86's own keys.
+    pub arch: Arch,
     /// The root's mount options (`rootflags=`, or `chinit.rootflags=` in initramfs mode).
     pub rootflags: Option<String>,
     /// A virtio-fs tag chinit mounts on `/mnt/<tag>`.
@@ -66,8 +69,16 @@ fn chinit(b: Builder) -> String {
 /// which QEMU `-no-reboot` turns into an exit and cloud-hypervisor reports as a `rebooting` event.
 /// chinit's keys are written with `agent::cmdline::Builder`, the contract chinit parses.
 pub fn build(g: &Guest) -> String {
-    let console = if g.hvc0 { "console=hvc0" } else { "console=ttyS0" };
-    let mut parts: Vec<String> = [console, "quiet", "reboot=t", "panic=-1", "io_delay=none"].iter().map(|s| s.to_string()).collect();
+    let console = match (g.hvc0, g.arch) {
+        (true, _) => "console=hvc0",
+        (false, Arch::X86_64) => "console=ttyS0",
+        (false, Arch::Aarch64) => "console=ttyAMA0",
+    };
+    let mut parts: Vec<String> = [console, "quiet", "reboot=t", "panic=-1"].iter().map(|s| s.to_string()).collect();
+    // x86's kernel writes port 0x80 for I/O delays unless told not to: the port carries chinit's marks.
+    if g.arch == Arch::X86_64 {
+        parts.push("io_delay=none".into());
+    }
     let device = match (g.root, g.partition) {
         (RootKind::Disk, false) => Some("/dev/vda"),
         (RootKind::Disk, true) => Some("/dev/vda1"),
@@ -122,6 +133,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_arm_guest_has_its_pl011_console_and_no_x86_keys() {
+        let g = Guest { arch: Arch::Aarch64, tsc_khz: None, ..build_default() };
+        let line = build(&g);
+        assert!(line.starts_with("console=ttyAMA0 quiet reboot=t panic=-1 root=/dev/vda ro"), "{line}");
+        assert!(!line.contains("io_delay") && !line.contains("ttyS0"), "{line}");
+    }
+
+    #[test]
     fn init_paths() {
         for ok in ["/sbin/chinit", "/sbin/init", "/usr/lib/systemd/systemd"] {
             assert_eq!(check_init(ok), Ok(()), "{ok}");
@@ -144,6 +163,7 @@ mod tests {
             init: DEFAULT_INIT.into(),
             partition: false,
             hvc0: false,
+            arch: Arch::X86_64,
             rootflags: None,
             share: None,
             extra: String::new(),
@@ -163,6 +183,7 @@ mod tests {
             init: DEFAULT_INIT.into(),
             partition: false,
             hvc0: false,
+            arch: Arch::X86_64,
             rootflags: None,
             share: None,
             extra: " loglevel=7 ".into(),
@@ -210,6 +231,7 @@ mod tests {
             root: RootKind::Pmem,
             partition: true,
             hvc0: true,
+            arch: Arch::X86_64,
             rootflags: Some("data=ordered,errors=remount-ro".into()),
             share: Some("kuasar".into()),
             vsock_port: Some(1024),

@@ -111,6 +111,7 @@ mod tests {
             debugcon_socket: dir.join("debugcon.sock"),
             accel,
             role: crate::vmm::Role::Boot,
+            arch: rootfs_builder::elf::Arch::X86_64,
         };
         Plan {
             vmm,

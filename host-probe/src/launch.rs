@@ -132,9 +132,9 @@ pub fn start(plan: &Plan, o: &Options) -> Result<Running, Error> {
         (Some(v), Some(port)) => Some(v.listen(port).map_err(Error::io(format!("listen for chinit's notify on vsock port {port}")))?),
         _ => None,
     };
-    let debugcon_listener = match plan.vmm {
-        Vmm::Qemu => Some(bind(&plan.spec.debugcon_socket)?),
-        Vmm::CloudHypervisor => None,
+    let debugcon_listener = match (plan.vmm, plan.spec.arch) {
+        (Vmm::Qemu, rootfs_builder::elf::Arch::X86_64) => Some(bind(&plan.spec.debugcon_socket)?),
+        _ => None,
     };
     interrupted()?;
 

@@ -2,22 +2,70 @@
 
 use std::path::{Path, PathBuf};
 
+use rootfs_builder::elf::Arch;
+
 /// This process's kernel cache root: rootfs-builder's rule, asked of rootfs-builder.
 pub fn this_cache_root() -> Option<PathBuf> {
     rootfs_builder::kernel::cache_root()
 }
 
-/// Which kernel file a VMM boots: cloud-hypervisor takes the PVH `vmlinux`, QEMU the `bzImage`.
-pub fn kernel_file_name(vmm: crate::vmm::Vmm) -> &'static str {
-    match vmm {
-        crate::vmm::Vmm::CloudHypervisor => "vmlinux",
-        crate::vmm::Vmm::Qemu => "bzImage",
+/// Which kernel file a VMM boots: on x86_64 cloud-hypervisor takes the PVH `vmlinux`, QEMU the
+/// `bzImage`; on aarch64 both take `Image`.
+pub fn kernel_file_name(vmm: crate::vmm::Vmm, arch: Arch) -> &'static str {
+    match (arch, vmm) {
+        (Arch::Aarch64, _) => "Image",
+        (Arch::X86_64, crate::vmm::Vmm::CloudHypervisor) => "vmlinux",
+        (Arch::X86_64, crate::vmm::Vmm::Qemu) => "bzImage",
     }
 }
 
-/// The newest x86_64 kernel with `file` that rootfs-builder built under the cache root.
-pub fn default_kernel(root: &Path, file: &str) -> Option<PathBuf> {
-    rootfs_builder::kernel::newest_built(root, rootfs_builder::elf::Arch::X86_64, file)
+/// The newest kernel of `arch` with `file` that rootfs-builder built under the cache root.
+pub fn default_kernel(root: &Path, arch: Arch, file: &str) -> Option<PathBuf> {
+    rootfs_builder::kernel::newest_built(root, arch, file)
+}
+
+/// A kernel's architecture, from its first bytes (pure): an ELF's `e_machine`, an arm64 `Image`'s
+/// magic (`ARM\x64` at 0x38), an x86 `bzImage`'s setup header (`HdrS` at 0x202).
+pub fn kernel_arch(head: &[u8]) -> Option<Arch> {
+    if head.starts_with(b"\x7fELF") && head.len() >= 20 {
+        return match u16::from_le_bytes([head[18], head[19]]) {
+            62 => Some(Arch::X86_64),
+            183 => Some(Arch::Aarch64),
+            _ => None,
+        };
+    }
+    if head.get(0x38..0x3c) == Some(b"ARM\x64") {
+        return Some(Arch::Aarch64);
+    }
+    if head.get(0x202..0x206) == Some(b"HdrS") {
+        return Some(Arch::X86_64);
+    }
+    None
+}
+
+/// [`kernel_arch`] of a file.
+pub fn kernel_file_arch(path: &Path) -> Option<Arch> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(0x400);
+    std::fs::File::open(path).ok()?.take(0x400).read_to_end(&mut head).ok()?;
+    kernel_arch(&head)
+}
+
+/// This host's architecture.
+pub fn host_arch() -> Arch {
+    if std::env::consts::ARCH == "aarch64" {
+        Arch::Aarch64
+    } else {
+        Arch::X86_64
+    }
+}
+
+/// QEMU for guests of `arch`.
+pub fn qemu_for(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => QEMU,
+        Arch::Aarch64 => QEMU_AARCH64,
+    }
 }
 
 /// The default images, first found wins: `rootfs_fast.ext4` in the current directory.
@@ -46,4 +94,57 @@ pub fn cloud_hypervisor() -> Option<PathBuf> {
 }
 
 pub const QEMU: &str = "qemu-system-x86_64";
+pub const QEMU_AARCH64: &str = "qemu-system-aarch64";
 pub const VHOST_VSOCK: &str = "vhost-device-vsock";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernel_says_its_architecture() {
+        let mut elf = vec![0u8; 64];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        let mut bz = vec![0u8; 0x400];
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        let mut image = vec![0u8; 0x40];
+        image[0x38..0x3c].copy_from_slice(b"ARM\x64");
+        let cases: Vec<(Vec<u8>, Option<Arch>)> = vec![
+            (
+                {
+                    let mut e = elf.clone();
+                    e[18] = 62;
+                    e
+                },
+                Some(Arch::X86_64),
+            ),
+            (
+                {
+                    let mut e = elf.clone();
+                    e[18] = 183;
+                    e
+                },
+                Some(Arch::Aarch64),
+            ),
+            (
+                {
+                    let mut e = elf.clone();
+                    e[18] = 40;
+                    e
+                },
+                None,
+            ),
+            (bz, Some(Arch::X86_64)),
+            (image, Some(Arch::Aarch64)),
+            (b"not a kernel".to_vec(), None),
+            (vec![], None),
+        ];
+        for (head, want) in cases {
+            assert_eq!(kernel_arch(&head), want, "{:?}", &head[..head.len().min(8)]);
+        }
+        assert_eq!(
+            (kernel_file_name(crate::vmm::Vmm::Qemu, Arch::Aarch64), kernel_file_name(crate::vmm::Vmm::Qemu, Arch::X86_64)),
+            ("Image", "bzImage")
+        );
+    }
+}

@@ -63,6 +63,10 @@ struct BootArgs {
     layout: host_probe::options::Layout,
     #[arg(long, value_name = "DIR[:TAG]", help = host_probe::options::Share::SYNTAX, value_parser = host_probe::options::Share::parse)]
     share: Option<host_probe::options::Share>,
+    /// The guest's architecture; default: the kernel's (from its header), else this host's.
+    /// aarch64 boots QEMU `virt` (emulated on an x86_64 host).
+    #[arg(long, value_enum)]
+    arch: Option<host_probe::options::Arch>,
 }
 
 #[derive(Subcommand)]
@@ -161,6 +165,7 @@ fn options(b: &BootArgs) -> Options {
         verbose: false,
         layout: b.layout,
         share: b.share.clone(),
+        arch: b.arch,
     }
 }
 
@@ -184,6 +189,7 @@ fn only_restore_options(b: &BootArgs) -> Result<(), Error> {
         ("--no-agent", given.wait != d.wait),
         ("--layout", given.layout != d.layout),
         ("--share", given.share.is_some()),
+        ("--arch", given.arch.is_some()),
     ];
     let named: Vec<&str> = differs.iter().filter(|(_, d)| *d).map(|(n, _)| *n).collect();
     if named.is_empty() {

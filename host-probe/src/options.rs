@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::check::KvmKind;
 use crate::cmdline;
 use crate::error::Error;
+pub use rootfs_builder::elf::Arch;
 
 /// Which VMM the user asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -62,6 +63,8 @@ pub struct Options {
     /// A host directory shared with the guest over virtio-fs, and its tag: chinit mounts it on
     /// `/mnt/<tag>` (cloud-hypervisor).
     pub share: Option<Share>,
+    /// The guest's architecture; `None`: the kernel's (else this host's).
+    pub arch: Option<Arch>,
 }
 
 /// The guest's layout.
@@ -120,6 +123,7 @@ impl Default for Options {
             verbose: false,
             layout: Layout::Default,
             share: None,
+            arch: None,
         }
     }
 }
@@ -139,6 +143,8 @@ pub struct HostOffer {
     pub kvm_usable: bool,
     pub cloud_hypervisor: Option<PathBuf>,
     pub qemu: Option<PathBuf>,
+    /// `qemu-system-aarch64`, for aarch64 guests.
+    pub qemu_aarch64: Option<PathBuf>,
     pub vhost_vsock: Option<PathBuf>,
     /// The host kernel's vhost-vsock (`/dev/vhost-vsock`): QEMU guests get kernel vsock.
     pub kernel_vsock: bool,
@@ -158,6 +164,7 @@ impl HostOffer {
             kvm_usable: std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok(),
             cloud_hypervisor: crate::locate::cloud_hypervisor(),
             qemu: crate::locate::which(crate::locate::QEMU),
+            qemu_aarch64: crate::locate::which(crate::locate::QEMU_AARCH64),
             vhost_vsock: crate::locate::which(crate::locate::VHOST_VSOCK),
             kernel_vsock: std::path::Path::new("/dev/vhost-vsock").exists(),
             virtiofsd: crate::locate::which(crate::plan::VIRTIOFSD).or_else(|| crate::locate::which("virtiofsd")),

@@ -12,7 +12,7 @@ use agent::proto::{DEFAULT_PORT, DEFAULT_VSOCK_PORT};
 use crate::check::KvmKind;
 use crate::cmdline::{self, RootKind};
 use crate::error::{absolute, Error};
-use crate::options::{HostOffer, Layout, Options, RootMode, VmmChoice, Wait};
+use crate::options::{Arch, HostOffer, Layout, Options, RootMode, VmmChoice, Wait};
 use crate::tap;
 use crate::vmm::{self, Accel, Net, Root, Spec, Vmm, Vsock};
 use crate::vsock::{self as guest_vsock, GuestVsock};
@@ -100,12 +100,13 @@ pub fn kernel_supports_initrd(kernel: &Path) -> bool {
 pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
     o.validate()?;
     let mut notes = Vec::new();
-    let vmm = choose_vmm(o.vmm, host, &mut notes)?;
-    let (binary, accel) = vmm_binary(vmm, host, &mut notes)?;
+    let arch = o.arch.or_else(|| o.kernel.as_deref().and_then(crate::locate::kernel_file_arch)).unwrap_or_else(crate::locate::host_arch);
+    let vmm = choose_vmm(o.vmm, host, arch == crate::locate::host_arch(), &mut notes)?;
+    let (binary, accel) = vmm_binary(vmm, arch, host, &mut notes)?;
     if accel == Accel::Kvm {
         notes.extend(host.hypervisor.note());
     }
-    let kernel = find_kernel(o, host, vmm)?;
+    let kernel = find_kernel(o, host, vmm, arch)?;
     let root = attach_root(o, vmm, find_initramfs(o, &kernel)?)?;
     let kuasar = check_layout(o, vmm, &root)?;
 
@@ -128,12 +129,13 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
         port: DEFAULT_PORT,
         vsock_port: vsock.as_ref().map(|_| DEFAULT_VSOCK_PORT),
         notify_port,
-        tsc_khz: host.tsc_khz.filter(|_| accel == Accel::Tcg),
+        tsc_khz: host.tsc_khz.filter(|_| accel == Accel::Tcg && arch == Arch::X86_64),
         init: o.init.clone(),
         partition: root.partition,
         hvc0: kuasar,
         rootflags: kuasar.then(|| KUASAR_ROOTFLAGS.to_string()),
         share: o.share.as_ref().map(|s| s.tag.clone()),
+        arch,
         extra: o.cmdline_extra.clone(),
     });
     let (fs, virtiofsd_argv) = wire_share(o, vmm, host, &run_dir)?;
@@ -157,6 +159,7 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
         debugcon_socket: run_dir.join("debugcon.sock"),
         accel,
         role: vmm::Role::Boot,
+        arch,
     };
     let argv = match vmm {
         Vmm::CloudHypervisor => vmm::ch::argv(&spec),
@@ -183,8 +186,9 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
     })
 }
 
-/// `--vmm auto` picks cloud-hypervisor only when it is installed and hardware KVM is usable.
-fn choose_vmm(choice: VmmChoice, host: &HostOffer, notes: &mut Vec<String>) -> Result<Vmm, Error> {
+/// `--vmm auto` picks cloud-hypervisor only when it is installed, hardware KVM is usable and the
+/// guest is of the host's architecture.
+fn choose_vmm(choice: VmmChoice, host: &HostOffer, native: bool, notes: &mut Vec<String>) -> Result<Vmm, Error> {
     Ok(match choice {
         VmmChoice::CloudHypervisor => {
             if host.cloud_hypervisor.is_none() {
@@ -199,21 +203,39 @@ fn choose_vmm(choice: VmmChoice, host: &HostOffer, notes: &mut Vec<String>) -> R
             Vmm::CloudHypervisor
         }
         VmmChoice::Qemu => Vmm::Qemu,
-        VmmChoice::Auto if host.cloud_hypervisor.is_some() && host.kvm.hardware() && host.kvm_usable => Vmm::CloudHypervisor,
+        VmmChoice::Auto if native && host.cloud_hypervisor.is_some() && host.kvm.hardware() && host.kvm_usable => Vmm::CloudHypervisor,
         VmmChoice::Auto => Vmm::Qemu,
     })
 }
 
-/// The VMM's program and how it runs guest code (QEMU emulates without usable hardware KVM).
-fn vmm_binary(vmm: Vmm, host: &HostOffer, notes: &mut Vec<String>) -> Result<(PathBuf, Accel), Error> {
+/// The VMM's program and how it runs guest code (QEMU emulates without usable hardware KVM, and
+/// always for a guest of another architecture than the host's).
+fn vmm_binary(vmm: Vmm, arch: Arch, host: &HostOffer, notes: &mut Vec<String>) -> Result<(PathBuf, Accel), Error> {
+    let native = arch == crate::locate::host_arch();
     match vmm {
+        Vmm::CloudHypervisor if !native => Err(Error::Usage(format!(
+            "cloud-hypervisor runs guests of its host's architecture only ({}): boot this {} kernel with --vmm qemu",
+            crate::locate::host_arch().name(),
+            arch.name()
+        ))),
         Vmm::CloudHypervisor => Ok((host.cloud_hypervisor.clone().unwrap_or_default(), Accel::Kvm)),
         Vmm::Qemu => {
-            let bin = host.qemu.clone().ok_or_else(|| Error::Missing {
-                what: "qemu-system-x86_64 not found".into(),
-                fix: "apt-get install qemu-system-x86".into(),
+            let (found, package) = match arch {
+                Arch::X86_64 => (host.qemu.clone(), "qemu-system-x86"),
+                Arch::Aarch64 => (host.qemu_aarch64.clone(), "qemu-system-arm"),
+            };
+            let bin = found.ok_or_else(|| Error::Missing {
+                what: format!("{} not found", crate::locate::qemu_for(arch)),
+                fix: format!("apt-get install {package}"),
             })?;
-            if host.kvm.hardware() && host.kvm_usable {
+            if !native {
+                notes.push(format!(
+                    "an {} guest on an {} host: using TCG emulation, timings are not representative",
+                    arch.name(),
+                    crate::locate::host_arch().name()
+                ));
+                Ok((bin, Accel::Tcg))
+            } else if host.kvm.hardware() && host.kvm_usable {
                 Ok((bin, Accel::Kvm))
             } else {
                 notes.push(tcg_note(host.kvm, host.kvm_usable));
@@ -223,19 +245,20 @@ fn vmm_binary(vmm: Vmm, host: &HostOffer, notes: &mut Vec<String>) -> Result<(Pa
     }
 }
 
-/// `--kernel`, else the newest one in the kernel cache for this VMM.
-fn find_kernel(o: &Options, host: &HostOffer, vmm: Vmm) -> Result<PathBuf, Error> {
+/// `--kernel`, else the newest one in the kernel cache for this VMM and architecture.
+fn find_kernel(o: &Options, host: &HostOffer, vmm: Vmm, arch: Arch) -> Result<PathBuf, Error> {
     match &o.kernel {
         Some(k) if k.is_file() => Ok(absolute(k)),
         Some(k) => Err(Error::missing_file("kernel", k, "pass an existing --kernel, or run `rootfs-builder kernel`")),
         None => {
-            let file = crate::locate::kernel_file_name(vmm);
-            host.cache_root.as_deref().and_then(|r| crate::locate::default_kernel(r, file)).ok_or_else(|| Error::Missing {
+            let file = crate::locate::kernel_file_name(vmm, arch);
+            host.cache_root.as_deref().and_then(|r| crate::locate::default_kernel(r, arch, file)).ok_or_else(|| Error::Missing {
                 what: format!(
-                    "no kernel ({file}) in {}/kernels",
+                    "no {} kernel ({file}) in {}/kernels",
+                    arch.name(),
                     host.cache_root.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "the kernel cache".into())
                 ),
-                fix: "run `rootfs-builder kernel`, or pass --kernel".into(),
+                fix: format!("run `rootfs-builder kernel --arch {}`, or pass --kernel", arch.name()),
             })
         }
     }

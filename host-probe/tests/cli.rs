@@ -28,7 +28,7 @@ fn missing_kernel_exits_3_and_names_the_fix() {
     let out = bin().args(["run", "--vmm", "qemu", "--rootfs", "/etc/hostname"]).env("CHINIT_CACHE", d.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("run `rootfs-builder kernel`"), "{err}");
+    assert!(err.contains("run `rootfs-builder kernel --arch x86_64`"), "{err}");
     assert_eq!(err.lines().filter(|l| l.starts_with("host-probe:")).count(), 1, "printed once: {err}");
 }
 

@@ -175,7 +175,9 @@ fn boot_chinit_under_qemu(initramfs: bool) {
         skip_line!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
         return;
     }
-    let Some(kernel) = host.cache_root.as_deref().and_then(|r| host_probe::locate::default_kernel(r, "bzImage")) else {
+    let Some(kernel) =
+        host.cache_root.as_deref().and_then(|r| host_probe::locate::default_kernel(r, rootfs_builder::elf::Arch::X86_64, "bzImage"))
+    else {
         skip_line!("skipped: no guest kernel in the cache (run `rootfs-builder kernel`)");
         return;
     };

@@ -6,6 +6,7 @@ fn host(kvm: KvmKind, ch: bool, vhost: bool) -> HostOffer {
         kvm,
         kvm_usable: true,
         cloud_hypervisor: ch.then(|| PathBuf::from("/bin/cloud-hypervisor")),
+        qemu_aarch64: Some("/usr/bin/qemu-system-aarch64".into()),
         qemu: Some("/bin/qemu-system-x86_64".into()),
         vhost_vsock: vhost.then(|| PathBuf::from("/bin/vhost-device-vsock")),
         kernel_vsock: false,
@@ -182,7 +183,7 @@ fn missing_pieces_name_their_fix() {
     let no_kernel = Options { kernel: None, ..f.o.clone() };
     let e = plan(&no_kernel, &h, 0).unwrap_err();
     assert_eq!(e.exit_code().code(), 3);
-    assert!(e.to_string().contains("run `rootfs-builder kernel`"), "{e}");
+    assert!(e.to_string().contains("run `rootfs-builder kernel --arch x86_64`"), "{e}");
     let no_image = Options { rootfs: Some("/nonexistent/rootfs.ext4".into()), ..f.o.clone() };
     let e = plan(&no_image, &h, 0).unwrap_err();
     assert!(e.to_string().contains("rootfs-builder --out rootfs_fast.ext4"), "{e}");
@@ -240,4 +241,21 @@ fn initramfs_in_front_of_a_read_only_disk() {
     assert!(p.spec.cmdline.contains("rdinit=/init chinit.root=/dev/vda ro"), "{}", p.spec.cmdline);
     assert!(p.root_attach.contains("starts from the initramfs"), "{}", p.root_attach);
     std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// An aarch64 kernel (named, or told by `--arch`) is booted by qemu-system-aarch64 on QEMU `virt`,
+/// emulated on an x86_64 host, with the PL011 console; cloud-hypervisor is refused for it.
+#[test]
+fn an_aarch64_kernel_boots_under_qemu_virt() {
+    let h = host(KvmKind::Hardware("kvm_amd"), true, true);
+    let f = fixture();
+    let arm = Options { arch: Some(Arch::Aarch64), ..f.o.clone() };
+    let p = plan(&arm, &h, 0).unwrap();
+    assert_eq!((p.spec.arch, p.accel, p.argv[0].as_str()), (Arch::Aarch64, Accel::Tcg, "/usr/bin/qemu-system-aarch64"));
+    assert!(p.spec.cmdline.starts_with("console=ttyAMA0 ") && !p.spec.cmdline.contains("tsc_early_khz"), "{}", p.spec.cmdline);
+    assert!(p.notes.iter().any(|n| n.contains("an aarch64 guest on an x86_64 host")), "{:?}", p.notes);
+    let ch = Options { vmm: VmmChoice::CloudHypervisor, ..arm.clone() };
+    assert!(plan(&ch, &h, 0).unwrap_err().to_string().contains("--vmm qemu"));
+    let no_qemu = HostOffer { qemu_aarch64: None, ..h };
+    assert!(plan(&arm, &no_qemu, 0).unwrap_err().to_string().contains("apt-get install qemu-system-arm"));
 }

@@ -143,6 +143,8 @@ pub struct Spec {
     pub debugcon_socket: PathBuf,
     pub accel: Accel,
     pub role: Role,
+    /// The guest's architecture: QEMU's machine (`microvm` or `virt`) and its devices.
+    pub arch: rootfs_builder::elf::Arch,
 }
 
 /// Quotes one argument for a POSIX shell when it needs it, so `--dry-run` output can be pasted.

@@ -1,6 +1,7 @@
-//! QEMU `microvm` command line: virtio-mmio block and net, the serial console to a file, port 0x80 to
-//! an `isa-debugcon` chardev host-probe reads, and vsock: the host kernel's vhost-vsock where it
-//! exists, else vhost-device-vsock (vhost-user, so guest memory is a shared memfd).
+//! QEMU command line: `microvm` on x86_64, `virt` on aarch64; virtio-mmio block and net, the serial
+//! console to a file, (x86) port 0x80 to an `isa-debugcon` chardev host-probe reads, and vsock: the
+//! host kernel's vhost-vsock where it exists, else vhost-device-vsock (vhost-user, so guest memory
+//! is a shared memfd).
 
 use super::{Accel, Role, Root, Spec, Vsock};
 
@@ -17,7 +18,8 @@ pub const PMEM_UNSUPPORTED: &str =
 /// The full argv, program first.
 pub fn argv(spec: &Spec) -> Result<Vec<String>, &'static str> {
     let mut a: Vec<String> = vec![spec.binary.display().to_string()];
-    let mut machine = String::from("microvm,x-option-roms=off,rtc=off");
+    let x86 = spec.arch == rootfs_builder::elf::Arch::X86_64;
+    let mut machine = String::from(if x86 { "microvm,x-option-roms=off,rtc=off" } else { "virt" });
     let memory_file = match &spec.role {
         Role::Boot => None,
         Role::Source { memory, .. } => Some((memory, "on")),
@@ -34,7 +36,8 @@ pub fn argv(spec: &Spec) -> Result<Vec<String>, &'static str> {
         }
         Accel::Tcg => {
             push(&mut a, "-accel", "tcg".into());
-            push(&mut a, "-cpu", "max".into());
+            // On arm, `max` emulates pointer authentication, which costs TCG much; a real core does not.
+            push(&mut a, "-cpu", if x86 { "max" } else { "cortex-a72" }.into());
         }
     }
     push(&mut a, "-smp", spec.cpus.to_string());
@@ -57,8 +60,10 @@ pub fn argv(spec: &Spec) -> Result<Vec<String>, &'static str> {
     }
     push(&mut a, "-chardev", format!("file,id=serial0,path={}", spec.serial.display()));
     push(&mut a, "-serial", "chardev:serial0".into());
-    push(&mut a, "-chardev", format!("socket,id=debugcon,path={}", spec.debugcon_socket.display()));
-    push(&mut a, "-device", "isa-debugcon,iobase=0x80,chardev=debugcon".into());
+    if x86 {
+        push(&mut a, "-chardev", format!("socket,id=debugcon,path={}", spec.debugcon_socket.display()));
+        push(&mut a, "-device", "isa-debugcon,iobase=0x80,chardev=debugcon".into());
+    }
     if let Some(net) = &spec.net {
         push(&mut a, "-netdev", format!("tap,id=net0,ifname={},script=no,downscript=no", net.tap));
         push(&mut a, "-device", format!("virtio-net-device,netdev=net0,mac={}", net.mac));
@@ -120,6 +125,7 @@ mod tests {
             debugcon_socket: "/r/debugcon.sock".into(),
             accel,
             role: Role::Boot,
+            arch: rootfs_builder::elf::Arch::X86_64,
         }
     }
 
@@ -184,6 +190,23 @@ mod tests {
         assert!(line.ends_with(" -qmp unix:/r/qmp.sock,server=on,wait=off -incoming defer"), "{line}");
         let vhost_user = Spec { vsock: Some(Vsock::VhostUser { socket: "/r/v".into() }), ..source };
         assert_eq!(argv(&vhost_user).unwrap_err(), VHOST_USER_NOT_MIGRATABLE);
+    }
+
+    #[test]
+    fn an_arm_guest_gets_the_virt_machine_without_port_0x80() {
+        let s = Spec { arch: rootfs_builder::elf::Arch::Aarch64, ..spec(Root::Disk(PathBuf::from("/img/r.ext4")), Accel::Tcg, true, true) };
+        let line = shell_line(&argv(&s).unwrap());
+        assert!(
+            line.starts_with("qemu-system-x86_64 -machine virt,memory-backend=mem -accel tcg -cpu cortex-a72 -smp 2 -m 256M"),
+            "{line}"
+        );
+        assert!(!line.contains("debugcon") && !line.contains("microvm"), "{line}");
+        assert!(
+            line.contains(" -device virtio-blk-device,drive=root ") && line.contains(" -device vhost-user-vsock-device,chardev=vsock0"),
+            "{line}"
+        );
+        let kvm = Spec { accel: Accel::Kvm, ..s };
+        assert!(shell_line(&argv(&kvm).unwrap()).contains(" -accel kvm -cpu host "));
     }
 
     #[test]

@@ -26,15 +26,49 @@ pub struct Target {
     pub image: &'static str,
     /// The fragment shipped in the repository.
     pub fragment: &'static str,
+    /// cloud-hypervisor boots `vmlinux` through its PVH entry (x86_64): checked after the build.
+    pub pvh: bool,
+    /// `CROSS_COMPILE=` on a host of another architecture, and the Debian package that has it.
+    pub cross: (&'static str, &'static str),
 }
 
-pub const TARGETS: &[Target] = &[Target {
-    arch: Arch::X86_64,
-    name: "x86_64",
-    make_arch: "x86_64",
-    image: "arch/x86/boot/bzImage",
-    fragment: include_str!("../../../kernel/x86_64.fragment"),
-}];
+pub const TARGETS: &[Target] = &[
+    Target {
+        arch: Arch::X86_64,
+        name: "x86_64",
+        make_arch: "x86_64",
+        image: "arch/x86/boot/bzImage",
+        fragment: include_str!("../../../kernel/x86_64.fragment"),
+        pvh: true,
+        cross: ("x86_64-linux-gnu-", "gcc-x86-64-linux-gnu"),
+    },
+    Target {
+        arch: Arch::Aarch64,
+        name: "aarch64",
+        make_arch: "arm64",
+        image: "arch/arm64/boot/Image",
+        fragment: include_str!("../../../kernel/aarch64.fragment"),
+        pvh: false,
+        cross: ("aarch64-linux-gnu-", "gcc-aarch64-linux-gnu"),
+    },
+];
+
+impl Target {
+    /// The boot image's file name (`bzImage`, `Image`).
+    pub fn image_name(self) -> &'static str {
+        self.image.rsplit('/').next().unwrap_or(self.image)
+    }
+
+    /// The files of a complete cache entry.
+    pub fn entry_files(self) -> [&'static str; 4] {
+        ["vmlinux", self.image_name(), "config", "build.log"]
+    }
+
+    /// `CROSS_COMPILE=` for building on this host: none on a host of the same architecture.
+    pub fn cross_prefix(self) -> Option<&'static str> {
+        (std::env::consts::ARCH != self.arch.name()).then_some(self.cross.0)
+    }
+}
 
 /// The kernel build of `arch`, when there is one.
 pub fn target(arch: Arch) -> Option<Target> {
@@ -74,11 +108,11 @@ pub fn build(req: &Request, cache_root: &Path) -> Result<Built, Error> {
         let name = entry_name(req, version);
         // An entry appears whole, by one rename: a complete one needs no lock (nor a writable
         // cache, as in a simulated KVM host that sees this cache read-only).
-        if cache::is_complete(&kernels.join(&name), cache::ENTRY_FILES) {
+        if cache::is_complete(&kernels.join(&name), &req.arch.entry_files()) {
             return Ok(Built { dir: kernels.join(name), cache_hit: true });
         }
         lock = Some(lock_entry(&kernels, &name)?);
-        if cache::is_complete(&kernels.join(&name), cache::ENTRY_FILES) {
+        if cache::is_complete(&kernels.join(&name), &req.arch.entry_files()) {
             return Ok(Built { dir: kernels.join(name), cache_hit: true });
         }
     }
@@ -105,10 +139,16 @@ pub fn build(req: &Request, cache_root: &Path) -> Result<Built, Error> {
         lock = Some(lock_entry(&kernels, &name)?);
     }
     let final_dir = kernels.join(&name);
-    if cache::is_complete(&final_dir, cache::ENTRY_FILES) {
+    if cache::is_complete(&final_dir, &req.arch.entry_files()) {
         return Ok(Built { dir: final_dir, cache_hit: true });
     }
 
+    if let Some(prefix) = req.arch.cross_prefix() {
+        let gcc = format!("{prefix}gcc");
+        if Command::new(&gcc).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+            return Err(Error::NoCrossCompiler { arch: req.arch.name, compiler: prefix, package: req.arch.cross.1 });
+        }
+    }
     let log_path = kernels.join("logs").join(format!("{name}.log"));
     let estimate = previous_step_count(&kernels, req.arch.name);
     let mut b = Builder {
@@ -140,11 +180,13 @@ pub fn build(req: &Request, cache_root: &Path) -> Result<Built, Error> {
     b.make("build", &[&jobs, "vmlinux", image_target(req.arch)], estimate)?;
 
     let vmlinux = b.obj.join("vmlinux");
-    let bytes = fs::read(&vmlinux).map_err(|e| Error::io(&vmlinux, e))?;
-    match elf::pvh_entry(&bytes) {
-        Ok(Some(entry)) => eprintln!("vmlinux: PVH entry note at {entry:#x}"),
-        Ok(None) => return Err(Error::NoPvhNote { path: vmlinux }),
-        Err(e) => return Err(Error::BadElf { path: vmlinux, source: e }),
+    if req.arch.pvh {
+        let bytes = fs::read(&vmlinux).map_err(|e| Error::io(&vmlinux, e))?;
+        match elf::pvh_entry(&bytes) {
+            Ok(Some(entry)) => eprintln!("vmlinux: PVH entry note at {entry:#x}"),
+            Ok(None) => return Err(Error::NoPvhNote { path: vmlinux }),
+            Err(e) => return Err(Error::BadElf { path: vmlinux, source: e }),
+        }
     }
 
     // Stage everything, then one rename makes the entry visible.
@@ -245,6 +287,7 @@ impl Builder {
             .arg(&self.tree)
             .arg(format!("O={}", self.obj.display()))
             .arg(format!("ARCH={}", self.arch.make_arch))
+            .args(self.arch.cross_prefix().map(|p| format!("CROSS_COMPILE={p}")))
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped());

@@ -47,7 +47,6 @@ pub fn entry_name(arch: &str, version: &str, fragment: &str, extra: &[&[u8]]) ->
 }
 
 /// The files a complete kernel entry holds.
-pub const ENTRY_FILES: &[&str] = &["vmlinux", "bzImage", "config", "build.log"];
 
 /// True when `dir` holds every file of a complete entry.
 pub fn is_complete(dir: &Path, files: &[&str]) -> bool {

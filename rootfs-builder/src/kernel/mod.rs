@@ -50,6 +50,10 @@ pub struct Args {
 pub enum Error {
     #[error("no cache directory: set CHINIT_CACHE (or HOME) to a writable directory")]
     NoCache,
+    #[error(
+        "building the {arch} kernel on this host needs the cross compiler {compiler}gcc: apt-get install {package} (scripts/setup.sh does)"
+    )]
+    NoCrossCompiler { arch: &'static str, compiler: &'static str, package: &'static str },
     #[error("no kernel fragment for {0} yet: supported: {1}")]
     UnknownArch(&'static str, String),
     #[error("unknown distro kernel {0:?} for {1}: supported: debian-cloud (x86_64)")]
