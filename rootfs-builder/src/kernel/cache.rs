@@ -46,8 +46,6 @@ pub fn entry_name(arch: &str, version: &str, fragment: &str, extra: &[&[u8]]) ->
     format!("{arch}-{version}-{:012x}", h >> 16)
 }
 
-/// The files a complete kernel entry holds.
-
 /// True when `dir` holds every file of a complete entry.
 pub fn is_complete(dir: &Path, files: &[&str]) -> bool {
     files.iter().all(|f| dir.join(f).is_file())
