@@ -1,5 +1,6 @@
 //! End-to-end test harness.
 
+pub mod arm;
 pub mod chart;
 pub mod e2e;
 pub mod l1;
