@@ -7,6 +7,7 @@ pub mod check;
 pub mod cmdline;
 pub mod collect;
 pub mod cpuid;
+pub mod density;
 pub mod error;
 pub mod launch;
 pub mod locate;

@@ -139,6 +139,13 @@ enum Cmd {
         /// With --restore of a cloud-hypervisor snapshot: copy or ondemand.
         #[arg(long, value_enum, requires = "restore")]
         memory_restore_mode: Option<host_probe::vmm::MemoryRestoreMode>,
+        /// Start N VMs at once (cold boots): phases across the N, failures, memory per VM.
+        #[arg(long, value_name = "N", conflicts_with_all = ["compare", "compare_kernel", "restore"])]
+        parallel: Option<usize>,
+        /// With --restore: restore N copies at once, each made unique: the same figures, and how
+        /// much memory the copies share.
+        #[arg(long, value_name = "N", requires = "restore")]
+        clones: Option<usize>,
         #[arg(long)]
         json: bool,
     },
@@ -291,7 +298,24 @@ fn main_exec(cli: Cli) -> Result<Exit, Error> {
             }
             Ok(Exit::Ok)
         }
-        Cmd::Bench { boot, n, warmup, compare, compare_kernel, restore, memory_restore_mode, json } => {
+        Cmd::Bench { boot, parallel, clones, restore, memory_restore_mode, json, .. } if parallel.is_some() || clones.is_some() => {
+            let d = match (parallel, clones, restore) {
+                (Some(n), _, _) => host_probe::density::parallel(&options(&boot), n)?,
+                (None, Some(n), Some(dir)) => {
+                    only_restore_options(&boot)?;
+                    let base = Options { timeout: Duration::from_secs(boot.timeout), ..Options::default() };
+                    host_probe::density::clones(&host_probe::snapshot::RestoreOptions { dir, clones: n, mode: memory_restore_mode }, &base)?
+                }
+                _ => return Err(Error::Usage("--clones needs --restore DIR".into())),
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&d).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
+            } else {
+                print!("{}", host_probe::density::text(&d));
+            }
+            Ok(if d.failures.is_empty() { Exit::Ok } else { Exit::BootFailed })
+        }
+        Cmd::Bench { boot, n, warmup, compare, compare_kernel, restore, memory_restore_mode, json, .. } => {
             let a = options(&boot);
             let b = match (compare, compare_kernel) {
                 (Some(r), _) => Some(Options { rootfs: Some(r), initramfs: None, ..a.clone() }),

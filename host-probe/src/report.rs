@@ -463,4 +463,4 @@ fn svg_bars(r: &Report, bars: &[(String, u64, u64, &str)]) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -19,7 +19,7 @@ fn ready() -> Ready {
     }
 }
 
-fn report() -> Report {
+pub(crate) fn report() -> Report {
     let host = HostTimes {
         vmm_ready_us: Some(40_000),
         marks_source: "debugcon arrival".into(),

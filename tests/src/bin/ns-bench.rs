@@ -8,8 +8,12 @@
 //! started (before its address is up), so its first ARP request goes unanswered and the guest's
 //! announcement is what answers it.
 //!
+//! With `--parallel N`, N chinits start at once, each PID 1 of its own fresh namespaces: exec →
+//! first 200 and each chinit's RSS at ready (all N alive), min / median / p95 / max across the N.
+//!
 //! ```text
 //! ns-bench [-n N] [--warmup W] [--json] [--cmdline "EXTRA chinit.* KEYS"] [--compare-baseline] [--no-static-neighbour] [--svg FILE]
+//! ns-bench --parallel N [--cmdline "..."] [--no-static-neighbour]
 //! ```
 
 use std::path::PathBuf;
@@ -19,8 +23,7 @@ use chinit_tests::ns::{self, Chinit, Neighbour, Wire};
 use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
 
-const USAGE: &str =
-    "usage: ns-bench [-n N] [--warmup W] [--json] [--cmdline \"EXTRA chinit.* KEYS\"] [--compare-baseline] [--no-static-neighbour] [--svg FILE]";
+const USAGE: &str = "usage: ns-bench [-n N] [--warmup W] [--json] [--cmdline \"EXTRA chinit.* KEYS\"] [--compare-baseline] [--no-static-neighbour] [--svg FILE]\n       ns-bench --parallel N [--cmdline \"...\"] [--no-static-neighbour]";
 
 struct Args {
     n: usize,
@@ -30,10 +33,11 @@ struct Args {
     compare: bool,
     neighbour: Neighbour,
     svg: Option<PathBuf>,
+    parallel: Option<usize>,
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
-    let mut a = Args { n: 50, warmup: 3, json: false, extra: String::new(), compare: false, neighbour: Neighbour::Static, svg: None };
+    let mut a = Args { n: 50, warmup: 3, json: false, extra: String::new(), compare: false, neighbour: Neighbour::Static, svg: None, parallel: None };
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -44,6 +48,9 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--compare-baseline" => a.compare = true,
             "--no-static-neighbour" => a.neighbour = Neighbour::Learned,
             "--svg" => a.svg = Some(it.next().ok_or("--svg needs a file name")?.into()),
+            "--parallel" => {
+                a.parallel = Some(it.next().and_then(|v| v.parse().ok()).filter(|n| *n > 0).ok_or("--parallel needs a positive number")?)
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -225,6 +232,50 @@ enum Exit {
     Usage = 2,
 }
 
+/// One of N chinits started at once: exec → first 200, and its RSS at ready (KiB).
+fn parallel(bin: &std::path::Path, n: usize, extra: &str, neighbour: Neighbour) -> Vec<Result<(u64, u64), String>> {
+    let all_ready = std::sync::Barrier::new(n);
+    std::thread::scope(|s| {
+        let threads: Vec<_> = (0..n)
+            .map(|_| {
+                s.spawn(|| {
+                    let up = (|| {
+                        let wire = Wire::with_neighbour(neighbour)?;
+                        let c = Chinit::start(bin, &wire, &format!("{} {extra}", ns::base_cmdline()))?;
+                        let first = ns::wait_ready(&wire, &c, Duration::from_secs(60))?;
+                        let status = std::fs::read_to_string(format!("/proc/{}/status", c.pid)).unwrap_or_default();
+                        let rss = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok());
+                        Ok::<_, String>((wire, c, first.exec_to_200_us, rss.unwrap_or(0)))
+                    })();
+                    // Every instance stays up until all are ready (or failed): they are measured together.
+                    all_ready.wait();
+                    let (_wire, mut c, total, rss) = up?;
+                    c.signal(Signal::SIGTERM)?;
+                    c.wait(Duration::from_secs(30))?;
+                    Ok((total, rss))
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap_or_else(|_| Err("thread panicked".into()))).collect()
+    })
+}
+
+fn parallel_text(n: usize, results: &[Result<(u64, u64), String>], load: &str) -> String {
+    let ok: Vec<(u64, u64)> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+    let mut o = format!("ns-bench: {n} chinits at once, each PID 1 of fresh namespaces (load {load}): {} of {n} ready\n", ok.len());
+    for (i, e) in results.iter().enumerate().filter_map(|(i, r)| r.as_ref().err().map(|e| (i, e))) {
+        o.push_str(&format!("  failed: instance {}: {e}\n", i + 1));
+    }
+    let row = |name: &str, v: Vec<u64>, unit: &str| match stats(v) {
+        Some([min, med, p95, max]) => format!("  {name:<30} {min:>9} {med:>9} {p95:>9} {max:>9}  {unit}\n"),
+        None => format!("  {name:<30} -\n"),
+    };
+    o.push_str(&format!("  {:<30} {:>9} {:>9} {:>9} {:>9}\n", "", "min", "median", "p95", "max"));
+    o.push_str(&row("exec -> first 200", ok.iter().map(|r| r.0).collect(), "µs"));
+    o.push_str(&row("RSS at ready, per chinit", ok.iter().map(|r| r.1).collect(), "KiB"));
+    o
+}
+
 fn fail(e: impl std::fmt::Display, code: Exit) -> ! {
     eprintln!("ns-bench: {e}");
     std::process::exit(code as i32)
@@ -237,6 +288,16 @@ fn main() {
     if args.compare {
         let (busybox, script) = ns::baseline_init().unwrap_or_else(|e| fail(e, Exit::Usage));
         sides.push(Init::Baseline(busybox, script));
+    }
+    if let Some(n) = args.parallel {
+        let bin = ns::chinit_bin().unwrap_or_else(|e| fail(e, Exit::Usage));
+        let load_before = load();
+        let results = parallel(&bin, n, &args.extra, args.neighbour);
+        print!("{}", parallel_text(n, &results, &load_before));
+        if results.iter().any(Result::is_err) {
+            std::process::exit(Exit::Failed as i32);
+        }
+        return;
     }
     let load_before = load();
     let mut samples: Vec<Vec<Sample>> = sides.iter().map(|_| Vec::new()).collect();
