@@ -128,7 +128,8 @@ pub fn summarize(what: String, guest_memory_mib: u32, results: Vec<Result<Report
         }
     }
     let rows = order.into_iter().filter_map(|f| stats(values.get(&f)?).map(|s| (f.to_string(), s))).collect();
-    let memory: Vec<VmMemory> = reports.iter().filter_map(|r| r.memory).map(|m| VmMemory { rss_kib: m.rss_kib, pss_kib: m.pss_kib }).collect();
+    let memory: Vec<VmMemory> =
+        reports.iter().filter_map(|r| r.memory).map(|m| VmMemory { rss_kib: m.rss_kib, pss_kib: m.pss_kib }).collect();
     let total_pss_kib = memory.iter().map(|m| m.pss_kib).sum();
     let pss_fraction = stats(&memory.iter().map(|m| m.pss_kib).collect::<Vec<_>>())
         .filter(|_| guest_memory_mib > 0)
@@ -208,7 +209,9 @@ pub fn text(d: &Density) -> String {
         );
     }
     let _ = writeln!(o, "  all started -> all done (ready, then powered off): {} ms", report::ms(d.wall_us));
-    if let (Some(rss), Some(pss)) = (stats(&d.memory.iter().map(|m| m.rss_kib).collect::<Vec<_>>()), stats(&d.memory.iter().map(|m| m.pss_kib).collect::<Vec<_>>())) {
+    if let (Some(rss), Some(pss)) =
+        (stats(&d.memory.iter().map(|m| m.rss_kib).collect::<Vec<_>>()), stats(&d.memory.iter().map(|m| m.pss_kib).collect::<Vec<_>>()))
+    {
         let mib = |k: u64| k as f64 / 1024.0;
         let _ = writeln!(
             o,

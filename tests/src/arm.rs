@@ -44,14 +44,22 @@ pub fn busybox() -> Result<PathBuf, String> {
         return Ok(bin);
     }
     let tmp = tempfile::Builder::new().prefix(".busybox-arm64-").tempdir_in(root.join("distro")).map_err(|e| e.to_string())?;
-    let out = Command::new("apt-get").args(["download", "-q", "busybox-static:arm64"]).current_dir(tmp.path()).output().map_err(|e| format!("apt-get: {e}"))?;
+    let out = Command::new("apt-get")
+        .args(["download", "-q", "busybox-static:arm64"])
+        .current_dir(tmp.path())
+        .output()
+        .map_err(|e| format!("apt-get: {e}"))?;
     if !out.status.success() {
         return Err(format!(
             "apt-get download busybox-static:arm64 failed (scripts/setup.sh adds the arm64 architecture): {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    let deb = std::fs::read_dir(tmp.path()).map_err(|e| e.to_string())?.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "deb"));
+    let deb = std::fs::read_dir(tmp.path())
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"));
     let deb = deb.ok_or("apt-get download wrote no .deb")?;
     vm::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(tmp.path().join("x")));
     let staged = tmp.path().join("entry");

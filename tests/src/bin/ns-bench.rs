@@ -37,7 +37,16 @@ struct Args {
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
-    let mut a = Args { n: 50, warmup: 3, json: false, extra: String::new(), compare: false, neighbour: Neighbour::Static, svg: None, parallel: None };
+    let mut a = Args {
+        n: 50,
+        warmup: 3,
+        json: false,
+        extra: String::new(),
+        compare: false,
+        neighbour: Neighbour::Static,
+        svg: None,
+        parallel: None,
+    };
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -244,7 +253,8 @@ fn parallel(bin: &std::path::Path, n: usize, extra: &str, neighbour: Neighbour) 
                         let c = Chinit::start(bin, &wire, &format!("{} {extra}", ns::base_cmdline()))?;
                         let first = ns::wait_ready(&wire, &c, Duration::from_secs(60))?;
                         let status = std::fs::read_to_string(format!("/proc/{}/status", c.pid)).unwrap_or_default();
-                        let rss = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok());
+                        let rss =
+                            status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok());
                         Ok::<_, String>((wire, c, first.exec_to_200_us, rss.unwrap_or(0)))
                     })();
                     // Every instance stays up until all are ready (or failed): they are measured together.
