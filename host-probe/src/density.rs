@@ -92,6 +92,8 @@ pub struct Density {
     pub failures: Vec<String>,
     /// Per figure across the VMs that got ready.
     pub rows: Vec<(String, Stats)>,
+    /// Each ready VM's address, as chinit reported it.
+    pub addresses: Vec<String>,
     pub guest_memory_mib: u32,
     pub memory: Vec<VmMemory>,
     pub total_pss_kib: u64,
@@ -145,6 +147,7 @@ pub fn summarize(what: String, guest_memory_mib: u32, results: Vec<Result<Report
         ready: reports.len(),
         failures,
         rows,
+        addresses: reports.iter().filter_map(|r| r.guest.as_ref()?.ip.clone()).collect(),
         guest_memory_mib,
         memory,
         total_pss_kib,

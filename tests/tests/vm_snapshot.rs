@@ -207,7 +207,28 @@ fn qemu_copies_of_a_snapshot_are_unique_and_the_snapshot_is_untouched() {
     let test = "qemu_copies_of_a_snapshot_are_unique_and_the_snapshot_is_untouched";
     if let Some((_tmp, dir)) = copies_are_unique(test, Vmm::Qemu, &[None]) {
         ctrl_c_during_restore_leaves_nothing(&dir);
+        three_copies_at_once_share_memory(&dir);
     }
+}
+
+/// `bench --restore DIR --clones 3`: three copies at once, all ready with their own addresses,
+/// each VMM's PSS measured against the guest's memory; nothing left.
+fn three_copies_at_once_share_memory(dir: &Path) {
+    let base = Options { timeout: BOOT_TIMEOUT, ..Options::default() };
+    let d = host_probe::density::clones(&RestoreOptions { dir: dir.to_path_buf(), clones: 3, mode: None }, &base).unwrap();
+    assert_eq!((d.n, d.ready, d.failures.len()), (3, 3, 0), "{}", host_probe::density::text(&d));
+    let mut a = d.addresses.clone();
+    a.sort();
+    a.dedup();
+    assert_eq!(a.len(), 3, "{:?}", d.addresses);
+    assert_eq!(d.memory.len(), 3);
+    assert!(d.pss_fraction.is_some_and(|f| f > 0.0 && f < 1.0), "{d:?}");
+    println!("{}", host_probe::density::text(&d));
+    let runs = format!("host-probe-{}-", std::process::id());
+    assert_eq!(e2e::processes_mentioning(&runs), Vec::<String>::new());
+    let left: Vec<_> =
+        std::fs::read_dir(std::env::temp_dir()).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with(&runs)).collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
