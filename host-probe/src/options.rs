@@ -145,6 +145,8 @@ pub struct HostOffer {
     pub qemu: Option<PathBuf>,
     /// `qemu-system-aarch64`, for aarch64 guests.
     pub qemu_aarch64: Option<PathBuf>,
+    /// This host's architecture: guests of another are emulated.
+    pub arch: Arch,
     pub vhost_vsock: Option<PathBuf>,
     /// The host kernel's vhost-vsock (`/dev/vhost-vsock`): QEMU guests get kernel vsock.
     pub kernel_vsock: bool,
@@ -165,6 +167,7 @@ impl HostOffer {
             cloud_hypervisor: crate::locate::cloud_hypervisor(),
             qemu: crate::locate::which(crate::locate::QEMU),
             qemu_aarch64: crate::locate::which(crate::locate::QEMU_AARCH64),
+            arch: crate::locate::host_arch(),
             vhost_vsock: crate::locate::which(crate::locate::VHOST_VSOCK),
             kernel_vsock: std::path::Path::new("/dev/vhost-vsock").exists(),
             virtiofsd: crate::locate::which(crate::plan::VIRTIOFSD).or_else(|| crate::locate::which("virtiofsd")),

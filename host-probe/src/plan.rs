@@ -100,8 +100,8 @@ pub fn kernel_supports_initrd(kernel: &Path) -> bool {
 pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
     o.validate()?;
     let mut notes = Vec::new();
-    let arch = o.arch.or_else(|| o.kernel.as_deref().and_then(crate::locate::kernel_file_arch)).unwrap_or_else(crate::locate::host_arch);
-    let vmm = choose_vmm(o.vmm, host, arch == crate::locate::host_arch(), &mut notes)?;
+    let arch = o.arch.or_else(|| o.kernel.as_deref().and_then(crate::locate::kernel_file_arch)).unwrap_or(host.arch);
+    let vmm = choose_vmm(o.vmm, host, arch == host.arch, &mut notes)?;
     let (binary, accel) = vmm_binary(vmm, arch, host, &mut notes)?;
     if accel == Accel::Kvm {
         notes.extend(host.hypervisor.note());
@@ -211,11 +211,11 @@ fn choose_vmm(choice: VmmChoice, host: &HostOffer, native: bool, notes: &mut Vec
 /// The VMM's program and how it runs guest code (QEMU emulates without usable hardware KVM, and
 /// always for a guest of another architecture than the host's).
 fn vmm_binary(vmm: Vmm, arch: Arch, host: &HostOffer, notes: &mut Vec<String>) -> Result<(PathBuf, Accel), Error> {
-    let native = arch == crate::locate::host_arch();
+    let native = arch == host.arch;
     match vmm {
         Vmm::CloudHypervisor if !native => Err(Error::Usage(format!(
             "cloud-hypervisor runs guests of its host's architecture only ({}): boot this {} kernel with --vmm qemu",
-            crate::locate::host_arch().name(),
+            host.arch.name(),
             arch.name()
         ))),
         Vmm::CloudHypervisor => Ok((host.cloud_hypervisor.clone().unwrap_or_default(), Accel::Kvm)),
@@ -232,7 +232,7 @@ fn vmm_binary(vmm: Vmm, arch: Arch, host: &HostOffer, notes: &mut Vec<String>) -
                 notes.push(format!(
                     "an {} guest on an {} host: using TCG emulation, timings are not representative",
                     arch.name(),
-                    crate::locate::host_arch().name()
+                    host.arch.name()
                 ));
                 Ok((bin, Accel::Tcg))
             } else if host.kvm.hardware() && host.kvm_usable {

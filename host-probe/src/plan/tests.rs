@@ -7,6 +7,7 @@ fn host(kvm: KvmKind, ch: bool, vhost: bool) -> HostOffer {
         kvm_usable: true,
         cloud_hypervisor: ch.then(|| PathBuf::from("/bin/cloud-hypervisor")),
         qemu_aarch64: Some("/usr/bin/qemu-system-aarch64".into()),
+        arch: Arch::X86_64,
         qemu: Some("/bin/qemu-system-x86_64".into()),
         vhost_vsock: vhost.then(|| PathBuf::from("/bin/vhost-device-vsock")),
         kernel_vsock: false,
@@ -256,6 +257,16 @@ fn an_aarch64_kernel_boots_under_qemu_virt() {
     assert!(p.notes.iter().any(|n| n.contains("an aarch64 guest on an x86_64 host")), "{:?}", p.notes);
     let ch = Options { vmm: VmmChoice::CloudHypervisor, ..arm.clone() };
     assert!(plan(&ch, &h, 0).unwrap_err().to_string().contains("--vmm qemu"));
-    let no_qemu = HostOffer { qemu_aarch64: None, ..h };
+    let no_qemu = HostOffer { qemu_aarch64: None, ..h.clone() };
     assert!(plan(&arm, &no_qemu, 0).unwrap_err().to_string().contains("apt-get install qemu-system-arm"));
+
+    // On an arm64 host with KVM: cloud-hypervisor (auto) with the `Image`, the PL011 console, no
+    // port-0x80 anything; QEMU with KVM and `-cpu host`.
+    let arm_host = HostOffer { arch: Arch::Aarch64, ..h };
+    let p = plan(&Options { arch: None, ..arm.clone() }, &arm_host, 0).unwrap();
+    assert_eq!((p.vmm, p.accel, p.spec.arch), (Vmm::CloudHypervisor, Accel::Kvm, Arch::Aarch64));
+    let line = vmm::shell_line(&p.argv);
+    assert!(line.starts_with("/bin/cloud-hypervisor --api-socket ") && line.contains("console=ttyAMA0"), "{line}");
+    let q = plan(&Options { vmm: VmmChoice::Qemu, ..arm }, &arm_host, 0).unwrap();
+    assert!(vmm::shell_line(&q.argv).contains("-machine virt,memory-backend=mem -accel kvm -cpu host"), "{:?}", q.argv);
 }
