@@ -270,6 +270,20 @@ fn parallel(bin: &std::path::Path, n: usize, extra: &str, neighbour: Neighbour) 
     })
 }
 
+/// `{n, ready, failures, exec_to_200_us: {min, median, p95, max}, rss_kib: {...}, load}`.
+fn parallel_json(n: usize, results: &[Result<(u64, u64), String>], load: &str) -> serde_json::Value {
+    let ok: Vec<(u64, u64)> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+    let s = |v: Vec<u64>| stats(v).map(|[min, median, p95, max]| serde_json::json!({"min": min, "median": median, "p95": p95, "max": max}));
+    serde_json::json!({
+        "n": n,
+        "ready": ok.len(),
+        "failures": results.iter().filter_map(|r| r.as_ref().err()).collect::<Vec<_>>(),
+        "exec_to_200_us": s(ok.iter().map(|r| r.0).collect()),
+        "rss_kib": s(ok.iter().map(|r| r.1).collect()),
+        "load": load,
+    })
+}
+
 fn parallel_text(n: usize, results: &[Result<(u64, u64), String>], load: &str) -> String {
     let ok: Vec<(u64, u64)> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
     let mut o = format!("ns-bench: {n} chinits at once, each PID 1 of fresh namespaces (load {load}): {} of {n} ready\n", ok.len());
@@ -303,7 +317,11 @@ fn main() {
         let bin = ns::chinit_bin().unwrap_or_else(|e| fail(e, Exit::Usage));
         let load_before = load();
         let results = parallel(&bin, n, &args.extra, args.neighbour);
-        print!("{}", parallel_text(n, &results, &load_before));
+        if args.json {
+            println!("{}", parallel_json(n, &results, &load_before));
+        } else {
+            print!("{}", parallel_text(n, &results, &load_before));
+        }
         if results.iter().any(Result::is_err) {
             std::process::exit(Exit::Failed as i32);
         }
