@@ -63,7 +63,7 @@ fn svg(rows: &[Row]) -> String {
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
          <text x=\"10\" y=\"20\" font-size=\"13\">Many at once: ready latency (median; p95 lighter) and memory per instance, against N</text>\n\
          <text x=\"{label_w}\" y=\"40\">spawn → ready, ms (scale per series)</text><text x=\"{}\" y=\"40\">memory per instance, MiB</text>\n",
-        label_w + 2.0 * panel_w + 120.0,
+        label_w + 2.0 * panel_w + 260.0,
         label_w + panel_w + 80.0
     );
     for (i, r) in rows.iter().enumerate() {
