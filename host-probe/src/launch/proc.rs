@@ -76,6 +76,9 @@ impl Proc {
     }
 }
 
+/// How long a process has to be gone after SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+
 impl Drop for Proc {
     fn drop(&mut self) {
         if self.exited().is_some() {
@@ -84,8 +87,18 @@ impl Drop for Proc {
         self.signal(libc::SIGTERM);
         if self.wait_for(Duration::from_secs(2)).is_none() {
             self.signal(libc::SIGKILL);
-            let _ = self.child.wait();
-            eprintln!("host-probe: {} did not stop on SIGTERM; killed", self.name);
+            // Bounded: a process stuck in the kernel (uninterruptible) would hold host-probe
+            // forever; it is left to init, and said so.
+            if self.wait_for(KILL_GRACE).is_some() {
+                eprintln!("host-probe: {} did not stop on SIGTERM; killed", self.name);
+            } else {
+                eprintln!(
+                    "host-probe: {} (pid {}) did not exit {} s after SIGKILL (stuck in the kernel); left to init",
+                    self.name,
+                    self.child.id(),
+                    KILL_GRACE.as_secs()
+                );
+            }
         }
     }
 }
