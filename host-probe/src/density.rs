@@ -164,10 +164,8 @@ pub fn parallel(o: &Options, n: usize) -> Result<Density, Error> {
         let handles: Vec<_> = (0..n).map(|_| s.spawn(|| crate::run::run(o))).collect();
         handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::Failed("a VM's thread panicked".into())))).collect()
     });
-    if let Some(Error::Interrupted(sig)) = results.iter().find_map(|r| r.as_ref().err().filter(|e| matches!(e, Error::Interrupted(_)))) {
-        return Err(Error::Interrupted(*sig));
-    }
-    Ok(summarize(format!("{n} cold boots at once"), o.memory_mib, results, micros(start.elapsed())))
+    interrupted_in(&results)?;
+    Ok(summarize(format!("{n} cold boots at once"), o.memory_mib, results, report::micros(start.elapsed())))
 }
 
 /// N copies of a snapshot restored at once, each made unique.
@@ -177,16 +175,21 @@ pub fn clones(ro: &crate::snapshot::RestoreOptions, base: &Options) -> Result<De
     limit(ro.clones, prep.options.memory_mib, Capacity::gather())?;
     let start = std::time::Instant::now();
     let results = restore::all(&prep, &prep.options);
-    if let Some(Error::Interrupted(sig)) = results.iter().find_map(|r| r.as_ref().err().filter(|e| matches!(e, Error::Interrupted(_)))) {
-        return Err(Error::Interrupted(*sig));
-    }
+    interrupted_in(&results)?;
     let mode = prep.mode.map(|m| format!(", memory_restore_mode={}", m.name())).unwrap_or_default();
     let what = format!("{} copies of {} at once{mode}", ro.clones, prep.dir.display());
-    Ok(summarize(what, prep.options.memory_mib, results, micros(start.elapsed())))
+    Ok(summarize(what, prep.options.memory_mib, results, report::micros(start.elapsed())))
 }
 
-fn micros(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+/// A signal that interrupted any of the runs, so the bench ends as one interrupted run does.
+fn interrupted_in(results: &[Result<Report, Error>]) -> Result<(), Error> {
+    match results.iter().find_map(|r| match r {
+        Err(Error::Interrupted(sig)) => Some(*sig),
+        _ => None,
+    }) {
+        Some(sig) => Err(Error::Interrupted(sig)),
+        None => Ok(()),
+    }
 }
 
 /// The text table.

@@ -238,6 +238,11 @@ pub fn figures(r: &Report) -> Vec<(Figure, Option<u64>)> {
 /// Milliseconds, three decimals (`agent::units`).
 pub use agent::units::ms;
 
+/// A duration in microseconds, the unit of every figure.
+pub fn micros(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
 fn opt_ms(us: Option<u64>) -> String {
     us.map(ms).unwrap_or_else(|| "-".into())
 }

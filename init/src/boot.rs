@@ -231,7 +231,7 @@ impl Boot {
         };
         let button = (self.mode == Mode::Vm).then(|| self.ctl.shutdown.clone());
         after_ready(state, self.system.take(), line, button, std::mem::take(&mut self.closing));
-        if let Some(port) = self.cfg.notify_vsock_port {
+        if let Some(port) = state.notify_port() {
             let doc = state.snapshot();
             tokio::spawn(async move {
                 if let Err(e) = notify::send(port, &doc).await {

@@ -125,6 +125,25 @@ pub fn processes_mentioning(needle: &str) -> Vec<String> {
     found
 }
 
+/// What a host-probe process of this pid made and could have left: processes naming its run
+/// directories, the run directories themselves (`host-probe-<pid>-*` in the temporary directory),
+/// and its TAPs (`hp<pid hex>x*`).
+pub fn left_by_host_probe(pid: u32) -> Vec<String> {
+    let runs = format!("host-probe-{pid}-");
+    let first_tap = host_probe::tap::tap_name(pid, 0);
+    let tap = first_tap.strip_suffix('0').unwrap_or(&first_tap);
+    let mut left = processes_mentioning(&runs);
+    for dir in [std::env::temp_dir(), "/sys/class/net".into()] {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&runs) || name.starts_with(tap) {
+                left.push(name);
+            }
+        }
+    }
+    left
+}
+
 /// Unix sockets the kernel knows whose path contains `needle` (`/proc/net/unix`).
 pub fn unix_sockets_mentioning(needle: &str) -> Vec<String> {
     std::fs::read_to_string("/proc/net/unix").unwrap_or_default().lines().filter(|l| l.contains(needle)).map(str::to_string).collect()

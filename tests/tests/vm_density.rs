@@ -13,22 +13,6 @@ fn host_probe() -> std::path::PathBuf {
     vm::cargo_build("host-probe", "host-probe", None, false)
 }
 
-/// What a process of this pid made and could have left: run directories, TAPs, processes.
-fn leftovers(pid: u32) -> Vec<String> {
-    let runs = format!("host-probe-{pid}-");
-    let tap = format!("hp{:x}x", pid & 0x0fff_ffff);
-    let mut left = e2e::processes_mentioning(&runs);
-    for dir in [std::env::temp_dir(), "/sys/class/net".into()] {
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&runs) || name.starts_with(&tap) {
-                left.push(name);
-            }
-        }
-    }
-    left
-}
-
 fn bench(image: &std::path::Path, extra: &[&str]) -> Command {
     let mut c = Command::new(host_probe());
     c.args(["bench", "--parallel", "3", "--vmm", "qemu", "--kernel"]).arg(e2e::tiny_bzimage()).arg("--rootfs").arg(image).args(extra);
@@ -59,7 +43,7 @@ fn three_vms_at_once_get_ready_with_their_own_addresses_and_leave_nothing() {
     assert!(d["memory"].as_array().unwrap().iter().all(|m| m["pss_kib"].as_u64() > Some(0)), "{d:#}");
     let total = d["rows"].as_array().unwrap().iter().find(|r| r[0] == "total (host)").unwrap_or_else(|| panic!("{d:#}"));
     assert_eq!(total[1]["n"], 3);
-    assert_eq!(leftovers(pid), Vec::<String>::new());
+    assert_eq!(e2e::left_by_host_probe(pid), Vec::<String>::new());
 
     // Every VM fails (a timeout no TCG boot meets): exit 5, each failure named, nothing left.
     let child = bench(&image, &["--timeout", "0"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
@@ -68,7 +52,7 @@ fn three_vms_at_once_get_ready_with_their_own_addresses_and_leave_nothing() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(5), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("0 of 3 ready") && (1..=3).all(|i| text.contains(&format!("failed: VM {i}: the guest was not ready"))), "{text}");
-    assert_eq!(leftovers(pid), Vec::<String>::new());
+    assert_eq!(e2e::left_by_host_probe(pid), Vec::<String>::new());
 
     // Ctrl-C while they boot: exit 130, nothing left.
     let child = bench(&image, &[]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
@@ -81,7 +65,7 @@ fn three_vms_at_once_get_ready_with_their_own_addresses_and_leave_nothing() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGINT).unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{:?} {}", out.status.signal(), String::from_utf8_lossy(&out.stderr));
-    assert_eq!(leftovers(pid), Vec::<String>::new());
+    assert_eq!(e2e::left_by_host_probe(pid), Vec::<String>::new());
 
     // More than the host holds: refused before anything starts.
     let child = bench(&image, &["--memory", "1048576"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
@@ -90,5 +74,5 @@ fn three_vms_at_once_get_ready_with_their_own_addresses_and_leave_nothing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("this host has") && err.contains("MiB available"), "{err}");
-    assert_eq!(leftovers(pid), Vec::<String>::new());
+    assert_eq!(e2e::left_by_host_probe(pid), Vec::<String>::new());
 }

@@ -62,6 +62,15 @@ fn run_tests_in_l1(binary: &str, tests: &[&str], env: &str) -> l1::Output {
     l1::run(&script, L1_TIMEOUT).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Runs `tests` of `binary` in L1 and asserts that every one ran there (none skipped) and passed.
+fn assert_all_ran_and_passed(binary: &str, tests: &[&str], env: &str) {
+    let out = run_tests_in_l1(binary, tests, env);
+    println!("L1 run of {} {binary} test(s): {:?} wall", tests.len(), out.wall);
+    assert_eq!(out.status, 0, "{}", out.output);
+    assert!(out.output.contains(&format!("test result: ok. {} passed", tests.len())), "{}", out.output);
+    assert!(!out.output.contains("skipped"), "every test ran in L1:\n{}", out.output);
+}
+
 /// QEMU with hardware KVM and the kernel's vhost-vsock, end to end: vm_e2e's own tests, run in
 /// L1. Ready over the TAP and vsock with every phase and mark, the notify push, the exec API over
 /// vsock, the power button and the API powering off with a clean filesystem, an initramfs as the
@@ -79,11 +88,7 @@ fn qemu_with_kvm_and_kernel_vsock_passes_the_end_to_end_tests() {
         "an_initramfs_alone_is_the_whole_root_and_gets_ready",
         "workload_output_reaches_the_console_and_its_exit_powers_off",
     ];
-    let out = run_tests_in_l1("vm_e2e", &tests, "");
-    println!("L1 run of {} vm_e2e tests: {:?} wall", tests.len(), out.wall);
-    assert_eq!(out.status, 0, "{}", out.output);
-    assert!(out.output.contains(&format!("test result: ok. {} passed", tests.len())), "{}", out.output);
-    assert!(!out.output.contains("skipped"), "every test ran in L1:\n{}", out.output);
+    assert_all_ran_and_passed("vm_e2e", &tests, "");
 }
 
 /// cloud-hypervisor with real Linux guests, in L1: vm_ch's tests (disk, pmem and initramfs roots,
@@ -105,11 +110,7 @@ fn cloud_hypervisor_passes_its_tests_on_hardware_kvm() {
         "kuasar_layout_boots_to_ready_with_the_share_mounted",
         "timeout_and_ctrl_c_leave_nothing_behind",
     ];
-    let out = run_tests_in_l1("vm_ch", &tests, &format!("CLOUD_HYPERVISOR={}", ch.display()));
-    println!("L1 run of {} vm_ch tests: {:?} wall", tests.len(), out.wall);
-    assert_eq!(out.status, 0, "{}", out.output);
-    assert!(out.output.contains(&format!("test result: ok. {} passed", tests.len())), "{}", out.output);
-    assert!(!out.output.contains("skipped"), "every test ran in L1:\n{}", out.output);
+    assert_all_ran_and_passed("vm_ch", &tests, &format!("CLOUD_HYPERVISOR={}", ch.display()));
 }
 
 /// Snapshot start on hardware KVM, in L1: vm_snapshot's tests. QEMU (the kernel's vhost-vsock)
@@ -133,10 +134,6 @@ fn snapshots_restore_into_unique_copies_on_hardware_kvm() {
         )),
     }
     for (one, env) in runs {
-        let out = run_tests_in_l1("vm_snapshot", &[one], &env);
-        println!("L1 run of vm_snapshot's {one}: {:?} wall", out.wall);
-        assert_eq!(out.status, 0, "{}", out.output);
-        assert!(out.output.contains("test result: ok. 1 passed"), "{}", out.output);
-        assert!(!out.output.contains("skipped"), "it ran in L1:\n{}", out.output);
+        assert_all_ran_and_passed("vm_snapshot", &[one], &env);
     }
 }

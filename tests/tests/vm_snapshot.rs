@@ -173,33 +173,17 @@ fn copies_are_unique(test: &str, vmm: Vmm, modes: &[Option<MemoryRestoreMode>]) 
 fn ctrl_c_during_restore_leaves_nothing(dir: &Path) {
     let child =
         Command::new(host_probe()).args(["run", "--restore"]).arg(dir).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let run_dirs = format!("host-probe-{}-", child.id());
+    let pid = child.id();
+    let run_dirs = format!("host-probe-{pid}-");
     let deadline = Instant::now() + Duration::from_secs(60);
     while e2e::processes_mentioning(&run_dirs).is_empty() {
         assert!(Instant::now() < deadline, "the copy's VMM never started");
         std::thread::sleep(Duration::from_millis(5));
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGINT).unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{:?} {}", out.status.signal(), String::from_utf8_lossy(&out.stderr));
-    assert_eq!(e2e::processes_mentioning(&run_dirs), Vec::<String>::new());
-    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&run_dirs))
-        .collect();
-    assert!(left.is_empty(), "{left:?}");
-    let tap_prefix = format!("hp{:x}x", child_pid_hex(&run_dirs));
-    let taps: Vec<_> = std::fs::read_dir("/sys/class/net")
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&tap_prefix))
-        .collect();
-    assert!(taps.is_empty(), "{taps:?}");
-}
-
-fn child_pid_hex(run_dirs: &str) -> u32 {
-    run_dirs.trim_start_matches("host-probe-").trim_end_matches('-').parse::<u32>().unwrap() & 0x0fff_ffff
+    assert_eq!(e2e::left_by_host_probe(pid), Vec::<String>::new());
 }
 
 #[test]
@@ -224,11 +208,7 @@ fn three_copies_at_once_share_memory(dir: &Path) {
     assert_eq!(d.memory.len(), 3);
     assert!(d.pss_fraction.is_some_and(|f| f > 0.0 && f < 1.0), "{d:?}");
     println!("{}", host_probe::density::text(&d));
-    let runs = format!("host-probe-{}-", std::process::id());
-    assert_eq!(e2e::processes_mentioning(&runs), Vec::<String>::new());
-    let left: Vec<_> =
-        std::fs::read_dir(std::env::temp_dir()).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with(&runs)).collect();
-    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(e2e::left_by_host_probe(std::process::id()), Vec::<String>::new());
 }
 
 #[test]

@@ -81,7 +81,7 @@ impl Stamped {
 }
 
 pub(super) fn micros_since(t0: Instant) -> u64 {
-    u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX)
+    crate::report::micros(t0.elapsed())
 }
 
 /// QEMU's debugcon: one connection; every chunk read is stamped on arrival, and so is the

@@ -193,11 +193,8 @@ impl Manifest {
     }
 }
 
-/// The first line of `<vmm> --version`.
-pub fn vmm_version(binary: &Path) -> Option<String> {
-    let out = std::process::Command::new(binary).arg("--version").output().ok()?;
-    String::from_utf8_lossy(&out.stdout).lines().next().map(|l| l.trim().to_string()).filter(|l| !l.is_empty())
-}
+/// The first line of `<vmm> --version`, as `host-probe check` reads it.
+pub use crate::check::version_of as vmm_version;
 
 #[cfg(test)]
 mod tests {

@@ -92,10 +92,6 @@ impl Drop for OutDir {
     }
 }
 
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
 /// Boots, snapshots into `out`, and stops the VMM.
 pub fn take(o: &Options, out: &Path) -> Result<Taken, Error> {
     let out = absolute(out);
@@ -212,8 +208,8 @@ fn manifest(
         files: manifest::vmm_files(plan.vmm).iter().map(|f| f.to_string()).collect(),
         created_unix_s: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         boot_ready_us: report.phases.as_ref().map(|p| p.total_us).unwrap_or(0),
-        pause_us: micros(pause),
-        save_us: micros(save),
+        pause_us: crate::report::micros(pause),
+        save_us: crate::report::micros(save),
     })
 }
 
