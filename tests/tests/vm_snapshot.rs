@@ -20,6 +20,10 @@ use host_probe::snapshot::restore::{self, Copy};
 use host_probe::snapshot::RestoreOptions;
 use host_probe::vmm::{Accel, MemoryRestoreMode, Vmm};
 
+/// A copy that is not ready by then is stuck: it fails with its console well inside L1's own time
+/// bound, instead of L1 timing out with nothing to say.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
+
 fn host_probe() -> PathBuf {
     vm::cargo_build("host-probe", "host-probe", None, false)
 }
@@ -115,7 +119,7 @@ fn copies_are_unique(test: &str, vmm: Vmm, modes: &[Option<MemoryRestoreMode>]) 
 
     for &mode in modes {
         let what = format!("{} {:?}", vmm.name(), mode);
-        let base = Options { timeout: BOOT_TIMEOUT, ..Options::default() };
+        let base = Options { timeout: RESTORE_TIMEOUT, ..Options::default() };
         let prep = restore::prepare(&RestoreOptions { dir: dir.clone(), clones: 2, mode }, &base, &HostOffer::gather())
             .unwrap_or_else(|e| panic!("{what}: {e}"));
         // Each copy lives in its own thread, start to finish: a VMM dies with the thread that
@@ -198,7 +202,7 @@ fn qemu_copies_of_a_snapshot_are_unique_and_the_snapshot_is_untouched() {
 /// `bench --restore DIR --clones 3`: three copies at once, all ready with their own addresses,
 /// each VMM's PSS measured against the guest's memory; nothing left.
 fn three_copies_at_once_share_memory(dir: &Path) {
-    let base = Options { timeout: BOOT_TIMEOUT, ..Options::default() };
+    let base = Options { timeout: RESTORE_TIMEOUT, ..Options::default() };
     let d = host_probe::density::clones(&RestoreOptions { dir: dir.to_path_buf(), clones: 3, mode: None }, &base).unwrap();
     assert_eq!((d.n, d.ready, d.failures.len()), (3, 3, 0), "{}", host_probe::density::text(&d));
     let mut a = d.addresses.clone();
