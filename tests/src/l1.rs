@@ -39,10 +39,33 @@ $bb mount -t tmpfs -o mode=755 run /host/run
 $bb mkdir -m 1777 /host/run/tmp
 dir=$($bb sed -n 's/.* l1dir=\([^ ]*\).*/\1/p' /proc/cmdline)
 echo "l1: begin"
-TMPDIR=/run/tmp $bb chroot /host /bin/sh "$dir/cmd.sh"
+$bb chroot /host /bin/sh "$dir/hold.sh" && TMPDIR=/run/tmp $bb chroot /host /bin/sh "$dir/cmd.sh"
 rc=$?
 echo "l1: exit $rc"
 exit $rc
+"#;
+
+/// What runs in L1 before the command (`hold.sh`, with this host's QEMU): one idle KVM VM, held
+/// for L1's life, with a vCPU whose local APIC stays disabled.
+///
+/// Why: creating or destroying a KVM VM flips kernel static keys (the scheduler's preempt
+/// notifiers, the APIC's), and every flip patches kernel code on all CPUs through int3 breakpoints.
+/// Under TCG such patching next to nested guests occasionally livelocked L1: both vCPUs looped
+/// through the int3 handler at `__schedule`, interrupts off, and the run never ended (about one
+/// `host-probe run` in twenty). With one VM held, those keys stay on and no run patches code.
+fn hold_sh(qemu: &Path) -> String {
+    HOLD_SH.replace("{qemu}", &qemu.display().to_string())
+}
+
+/// [`hold_sh`]'s script: the VM is held once its vCPU exists.
+const HOLD_SH: &str = r#"{qemu} -M q35 -accel kvm -S -m 16 -nodefaults -no-user-config -display none -serial none -monitor none \
+    </dev/null >/dev/null 2>&1 &
+tries=0
+until ls -l /proc/$!/fd 2>/dev/null | grep -q kvm-vcpu; do
+    tries=$((tries + 1))
+    if [ $tries -gt 200 ]; then echo "l1: could not hold a KVM VM (tests/src/l1.rs, hold_sh)"; exit 1; fi
+    sleep 0.05
+done
 "#;
 
 /// What a command in L1 did.
@@ -147,6 +170,8 @@ pub fn run(script: &str, timeout: Duration) -> Result<Output, String> {
     std::fs::create_dir_all(&parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
     let dir = tempfile::Builder::new().prefix("l1-").tempdir_in(&parent).map_err(|e| format!("temporary directory: {e}"))?;
     std::fs::write(dir.path().join("cmd.sh"), script).map_err(|e| format!("write cmd.sh: {e}"))?;
+    let qemu_binary = crate::vm::qemu_binary().unwrap_or_default();
+    std::fs::write(dir.path().join("hold.sh"), hold_sh(&qemu_binary)).map_err(|e| format!("write hold.sh: {e}"))?;
     let sock = dir.path().join("fs.sock");
     let console = dir.path().join("console.log");
 
@@ -168,7 +193,7 @@ pub fn run(script: &str, timeout: Duration) -> Result<Output, String> {
     }
 
     let started = Instant::now();
-    let qemu = Command::new(crate::vm::qemu_binary().unwrap_or_default())
+    let qemu = Command::new(&qemu_binary)
         .args(["-M", "q35", "-cpu", "max", "-accel", "tcg", "-smp", "2", "-m", MEMORY])
         .args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
         .arg("-kernel")
@@ -183,6 +208,12 @@ pub fn run(script: &str, timeout: Duration) -> Result<Output, String> {
         .args(["-object", &format!("memory-backend-memfd,id=mem,size={MEMORY},share=on"), "-numa", "node,memdev=mem"])
         .arg("-serial")
         .arg(format!("file:{}", console.display()))
+        // For looking into a stuck L1 (`info registers`, `x/8i $pc`): QEMU's monitor on a socket.
+        .args(
+            std::env::var_os("CHINIT_L1_MONITOR")
+                .map(|m| vec!["-monitor".to_string(), format!("unix:{},server,nowait", Path::new(&m).display())])
+                .unwrap_or_default(),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -30,10 +30,12 @@ fn l1_runs_a_command_with_kvm_and_returns_its_output_and_status() {
     }
     let script =
         "set -e\necho from-l1\ncat /sys/module/kvm_amd/parameters/npt\ntest -c /dev/kvm && test -c /dev/vhost-vsock && echo devices-ok\n\
-                  qemu-system-x86_64 --version | head -1\ntouch \"$TMPDIR/writable\" && echo tmp-ok\nexit 3\n";
+                  qemu-system-x86_64 --version | head -1\ntouch \"$TMPDIR/writable\" && echo tmp-ok\n\
+                  echo \"vms-held=$(ls -l /proc/[0-9]*/fd 2>/dev/null | grep -c kvm-vm)\"\nexit 3\n";
     let out = l1::run(script, L1_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(out.status, 3, "{}", out.console);
-    for want in ["from-l1\n", "Y\n", "devices-ok\n", "QEMU emulator version", "tmp-ok\n"] {
+    // "vms-held=1": the one idle VM that keeps L1's kernel from patching itself (l1.rs, hold_sh).
+    for want in ["from-l1\n", "Y\n", "devices-ok\n", "QEMU emulator version", "tmp-ok\n", "vms-held=1\n"] {
         assert!(out.output.contains(want), "{want:?} missing from:\n{}", out.output);
     }
     println!("L1 run: {:?} wall", out.wall);
