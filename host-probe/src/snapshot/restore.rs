@@ -219,7 +219,7 @@ pub fn start<'a>(prep: &'a Prepared, plan: &'a Plan, o: &Options) -> Result<Copy
     let deadline = Instant::now() + o.timeout;
     let mut running = launch::start(plan, o)?;
     match plan.vmm {
-        Vmm::Qemu => take_state_in(plan, &prep.dir, deadline)?,
+        Vmm::Qemu => take_state_in(&mut running, &prep.dir, deadline)?,
         Vmm::CloudHypervisor => ch_api::wait_running(&plan.spec.api_socket, o.timeout).map_err(|e| vmm_failed(&mut running, e))?,
     }
     let vmm_restored_us = running.now_us();
@@ -308,12 +308,11 @@ fn guest_restore_us(doc: &Ready) -> u64 {
 
 /// QEMU: take the snapshot's state in (`migrate-incoming exec:cat DIR/state`, with
 /// `x-ignore-shared`: the memory is the file already mapped) and continue.
-fn take_state_in(plan: &Plan, dir: &Path, deadline: Instant) -> Result<(), Error> {
-    let Role::Restore { qmp, .. } = &plan.spec.role else {
+fn take_state_in(running: &mut Running, dir: &Path, deadline: Instant) -> Result<(), Error> {
+    let Role::Restore { qmp, .. } = running.plan().spec.role.clone() else {
         return Err(Error::Failed("internal: a QEMU copy without its QMP socket".into()));
     };
-    let left = deadline.saturating_duration_since(Instant::now());
-    let mut q = Qmp::connect(qmp, left.min(Duration::from_secs(10))).map_err(Error::Failed)?;
+    let mut q = qmp_of(running, &qmp, deadline)?;
     q.ignore_shared().map_err(Error::Failed)?;
     let uri = format!("exec:cat {}", vmm::shell_quote(&dir.join("state").display().to_string()));
     q.execute("migrate-incoming", Some(serde_json::json!({ "uri": uri }))).map_err(Error::Failed)?;
@@ -321,6 +320,31 @@ fn take_state_in(plan: &Plan, dir: &Path, deadline: Instant) -> Result<(), Error
     q.execute("cont", None).map_err(Error::Failed)?;
     Ok(())
 }
+
+/// Connects to a starting QEMU's QMP socket: as long as the run's deadline allows while QEMU lives
+/// (many copies starting at once on a loaded host take seconds to open it); Ctrl-C ends the wait.
+fn qmp_of(running: &mut Running, path: &Path, deadline: Instant) -> Result<Qmp, Error> {
+    loop {
+        let e = match Qmp::connect(path, QMP_TRY) {
+            Ok(q) => return Ok(q),
+            Err(e) => e,
+        };
+        interrupted()?;
+        if let Some(status) = running.exited() {
+            return Err(vmm_failed(running, format!("exited ({status}) before it answered on its QMP socket: {e}")));
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Timeout {
+                secs: running.elapsed().as_secs(),
+                waiting_for: format!("QEMU's QMP socket {}: {e}", path.display()),
+                diagnostics: running.diagnostics(),
+            });
+        }
+    }
+}
+
+/// One attempt of [`qmp_of`].
+const QMP_TRY: Duration = Duration::from_millis(250);
 
 /// The answered restore request.
 struct Asked {
