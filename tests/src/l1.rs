@@ -45,19 +45,24 @@ echo "l1: exit $rc"
 exit $rc
 "#;
 
-/// What runs in L1 before the command (`hold.sh`, with this host's QEMU): one idle KVM VM, held
-/// for L1's life, with a vCPU whose local APIC stays disabled.
+/// What runs in L1 before the command (`hold.sh`, with this host's QEMU), so that no test makes
+/// L1's kernel rewrite its own code:
 ///
-/// Why: creating or destroying a KVM VM flips kernel static keys (the scheduler's preempt
-/// notifiers, the APIC's), and every flip patches kernel code on all CPUs through int3 breakpoints.
-/// Under TCG such patching next to nested guests occasionally livelocked L1: both vCPUs looped
-/// through the int3 handler at `__schedule`, interrupts off, and the run never ended (about one
-/// `host-probe run` in twenty). With one VM held, those keys stay on and no run patches code.
+/// - one idle KVM VM, held for L1's life, with a vCPU whose local APIC stays disabled: creating or
+///   destroying a VM flips kernel static keys (the scheduler's preempt notifiers, the APIC's);
+/// - one TCP connection over loopback: the first connection flips three once-only keys (the
+///   kernel's connection hash secrets), in a worker, while the first guest would be running.
+///
+/// Every flip patches kernel code on all CPUs through int3 breakpoints. Under TCG such patching
+/// next to nested guests occasionally livelocked L1 (both vCPUs looping through the int3 handler
+/// at `__schedule`, interrupts off: about one `host-probe run` in twenty never ended). Traced with
+/// ftrace after this script: a run, a snapshot and three copies patch nothing.
 fn hold_sh(qemu: &Path) -> String {
     HOLD_SH.replace("{qemu}", &qemu.display().to_string())
 }
 
-/// [`hold_sh`]'s script: the VM is held once its vCPU exists.
+/// [`hold_sh`]'s script: the VM is held once its vCPU exists; the once-only keys flip in a worker
+/// within moments of the connection.
 const HOLD_SH: &str = r#"{qemu} -M q35 -accel kvm -S -m 16 -nodefaults -no-user-config -display none -serial none -monitor none \
     </dev/null >/dev/null 2>&1 &
 tries=0
@@ -66,6 +71,15 @@ until ls -l /proc/$!/fd 2>/dev/null | grep -q kvm-vcpu; do
     if [ $tries -gt 200 ]; then echo "l1: could not hold a KVM VM (tests/src/l1.rs, hold_sh)"; exit 1; fi
     sleep 0.05
 done
+ip link set lo up
+/bin/busybox nc -l -p 9 127.0.0.1 >/dev/null 2>&1 &
+tries=0
+until echo x | /bin/busybox nc -w 1 127.0.0.1 9 2>/dev/null; do
+    tries=$((tries + 1))
+    if [ $tries -gt 100 ]; then echo "l1: no TCP connection over loopback (tests/src/l1.rs, hold_sh)"; exit 1; fi
+    sleep 0.05
+done
+sleep 1
 "#;
 
 /// What a command in L1 did.
