@@ -50,8 +50,8 @@ exit $rc
 ///
 /// - one idle KVM VM, held for L1's life, with a vCPU whose local APIC stays disabled: creating or
 ///   destroying a VM flips kernel static keys (the scheduler's preempt notifiers, the APIC's);
-/// - one TCP connection over loopback: the first connection flips three once-only keys (the
-///   kernel's connection hash secrets), in a worker, while the first guest would be running.
+/// - one TCP connection over loopback: the first connection flips three once-only keys (secrets
+///   set up on first use), in a worker, while the first guest would be running.
 ///
 /// Every flip patches kernel code on all CPUs through int3 breakpoints. Under TCG such patching
 /// next to nested guests occasionally livelocked L1 (both vCPUs looping through the int3 handler
