@@ -309,9 +309,10 @@ fn guest_restore_us(doc: &Ready) -> u64 {
 /// QEMU: take the snapshot's state in (`migrate-incoming exec:cat DIR/state`, with
 /// `x-ignore-shared`: the memory is the file already mapped) and continue.
 fn take_state_in(running: &mut Running, dir: &Path, deadline: Instant) -> Result<(), Error> {
-    let Role::Restore { qmp, .. } = running.plan().spec.role.clone() else {
+    let Role::Restore { qmp, .. } = &running.plan().spec.role else {
         return Err(Error::Failed("internal: a QEMU copy without its QMP socket".into()));
     };
+    let qmp = qmp.clone();
     let mut q = qmp_of(running, &qmp, deadline)?;
     q.ignore_shared().map_err(Error::Failed)?;
     let uri = format!("exec:cat {}", vmm::shell_quote(&dir.join("state").display().to_string()));
