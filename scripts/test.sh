@@ -8,10 +8,29 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
+# The VMMs no registry packages (cloud-hypervisor, Firecracker, StratoVirt): a test finds each by
+# its variable ($CLOUD_HYPERVISOR, ...), then on PATH, then in ../shared/vmm beside the checkout.
+if [ -d ../shared/vmm ]; then
+  export PATH="$PATH:$(cd ../shared/vmm && pwd)"
+fi
 
 say() { printf 'test: %s\n' "$*" >&2; }
 target="${CARGO_TARGET_DIR:-target}"
 start=$SECONDS
+
+# Runs on the simulated KVM host (tests/src/l1.rs) that the emulator voided (L1's own kernel died)
+# and that ran once more: counted, with why, at the end whatever the outcome.
+repeats="$target/l1-repeats.log"
+rm -f "$repeats"
+l1_summary() {
+  if [ -s "$repeats" ]; then
+    say "simulated KVM host: $(wc -l <"$repeats") L1 run(s) repeated, the emulator's failure each time:"
+    sed 's/^/test:   /' "$repeats" >&2
+  else
+    say "simulated KVM host: no L1 run repeated"
+  fi
+}
+trap l1_summary EXIT
 
 say "cargo fmt --all --check; cargo clippy --workspace --all-targets -- -D warnings"
 cargo fmt --all --check

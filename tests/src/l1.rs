@@ -9,7 +9,9 @@
 //! `/proc`, `/sys`, `/dev`, and a tmpfs on `/run` whose `/run/tmp` is `$TMPDIR`. So the command finds
 //! every program and library of this host, the workspace (wherever it is, `/tmp` included) and its
 //! build, and the kernel cache, unchanged; it writes only to the tmpfs. Its output and exit status
-//! come back over the serial console.
+//! come back over L1's second serial port; the first carries L1's own kernel console alone, so a
+//! death of L1's kernel (an emulator failure, never the code under test's) is told apart from
+//! anything the command printed, and [`run`] runs the command once more in a fresh L1.
 //!
 //! Times inside L1 are emulation times: they prove code paths, never speed.
 
@@ -27,9 +29,18 @@ const MEMORY: &str = "2G";
 const MODULES: &[&str] =
     &["kvm_amd", "tun", "vhost_vsock", "vhost_net", "virtiofs", "virtio_pci", "vmw_vsock_virtio_transport", "veth", "bridge"];
 
-/// What runs as chinit's workload in L1: the host's root becomes `/`, then the command.
+/// What runs as chinit's workload in L1: the host's root becomes `/`, then the command. Everything
+/// it prints goes to the second serial port (`ttyS1`), leaving the console (`ttyS0`) to L1's
+/// kernel and chinit.
 const RUN_SH: &str = r#"#!/bin/busybox sh
 bb=/bin/busybox
+exec >/dev/ttyS1 2>&1
+# kvm_amd with other parameters, when the command line asks (l1kvmamd=vgif=0:lbrv=0).
+params=$($bb sed -n 's/.* l1kvmamd=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ -n "$params" ]; then
+    ko=$($bb find /lib/modules -name 'kvm_amd.ko*' | $bb head -1)
+    $bb rmmod kvm_amd && $bb insmod "$ko" $(echo "$params" | $bb tr : ' ') || { echo "l1: kvm_amd $params: could not reload"; exit 1; }
+fi
 # Guest kernels write AMD performance MSRs that KVM would refuse.
 echo 1 > /sys/module/kvm/parameters/ignore_msrs
 $bb mount --rbind /dev /host/dev
@@ -87,14 +98,16 @@ sleep 1
 pub struct Output {
     /// Its exit status.
     pub status: i32,
-    /// Its standard output and error, interleaved as the console carried them.
+    /// Its standard output and error, interleaved as L1's second serial port carried them.
     pub output: String,
-    /// L1's whole console.
+    /// L1's console: its kernel's and chinit's lines.
     pub console: String,
     /// Start of QEMU to its end.
     pub wall: Duration,
     /// The run's directory (its sockets, console and command), removed when `run` returns.
     pub run_dir: PathBuf,
+    /// Why earlier L1 runs of the command were void (the emulator failed), oldest first.
+    pub repeated: Vec<String>,
 }
 
 /// Why L1 cannot run here (a missing piece, with how to get it), or `Ok`.
@@ -155,8 +168,69 @@ impl Drop for Killed {
     }
 }
 
+/// How L1 is made: the emulated CPU model, its count, `kvm_amd`'s parameters and extra kernel
+/// arguments. [`Config::chosen`] is what the tests use (docs/testing.md has the measurements
+/// behind it); for measuring others, `CHINIT_L1_CPU` (`-cpu`), `CHINIT_L1_SMP`,
+/// `CHINIT_L1_KVM_AMD` (`vgif=0:lbrv=0`) and `CHINIT_L1_APPEND` change it ([`Config::from_env`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// QEMU's `-cpu`.
+    pub cpu: String,
+    /// QEMU's `-smp`.
+    pub smp: u32,
+    /// `kvm_amd`'s parameters, `:`-separated (empty: its defaults).
+    pub kvm_amd: String,
+    /// More of L1's kernel command line.
+    pub append: String,
+}
+
+impl Config {
+    /// The configuration the tests run.
+    pub fn chosen() -> Config {
+        Config { cpu: "max".into(), smp: 2, kvm_amd: String::new(), append: String::new() }
+    }
+
+    /// [`Config::chosen`] with the environment's changes.
+    pub fn from_env() -> Config {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let mut c = Config::chosen();
+        if let Some(v) = var("CHINIT_L1_CPU") {
+            c.cpu = v;
+        }
+        if let Some(n) = var("CHINIT_L1_SMP").and_then(|v| v.parse().ok()) {
+            c.smp = n;
+        }
+        if let Some(v) = var("CHINIT_L1_KVM_AMD") {
+            c.kvm_amd = v;
+        }
+        if let Some(v) = var("CHINIT_L1_APPEND") {
+            c.append = v;
+        }
+        c
+    }
+
+    /// One line for reports: `-cpu max -smp 2, kvm_amd vgif=0, append "mitigations=off"`.
+    pub fn describe(&self) -> String {
+        let mut d = format!("-cpu {} -smp {}", self.cpu, self.smp);
+        if !self.kvm_amd.is_empty() {
+            d += &format!(", kvm_amd {}", self.kvm_amd.replace(':', " "));
+        }
+        if !self.append.is_empty() {
+            d += &format!(", append {:?}", self.append);
+        }
+        d
+    }
+}
+
 /// The kernel command line of L1.
-fn cmdline(run_dir: &Path) -> String {
+fn cmdline(run_dir: &Path, config: &Config) -> String {
+    let mut extra = String::new();
+    if !config.kvm_amd.is_empty() {
+        extra += &format!(" l1kvmamd={}", config.kvm_amd);
+    }
+    if !config.append.is_empty() {
+        extra += &format!(" {}", config.append);
+    }
     agent::cmdline::Builder::new()
         .root_none()
         .net(false)
@@ -164,30 +238,113 @@ fn cmdline(run_dir: &Path) -> String {
         .mount("host", "/host", "virtiofs", Some("ro"))
         .exec(&["/l1/run.sh"])
         .build()
-        .map(|chinit| format!("console=ttyS0 loglevel=1 panic=-1 rdinit=/init {chinit} l1dir={}", run_dir.display()))
+        .map(|chinit| format!("console=ttyS0 loglevel=2 panic=-1 rdinit=/init {chinit}{extra} l1dir={}", run_dir.display()))
         .unwrap_or_default()
 }
 
+/// Why a run of L1 gave no result for the command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The emulator failed: L1's own kernel died (the line that says so), or L1's QEMU crashed.
+    /// Says nothing of the code under test.
+    Emulator(String),
+    /// Anything else: the harness could not start L1, or the command did not finish (a timeout, a
+    /// chinit that ended L1): the code under test may be at fault.
+    Other(String),
+}
+
+/// The line of L1's console (its kernel's and chinit's, never the command's) that says L1's own
+/// kernel died or broke (pure): a panic, an oops, a `BUG:`. A panic because init (chinit) died is
+/// not the emulator's: `None` for it.
+pub fn kernel_death(console: &str) -> Option<String> {
+    const SIGNS: &[&str] = &["Kernel panic - not syncing", "BUG: ", "kernel BUG at", "Oops: ", "general protection fault", "double fault:"];
+    console
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.starts_with("chinit:") && !l.contains("Attempted to kill init"))
+        .find(|l| SIGNS.iter().any(|s| l.contains(s)))
+        .map(|l| l.trim().to_string())
+}
+
 /// Runs `script` (a shell script, run by the host's `/bin/sh`) in a fresh L1 and returns what it
-/// did. Nothing is left running on this host afterwards, whatever happens; `timeout` bounds the
-/// whole run.
-pub fn run(script: &str, timeout: Duration) -> Result<Output, String> {
-    available()?;
+/// did. Nothing is left running on this host afterwards, whatever happens; `timeout` bounds each
+/// L1 run. `what` names the run in messages.
+///
+/// When the emulator fails ([`Failure::Emulator`]: L1's own kernel died, or its QEMU crashed),
+/// the run says nothing of the command: one line on standard error names the failure, it is
+/// recorded (see [`repeats_log`]), and the command runs once more in a fresh L1. A second such
+/// failure is an error. A command that fails inside a healthy L1 is never run again.
+pub fn run(what: &str, script: &str, timeout: Duration) -> Result<Output, String> {
+    run_with(what, script, timeout, &Config::from_env(), true)
+}
+
+/// [`run`] with a given [`Config`]; `record` false keeps repeats out of [`repeats_log`] (for the
+/// harness's own test of them).
+pub fn run_with(what: &str, script: &str, timeout: Duration, config: &Config, record: bool) -> Result<Output, String> {
+    let mut deaths: Vec<String> = Vec::new();
+    for attempt in 1..=2u32 {
+        match run_once(script, timeout, config, attempt) {
+            Ok(mut out) => {
+                out.repeated = deaths;
+                return Ok(out);
+            }
+            Err(Failure::Other(e)) => return Err(e),
+            Err(Failure::Emulator(why)) => {
+                let line = format!("{what}: L1 run {attempt} void: {why} (the emulator's failure, not the code under test's)");
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr().lock(),
+                    "l1: {line}{}",
+                    if attempt == 1 { "; running it once more in a fresh L1" } else { "" }
+                );
+                if record {
+                    record_repeat(&line);
+                }
+                deaths.push(why);
+            }
+        }
+    }
+    Err(format!(
+        "{what}: L1's emulator failed twice, so the command was not tested ({}); L1 config: {}",
+        deaths.join("; then "),
+        config.describe()
+    ))
+}
+
+/// Where [`run`] records each void L1 run, one line each, for a summary at the end of a test run
+/// (`scripts/test.sh` prints it): `target/l1-repeats.log`.
+pub fn repeats_log() -> PathBuf {
+    crate::vm::target_dir().join("l1-repeats.log")
+}
+
+fn record_repeat(line: &str) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(repeats_log()) {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+/// One L1 run of `script`; `attempt` reaches the command as `$L1_ATTEMPT`.
+fn run_once(script: &str, timeout: Duration, config: &Config, attempt: u32) -> Result<Output, Failure> {
+    let other = Failure::Other;
+    available().map_err(other)?;
     // One L1 at a time: each emulates two CPUs, and two at once on a 2-core host starve the
     // guests inside them (their port-0x80 marks reach the host late, timeouts near).
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let (vmlinuz, _) = crate::e2e::debian_cloud_kernel()?;
-    let initramfs = initramfs()?;
+    let (vmlinuz, _) = crate::e2e::debian_cloud_kernel().map_err(other)?;
+    let initramfs = initramfs().map_err(other)?;
     // Under the target directory, not /tmp: L1 sees this host's files, but its /tmp is its own.
     let parent = crate::vm::target_dir().join("tmp");
-    std::fs::create_dir_all(&parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
-    let dir = tempfile::Builder::new().prefix("l1-").tempdir_in(&parent).map_err(|e| format!("temporary directory: {e}"))?;
-    std::fs::write(dir.path().join("cmd.sh"), script).map_err(|e| format!("write cmd.sh: {e}"))?;
+    std::fs::create_dir_all(&parent).map_err(|e| other(format!("create {}: {e}", parent.display())))?;
+    let dir = tempfile::Builder::new().prefix("l1-").tempdir_in(&parent).map_err(|e| other(format!("temporary directory: {e}")))?;
+    std::fs::write(dir.path().join("cmd.sh"), format!("export L1_ATTEMPT={attempt}\n{script}"))
+        .map_err(|e| other(format!("write cmd.sh: {e}")))?;
     let qemu_binary = crate::vm::qemu_binary().unwrap_or_default();
-    std::fs::write(dir.path().join("hold.sh"), hold_sh(&qemu_binary)).map_err(|e| format!("write hold.sh: {e}"))?;
+    std::fs::write(dir.path().join("hold.sh"), hold_sh(&qemu_binary)).map_err(|e| other(format!("write hold.sh: {e}")))?;
     let sock = dir.path().join("fs.sock");
     let console = dir.path().join("console.log");
+    let commands = dir.path().join("command.log");
 
     let fsd = Command::new(VIRTIOFSD)
         .arg(format!("--socket-path={}", sock.display()))
@@ -196,32 +353,35 @@ pub fn run(script: &str, timeout: Duration) -> Result<Output, String> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("{VIRTIOFSD}: {e}"))?;
+        .map_err(|e| other(format!("{VIRTIOFSD}: {e}")))?;
     let _fsd = Killed(fsd);
     let deadline = Instant::now() + Duration::from_secs(5);
     while !sock.exists() {
         if Instant::now() > deadline {
-            return Err(format!("{VIRTIOFSD} made no socket within 5 s"));
+            return Err(other(format!("{VIRTIOFSD} made no socket within 5 s")));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
 
     let started = Instant::now();
     let qemu = Command::new(&qemu_binary)
-        .args(["-M", "q35", "-cpu", "max", "-accel", "tcg", "-smp", "2", "-m", MEMORY])
+        .args(["-M", "q35", "-cpu", &config.cpu, "-accel", "tcg", "-smp", &config.smp.to_string(), "-m", MEMORY])
         .args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
         .arg("-kernel")
         .arg(&vmlinuz)
         .arg("-initrd")
         .arg(&initramfs)
         .arg("-append")
-        .arg(cmdline(dir.path()))
+        .arg(cmdline(dir.path(), config))
         .arg("-chardev")
         .arg(format!("socket,id=fs,path={}", sock.display()))
         .args(["-device", "vhost-user-fs-pci,chardev=fs,tag=host"])
         .args(["-object", &format!("memory-backend-memfd,id=mem,size={MEMORY},share=on"), "-numa", "node,memdev=mem"])
+        // ttyS0: L1's kernel console (and chinit's); ttyS1: the command's output.
         .arg("-serial")
         .arg(format!("file:{}", console.display()))
+        .arg("-serial")
+        .arg(format!("file:{}", commands.display()))
         // For looking into a stuck L1 (`info registers`, `x/8i $pc`): QEMU's monitor on a socket.
         .args(
             std::env::var_os("CHINIT_L1_MONITOR")
@@ -232,9 +392,10 @@ pub fn run(script: &str, timeout: Duration) -> Result<Output, String> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("qemu: {e}"))?;
+        .map_err(|e| other(format!("qemu: {e}")))?;
     let mut qemu = Killed(qemu);
-    let read_console = || std::fs::read_to_string(&console).unwrap_or_default();
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    let died = |console: &str| kernel_death(console).map(|line| Failure::Emulator(format!("L1's kernel died: {line}")));
     loop {
         match qemu.0.try_wait() {
             Ok(Some(status)) => {
@@ -243,26 +404,41 @@ pub fn run(script: &str, timeout: Duration) -> Result<Output, String> {
                     if let Some(mut e) = qemu.0.stderr.take() {
                         let _ = std::io::Read::read_to_string(&mut e, &mut err);
                     }
-                    return Err(format!("L1's QEMU exited with {status}: {err}\nconsole:\n{}", read_console()));
+                    // Killed by a signal (an abort, a crash): the emulator's failure.
+                    use std::os::unix::process::ExitStatusExt;
+                    let msg = format!("L1's QEMU exited with {status}: {}", err.trim());
+                    return Err(if status.signal().is_some() {
+                        Failure::Emulator(msg)
+                    } else {
+                        other(format!("{msg}\nconsole:\n{}", read(&console)))
+                    });
                 }
                 break;
             }
             Ok(None) => {}
-            Err(e) => return Err(format!("waiting for L1's QEMU: {e}")),
+            Err(e) => return Err(other(format!("waiting for L1's QEMU: {e}"))),
         }
         if started.elapsed() > timeout {
-            return Err(format!("L1 did not finish within {timeout:?}; console:\n{}", read_console()));
+            let c = read(&console);
+            return Err(died(&c).unwrap_or_else(|| {
+                other(format!("L1 did not finish within {timeout:?}\ncommand output:\n{}\nL1 console:\n{c}", read(&commands)))
+            }));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let wall = started.elapsed();
-    let console = read_console();
-    let (output, status) = parse_console(&console).ok_or_else(|| format!("L1 did not run the command; console:\n{console}"))?;
-    Ok(Output { status, output, console, wall, run_dir: dir.path().to_path_buf() })
+    let console = read(&console);
+    if let Some(death) = died(&console) {
+        return Err(death);
+    }
+    let command_log = read(&commands);
+    let (output, status) = parse_console(&command_log)
+        .ok_or_else(|| other(format!("L1 did not run the command to its end\ncommand output:\n{command_log}\nL1 console:\n{console}")))?;
+    Ok(Output { status, output, console, wall, run_dir: dir.path().to_path_buf(), repeated: Vec::new() })
 }
 
-/// The command's output and status from L1's console (pure): the lines between `l1: begin` and
-/// `l1: exit N`.
+/// The command's output and status from what it printed (pure): the lines between `l1: begin`
+/// and `l1: exit N`.
 pub fn parse_console(console: &str) -> Option<(String, i32)> {
     // A serial console ends its lines with CR LF.
     let console = console.replace("\r\n", "\n");
@@ -287,8 +463,46 @@ mod tests {
 
     #[test]
     fn the_command_line_is_what_chinit_and_the_script_read() {
-        let c = cmdline(Path::new("/work/target/tmp/l1-x"));
+        let c = cmdline(Path::new("/work/target/tmp/l1-x"), &Config::chosen());
         assert!(c.contains("chinit.root=none chinit.net=off chinit.vsock_port=off chinit.mount=host:/host:virtiofs:ro"), "{c}");
         assert!(c.contains("chinit.exec=\"/l1/run.sh\"") && c.ends_with(" l1dir=/work/target/tmp/l1-x"), "{c}");
+        assert!(!c.contains("l1kvmamd"), "{c}");
+        let other = Config { kvm_amd: "vgif=0:lbrv=0".into(), append: "mitigations=off".into(), ..Config::chosen() };
+        let c = cmdline(Path::new("/x"), &other);
+        assert!(c.contains(" l1kvmamd=vgif=0:lbrv=0 mitigations=off l1dir=/x"), "{c}");
+        assert_eq!(other.describe(), "-cpu max -smp 2, kvm_amd vgif=0 lbrv=0, append \"mitigations=off\"");
+    }
+
+    #[test]
+    fn a_death_of_l1s_kernel_is_told_from_the_rest() {
+        // The console of a CI run whose L1 died (lines as L1's serial port carried them).
+        let died = "chinit: ready in 180.2 ms\r\n[   12.041771] BUG: TASK stack guard page was hit at 00000000a2d1c2f5 (stack is 00000000e0b4c8a9..0000000046ba5b05)\r\n\
+                    [   12.043102] stack guard page: 0000 [#1] PREEMPT SMP NOPTI\r\n[   12.050311] Kernel panic - not syncing: corrupted stack end detected inside scheduler\r\n";
+        let cases: &[(&str, Option<&str>)] = &[
+            (
+                died,
+                Some("[   12.041771] BUG: TASK stack guard page was hit at 00000000a2d1c2f5 (stack is 00000000e0b4c8a9..0000000046ba5b05)"),
+            ),
+            (
+                "[    3.1] Kernel panic - not syncing: sysrq triggered crash\n",
+                Some("[    3.1] Kernel panic - not syncing: sysrq triggered crash"),
+            ),
+            (
+                "[    9.0] general protection fault, probably for non-canonical address 0xdead: 0000 [#1]\n",
+                Some("[    9.0] general protection fault, probably for non-canonical address 0xdead: 0000 [#1]"),
+            ),
+            (
+                "[    9.0] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [qemu-system-x86:301]\n",
+                Some("[    9.0] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [qemu-system-x86:301]"),
+            ),
+            // chinit (the code under test) ending L1 is not the emulator's failure.
+            ("[    2.0] Kernel panic - not syncing: Attempted to kill init! exitcode=0x0000000b\n", None),
+            ("chinit: workload: BUG: in the output of a program\nchinit: ready in 90 ms\n", None),
+            ("chinit: ready in 180.2 ms\r\nchinit: workload exited with status 0\r\n", None),
+            ("", None),
+        ];
+        for (console, want) in cases {
+            assert_eq!(kernel_death(console).as_deref(), *want, "{console:?}");
+        }
     }
 }

@@ -32,8 +32,10 @@ fn l1_runs_a_command_with_kvm_and_returns_its_output_and_status() {
         "set -e\necho from-l1\ncat /sys/module/kvm_amd/parameters/npt\ntest -c /dev/kvm && test -c /dev/vhost-vsock && echo devices-ok\n\
                   qemu-system-x86_64 --version | head -1\ntouch \"$TMPDIR/writable\" && echo tmp-ok\n\
                   echo \"vms-held=$(ls -l /proc/[0-9]*/fd 2>/dev/null | grep -c kvm-vm)\"\nexit 3\n";
-    let out = l1::run(script, L1_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    let out = l1::run("the harness", script, L1_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(out.status, 3, "{}", out.console);
+    // The command's output comes on its own serial port, never on L1's console.
+    assert!(!out.console.contains("from-l1"), "{}", out.console);
     // "vms-held=1": the one idle VM that keeps L1's kernel from patching itself (l1.rs, hold_sh).
     for want in ["from-l1\n", "Y\n", "devices-ok\n", "QEMU emulator version", "tmp-ok\n", "vms-held=1\n"] {
         assert!(out.output.contains(want), "{want:?} missing from:\n{}", out.output);
@@ -62,13 +64,38 @@ fn run_tests_in_l1(binary: &str, tests: &[&str], env: &str) -> l1::Output {
         exe.display(),
         tests.join(" ")
     );
-    l1::run(&script, L1_TIMEOUT).unwrap_or_else(|e| panic!("{e}"))
+    l1::run(&format!("{binary} {}", tests.join(" ")), &script, L1_TIMEOUT).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The harness tells the emulator's failures from the command's: a command that crashes L1's
+/// kernel on its first run (sysrq) is run once more in a fresh L1, and the void run is named; a
+/// kernel that dies every time fails the run; a command that fails in a healthy L1 runs once.
+#[test]
+fn an_l1_kernel_death_runs_the_command_once_more_and_a_failing_command_runs_once() {
+    let test = "an_l1_kernel_death_runs_the_command_once_more_and_a_failing_command_runs_once";
+    if !available(test) {
+        return;
+    }
+    let config = l1::Config::from_env();
+    let crash = "echo c > /proc/sysrq-trigger\nsleep 60\n";
+    let once = format!("if [ \"$L1_ATTEMPT\" = 1 ]; then\n{crash}fi\necho attempt-$L1_ATTEMPT\n");
+    let out = l1::run_with(test, &once, L1_TIMEOUT, &config, false).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((out.status, out.output.as_str()), (0, "attempt-2\n"), "{}", out.console);
+    assert_eq!(out.repeated.len(), 1, "{:?}", out.repeated);
+    assert!(out.repeated[0].contains("L1's kernel died: ") && out.repeated[0].contains("sysrq triggered crash"), "{:?}", out.repeated);
+
+    let err = l1::run_with(test, crash, L1_TIMEOUT, &config, false).map(|o| o.output).unwrap_err();
+    assert!(err.contains("L1's emulator failed twice") && err.contains("sysrq triggered crash"), "{err}");
+
+    let out = l1::run_with(test, "echo attempt-$L1_ATTEMPT\nexit 1\n", L1_TIMEOUT, &config, false).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((out.status, out.output.as_str()), (1, "attempt-1\n"));
+    assert!(out.repeated.is_empty(), "{:?}", out.repeated);
 }
 
 /// Runs `tests` of `binary` in L1 and asserts that every one ran there (none skipped) and passed.
 fn assert_all_ran_and_passed(binary: &str, tests: &[&str], env: &str) {
     let out = run_tests_in_l1(binary, tests, env);
-    println!("L1 run of {} {binary} test(s): {:?} wall", tests.len(), out.wall);
+    println!("L1 run of {} {binary} test(s): {:?} wall, {} void run(s) before it", tests.len(), out.wall, out.repeated.len());
     assert_eq!(out.status, 0, "{}", out.output);
     assert!(out.output.contains(&format!("test result: ok. {} passed", tests.len())), "{}", out.output);
     assert!(!out.output.contains("skipped"), "every test ran in L1:\n{}", out.output);

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         }
     };
     let secs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(300);
-    match chinit_tests::l1::run(&script, Duration::from_secs(secs)) {
+    match chinit_tests::l1::run(path, &script, Duration::from_secs(secs)) {
         Ok(out) => {
             print!("{}", out.output);
             eprintln!("l1-run: exit {} after {:.1} s", out.status, out.wall.as_secs_f64());
