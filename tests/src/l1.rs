@@ -324,8 +324,9 @@ fn record_repeat(line: &str) {
     }
 }
 
-/// One L1 run of `script`; `attempt` reaches the command as `$L1_ATTEMPT`.
-fn run_once(script: &str, timeout: Duration, config: &Config, attempt: u32) -> Result<Output, Failure> {
+/// One L1 run of `script`, never repeated (for measuring how often L1 fails: `l1-run --once`);
+/// `attempt` reaches the command as `$L1_ATTEMPT`.
+pub fn run_once(script: &str, timeout: Duration, config: &Config, attempt: u32) -> Result<Output, Failure> {
     let other = Failure::Other;
     available().map_err(other)?;
     // One L1 at a time: each emulates two CPUs, and two at once on a 2-core host starve the
