@@ -241,6 +241,25 @@ fn http_is_strict_and_answers_everything() {
     assert!(ns::is_poweroff(c.wait(Duration::from_secs(10)).unwrap()));
 }
 
+/// `Connection` is a comma-separated list of tokens, over every such header, and `close` anywhere
+/// closes (RFC 9110): a token that merely contains "close" does not, and a later `keep-alive` does
+/// not undo an earlier `close`.
+#[test]
+fn connection_tokens_are_parsed_over_every_header() {
+    let Some((wire, mut c)) = boot("") else { return };
+    ns::wait_ready(&wire, &c, Duration::from_secs(10)).unwrap();
+    let out = raw(&wire, b"GET /healthz HTTP/1.1\r\nConnection: notclosed\r\n\r\nGET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(out.matches("HTTP/1.1 200 ").count(), 2, "`notclosed` closed the connection: {out}");
+    let start = Instant::now();
+    let out = raw(&wire, b"GET /healthz HTTP/1.1\r\nConnection: close\r\nConnection: keep-alive\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n");
+    assert!(out.matches("HTTP/1.1 200 ").count() == 1 && out.contains("Connection: close\r\n"), "a later keep-alive kept it: {out}");
+    assert!(start.elapsed() < Duration::from_secs(4), "the connection stayed open after the answer");
+    let out = raw(&wire, b"GET /healthz HTTP/1.1\r\nConnection: keep-alive, CLOSE\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n");
+    assert!(out.matches("HTTP/1.1 200 ").count() == 1 && out.contains("Connection: close\r\n"), "{out}");
+    c.signal(Signal::SIGTERM).unwrap();
+    assert!(ns::is_poweroff(c.wait(Duration::from_secs(10)).unwrap()));
+}
+
 /// An unbalanced quote costs only its own key (one warning that names it); control bytes in
 /// values reach the console escaped.
 #[test]
