@@ -11,8 +11,9 @@
 //!
 //! Strict where leniency is a risk: one `Content-Length` of digits only (two that differ are a
 //! smuggling attempt), no chunked bodies, JSON objects only. Every error answer closes the
-//! connection. `Expect: 100-continue` is answered before the body is read; an HTTP/1.0 client that
-//! asks for keep-alive is told it got it.
+//! connection. `Connection` is read as comma-separated tokens over every such header, and `close`
+//! anywhere closes (`keeps_alive`). `Expect: 100-continue` is answered before the body is read;
+//! an HTTP/1.0 client that asks for keep-alive is told it got it.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -271,6 +272,26 @@ fn content_length(v: &[u8]) -> Option<usize> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
 
+/// The tokens of one `Connection` value: a comma-separated list, white space around each element
+/// and empty elements dropped (RFC 9110 section 5.6.1).
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|b| *b == b',').map(<[u8]>::trim_ascii).filter(|t| !t.is_empty())
+}
+
+/// Whether the connection is kept after the answer, from the values of every `Connection` header
+/// (pure): `close` anywhere closes (RFC 9110 section 9.6); otherwise HTTP/1.1 keeps it, and
+/// HTTP/1.0 only with `keep-alive`. Tokens are whole words, of any case.
+fn keeps_alive<'a>(http10: bool, values: impl IntoIterator<Item = &'a [u8]>) -> bool {
+    let mut asked = false;
+    for t in values.into_iter().flat_map(tokens) {
+        if t.eq_ignore_ascii_case(b"close") {
+            return false;
+        }
+        asked |= t.eq_ignore_ascii_case(b"keep-alive");
+    }
+    !http10 || asked
+}
+
 /// Parses a request head (pure; table-tested).
 fn parse_head(buf: &[u8], limits: &Limits) -> Result<Parsed, ReadError> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -288,7 +309,8 @@ fn parse_head(buf: &[u8], limits: &Limits) -> Result<Parsed, ReadError> {
             }
             let mut body_len = None;
             let http10 = req.version == Some(0);
-            let mut keep_alive = !http10;
+            let connection = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")).map(|h| h.value);
+            let keep_alive = keeps_alive(http10, connection);
             let mut expect_continue = false;
             for h in req.headers.iter() {
                 if h.name.eq_ignore_ascii_case("content-length") {
@@ -300,13 +322,6 @@ fn parse_head(buf: &[u8], limits: &Limits) -> Result<Parsed, ReadError> {
                     body_len = Some(n);
                 } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                     return Err(ReadError::Status(411, "chunked bodies are not accepted: send Content-Length".into()));
-                } else if h.name.eq_ignore_ascii_case("connection") {
-                    let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
-                    if v.contains("close") {
-                        keep_alive = false;
-                    } else if v.contains("keep-alive") {
-                        keep_alive = true;
-                    }
                 } else if h.name.eq_ignore_ascii_case("expect") {
                     if !h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
                         return Err(ReadError::Status(417, "the only expectation served is 100-continue".into()));
@@ -529,6 +544,45 @@ mod tests {
     }
 
     #[test]
+    fn connection_tokens_table() {
+        let cases: [(&[u8], &[&[u8]]); 6] = [
+            (b"close", &[b"close"]),
+            (b"keep-alive, Upgrade", &[b"keep-alive", b"Upgrade"]),
+            (b" ,, close ,\tx,", &[b"close", b"x"]),
+            (b"notclosed", &[b"notclosed"]),
+            (b"", &[]),
+            (b"a b", &[b"a b"]),
+        ];
+        for (value, want) in cases {
+            assert_eq!(tokens(value).collect::<Vec<_>>(), want, "{:?}", String::from_utf8_lossy(value));
+        }
+    }
+
+    #[test]
+    fn keep_alive_table() {
+        // (HTTP/1.0, the values of every Connection header, kept)
+        let cases: [(bool, &[&[u8]], bool); 14] = [
+            (false, &[], true),
+            (true, &[], false),
+            (false, &[b"close"], false),
+            (false, &[b"CLOSE"], false),
+            (false, &[b"notclosed"], true),
+            (false, &[b"closed"], true),
+            (false, &[b"close", b"keep-alive"], false),
+            (false, &[b"keep-alive", b"close"], false),
+            (false, &[b"keep-alive, close"], false),
+            (false, &[b"Upgrade,  Close "], false),
+            (true, &[b"keep-alive"], true),
+            (true, &[b"Keep-Alive, Upgrade"], true),
+            (true, &[b"keep-alives"], false),
+            (true, &[b"keep-alive", b"close"], false),
+        ];
+        for (http10, values, want) in cases {
+            assert_eq!(keeps_alive(http10, values.iter().copied()), want, "HTTP/1.0 {http10}, {values:?}");
+        }
+    }
+
+    #[test]
     fn parse_head_table() {
         let l = limits();
         let big_head = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(300));
@@ -544,6 +598,12 @@ mod tests {
             (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", Err(400)),
             (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", Err(411)),
             (b"GET /ready HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", Ok("GET /ready ka=true body=0")),
+            // Connection is a list of tokens over every such header; close anywhere wins.
+            (b"GET /ready HTTP/1.1\r\nConnection: notclosed\r\n\r\n", Ok("GET /ready ka=true body=0")),
+            (b"GET /ready HTTP/1.1\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n", Ok("GET /ready ka=false body=0")),
+            (b"GET /ready HTTP/1.1\r\nConnection: keep-alive, CLOSE\r\n\r\n", Ok("GET /ready ka=false body=0")),
+            (b"GET /ready HTTP/1.0\r\nConnection: keep-alives\r\n\r\n", Ok("GET /ready ka=false body=0")),
+            (b"GET /ready HTTP/1.0\r\nConnection: Upgrade,Keep-Alive\r\n\r\n", Ok("GET /ready ka=true body=0")),
             // Content-Length: digits only, and never two that differ (request smuggling).
             (b"POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\n", Err(400)),
             (b"POST / HTTP/1.1\r\nContent-Length: 3 3\r\n\r\n", Err(400)),

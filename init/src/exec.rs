@@ -47,6 +47,22 @@ pub fn command(req: &ExecRequest) -> Result<Command, String> {
     Ok(cmd)
 }
 
+/// Why the command could not start, for the client (pure). The child changes to the cwd before it
+/// runs the program, so a cwd that cannot be entered (`cwd`: it and why) is what failed.
+fn start_error(program: &str, spawn: &std::io::Error, cwd: Option<(&str, std::io::Error)>) -> String {
+    match cwd {
+        Some((dir, e)) => format!("cannot change to cwd {dir:?}: {e}"),
+        None => format!("cannot run {program:?}: {spawn}"),
+    }
+}
+
+/// Why `dir` cannot be a command's cwd, if it cannot: opened as a directory (`O_PATH`), it fails as
+/// `chdir` would (missing, not a directory, a component not searchable).
+fn cwd_error(dir: &str) -> Option<std::io::Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH | libc::O_DIRECTORY).open(dir).err()
+}
+
 /// One output stream of the command: what was kept of it, and the pipe while it is open.
 struct Stream {
     rx: Option<pipe::Receiver>,
@@ -85,7 +101,10 @@ pub async fn run(reaper: &Reaper, req: ExecRequest) -> Result<ExecResponse, Stri
     let mut cmd = command(&req)?;
     let timeout = req.timeout_ms.map(Duration::from_millis).unwrap_or(DEFAULT_TIMEOUT).min(MAX_TIMEOUT);
     let start = Instant::now();
-    let (mut child, mut exited) = reaper.spawn(&mut cmd).map_err(|e| format!("cannot run {:?}: {e}", req.argv[0]))?;
+    let (mut child, mut exited) = reaper.spawn(&mut cmd).map_err(|e| {
+        let cwd = req.cwd.as_deref().and_then(|dir| cwd_error(dir).map(|e| (dir, e)));
+        start_error(&req.argv[0], &e, cwd)
+    })?;
     let pgid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
     let mut out = Stream::new(child.stdout.take().map(Into::into));
     let mut err = Stream::new(child.stderr.take().map(Into::into));
@@ -219,6 +238,32 @@ mod tests {
         let resp = run_reaped(req(&["sh", "-c", "echo started; yes &"])).await.unwrap();
         assert_eq!(resp.exit_code, Some(0));
         assert!(resp.stdout.starts_with("started\n") && resp.stdout_truncated, "{:?}", &resp.stdout[..resp.stdout.len().min(200)]);
+    }
+
+    #[test]
+    fn start_errors_blame_what_failed() {
+        let enoent = || std::io::Error::from_raw_os_error(libc::ENOENT);
+        let enotdir = std::io::Error::from_raw_os_error(libc::ENOTDIR);
+        let cases = [
+            ("pwd", enoent(), None, "cannot run \"pwd\": No such file or directory (os error 2)"),
+            ("pwd", enoent(), Some(("/nope", enoent())), "cannot change to cwd \"/nope\": No such file or directory (os error 2)"),
+            ("/x", enoent(), Some(("/dev/null", enotdir)), "cannot change to cwd \"/dev/null\": Not a directory (os error 20)"),
+        ];
+        for (program, spawn, cwd, want) in cases {
+            assert_eq!(start_error(program, &spawn, cwd), want);
+        }
+        assert!(cwd_error("/tmp").is_none() && cwd_error("/").is_none());
+        assert_eq!(cwd_error("/nonexistent/dir").and_then(|e| e.raw_os_error()), Some(libc::ENOENT));
+        assert_eq!(cwd_error("/dev/null").and_then(|e| e.raw_os_error()), Some(libc::ENOTDIR));
+    }
+
+    /// A cwd that cannot be entered is named, not blamed on the program.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_missing_cwd_is_named() {
+        let mut r = req(&["pwd"]);
+        r.cwd = Some("/nonexistent/dir".into());
+        let e = run_reaped(r).await.unwrap_err();
+        assert_eq!(e, "cannot change to cwd \"/nonexistent/dir\": No such file or directory (os error 2)");
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -10,6 +10,7 @@ pub mod cmdline;
 pub mod control;
 pub mod error;
 pub mod exec;
+pub mod fds;
 pub mod heap;
 pub mod log;
 pub mod mode;

@@ -25,6 +25,10 @@ pub extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     if let Err(e) = chinit::signals::block() {
         chinit::say!("signals: cannot block them: {e}");
     }
+    // Before chinit opens anything: what a parent left open reaches no child.
+    if let Err(e) = chinit::fds::cloexec_inherited(&mut chinit::fds::Sys) {
+        chinit::say!("inherited descriptors: cannot mark them close-on-exec: {e}");
+    }
     chinit::panic::install();
     let args = args(argc, argv);
     let code = chinit::main_exec(&args);

@@ -203,6 +203,16 @@ impl Chinit {
     /// Clones any program as PID 1 of new PID/mount/UTS namespaces inside `wire.guest`, with
     /// `args` after its path (the baseline init: `busybox sh init.sh --cmdline "..."`).
     pub fn start_program(bin: &Path, args: &[&str], wire: &Wire) -> Result<Chinit, Error> {
+        Chinit::clone_into(bin, args, wire, &[])
+    }
+
+    /// [`Chinit::start`] as a careless parent starts it: with descriptors `inherit` open (on the
+    /// console log file) besides 0, 1 and 2, not close-on-exec.
+    pub fn start_inheriting(bin: &Path, wire: &Wire, cmdline: &str, inherit: &[i32]) -> Result<Chinit, Error> {
+        Chinit::clone_into(bin, &["--cmdline", cmdline], wire, inherit)
+    }
+
+    fn clone_into(bin: &Path, args: &[&str], wire: &Wire, inherit: &[i32]) -> Result<Chinit, Error> {
         let dir = TempDir::new("ns").map_err(|e| format!("temporary directory: {e}"))?;
         let log = dir.path().join("console.log");
         let log_file = File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
@@ -233,9 +243,16 @@ impl Chinit {
                 }
                 libc::dup2(out, 1);
                 libc::dup2(out, 2);
+                // dup2 leaves the new descriptor without close-on-exec.
+                for fd in inherit {
+                    libc::dup2(out, *fd);
+                }
                 let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
                 if null >= 0 {
                     libc::dup2(null, 0);
+                }
+                if null > 2 {
+                    libc::close(null);
                 }
                 // The kernel starts init with every signal at its default and none blocked; this
                 // process (Rust ignores SIGPIPE) would pass its own on through execve.

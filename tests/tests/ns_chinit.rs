@@ -105,6 +105,36 @@ fn exec_api_returns_output_and_exit_codes() {
     poweroff(&wire, &mut c);
 }
 
+/// A command that cannot start is refused with what is wrong: a missing or non-directory `cwd` is
+/// named as the cwd, not blamed on the program.
+#[test]
+fn exec_errors_name_the_cwd_or_the_program() {
+    let Some((wire, mut c)) = boot("chinit.api=tcp") else { return };
+    ns::wait_ready(&wire, &c, Duration::from_secs(10)).unwrap();
+    let refusal = |argv: &[&str], cwd: &str| {
+        let req = ExecRequest { argv: argv.iter().map(|s| s.to_string()).collect(), cwd: Some(cwd.into()), ..ExecRequest::default() };
+        let r = ns::http(&wire, "POST", "/v1/exec", Some(serde_json::to_vec(&req).unwrap())).unwrap();
+        assert_eq!(r.status, 400, "{argv:?} in {cwd}: {}", String::from_utf8_lossy(&r.body));
+        r.json::<agent::proto::ErrorBody>().unwrap().error
+    };
+    let e = refusal(&["pwd"], "/nope");
+    assert_eq!(e, "cannot change to cwd \"/nope\": No such file or directory (os error 2)");
+    let e = refusal(&["pwd"], "/dev/null");
+    assert_eq!(e, "cannot change to cwd \"/dev/null\": Not a directory (os error 20)");
+    // The cwd comes first: a missing program in a missing cwd is told about the cwd.
+    let e = refusal(&["/no/such/program"], "/nope");
+    assert!(e.starts_with("cannot change to cwd \"/nope\""), "{e}");
+    let e = refusal(&["/no/such/program"], "/tmp");
+    assert!(e.starts_with("cannot run \"/no/such/program\": No such file or directory"), "{e}");
+    assert_eq!(exec_in(&wire, &["pwd"], "/tmp").stdout, "/tmp\n");
+    poweroff(&wire, &mut c);
+}
+
+/// `argv` run in `cwd` through the exec API; asserts the 200.
+fn exec_in(wire: &ns::Wire, argv: &[&str], cwd: &str) -> ExecResponse {
+    ns::exec_req(wire, &ExecRequest { argv: argv.iter().map(|s| s.to_string()).collect(), cwd: Some(cwd.into()), ..ExecRequest::default() })
+}
+
 #[test]
 fn orphans_are_reaped() {
     let Some((wire, mut c)) = boot("chinit.api=tcp") else { return };

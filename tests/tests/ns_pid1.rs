@@ -105,6 +105,37 @@ fn the_workload_status_is_in_ready() {
     ns::poweroff(&wire, &mut c);
 }
 
+/// The descriptor numbers in the lines of `ls /proc/PID/fd` output, in order; other lines are skipped.
+fn fd_numbers(listing: &str) -> Vec<u32> {
+    let mut fds: Vec<u32> = listing.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    fds.sort_unstable();
+    fds
+}
+
+/// Started by a parent that left descriptors open (10 and 251 here, not close-on-exec), chinit
+/// passes none of them on: the workload and an exec command have 0, 1 and 2 only.
+#[test]
+fn inherited_descriptors_reach_no_child() {
+    if let Err(why) = ns::can_make_namespaces() {
+        ns::skip(&why);
+        return;
+    }
+    let wire = ns::Wire::new().unwrap();
+    let bin = ns::chinit_bin().unwrap();
+    // The shell lists its own descriptors from a child (`ls`), so the listing opens none of its own.
+    let workload = "sh -c 'echo fds-begin; ls /proc/$$/fd; echo fds-end'";
+    let cmdline = format!("{} chinit.api=tcp chinit.on_exit=stay chinit.exec=\"{workload}\"", ns::base_cmdline());
+    let mut c = ns::Chinit::start_inheriting(&bin, &wire, &cmdline, &[10, 251]).unwrap();
+    ns::wait_ready(&wire, &c, Duration::from_secs(10)).unwrap();
+    c.wait_console("workload exited", Duration::from_secs(10)).unwrap();
+    let console = c.console();
+    let listing = console.split("fds-begin\n").nth(1).and_then(|rest| rest.split("fds-end").next()).unwrap_or_default();
+    assert_eq!(fd_numbers(listing), [0, 1, 2], "the workload's descriptors:\n{console}");
+    let r = exec(&wire, &["sh", "-c", "ls /proc/$$/fd; true"]);
+    assert_eq!(fd_numbers(&r.stdout), [0, 1, 2], "an exec command's descriptors: {r:?}");
+    ns::poweroff(&wire, &mut c);
+}
+
 /// A command that leaves a background child holding its pipes: the output is there, the answer
 /// does not wait for the child, and 1 000 of them leave chinit's descriptors and threads flat.
 #[test]
@@ -207,6 +238,25 @@ fn http_is_strict_and_answers_everything() {
         })
         .unwrap();
     assert!(answers.iter().all(|a| a.starts_with("HTTP/1.1 202 ")), "{answers:?}");
+    assert!(ns::is_poweroff(c.wait(Duration::from_secs(10)).unwrap()));
+}
+
+/// `Connection` is a comma-separated list of tokens, over every such header, and `close` anywhere
+/// closes (RFC 9110): a token that merely contains "close" does not, and a later `keep-alive` does
+/// not undo an earlier `close`.
+#[test]
+fn connection_tokens_are_parsed_over_every_header() {
+    let Some((wire, mut c)) = boot("") else { return };
+    ns::wait_ready(&wire, &c, Duration::from_secs(10)).unwrap();
+    let out = raw(&wire, b"GET /healthz HTTP/1.1\r\nConnection: notclosed\r\n\r\nGET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(out.matches("HTTP/1.1 200 ").count(), 2, "`notclosed` closed the connection: {out}");
+    let start = Instant::now();
+    let out = raw(&wire, b"GET /healthz HTTP/1.1\r\nConnection: close\r\nConnection: keep-alive\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n");
+    assert!(out.matches("HTTP/1.1 200 ").count() == 1 && out.contains("Connection: close\r\n"), "a later keep-alive kept it: {out}");
+    assert!(start.elapsed() < Duration::from_secs(4), "the connection stayed open after the answer");
+    let out = raw(&wire, b"GET /healthz HTTP/1.1\r\nConnection: keep-alive, CLOSE\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n");
+    assert!(out.matches("HTTP/1.1 200 ").count() == 1 && out.contains("Connection: close\r\n"), "{out}");
+    c.signal(Signal::SIGTERM).unwrap();
     assert!(ns::is_poweroff(c.wait(Duration::from_secs(10)).unwrap()));
 }
 
