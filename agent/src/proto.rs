@@ -137,11 +137,16 @@ pub struct ShutdownRequest {
 /// The least entropy `POST /v1/restore` takes, in bytes.
 pub const MIN_RESTORE_ENTROPY: usize = 32;
 
+/// The largest generation `POST /v1/restore` takes: 2^53 - 1, the largest integer every JSON reader
+/// holds exactly (JavaScript, jq; above it they round without a word).
+pub const MAX_GENERATION: u64 = (1 << 53) - 1;
+
 /// Body of `POST /v1/restore`: what makes a copy restored from a snapshot unique. The answer (200)
 /// is the new ready document.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct RestoreRequest {
-    /// The copy's generation: `/ready` shows it from now on.
+    /// The copy's generation: `/ready` shows it from now on. More than the machine's now (so never
+    /// 0, a booted machine's), at most [`MAX_GENERATION`].
     pub generation: u64,
     /// Fresh entropy for the kernel's random generator, as hex: at least [`MIN_RESTORE_ENTROPY`] bytes.
     pub entropy: String,

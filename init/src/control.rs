@@ -52,6 +52,11 @@ impl State {
         *self.workload.lock().unwrap_or_else(|e| e.into_inner()) = Some(w);
     }
 
+    /// 0 for a machine that booted; a restored copy's (`POST /v1/restore`).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
     /// A restored copy's generation (`POST /v1/restore`).
     pub fn set_generation(&self, g: u64) {
         self.generation.store(g, Ordering::Relaxed);
@@ -133,6 +138,15 @@ impl Chinit {
     }
 }
 
+/// The restore under way: the flag is cleared when it ends, however it ends.
+struct Restoring<'a>(&'a AtomicBool);
+
+impl Drop for Restoring<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 /// Waits until the late mounts are done (or their thread is gone).
 pub async fn system_ready(rx: &watch::Receiver<bool>) {
     let mut rx = rx.clone();
@@ -157,22 +171,25 @@ impl Control for Chinit {
         let _ = self.shutdown.send((req, "the API"));
     }
 
-    /// One restore at a time (409 for another meanwhile), only once ready (503), bad input
-    /// refused before anything changes (400).
+    /// Only once ready (503), one restore at a time (409 for another meanwhile), bad input
+    /// refused before anything changes (400): the request is checked against the machine as it
+    /// is while no other restore can change it.
     async fn restore(&self, req: RestoreRequest) -> Result<Ready, Refusal> {
-        let plan = crate::restore::plan(&req).map_err(|e| Refusal::bad_request(format!("restore request: {e}")))?;
         let Some(ctx) = self.restore.get() else {
             return Err(Refusal { status: 503, message: "not ready yet: a restore is taken once chinit is ready".into() });
         };
         if self.restoring.swap(true, Ordering::AcqRel) {
             return Err(Refusal { status: 409, message: "a restore is under way".into() });
         }
+        let one = Restoring(&self.restoring);
+        let now = crate::restore::Now { generation: self.state.generation(), gateway: ctx.gateway() };
+        let plan = crate::restore::plan(&req, &now).map_err(|e| Refusal::bad_request(format!("restore request: {e}")))?;
         let new_ip = plan.ip;
         let ready = crate::restore::apply(&self.state, ctx, plan);
         if let Some((addr, _)) = new_ip.filter(|_| ready.ip.is_some()) {
             self.serve_tcp_at(addr).await;
         }
-        self.restoring.store(false, Ordering::Release);
+        drop(one);
         if let Some(port) = self.state.notify_port() {
             if let Err(e) = crate::notify::send(port, &ready).await {
                 say!("notify: {e}");

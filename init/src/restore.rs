@@ -17,7 +17,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use agent::proto::{RestoreRequest, MIN_RESTORE_ENTROPY};
+use agent::proto::{RestoreRequest, MAX_GENERATION, MIN_RESTORE_ENTROPY};
 
 /// A checked restore request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,28 +32,66 @@ pub struct Plan {
     pub notify_port: Option<u32>,
 }
 
+/// What a request is checked against: the machine as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Now {
+    pub generation: u64,
+    /// The gateway of the network plan: the host's own address, never the guest's.
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// Hex digits only, two a byte.
 fn hex(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim();
-    if s.len() % 2 != 0 {
+    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect()
 }
 
-/// Checks a request (pure): everything is refused before anything changes.
-pub fn plan(req: &RestoreRequest) -> Result<Plan, String> {
-    let entropy = hex(&req.entropy).ok_or("entropy is not hex (two digits a byte)")?;
+/// A hostname of RFC 1123 labels joined by single dots: each label 1-63 letters, digits and '-',
+/// neither first nor last a '-'; at most 64 bytes in all (the kernel's limit).
+pub fn valid_hostname(h: &str) -> bool {
+    let label = |l: &str| {
+        (1..=63).contains(&l.len()) && !l.starts_with('-') && !l.ends_with('-') && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    h.len() <= 64 && h.split('.').all(label)
+}
+
+/// Checks a request against the machine as it is (pure): everything is refused before anything
+/// changes.
+pub fn plan(req: &RestoreRequest, now: &Now) -> Result<Plan, String> {
+    let g = req.generation;
+    if g <= now.generation {
+        return Err(format!(
+            "generation {g} is not more than this machine's ({}): a copy's generation is its snapshot's + 1, and 0 is a booted machine's",
+            now.generation
+        ));
+    }
+    if g > MAX_GENERATION {
+        return Err(format!("generation {g} is over {MAX_GENERATION} (2^53 - 1, the largest JSON readers hold exactly)"));
+    }
+    let entropy = hex(&req.entropy).ok_or("entropy is not hex (hex digits only, two a byte)")?;
     if entropy.len() < MIN_RESTORE_ENTROPY {
         return Err(format!("entropy has {} bytes: at least {MIN_RESTORE_ENTROPY} are needed", entropy.len()));
     }
     if let Some(h) = &req.hostname {
-        if !crate::cmdline::valid_hostname(h) {
-            return Err(format!("hostname {h:?}: expected 1-64 characters of letters, digits, '-' and '.'"));
+        if !valid_hostname(h) {
+            return Err(format!(
+                "hostname {h:?}: expected RFC 1123 labels (letters, digits and '-', not first or last) joined by single dots, at most 64 characters"
+            ));
         }
     }
     let ip = req.ip.as_deref().map(crate::cmdline::parse_cidr).transpose().map_err(|e| format!("ip: {e}"))?;
+    if let Some((addr, prefix)) = ip {
+        if let Some(why) = crate::net::unusable(addr, prefix) {
+            return Err(format!("ip: {addr}/{prefix} {why}"));
+        }
+        if now.gateway == Some(addr) {
+            return Err(format!("ip: {addr} is the gateway's, the host's own address"));
+        }
+    }
     Ok(Plan {
-        generation: req.generation,
+        generation: g,
         entropy,
         wall_clock: req.wall_clock_us.map(Duration::from_micros),
         hostname: req.hostname.clone(),
@@ -71,6 +109,13 @@ pub struct Context {
     pub vsock_cid: Option<u32>,
     /// The network as configured (the address changes with a restore).
     pub net: std::sync::Mutex<Option<crate::net::Plan>>,
+}
+
+impl Context {
+    /// The network plan's gateway: the host's own address.
+    pub fn gateway(&self) -> Option<Ipv4Addr> {
+        self.net.lock().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|p| p.gateway)
+    }
 }
 
 /// Makes this copy unique as `p` says, each change a step on `state`'s timeline; returns the new
@@ -236,27 +281,72 @@ mod tests {
     #[test]
     fn plans_and_refusals() {
         let good = "ab".repeat(32);
-        let p = plan(&RestoreRequest {
-            wall_clock_us: Some(1_700_000_000_123_456),
-            hostname: Some("copy-2".into()),
-            ip: Some("169.254.9.8/16".into()),
-            ..req(&good)
-        })
+        let now = Now { generation: 2, gateway: Some(Ipv4Addr::new(169, 254, 0, 1)) };
+        let p = plan(
+            &RestoreRequest {
+                wall_clock_us: Some(1_700_000_000_123_456),
+                hostname: Some("copy-2".into()),
+                ip: Some("169.254.9.8/16".into()),
+                ..req(&good)
+            },
+            &now,
+        )
         .unwrap();
         assert_eq!((p.generation, p.entropy.len(), p.entropy[0]), (3, 32, 0xab));
         assert_eq!(p.wall_clock, Some(Duration::from_micros(1_700_000_000_123_456)));
         assert_eq!((p.hostname.as_deref(), p.ip), (Some("copy-2"), Some((Ipv4Addr::new(169, 254, 9, 8), 16))));
+        assert_eq!(plan(&RestoreRequest { generation: MAX_GENERATION, ..req(&good) }, &now).map(|p| p.generation), Ok(MAX_GENERATION));
+        assert!(plan(&RestoreRequest { entropy: "AB".repeat(32), ..req(&good) }, &now).is_ok(), "upper case is hex too");
+        let host = |h: &str| RestoreRequest { hostname: Some(h.into()), ..req(&good) };
+        let ip = |a: &str| RestoreRequest { ip: Some(a.into()), ..req(&good) };
         let cases: &[(RestoreRequest, &str)] = &[
+            (RestoreRequest { generation: 2, ..req(&good) }, "generation 2 is not more than this machine's (2)"),
+            (RestoreRequest { generation: 1, ..req(&good) }, "generation 1"),
+            (RestoreRequest { generation: 0, ..req(&good) }, "generation 0"),
+            (RestoreRequest { generation: MAX_GENERATION + 1, ..req(&good) }, "2^53 - 1"),
+            (RestoreRequest { generation: u64::MAX, ..req(&good) }, "2^53 - 1"),
             (req(&"ab".repeat(31)), "31 bytes: at least 32"),
             (req("zz"), "not hex"),
             (req("abc"), "not hex"),
+            (req(&"+a".repeat(32)), "not hex"),
+            (req(&format!(" {good}")), "not hex"),
+            (req(&format!("{good} ")), "not hex"),
             (req(""), "0 bytes"),
-            (RestoreRequest { hostname: Some("bad host".into()), ..req(&good) }, "hostname"),
-            (RestoreRequest { ip: Some("10.0.0.1".into()), ..req(&good) }, "ip:"),
+            (host("bad host"), "hostname"),
+            (host(""), "hostname"),
+            (host("-"), "hostname"),
+            (host(".."), "hostname"),
+            (host("a..b"), "hostname"),
+            (host(".copy"), "hostname"),
+            (host("copy."), "hostname"),
+            (host("-copy"), "hostname"),
+            (host("copy-"), "hostname"),
+            (host("copy_1"), "hostname"),
+            (host(&"a".repeat(64)), "hostname"),
+            (host(&format!("{}.{}", "a".repeat(32), "b".repeat(32))), "hostname"),
+            (ip("10.0.0.1"), "ip:"),
+            (ip("169.254.0.1/16"), "the gateway's"),
+            (ip("169.254.0.1/24"), "the gateway's"),
+            (ip("0.0.0.0/16"), "cannot be an interface address"),
+            (ip("127.0.0.1/8"), "loopback"),
+            (ip("169.254.0.0/16"), "network address"),
+            (ip("169.254.255.255/16"), "broadcast"),
         ];
         for (r, want) in cases {
-            let e = plan(r).unwrap_err();
+            let e = plan(r, &now).unwrap_err();
             assert!(e.contains(want), "{r:?}: {e}");
+        }
+        // Without a gateway there is no host address to refuse.
+        assert!(plan(&ip("169.254.0.1/16"), &Now { generation: 2, gateway: None }).is_ok());
+    }
+
+    #[test]
+    fn hostnames() {
+        for ok in ["a", "copy-1", "Copy-1.example", "x1.y2.z3", &"a".repeat(63), &format!("{}.{}", "a".repeat(31), "b".repeat(32))] {
+            assert!(valid_hostname(ok), "{ok}");
+        }
+        for bad in ["", "-", ".", "..", "a..b", "a.", ".a", "-a", "a-", "a_b", "a b", "é", &"a".repeat(64), &"a".repeat(65)] {
+            assert!(!valid_hostname(bad), "{bad}");
         }
     }
 }

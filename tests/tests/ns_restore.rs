@@ -130,3 +130,60 @@ fn bad_restores_change_nothing() {
     c.signal(nix::sys::signal::Signal::SIGTERM).unwrap();
     assert!(ns::is_poweroff(c.wait(Duration::from_secs(10)).unwrap()));
 }
+
+/// A request of generation `generation` with fresh entropy and nothing else.
+fn plain(generation: u64) -> RestoreRequest {
+    RestoreRequest { generation, entropy: entropy(), ..Default::default() }
+}
+
+/// The guest's IPv4 addresses on eth0 (`A.B.C.D/P` each), read in its network namespace.
+fn guest_addrs(wire: &ns::Wire) -> Vec<String> {
+    let out =
+        wire.guest.run(|| std::process::Command::new("ip").args(["-4", "-o", "addr", "show", "dev", "eth0"]).output()).unwrap().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines().filter_map(|l| l.split_whitespace().skip_while(|w| *w != "inet").nth(1)).map(str::to_string).collect()
+}
+
+/// The rules a request must keep, each refused with 400 and nothing changed: a generation that
+/// does not increase (or 0, or one no JSON reader holds exactly), entropy that is not hex digits
+/// only, a hostname that is not RFC 1123 labels, an address that is the host's own (the gateway)
+/// or no host's at all.
+#[test]
+fn restores_against_the_rules_are_refused() {
+    let Some((wire, mut c)) = boot("chinit.api=tcp chinit.hostname=original chinit.gw=169.254.0.1") else { return };
+    ns::wait_ready(&wire, &c, Duration::from_secs(10)).unwrap();
+    let r = restore(&wire, &RestoreRequest { hostname: Some("copy-5".into()), ..plain(5) });
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let with_ip = |ip: &str| RestoreRequest { ip: Some(ip.into()), ..plain(6) };
+    let with_host = |h: &str| RestoreRequest { hostname: Some(h.into()), ..plain(6) };
+    let cases = [
+        (plain(5), "generation"),
+        (plain(3), "generation"),
+        (plain(0), "generation"),
+        (plain(u64::MAX), "generation"),
+        (RestoreRequest { entropy: "+a".repeat(32), ..plain(6) }, "hex"),
+        (RestoreRequest { entropy: format!(" {}", "ab".repeat(32)), ..plain(6) }, "hex"),
+        (with_host("-"), "hostname"),
+        (with_host(".."), "hostname"),
+        (with_host("a..b"), "hostname"),
+        (with_host("-copy"), "hostname"),
+        (with_host("copy-"), "hostname"),
+        (with_host("copy."), "hostname"),
+        (with_ip("169.254.0.1/16"), "gateway"),
+        (with_ip("0.0.0.0/16"), "ip"),
+        (with_ip("169.254.255.255/16"), "ip"),
+        (with_ip("224.0.0.1/16"), "ip"),
+        (with_ip("127.0.0.1/8"), "ip"),
+    ];
+    for (req, want) in &cases {
+        let r = restore(&wire, req);
+        let body = String::from_utf8_lossy(&r.body);
+        assert_eq!(r.status, 400, "{req:?}: {body}");
+        assert!(body.contains(want), "{req:?}: {body}");
+    }
+    assert_eq!(sh(&wire, "hostname"), "copy-5\n");
+    let doc: Ready = ns::http(&wire, "GET", "/ready", None).unwrap().json().unwrap();
+    assert_eq!((doc.generation, doc.ip.as_deref()), (5, Some("169.254.1.2/16")));
+    assert_eq!(guest_addrs(&wire), ["169.254.1.2/16"]);
+    ns::poweroff(&wire, &mut c);
+}
