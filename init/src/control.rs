@@ -102,7 +102,8 @@ pub struct Chinit {
     pub shutdown: mpsc::UnboundedSender<(ShutdownRequest, &'static str)>,
     /// Becomes true when the late mounts are done; commands wait for it.
     pub system: watch::Receiver<bool>,
-    /// Set once the machine is ending: no new command starts.
+    /// Set once the machine is ending (a shutdown asked for, a signal, the workload's exit): no new
+    /// command or restore starts.
     pub stopping: AtomicBool,
     /// Answers under way: the shutdown waits for them.
     pub answers: InFlight,
@@ -166,15 +167,20 @@ impl Control for Chinit {
         crate::exec::run(&self.reaper, req).await.map_err(Refusal::bad_request)
     }
 
-    /// A request while a shutdown is under way joins it (the receiver may be gone already).
+    /// From the request on no command or restore starts (503). A request while a shutdown is
+    /// under way joins it (the receiver may be gone already).
     fn shutdown(&self, req: ShutdownRequest) {
+        self.stopping.store(true, Ordering::Release);
         let _ = self.shutdown.send((req, "the API"));
     }
 
-    /// Only once ready (503), one restore at a time (409 for another meanwhile), bad input
-    /// refused before anything changes (400): the request is checked against the machine as it
-    /// is while no other restore can change it.
+    /// Only once ready and until the machine is ending (503), one restore at a time (409 for
+    /// another meanwhile), bad input refused before anything changes (400): the request is checked
+    /// against the machine as it is while no other restore can change it.
     async fn restore(&self, req: RestoreRequest) -> Result<Ready, Refusal> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(Refusal { status: 503, message: "chinit is shutting down: no restore is taken".into() });
+        }
         let Some(ctx) = self.restore.get() else {
             return Err(Refusal { status: 503, message: "not ready yet: a restore is taken once chinit is ready".into() });
         };

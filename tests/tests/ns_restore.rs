@@ -5,7 +5,7 @@
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
-use agent::proto::{Ready, RestoreRequest};
+use agent::proto::{ExecRequest, Ready, RestoreRequest};
 use chinit_tests::ns::{self, boot, sh};
 
 fn restore(wire: &ns::Wire, req: &RestoreRequest) -> agent::client::Response {
@@ -131,6 +131,11 @@ fn bad_restores_change_nothing() {
     assert!(ns::is_poweroff(c.wait(Duration::from_secs(10)).unwrap()));
 }
 
+/// The body of `POST /v1/exec` for `sh -c script`.
+fn exec_body(script: &str) -> Vec<u8> {
+    serde_json::to_vec(&ExecRequest { argv: vec!["sh".into(), "-c".into(), script.into()], ..Default::default() }).unwrap()
+}
+
 /// A request of generation `generation` with fresh entropy and nothing else.
 fn plain(generation: u64) -> RestoreRequest {
     RestoreRequest { generation, entropy: entropy(), ..Default::default() }
@@ -186,4 +191,25 @@ fn restores_against_the_rules_are_refused() {
     assert_eq!((doc.generation, doc.ip.as_deref()), (5, Some("169.254.1.2/16")));
     assert_eq!(guest_addrs(&wire), ["169.254.1.2/16"]);
     ns::poweroff(&wire, &mut c);
+}
+
+/// Once a shutdown is under way a restore is refused like a command (503), not applied. A command
+/// that ignores SIGTERM holds the shutdown in its grace period meanwhile.
+#[test]
+fn a_restore_during_shutdown_is_refused() {
+    let Some((wire, mut c)) = boot("chinit.api=tcp chinit.hostname=original") else { return };
+    ns::wait_ready(&wire, &c, Duration::from_secs(10)).unwrap();
+    std::thread::scope(|s| {
+        let _held = s.spawn(|| ns::http(&wire, "POST", "/v1/exec", Some(exec_body("trap '' TERM; exec sleep 5"))));
+        std::thread::sleep(Duration::from_millis(300));
+        let r = ns::http(&wire, "POST", "/v1/shutdown", None).unwrap();
+        assert_eq!(r.status, 202);
+        let r = restore(&wire, &RestoreRequest { hostname: Some("copy-1".into()), ..plain(1) });
+        let body = String::from_utf8_lossy(&r.body).into_owned();
+        assert_eq!(r.status, 503, "{body}");
+        assert!(body.contains("shutting down"), "{body}");
+        let r = ns::http(&wire, "POST", "/v1/exec", Some(exec_body("hostname"))).unwrap();
+        assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+        assert!(ns::is_poweroff(c.wait(Duration::from_secs(10)).unwrap()));
+    });
 }
