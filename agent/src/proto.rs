@@ -38,7 +38,7 @@ pub struct Ready {
     pub init_start_us: u64,
     /// CLOCK_BOOTTIME when chinit declared itself ready (0 before).
     pub ready_us: u64,
-    /// Every step so far, in order.
+    /// The boot's steps and the latest restore's (`restore.*`), in the order they ended.
     pub steps: Vec<Step>,
     /// The guest's IPv4 address with prefix, when networking is up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -47,6 +47,10 @@ pub struct Ready {
     /// gave it (`POST /v1/restore`): one more than the machine the snapshot was taken of.
     #[serde(default)]
     pub generation: u64,
+    /// How many restores this machine has taken (`POST /v1/restore` answered 200): `steps` has
+    /// the latest one's only.
+    #[serde(default)]
+    pub restores: u64,
     /// The workload (`chinit.exec=`), when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<Workload>,
@@ -185,6 +189,7 @@ mod tests {
             steps: vec![Step { name: "mounts".into(), start_us: 85_210, end_us: 85_300, error: None }],
             ip: Some("169.254.1.2/16".into()),
             generation: 1,
+            restores: 1,
             workload: None,
         };
         let text = serde_json::to_string(&r).unwrap();

@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use agent::proto::{ExecRequest, ExecResponse, Ready, RestoreRequest, ShutdownRequest, Workload};
+use agent::proto::{ExecRequest, ExecResponse, Ready, RestoreRequest, ShutdownRequest, Step, Workload};
 use agent::server::{serve, Control, InFlight, Refusal, ServeOptions};
 use tokio::sync::{mpsc, watch};
 
@@ -23,6 +23,9 @@ pub struct State {
     generation: AtomicU64,
     /// The boot's steps: the boot records into it, `/ready` shows it.
     pub timeline: Timeline,
+    /// The latest restore's steps, and how many restores there were: `/ready` shows these after
+    /// the boot's, whatever the number of restores.
+    restores: Mutex<Restores>,
     /// The guest address and its prefix length.
     ip: Mutex<Option<(Ipv4Addr, u8)>>,
     workload: Mutex<Option<Workload>>,
@@ -38,6 +41,7 @@ impl State {
             ready_us: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             timeline: Timeline::default(),
+            restores: Mutex::new(Restores::default()),
             ip: Mutex::new(None),
             workload: Mutex::new(None),
             notify_port: Mutex::new(None),
@@ -58,8 +62,16 @@ impl State {
     }
 
     /// A restored copy's generation (`POST /v1/restore`).
-    pub fn set_generation(&self, g: u64) {
+    fn set_generation(&self, g: u64) {
         self.generation.store(g, Ordering::Relaxed);
+    }
+
+    /// A restore is done: its generation, and its steps in place of the restore's before.
+    pub fn restored(&self, generation: u64, steps: Vec<Step>) {
+        let mut r = self.restores.lock().unwrap_or_else(|e| e.into_inner());
+        r.count += 1;
+        r.steps = steps;
+        self.set_generation(generation);
     }
 
     /// Declares readiness.
@@ -79,6 +91,10 @@ impl State {
 
     pub fn snapshot(&self) -> Ready {
         let ready = self.ready.load(Ordering::Acquire);
+        let (restores, restore_steps) = {
+            let r = self.restores.lock().unwrap_or_else(|e| e.into_inner());
+            (r.count, if ready { r.steps.clone() } else { Vec::new() })
+        };
         Ready {
             ready,
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -86,12 +102,29 @@ impl State {
             init_start_us: self.init_start_us,
             ready_us: if ready { self.ready_us.load(Ordering::Relaxed) } else { 0 },
             // Like `ready_us`, the steps are shown once ready.
-            steps: if ready { self.timeline.steps() } else { Vec::new() },
+            steps: if ready { in_order(self.timeline.steps(), restore_steps) } else { Vec::new() },
             ip: self.ip.lock().unwrap_or_else(|e| e.into_inner()).map(|(addr, prefix)| format!("{addr}/{prefix}")),
             generation: self.generation.load(Ordering::Relaxed),
+            restores,
             workload: *self.workload.lock().unwrap_or_else(|e| e.into_inner()),
         }
     }
+}
+
+/// The latest restore's steps, and how many restores there were.
+#[derive(Debug, Default)]
+struct Restores {
+    count: u64,
+    steps: Vec<Step>,
+}
+
+/// The boot's steps and a restore's, each in the order they ended, as one list in that order (a
+/// boot step can end after a restore: the late mounts run after ready).
+fn in_order(mut boot: Vec<Step>, restore: Vec<Step>) -> Vec<Step> {
+    boot.extend(restore);
+    // Stable: steps that ended at the same microsecond keep their order.
+    boot.sort_by_key(|s| s.end_us);
+    boot
 }
 
 /// The agent's view of chinit.
@@ -283,5 +316,44 @@ mod tests {
         assert_eq!(after.steps.len(), 1);
         s.set_generation(2);
         assert_eq!(s.snapshot().generation, 2);
+    }
+
+    #[test]
+    fn ready_keeps_the_boot_steps_and_the_latest_restore() {
+        let step = |name: &str, start_us, end_us| Step { name: name.into(), start_us, end_us, error: None };
+        let s = State::new("namespace", 100);
+        let boot = s.timeline.start("mounts");
+        let _ = s.timeline.end(boot, Ok::<(), String>(()));
+        s.set_ready(400);
+        let boot = s.snapshot();
+        assert_eq!((boot.steps.len(), boot.restores), (1, 0));
+        let t = boot.steps[0].end_us;
+        for g in 1..=1000 {
+            s.restored(
+                g,
+                vec![step("restore.entropy", t + g * 10, t + g * 10 + 1), step("restore.hostname", t + g * 10 + 1, t + g * 10 + 2)],
+            );
+        }
+        let doc = s.snapshot();
+        assert_eq!((doc.generation, doc.restores), (1000, 1000));
+        let names: Vec<&str> = doc.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["mounts", "restore.entropy", "restore.hostname"]);
+        assert_eq!(doc.steps[1].start_us, t + 10_000, "the latest restore's");
+    }
+
+    #[test]
+    fn steps_are_in_the_order_they_ended() {
+        let step = |name: &str, end_us| Step { name: name.into(), start_us: 0, end_us, error: None };
+        // (boot steps, restore steps, the order shown); a step is (name, end).
+        type Steps<'a> = &'a [(&'a str, u64)];
+        let cases: &[(Steps, Steps, &[&str])] = &[
+            (&[("a", 1), ("b", 2)], &[], &["a", "b"]),
+            (&[("a", 1), ("late", 9)], &[("r1", 5), ("r2", 6)], &["a", "r1", "r2", "late"]),
+            (&[("a", 5)], &[("r1", 5)], &["a", "r1"]),
+        ];
+        for (boot, restore, want) in cases {
+            let got = in_order(boot.iter().map(|(n, e)| step(n, *e)).collect(), restore.iter().map(|(n, e)| step(n, *e)).collect());
+            assert_eq!(got.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), *want);
+        }
     }
 }

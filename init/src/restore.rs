@@ -10,8 +10,9 @@
 //!    announced, the old one removed a moment later (the answer to a request that came in over it
 //!    leaves over it);
 //!
-//! each a step on the timeline `/ready` shows (`restore.*`), between marks 0x68 and 0x69, then sets
-//! the generation and pushes the new ready document to the host (`chinit.notify`). The request is
+//! each a step of this restore (`restore.*`: `/ready` shows the boot's steps and the latest
+//! restore's, and counts the restores), between marks 0x68 and 0x69, then sets the generation and
+//! pushes the new ready document to the host (`chinit.notify`). The request is
 //! checked whole before anything changes ([`plan`]): bad input changes nothing.
 
 use std::net::Ipv4Addr;
@@ -118,11 +119,12 @@ impl Context {
     }
 }
 
-/// Makes this copy unique as `p` says, each change a step on `state`'s timeline; returns the new
-/// ready document. A step that fails is recorded with its error and the others still run.
+/// Makes this copy unique as `p` says, each change a step of this restore (which `/ready` shows in
+/// place of the restore's before); returns the new ready document. A step that fails is recorded
+/// with its error and the others still run.
 pub fn apply(state: &crate::control::State, ctx: &Context, p: Plan) -> agent::proto::Ready {
     use crate::timeline::mark;
-    let tl = &state.timeline;
+    let tl = &crate::timeline::Timeline::default();
     let marks = ctx.marks.first_after_restore(mark::RESTORE_START);
     let step = tl.start("restore.entropy");
     let _ = tl.end(step, add_entropy(&p.entropy));
@@ -149,7 +151,7 @@ pub fn apply(state: &crate::control::State, ctx: &Context, p: Plan) -> agent::pr
     if p.notify_port.is_some() {
         state.set_notify_port(p.notify_port);
     }
-    state.set_generation(p.generation);
+    state.restored(p.generation, tl.steps());
     marks.mark(mark::RESTORE_READY);
     state.snapshot()
 }

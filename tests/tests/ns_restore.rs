@@ -3,7 +3,7 @@
 //! end of the veth.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agent::proto::{ExecRequest, Ready, RestoreRequest};
 use chinit_tests::ns::{self, boot, sh};
@@ -147,6 +147,53 @@ fn guest_addrs(wire: &ns::Wire) -> Vec<String> {
         wire.guest.run(|| std::process::Command::new("ip").args(["-4", "-o", "addr", "show", "dev", "eth0"]).output()).unwrap().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.lines().filter_map(|l| l.split_whitespace().skip_while(|w| *w != "inet").nth(1)).map(str::to_string).collect()
+}
+
+/// Every restore used to add its steps to `/ready` for good. Over 2 000 restores on one
+/// connection, `/ready` keeps the boot's steps and the latest restore's (and counts the restores),
+/// and neither its size nor chinit's memory grows.
+#[test]
+fn two_thousand_restores_keep_ready_and_memory_flat() {
+    let Some((wire, mut c)) = boot("chinit.api=tcp") else { return };
+    ns::wait_ready(&wire, &c, Duration::from_secs(10)).unwrap();
+    // The boot's last step (the late mounts, after ready) done first.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ns::http(&wire, "GET", "/ready", None).unwrap().json::<Ready>().unwrap().steps.iter().any(|s| s.name == "mounts.late") {
+        assert!(Instant::now() < deadline, "no mounts.late step within 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = c.pid;
+    const N: u64 = 2000;
+    // (restores, /ready bytes, steps, RSS KiB) along the way.
+    let figures = ns::with_stream(&wire, move |mut s| {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut figures = Vec::new();
+        for g in 1..=N {
+            let req = RestoreRequest { hostname: Some(format!("copy-{g}")), ..plain(g) };
+            let r = agent::client::request(&mut s, "POST", "/v1/restore", Some(&serde_json::to_vec(&req).unwrap())).unwrap();
+            assert_eq!(r.status, 200, "restore {g}: {}", String::from_utf8_lossy(&r.body));
+            if [1, 100, 500, 1000, 1500, N].contains(&g) {
+                let r = agent::client::request(&mut s, "GET", "/ready", None).unwrap();
+                let doc: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+                let steps = doc["steps"].as_array().map_or(0, Vec::len);
+                assert_eq!(doc["generation"], g);
+                figures.push((g, r.body.len(), steps, ns::rss_kib(pid).unwrap_or(0), doc["restores"].clone()));
+            }
+        }
+        figures
+    })
+    .unwrap();
+    for (g, bytes, steps, rss, restores) in &figures {
+        println!("after {g:>4} restores: /ready {bytes} bytes, {steps} steps, restores {restores}, chinit RSS {rss} kB");
+    }
+    // The same steps and the same size give or take a few digits; from the 100th restore on, the
+    // same memory give or take a few pages.
+    let (first, warm, last) = (&figures[0], &figures[1], &figures[figures.len() - 1]);
+    assert_eq!(last.2, first.2, "the steps are the boot's and the latest restore's only");
+    assert!(last.1 <= first.1 + 64, "/ready grew from {} to {} bytes", first.1, last.1);
+    assert!(last.3 <= warm.3 + 64, "chinit's RSS grew from {} kB (100 restores) to {} kB", warm.3, last.3);
+    assert_eq!((first.4.as_u64(), last.4.as_u64()), (Some(1), Some(N)), "restores are counted");
+    ns::poweroff(&wire, &mut c);
 }
 
 /// The rules a request must keep, each refused with 400 and nothing changed: a generation that
