@@ -16,6 +16,7 @@
 //! checked whole before anything changes ([`plan`]): bad input changes nothing.
 
 use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agent::proto::{RestoreRequest, MAX_GENERATION, MIN_RESTORE_ENTROPY};
@@ -101,6 +102,10 @@ pub fn plan(req: &RestoreRequest, now: &Now) -> Result<Plan, String> {
     })
 }
 
+/// The network as configured (the address changes with a restore), shared with the removal of
+/// old addresses.
+type Net = Arc<Mutex<Option<crate::net::Plan>>>;
+
 /// What a restore needs of the boot, known once chinit is ready.
 pub struct Context {
     pub mode: crate::mode::Mode,
@@ -108,11 +113,14 @@ pub struct Context {
     /// This machine's vsock context id when it became ready: a copy restored under another one
     /// had its vsock transport reset (its connections from before are gone).
     pub vsock_cid: Option<u32>,
-    /// The network as configured (the address changes with a restore).
-    pub net: std::sync::Mutex<Option<crate::net::Plan>>,
+    net: Net,
 }
 
 impl Context {
+    pub fn new(mode: crate::mode::Mode, marks: crate::timeline::Marks, net: Option<crate::net::Plan>) -> Context {
+        Context { mode, marks, vsock_cid: local_cid(), net: Arc::new(Mutex::new(net)) }
+    }
+
     /// The network plan's gateway: the host's own address.
     pub fn gateway(&self) -> Option<Ipv4Addr> {
         self.net.lock().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|p| p.gateway)
@@ -140,7 +148,7 @@ pub fn apply(state: &crate::control::State, ctx: &Context, p: Plan) -> agent::pr
         let mut net = ctx.net.lock().unwrap_or_else(|e| e.into_inner());
         let step = tl.start("restore.network");
         let swapped = match net.as_mut() {
-            Some(plan) => swap_address(plan, addr, prefix),
+            Some(plan) => swap_address(plan, addr, prefix, &ctx.net),
             None => Err("no network to change: the boot configured none".to_string()),
         };
         if tl.end(step, swapped).is_ok() {
@@ -189,9 +197,9 @@ fn notice_vsock_reset(before: Option<u32>, now: Option<u32>) {
 /// leaves over it.
 const OLD_ADDRESS_GRACE: Duration = Duration::from_millis(250);
 
-/// The new address added and announced, the old one removed [`OLD_ADDRESS_GRACE`] later; `plan`
-/// follows.
-fn swap_address(plan: &mut crate::net::Plan, addr: Ipv4Addr, prefix: u8) -> Result<(), String> {
+/// The new address added and announced, the old one removed [`OLD_ADDRESS_GRACE`] later unless it
+/// is the current address again by then; `plan` (locked in `net`) follows.
+fn swap_address(plan: &mut crate::net::Plan, addr: Ipv4Addr, prefix: u8, net: &Net) -> Result<(), String> {
     if (plan.addr, plan.prefix) == (addr, prefix) {
         return Ok(());
     }
@@ -205,8 +213,14 @@ fn swap_address(plan: &mut crate::net::Plan, addr: Ipv4Addr, prefix: u8) -> Resu
     // secondaries with their primary.
     let promote = format!("/proc/sys/net/ipv4/conf/{}/promote_secondaries", plan.name);
     std::fs::write(&promote, "1").map_err(|e| format!("{promote}: {e}"))?;
+    let net = Arc::clone(net);
     std::thread::spawn(move || {
         std::thread::sleep(OLD_ADDRESS_GRACE);
+        // Locked while it is removed: a restore cannot choose it meanwhile.
+        let current = net.lock().unwrap_or_else(|e| e.into_inner());
+        if current.as_ref().map(|p| (p.addr, p.prefix)) == Some((old, old_prefix)) {
+            return;
+        }
         if let Err(e) = nl.delete_address(index, old, old_prefix) {
             crate::say!("restore: {e}");
         }

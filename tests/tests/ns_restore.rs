@@ -131,6 +131,28 @@ fn bad_restores_change_nothing() {
     assert!(ns::is_poweroff(c.wait(Duration::from_secs(10)).unwrap()));
 }
 
+/// One request from the host namespace to the guest at `addr`, on a connection of its own (closed
+/// after the answer).
+fn http_at(
+    wire: &ns::Wire,
+    addr: Ipv4Addr,
+    method: &'static str,
+    path: &'static str,
+    body: Option<Vec<u8>>,
+) -> Result<agent::client::Response, String> {
+    wire.host.run(move || -> Result<agent::client::Response, String> {
+        let to = SocketAddr::from((addr, ns::PORT));
+        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2)).map_err(|e| format!("connect {to}: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+        agent::client::request(&mut s, method, path, body.as_deref()).map_err(|e| format!("{method} {path} at {to}: {e}"))
+    })?
+}
+
+/// `POST /v1/restore` at `addr`.
+fn restore_at(wire: &ns::Wire, addr: Ipv4Addr, req: &RestoreRequest) -> Result<agent::client::Response, String> {
+    http_at(wire, addr, "POST", "/v1/restore", Some(serde_json::to_vec(req).unwrap()))
+}
+
 /// The body of `POST /v1/exec` for `sh -c script`.
 fn exec_body(script: &str) -> Vec<u8> {
     serde_json::to_vec(&ExecRequest { argv: vec!["sh".into(), "-c".into(), script.into()], ..Default::default() }).unwrap()
@@ -147,6 +169,45 @@ fn guest_addrs(wire: &ns::Wire) -> Vec<String> {
         wire.guest.run(|| std::process::Command::new("ip").args(["-4", "-o", "addr", "show", "dev", "eth0"]).output()).unwrap().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.lines().filter_map(|l| l.split_whitespace().skip_while(|w| *w != "inet").nth(1)).map(str::to_string).collect()
+}
+
+/// Waits up to `within` for the guest's addresses to be exactly `want`; returns how long it took,
+/// or what they were.
+fn wait_addrs(wire: &ns::Wire, want: &[&str], within: Duration) -> Result<Duration, Vec<String>> {
+    let start = Instant::now();
+    loop {
+        let now = guest_addrs(wire);
+        if now == want {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > within {
+            return Err(now);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Restore to B, then at once (from B) back to A: the first swap's removal of its old address
+/// must not take A, the current address again. The guest keeps A, `/ready` says A, B goes.
+#[test]
+fn swapping_back_at_once_keeps_the_address() {
+    let Some((wire, mut c)) = boot("chinit.api=tcp") else { return };
+    ns::wait_ready(&wire, &c, Duration::from_secs(10)).unwrap();
+    let (a, b) = (ns::GUEST_IP, Ipv4Addr::new(169, 254, 7, 7));
+    let start = Instant::now();
+    let r = restore_at(&wire, a, &RestoreRequest { ip: Some(format!("{b}/16")), ..plain(1) }).unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = restore_at(&wire, b, &RestoreRequest { ip: Some(format!("{a}/16")), ..plain(2) }).unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    println!("A -> B -> A in {:?}", start.elapsed());
+    // Past the 250 ms after which the first swap used to remove A.
+    std::thread::sleep(Duration::from_millis(600));
+    let took = wait_addrs(&wire, &["169.254.1.2/16"], Duration::from_secs(3));
+    assert!(took.is_ok(), "the guest's addresses: {took:?}; console:\n{}", c.console());
+    let doc: Ready = http_at(&wire, a, "GET", "/ready", None).unwrap().json().unwrap();
+    assert_eq!((doc.ip.as_deref(), doc.generation), (Some("169.254.1.2/16"), 2));
+    assert!(!c.console().contains("restore:"), "{}", c.console());
+    ns::poweroff(&wire, &mut c);
 }
 
 /// Every restore used to add its steps to `/ready` for good. Over 2 000 restores on one
