@@ -7,8 +7,9 @@
 //! 2. steps `CLOCK_REALTIME` to the host's time (VM mode only: in a namespace the clock is the host's);
 //! 3. sets the new hostname;
 //! 4. swaps the address: the new one added, the link's neighbours flushed, the new address
-//!    announced, the old one removed a moment later (the answer to a request that came in over it
-//!    leaves over it);
+//!    announced; the old one is removed once no connection to it is open (the answer to a request
+//!    that came in over it leaves over it), at most [`OLD_ADDRESS_MAX_WAIT`] later, and never while
+//!    a later restore made it the current address again;
 //!
 //! each a step of this restore (`restore.*`: `/ready` shows the boot's steps and the latest
 //! restore's, and counts the restores), between marks 0x68 and 0x69, then sets the generation and
@@ -17,7 +18,7 @@
 
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agent::proto::{RestoreRequest, MAX_GENERATION, MIN_RESTORE_ENTROPY};
 
@@ -114,11 +115,13 @@ pub struct Context {
     /// had its vsock transport reset (its connections from before are gone).
     pub vsock_cid: Option<u32>,
     net: Net,
+    /// Addresses restores replaced, until they are removed.
+    old: OldAddresses,
 }
 
 impl Context {
     pub fn new(mode: crate::mode::Mode, marks: crate::timeline::Marks, net: Option<crate::net::Plan>) -> Context {
-        Context { mode, marks, vsock_cid: local_cid(), net: Arc::new(Mutex::new(net)) }
+        Context { mode, marks, vsock_cid: local_cid(), net: Arc::new(Mutex::new(net)), old: OldAddresses::default() }
     }
 
     /// The network plan's gateway: the host's own address.
@@ -148,7 +151,7 @@ pub fn apply(state: &crate::control::State, ctx: &Context, p: Plan) -> agent::pr
         let mut net = ctx.net.lock().unwrap_or_else(|e| e.into_inner());
         let step = tl.start("restore.network");
         let swapped = match net.as_mut() {
-            Some(plan) => swap_address(plan, addr, prefix, &ctx.net),
+            Some(plan) => swap_address(plan, addr, prefix, &ctx.net, &ctx.old),
             None => Err("no network to change: the boot configured none".to_string()),
         };
         if tl.end(step, swapped).is_ok() {
@@ -193,13 +196,9 @@ fn notice_vsock_reset(before: Option<u32>, now: Option<u32>) {
     }
 }
 
-/// How long the old address outlives a swap: the answer to a request that came in over it still
-/// leaves over it.
-const OLD_ADDRESS_GRACE: Duration = Duration::from_millis(250);
-
-/// The new address added and announced, the old one removed [`OLD_ADDRESS_GRACE`] later unless it
-/// is the current address again by then; `plan` (locked in `net`) follows.
-fn swap_address(plan: &mut crate::net::Plan, addr: Ipv4Addr, prefix: u8, net: &Net) -> Result<(), String> {
+/// The new address added and announced, the old one handed to [`retire`]; `plan` (locked in `net`)
+/// follows.
+fn swap_address(plan: &mut crate::net::Plan, addr: Ipv4Addr, prefix: u8, net: &Net, old: &OldAddresses) -> Result<(), String> {
     if (plan.addr, plan.prefix) == (addr, prefix) {
         return Ok(());
     }
@@ -208,23 +207,11 @@ fn swap_address(plan: &mut crate::net::Plan, addr: Ipv4Addr, prefix: u8, net: &N
     nl.apply(&new)?;
     // The neighbours the snapshot knew may belong to other copies now.
     nl.flush_neighbours(plan.index)?;
-    let (index, old, old_prefix) = (plan.index, plan.addr, plan.prefix);
     // The new address is a secondary of the old one's subnet: without this the kernel removes
     // secondaries with their primary.
     let promote = format!("/proc/sys/net/ipv4/conf/{}/promote_secondaries", plan.name);
     std::fs::write(&promote, "1").map_err(|e| format!("{promote}: {e}"))?;
-    let net = Arc::clone(net);
-    std::thread::spawn(move || {
-        std::thread::sleep(OLD_ADDRESS_GRACE);
-        // Locked while it is removed: a restore cannot choose it meanwhile.
-        let current = net.lock().unwrap_or_else(|e| e.into_inner());
-        if current.as_ref().map(|p| (p.addr, p.prefix)) == Some((old, old_prefix)) {
-            return;
-        }
-        if let Err(e) = nl.delete_address(index, old, old_prefix) {
-            crate::say!("restore: {e}");
-        }
-    });
+    retire(net, old, Old { index: plan.index, addr: plan.addr, prefix: plan.prefix, until: Instant::now() + OLD_ADDRESS_MAX_WAIT });
     (plan.addr, plan.prefix) = (addr, prefix);
     if let Some(mac) = plan.mac {
         let (socket, sent) = crate::arp::announce(plan.index, mac, addr);
@@ -235,6 +222,123 @@ fn swap_address(plan: &mut crate::net::Plan, addr: Ipv4Addr, prefix: u8, net: &N
         sent?;
     }
     Ok(())
+}
+
+/// The longest an old address outlives the restore that replaced it while connections to it are
+/// still open (an answer under way, a client's idle keep-alive, which the agent drops after 5 s
+/// anyway).
+pub const OLD_ADDRESS_MAX_WAIT: Duration = Duration::from_secs(5);
+
+/// How often the old addresses' connections are looked at.
+const OLD_ADDRESS_POLL: Duration = Duration::from_millis(20);
+
+/// An address a restore replaced, until it is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Old {
+    index: u32,
+    addr: Ipv4Addr,
+    prefix: u8,
+    /// Removed by then whatever its connections.
+    until: Instant,
+}
+
+/// The old addresses, and whether a thread is removing them.
+#[derive(Debug, Default)]
+struct Retiring {
+    old: Vec<Old>,
+    removing: bool,
+}
+
+type OldAddresses = Arc<Mutex<Retiring>>;
+
+/// What becomes of an old address now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// It is the current address again: it stays, and is forgotten.
+    Stays,
+    Goes,
+    Waits,
+}
+
+/// The fate of old address `old` (pure): never the current address; at once when the current one
+/// is the same address with another prefix (its connections keep it); otherwise once no
+/// connection to it is open (`open`: `None` when that cannot be known) or at its bound.
+fn fate(old: (Ipv4Addr, u8), current: Option<(Ipv4Addr, u8)>, open: Option<usize>, past_bound: bool) -> Fate {
+    match current {
+        Some(c) if c == old => Fate::Stays,
+        Some((addr, _)) if addr == old.0 => Fate::Goes,
+        _ if open == Some(0) || past_bound => Fate::Goes,
+        _ => Fate::Waits,
+    }
+}
+
+/// TCP states (include/net/tcp_states.h) in which a connection may still carry an answer:
+/// ESTABLISHED, SYN_SENT, SYN_RECV, FIN_WAIT1, CLOSE_WAIT, LAST_ACK, CLOSING. Not LISTEN, and not
+/// FIN_WAIT2, TIME_WAIT or CLOSE, whose data has all been taken.
+const OPEN_STATES: [u8; 7] = [0x01, 0x02, 0x03, 0x04, 0x08, 0x09, 0x0b];
+
+/// How many TCP connections on local address `addr` the text of `/proc/net/tcp` lists in an
+/// [`OPEN_STATES`] state (pure). The kernel writes an address as the hex of its 32-bit value in
+/// the machine's byte order.
+fn open_connections(table: &str, addr: Ipv4Addr) -> usize {
+    let open = |line: &str| {
+        let mut fields = line.split_whitespace().skip(1);
+        let (Some(local), Some(_remote), Some(state)) = (fields.next(), fields.next(), fields.next()) else { return false };
+        let local = local.split_once(':').and_then(|(a, _)| u32::from_str_radix(a, 16).ok()).map(|a| Ipv4Addr::from(a.to_ne_bytes()));
+        let state = u8::from_str_radix(state, 16).ok();
+        local == Some(addr) && state.is_some_and(|s| OPEN_STATES.contains(&s))
+    };
+    table.lines().skip(1).filter(|l| open(l)).count()
+}
+
+/// Puts `old` on the list (a later swap away from the same address moves its bound) and starts the
+/// thread that removes old addresses unless it runs.
+fn retire(net: &Net, list: &OldAddresses, old: Old) {
+    let mut r = list.lock().unwrap_or_else(|e| e.into_inner());
+    match r.old.iter_mut().find(|o| (o.index, o.addr, o.prefix) == (old.index, old.addr, old.prefix)) {
+        Some(o) => o.until = old.until,
+        None => r.old.push(old),
+    }
+    if r.removing {
+        return;
+    }
+    let (net, list) = (Arc::clone(net), Arc::clone(list));
+    match std::thread::Builder::new().name("old-addresses".into()).spawn(move || remove_old(&net, &list)) {
+        Ok(_) => r.removing = true,
+        Err(e) => crate::say!("restore: cannot start a thread ({e}): {}/{} stays until the next restore", old.addr, old.prefix),
+    }
+}
+
+/// Every [`OLD_ADDRESS_POLL`], each old address's [`fate`], until none is left.
+fn remove_old(net: &Net, list: &OldAddresses) {
+    loop {
+        std::thread::sleep(OLD_ADDRESS_POLL);
+        let table = std::fs::read_to_string("/proc/net/tcp").ok();
+        // Locked in a restore's order, and while an address is removed: a restore cannot choose
+        // it meanwhile.
+        let net = net.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = list.lock().unwrap_or_else(|e| e.into_inner());
+        let current = net.as_ref().map(|p| (p.addr, p.prefix));
+        let now = Instant::now();
+        r.old.retain(|o| {
+            let open = table.as_deref().map(|t| open_connections(t, o.addr));
+            match fate((o.addr, o.prefix), current, open, now >= o.until) {
+                Fate::Stays => false,
+                Fate::Waits => true,
+                Fate::Goes => {
+                    let removed = crate::netlink::Socket::open().and_then(|nl| nl.delete_address(o.index, o.addr, o.prefix));
+                    if let Err(e) = removed {
+                        crate::say!("restore: {e}");
+                    }
+                    false
+                }
+            }
+        });
+        if r.old.is_empty() {
+            r.removing = false;
+            return;
+        }
+    }
 }
 
 /// `RNDADDENTROPY` and `RNDRESEEDCRNG` (linux/random.h).
@@ -354,6 +458,56 @@ mod tests {
         }
         // Without a gateway there is no host address to refuse.
         assert!(plan(&ip("169.254.0.1/16"), &Now { generation: 2, gateway: None }).is_ok());
+    }
+
+    #[test]
+    fn old_address_fates() {
+        let a = (Ipv4Addr::new(169, 254, 1, 2), 16);
+        let b = (Ipv4Addr::new(169, 254, 7, 7), 16);
+        let a17 = (a.0, 17);
+        let cases = [
+            // (current, open connections, past the bound) -> fate of old address a
+            (Some(a), Some(3), false, Fate::Stays),
+            (Some(a), Some(0), true, Fate::Stays),
+            (Some(a17), Some(3), false, Fate::Goes),
+            (Some(b), Some(0), false, Fate::Goes),
+            (Some(b), Some(2), false, Fate::Waits),
+            (Some(b), Some(2), true, Fate::Goes),
+            (Some(b), None, false, Fate::Waits),
+            (Some(b), None, true, Fate::Goes),
+            (None, Some(0), false, Fate::Goes),
+        ];
+        for (current, open, past, want) in cases {
+            assert_eq!(fate(a, current, open, past), want, "{current:?} {open:?} {past}");
+        }
+    }
+
+    #[test]
+    fn connections_from_proc_net_tcp() {
+        // As the kernel writes an address: the hex of its 32-bit value in this machine's order.
+        let hex = |a: [u8; 4]| format!("{:08X}", u32::from_ne_bytes(a));
+        let (guest, old, host) = (hex([169, 254, 7, 7]), hex([169, 254, 1, 2]), hex([169, 254, 0, 1]));
+        let line = |i: usize, local: &str, state: &str| {
+            format!("{i:4}: {local}:0400 {host}:D4C2 {state} 00000000:00000000 00:00000000 00000000     0        0 1234 1 0000000000000000 20 4 30 10 -1")
+        };
+        let table = [
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode".to_string(),
+            line(0, &old, "0A"),
+            line(1, &old, "01"),
+            line(2, &old, "06"),
+            line(3, &old, "04"),
+            line(4, &old, "05"),
+            line(5, &old, "08"),
+            line(6, &guest, "01"),
+            line(7, &old, "09"),
+        ]
+        .join("\n");
+        // Listening, TIME_WAIT and FIN_WAIT2 do not count.
+        assert_eq!(open_connections(&table, Ipv4Addr::new(169, 254, 1, 2)), 4);
+        assert_eq!(open_connections(&table, Ipv4Addr::new(169, 254, 7, 7)), 1);
+        assert_eq!(open_connections(&table, Ipv4Addr::new(169, 254, 9, 9)), 0);
+        assert_eq!(open_connections("", Ipv4Addr::new(169, 254, 1, 2)), 0);
+        assert_eq!(open_connections("garbage\n1: nonsense", Ipv4Addr::new(169, 254, 1, 2)), 0);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use agent::proto::{ExecRequest, Ready, RestoreRequest};
+use agent::proto::{ExecRequest, ExecResponse, Ready, RestoreRequest};
 use chinit_tests::ns::{self, boot, sh};
 
 fn restore(wire: &ns::Wire, req: &RestoreRequest) -> agent::client::Response {
@@ -208,6 +208,46 @@ fn swapping_back_at_once_keeps_the_address() {
     assert_eq!((doc.ip.as_deref(), doc.generation), (Some("169.254.1.2/16"), 2));
     assert!(!c.console().contains("restore:"), "{}", c.console());
     ns::poweroff(&wire, &mut c);
+}
+
+/// An answer under way when the address changes still leaves over the old address: a command of
+/// 1.5 s started there answers after a restore to a new address, and the old address goes once
+/// that connection closes. A connection held open longer does not keep the old address past its
+/// bound (5 s).
+#[test]
+fn an_answer_under_way_leaves_over_the_old_address() {
+    let Some((wire, mut c)) = boot("chinit.api=tcp") else { return };
+    ns::wait_ready(&wire, &c, Duration::from_secs(10)).unwrap();
+    let (a, b, d) = (ns::GUEST_IP, Ipv4Addr::new(169, 254, 7, 7), Ipv4Addr::new(169, 254, 8, 8));
+    let body = exec_body("sleep 1.5; echo done");
+    let slow = std::thread::scope(|s| {
+        let slow = s.spawn(|| http_at(&wire, a, "POST", "/v1/exec", Some(body)));
+        std::thread::sleep(Duration::from_millis(300));
+        let r = restore_at(&wire, a, &RestoreRequest { ip: Some(format!("{b}/16")), ..plain(1) }).unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        slow.join().unwrap()
+    });
+    let slow = slow.unwrap_or_else(|e| panic!("the command's answer never came: {e}; console:\n{}", c.console()));
+    assert_eq!(slow.status, 200);
+    assert_eq!(slow.json::<ExecResponse>().unwrap().stdout, "done\n");
+    // That connection closed: the old address goes.
+    let gone = wait_addrs(&wire, &["169.254.7.7/16"], Duration::from_secs(2));
+    assert!(gone.is_ok(), "the guest's addresses: {gone:?}");
+
+    // A command of 8 s on B, then a restore to D: B goes at its bound, not with the command.
+    let body = exec_body("sleep 8");
+    std::thread::scope(|s| {
+        let _held = s.spawn(|| http_at(&wire, b, "POST", "/v1/exec", Some(body)));
+        std::thread::sleep(Duration::from_millis(300));
+        let r = restore_at(&wire, b, &RestoreRequest { ip: Some(format!("{d}/16")), ..plain(2) }).unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let took = wait_addrs(&wire, &["169.254.8.8/16"], Duration::from_secs(8));
+        println!("B with a connection open went {took:?} after the restore");
+        let took = took.unwrap_or_else(|addrs| panic!("B still there: {addrs:?}"));
+        assert!(took >= Duration::from_secs(4) && took <= Duration::from_millis(6500), "B went after {took:?}, not at its 5 s bound");
+        c.signal(nix::sys::signal::Signal::SIGTERM).unwrap();
+    });
+    assert!(ns::is_poweroff(c.wait(Duration::from_secs(10)).unwrap()));
 }
 
 /// Every restore used to add its steps to `/ready` for good. Over 2 000 restores on one
