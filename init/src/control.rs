@@ -223,9 +223,8 @@ impl Control for Chinit {
         let one = Restoring(&self.restoring);
         let now = crate::restore::Now { generation: self.state.generation(), gateway: ctx.gateway() };
         let plan = crate::restore::plan(&req, &now).map_err(|e| Refusal::bad_request(format!("restore request: {e}")))?;
-        let new_ip = plan.ip;
-        let ready = crate::restore::apply(&self.state, ctx, plan);
-        if let Some((addr, _)) = new_ip.filter(|_| ready.ip.is_some()) {
+        let crate::restore::Applied { ready, moved_to } = crate::restore::apply(&self.state, ctx, plan);
+        if let Some(addr) = moved_to {
             self.serve_tcp_at(addr).await;
         }
         drop(one);

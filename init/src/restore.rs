@@ -133,7 +133,7 @@ impl Context {
 /// Makes this copy unique as `p` says, each change a step of this restore (which `/ready` shows in
 /// place of the restore's before); returns the new ready document. A step that fails is recorded
 /// with its error and the others still run.
-pub fn apply(state: &crate::control::State, ctx: &Context, p: Plan) -> agent::proto::Ready {
+pub fn apply(state: &crate::control::State, ctx: &Context, p: Plan) -> Applied {
     use crate::timeline::mark;
     let tl = &crate::timeline::Timeline::default();
     let marks = ctx.marks.first_after_restore(mark::RESTORE_START);
@@ -147,15 +147,20 @@ pub fn apply(state: &crate::control::State, ctx: &Context, p: Plan) -> agent::pr
         let step = tl.start("restore.hostname");
         let _ = tl.end(step, nix::unistd::sethostname(h).map_err(|e| format!("sethostname {h}: {e}")));
     }
+    let mut moved_to = None;
     if let Some((addr, prefix)) = p.ip {
         let mut net = ctx.net.lock().unwrap_or_else(|e| e.into_inner());
         let step = tl.start("restore.network");
         let swapped = match net.as_mut() {
-            Some(plan) => swap_address(plan, addr, prefix, &ctx.net, &ctx.old),
+            Some(plan) => {
+                let before = plan.addr;
+                swap_address(plan, addr, prefix, &ctx.net, &ctx.old).map(|()| (before != addr).then_some(addr))
+            }
             None => Err("no network to change: the boot configured none".to_string()),
         };
-        if tl.end(step, swapped).is_ok() {
+        if let Ok(moved) = tl.end(step, swapped) {
             state.set_ip(addr, prefix);
+            moved_to = moved;
         }
     }
     notice_vsock_reset(ctx.vsock_cid, local_cid());
@@ -164,7 +169,16 @@ pub fn apply(state: &crate::control::State, ctx: &Context, p: Plan) -> agent::pr
     }
     state.restored(p.generation, tl.steps());
     marks.mark(mark::RESTORE_READY);
-    state.snapshot()
+    Applied { ready: state.snapshot(), moved_to }
+}
+
+/// What a restore did.
+pub struct Applied {
+    /// The new ready document.
+    pub ready: agent::proto::Ready,
+    /// The guest's new address, when it moved to another one (not when only the prefix changed):
+    /// TCP is served there from now on.
+    pub moved_to: Option<Ipv4Addr>,
 }
 
 /// `IOCTL_VM_SOCKETS_GET_LOCAL_CID` (linux/vm_sockets.h) on `/dev/vsock`.

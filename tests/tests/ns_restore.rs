@@ -361,3 +361,30 @@ fn a_restore_during_shutdown_is_refused() {
         assert!(ns::is_poweroff(c.wait(Duration::from_secs(10)).unwrap()));
     });
 }
+
+/// A restore to the same address with another prefix (and one to the same address and prefix)
+/// changes the prefix, keeps serving, and says nothing false on the console (it used to print
+/// `serve tcp ...: Address in use`).
+#[test]
+fn a_new_prefix_for_the_same_address_prints_no_false_error() {
+    let Some((wire, mut c)) = boot("chinit.api=tcp") else { return };
+    ns::wait_ready(&wire, &c, Duration::from_secs(10)).unwrap();
+    let before = c.console();
+    // /17 still holds the host (169.254.0.1).
+    for g in [1, 2] {
+        let r = restore(&wire, &RestoreRequest { ip: Some("169.254.1.2/17".into()), ..plain(g) });
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let doc: Ready = r.json().unwrap();
+        assert_eq!(doc.ip.as_deref(), Some("169.254.1.2/17"));
+        assert!(doc.steps.iter().all(|s| s.error.is_none()), "{:?}", doc.steps);
+    }
+    let took = wait_addrs(&wire, &["169.254.1.2/17"], Duration::from_secs(3));
+    assert!(took.is_ok(), "the guest's addresses: {took:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let doc: Ready = ns::http(&wire, "GET", "/ready", None).unwrap().json().unwrap();
+    assert_eq!((doc.ip.as_deref(), doc.generation), (Some("169.254.1.2/17"), 2));
+    let console = c.console();
+    let new = &console[before.len()..];
+    assert!(!new.contains("restore") && !new.contains("in use"), "console after the restores:\n{new}");
+    ns::poweroff(&wire, &mut c);
+}
