@@ -38,7 +38,7 @@ pub struct Ready {
     pub init_start_us: u64,
     /// CLOCK_BOOTTIME when chinit declared itself ready (0 before).
     pub ready_us: u64,
-    /// Every step so far, in order.
+    /// The boot's steps and the latest restore's (`restore.*`), in the order they ended.
     pub steps: Vec<Step>,
     /// The guest's IPv4 address with prefix, when networking is up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -47,6 +47,10 @@ pub struct Ready {
     /// gave it (`POST /v1/restore`): one more than the machine the snapshot was taken of.
     #[serde(default)]
     pub generation: u64,
+    /// How many restores this machine has taken (`POST /v1/restore` answered 200): `steps` has
+    /// the latest one's only.
+    #[serde(default)]
+    pub restores: u64,
     /// The workload (`chinit.exec=`), when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<Workload>,
@@ -137,11 +141,16 @@ pub struct ShutdownRequest {
 /// The least entropy `POST /v1/restore` takes, in bytes.
 pub const MIN_RESTORE_ENTROPY: usize = 32;
 
+/// The largest generation `POST /v1/restore` takes: 2^53 - 1, the largest integer every JSON reader
+/// holds exactly (JavaScript, jq; above it they round without a word).
+pub const MAX_GENERATION: u64 = (1 << 53) - 1;
+
 /// Body of `POST /v1/restore`: what makes a copy restored from a snapshot unique. The answer (200)
 /// is the new ready document.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct RestoreRequest {
-    /// The copy's generation: `/ready` shows it from now on.
+    /// The copy's generation: `/ready` shows it from now on. More than the machine's now (so never
+    /// 0, a booted machine's), at most [`MAX_GENERATION`].
     pub generation: u64,
     /// Fresh entropy for the kernel's random generator, as hex: at least [`MIN_RESTORE_ENTROPY`] bytes.
     pub entropy: String,
@@ -180,6 +189,7 @@ mod tests {
             steps: vec![Step { name: "mounts".into(), start_us: 85_210, end_us: 85_300, error: None }],
             ip: Some("169.254.1.2/16".into()),
             generation: 1,
+            restores: 1,
             workload: None,
         };
         let text = serde_json::to_string(&r).unwrap();

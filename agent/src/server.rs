@@ -647,6 +647,7 @@ mod tests {
                 steps: vec![],
                 ip: None,
                 generation: 0,
+                restores: 0,
                 workload: None,
             }
         }

@@ -240,12 +240,7 @@ impl Boot {
             });
         }
         // From now on a restored copy can be made unique (`POST /v1/restore`).
-        let _ = self.ctl.restore.set(crate::restore::Context {
-            mode: self.mode,
-            marks: self.marks,
-            vsock_cid: crate::restore::local_cid(),
-            net: std::sync::Mutex::new(self.net.clone()),
-        });
+        let _ = self.ctl.restore.set(crate::restore::Context::new(self.mode, self.marks, self.net.clone()));
     }
 
     /// The workload (after the late mounts), the PID 1 loop until the machine should end, then the

@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use agent::proto::{ExecRequest, ExecResponse, Ready, RestoreRequest, ShutdownRequest, Workload};
+use agent::proto::{ExecRequest, ExecResponse, Ready, RestoreRequest, ShutdownRequest, Step, Workload};
 use agent::server::{serve, Control, InFlight, Refusal, ServeOptions};
 use tokio::sync::{mpsc, watch};
 
@@ -23,6 +23,9 @@ pub struct State {
     generation: AtomicU64,
     /// The boot's steps: the boot records into it, `/ready` shows it.
     pub timeline: Timeline,
+    /// The latest restore's steps, and how many restores there were: `/ready` shows these after
+    /// the boot's, whatever the number of restores.
+    restores: Mutex<Restores>,
     /// The guest address and its prefix length.
     ip: Mutex<Option<(Ipv4Addr, u8)>>,
     workload: Mutex<Option<Workload>>,
@@ -38,6 +41,7 @@ impl State {
             ready_us: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             timeline: Timeline::default(),
+            restores: Mutex::new(Restores::default()),
             ip: Mutex::new(None),
             workload: Mutex::new(None),
             notify_port: Mutex::new(None),
@@ -52,9 +56,22 @@ impl State {
         *self.workload.lock().unwrap_or_else(|e| e.into_inner()) = Some(w);
     }
 
+    /// 0 for a machine that booted; a restored copy's (`POST /v1/restore`).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
     /// A restored copy's generation (`POST /v1/restore`).
-    pub fn set_generation(&self, g: u64) {
+    fn set_generation(&self, g: u64) {
         self.generation.store(g, Ordering::Relaxed);
+    }
+
+    /// A restore is done: its generation, and its steps in place of the restore's before.
+    pub fn restored(&self, generation: u64, steps: Vec<Step>) {
+        let mut r = self.restores.lock().unwrap_or_else(|e| e.into_inner());
+        r.count += 1;
+        r.steps = steps;
+        self.set_generation(generation);
     }
 
     /// Declares readiness.
@@ -74,6 +91,10 @@ impl State {
 
     pub fn snapshot(&self) -> Ready {
         let ready = self.ready.load(Ordering::Acquire);
+        let (restores, restore_steps) = {
+            let r = self.restores.lock().unwrap_or_else(|e| e.into_inner());
+            (r.count, if ready { r.steps.clone() } else { Vec::new() })
+        };
         Ready {
             ready,
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -81,12 +102,29 @@ impl State {
             init_start_us: self.init_start_us,
             ready_us: if ready { self.ready_us.load(Ordering::Relaxed) } else { 0 },
             // Like `ready_us`, the steps are shown once ready.
-            steps: if ready { self.timeline.steps() } else { Vec::new() },
+            steps: if ready { in_order(self.timeline.steps(), restore_steps) } else { Vec::new() },
             ip: self.ip.lock().unwrap_or_else(|e| e.into_inner()).map(|(addr, prefix)| format!("{addr}/{prefix}")),
             generation: self.generation.load(Ordering::Relaxed),
+            restores,
             workload: *self.workload.lock().unwrap_or_else(|e| e.into_inner()),
         }
     }
+}
+
+/// The latest restore's steps, and how many restores there were.
+#[derive(Debug, Default)]
+struct Restores {
+    count: u64,
+    steps: Vec<Step>,
+}
+
+/// The boot's steps and a restore's, each in the order they ended, as one list in that order (a
+/// boot step can end after a restore: the late mounts run after ready).
+fn in_order(mut boot: Vec<Step>, restore: Vec<Step>) -> Vec<Step> {
+    boot.extend(restore);
+    // Stable: steps that ended at the same microsecond keep their order.
+    boot.sort_by_key(|s| s.end_us);
+    boot
 }
 
 /// The agent's view of chinit.
@@ -97,7 +135,8 @@ pub struct Chinit {
     pub shutdown: mpsc::UnboundedSender<(ShutdownRequest, &'static str)>,
     /// Becomes true when the late mounts are done; commands wait for it.
     pub system: watch::Receiver<bool>,
-    /// Set once the machine is ending: no new command starts.
+    /// Set once the machine is ending (a shutdown asked for, a signal, the workload's exit): no new
+    /// command or restore starts.
     pub stopping: AtomicBool,
     /// Answers under way: the shutdown waits for them.
     pub answers: InFlight,
@@ -133,6 +172,15 @@ impl Chinit {
     }
 }
 
+/// The restore under way: the flag is cleared when it ends, however it ends.
+struct Restoring<'a>(&'a AtomicBool);
+
+impl Drop for Restoring<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 /// Waits until the late mounts are done (or their thread is gone).
 pub async fn system_ready(rx: &watch::Receiver<bool>) {
     let mut rx = rx.clone();
@@ -152,27 +200,34 @@ impl Control for Chinit {
         crate::exec::run(&self.reaper, req).await.map_err(Refusal::bad_request)
     }
 
-    /// A request while a shutdown is under way joins it (the receiver may be gone already).
+    /// From the request on no command or restore starts (503). A request while a shutdown is
+    /// under way joins it (the receiver may be gone already).
     fn shutdown(&self, req: ShutdownRequest) {
+        self.stopping.store(true, Ordering::Release);
         let _ = self.shutdown.send((req, "the API"));
     }
 
-    /// One restore at a time (409 for another meanwhile), only once ready (503), bad input
-    /// refused before anything changes (400).
+    /// Only once ready and until the machine is ending (503), one restore at a time (409 for
+    /// another meanwhile), bad input refused before anything changes (400): the request is checked
+    /// against the machine as it is while no other restore can change it.
     async fn restore(&self, req: RestoreRequest) -> Result<Ready, Refusal> {
-        let plan = crate::restore::plan(&req).map_err(|e| Refusal::bad_request(format!("restore request: {e}")))?;
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(Refusal { status: 503, message: "chinit is shutting down: no restore is taken".into() });
+        }
         let Some(ctx) = self.restore.get() else {
             return Err(Refusal { status: 503, message: "not ready yet: a restore is taken once chinit is ready".into() });
         };
         if self.restoring.swap(true, Ordering::AcqRel) {
             return Err(Refusal { status: 409, message: "a restore is under way".into() });
         }
-        let new_ip = plan.ip;
-        let ready = crate::restore::apply(&self.state, ctx, plan);
-        if let Some((addr, _)) = new_ip.filter(|_| ready.ip.is_some()) {
+        let one = Restoring(&self.restoring);
+        let now = crate::restore::Now { generation: self.state.generation(), gateway: ctx.gateway() };
+        let plan = crate::restore::plan(&req, &now).map_err(|e| Refusal::bad_request(format!("restore request: {e}")))?;
+        let crate::restore::Applied { ready, moved_to } = crate::restore::apply(&self.state, ctx, plan);
+        if let Some(addr) = moved_to {
             self.serve_tcp_at(addr).await;
         }
-        self.restoring.store(false, Ordering::Release);
+        drop(one);
         if let Some(port) = self.state.notify_port() {
             if let Err(e) = crate::notify::send(port, &ready).await {
                 say!("notify: {e}");
@@ -260,5 +315,44 @@ mod tests {
         assert_eq!(after.steps.len(), 1);
         s.set_generation(2);
         assert_eq!(s.snapshot().generation, 2);
+    }
+
+    #[test]
+    fn ready_keeps_the_boot_steps_and_the_latest_restore() {
+        let step = |name: &str, start_us, end_us| Step { name: name.into(), start_us, end_us, error: None };
+        let s = State::new("namespace", 100);
+        let boot = s.timeline.start("mounts");
+        let _ = s.timeline.end(boot, Ok::<(), String>(()));
+        s.set_ready(400);
+        let boot = s.snapshot();
+        assert_eq!((boot.steps.len(), boot.restores), (1, 0));
+        let t = boot.steps[0].end_us;
+        for g in 1..=1000 {
+            s.restored(
+                g,
+                vec![step("restore.entropy", t + g * 10, t + g * 10 + 1), step("restore.hostname", t + g * 10 + 1, t + g * 10 + 2)],
+            );
+        }
+        let doc = s.snapshot();
+        assert_eq!((doc.generation, doc.restores), (1000, 1000));
+        let names: Vec<&str> = doc.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["mounts", "restore.entropy", "restore.hostname"]);
+        assert_eq!(doc.steps[1].start_us, t + 10_000, "the latest restore's");
+    }
+
+    #[test]
+    fn steps_are_in_the_order_they_ended() {
+        let step = |name: &str, end_us| Step { name: name.into(), start_us: 0, end_us, error: None };
+        // (boot steps, restore steps, the order shown); a step is (name, end).
+        type Steps<'a> = &'a [(&'a str, u64)];
+        let cases: &[(Steps, Steps, &[&str])] = &[
+            (&[("a", 1), ("b", 2)], &[], &["a", "b"]),
+            (&[("a", 1), ("late", 9)], &[("r1", 5), ("r2", 6)], &["a", "r1", "r2", "late"]),
+            (&[("a", 5)], &[("r1", 5)], &["a", "r1"]),
+        ];
+        for (boot, restore, want) in cases {
+            let got = in_order(boot.iter().map(|(n, e)| step(n, *e)).collect(), restore.iter().map(|(n, e)| step(n, *e)).collect());
+            assert_eq!(got.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), *want);
+        }
     }
 }

@@ -53,6 +53,30 @@ pub fn addr_from_mac(mac: [u8; 6]) -> Ipv4Addr {
     Ipv4Addr::new(169, 254, a, mac[5])
 }
 
+/// Why `addr/prefix` cannot be a host's address on a link, if it cannot: unspecified, loopback,
+/// multicast, reserved (240/4, broadcast), or its subnet's network or broadcast address (prefixes
+/// up to /30; /31 and /32 have no such addresses).
+pub fn unusable(addr: Ipv4Addr, prefix: u8) -> Option<&'static str> {
+    let host_bits = 32u32.saturating_sub(u32::from(prefix));
+    let host_mask = u32::MAX.checked_shr(32 - host_bits).unwrap_or(0);
+    let host = u32::from(addr) & host_mask;
+    if addr.is_unspecified() {
+        Some("is the unspecified address")
+    } else if addr.is_loopback() {
+        Some("is a loopback address")
+    } else if addr.is_multicast() {
+        Some("is a multicast address")
+    } else if addr.octets()[0] >= 240 {
+        Some("is reserved (240.0.0.0/4)")
+    } else if host_bits >= 2 && host == 0 {
+        Some("is its subnet's network address")
+    } else if host_bits >= 2 && host == host_mask {
+        Some("is its subnet's broadcast address")
+    } else {
+        None
+    }
+}
+
 /// Chooses the link and the address. `Err` says why there is nothing to configure.
 pub fn plan(cfg: &NetConfig, links: &[Link]) -> Result<Plan, String> {
     let lo = links.iter().find(|l| l.loopback && !l.up).map(|l| l.index);
@@ -143,6 +167,38 @@ mod tests {
                 }
                 (Err(e), Err(w)) => assert!(e.contains(w), "{line}: {e}"),
                 (got, want) => panic!("{line}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unusable_addresses() {
+        let cases: &[(&str, u8, Option<&str>)] = &[
+            ("169.254.1.2", 16, None),
+            ("169.254.0.1", 16, None),
+            ("10.0.0.0", 8, Some("network")),
+            ("169.254.0.0", 16, Some("network")),
+            ("169.254.255.255", 16, Some("broadcast")),
+            ("169.254.1.255", 24, Some("broadcast")),
+            ("169.254.1.255", 16, None),
+            ("192.168.0.4", 30, Some("network")),
+            ("192.168.0.5", 30, None),
+            ("192.168.0.7", 30, Some("broadcast")),
+            ("192.168.0.4", 31, None),
+            ("192.168.0.5", 31, None),
+            ("192.168.0.5", 32, None),
+            ("0.0.0.0", 16, Some("unspecified")),
+            ("127.0.0.1", 8, Some("loopback")),
+            ("224.0.0.1", 16, Some("multicast")),
+            ("240.0.0.1", 8, Some("reserved")),
+            ("255.255.255.255", 32, Some("reserved")),
+        ];
+        for (addr, prefix, want) in cases {
+            let got = unusable(addr.parse().unwrap(), *prefix);
+            match (got, want) {
+                (None, None) => {}
+                (Some(why), Some(w)) => assert!(why.contains(w), "{addr}/{prefix}: {why}"),
+                _ => panic!("{addr}/{prefix}: got {got:?}, want {want:?}"),
             }
         }
     }

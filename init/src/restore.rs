@@ -7,17 +7,20 @@
 //! 2. steps `CLOCK_REALTIME` to the host's time (VM mode only: in a namespace the clock is the host's);
 //! 3. sets the new hostname;
 //! 4. swaps the address: the new one added, the link's neighbours flushed, the new address
-//!    announced, the old one removed a moment later (the answer to a request that came in over it
-//!    leaves over it);
+//!    announced; the old one is removed once no connection to it is open (the answer to a request
+//!    that came in over it leaves over it), at most [`OLD_ADDRESS_MAX_WAIT`] later, and never while
+//!    a later restore made it the current address again;
 //!
-//! each a step on the timeline `/ready` shows (`restore.*`), between marks 0x68 and 0x69, then sets
-//! the generation and pushes the new ready document to the host (`chinit.notify`). The request is
+//! each a step of this restore (`restore.*`: `/ready` shows the boot's steps and the latest
+//! restore's, and counts the restores), between marks 0x68 and 0x69, then sets the generation and
+//! pushes the new ready document to the host (`chinit.notify`). The request is
 //! checked whole before anything changes ([`plan`]): bad input changes nothing.
 
 use std::net::Ipv4Addr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use agent::proto::{RestoreRequest, MIN_RESTORE_ENTROPY};
+use agent::proto::{RestoreRequest, MAX_GENERATION, MIN_RESTORE_ENTROPY};
 
 /// A checked restore request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,28 +35,66 @@ pub struct Plan {
     pub notify_port: Option<u32>,
 }
 
+/// What a request is checked against: the machine as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Now {
+    pub generation: u64,
+    /// The gateway of the network plan: the host's own address, never the guest's.
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// Hex digits only, two a byte.
 fn hex(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim();
-    if s.len() % 2 != 0 {
+    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect()
 }
 
-/// Checks a request (pure): everything is refused before anything changes.
-pub fn plan(req: &RestoreRequest) -> Result<Plan, String> {
-    let entropy = hex(&req.entropy).ok_or("entropy is not hex (two digits a byte)")?;
+/// A hostname of RFC 1123 labels joined by single dots: each label 1-63 letters, digits and '-',
+/// neither first nor last a '-'; at most 64 bytes in all (the kernel's limit).
+pub fn valid_hostname(h: &str) -> bool {
+    let label = |l: &str| {
+        (1..=63).contains(&l.len()) && !l.starts_with('-') && !l.ends_with('-') && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    h.len() <= 64 && h.split('.').all(label)
+}
+
+/// Checks a request against the machine as it is (pure): everything is refused before anything
+/// changes.
+pub fn plan(req: &RestoreRequest, now: &Now) -> Result<Plan, String> {
+    let g = req.generation;
+    if g <= now.generation {
+        return Err(format!(
+            "generation {g} is not more than this machine's ({}): a copy's generation is its snapshot's + 1, and 0 is a booted machine's",
+            now.generation
+        ));
+    }
+    if g > MAX_GENERATION {
+        return Err(format!("generation {g} is over {MAX_GENERATION} (2^53 - 1, the largest JSON readers hold exactly)"));
+    }
+    let entropy = hex(&req.entropy).ok_or("entropy is not hex (hex digits only, two a byte)")?;
     if entropy.len() < MIN_RESTORE_ENTROPY {
         return Err(format!("entropy has {} bytes: at least {MIN_RESTORE_ENTROPY} are needed", entropy.len()));
     }
     if let Some(h) = &req.hostname {
-        if !crate::cmdline::valid_hostname(h) {
-            return Err(format!("hostname {h:?}: expected 1-64 characters of letters, digits, '-' and '.'"));
+        if !valid_hostname(h) {
+            return Err(format!(
+                "hostname {h:?}: expected RFC 1123 labels (letters, digits and '-', not first or last) joined by single dots, at most 64 characters"
+            ));
         }
     }
     let ip = req.ip.as_deref().map(crate::cmdline::parse_cidr).transpose().map_err(|e| format!("ip: {e}"))?;
+    if let Some((addr, prefix)) = ip {
+        if let Some(why) = crate::net::unusable(addr, prefix) {
+            return Err(format!("ip: {addr}/{prefix} {why}"));
+        }
+        if now.gateway == Some(addr) {
+            return Err(format!("ip: {addr} is the gateway's, the host's own address"));
+        }
+    }
     Ok(Plan {
-        generation: req.generation,
+        generation: g,
         entropy,
         wall_clock: req.wall_clock_us.map(Duration::from_micros),
         hostname: req.hostname.clone(),
@@ -62,6 +103,10 @@ pub fn plan(req: &RestoreRequest) -> Result<Plan, String> {
     })
 }
 
+/// The network as configured (the address changes with a restore), shared with the removal of
+/// old addresses.
+type Net = Arc<Mutex<Option<crate::net::Plan>>>;
+
 /// What a restore needs of the boot, known once chinit is ready.
 pub struct Context {
     pub mode: crate::mode::Mode,
@@ -69,15 +114,28 @@ pub struct Context {
     /// This machine's vsock context id when it became ready: a copy restored under another one
     /// had its vsock transport reset (its connections from before are gone).
     pub vsock_cid: Option<u32>,
-    /// The network as configured (the address changes with a restore).
-    pub net: std::sync::Mutex<Option<crate::net::Plan>>,
+    net: Net,
+    /// Addresses restores replaced, until they are removed.
+    old: OldAddresses,
 }
 
-/// Makes this copy unique as `p` says, each change a step on `state`'s timeline; returns the new
-/// ready document. A step that fails is recorded with its error and the others still run.
-pub fn apply(state: &crate::control::State, ctx: &Context, p: Plan) -> agent::proto::Ready {
+impl Context {
+    pub fn new(mode: crate::mode::Mode, marks: crate::timeline::Marks, net: Option<crate::net::Plan>) -> Context {
+        Context { mode, marks, vsock_cid: local_cid(), net: Arc::new(Mutex::new(net)), old: OldAddresses::default() }
+    }
+
+    /// The network plan's gateway: the host's own address.
+    pub fn gateway(&self) -> Option<Ipv4Addr> {
+        self.net.lock().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|p| p.gateway)
+    }
+}
+
+/// Makes this copy unique as `p` says, each change a step of this restore (which `/ready` shows in
+/// place of the restore's before); returns the new ready document. A step that fails is recorded
+/// with its error and the others still run.
+pub fn apply(state: &crate::control::State, ctx: &Context, p: Plan) -> Applied {
     use crate::timeline::mark;
-    let tl = &state.timeline;
+    let tl = &crate::timeline::Timeline::default();
     let marks = ctx.marks.first_after_restore(mark::RESTORE_START);
     let step = tl.start("restore.entropy");
     let _ = tl.end(step, add_entropy(&p.entropy));
@@ -89,24 +147,38 @@ pub fn apply(state: &crate::control::State, ctx: &Context, p: Plan) -> agent::pr
         let step = tl.start("restore.hostname");
         let _ = tl.end(step, nix::unistd::sethostname(h).map_err(|e| format!("sethostname {h}: {e}")));
     }
+    let mut moved_to = None;
     if let Some((addr, prefix)) = p.ip {
         let mut net = ctx.net.lock().unwrap_or_else(|e| e.into_inner());
         let step = tl.start("restore.network");
         let swapped = match net.as_mut() {
-            Some(plan) => swap_address(plan, addr, prefix),
+            Some(plan) => {
+                let before = plan.addr;
+                swap_address(plan, addr, prefix, &ctx.net, &ctx.old).map(|()| (before != addr).then_some(addr))
+            }
             None => Err("no network to change: the boot configured none".to_string()),
         };
-        if tl.end(step, swapped).is_ok() {
+        if let Ok(moved) = tl.end(step, swapped) {
             state.set_ip(addr, prefix);
+            moved_to = moved;
         }
     }
     notice_vsock_reset(ctx.vsock_cid, local_cid());
     if p.notify_port.is_some() {
         state.set_notify_port(p.notify_port);
     }
-    state.set_generation(p.generation);
+    state.restored(p.generation, tl.steps());
     marks.mark(mark::RESTORE_READY);
-    state.snapshot()
+    Applied { ready: state.snapshot(), moved_to }
+}
+
+/// What a restore did.
+pub struct Applied {
+    /// The new ready document.
+    pub ready: agent::proto::Ready,
+    /// The guest's new address, when it moved to another one (not when only the prefix changed):
+    /// TCP is served there from now on.
+    pub moved_to: Option<Ipv4Addr>,
 }
 
 /// `IOCTL_VM_SOCKETS_GET_LOCAL_CID` (linux/vm_sockets.h) on `/dev/vsock`.
@@ -138,13 +210,9 @@ fn notice_vsock_reset(before: Option<u32>, now: Option<u32>) {
     }
 }
 
-/// How long the old address outlives a swap: the answer to a request that came in over it still
-/// leaves over it.
-const OLD_ADDRESS_GRACE: Duration = Duration::from_millis(250);
-
-/// The new address added and announced, the old one removed [`OLD_ADDRESS_GRACE`] later; `plan`
+/// The new address added and announced, the old one handed to [`retire`]; `plan` (locked in `net`)
 /// follows.
-fn swap_address(plan: &mut crate::net::Plan, addr: Ipv4Addr, prefix: u8) -> Result<(), String> {
+fn swap_address(plan: &mut crate::net::Plan, addr: Ipv4Addr, prefix: u8, net: &Net, old: &OldAddresses) -> Result<(), String> {
     if (plan.addr, plan.prefix) == (addr, prefix) {
         return Ok(());
     }
@@ -153,17 +221,11 @@ fn swap_address(plan: &mut crate::net::Plan, addr: Ipv4Addr, prefix: u8) -> Resu
     nl.apply(&new)?;
     // The neighbours the snapshot knew may belong to other copies now.
     nl.flush_neighbours(plan.index)?;
-    let (index, old, old_prefix) = (plan.index, plan.addr, plan.prefix);
     // The new address is a secondary of the old one's subnet: without this the kernel removes
     // secondaries with their primary.
     let promote = format!("/proc/sys/net/ipv4/conf/{}/promote_secondaries", plan.name);
     std::fs::write(&promote, "1").map_err(|e| format!("{promote}: {e}"))?;
-    std::thread::spawn(move || {
-        std::thread::sleep(OLD_ADDRESS_GRACE);
-        if let Err(e) = nl.delete_address(index, old, old_prefix) {
-            crate::say!("restore: {e}");
-        }
-    });
+    retire(net, old, Old { index: plan.index, addr: plan.addr, prefix: plan.prefix, until: Instant::now() + OLD_ADDRESS_MAX_WAIT });
     (plan.addr, plan.prefix) = (addr, prefix);
     if let Some(mac) = plan.mac {
         let (socket, sent) = crate::arp::announce(plan.index, mac, addr);
@@ -174,6 +236,123 @@ fn swap_address(plan: &mut crate::net::Plan, addr: Ipv4Addr, prefix: u8) -> Resu
         sent?;
     }
     Ok(())
+}
+
+/// The longest an old address outlives the restore that replaced it while connections to it are
+/// still open (an answer under way, a client's idle keep-alive, which the agent drops after 5 s
+/// anyway).
+pub const OLD_ADDRESS_MAX_WAIT: Duration = Duration::from_secs(5);
+
+/// How often the old addresses' connections are looked at.
+const OLD_ADDRESS_POLL: Duration = Duration::from_millis(20);
+
+/// An address a restore replaced, until it is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Old {
+    index: u32,
+    addr: Ipv4Addr,
+    prefix: u8,
+    /// Removed by then whatever its connections.
+    until: Instant,
+}
+
+/// The old addresses, and whether a thread is removing them.
+#[derive(Debug, Default)]
+struct Retiring {
+    old: Vec<Old>,
+    removing: bool,
+}
+
+type OldAddresses = Arc<Mutex<Retiring>>;
+
+/// What becomes of an old address now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// It is the current address again: it stays, and is forgotten.
+    Stays,
+    Goes,
+    Waits,
+}
+
+/// The fate of old address `old` (pure): never the current address; at once when the current one
+/// is the same address with another prefix (its connections keep it); otherwise once no
+/// connection to it is open (`open`: `None` when that cannot be known) or at its bound.
+fn fate(old: (Ipv4Addr, u8), current: Option<(Ipv4Addr, u8)>, open: Option<usize>, past_bound: bool) -> Fate {
+    match current {
+        Some(c) if c == old => Fate::Stays,
+        Some((addr, _)) if addr == old.0 => Fate::Goes,
+        _ if open == Some(0) || past_bound => Fate::Goes,
+        _ => Fate::Waits,
+    }
+}
+
+/// TCP states (include/net/tcp_states.h) in which a connection may still carry an answer:
+/// ESTABLISHED, SYN_SENT, SYN_RECV, FIN_WAIT1, CLOSE_WAIT, LAST_ACK, CLOSING. Not LISTEN, and not
+/// FIN_WAIT2, TIME_WAIT or CLOSE, whose data has all been taken.
+const OPEN_STATES: [u8; 7] = [0x01, 0x02, 0x03, 0x04, 0x08, 0x09, 0x0b];
+
+/// How many TCP connections on local address `addr` the text of `/proc/net/tcp` lists in an
+/// [`OPEN_STATES`] state (pure). The kernel writes an address as the hex of its 32-bit value in
+/// the machine's byte order.
+fn open_connections(table: &str, addr: Ipv4Addr) -> usize {
+    let open = |line: &str| {
+        let mut fields = line.split_whitespace().skip(1);
+        let (Some(local), Some(_remote), Some(state)) = (fields.next(), fields.next(), fields.next()) else { return false };
+        let local = local.split_once(':').and_then(|(a, _)| u32::from_str_radix(a, 16).ok()).map(|a| Ipv4Addr::from(a.to_ne_bytes()));
+        let state = u8::from_str_radix(state, 16).ok();
+        local == Some(addr) && state.is_some_and(|s| OPEN_STATES.contains(&s))
+    };
+    table.lines().skip(1).filter(|l| open(l)).count()
+}
+
+/// Puts `old` on the list (a later swap away from the same address moves its bound) and starts the
+/// thread that removes old addresses unless it runs.
+fn retire(net: &Net, list: &OldAddresses, old: Old) {
+    let mut r = list.lock().unwrap_or_else(|e| e.into_inner());
+    match r.old.iter_mut().find(|o| (o.index, o.addr, o.prefix) == (old.index, old.addr, old.prefix)) {
+        Some(o) => o.until = old.until,
+        None => r.old.push(old),
+    }
+    if r.removing {
+        return;
+    }
+    let (net, list) = (Arc::clone(net), Arc::clone(list));
+    match std::thread::Builder::new().name("old-addresses".into()).spawn(move || remove_old(&net, &list)) {
+        Ok(_) => r.removing = true,
+        Err(e) => crate::say!("restore: cannot start a thread ({e}): {}/{} stays until the next restore", old.addr, old.prefix),
+    }
+}
+
+/// Every [`OLD_ADDRESS_POLL`], each old address's [`fate`], until none is left.
+fn remove_old(net: &Net, list: &OldAddresses) {
+    loop {
+        std::thread::sleep(OLD_ADDRESS_POLL);
+        let table = std::fs::read_to_string("/proc/net/tcp").ok();
+        // Locked in a restore's order, and while an address is removed: a restore cannot choose
+        // it meanwhile.
+        let net = net.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = list.lock().unwrap_or_else(|e| e.into_inner());
+        let current = net.as_ref().map(|p| (p.addr, p.prefix));
+        let now = Instant::now();
+        r.old.retain(|o| {
+            let open = table.as_deref().map(|t| open_connections(t, o.addr));
+            match fate((o.addr, o.prefix), current, open, now >= o.until) {
+                Fate::Stays => false,
+                Fate::Waits => true,
+                Fate::Goes => {
+                    let removed = crate::netlink::Socket::open().and_then(|nl| nl.delete_address(o.index, o.addr, o.prefix));
+                    if let Err(e) = removed {
+                        crate::say!("restore: {e}");
+                    }
+                    false
+                }
+            }
+        });
+        if r.old.is_empty() {
+            r.removing = false;
+            return;
+        }
+    }
 }
 
 /// `RNDADDENTROPY` and `RNDRESEEDCRNG` (linux/random.h).
@@ -236,27 +415,122 @@ mod tests {
     #[test]
     fn plans_and_refusals() {
         let good = "ab".repeat(32);
-        let p = plan(&RestoreRequest {
-            wall_clock_us: Some(1_700_000_000_123_456),
-            hostname: Some("copy-2".into()),
-            ip: Some("169.254.9.8/16".into()),
-            ..req(&good)
-        })
+        let now = Now { generation: 2, gateway: Some(Ipv4Addr::new(169, 254, 0, 1)) };
+        let p = plan(
+            &RestoreRequest {
+                wall_clock_us: Some(1_700_000_000_123_456),
+                hostname: Some("copy-2".into()),
+                ip: Some("169.254.9.8/16".into()),
+                ..req(&good)
+            },
+            &now,
+        )
         .unwrap();
         assert_eq!((p.generation, p.entropy.len(), p.entropy[0]), (3, 32, 0xab));
         assert_eq!(p.wall_clock, Some(Duration::from_micros(1_700_000_000_123_456)));
         assert_eq!((p.hostname.as_deref(), p.ip), (Some("copy-2"), Some((Ipv4Addr::new(169, 254, 9, 8), 16))));
+        assert_eq!(plan(&RestoreRequest { generation: MAX_GENERATION, ..req(&good) }, &now).map(|p| p.generation), Ok(MAX_GENERATION));
+        assert!(plan(&RestoreRequest { entropy: "AB".repeat(32), ..req(&good) }, &now).is_ok(), "upper case is hex too");
+        let host = |h: &str| RestoreRequest { hostname: Some(h.into()), ..req(&good) };
+        let ip = |a: &str| RestoreRequest { ip: Some(a.into()), ..req(&good) };
         let cases: &[(RestoreRequest, &str)] = &[
+            (RestoreRequest { generation: 2, ..req(&good) }, "generation 2 is not more than this machine's (2)"),
+            (RestoreRequest { generation: 1, ..req(&good) }, "generation 1"),
+            (RestoreRequest { generation: 0, ..req(&good) }, "generation 0"),
+            (RestoreRequest { generation: MAX_GENERATION + 1, ..req(&good) }, "2^53 - 1"),
+            (RestoreRequest { generation: u64::MAX, ..req(&good) }, "2^53 - 1"),
             (req(&"ab".repeat(31)), "31 bytes: at least 32"),
             (req("zz"), "not hex"),
             (req("abc"), "not hex"),
+            (req(&"+a".repeat(32)), "not hex"),
+            (req(&format!(" {good}")), "not hex"),
+            (req(&format!("{good} ")), "not hex"),
             (req(""), "0 bytes"),
-            (RestoreRequest { hostname: Some("bad host".into()), ..req(&good) }, "hostname"),
-            (RestoreRequest { ip: Some("10.0.0.1".into()), ..req(&good) }, "ip:"),
+            (host("bad host"), "hostname"),
+            (host(""), "hostname"),
+            (host("-"), "hostname"),
+            (host(".."), "hostname"),
+            (host("a..b"), "hostname"),
+            (host(".copy"), "hostname"),
+            (host("copy."), "hostname"),
+            (host("-copy"), "hostname"),
+            (host("copy-"), "hostname"),
+            (host("copy_1"), "hostname"),
+            (host(&"a".repeat(64)), "hostname"),
+            (host(&format!("{}.{}", "a".repeat(32), "b".repeat(32))), "hostname"),
+            (ip("10.0.0.1"), "ip:"),
+            (ip("169.254.0.1/16"), "the gateway's"),
+            (ip("169.254.0.1/24"), "the gateway's"),
+            (ip("0.0.0.0/16"), "cannot be an interface address"),
+            (ip("127.0.0.1/8"), "loopback"),
+            (ip("169.254.0.0/16"), "network address"),
+            (ip("169.254.255.255/16"), "broadcast"),
         ];
         for (r, want) in cases {
-            let e = plan(r).unwrap_err();
+            let e = plan(r, &now).unwrap_err();
             assert!(e.contains(want), "{r:?}: {e}");
+        }
+        // Without a gateway there is no host address to refuse.
+        assert!(plan(&ip("169.254.0.1/16"), &Now { generation: 2, gateway: None }).is_ok());
+    }
+
+    #[test]
+    fn old_address_fates() {
+        let a = (Ipv4Addr::new(169, 254, 1, 2), 16);
+        let b = (Ipv4Addr::new(169, 254, 7, 7), 16);
+        let a17 = (a.0, 17);
+        let cases = [
+            // (current, open connections, past the bound) -> fate of old address a
+            (Some(a), Some(3), false, Fate::Stays),
+            (Some(a), Some(0), true, Fate::Stays),
+            (Some(a17), Some(3), false, Fate::Goes),
+            (Some(b), Some(0), false, Fate::Goes),
+            (Some(b), Some(2), false, Fate::Waits),
+            (Some(b), Some(2), true, Fate::Goes),
+            (Some(b), None, false, Fate::Waits),
+            (Some(b), None, true, Fate::Goes),
+            (None, Some(0), false, Fate::Goes),
+        ];
+        for (current, open, past, want) in cases {
+            assert_eq!(fate(a, current, open, past), want, "{current:?} {open:?} {past}");
+        }
+    }
+
+    #[test]
+    fn connections_from_proc_net_tcp() {
+        // As the kernel writes an address: the hex of its 32-bit value in this machine's order.
+        let hex = |a: [u8; 4]| format!("{:08X}", u32::from_ne_bytes(a));
+        let (guest, old, host) = (hex([169, 254, 7, 7]), hex([169, 254, 1, 2]), hex([169, 254, 0, 1]));
+        let line = |i: usize, local: &str, state: &str| {
+            format!("{i:4}: {local}:0400 {host}:D4C2 {state} 00000000:00000000 00:00000000 00000000     0        0 1234 1 0000000000000000 20 4 30 10 -1")
+        };
+        let table = [
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode".to_string(),
+            line(0, &old, "0A"),
+            line(1, &old, "01"),
+            line(2, &old, "06"),
+            line(3, &old, "04"),
+            line(4, &old, "05"),
+            line(5, &old, "08"),
+            line(6, &guest, "01"),
+            line(7, &old, "09"),
+        ]
+        .join("\n");
+        // Listening, TIME_WAIT and FIN_WAIT2 do not count.
+        assert_eq!(open_connections(&table, Ipv4Addr::new(169, 254, 1, 2)), 4);
+        assert_eq!(open_connections(&table, Ipv4Addr::new(169, 254, 7, 7)), 1);
+        assert_eq!(open_connections(&table, Ipv4Addr::new(169, 254, 9, 9)), 0);
+        assert_eq!(open_connections("", Ipv4Addr::new(169, 254, 1, 2)), 0);
+        assert_eq!(open_connections("garbage\n1: nonsense", Ipv4Addr::new(169, 254, 1, 2)), 0);
+    }
+
+    #[test]
+    fn hostnames() {
+        for ok in ["a", "copy-1", "Copy-1.example", "x1.y2.z3", &"a".repeat(63), &format!("{}.{}", "a".repeat(31), "b".repeat(32))] {
+            assert!(valid_hostname(ok), "{ok}");
+        }
+        for bad in ["", "-", ".", "..", "a..b", "a.", ".a", "-a", "a-", "a_b", "a b", "é", &"a".repeat(64), &"a".repeat(65)] {
+            assert!(!valid_hostname(bad), "{bad}");
         }
     }
 }

@@ -15,6 +15,7 @@ fn ready() -> Ready {
         ],
         ip: Some("169.254.3.4/16".into()),
         generation: 1,
+        restores: 1,
         workload: None,
     }
 }

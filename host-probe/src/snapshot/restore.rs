@@ -462,6 +462,7 @@ mod tests {
             steps: vec![step("mounts", 10, 20), step("restore.entropy", 1000, 1004), step("restore.network", 1005, 1030)],
             ip: None,
             generation: 1,
+            restores: 1,
             workload: None,
         };
         assert_eq!(guest_restore_us(&doc), 30);

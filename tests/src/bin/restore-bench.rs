@@ -72,7 +72,7 @@ fn main() {
     let mut at = ns::GUEST_IP;
     let (mut rtts, mut guest, mut steps) = (Vec::new(), Vec::new(), std::collections::BTreeMap::<String, Vec<u64>>::new());
     for i in 0..n {
-        // Each copy a new address, never one used before (the old one goes 250 ms after a swap).
+        // Each copy a new address, never one used before (an old one goes once no connection to it is open).
         let ip = address.then(|| Ipv4Addr::new(169, 254, 20 + (i / 250) as u8, 1 + (i % 250) as u8));
         let req = RestoreRequest {
             generation: i as u64 + 1,
@@ -94,7 +94,7 @@ fn main() {
             steps.entry(s.name.clone()).or_default().push(s.duration_us());
         }
         if address {
-            // Each swap starts a 250 ms timer for the old address: let them not pile up.
+            // Let the old address go (its connection closed) before the next swap.
             std::thread::sleep(Duration::from_millis(20));
         }
     }
