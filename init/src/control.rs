@@ -221,7 +221,7 @@ impl Control for Chinit {
             return Err(Refusal { status: 409, message: "a restore is under way".into() });
         }
         let one = Restoring(&self.restoring);
-        let now = crate::restore::Now { generation: self.state.generation(), gateway: ctx.gateway() };
+        let now = crate::restore::Now { generation: self.state.generation(), gateway: ctx.gateway(), neighbours: crate::net::neighbours() };
         let plan = crate::restore::plan(&req, &now).map_err(|e| Refusal::bad_request(format!("restore request: {e}")))?;
         let crate::restore::Applied { ready, moved_to } = crate::restore::apply(&self.state, ctx, plan);
         if let Some(addr) = moved_to {

@@ -53,6 +53,27 @@ pub fn addr_from_mac(mac: [u8; 6]) -> Ipv4Addr {
     Ipv4Addr::new(169, 254, a, mac[5])
 }
 
+/// The addresses of complete entries (flag `ATF_COM`, 0x2) in `/proc/net/arp`'s text (pure):
+/// machines that answered on the link.
+pub fn arp_neighbours(table: &str) -> Vec<Ipv4Addr> {
+    const ATF_COM: u32 = 0x2;
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let addr = f.next()?.parse().ok()?;
+            let flags = u32::from_str_radix(f.nth(1)?.trim_start_matches("0x"), 16).ok()?;
+            (flags & ATF_COM != 0).then_some(addr)
+        })
+        .collect()
+}
+
+/// [`arp_neighbours`] of this machine (none when the table cannot be read).
+pub fn neighbours() -> Vec<Ipv4Addr> {
+    std::fs::read_to_string("/proc/net/arp").map(|t| arp_neighbours(&t)).unwrap_or_default()
+}
+
 /// Why `addr/prefix` cannot be a host's address on a link, if it cannot: unspecified, loopback,
 /// multicast, reserved (240/4, broadcast), or its subnet's network or broadcast address (prefixes
 /// up to /30; /31 and /32 have no such addresses).
@@ -214,5 +235,16 @@ mod tests {
         let mut l = links();
         l[0].up = true;
         assert_eq!(plan(&parse("").0.net, &l).unwrap().lo, None);
+    }
+
+    #[test]
+    fn neighbours_are_the_complete_arp_entries() {
+        let table = "IP address       HW type     Flags       HW address            Mask     Device\n\
+                     169.254.0.1      0x1         0x2         6a:1c:2b:00:00:01     *        eth0\n\
+                     169.254.3.3      0x1         0x0         00:00:00:00:00:00     *        eth0\n\
+                     169.254.4.4      0x1         0x6         6a:1c:2b:00:00:04     *        eth0\n\
+                     garbage\n";
+        assert_eq!(arp_neighbours(table), vec![Ipv4Addr::new(169, 254, 0, 1), Ipv4Addr::new(169, 254, 4, 4)]);
+        assert_eq!(arp_neighbours(""), Vec::<Ipv4Addr>::new());
     }
 }

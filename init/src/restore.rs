@@ -36,11 +36,14 @@ pub struct Plan {
 }
 
 /// What a request is checked against: the machine as it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Now {
     pub generation: u64,
     /// The gateway of the network plan: the host's own address, never the guest's.
     pub gateway: Option<Ipv4Addr>,
+    /// Addresses other machines on the link answer for (complete entries of the guest's ARP
+    /// table: the host that just talked to chinit is among them, told with `chinit.gw` or not).
+    pub neighbours: Vec<Ipv4Addr>,
 }
 
 /// Hex digits only, two a byte.
@@ -91,6 +94,9 @@ pub fn plan(req: &RestoreRequest, now: &Now) -> Result<Plan, String> {
         }
         if now.gateway == Some(addr) {
             return Err(format!("ip: {addr} is the gateway's, the host's own address"));
+        }
+        if now.neighbours.contains(&addr) {
+            return Err(format!("ip: {addr} is a neighbour's: another machine on the link (the host, most likely) answers for it"));
         }
     }
     Ok(Plan {
@@ -415,7 +421,7 @@ mod tests {
     #[test]
     fn plans_and_refusals() {
         let good = "ab".repeat(32);
-        let now = Now { generation: 2, gateway: Some(Ipv4Addr::new(169, 254, 0, 1)) };
+        let now = Now { generation: 2, gateway: Some(Ipv4Addr::new(169, 254, 0, 1)), neighbours: vec![Ipv4Addr::new(169, 254, 9, 9)] };
         let p = plan(
             &RestoreRequest {
                 wall_clock_us: Some(1_700_000_000_123_456),
@@ -461,6 +467,7 @@ mod tests {
             (ip("10.0.0.1"), "ip:"),
             (ip("169.254.0.1/16"), "the gateway's"),
             (ip("169.254.0.1/24"), "the gateway's"),
+            (ip("169.254.9.9/16"), "a neighbour's"),
             (ip("0.0.0.0/16"), "cannot be an interface address"),
             (ip("127.0.0.1/8"), "loopback"),
             (ip("169.254.0.0/16"), "network address"),
@@ -471,7 +478,7 @@ mod tests {
             assert!(e.contains(want), "{r:?}: {e}");
         }
         // Without a gateway there is no host address to refuse.
-        assert!(plan(&ip("169.254.0.1/16"), &Now { generation: 2, gateway: None }).is_ok());
+        assert!(plan(&ip("169.254.0.1/16"), &Now { generation: 2, gateway: None, neighbours: Vec::new() }).is_ok());
     }
 
     #[test]

@@ -341,6 +341,22 @@ fn restores_against_the_rules_are_refused() {
     ns::poweroff(&wire, &mut c);
 }
 
+/// The host's own address is refused without `chinit.gw` too: the host that asks is a neighbour
+/// the guest's ARP table knows. Refused with 400, the guest keeps its address and stays reachable.
+#[test]
+fn the_hosts_own_address_is_refused_without_a_gateway() {
+    let Some((wire, mut c)) = boot("chinit.api=tcp") else { return };
+    ns::wait_ready(&wire, &c, Duration::from_secs(10)).unwrap();
+    let r = restore(&wire, &RestoreRequest { ip: Some("169.254.0.1/16".into()), ..plain(1) });
+    let body = String::from_utf8_lossy(&r.body).into_owned();
+    assert_eq!(r.status, 400, "{body}");
+    assert!(body.contains("169.254.0.1 is a neighbour's"), "{body}");
+    let doc: Ready = ns::http(&wire, "GET", "/ready", None).unwrap().json().unwrap();
+    assert_eq!(doc.generation, 0, "nothing changed");
+    assert_eq!(guest_addrs(&wire), [format!("{}/16", ns::GUEST_IP)]);
+    ns::poweroff(&wire, &mut c);
+}
+
 /// Once a shutdown is under way a restore is refused like a command (503), not applied. A command
 /// that ignores SIGTERM holds the shutdown in its grace period meanwhile.
 #[test]
