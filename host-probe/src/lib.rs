@@ -20,6 +20,7 @@ pub mod run;
 pub mod signals;
 pub mod snapshot;
 pub mod stale;
+pub mod standin;
 pub mod tap;
 pub mod tsc;
 pub mod vmm;

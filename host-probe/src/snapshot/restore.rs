@@ -79,6 +79,7 @@ pub fn prepare(ro: &RestoreOptions, base: &Options, host: &HostOffer) -> Result<
     }
     let dir = crate::error::absolute(&ro.dir);
     let m = Manifest::read(&dir)?;
+    m.copy_generation()?;
     let version = binary(&m, host).and_then(|b| manifest::vmm_version(&b));
     m.check(version.as_deref())?;
     let mode = match (m.vmm, ro.mode) {
@@ -90,6 +91,12 @@ pub fn prepare(ro: &RestoreOptions, base: &Options, host: &HostOffer) -> Result<
         (Vmm::Qemu, None) => None,
         (Vmm::CloudHypervisor, mode) => Some(mode.unwrap_or_default()),
     };
+    if let Some(why) = unrestorable_vsock(m.vmm, &m.devices.vsock) {
+        return Err(Error::BadSnapshot {
+            what: format!("{}: {why}", dir.display()),
+            fix: "take the snapshot again with host-probe snapshot (QEMU: with the kernel's vhost-vsock, modprobe vhost_vsock)".into(),
+        });
+    }
     if m.devices.vsock == "kernel" && !host.kernel_vsock {
         return Err(Error::BadSnapshot {
             what: "this snapshot's vsock is the host kernel's vhost-vsock, and this host has no /dev/vhost-vsock".into(),
@@ -108,6 +115,22 @@ pub fn prepare(ro: &RestoreOptions, base: &Options, host: &HostOffer) -> Result<
         .map(|_| plan_copy(&m, &dir, &options, host, crate::plan::next_seq(), mode, config.as_deref()))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Prepared { manifest: m, dir, mode, options, plans })
+}
+
+/// Why a snapshot's vsock cannot be restored by its VMM (pure): QEMU migrates only the kernel's
+/// vhost-vsock (vhost-device-vsock is a "non-migratable device"); cloud-hypervisor has its own.
+pub fn unrestorable_vsock(vmm: Vmm, vsock: &str) -> Option<String> {
+    let restorable = match vmm {
+        Vmm::Qemu => "kernel",
+        Vmm::CloudHypervisor => "hybrid",
+    };
+    (vsock != restorable).then(|| {
+        format!(
+            "a {} snapshot whose vsock is {vsock:?}, which {} cannot restore (it restores a {restorable:?} one)",
+            vmm.name(),
+            vmm.name()
+        )
+    })
 }
 
 /// One copy's plan: a boot's plan (new names, address, vsock, notify port) turned into a restore.
@@ -132,19 +155,21 @@ pub fn plan_copy(
     };
     p.spec.role =
         Role::Restore { from: from.clone(), memory: dir.join("memory"), qmp: p.run_dir.join("qmp.sock"), mode: mode.unwrap_or_default() };
+    // The VM is the snapshot's: a copy its VMM cannot take is a bad snapshot, not a bad option.
+    let bad = |e: &str| Error::BadSnapshot {
+        what: format!("{} cannot be restored: {e}", dir.display()),
+        fix: "take the snapshot again with host-probe snapshot".into(),
+    };
     p.argv = match m.vmm {
-        Vmm::Qemu => vmm::qemu::argv(&p.spec).map_err(|e| Error::Usage(e.into()))?,
+        Vmm::Qemu => vmm::qemu::argv(&p.spec).map_err(bad)?,
         Vmm::CloudHypervisor => {
             let config = ch_config.ok_or_else(|| Error::Failed("internal: no config.json for a cloud-hypervisor copy".into()))?;
             let vsock = match &p.spec.vsock {
                 Some(vmm::Vsock::Hybrid { socket, .. }) => Some(socket.as_path()),
                 _ => None,
             };
-            let edited =
-                ch_copy_config(config, &p.spec.serial, vsock, p.tap.as_ref().map(|n| n.tap.as_str())).map_err(|e| Error::BadSnapshot {
-                    what: format!("{}: {e}", dir.join("config.json").display()),
-                    fix: "take the snapshot again with host-probe snapshot".into(),
-                })?;
+            let edited = ch_copy_config(config, &p.spec.serial, vsock, p.tap.as_ref().map(|n| n.tap.as_str()))
+                .map_err(|e| bad(&format!("its config.json: {e}")))?;
             p.files = vec![RunFile::Write { path: from.join("config.json"), bytes: edited.into_bytes() }];
             for f in ["state.json", "memory-ranges"] {
                 p.files.push(RunFile::Link { path: from.join(f), target: dir.join(f) });
@@ -152,7 +177,7 @@ pub fn plan_copy(
             vmm::ch::argv(&p.spec)
         }
     };
-    p.notes.push(format!("restoring {}: a copy of generation {}", dir.display(), m.generation + 1));
+    p.notes.push(format!("restoring {}: a copy of generation {}", dir.display(), m.copy_generation()?));
     Ok(p)
 }
 
@@ -189,7 +214,7 @@ pub fn request(m: &Manifest, p: &Plan) -> Result<RestoreRequest, Error> {
     std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).map_err(Error::io("read /dev/urandom"))?;
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     Ok(RestoreRequest {
-        generation: m.generation + 1,
+        generation: m.copy_generation()?,
         entropy: hex(&bytes[..MIN_RESTORE_ENTROPY]),
         wall_clock_us: None,
         hostname: Some(format!("copy-{}", hex(&bytes[MIN_RESTORE_ENTROPY..]))),
@@ -448,6 +473,51 @@ mod tests {
         let bare = r#"{"serial":{"mode":"Off"},"console":{"file":"/old","mode":"File"},"vsock":null}"#;
         let v: serde_json::Value = serde_json::from_str(&ch_copy_config(bare, Path::new("/s"), None, None).unwrap()).unwrap();
         assert_eq!((v["console"]["file"].as_str(), v["serial"].get("file")), (Some("/s"), None));
+    }
+
+    #[test]
+    fn each_vmm_restores_its_own_vsock_only() {
+        let cases = [
+            (Vmm::Qemu, "kernel", false),
+            (Vmm::Qemu, "hybrid", true),
+            (Vmm::CloudHypervisor, "hybrid", false),
+            (Vmm::CloudHypervisor, "kernel", true),
+            (Vmm::Qemu, "", true),
+        ];
+        for (vmm, vsock, refused) in cases {
+            assert_eq!(unrestorable_vsock(vmm, vsock).is_some(), refused, "{vmm:?} {vsock:?}");
+        }
+        assert!(unrestorable_vsock(Vmm::Qemu, "hybrid").unwrap().contains("qemu cannot restore"));
+    }
+
+    /// A snapshot `host-probe snapshot` could not have made is refused before anything starts, as
+    /// a bad snapshot (exit 6), saying why it cannot be restored.
+    #[test]
+    fn snapshots_that_cannot_be_restored_are_refused_with_exit_6() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (kernel, rootfs) = crate::standin::boot_files(tmp.path());
+        let ch = crate::standin::vmm(tmp.path(), "cloud-hypervisor", Vmm::CloudHypervisor, "exit 1");
+        let qemu = crate::standin::vmm(tmp.path(), "qemu", Vmm::Qemu, "exit 1");
+        let host = crate::standin::host(Some(&ch), Some(&qemu));
+        let host_with_vhost_user = HostOffer { vhost_vsock: Some(PathBuf::from("/bin/true")), ..host.clone() };
+
+        let last = tmp.path().join("last-generation");
+        let mut m = crate::standin::snapshot(&last, Vmm::CloudHypervisor, &ch, &kernel, &rootfs);
+        m.generation = u64::MAX;
+        crate::standin::write_manifest(&last, &m);
+        let hybrid_qemu = tmp.path().join("hybrid-qemu");
+        let mut m = crate::standin::snapshot(&hybrid_qemu, Vmm::Qemu, &qemu, &kernel, &rootfs);
+        m.devices.vsock = "hybrid".into();
+        crate::standin::write_manifest(&hybrid_qemu, &m);
+
+        let cases = [(&last, &host, "generation 18446744073709551615"), (&hybrid_qemu, &host_with_vhost_user, "qemu cannot restore")];
+        for (dir, host, want) in cases {
+            let ro = RestoreOptions { dir: dir.clone(), clones: 1, mode: None };
+            let e = prepare(&ro, &Options::default(), host).err().unwrap_or_else(|| panic!("{}: restored", dir.display()));
+            assert_eq!(e.exit_code().code(), 6, "{}: {e}", dir.display());
+            let text = e.to_string();
+            assert!(text.contains(want) && text.contains("fix: "), "{}: {want:?} missing from: {text}", dir.display());
+        }
     }
 
     #[test]

@@ -228,13 +228,8 @@ pub fn text(t: &Taken) -> String {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(t.dir.join(f)).map(|md| (md.len(), md.blocks() * 512)).unwrap_or((0, 0))
     };
-    let mut o = format!(
-        "\nsnapshot {} ({}, generation {}; copies are generation {})\n",
-        t.dir.display(),
-        m.vmm_version,
-        m.generation,
-        m.generation + 1
-    );
+    let copies = m.copy_generation().map(|g| format!("copies are generation {g}")).unwrap_or_else(|_| "it has no copies".into());
+    let mut o = format!("\nsnapshot {} ({}, generation {}; {copies})\n", t.dir.display(), m.vmm_version, m.generation);
     o.push_str(&format!("  pause {} ms, save {} ms\n", crate::report::ms(m.pause_us), crate::report::ms(m.save_us)));
     for f in m.files.iter().map(String::as_str).chain([MANIFEST]) {
         let (len, used) = size(f);
