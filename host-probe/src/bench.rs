@@ -203,6 +203,7 @@ fn interleave(
     }
     let plan = schedule(n, warmup, b.is_some());
     let total = plan.len();
+    crate::plan::room_for(total)?;
     let (mut sa, mut sb) = (Samples::default(), Samples::default());
     let mut meta: Option<(String, String, bool, Vec<String>)> = None;
     let (a_label, run_a) = a;

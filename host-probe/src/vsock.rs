@@ -161,9 +161,11 @@ impl Listener {
 }
 
 /// A guest context id and a host notify port for the kernel's vsock that no other run of this
-/// machine uses at the same time: from the process id and the run's number in the process.
+/// machine uses at the same time: from the run's number in the process (12 bits: every run one
+/// host-probe makes, [`crate::plan::MAX_RUNS`]) and the process id (19 bits: processes whose ids
+/// differ below 524 288 never clash; 31 bits in all keep both clear of the reserved values).
 pub fn kernel_ids(pid: u32, seq: u32) -> (u32, u32) {
-    let unique = ((pid & 0x003f_ffff) << 6) | (seq & 0x3f);
+    let unique = ((pid & 0x0007_ffff) << 12) | (seq & 0xfff);
     (3 + unique, 0x4000_0000 + unique)
 }
 

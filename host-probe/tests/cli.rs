@@ -233,3 +233,29 @@ fn after_sigkill_helpers_die_and_the_next_run_sweeps_the_rest() {
     assert!(!host_probe::tap::exists(&tap));
     assert!(!run_dir.exists());
 }
+
+/// `run --restore DIR --clones N` beyond what one host-probe can name is refused at once (exit 2),
+/// dry run or not; it used to plan 100 000 copies (seconds and hundreds of MiB) and print them.
+#[test]
+fn too_many_copies_are_refused_before_anything_is_planned() {
+    use host_probe::vmm::Vmm;
+    let d = temp_dir("clones");
+    let (kernel, rootfs) = host_probe::standin::boot_files(d.path());
+    let ch = host_probe::standin::vmm(d.path(), "cloud-hypervisor", Vmm::CloudHypervisor, "exit 1");
+    let snap = d.path().join("snapshot");
+    host_probe::standin::snapshot(&snap, Vmm::CloudHypervisor, &ch, &kernel, &rootfs);
+    for dry in [true, false] {
+        let t = Instant::now();
+        let mut cmd = bin();
+        cmd.args(["run", "--clones", "100000", "--restore"]).arg(&snap).env("CLOUD_HYPERVISOR", &ch);
+        if dry {
+            cmd.arg("--dry-run");
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "dry run {dry}: {err}");
+        assert!(err.contains("at most 4096"), "dry run {dry}: {err}");
+        assert!(out.stdout.is_empty(), "dry run {dry}: planned copies printed");
+        assert!(t.elapsed() < Duration::from_secs(2), "dry run {dry}: refused after {:?}", t.elapsed());
+    }
+}

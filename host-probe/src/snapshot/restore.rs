@@ -71,8 +71,9 @@ pub struct Prepared {
     pub plans: Vec<Plan>,
 }
 
-/// Reads and checks the snapshot, and plans `ro.clones` copies: every refusal comes before anything
-/// starts.
+/// Reads and checks the snapshot, checks that the host can hold `ro.clones` copies (as `bench
+/// --clones` does: [`crate::density::limit`]) and this host-probe can name them, and plans them:
+/// every refusal comes before anything starts.
 pub fn prepare(ro: &RestoreOptions, base: &Options, host: &HostOffer) -> Result<Prepared, Error> {
     if ro.clones == 0 {
         return Err(Error::Usage("--clones 0: at least one copy".into()));
@@ -103,6 +104,8 @@ pub fn prepare(ro: &RestoreOptions, base: &Options, host: &HostOffer) -> Result<
             fix: "modprobe vhost_vsock".into(),
         });
     }
+    crate::density::limit(ro.clones, m.boot.memory_mib, crate::density::Capacity::gather())?;
+    crate::plan::room_for(ro.clones)?;
     let config = match m.vmm {
         Vmm::CloudHypervisor => {
             let p = dir.join("config.json");
@@ -473,6 +476,22 @@ mod tests {
         let bare = r#"{"serial":{"mode":"Off"},"console":{"file":"/old","mode":"File"},"vsock":null}"#;
         let v: serde_json::Value = serde_json::from_str(&ch_copy_config(bare, Path::new("/s"), None, None).unwrap()).unwrap();
         assert_eq!((v["console"]["file"].as_str(), v["serial"].get("file")), (Some("/s"), None));
+    }
+
+    /// `run --restore --clones N` is held to the limits of `bench --clones`, before a copy is planned.
+    #[test]
+    fn more_copies_than_one_host_probe_can_name_are_refused_before_any_is_planned() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (kernel, rootfs) = crate::standin::boot_files(tmp.path());
+        let ch = crate::standin::vmm(tmp.path(), "cloud-hypervisor", Vmm::CloudHypervisor, "exit 1");
+        let dir = tmp.path().join("snapshot");
+        crate::standin::snapshot(&dir, Vmm::CloudHypervisor, &ch, &kernel, &rootfs);
+        let t = Instant::now();
+        let ro = RestoreOptions { dir, clones: 100_000, mode: None };
+        let e = prepare(&ro, &Options::default(), &crate::standin::host(Some(&ch), None)).err().expect("100000 copies planned");
+        assert_eq!(e.exit_code().code(), 2, "{e}");
+        assert!(e.to_string().contains("at most 4096"), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(1), "refused after {:?}", t.elapsed());
     }
 
     #[test]
