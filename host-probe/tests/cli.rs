@@ -259,3 +259,45 @@ fn too_many_copies_are_refused_before_anything_is_planned() {
         assert!(t.elapsed() < Duration::from_secs(2), "dry run {dry}: refused after {:?}", t.elapsed());
     }
 }
+
+/// A snapshot whose boot fails removes what it wrote and the directories it made, and nothing else:
+/// not a file another process put into the output directory meanwhile, nor a directory it did not
+/// make. The stand-in cloud-hypervisor writes that other file (it is another process), then exits.
+#[test]
+fn a_failed_snapshot_removes_only_what_it_made() {
+    use host_probe::vmm::Vmm;
+    let d = temp_dir("snapfail");
+    let (kernel, rootfs) = host_probe::standin::boot_files(d.path());
+    let body = r#"[ -n "$THEIRS" ] && echo theirs > "$THEIRS"; echo "stand-in: no guest here" >&2; sleep 1; exit 1"#;
+    let ch = host_probe::standin::vmm(d.path(), "cloud-hypervisor", Vmm::CloudHypervisor, body);
+    let existing = d.path().join("existing");
+    std::fs::create_dir(&existing).unwrap();
+    let cases = [
+        // An empty directory that was there: it stays, with the other file.
+        (existing.clone(), Some(existing.join("theirs")), vec![existing.join("theirs")], vec![]),
+        // a/b/c made by the snapshot: all three go.
+        (d.path().join("a/b/c"), None, vec![], vec![d.path().join("a")]),
+        // x/y/z made, and another file in x meanwhile: x stays with it, y and z go.
+        (d.path().join("x/y/z"), Some(d.path().join("x/theirs")), vec![d.path().join("x/theirs")], vec![d.path().join("x/y")]),
+    ];
+    for (out, theirs, kept, gone) in cases {
+        let mut cmd = bin();
+        cmd.args(["snapshot", "--vmm", "cloud-hypervisor", "--no-net", "--timeout", "20", "--kernel"]).arg(&kernel);
+        cmd.arg("--rootfs").arg(&rootfs).arg("--out").arg(&out).env("CLOUD_HYPERVISOR", &ch);
+        if let Some(t) = &theirs {
+            cmd.env("THEIRS", t);
+        }
+        let o = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(5), "{}: {err}", out.display());
+        assert!(err.contains("stand-in: no guest here"), "{}: the VMM's output is missing: {err}", out.display());
+        for k in &kept {
+            assert!(k.exists(), "{}: {} was removed", out.display(), k.display());
+        }
+        for g in &gone {
+            assert!(!g.exists(), "{}: {} was left", out.display(), g.display());
+        }
+    }
+    assert!(existing.is_dir());
+    assert_eq!(std::fs::read_dir(&existing).unwrap().count(), 1, "only the other file is left in {}", existing.display());
+}

@@ -49,32 +49,54 @@ pub fn refusal(plan: &Plan, o: &Options) -> Option<Error> {
     }
 }
 
-/// The output directory: made here (or empty), removed again unless the snapshot completed.
+/// The output directory: new, or empty. Until the snapshot is complete, dropping it removes what
+/// the snapshot wrote there — the VMM's files and the manifest, by name, nothing else that appears
+/// there meanwhile — and then each directory it made, innermost first, while they are empty.
 struct OutDir {
     path: PathBuf,
-    made: bool,
+    /// The directories made for it, outermost first.
+    made: Vec<PathBuf>,
+    /// The names of the files the snapshot writes into it.
+    files: Vec<String>,
     done: bool,
 }
 
 impl OutDir {
     fn create(path: &Path) -> Result<OutDir, Error> {
-        match std::fs::read_dir(path) {
-            Ok(mut entries) => {
-                if entries.next().is_some() {
-                    return Err(Error::Usage(format!(
-                        "{} exists and is not empty: a snapshot never overwrites anything; pass a new directory to --out",
-                        path.display()
-                    )));
-                }
-                Ok(OutDir { path: path.to_path_buf(), made: false, done: false })
-            }
+        let mut dir = OutDir { path: path.to_path_buf(), made: Vec::new(), files: vec![MANIFEST.into(), manifest_tmp()], done: false };
+        match std::fs::read_dir(path).map(|mut entries| entries.next().is_none()) {
+            Ok(false) => Err(Error::Usage(format!(
+                "{} exists and is not empty: a snapshot never overwrites anything; pass a new directory to --out",
+                path.display()
+            ))),
+            Ok(true) => Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(path).map_err(Error::io(format!("create {}", path.display())))?;
-                Ok(OutDir { path: path.to_path_buf(), made: true, done: false })
+                for d in to_make(path, |p| p.exists()) {
+                    match std::fs::create_dir(&d) {
+                        Ok(()) => dir.made.push(d),
+                        // Made by someone else meanwhile: not ours to remove.
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(Error::Io { context: format!("create {}", d.display()), source: e }),
+                    }
+                }
+                Ok(dir)
             }
             Err(e) => Err(Error::Io { context: format!("read {}", path.display()), source: e }),
         }
     }
+
+    /// The snapshot will write these files too.
+    fn will_write(&mut self, names: &[&str]) {
+        self.files.extend(names.iter().map(|n| n.to_string()));
+    }
+}
+
+/// The directories to make for `path` (pure, given which exist): each of its ancestors that does
+/// not exist, and itself, outermost first.
+fn to_make(path: &Path, exists: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = path.ancestors().take_while(|a| !a.as_os_str().is_empty() && !exists(a)).map(Path::to_path_buf).collect();
+    v.reverse();
+    v
 }
 
 impl Drop for OutDir {
@@ -82,11 +104,14 @@ impl Drop for OutDir {
         if self.done {
             return;
         }
-        if self.made {
-            let _ = std::fs::remove_dir_all(&self.path);
-        } else if let Ok(entries) = std::fs::read_dir(&self.path) {
-            for e in entries.flatten() {
-                let _ = std::fs::remove_file(e.path());
+        for f in &self.files {
+            let _ = std::fs::remove_file(self.path.join(f));
+        }
+        // Innermost first; one that is not empty holds something of someone else's, and so do
+        // those around it.
+        for d in self.made.iter().rev() {
+            if std::fs::remove_dir(d).is_err() {
+                break;
             }
         }
     }
@@ -102,6 +127,7 @@ pub fn take(o: &Options, out: &Path) -> Result<Taken, Error> {
     if let Some(e) = refusal(&plan, o) {
         return Err(e);
     }
+    dir.will_write(manifest::vmm_files(plan.vmm));
     plan.spec.role = Role::Source { memory: out.join("memory"), qmp: plan.run_dir.join("qmp.sock") };
     plan.argv = match plan.vmm {
         Vmm::CloudHypervisor => vmm::ch::argv(&plan.spec),
@@ -213,10 +239,15 @@ fn manifest(
     })
 }
 
+/// The manifest's name while it is written.
+fn manifest_tmp() -> String {
+    format!(".{MANIFEST}.tmp")
+}
+
 /// Written to a temporary name and renamed: the manifest appears whole, last.
 fn write_manifest(out: &Path, m: &Manifest) -> Result<(), Error> {
     let text = serde_json::to_string_pretty(m).map_err(|e| Error::Failed(format!("snapshot manifest: {e}")))?;
-    let tmp = out.join(format!(".{MANIFEST}.tmp"));
+    let tmp = out.join(manifest_tmp());
     std::fs::write(&tmp, text + "\n").map_err(Error::io(format!("write {}", tmp.display())))?;
     std::fs::rename(&tmp, out.join(MANIFEST)).map_err(Error::io(format!("rename {}", tmp.display())))
 }
@@ -237,4 +268,49 @@ pub fn text(t: &Taken) -> String {
     }
     o.push_str(&format!("  restore: host-probe run --restore {}\n", t.dir.display()));
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_directories_that_do_not_exist_are_made_outermost_first() {
+        let p = |s: &str| PathBuf::from(s);
+        let cases: [(&str, &[&str], &[&str]); 4] = [
+            ("/a/b/c", &["/", "/a"], &["/a/b", "/a/b/c"]),
+            ("/a/b/c", &["/", "/a", "/a/b"], &["/a/b/c"]),
+            ("/a/b/c", &["/", "/a", "/a/b", "/a/b/c"], &[]),
+            ("/x", &["/"], &["/x"]),
+        ];
+        for (path, existing, want) in cases {
+            let got = to_make(Path::new(path), |a| existing.iter().any(|e| Path::new(e) == a));
+            assert_eq!(got, want.iter().map(|w| p(w)).collect::<Vec<_>>(), "{path} with {existing:?}");
+        }
+    }
+
+    /// A snapshot that completed keeps everything; one that did not removes its files by name and
+    /// the directories it made, never what another process put there.
+    #[test]
+    fn a_snapshot_removes_what_it_made_unless_it_completed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let write = |p: PathBuf| std::fs::write(p, b"x").unwrap();
+        {
+            let mut done = OutDir::create(&tmp.path().join("done/snap")).unwrap();
+            done.will_write(manifest::vmm_files(Vmm::Qemu));
+            write(tmp.path().join("done/snap/state"));
+            done.done = true;
+        }
+        assert!(tmp.path().join("done/snap/state").exists());
+        {
+            let mut out = OutDir::create(&tmp.path().join("p/q/snap")).unwrap();
+            out.will_write(manifest::vmm_files(Vmm::CloudHypervisor));
+            for f in ["state.json", "memory-ranges", ".manifest.json.tmp"] {
+                write(tmp.path().join("p/q/snap").join(f));
+            }
+            write(tmp.path().join("p/theirs"));
+        }
+        assert!(!tmp.path().join("p/q").exists());
+        assert!(tmp.path().join("p/theirs").exists());
+    }
 }
