@@ -3,6 +3,7 @@
 
 pub mod ask;
 pub mod bench;
+pub mod bounded;
 pub mod check;
 pub mod cmdline;
 pub mod collect;
