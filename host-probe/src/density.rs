@@ -269,10 +269,14 @@ mod tests {
     fn failures_are_named_and_memory_is_per_vm() {
         let mut r = crate::report::tests::report();
         r.memory = Some(crate::report::Memory { rss_kib: 40 * 1024, pss_kib: 20 * 1024 });
-        let results = vec![Ok(r.clone()), Err(Error::Timeout { secs: 9, waiting_for: "notify".into(), diagnostics: "x".into() }), Ok(r)];
+        let results = vec![
+            Ok(r.clone()),
+            Err(Error::Timeout { phase: "boot".into(), secs: 9, waiting_for: "waiting for notify".into(), diagnostics: "x".into() }),
+            Ok(r),
+        ];
         let d = summarize("3 cold boots at once".into(), 256, results, 1_000);
         assert_eq!((d.n, d.ready, d.failures.len()), (3, 2, 1));
-        assert!(d.failures[0].starts_with("VM 2: the guest was not ready after 9 s"), "{:?}", d.failures);
+        assert_eq!(d.failures, ["VM 2: boot: gave up after 9 s waiting for notify"]);
         assert_eq!(d.total_pss_kib, 40 * 1024);
         assert_eq!(d.pss_fraction, Some(20.0 / 256.0));
         let t = text(&d);

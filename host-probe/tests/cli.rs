@@ -301,3 +301,22 @@ fn a_failed_snapshot_removes_only_what_it_made() {
     assert!(existing.is_dir());
     assert_eq!(std::fs::read_dir(&existing).unwrap().count(), 1, "only the other file is left in {}", existing.display());
 }
+
+/// A restore whose VMM exits fails as soon as it does, with the VMM's output (exit 5), not at
+/// `--timeout`: the stand-in cloud-hypervisor says why and exits after a second.
+#[test]
+fn a_restore_whose_vmm_exits_fails_at_once_with_its_output() {
+    use host_probe::vmm::Vmm;
+    let d = temp_dir("restore-exit");
+    let (kernel, rootfs) = host_probe::standin::boot_files(d.path());
+    let body = r#"echo "stand-in: cannot restore this snapshot" >&2; sleep 1; exit 1"#;
+    let ch = host_probe::standin::vmm(d.path(), "cloud-hypervisor", Vmm::CloudHypervisor, body);
+    let snap = d.path().join("snapshot");
+    host_probe::standin::snapshot(&snap, Vmm::CloudHypervisor, &ch, &kernel, &rootfs);
+    let t = Instant::now();
+    let out = bin().args(["run", "--timeout", "20", "--restore"]).arg(&snap).env("CLOUD_HYPERVISOR", &ch).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("stand-in: cannot restore this snapshot") && err.contains("restore"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(8), "failed after {:?} (--timeout 20): {err}", t.elapsed());
+}

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::manifest::{self, Boot, Devices, FileId, Manifest, MANIFEST};
 use crate::cmdline::RootKind;
 use crate::error::{absolute, Error};
-use crate::launch::{self, progress};
+use crate::launch::{self, progress, Phase, Running};
 use crate::options::{HostOffer, Layout, Options, Wait};
 use crate::plan::Plan;
 use crate::report::Report;
 use crate::run;
-use crate::vmm::{self, ch_api, qmp::Qmp, Role, Vmm, Vsock};
+use crate::vmm::{self, ch_api, Role, Vmm, Vsock};
 
 /// What a snapshot made.
 pub struct Taken {
@@ -22,9 +22,6 @@ pub struct Taken {
     /// The cold boot of the machine that was snapshotted.
     pub report: Report,
 }
-
-/// How long saving may take.
-const SAVE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Why a plan cannot be snapshotted (pure): a copy is made unique over vsock, so it needs a vsock
 /// both VMMs can save, and a ready chinit.
@@ -143,8 +140,8 @@ pub fn take(o: &Options, out: &Path) -> Result<Taken, Error> {
     let generation = seen.ready.as_ref().map(|r| r.generation).unwrap_or(0);
     progress(o.verbose, &format!("ready; pausing and saving into {}", out.display()));
     let (pause, save) = match plan.vmm {
-        Vmm::Qemu => save_qemu(&plan, &out)?,
-        Vmm::CloudHypervisor => save_ch(&plan, &out)?,
+        Vmm::Qemu => save_qemu(&mut running, &out, o.timeout)?,
+        Vmm::CloudHypervisor => save_ch(&mut running, &out, o.timeout)?,
     };
     let report = crate::collect::report(&plan, o, seen, running.finish())?;
     if plan.vmm == Vmm::Qemu {
@@ -159,32 +156,45 @@ pub fn take(o: &Options, out: &Path) -> Result<Taken, Error> {
 }
 
 /// QEMU: stop, then migrate to `exec:cat > DIR/state` with `x-ignore-shared` (the memory is the
-/// shared file, already in DIR; only device state is written).
-fn save_qemu(plan: &Plan, out: &Path) -> Result<(Duration, Duration), Error> {
-    let Role::Source { qmp, .. } = &plan.spec.role else {
+/// shared file, already in DIR; only device state is written). Pausing and saving are phases of
+/// `timeout` each.
+fn save_qemu(running: &mut Running, out: &Path, timeout: Duration) -> Result<(Duration, Duration), Error> {
+    let Role::Source { qmp, .. } = &running.plan().spec.role else {
         return Err(Error::Failed("internal: a QEMU snapshot without its QMP socket".into()));
     };
-    let mut q = Qmp::connect(qmp, Duration::from_secs(5)).map_err(Error::Failed)?;
+    let qmp = qmp.clone();
+    let phase = Phase::start("snapshot pause", timeout);
+    let mut q = super::restore::qmp_session(running, &phase, &qmp)?;
     let t = Instant::now();
-    q.execute("stop", None).map_err(Error::Failed)?;
+    let r = q.execute("stop", None);
+    running.call(&phase, "QMP stop", r)?;
     let pause = t.elapsed();
+    let phase = Phase::start("snapshot save", timeout);
+    q.until(phase.deadline);
     let t = Instant::now();
-    q.ignore_shared().map_err(Error::Failed)?;
+    let r = q.ignore_shared();
+    running.call(&phase, "QMP migrate-set-capabilities", r)?;
     let state = out.join("state");
     let uri = format!("exec:cat > {}", vmm::shell_quote(&state.display().to_string()));
-    q.execute("migrate", Some(serde_json::json!({ "uri": uri }))).map_err(Error::Failed)?;
-    q.wait_migration(SAVE_TIMEOUT).map_err(Error::Failed)?;
+    let r = q.execute("migrate", Some(serde_json::json!({ "uri": uri })));
+    running.call(&phase, "QMP migrate", r)?;
+    let r = q.wait_migration(phase.left());
+    running.call(&phase, "QEMU's migration into the snapshot (query-migrate)", r)?;
     Ok((pause, t.elapsed()))
 }
 
-/// cloud-hypervisor: `vm.pause`, then `vm.snapshot` into DIR.
-fn save_ch(plan: &Plan, out: &Path) -> Result<(Duration, Duration), Error> {
-    let api = &plan.spec.api_socket;
+/// cloud-hypervisor: `vm.pause`, then `vm.snapshot` into DIR; phases of `timeout` each.
+fn save_ch(running: &mut Running, out: &Path, timeout: Duration) -> Result<(Duration, Duration), Error> {
+    let api = running.plan().spec.api_socket.clone();
+    let phase = Phase::start("snapshot pause", timeout);
     let t = Instant::now();
-    ch_api::pause(api).map_err(Error::Failed)?;
+    let r = ch_api::pause(&api, phase.left());
+    running.call(&phase, "cloud-hypervisor's API (vm.pause)", r)?;
     let pause = t.elapsed();
+    let phase = Phase::start("snapshot save", timeout);
     let t = Instant::now();
-    ch_api::snapshot(api, out).map_err(Error::Failed)?;
+    let r = ch_api::snapshot(&api, out, phase.left());
+    running.call(&phase, "cloud-hypervisor's API (vm.snapshot)", r)?;
     Ok((pause, t.elapsed()))
 }
 
