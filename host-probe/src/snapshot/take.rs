@@ -60,23 +60,26 @@ struct OutDir {
 
 impl OutDir {
     fn create(path: &Path) -> Result<OutDir, Error> {
-        let mut dir = OutDir { path: path.to_path_buf(), made: Vec::new(), files: vec![MANIFEST.into(), manifest_tmp()], done: false };
+        let dir = |made| OutDir { path: path.to_path_buf(), made, files: vec![MANIFEST.into(), manifest_tmp()], done: false };
         match std::fs::read_dir(path).map(|mut entries| entries.next().is_none()) {
+            // Refused before it is ours: nothing in it is touched.
             Ok(false) => Err(Error::Usage(format!(
                 "{} exists and is not empty: a snapshot never overwrites anything; pass a new directory to --out",
                 path.display()
             ))),
-            Ok(true) => Ok(dir),
+            Ok(true) => Ok(dir(Vec::new())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Dropped on an error below, it removes what it made so far.
+                let mut out = dir(Vec::new());
                 for d in to_make(path, |p| p.exists()) {
                     match std::fs::create_dir(&d) {
-                        Ok(()) => dir.made.push(d),
+                        Ok(()) => out.made.push(d),
                         // Made by someone else meanwhile: not ours to remove.
                         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                         Err(e) => return Err(Error::Io { context: format!("create {}", d.display()), source: e }),
                     }
                 }
-                Ok(dir)
+                Ok(out)
             }
             Err(e) => Err(Error::Io { context: format!("read {}", path.display()), source: e }),
         }
@@ -305,6 +308,12 @@ mod tests {
     fn a_snapshot_removes_what_it_made_unless_it_completed() {
         let tmp = tempfile::tempdir().unwrap();
         let write = |p: PathBuf| std::fs::write(p, b"x").unwrap();
+        // Not empty: refused, and nothing in it touched, not even a file of a snapshot's name.
+        let full = tmp.path().join("full");
+        std::fs::create_dir(&full).unwrap();
+        write(full.join(MANIFEST));
+        assert_eq!(OutDir::create(&full).err().map(|e| e.exit_code().code()), Some(2));
+        assert!(full.join(MANIFEST).exists());
         {
             let mut done = OutDir::create(&tmp.path().join("done/snap")).unwrap();
             done.will_write(manifest::vmm_files(Vmm::Qemu));
