@@ -1,25 +1,31 @@
 //! Asking chinit's agent: one `GET /ready` over the TAP or over vsock (either kind), and `POST
-//! /v1/shutdown` over whichever of the two accepts it. Each is one short connection, bounded in time.
+//! /v1/shutdown` over whichever of the two accepts it. Each is one short connection whose request
+//! and answer end by a deadline, however the guest answers ([`crate::bounded::Bounded`]).
 
+use crate::bounded::Bounded;
 use crate::vsock::GuestVsock;
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agent::proto::{Ready, DEFAULT_VSOCK_PORT};
 
+/// How long a request over TCP may take once connected.
+const TCP_ANSWER: Duration = Duration::from_secs(2);
+/// How long a request over vsock may take, connecting included.
+const VSOCK_ANSWER: Duration = Duration::from_secs(1);
+
 /// One `GET /ready` over TCP; `Some` on a 200 with a Ready body.
 pub fn ready_over_tcp(addr: SocketAddr, connect_timeout: Duration) -> Option<Ready> {
-    let mut s = TcpStream::connect_timeout(&addr, connect_timeout).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.set_write_timeout(Some(Duration::from_secs(2))).ok()?;
-    let r = agent::client::request(&mut s, "GET", "/ready", None).ok()?;
+    let s = TcpStream::connect_timeout(&addr, connect_timeout).ok()?;
+    let r = agent::client::request(&mut Bounded::new(s, Instant::now() + TCP_ANSWER), "GET", "/ready", None).ok()?;
     (r.status == 200).then(|| r.json().ok()).flatten()
 }
 
 /// One `GET /ready` over vsock.
 pub fn ready_over_vsock(vsock: &GuestVsock) -> Option<Ready> {
-    let mut s = vsock.connect(DEFAULT_VSOCK_PORT, Duration::from_secs(1)).ok()?;
-    let r = agent::client::request(&mut s, "GET", "/ready", None).ok()?;
+    let deadline = Instant::now() + VSOCK_ANSWER;
+    let s = vsock.connect(DEFAULT_VSOCK_PORT, VSOCK_ANSWER).ok()?;
+    let r = agent::client::request(&mut Bounded::new(s, deadline), "GET", "/ready", None).ok()?;
     (r.status == 200).then(|| r.json().ok()).flatten()
 }
 
@@ -29,16 +35,16 @@ pub fn shutdown_guest(addr: Option<SocketAddr>, vsock: Option<&GuestVsock>) -> b
     let body = br#"{"action":"poweroff"}"#;
     let accepted = |r: Result<agent::client::Response, _>| r.is_ok_and(|r| r.status == 202);
     if let Some(a) = addr {
-        if let Ok(mut s) = TcpStream::connect_timeout(&a, Duration::from_millis(500)) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            if accepted(agent::client::request(&mut s, "POST", "/v1/shutdown", Some(body))) {
+        if let Ok(s) = TcpStream::connect_timeout(&a, Duration::from_millis(500)) {
+            if accepted(agent::client::request(&mut Bounded::new(s, Instant::now() + TCP_ANSWER), "POST", "/v1/shutdown", Some(body))) {
                 return true;
             }
         }
     }
     if let Some(v) = vsock {
-        if let Ok(mut s) = v.connect(DEFAULT_VSOCK_PORT, Duration::from_secs(1)) {
-            return accepted(agent::client::request(&mut s, "POST", "/v1/shutdown", Some(body)));
+        let deadline = Instant::now() + VSOCK_ANSWER;
+        if let Ok(s) = v.connect(DEFAULT_VSOCK_PORT, VSOCK_ANSWER) {
+            return accepted(agent::client::request(&mut Bounded::new(s, deadline), "POST", "/v1/shutdown", Some(body)));
         }
     }
     false

@@ -203,6 +203,7 @@ fn interleave(
     }
     let plan = schedule(n, warmup, b.is_some());
     let total = plan.len();
+    crate::plan::room_for(total)?;
     let (mut sa, mut sb) = (Samples::default(), Samples::default());
     let mut meta: Option<(String, String, bool, Vec<String>)> = None;
     let (a_label, run_a) = a;
@@ -217,7 +218,7 @@ fn interleave(
         };
         let r = r.map_err(|e| match e {
             Error::Interrupted(_) => e,
-            other => Error::Usage(format!("boot {} of {total} (side {side:?}) failed: {other}", i + 1)),
+            other => Error::In { which: format!("boot {} of {total} (side {side:?})", i + 1), source: Box::new(other) },
         })?;
         let total_us = r.restore.as_ref().map(|rs| rs.total_us).or(r.phases.as_ref().map(|p| p.total_us));
         let total_ms = total_us.map(report::ms).unwrap_or_else(|| "-".into());

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use crate::locate;
 
@@ -236,9 +237,9 @@ pub fn render(lines: &[Line]) -> String {
     o
 }
 
-/// The first line of `program --version`.
+/// The first line of `program --version`; `None` also when it does not answer within 10 s.
 pub fn version_of(path: &Path) -> Option<String> {
-    let out = Command::new(path).arg("--version").output().ok()?;
+    let out = crate::bounded::output_within(Command::new(path).arg("--version"), Duration::from_secs(10)).ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines().next().map(|l| l.trim().to_string()).filter(|l| !l.is_empty())
 }

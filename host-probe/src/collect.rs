@@ -33,7 +33,12 @@ pub fn report(plan: &Plan, o: &Options, seen: Observed, c: Captured) -> Result<R
     host.marks = report::host_marks(&marks, 0);
     let ready = seen.ready;
     if o.wait == Wait::Agent && ready.is_none() {
-        return Err(Error::Timeout { secs: o.timeout.as_secs(), waiting_for: "a readable Ready JSON".into(), diagnostics: c.diagnostics });
+        return Err(Error::Timeout {
+            phase: "boot".into(),
+            secs: o.timeout.as_secs(),
+            waiting_for: "waiting for a readable Ready JSON".into(),
+            diagnostics: c.diagnostics,
+        });
     }
     let phases = ready.as_ref().map(|g| report::phases(&host, g));
     let workload = latest_workload(&c.pushes, ready.as_ref());

@@ -18,8 +18,8 @@ use crate::run::Options;
 pub const VMM_OVERHEAD_MIB: u64 = 64;
 /// Descriptors one VM's run holds at most (VMM pipes, TAP, sockets, readers), with margin.
 pub const FDS_PER_VM: u64 = 32;
-/// TAP names and guest addresses are unique per process for this many runs ([`crate::tap`]).
-pub const MAX_RUNS: usize = 4096;
+/// One host-probe names this many runs, so starts at most this many VMs ([`crate::plan::MAX_RUNS`]).
+pub use crate::plan::MAX_RUNS;
 
 /// What the host offers for N VMs (pure inputs to [`limit`]).
 #[derive(Debug, Clone, Copy)]
@@ -51,7 +51,9 @@ pub fn limit(n: usize, guest_mib: u32, cap: Capacity) -> Result<(), Error> {
         return Err(Error::Usage("--parallel / --clones 0: at least one VM".into()));
     }
     if n > MAX_RUNS {
-        return Err(Error::Usage(format!("{n} VMs: one host-probe names at most {MAX_RUNS} TAPs and guest addresses")));
+        return Err(Error::Usage(format!(
+            "{n} VMs: one host-probe makes at most {MAX_RUNS} runs (their TAP names, guest addresses and vsock ids never repeat)"
+        )));
     }
     let need = n as u64 * (u64::from(guest_mib) + VMM_OVERHEAD_MIB);
     if need > cap.mem_available_mib {
@@ -159,6 +161,7 @@ pub fn summarize(what: String, guest_memory_mib: u32, results: Vec<Result<Report
 /// N cold boots of `o` at once, each in its own thread (a VMM dies with the thread that started it).
 pub fn parallel(o: &Options, n: usize) -> Result<Density, Error> {
     limit(n, o.memory_mib, Capacity::gather())?;
+    crate::plan::room_for(n)?;
     let start = std::time::Instant::now();
     let results: Vec<Result<Report, Error>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..n).map(|_| s.spawn(|| crate::run::run(o))).collect();
@@ -168,11 +171,11 @@ pub fn parallel(o: &Options, n: usize) -> Result<Density, Error> {
     Ok(summarize(format!("{n} cold boots at once"), o.memory_mib, results, report::micros(start.elapsed())))
 }
 
-/// N copies of a snapshot restored at once, each made unique.
+/// N copies of a snapshot restored at once, each made unique ([`limit`] is checked as they are
+/// planned).
 pub fn clones(ro: &crate::snapshot::RestoreOptions, base: &Options) -> Result<Density, Error> {
     use crate::snapshot::restore;
     let prep = restore::prepare(ro, base, &crate::options::HostOffer::gather())?;
-    limit(ro.clones, prep.options.memory_mib, Capacity::gather())?;
     let start = std::time::Instant::now();
     let results = restore::all(&prep, &prep.options);
     interrupted_in(&results)?;
@@ -266,10 +269,14 @@ mod tests {
     fn failures_are_named_and_memory_is_per_vm() {
         let mut r = crate::report::tests::report();
         r.memory = Some(crate::report::Memory { rss_kib: 40 * 1024, pss_kib: 20 * 1024 });
-        let results = vec![Ok(r.clone()), Err(Error::Timeout { secs: 9, waiting_for: "notify".into(), diagnostics: "x".into() }), Ok(r)];
+        let results = vec![
+            Ok(r.clone()),
+            Err(Error::Timeout { phase: "boot".into(), secs: 9, waiting_for: "waiting for notify".into(), diagnostics: "x".into() }),
+            Ok(r),
+        ];
         let d = summarize("3 cold boots at once".into(), 256, results, 1_000);
         assert_eq!((d.n, d.ready, d.failures.len()), (3, 2, 1));
-        assert!(d.failures[0].starts_with("VM 2: the guest was not ready after 9 s"), "{:?}", d.failures);
+        assert_eq!(d.failures, ["VM 2: boot: gave up after 9 s waiting for notify"]);
         assert_eq!(d.total_pss_kib, 40 * 1024);
         assert_eq!(d.pss_fraction, Some(20.0 / 256.0));
         let t = text(&d);

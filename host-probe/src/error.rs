@@ -12,9 +12,9 @@ pub enum ExitCode {
     Usage,
     /// A piece is missing on this host (VMM, kernel, image, permission): the message names the fix.
     Missing,
-    /// The guest did not become ready in time.
+    /// A phase (boot, restore, make unique, snapshot pause or save) did not end within `--timeout`.
     Timeout,
-    /// The VMM exited, or the guest failed, before it was ready.
+    /// The VMM exited, or the guest failed, before the run was done.
     BootFailed,
     /// The snapshot directory is missing, incomplete, taken by another VMM or of another kernel or
     /// image, or cannot be restored on this host.
@@ -55,10 +55,13 @@ pub enum Error {
     Tap(#[from] crate::tap::TapError),
     #[error("{what} failed to start: {detail}\n  fix: {fix}")]
     Helper { what: String, detail: String, fix: String },
-    #[error("the guest was not ready after {secs} s ({waiting_for})\n{diagnostics}")]
-    Timeout { secs: u64, waiting_for: String, diagnostics: String },
-    #[error("{vmm} exited ({status}) before the guest was ready\n{diagnostics}")]
-    VmmExited { vmm: String, status: String, diagnostics: String },
+    /// A phase of a run gave up at its deadline; `waiting_for` says what it was waiting for
+    /// ("waiting for ...").
+    #[error("{phase}: gave up after {secs} s {waiting_for}\n{diagnostics}")]
+    Timeout { phase: String, secs: u64, waiting_for: String, diagnostics: String },
+    /// The VMM exited (or the guest reset) during a phase; the diagnostics have its output.
+    #[error("{phase}: {vmm} exited ({status})\n{diagnostics}")]
+    VmmExited { phase: String, vmm: String, status: String, diagnostics: String },
     #[error("{what}\n  fix: {fix}")]
     BadSnapshot { what: String, fix: String },
     /// A VMM operation that failed (pause, snapshot, migration, restore).
@@ -66,6 +69,13 @@ pub enum Error {
     Failed(String),
     #[error("interrupted by signal {0}; everything this run made was removed")]
     Interrupted(i32),
+    /// One run of several failed (a bench's boot): which one, and why, with that run's exit code.
+    #[error("{which}: {source}")]
+    In {
+        which: String,
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {
@@ -78,6 +88,7 @@ impl Error {
             Error::Timeout { .. } => ExitCode::Timeout,
             Error::VmmExited { .. } => ExitCode::BootFailed,
             Error::Interrupted(sig) => ExitCode::Signal(*sig),
+            Error::In { source, .. } => source.exit_code(),
         }
     }
 
@@ -105,11 +116,24 @@ mod tests {
         let cases = [
             (Error::Usage("x".into()), 2),
             (Error::Missing { what: "k".into(), fix: "f".into() }, 3),
-            (Error::Timeout { secs: 1, waiting_for: "w".into(), diagnostics: String::new() }, 4),
-            (Error::VmmExited { vmm: "qemu".into(), status: "exit 1".into(), diagnostics: String::new() }, 5),
+            (Error::Timeout { phase: "boot".into(), secs: 1, waiting_for: "w".into(), diagnostics: String::new() }, 4),
+            (Error::VmmExited { phase: "boot".into(), vmm: "qemu".into(), status: "exit 1".into(), diagnostics: String::new() }, 5),
             (Error::BadSnapshot { what: "d".into(), fix: "f".into() }, 6),
             (Error::Interrupted(2), 130),
             (Error::Interrupted(15), 143),
+            (Error::In { which: "boot 2 of 4".into(), source: Box::new(Error::Interrupted(15)) }, 143),
+            (
+                Error::In {
+                    which: "boot 2 of 4".into(),
+                    source: Box::new(Error::Timeout {
+                        phase: "restore".into(),
+                        secs: 1,
+                        waiting_for: "w".into(),
+                        diagnostics: String::new(),
+                    }),
+                },
+                4,
+            ),
         ];
         for (e, code) in cases {
             assert_eq!(e.exit_code().code(), code, "{e}");

@@ -8,6 +8,7 @@
 
 mod proc;
 mod readers;
+mod wait;
 
 use std::net::SocketAddr;
 use std::os::unix::net::UnixListener;
@@ -30,6 +31,7 @@ use crate::vmm::{self, Vmm};
 use crate::vsock::GuestVsock;
 use proc::Proc;
 use readers::{Reader, Stamped};
+pub use wait::Phase;
 
 /// A progress line on stderr (`-v`).
 pub fn progress(verbose: bool, msg: &str) {
@@ -255,6 +257,11 @@ impl Running {
     /// Time since the VMM was started.
     pub fn elapsed(&self) -> Duration {
         self.t0.elapsed()
+    }
+
+    /// When the VMM was started: every stamp counts from here.
+    pub fn spawned(&self) -> Instant {
+        self.t0
     }
 
     /// [`Running::elapsed`] in microseconds, the unit of every stamp.

@@ -3,6 +3,7 @@
 
 pub mod ask;
 pub mod bench;
+pub mod bounded;
 pub mod check;
 pub mod cmdline;
 pub mod collect;
@@ -20,6 +21,7 @@ pub mod run;
 pub mod signals;
 pub mod snapshot;
 pub mod stale;
+pub mod standin;
 pub mod tap;
 pub mod tsc;
 pub mod vmm;

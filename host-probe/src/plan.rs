@@ -81,9 +81,27 @@ pub enum RunFile {
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// Runs one host-probe plans at most. Each gets names no other run of the process has: its TAP
+/// ([`tap::tap_name`]), the guest's address ([`tap::guest_ip`]) and the kernel vsock's context id
+/// and notify port ([`guest_vsock::kernel_ids`]); this is as many as all of them can tell apart.
+pub const MAX_RUNS: usize = 4096;
+
 /// The next run's sequence number in this process (names of the run directory and TAP).
 pub fn next_seq() -> u32 {
     SEQ.fetch_add(1, Ordering::SeqCst)
+}
+
+/// Refuses `n` more runs (exit 2) when this process cannot give each names of its own: checked
+/// before anything starts.
+pub fn room_for(n: usize) -> Result<(), Error> {
+    let left = MAX_RUNS.saturating_sub(SEQ.load(Ordering::SeqCst) as usize);
+    if n > left {
+        return Err(Error::Usage(format!(
+            "{n} runs: this host-probe can make {left} more (at most {MAX_RUNS} runs in all, so that their TAP names, \
+             guest addresses and vsock ids never repeat): lower N, or run them in parts"
+        )));
+    }
+    Ok(())
 }
 
 /// Whether a kernel can take an initramfs: false only when the `config` file the kernel builder
@@ -98,6 +116,13 @@ pub fn kernel_supports_initrd(kernel: &Path) -> bool {
 
 /// Resolves the options against the host. `seq` makes names unique within the process.
 pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
+    if seq as usize >= MAX_RUNS {
+        return Err(Error::Usage(format!(
+            "run {}: one host-probe makes at most {MAX_RUNS} runs (their TAP names, guest addresses and vsock ids never repeat): \
+             start another host-probe",
+            u64::from(seq) + 1
+        )));
+    }
     o.validate()?;
     let mut notes = Vec::new();
     let arch = o.arch.or_else(|| o.kernel.as_deref().and_then(crate::locate::kernel_file_arch)).unwrap_or(host.arch);

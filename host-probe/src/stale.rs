@@ -40,7 +40,9 @@ pub fn sweep(tmp: &Path) -> Vec<String> {
         for e in d.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if tap_pid(&name).is_some_and(|p| !alive(p)) {
-                let ok = std::process::Command::new("ip").args(["link", "del", "dev", &name]).output().is_ok_and(|o| o.status.success());
+                let mut del = std::process::Command::new("ip");
+                del.args(["link", "del", "dev", &name]);
+                let ok = crate::bounded::output_within(&mut del, crate::tap::IP_TIME).is_ok_and(|o| o.status.success());
                 if ok {
                     removed.push(format!("TAP {name}"));
                 }

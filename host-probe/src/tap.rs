@@ -63,9 +63,14 @@ pub struct Tap {
     pub guest_mac: String,
 }
 
+/// How long one `ip` command may take (one that hangs in the kernel is killed and said).
+pub const IP_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn ip(args: &[String]) -> Result<(), TapError> {
-    let out =
-        Command::new("ip").args(args).output().map_err(|e| TapError { args: args.join(" "), detail: format!("{e} (install iproute2)") })?;
+    let out = crate::bounded::output_within(Command::new("ip").args(args), IP_TIME).map_err(|e| TapError {
+        args: args.join(" "),
+        detail: if crate::bounded::is_timeout(&e) { e.to_string() } else { format!("{e} (install iproute2)") },
+    })?;
     if out.status.success() {
         Ok(())
     } else {
@@ -95,7 +100,9 @@ pub fn exists(name: &str) -> bool {
 impl Drop for Tap {
     fn drop(&mut self) {
         // Deleting the link removes its address, route and neighbour entry too.
-        let _ = ip(&["link".into(), "del".into(), "dev".into(), self.name.clone()]);
+        if let Err(e) = ip(&["link".into(), "del".into(), "dev".into(), self.name.clone()]) {
+            eprintln!("host-probe: TAP {} left: {e}", self.name);
+        }
     }
 }
 

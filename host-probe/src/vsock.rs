@@ -8,14 +8,16 @@
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// A connection of either kind.
-pub trait Stream: Read + Write + Send {}
-impl<T: Read + Write + Send> Stream for T {}
+use crate::bounded::{Bounded, Timeouts};
+
+/// A connection of either kind (its reads and writes can be bounded: [`crate::bounded`]).
+pub trait Stream: Read + Write + Send + Timeouts {}
+impl<T: Read + Write + Send + Timeouts> Stream for T {}
 
 /// The host's way to the guest's vsock.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +42,7 @@ impl GuestVsock {
     pub fn connect_then(&self, port: u32, connect_timeout: Duration, io_timeout: Duration) -> io::Result<Box<dyn Stream>> {
         match self {
             GuestVsock::Hybrid(uds) => {
-                let s = agent::client::vsock_connect(uds, port, connect_timeout).map_err(|e| io::Error::other(e.to_string()))?;
+                let s = hybrid_connect(uds, port, Instant::now() + connect_timeout)?;
                 s.set_read_timeout(Some(io_timeout))?;
                 s.set_write_timeout(Some(io_timeout))?;
                 Ok(Box::new(s))
@@ -71,6 +73,26 @@ impl GuestVsock {
             GuestVsock::Kernel { cid } => format!("kernel vhost-vsock (guest CID {cid})"),
         }
     }
+}
+
+/// Connects to the guest's `port` through a hybrid socket by `deadline`: `CONNECT <port>\n`, then
+/// `OK <n>\n` ([`agent::client::parse_connect_reply`]). The VMM's socket may not accept, nor
+/// answer, while the guest's driver is not up: the connect and the handshake give up by the deadline.
+fn hybrid_connect(uds: &Path, port: u32, deadline: Instant) -> io::Result<UnixStream> {
+    let s = crate::bounded::connect_unix(uds, deadline)?;
+    let mut b = Bounded::new(s, deadline);
+    b.write_all(format!("CONNECT {port}\n").as_bytes())?;
+    let mut line = Vec::with_capacity(32);
+    let mut byte = [0u8; 1];
+    while line.len() < 64 {
+        match b.read(&mut byte)? {
+            0 => return Err(io::Error::other(format!("closed by the VMM: no guest listener on vsock port {port}"))),
+            _ if byte[0] == b'\n' => break,
+            _ => line.push(byte[0]),
+        }
+    }
+    agent::client::parse_connect_reply(&String::from_utf8_lossy(&line)).map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(b.into_inner())
 }
 
 /// Where a guest's connection to the host's `port` arrives, with a hybrid socket.
@@ -161,9 +183,11 @@ impl Listener {
 }
 
 /// A guest context id and a host notify port for the kernel's vsock that no other run of this
-/// machine uses at the same time: from the process id and the run's number in the process.
+/// machine uses at the same time: from the run's number in the process (12 bits: every run one
+/// host-probe makes, [`crate::plan::MAX_RUNS`]) and the process id (19 bits: processes whose ids
+/// differ below 524 288 never clash; 31 bits in all keep both clear of the reserved values).
 pub fn kernel_ids(pid: u32, seq: u32) -> (u32, u32) {
-    let unique = ((pid & 0x003f_ffff) << 6) | (seq & 0x3f);
+    let unique = ((pid & 0x0007_ffff) << 12) | (seq & 0xfff);
     (3 + unique, 0x4000_0000 + unique)
 }
 

@@ -19,6 +19,8 @@ use crate::report::{self, HostTimes, Memory};
 use crate::signals::interrupted;
 use crate::vmm::Vmm;
 
+/// The phase a watch is, in error messages.
+const PHASE: &str = "boot";
 /// How often cloud-hypervisor's event monitor is read for a reset.
 const EVENT_CHECK_EVERY: Duration = Duration::from_millis(50);
 /// After this long any guest is asked over the TAP, marks or not.
@@ -136,11 +138,21 @@ impl Watch {
                 self.done = true;
                 return Ok(());
             }
-            return Err(Error::VmmExited { vmm: self.vmm.name().into(), status: status.to_string(), diagnostics: run.diagnostics() });
+            return Err(Error::VmmExited {
+                phase: PHASE.into(),
+                vmm: self.vmm.name().into(),
+                status: status.to_string(),
+                diagnostics: run.diagnostics(),
+            });
         }
         self.check_reset(run)?;
         if run.elapsed() > self.timeout {
-            return Err(Error::Timeout { secs: self.timeout.as_secs(), waiting_for: self.waiting_for(), diagnostics: run.diagnostics() });
+            return Err(Error::Timeout {
+                phase: PHASE.into(),
+                secs: self.timeout.as_secs(),
+                waiting_for: self.waiting_for(),
+                diagnostics: run.diagnostics(),
+            });
         }
         if self.wait == Wait::Agent {
             self.hear_agent(run);
@@ -163,6 +175,7 @@ impl Watch {
         self.last_event_check = Instant::now();
         if measure::event_at(&run.ch_events(), "vm", "rebooting").is_some() {
             return Err(Error::VmmExited {
+                phase: PHASE.into(),
                 vmm: self.vmm.name().into(),
                 status: "the guest reset (kernel panic or reboot)".into(),
                 diagnostics: run.diagnostics(),
@@ -240,7 +253,7 @@ impl Watch {
     fn waiting_for(&self) -> String {
         match self.wait {
             Wait::Exit => "waiting for the VMM to exit".to_string(),
-            Wait::Agent => format!("waiting for {}", self.pending().join(", ")),
+            Wait::Agent => format!("waiting for the guest to say it is ready ({})", self.pending().join(", ")),
         }
     }
 }
@@ -264,10 +277,22 @@ mod tests {
         };
         let cases = [
             (watch(Wait::Exit, true, true, true), answered(false, false, false), "waiting for the VMM to exit"),
-            (watch(Wait::Agent, true, false, false), answered(false, false, false), "waiting for /ready over TAP"),
-            (watch(Wait::Agent, true, true, true), answered(false, false, false), "waiting for /ready over TAP, /ready over vsock, notify"),
-            (watch(Wait::Agent, true, true, true), answered(true, false, true), "waiting for /ready over vsock"),
-            (watch(Wait::Agent, false, true, true), answered(false, true, false), "waiting for notify"),
+            (
+                watch(Wait::Agent, true, false, false),
+                answered(false, false, false),
+                "waiting for the guest to say it is ready (/ready over TAP)",
+            ),
+            (
+                watch(Wait::Agent, true, true, true),
+                answered(false, false, false),
+                "waiting for the guest to say it is ready (/ready over TAP, /ready over vsock, notify)",
+            ),
+            (
+                watch(Wait::Agent, true, true, true),
+                answered(true, false, true),
+                "waiting for the guest to say it is ready (/ready over vsock)",
+            ),
+            (watch(Wait::Agent, false, true, true), answered(false, true, false), "waiting for the guest to say it is ready (notify)"),
         ];
         for (mut w, host, want) in cases {
             w.host = host;

@@ -233,3 +233,90 @@ fn after_sigkill_helpers_die_and_the_next_run_sweeps_the_rest() {
     assert!(!host_probe::tap::exists(&tap));
     assert!(!run_dir.exists());
 }
+
+/// `run --restore DIR --clones N` beyond what one host-probe can name is refused at once (exit 2),
+/// dry run or not; it used to plan 100 000 copies (seconds and hundreds of MiB) and print them.
+#[test]
+fn too_many_copies_are_refused_before_anything_is_planned() {
+    use host_probe::vmm::Vmm;
+    let d = temp_dir("clones");
+    let (kernel, rootfs) = host_probe::standin::boot_files(d.path());
+    let ch = host_probe::standin::vmm(d.path(), "cloud-hypervisor", Vmm::CloudHypervisor, "exit 1");
+    let snap = d.path().join("snapshot");
+    host_probe::standin::snapshot(&snap, Vmm::CloudHypervisor, &ch, &kernel, &rootfs);
+    for dry in [true, false] {
+        let t = Instant::now();
+        let mut cmd = bin();
+        cmd.args(["run", "--clones", "100000", "--restore"]).arg(&snap).env("CLOUD_HYPERVISOR", &ch);
+        if dry {
+            cmd.arg("--dry-run");
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "dry run {dry}: {err}");
+        assert!(err.contains("at most 4096"), "dry run {dry}: {err}");
+        assert!(out.stdout.is_empty(), "dry run {dry}: planned copies printed");
+        assert!(t.elapsed() < Duration::from_secs(2), "dry run {dry}: refused after {:?}", t.elapsed());
+    }
+}
+
+/// A snapshot whose boot fails removes what it wrote and the directories it made, and nothing else:
+/// not a file another process put into the output directory meanwhile, nor a directory it did not
+/// make. The stand-in cloud-hypervisor writes that other file (it is another process), then exits.
+#[test]
+fn a_failed_snapshot_removes_only_what_it_made() {
+    use host_probe::vmm::Vmm;
+    let d = temp_dir("snapfail");
+    let (kernel, rootfs) = host_probe::standin::boot_files(d.path());
+    let body = r#"[ -n "$THEIRS" ] && echo theirs > "$THEIRS"; echo "stand-in: no guest here" >&2; sleep 1; exit 1"#;
+    let ch = host_probe::standin::vmm(d.path(), "cloud-hypervisor", Vmm::CloudHypervisor, body);
+    let existing = d.path().join("existing");
+    std::fs::create_dir(&existing).unwrap();
+    let cases = [
+        // An empty directory that was there: it stays, with the other file.
+        (existing.clone(), Some(existing.join("theirs")), vec![existing.join("theirs")], vec![]),
+        // a/b/c made by the snapshot: all three go.
+        (d.path().join("a/b/c"), None, vec![], vec![d.path().join("a")]),
+        // x/y/z made, and another file in x meanwhile: x stays with it, y and z go.
+        (d.path().join("x/y/z"), Some(d.path().join("x/theirs")), vec![d.path().join("x/theirs")], vec![d.path().join("x/y")]),
+    ];
+    for (out, theirs, kept, gone) in cases {
+        let mut cmd = bin();
+        cmd.args(["snapshot", "--vmm", "cloud-hypervisor", "--no-net", "--timeout", "20", "--kernel"]).arg(&kernel);
+        cmd.arg("--rootfs").arg(&rootfs).arg("--out").arg(&out).env("CLOUD_HYPERVISOR", &ch);
+        if let Some(t) = &theirs {
+            cmd.env("THEIRS", t);
+        }
+        let o = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(5), "{}: {err}", out.display());
+        assert!(err.contains("stand-in: no guest here"), "{}: the VMM's output is missing: {err}", out.display());
+        for k in &kept {
+            assert!(k.exists(), "{}: {} was removed", out.display(), k.display());
+        }
+        for g in &gone {
+            assert!(!g.exists(), "{}: {} was left", out.display(), g.display());
+        }
+    }
+    assert!(existing.is_dir());
+    assert_eq!(std::fs::read_dir(&existing).unwrap().count(), 1, "only the other file is left in {}", existing.display());
+}
+
+/// A restore whose VMM exits fails as soon as it does, with the VMM's output (exit 5), not at
+/// `--timeout`: the stand-in cloud-hypervisor says why and exits after a second.
+#[test]
+fn a_restore_whose_vmm_exits_fails_at_once_with_its_output() {
+    use host_probe::vmm::Vmm;
+    let d = temp_dir("restore-exit");
+    let (kernel, rootfs) = host_probe::standin::boot_files(d.path());
+    let body = r#"echo "stand-in: cannot restore this snapshot" >&2; sleep 1; exit 1"#;
+    let ch = host_probe::standin::vmm(d.path(), "cloud-hypervisor", Vmm::CloudHypervisor, body);
+    let snap = d.path().join("snapshot");
+    host_probe::standin::snapshot(&snap, Vmm::CloudHypervisor, &ch, &kernel, &rootfs);
+    let t = Instant::now();
+    let out = bin().args(["run", "--timeout", "20", "--restore"]).arg(&snap).env("CLOUD_HYPERVISOR", &ch).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("stand-in: cannot restore this snapshot") && err.contains("restore"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(8), "failed after {:?} (--timeout 20): {err}", t.elapsed());
+}

@@ -247,7 +247,7 @@ fn fake_snapshot(dir: &Path, kernel: &Path, image: &Path, version: &str) -> Mani
             layout: "default".into(),
             cmdline: "console=ttyS0".into(),
         },
-        devices: Devices { mac: Some("02:68:70:fe:01:02".into()), ip: Some("169.254.1.2".into()), vsock: "hybrid".into() },
+        devices: Devices { mac: Some("02:68:70:fe:01:02".into()), ip: Some("169.254.1.2".into()), vsock: "kernel".into() },
         generation: 0,
         files: vec!["memory".into(), "state".into()],
         created_unix_s: 0,
@@ -294,11 +294,17 @@ fn bad_snapshots_and_options_are_refused_before_anything_starts() {
     std::fs::write(garbled.join(manifest::MANIFEST), b"{\"format\":").unwrap();
     let other_version = tmp.path().join("other-version");
     fake_snapshot(&other_version, &kernel, &image, "QEMU emulator version 1.0");
+    let hybrid = tmp.path().join("hybrid");
+    let mut m = fake_snapshot(&hybrid, &kernel, &image, &version);
+    m.devices.vsock = "hybrid".into();
+    std::fs::write(hybrid.join(manifest::MANIFEST), serde_json::to_vec_pretty(&m).unwrap()).unwrap();
     let good = tmp.path().join("good");
     fake_snapshot(&good, &kernel, &image, &version);
 
     let cases: Vec<(Vec<String>, i32, &str)> = vec![
         (vec![s(&missing)], 6, "does not exist"),
+        (vec![s(&kernel)], 6, "is not a directory"),
+        (vec![s(&hybrid)], 6, "qemu cannot restore"),
         (vec![s(&empty)], 6, "is not a complete snapshot"),
         (vec![s(&no_state)], 6, "state missing"),
         (vec![s(&garbled)], 6, "not a snapshot manifest"),

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use agent::proto::Ready;
 
 use crate::ask;
+use crate::bounded::Bounded;
 use crate::vsock::{GuestVsock, Listener};
 
 /// A background thread that stops when asked: on [`Reader::finish`], or on drop.
@@ -96,7 +97,13 @@ pub(super) fn debugcon_reader(l: UnixListener, t0: Instant, chunks: Stamped, con
             *c = Some(micros_since(t0));
         }
         let mut buf = [0u8; 256];
+        // Once stopped, what is still on its way is read for a moment more, not for as long as a
+        // guest keeps writing.
+        let mut stopped: Option<Instant> = None;
         loop {
+            if stop.load(Ordering::SeqCst) && stopped.get_or_insert_with(Instant::now).elapsed() > DRAIN {
+                return;
+            }
             match s.read(&mut buf) {
                 Ok(0) => return,
                 Ok(n) => chunks.push(micros_since(t0), buf[..n].to_vec()),
@@ -111,17 +118,24 @@ pub(super) fn debugcon_reader(l: UnixListener, t0: Instant, chunks: Stamped, con
     })
 }
 
+/// How long a stopped debugcon reader still reads what arrives.
+const DRAIN: Duration = Duration::from_millis(100);
+
 /// chinit's notify: one connection per push (ready, then the workload's exit), each a Ready JSON
-/// line then EOF. The time is taken at EOF.
+/// line then EOF. The time is taken at EOF. A push gets [`PUSH_TIME`] to arrive whole, so the thread
+/// (and the run's end, which joins it) never waits longer on one.
 pub(super) fn notify_reader(l: Listener, t0: Instant, pushes: Stamped) -> Reader<()> {
     Reader::spawn(move |stop| {
-        while let Some(mut s) = l.accept_until(stop, Duration::from_secs(2)) {
+        while let Some(s) = l.accept_until(stop, PUSH_TIME) {
             let mut body = Vec::new();
-            let _ = s.read_to_end(&mut body);
+            let _ = Bounded::new(s, Instant::now() + PUSH_TIME).read_to_end(&mut body);
             pushes.push(micros_since(t0), body);
         }
     })
 }
+
+/// How long one notify push may take to arrive.
+const PUSH_TIME: Duration = Duration::from_secs(2);
 
 /// Polls `GET /ready` over vsock on its own thread, so its time does not wait on the TAP's: once
 /// `go` is set every 5 ms (a connection can hang while the guest's driver is not up, so not before

@@ -270,3 +270,29 @@ fn an_aarch64_kernel_boots_under_qemu_virt() {
     let q = plan(&Options { vmm: VmmChoice::Qemu, ..arm }, &arm_host, 0).unwrap();
     assert!(vmm::shell_line(&q.argv).contains("-machine virt,memory-backend=mem -accel kvm -cpu host"), "{:?}", q.argv);
 }
+
+/// Within one host-probe, no two runs share a TAP name, a guest address or the kernel vsock's
+/// context id and notify port, however many it makes; a run past the last it can name is refused
+/// before anything starts.
+#[test]
+fn the_names_of_a_process_never_repeat() {
+    let max = MAX_RUNS as u32;
+    for pid in [1, 2, 4242, 32_767, 524_287, 4_194_303] {
+        let mut taps = std::collections::HashSet::new();
+        let mut ips = std::collections::HashSet::new();
+        let mut cids = std::collections::HashSet::new();
+        let mut ports = std::collections::HashSet::new();
+        for seq in 0..max {
+            let (cid, port) = guest_vsock::kernel_ids(pid, seq);
+            assert!(cid > 2 && cid < u32::MAX && (1024..u32::MAX).contains(&port), "pid {pid} run {seq}: {cid} {port}");
+            let fresh = [taps.insert(tap::tap_name(pid, seq)), ips.insert(tap::guest_ip(pid, seq)), cids.insert(cid), ports.insert(port)];
+            assert_eq!(fresh, [true; 4], "pid {pid}: run {seq} repeats a name (TAP, address, CID, port) of an earlier run");
+        }
+    }
+    let f = fixture();
+    let h = host(KvmKind::Pvm, false, true);
+    assert!(plan(&f.o, &h, max - 1).is_ok());
+    let e = plan(&f.o, &h, max).unwrap_err();
+    assert_eq!(e.exit_code().code(), 2, "{e}");
+    assert!(e.to_string().contains(&format!("at most {max} runs")), "{e}");
+}

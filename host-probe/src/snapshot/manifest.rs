@@ -122,10 +122,8 @@ impl Manifest {
     /// Reads `dir`'s manifest and checks that every file it lists is there.
     pub fn read(dir: &Path) -> Result<Manifest, Error> {
         if !dir.is_dir() {
-            return Err(bad(
-                format!("snapshot directory {} does not exist", dir.display()),
-                "pass a directory `host-probe snapshot --out` made",
-            ));
+            let what = if dir.exists() { "is not a directory" } else { "does not exist" };
+            return Err(bad(format!("snapshot directory {} {what}", dir.display()), "pass a directory `host-probe snapshot --out` made"));
         }
         let path = dir.join(MANIFEST);
         let text = std::fs::read_to_string(&path)
@@ -166,6 +164,16 @@ impl Manifest {
             )),
             Some(_) => Ok(()),
         }
+    }
+
+    /// The generation of its copies: one more than the snapshot's (none past `u64::MAX`).
+    pub fn copy_generation(&self) -> Result<u64, Error> {
+        self.generation.checked_add(1).ok_or_else(|| {
+            bad(
+                format!("this snapshot is of generation {}, the last there is: a copy cannot be one more", self.generation),
+                "take a new snapshot of a machine that booted (generation 0)",
+            )
+        })
     }
 
     /// The options that boot the snapshotted machine cold (for `bench --restore`) and plan a copy.
@@ -218,6 +226,19 @@ mod tests {
         assert!(id.changed("kernel").unwrap().contains("(3 bytes then, 4 now)"));
         std::fs::remove_file(&f).unwrap();
         assert!(id.changed("kernel").unwrap().contains("is gone"));
+    }
+
+    #[test]
+    fn a_snapshot_directory_that_is_not_one_says_what_it_is() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("a-file");
+        std::fs::write(&file, b"x").unwrap();
+        let cases = [(tmp.path().join("nowhere"), "does not exist"), (file, "is not a directory")];
+        for (path, want) in cases {
+            let e = Manifest::read(&path).unwrap_err();
+            assert_eq!(e.exit_code().code(), 6, "{e}");
+            assert!(e.to_string().contains(&format!("{} {want}", path.display())), "{e}");
+        }
     }
 
     #[test]

@@ -10,8 +10,9 @@ use agent::proto::{Ready, RestoreRequest, DEFAULT_VSOCK_PORT, MIN_RESTORE_ENTROP
 use serde::Serialize;
 
 use super::manifest::{self, Manifest};
+use crate::bounded::Bounded;
 use crate::error::Error;
-use crate::launch::{self, progress, Running};
+use crate::launch::{self, progress, Phase, Running};
 use crate::options::{HostOffer, Options};
 use crate::plan::{Plan, RunFile};
 use crate::report::{HostTimes, Report};
@@ -71,14 +72,16 @@ pub struct Prepared {
     pub plans: Vec<Plan>,
 }
 
-/// Reads and checks the snapshot, and plans `ro.clones` copies: every refusal comes before anything
-/// starts.
+/// Reads and checks the snapshot, checks that the host can hold `ro.clones` copies (as `bench
+/// --clones` does: [`crate::density::limit`]) and this host-probe can name them, and plans them:
+/// every refusal comes before anything starts.
 pub fn prepare(ro: &RestoreOptions, base: &Options, host: &HostOffer) -> Result<Prepared, Error> {
     if ro.clones == 0 {
         return Err(Error::Usage("--clones 0: at least one copy".into()));
     }
     let dir = crate::error::absolute(&ro.dir);
     let m = Manifest::read(&dir)?;
+    m.copy_generation()?;
     let version = binary(&m, host).and_then(|b| manifest::vmm_version(&b));
     m.check(version.as_deref())?;
     let mode = match (m.vmm, ro.mode) {
@@ -90,12 +93,20 @@ pub fn prepare(ro: &RestoreOptions, base: &Options, host: &HostOffer) -> Result<
         (Vmm::Qemu, None) => None,
         (Vmm::CloudHypervisor, mode) => Some(mode.unwrap_or_default()),
     };
+    if let Some(why) = unrestorable_vsock(m.vmm, &m.devices.vsock) {
+        return Err(Error::BadSnapshot {
+            what: format!("{}: {why}", dir.display()),
+            fix: "take the snapshot again with host-probe snapshot (QEMU: with the kernel's vhost-vsock, modprobe vhost_vsock)".into(),
+        });
+    }
     if m.devices.vsock == "kernel" && !host.kernel_vsock {
         return Err(Error::BadSnapshot {
             what: "this snapshot's vsock is the host kernel's vhost-vsock, and this host has no /dev/vhost-vsock".into(),
             fix: "modprobe vhost_vsock".into(),
         });
     }
+    crate::density::limit(ro.clones, m.boot.memory_mib, crate::density::Capacity::gather())?;
+    crate::plan::room_for(ro.clones)?;
     let config = match m.vmm {
         Vmm::CloudHypervisor => {
             let p = dir.join("config.json");
@@ -108,6 +119,22 @@ pub fn prepare(ro: &RestoreOptions, base: &Options, host: &HostOffer) -> Result<
         .map(|_| plan_copy(&m, &dir, &options, host, crate::plan::next_seq(), mode, config.as_deref()))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Prepared { manifest: m, dir, mode, options, plans })
+}
+
+/// Why a snapshot's vsock cannot be restored by its VMM (pure): QEMU migrates only the kernel's
+/// vhost-vsock (vhost-device-vsock is a "non-migratable device"); cloud-hypervisor has its own.
+pub fn unrestorable_vsock(vmm: Vmm, vsock: &str) -> Option<String> {
+    let restorable = match vmm {
+        Vmm::Qemu => "kernel",
+        Vmm::CloudHypervisor => "hybrid",
+    };
+    (vsock != restorable).then(|| {
+        format!(
+            "a {} snapshot whose vsock is {vsock:?}, which {} cannot restore (it restores a {restorable:?} one)",
+            vmm.name(),
+            vmm.name()
+        )
+    })
 }
 
 /// One copy's plan: a boot's plan (new names, address, vsock, notify port) turned into a restore.
@@ -132,19 +159,21 @@ pub fn plan_copy(
     };
     p.spec.role =
         Role::Restore { from: from.clone(), memory: dir.join("memory"), qmp: p.run_dir.join("qmp.sock"), mode: mode.unwrap_or_default() };
+    // The VM is the snapshot's: a copy its VMM cannot take is a bad snapshot, not a bad option.
+    let bad = |e: &str| Error::BadSnapshot {
+        what: format!("{} cannot be restored: {e}", dir.display()),
+        fix: "take the snapshot again with host-probe snapshot".into(),
+    };
     p.argv = match m.vmm {
-        Vmm::Qemu => vmm::qemu::argv(&p.spec).map_err(|e| Error::Usage(e.into()))?,
+        Vmm::Qemu => vmm::qemu::argv(&p.spec).map_err(bad)?,
         Vmm::CloudHypervisor => {
             let config = ch_config.ok_or_else(|| Error::Failed("internal: no config.json for a cloud-hypervisor copy".into()))?;
             let vsock = match &p.spec.vsock {
                 Some(vmm::Vsock::Hybrid { socket, .. }) => Some(socket.as_path()),
                 _ => None,
             };
-            let edited =
-                ch_copy_config(config, &p.spec.serial, vsock, p.tap.as_ref().map(|n| n.tap.as_str())).map_err(|e| Error::BadSnapshot {
-                    what: format!("{}: {e}", dir.join("config.json").display()),
-                    fix: "take the snapshot again with host-probe snapshot".into(),
-                })?;
+            let edited = ch_copy_config(config, &p.spec.serial, vsock, p.tap.as_ref().map(|n| n.tap.as_str()))
+                .map_err(|e| bad(&format!("its config.json: {e}")))?;
             p.files = vec![RunFile::Write { path: from.join("config.json"), bytes: edited.into_bytes() }];
             for f in ["state.json", "memory-ranges"] {
                 p.files.push(RunFile::Link { path: from.join(f), target: dir.join(f) });
@@ -152,7 +181,7 @@ pub fn plan_copy(
             vmm::ch::argv(&p.spec)
         }
     };
-    p.notes.push(format!("restoring {}: a copy of generation {}", dir.display(), m.generation + 1));
+    p.notes.push(format!("restoring {}: a copy of generation {}", dir.display(), m.copy_generation()?));
     Ok(p)
 }
 
@@ -189,7 +218,7 @@ pub fn request(m: &Manifest, p: &Plan) -> Result<RestoreRequest, Error> {
     std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).map_err(Error::io("read /dev/urandom"))?;
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     Ok(RestoreRequest {
-        generation: m.generation + 1,
+        generation: m.copy_generation()?,
         entropy: hex(&bytes[..MIN_RESTORE_ENTROPY]),
         wall_clock_us: None,
         hostname: Some(format!("copy-{}", hex(&bytes[MIN_RESTORE_ENTROPY..]))),
@@ -214,22 +243,25 @@ pub struct Copy<'a> {
 
 /// Restores one planned copy and makes it unique: launch, restore (the VMM's way), `POST
 /// /v1/restore` over vsock, then `/ready` at its new address and its pushed ready document.
+///
+/// Restore and make unique are two phases by one deadline (`--timeout` from the start); each gives
+/// up there, or as soon as the VMM exits, saying where it waited.
 pub fn start<'a>(prep: &'a Prepared, plan: &'a Plan, o: &Options) -> Result<Copy<'a>, Error> {
     let mut req = request(&prep.manifest, plan)?;
-    let deadline = Instant::now() + o.timeout;
+    let phase = Phase::start("restore", o.timeout);
     let mut running = launch::start(plan, o)?;
     match plan.vmm {
-        Vmm::Qemu => take_state_in(&mut running, &prep.dir, deadline)?,
-        Vmm::CloudHypervisor => ch_api::wait_running(&plan.spec.api_socket, o.timeout).map_err(|e| vmm_failed(&mut running, e))?,
+        Vmm::Qemu => take_state_in(&mut running, &prep.dir, &phase)?,
+        Vmm::CloudHypervisor => ch_running(&mut running, &phase)?,
     }
     let vmm_restored_us = running.now_us();
     progress(o.verbose, &format!("VM restored at {} ms; making it unique", crate::report::ms(vmm_restored_us)));
-    let asked = ask_restore(&mut running, &mut req, deadline)?;
+    let asked = ask_restore(&mut running, &mut req, &phase.then("make unique"))?;
     let mut host = HostTimes { ready_vsock_us: Some(asked.answered_us), ..HostTimes::default() };
     // The new address answers.
     if let Some(addr) = running.guest_addr() {
         host.tcp_attempts = 1;
-        if crate::ask::ready_over_tcp(addr, Duration::from_secs(2)).is_some_and(|r| r.generation == req.generation) {
+        if crate::ask::ready_over_tcp(addr, OTHERS_GRACE).is_some_and(|r| r.generation == req.generation) {
             host.ready_tcp_us = Some(running.now_us());
         }
     }
@@ -295,10 +327,6 @@ pub fn one(prep: &Prepared, plan: &Plan, o: &Options) -> Result<Report, Error> {
     start(prep, plan, o)?.finish(o)
 }
 
-fn vmm_failed(running: &mut Running, e: String) -> Error {
-    Error::VmmExited { vmm: running.plan().vmm.name().into(), status: e, diagnostics: running.diagnostics() }
-}
-
 /// The guest's restore steps, first start to last end.
 fn guest_restore_us(doc: &Ready) -> u64 {
     let steps = doc.steps.iter().filter(|s| s.name.starts_with("restore."));
@@ -306,45 +334,55 @@ fn guest_restore_us(doc: &Ready) -> u64 {
     end.saturating_sub(start.min(end))
 }
 
+/// cloud-hypervisor: `--restore ...,resume=true` ends with the VM running; its API says so.
+fn ch_running(running: &mut Running, phase: &Phase) -> Result<(), Error> {
+    let api = running.plan().spec.api_socket.clone();
+    running.wait_in(phase, "cloud-hypervisor's API (vm.info) to say the VM is Running", API_EVERY, |left| {
+        match ch_api::state(&api, left.min(API_TRY)) {
+            Ok(s) if s == "Running" => Ok(()),
+            Ok(s) => Err(format!("state {s}")),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+}
+
+/// How often a restoring cloud-hypervisor is asked, and how long one question may take.
+const API_EVERY: Duration = Duration::from_millis(5);
+const API_TRY: Duration = Duration::from_secs(2);
+
 /// QEMU: take the snapshot's state in (`migrate-incoming exec:cat DIR/state`, with
 /// `x-ignore-shared`: the memory is the file already mapped) and continue.
-fn take_state_in(running: &mut Running, dir: &Path, deadline: Instant) -> Result<(), Error> {
+fn take_state_in(running: &mut Running, dir: &Path, phase: &Phase) -> Result<(), Error> {
     let Role::Restore { qmp, .. } = &running.plan().spec.role else {
         return Err(Error::Failed("internal: a QEMU copy without its QMP socket".into()));
     };
     let qmp = qmp.clone();
-    let mut q = qmp_of(running, &qmp, deadline)?;
-    q.ignore_shared().map_err(Error::Failed)?;
+    let mut q = qmp_session(running, phase, &qmp)?;
+    let r = q.ignore_shared();
+    running.call(phase, "QMP migrate-set-capabilities", r)?;
     let uri = format!("exec:cat {}", vmm::shell_quote(&dir.join("state").display().to_string()));
-    q.execute("migrate-incoming", Some(serde_json::json!({ "uri": uri }))).map_err(Error::Failed)?;
-    q.wait_migration(deadline.saturating_duration_since(Instant::now())).map_err(Error::Failed)?;
-    q.execute("cont", None).map_err(Error::Failed)?;
+    let r = q.execute("migrate-incoming", Some(serde_json::json!({ "uri": uri })));
+    running.call(phase, "QMP migrate-incoming", r)?;
+    let r = q.wait_migration(phase.left());
+    running.call(phase, "QEMU to take the snapshot's state in (query-migrate)", r)?;
+    let r = q.execute("cont", None);
+    running.call(phase, "QMP cont", r)?;
     Ok(())
 }
 
-/// Connects to a starting QEMU's QMP socket: as long as the run's deadline allows while QEMU lives
-/// (many copies starting at once on a loaded host take seconds to open it); Ctrl-C ends the wait.
-fn qmp_of(running: &mut Running, path: &Path, deadline: Instant) -> Result<Qmp, Error> {
-    loop {
-        let e = match Qmp::connect(path, QMP_TRY) {
-            Ok(q) => return Ok(q),
-            Err(e) => e,
-        };
-        interrupted()?;
-        if let Some(status) = running.exited() {
-            return Err(vmm_failed(running, format!("exited ({status}) before it answered on its QMP socket: {e}")));
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::Timeout {
-                secs: running.elapsed().as_secs(),
-                waiting_for: format!("QEMU's QMP socket {}: {e}", path.display()),
-                diagnostics: running.diagnostics(),
-            });
-        }
-    }
+/// A QMP session with a running QEMU during `phase`, its commands bound by the phase's deadline. A
+/// starting QEMU opens its QMP socket late (seconds, for many copies at once on a loaded host): it
+/// is tried until then, while QEMU lives.
+pub(super) fn qmp_session(running: &mut Running, phase: &Phase, path: &Path) -> Result<Qmp, Error> {
+    let mut q = running.wait_in(phase, &format!("QEMU's QMP socket {}", path.display()), QMP_EVERY, |left| {
+        Qmp::connect(path, left.min(QMP_TRY)).map_err(|e| e.to_string())
+    })?;
+    q.until(phase.deadline);
+    Ok(q)
 }
 
-/// One attempt of [`qmp_of`].
+/// How often, and for how long each time, a starting QEMU's QMP socket is tried.
+const QMP_EVERY: Duration = Duration::from_millis(2);
 const QMP_TRY: Duration = Duration::from_millis(250);
 
 /// The answered restore request.
@@ -364,47 +402,35 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `POST /v1/restore` over vsock until chinit answers it (the first connections right after a
 /// restore can fail: retried). A refusal (4xx) is an error: the request is not sent again.
-fn ask_restore(running: &mut Running, req: &mut RestoreRequest, deadline: Instant) -> Result<Asked, Error> {
+fn ask_restore(running: &mut Running, req: &mut RestoreRequest, phase: &Phase) -> Result<Asked, Error> {
     let vsock = running.guest_vsock().cloned().ok_or_else(|| Error::Failed("internal: a copy without vsock".into()))?;
-    let mut attempts = 0;
-    let mut last = String::from("no attempt");
-    while Instant::now() < deadline {
-        interrupted()?;
-        if let Some(status) = running.exited() {
-            return Err(vmm_failed(running, format!("exited ({status}) before the copy answered")));
-        }
+    let mut attempts = 0u32;
+    let mut sent_us = 0;
+    let spawned = running.spawned();
+    let answer = running.wait_in(phase, "the copy to answer POST /v1/restore over vsock", ASK_EVERY, |left| {
         attempts += 1;
         req.wall_clock_us = SystemTime::now().duration_since(UNIX_EPOCH).ok().and_then(|d| u64::try_from(d.as_micros()).ok());
-        let body = serde_json::to_vec(&req).map_err(|e| Error::Failed(e.to_string()))?;
-        let sent_us = running.now_us();
+        let body = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
+        sent_us = crate::report::micros(spawned.elapsed());
         let connect_timeout = CONNECT_TIMEOUT_FIRST.saturating_mul(1 << (attempts - 1).min(5)).min(CONNECT_TIMEOUT_MAX);
-        let answer = vsock
-            .connect_then(DEFAULT_VSOCK_PORT, connect_timeout, ANSWER_TIMEOUT)
-            .map_err(|e| e.to_string())
-            .and_then(|mut s| agent::client::request(&mut s, "POST", "/v1/restore", Some(&body)).map_err(|e| e.to_string()));
-        match answer {
-            Ok(r) if r.status == 200 => {
-                let answered_us = running.now_us();
-                let doc: Ready = r.json().map_err(|e| Error::Failed(format!("the copy's answer to POST /v1/restore: {e}")))?;
-                return Ok(Asked { doc, attempts, sent_us, answered_us });
-            }
-            Ok(r) => {
-                return Err(Error::Failed(format!(
-                    "the copy refused POST /v1/restore: {} {}",
-                    r.status,
-                    String::from_utf8_lossy(&r.body).trim()
-                )))
-            }
-            Err(e) => last = e,
-        }
-        std::thread::sleep(Duration::from_millis(5));
+        let s = vsock.connect_then(DEFAULT_VSOCK_PORT, connect_timeout.min(left), ANSWER_TIMEOUT.min(left));
+        let mut s = Bounded::new(s.map_err(|e| format!("attempt {attempts}: {e}"))?, Instant::now() + ANSWER_TIMEOUT.min(left));
+        agent::client::request(&mut s, "POST", "/v1/restore", Some(&body)).map_err(|e| format!("attempt {attempts}: {e}"))
+    })?;
+    if answer.status != 200 {
+        return Err(Error::Failed(format!(
+            "make unique: the copy refused POST /v1/restore: {} {}",
+            answer.status,
+            String::from_utf8_lossy(&answer.body).trim()
+        )));
     }
-    Err(Error::Timeout {
-        secs: running.elapsed().as_secs(),
-        waiting_for: format!("the copy to answer POST /v1/restore over vsock; {attempts} attempts, the last: {last}"),
-        diagnostics: running.diagnostics(),
-    })
+    let answered_us = running.now_us();
+    let doc: Ready = answer.json().map_err(|e| Error::Failed(format!("make unique: the copy's answer to POST /v1/restore: {e}")))?;
+    Ok(Asked { doc, attempts, sent_us, answered_us })
 }
+
+/// How long between two restore requests that were not answered.
+const ASK_EVERY: Duration = Duration::from_millis(5);
 
 /// Restores every prepared copy at once; one result per copy, in order.
 pub fn all(prep: &Prepared, o: &Options) -> Vec<Result<Report, Error>> {
@@ -417,6 +443,7 @@ pub fn all(prep: &Prepared, o: &Options) -> Vec<Result<Report, Error>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
 
     /// What cloud-hypervisor v53 writes (trimmed to the devices a copy changes, and one it keeps).
     const CONFIG: &str = r#"{"payload":{"kernel":"/k/vmlinux"},"disks":[{"id":"_disk0","path":"/img/r.ext4","readonly":true}],
@@ -448,6 +475,107 @@ mod tests {
         let bare = r#"{"serial":{"mode":"Off"},"console":{"file":"/old","mode":"File"},"vsock":null}"#;
         let v: serde_json::Value = serde_json::from_str(&ch_copy_config(bare, Path::new("/s"), None, None).unwrap()).unwrap();
         assert_eq!((v["console"]["file"].as_str(), v["serial"].get("file")), (Some("/s"), None));
+    }
+
+    /// `run --restore --clones N` is held to the limits of `bench --clones`, before a copy is planned.
+    #[test]
+    fn more_copies_than_one_host_probe_can_name_are_refused_before_any_is_planned() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (kernel, rootfs) = crate::standin::boot_files(tmp.path());
+        let ch = crate::standin::vmm(tmp.path(), "cloud-hypervisor", Vmm::CloudHypervisor, "exit 1");
+        let dir = tmp.path().join("snapshot");
+        crate::standin::snapshot(&dir, Vmm::CloudHypervisor, &ch, &kernel, &rootfs);
+        let t = Instant::now();
+        let ro = RestoreOptions { dir, clones: 100_000, mode: None };
+        let e = prepare(&ro, &Options::default(), &crate::standin::host(Some(&ch), None)).err().expect("100000 copies planned");
+        assert_eq!(e.exit_code().code(), 2, "{e}");
+        assert!(e.to_string().contains("at most 4096"), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(1), "refused after {:?}", t.elapsed());
+    }
+
+    /// A cloud-hypervisor whose API accepts and never answers: the restore gives up at its
+    /// `--timeout`, naming the phase and what it waited for (exit 4), while the VMM still runs.
+    #[test]
+    fn a_restore_gives_up_at_its_timeout_and_says_where_it_waited() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (kernel, rootfs) = crate::standin::boot_files(tmp.path());
+        let ch = crate::standin::vmm(tmp.path(), "cloud-hypervisor", Vmm::CloudHypervisor, "exec sleep 30");
+        let dir = tmp.path().join("snapshot");
+        crate::standin::snapshot(&dir, Vmm::CloudHypervisor, &ch, &kernel, &rootfs);
+        let o = Options { timeout: Duration::from_secs(2), ..Options::default() };
+        let ro = RestoreOptions { dir, clones: 1, mode: None };
+        let prep = prepare(&ro, &o, &crate::standin::host(Some(&ch), None)).unwrap();
+        let api = prep.plans[0].spec.api_socket.clone();
+        let (stop, held) = (std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)), std::sync::Arc::new(Mutex::new(Vec::new())));
+        let (stop2, held2) = (stop.clone(), held.clone());
+        let silent = std::thread::spawn(move || {
+            while !api.parent().unwrap().exists() && !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let l = std::os::unix::net::UnixListener::bind(&api).unwrap();
+            l.set_nonblocking(true).unwrap();
+            while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Ok((s, _)) = l.accept() {
+                    held2.lock().unwrap().push(s);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let t = Instant::now();
+        let e = start(&prep, &prep.plans[0], &prep.options).err().expect("restored without an answer");
+        let took = t.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        silent.join().unwrap();
+        assert!(!held.lock().unwrap().is_empty(), "the API was never asked");
+        assert_eq!(e.exit_code().code(), 4, "{e}");
+        let text = e.to_string();
+        assert!(text.starts_with("restore: gave up after 2 s waiting for") && text.contains("vm.info"), "{text}");
+        assert!(took < Duration::from_millis(3500), "gave up after {took:?}");
+    }
+
+    #[test]
+    fn each_vmm_restores_its_own_vsock_only() {
+        let cases = [
+            (Vmm::Qemu, "kernel", false),
+            (Vmm::Qemu, "hybrid", true),
+            (Vmm::CloudHypervisor, "hybrid", false),
+            (Vmm::CloudHypervisor, "kernel", true),
+            (Vmm::Qemu, "", true),
+        ];
+        for (vmm, vsock, refused) in cases {
+            assert_eq!(unrestorable_vsock(vmm, vsock).is_some(), refused, "{vmm:?} {vsock:?}");
+        }
+        assert!(unrestorable_vsock(Vmm::Qemu, "hybrid").unwrap().contains("qemu cannot restore"));
+    }
+
+    /// A snapshot `host-probe snapshot` could not have made is refused before anything starts, as
+    /// a bad snapshot (exit 6), saying why it cannot be restored.
+    #[test]
+    fn snapshots_that_cannot_be_restored_are_refused_with_exit_6() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (kernel, rootfs) = crate::standin::boot_files(tmp.path());
+        let ch = crate::standin::vmm(tmp.path(), "cloud-hypervisor", Vmm::CloudHypervisor, "exit 1");
+        let qemu = crate::standin::vmm(tmp.path(), "qemu", Vmm::Qemu, "exit 1");
+        let host = crate::standin::host(Some(&ch), Some(&qemu));
+        let host_with_vhost_user = HostOffer { vhost_vsock: Some(PathBuf::from("/bin/true")), ..host.clone() };
+
+        let last = tmp.path().join("last-generation");
+        let mut m = crate::standin::snapshot(&last, Vmm::CloudHypervisor, &ch, &kernel, &rootfs);
+        m.generation = u64::MAX;
+        crate::standin::write_manifest(&last, &m);
+        let hybrid_qemu = tmp.path().join("hybrid-qemu");
+        let mut m = crate::standin::snapshot(&hybrid_qemu, Vmm::Qemu, &qemu, &kernel, &rootfs);
+        m.devices.vsock = "hybrid".into();
+        crate::standin::write_manifest(&hybrid_qemu, &m);
+
+        let cases = [(&last, &host, "generation 18446744073709551615"), (&hybrid_qemu, &host_with_vhost_user, "qemu cannot restore")];
+        for (dir, host, want) in cases {
+            let ro = RestoreOptions { dir: dir.clone(), clones: 1, mode: None };
+            let e = prepare(&ro, &Options::default(), host).err().unwrap_or_else(|| panic!("{}: restored", dir.display()));
+            assert_eq!(e.exit_code().code(), 6, "{}: {e}", dir.display());
+            let text = e.to_string();
+            assert!(text.contains(want) && text.contains("fix: "), "{}: {want:?} missing from: {text}", dir.display());
+        }
     }
 
     #[test]

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::manifest::{self, Boot, Devices, FileId, Manifest, MANIFEST};
 use crate::cmdline::RootKind;
 use crate::error::{absolute, Error};
-use crate::launch::{self, progress};
+use crate::launch::{self, progress, Phase, Running};
 use crate::options::{HostOffer, Layout, Options, Wait};
 use crate::plan::Plan;
 use crate::report::Report;
 use crate::run;
-use crate::vmm::{self, ch_api, qmp::Qmp, Role, Vmm, Vsock};
+use crate::vmm::{self, ch_api, Role, Vmm, Vsock};
 
 /// What a snapshot made.
 pub struct Taken {
@@ -22,9 +22,6 @@ pub struct Taken {
     /// The cold boot of the machine that was snapshotted.
     pub report: Report,
 }
-
-/// How long saving may take.
-const SAVE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Why a plan cannot be snapshotted (pure): a copy is made unique over vsock, so it needs a vsock
 /// both VMMs can save, and a ready chinit.
@@ -49,32 +46,57 @@ pub fn refusal(plan: &Plan, o: &Options) -> Option<Error> {
     }
 }
 
-/// The output directory: made here (or empty), removed again unless the snapshot completed.
+/// The output directory: new, or empty. Until the snapshot is complete, dropping it removes what
+/// the snapshot wrote there — the VMM's files and the manifest, by name, nothing else that appears
+/// there meanwhile — and then each directory it made, innermost first, while they are empty.
 struct OutDir {
     path: PathBuf,
-    made: bool,
+    /// The directories made for it, outermost first.
+    made: Vec<PathBuf>,
+    /// The names of the files the snapshot writes into it.
+    files: Vec<String>,
     done: bool,
 }
 
 impl OutDir {
     fn create(path: &Path) -> Result<OutDir, Error> {
-        match std::fs::read_dir(path) {
-            Ok(mut entries) => {
-                if entries.next().is_some() {
-                    return Err(Error::Usage(format!(
-                        "{} exists and is not empty: a snapshot never overwrites anything; pass a new directory to --out",
-                        path.display()
-                    )));
-                }
-                Ok(OutDir { path: path.to_path_buf(), made: false, done: false })
-            }
+        let dir = |made| OutDir { path: path.to_path_buf(), made, files: vec![MANIFEST.into(), manifest_tmp()], done: false };
+        match std::fs::read_dir(path).map(|mut entries| entries.next().is_none()) {
+            // Refused before it is ours: nothing in it is touched.
+            Ok(false) => Err(Error::Usage(format!(
+                "{} exists and is not empty: a snapshot never overwrites anything; pass a new directory to --out",
+                path.display()
+            ))),
+            Ok(true) => Ok(dir(Vec::new())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(path).map_err(Error::io(format!("create {}", path.display())))?;
-                Ok(OutDir { path: path.to_path_buf(), made: true, done: false })
+                // Dropped on an error below, it removes what it made so far.
+                let mut out = dir(Vec::new());
+                for d in to_make(path, |p| p.exists()) {
+                    match std::fs::create_dir(&d) {
+                        Ok(()) => out.made.push(d),
+                        // Made by someone else meanwhile: not ours to remove.
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(Error::Io { context: format!("create {}", d.display()), source: e }),
+                    }
+                }
+                Ok(out)
             }
             Err(e) => Err(Error::Io { context: format!("read {}", path.display()), source: e }),
         }
     }
+
+    /// The snapshot will write these files too.
+    fn will_write(&mut self, names: &[&str]) {
+        self.files.extend(names.iter().map(|n| n.to_string()));
+    }
+}
+
+/// The directories to make for `path` (pure, given which exist): each of its ancestors that does
+/// not exist, and itself, outermost first.
+fn to_make(path: &Path, exists: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = path.ancestors().take_while(|a| !a.as_os_str().is_empty() && !exists(a)).map(Path::to_path_buf).collect();
+    v.reverse();
+    v
 }
 
 impl Drop for OutDir {
@@ -82,11 +104,14 @@ impl Drop for OutDir {
         if self.done {
             return;
         }
-        if self.made {
-            let _ = std::fs::remove_dir_all(&self.path);
-        } else if let Ok(entries) = std::fs::read_dir(&self.path) {
-            for e in entries.flatten() {
-                let _ = std::fs::remove_file(e.path());
+        for f in &self.files {
+            let _ = std::fs::remove_file(self.path.join(f));
+        }
+        // Innermost first; one that is not empty holds something of someone else's, and so do
+        // those around it.
+        for d in self.made.iter().rev() {
+            if std::fs::remove_dir(d).is_err() {
+                break;
             }
         }
     }
@@ -102,6 +127,7 @@ pub fn take(o: &Options, out: &Path) -> Result<Taken, Error> {
     if let Some(e) = refusal(&plan, o) {
         return Err(e);
     }
+    dir.will_write(manifest::vmm_files(plan.vmm));
     plan.spec.role = Role::Source { memory: out.join("memory"), qmp: plan.run_dir.join("qmp.sock") };
     plan.argv = match plan.vmm {
         Vmm::CloudHypervisor => vmm::ch::argv(&plan.spec),
@@ -117,8 +143,8 @@ pub fn take(o: &Options, out: &Path) -> Result<Taken, Error> {
     let generation = seen.ready.as_ref().map(|r| r.generation).unwrap_or(0);
     progress(o.verbose, &format!("ready; pausing and saving into {}", out.display()));
     let (pause, save) = match plan.vmm {
-        Vmm::Qemu => save_qemu(&plan, &out)?,
-        Vmm::CloudHypervisor => save_ch(&plan, &out)?,
+        Vmm::Qemu => save_qemu(&mut running, &out, o.timeout)?,
+        Vmm::CloudHypervisor => save_ch(&mut running, &out, o.timeout)?,
     };
     let report = crate::collect::report(&plan, o, seen, running.finish())?;
     if plan.vmm == Vmm::Qemu {
@@ -133,32 +159,45 @@ pub fn take(o: &Options, out: &Path) -> Result<Taken, Error> {
 }
 
 /// QEMU: stop, then migrate to `exec:cat > DIR/state` with `x-ignore-shared` (the memory is the
-/// shared file, already in DIR; only device state is written).
-fn save_qemu(plan: &Plan, out: &Path) -> Result<(Duration, Duration), Error> {
-    let Role::Source { qmp, .. } = &plan.spec.role else {
+/// shared file, already in DIR; only device state is written). Pausing and saving are phases of
+/// `timeout` each.
+fn save_qemu(running: &mut Running, out: &Path, timeout: Duration) -> Result<(Duration, Duration), Error> {
+    let Role::Source { qmp, .. } = &running.plan().spec.role else {
         return Err(Error::Failed("internal: a QEMU snapshot without its QMP socket".into()));
     };
-    let mut q = Qmp::connect(qmp, Duration::from_secs(5)).map_err(Error::Failed)?;
+    let qmp = qmp.clone();
+    let phase = Phase::start("snapshot pause", timeout);
+    let mut q = super::restore::qmp_session(running, &phase, &qmp)?;
     let t = Instant::now();
-    q.execute("stop", None).map_err(Error::Failed)?;
+    let r = q.execute("stop", None);
+    running.call(&phase, "QMP stop", r)?;
     let pause = t.elapsed();
+    let phase = Phase::start("snapshot save", timeout);
+    q.until(phase.deadline);
     let t = Instant::now();
-    q.ignore_shared().map_err(Error::Failed)?;
+    let r = q.ignore_shared();
+    running.call(&phase, "QMP migrate-set-capabilities", r)?;
     let state = out.join("state");
     let uri = format!("exec:cat > {}", vmm::shell_quote(&state.display().to_string()));
-    q.execute("migrate", Some(serde_json::json!({ "uri": uri }))).map_err(Error::Failed)?;
-    q.wait_migration(SAVE_TIMEOUT).map_err(Error::Failed)?;
+    let r = q.execute("migrate", Some(serde_json::json!({ "uri": uri })));
+    running.call(&phase, "QMP migrate", r)?;
+    let r = q.wait_migration(phase.left());
+    running.call(&phase, "QEMU's migration into the snapshot (query-migrate)", r)?;
     Ok((pause, t.elapsed()))
 }
 
-/// cloud-hypervisor: `vm.pause`, then `vm.snapshot` into DIR.
-fn save_ch(plan: &Plan, out: &Path) -> Result<(Duration, Duration), Error> {
-    let api = &plan.spec.api_socket;
+/// cloud-hypervisor: `vm.pause`, then `vm.snapshot` into DIR; phases of `timeout` each.
+fn save_ch(running: &mut Running, out: &Path, timeout: Duration) -> Result<(Duration, Duration), Error> {
+    let api = running.plan().spec.api_socket.clone();
+    let phase = Phase::start("snapshot pause", timeout);
     let t = Instant::now();
-    ch_api::pause(api).map_err(Error::Failed)?;
+    let r = ch_api::pause(&api, phase.left());
+    running.call(&phase, "cloud-hypervisor's API (vm.pause)", r)?;
     let pause = t.elapsed();
+    let phase = Phase::start("snapshot save", timeout);
     let t = Instant::now();
-    ch_api::snapshot(api, out).map_err(Error::Failed)?;
+    let r = ch_api::snapshot(&api, out, phase.left());
+    running.call(&phase, "cloud-hypervisor's API (vm.snapshot)", r)?;
     Ok((pause, t.elapsed()))
 }
 
@@ -213,10 +252,15 @@ fn manifest(
     })
 }
 
+/// The manifest's name while it is written.
+fn manifest_tmp() -> String {
+    format!(".{MANIFEST}.tmp")
+}
+
 /// Written to a temporary name and renamed: the manifest appears whole, last.
 fn write_manifest(out: &Path, m: &Manifest) -> Result<(), Error> {
     let text = serde_json::to_string_pretty(m).map_err(|e| Error::Failed(format!("snapshot manifest: {e}")))?;
-    let tmp = out.join(format!(".{MANIFEST}.tmp"));
+    let tmp = out.join(manifest_tmp());
     std::fs::write(&tmp, text + "\n").map_err(Error::io(format!("write {}", tmp.display())))?;
     std::fs::rename(&tmp, out.join(MANIFEST)).map_err(Error::io(format!("rename {}", tmp.display())))
 }
@@ -228,13 +272,8 @@ pub fn text(t: &Taken) -> String {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(t.dir.join(f)).map(|md| (md.len(), md.blocks() * 512)).unwrap_or((0, 0))
     };
-    let mut o = format!(
-        "\nsnapshot {} ({}, generation {}; copies are generation {})\n",
-        t.dir.display(),
-        m.vmm_version,
-        m.generation,
-        m.generation + 1
-    );
+    let copies = m.copy_generation().map(|g| format!("copies are generation {g}")).unwrap_or_else(|_| "it has no copies".into());
+    let mut o = format!("\nsnapshot {} ({}, generation {}; {copies})\n", t.dir.display(), m.vmm_version, m.generation);
     o.push_str(&format!("  pause {} ms, save {} ms\n", crate::report::ms(m.pause_us), crate::report::ms(m.save_us)));
     for f in m.files.iter().map(String::as_str).chain([MANIFEST]) {
         let (len, used) = size(f);
@@ -242,4 +281,55 @@ pub fn text(t: &Taken) -> String {
     }
     o.push_str(&format!("  restore: host-probe run --restore {}\n", t.dir.display()));
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_directories_that_do_not_exist_are_made_outermost_first() {
+        let p = |s: &str| PathBuf::from(s);
+        let cases: [(&str, &[&str], &[&str]); 4] = [
+            ("/a/b/c", &["/", "/a"], &["/a/b", "/a/b/c"]),
+            ("/a/b/c", &["/", "/a", "/a/b"], &["/a/b/c"]),
+            ("/a/b/c", &["/", "/a", "/a/b", "/a/b/c"], &[]),
+            ("/x", &["/"], &["/x"]),
+        ];
+        for (path, existing, want) in cases {
+            let got = to_make(Path::new(path), |a| existing.iter().any(|e| Path::new(e) == a));
+            assert_eq!(got, want.iter().map(|w| p(w)).collect::<Vec<_>>(), "{path} with {existing:?}");
+        }
+    }
+
+    /// A snapshot that completed keeps everything; one that did not removes its files by name and
+    /// the directories it made, never what another process put there.
+    #[test]
+    fn a_snapshot_removes_what_it_made_unless_it_completed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let write = |p: PathBuf| std::fs::write(p, b"x").unwrap();
+        // Not empty: refused, and nothing in it touched, not even a file of a snapshot's name.
+        let full = tmp.path().join("full");
+        std::fs::create_dir(&full).unwrap();
+        write(full.join(MANIFEST));
+        assert_eq!(OutDir::create(&full).err().map(|e| e.exit_code().code()), Some(2));
+        assert!(full.join(MANIFEST).exists());
+        {
+            let mut done = OutDir::create(&tmp.path().join("done/snap")).unwrap();
+            done.will_write(manifest::vmm_files(Vmm::Qemu));
+            write(tmp.path().join("done/snap/state"));
+            done.done = true;
+        }
+        assert!(tmp.path().join("done/snap/state").exists());
+        {
+            let mut out = OutDir::create(&tmp.path().join("p/q/snap")).unwrap();
+            out.will_write(manifest::vmm_files(Vmm::CloudHypervisor));
+            for f in ["state.json", "memory-ranges", ".manifest.json.tmp"] {
+                write(tmp.path().join("p/q/snap").join(f));
+            }
+            write(tmp.path().join("p/theirs"));
+        }
+        assert!(!tmp.path().join("p/q").exists());
+        assert!(tmp.path().join("p/theirs").exists());
+    }
 }

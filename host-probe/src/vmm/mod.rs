@@ -147,6 +147,34 @@ pub struct Spec {
     pub arch: rootfs_builder::elf::Arch,
 }
 
+/// Why a call to a VMM's API (cloud-hypervisor's REST API, QEMU's QMP) failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// No answer by the deadline: the VMM is stuck, or slow.
+    NoAnswer(String),
+    /// Refused, closed, or answered with an error.
+    Failed(String),
+}
+
+impl ApiError {
+    /// An I/O error of the call `what`: a timeout is no answer, anything else a failure.
+    pub fn io(what: &str, e: &std::io::Error) -> ApiError {
+        if crate::bounded::is_timeout(e) {
+            ApiError::NoAnswer(format!("{what}: no answer in time"))
+        } else {
+            ApiError::Failed(format!("{what}: {e}"))
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiError::NoAnswer(s) | ApiError::Failed(s) => f.write_str(s),
+        }
+    }
+}
+
 /// Quotes one argument for a POSIX shell when it needs it, so `--dry-run` output can be pasted.
 pub fn shell_quote(arg: &str) -> String {
     let plain = !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=,:@%+".contains(&b));

@@ -9,84 +9,93 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-/// One QMP session.
+use super::ApiError;
+use crate::bounded::{self, Bounded};
+
+/// One QMP session. Every read and write gives up at the session's deadline ([`Qmp::until`]).
 pub struct Qmp {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
+    reader: BufReader<Bounded<UnixStream>>,
+    writer: Bounded<UnixStream>,
 }
 
-/// How long one command may take to be answered.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
-
 impl Qmp {
-    /// Connects (QEMU makes the socket as it starts: retried until `timeout`), reads the greeting
-    /// and leaves capabilities negotiation.
-    pub fn connect(path: &Path, timeout: Duration) -> Result<Qmp, String> {
+    /// Connects (QEMU makes the socket as it starts: retried), reads the greeting and leaves
+    /// capabilities negotiation, all within `timeout`; the session's commands get the same
+    /// deadline until [`Qmp::until`] moves it.
+    pub fn connect(path: &Path, timeout: Duration) -> Result<Qmp, ApiError> {
         let deadline = Instant::now() + timeout;
         let stream = loop {
-            match UnixStream::connect(path) {
+            match bounded::connect_unix(path, deadline) {
                 Ok(s) => break s,
-                Err(e) if Instant::now() >= deadline => return Err(format!("QMP socket {}: {e}", path.display())),
+                Err(e) if bounded::is_timeout(&e) || Instant::now() >= deadline => {
+                    return Err(ApiError::NoAnswer(format!("QMP socket {}: no answer in time ({e})", path.display())))
+                }
                 Err(_) => std::thread::sleep(Duration::from_millis(2)),
             }
         };
-        stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(|e| format!("QMP: {e}"))?;
-        let writer = stream.try_clone().map_err(|e| format!("QMP: {e}"))?;
-        let mut q = Qmp { reader: BufReader::new(stream), writer };
+        let writer = stream.try_clone().map_err(|e| ApiError::io("QMP", &e))?;
+        let mut q = Qmp { reader: BufReader::new(Bounded::new(stream, deadline)), writer: Bounded::new(writer, deadline) };
         let greeting = q.line()?;
         if greeting.get("QMP").is_none() {
-            return Err(format!("QMP: not a QMP greeting: {greeting}"));
+            return Err(ApiError::Failed(format!("QMP: not a QMP greeting: {greeting}")));
         }
         q.execute("qmp_capabilities", None)?;
         Ok(q)
     }
 
-    fn line(&mut self) -> Result<Value, String> {
+    /// The session's next reads and writes give up at `deadline`.
+    pub fn until(&mut self, deadline: Instant) {
+        self.reader.get_mut().until(deadline);
+        self.writer.until(deadline);
+    }
+
+    fn line(&mut self) -> Result<Value, ApiError> {
         let mut line = String::new();
         match self.reader.read_line(&mut line) {
-            Ok(0) => Err("QMP: QEMU closed the connection".into()),
-            Ok(_) => serde_json::from_str(&line).map_err(|e| format!("QMP: unreadable answer {line:?}: {e}")),
-            Err(e) => Err(format!("QMP: {e}")),
+            Ok(0) => Err(ApiError::Failed("QMP: QEMU closed the connection".into())),
+            Ok(_) => serde_json::from_str(&line).map_err(|e| ApiError::Failed(format!("QMP: unreadable answer {line:?}: {e}"))),
+            Err(e) => Err(ApiError::io("QMP", &e)),
         }
     }
 
     /// Runs one command; its `return` value, or its error's description.
-    pub fn execute(&mut self, command: &str, arguments: Option<Value>) -> Result<Value, String> {
+    pub fn execute(&mut self, command: &str, arguments: Option<Value>) -> Result<Value, ApiError> {
         let mut msg = json!({ "execute": command });
         if let Some(a) = arguments {
             msg["arguments"] = a;
         }
         let mut text = msg.to_string();
         text.push('\n');
-        self.writer.write_all(text.as_bytes()).map_err(|e| format!("QMP {command}: {e}"))?;
+        self.writer.write_all(text.as_bytes()).map_err(|e| ApiError::io(&format!("QMP {command}"), &e))?;
         loop {
             let v = self.line()?;
             if v.get("event").is_some() {
                 continue;
             }
-            return answer(command, v);
+            return answer(command, v).map_err(ApiError::Failed);
         }
     }
 
     /// Sets the migration capability `x-ignore-shared`: RAM mapped from a shared file is not sent
     /// (the snapshot's memory file has it).
-    pub fn ignore_shared(&mut self) -> Result<(), String> {
+    pub fn ignore_shared(&mut self) -> Result<(), ApiError> {
         self.execute("migrate-set-capabilities", Some(json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]})))
             .map(drop)
     }
 
-    /// Waits until the migration (out or in) completed; its error when it failed.
-    pub fn wait_migration(&mut self, timeout: Duration) -> Result<(), String> {
+    /// Waits until the migration (out or in) completed, within `timeout`; its error when it failed.
+    pub fn wait_migration(&mut self, timeout: Duration) -> Result<(), ApiError> {
         let deadline = Instant::now() + timeout;
+        self.until(deadline);
         loop {
             let r = self.execute("query-migrate", None)?;
             match migration_status(&r) {
                 MigrationStatus::Completed => return Ok(()),
-                MigrationStatus::Failed(why) => return Err(format!("QEMU's migration failed: {why}")),
+                MigrationStatus::Failed(why) => return Err(ApiError::Failed(format!("QEMU's migration failed: {why}"))),
                 MigrationStatus::Going => {}
             }
             if Instant::now() >= deadline {
-                return Err(format!("QEMU's migration did not complete within {} s", timeout.as_secs()));
+                return Err(ApiError::NoAnswer(format!("QEMU's migration did not complete within {} s", timeout.as_secs())));
             }
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -139,6 +148,28 @@ mod tests {
         for (r, want) in cases {
             assert_eq!(migration_status(&r), want, "{r}");
         }
+    }
+
+    /// A QMP socket that accepts and never greets (a QEMU that hangs): connecting gives up at its
+    /// timeout, saying it had no answer.
+    #[test]
+    fn a_qmp_socket_that_never_answers_is_given_up_on_at_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qmp.sock");
+        let l = UnixListener::bind(&path).unwrap();
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let qemu = std::thread::spawn(move || {
+            let held = l.accept().unwrap();
+            let _ = wait.recv_timeout(Duration::from_secs(60));
+            drop(held);
+        });
+        let t = Instant::now();
+        let e = Qmp::connect(&path, Duration::from_secs(1)).err().expect("a session without a greeting");
+        let took = t.elapsed();
+        done.send(()).unwrap();
+        qemu.join().unwrap();
+        assert!(took < Duration::from_millis(1500), "gave up after {took:?}: {e}");
+        assert!(e.to_string().contains("no answer"), "{e}");
     }
 
     /// A scripted QEMU: the greeting, then an answer per command, with an event in between.
