@@ -63,9 +63,21 @@ impl Drop for TempPath {
     }
 }
 
-/// Register a running child so a signal stops it; unregister with [`child_done`].
-pub fn child_started(pid: u32) {
-    lock(&CHILDREN).push(pid);
+/// Starts a child with `spawn` and registers it so a signal stops it (unregister with
+/// [`child_done`]). The registry is held across the spawn, so a signal arriving meanwhile waits for
+/// the child to be registered and stops it too; once a signal is being handled no child starts.
+pub fn start_child(spawn: impl FnOnce() -> std::io::Result<std::process::Child>) -> std::io::Result<std::process::Child> {
+    let mut children = lock(&CHILDREN);
+    if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        // The signal thread cleans up and exits the process.
+        drop(children);
+        loop {
+            std::thread::park();
+        }
+    }
+    let child = spawn()?;
+    children.push(child.id());
+    Ok(child)
 }
 
 pub fn child_done(pid: u32) {

@@ -36,9 +36,7 @@ pub fn spawn_wait(tool: &'static str, cmd: &mut Command, ok_codes: &[i32]) -> Re
 pub fn spawn(tool: &'static str, cmd: &mut Command) -> Result<Child> {
     use std::os::unix::process::CommandExt;
     cmd.process_group(0);
-    let child = cmd.spawn().map_err(|e| spawn_error(tool, e))?;
-    crate::cleanup::child_started(child.id());
-    Ok(child)
+    crate::cleanup::start_child(|| cmd.spawn()).map_err(|e| spawn_error(tool, e))
 }
 
 /// Wait for a child from [`spawn`] and check its status.
