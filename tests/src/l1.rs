@@ -38,7 +38,7 @@ exec >/dev/ttyS1 2>&1
 # kvm_amd with other parameters, when the command line asks (l1kvmamd=vgif=0:lbrv=0).
 params=$($bb sed -n 's/.* l1kvmamd=\([^ ]*\).*/\1/p' /proc/cmdline)
 if [ -n "$params" ]; then
-    ko=$($bb find /lib/modules -name 'kvm_amd.ko*' | $bb head -1)
+    ko=$($bb find /lib/modules -name 'kvm[-_]amd.ko*' | $bb head -1)
     $bb rmmod kvm_amd && $bb insmod "$ko" $(echo "$params" | $bb tr : ' ') || { echo "l1: kvm_amd $params: could not reload"; exit 1; }
 fi
 # Guest kernels write AMD performance MSRs that KVM would refuse.
