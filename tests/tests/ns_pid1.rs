@@ -129,8 +129,10 @@ fn inherited_descriptors_reach_no_child() {
     ns::wait_ready(&wire, &c, Duration::from_secs(10)).unwrap();
     c.wait_console("workload exited", Duration::from_secs(10)).unwrap();
     let console = c.console();
-    let listing = console.split("fds-begin\n").nth(1).and_then(|rest| rest.split("fds-end").next()).unwrap_or_default();
-    assert_eq!(fd_numbers(listing), [0, 1, 2], "the workload's descriptors:\n{console}");
+    // The lines between `fds-begin` and `fds-end` (chinit's own lines may come between them).
+    let listing: String =
+        console.lines().skip_while(|l| *l != "fds-begin").take_while(|l| *l != "fds-end").map(|l| format!("{l}\n")).collect();
+    assert_eq!(fd_numbers(&listing), [0, 1, 2], "the workload's descriptors:\n{console}");
     let r = exec(&wire, &["sh", "-c", "ls /proc/$$/fd; true"]);
     assert_eq!(fd_numbers(&r.stdout), [0, 1, 2], "an exec command's descriptors: {r:?}");
     ns::poweroff(&wire, &mut c);
