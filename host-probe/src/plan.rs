@@ -187,7 +187,7 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
         arch,
     };
     let argv = match vmm {
-        Vmm::CloudHypervisor => vmm::ch::argv(&spec),
+        Vmm::CloudHypervisor => vmm::cloud_hypervisor::argv(&spec),
         Vmm::Qemu => vmm::qemu::argv(&spec).map_err(|e| Error::Usage(e.into()))?,
     };
     Ok(Plan {

@@ -17,7 +17,9 @@ use crate::options::{HostOffer, Options};
 use crate::plan::{Plan, RunFile};
 use crate::report::{HostTimes, Report};
 use crate::signals::interrupted;
-use crate::vmm::{self, ch_api, qmp::Qmp, MemoryRestoreMode, Role, Vmm};
+use crate::vmm::cloud_hypervisor::api as ch_api;
+use crate::vmm::qemu::qmp::Qmp;
+use crate::vmm::{self, MemoryRestoreMode, Role, Vmm};
 use crate::watch::Observed;
 
 /// What a restore section of the report says: the restore phases on the host clock
@@ -178,7 +180,7 @@ pub fn plan_copy(
             for f in ["state.json", "memory-ranges"] {
                 p.files.push(RunFile::Link { path: from.join(f), target: dir.join(f) });
             }
-            vmm::ch::argv(&p.spec)
+            vmm::cloud_hypervisor::argv(&p.spec)
         }
     };
     p.notes.push(format!("restoring {}: a copy of generation {}", dir.display(), m.copy_generation()?));

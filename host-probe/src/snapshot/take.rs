@@ -13,7 +13,8 @@ use crate::options::{HostOffer, Layout, Options, Wait};
 use crate::plan::Plan;
 use crate::report::Report;
 use crate::run;
-use crate::vmm::{self, ch_api, Role, Vmm, Vsock};
+use crate::vmm::cloud_hypervisor::api as ch_api;
+use crate::vmm::{self, Role, Vmm, Vsock};
 
 /// What a snapshot made.
 pub struct Taken {
@@ -130,7 +131,7 @@ pub fn take(o: &Options, out: &Path) -> Result<Taken, Error> {
     dir.will_write(manifest::vmm_files(plan.vmm));
     plan.spec.role = Role::Source { memory: out.join("memory"), qmp: plan.run_dir.join("qmp.sock") };
     plan.argv = match plan.vmm {
-        Vmm::CloudHypervisor => vmm::ch::argv(&plan.spec),
+        Vmm::CloudHypervisor => vmm::cloud_hypervisor::argv(&plan.spec),
         Vmm::Qemu => vmm::qemu::argv(&plan.spec).map_err(|e| Error::Usage(e.into()))?,
     };
     let version = manifest::vmm_version(&plan.spec.binary).unwrap_or_else(|| "unknown".into());

@@ -1,12 +1,10 @@
 //! What a boot needs, independent of the VMM ([`Spec`]), and the two command-line builders.
 //!
-//! `ch::argv` and `qemu::argv` are pure: the same `Spec` always gives the same command line, which is
+//! `cloud_hypervisor::argv` and `qemu::argv` are pure: the same `Spec` always gives the same command line, which is
 //! what `--dry-run` prints and what the tests compare with literal strings.
 
-pub mod ch;
-pub mod ch_api;
+pub mod cloud_hypervisor;
 pub mod qemu;
-pub mod qmp;
 
 use std::path::PathBuf;
 
