@@ -27,7 +27,7 @@ use crate::plan::Plan;
 use crate::report::Memory;
 use crate::signals::interrupted;
 use crate::tap::Tap;
-use crate::vmm::{self, Vmm};
+use crate::vmm;
 use crate::vsock::GuestVsock;
 use proc::Proc;
 use readers::{Reader, Stamped};
@@ -134,10 +134,7 @@ pub fn start(plan: &Plan, o: &Options) -> Result<Running, Error> {
         (Some(v), Some(port)) => Some(v.listen(port).map_err(Error::io(format!("listen for chinit's notify on vsock port {port}")))?),
         _ => None,
     };
-    let debugcon_listener = match (plan.vmm, plan.spec.arch) {
-        (Vmm::Qemu, rootfs_builder::elf::Arch::X86_64) => Some(bind(&plan.spec.debugcon_socket)?),
-        _ => None,
-    };
+    let debugcon_listener = plan.vmm.debugcon(&plan.spec).map(bind).transpose()?;
     interrupted()?;
 
     progress(o.verbose, &format!("starting {}", vmm::shell_line(&plan.argv)));

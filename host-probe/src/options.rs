@@ -8,14 +8,35 @@ use std::time::Duration;
 use crate::check::KvmKind;
 use crate::cmdline;
 use crate::error::Error;
+use crate::vmm::Vmm;
 pub use rootfs_builder::elf::Arch;
 
-/// Which VMM the user asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// Which VMM the user asked for: `--vmm auto`, or one by its name (any of [`crate::vmm::all`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VmmChoice {
     Auto,
-    CloudHypervisor,
-    Qemu,
+    Named(Vmm),
+}
+
+impl From<Vmm> for VmmChoice {
+    fn from(vmm: Vmm) -> VmmChoice {
+        VmmChoice::Named(vmm)
+    }
+}
+
+/// `--vmm`'s values: `auto`, then the registry's names in its order.
+impl clap::ValueEnum for VmmChoice {
+    fn value_variants<'a>() -> &'a [Self] {
+        static CHOICES: std::sync::OnceLock<Vec<VmmChoice>> = std::sync::OnceLock::new();
+        CHOICES.get_or_init(|| std::iter::once(VmmChoice::Auto).chain(crate::vmm::all().iter().map(|v| VmmChoice::Named(*v))).collect())
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(match self {
+            VmmChoice::Auto => "auto",
+            VmmChoice::Named(vmm) => vmm.name(),
+        }))
+    }
 }
 
 /// How the root image is attached.

@@ -12,11 +12,8 @@ use crate::snapshot::manifest::{self, Boot, Devices, FileId, Manifest};
 use crate::vmm::{Accel, Vmm};
 
 /// The `--version` line of the stand-in of `vmm`.
-pub fn version(vmm: Vmm) -> &'static str {
-    match vmm {
-        Vmm::CloudHypervisor => "cloud-hypervisor v53.0-stand-in",
-        Vmm::Qemu => "QEMU emulator version 7.2.0 (stand-in)",
-    }
+pub fn version(vmm: Vmm) -> String {
+    format!("{} (stand-in)", vmm.name())
 }
 
 /// Writes an executable shell script `dir/name` that prints `vmm`'s stand-in version for
@@ -74,7 +71,7 @@ pub fn snapshot(dir: &Path, vmm: Vmm, binary: &Path, kernel: &Path, rootfs: &Pat
         format: manifest::FORMAT,
         vmm,
         vmm_binary: binary.to_path_buf(),
-        vmm_version: version(vmm).into(),
+        vmm_version: version(vmm),
         accel: Accel::Kvm,
         boot: Boot {
             kernel: FileId::of(kernel).unwrap(),
@@ -88,15 +85,7 @@ pub fn snapshot(dir: &Path, vmm: Vmm, binary: &Path, kernel: &Path, rootfs: &Pat
             layout: "default".into(),
             cmdline: "console=ttyS0".into(),
         },
-        devices: Devices {
-            mac: None,
-            ip: None,
-            vsock: match vmm {
-                Vmm::Qemu => "kernel",
-                Vmm::CloudHypervisor => "hybrid",
-            }
-            .into(),
-        },
+        devices: Devices { mac: None, ip: None, vsock: vmm.restorable_vsock().into() },
         generation: 0,
         files: manifest::vmm_files(vmm).iter().map(|f| f.to_string()).collect(),
         created_unix_s: 0,

@@ -26,7 +26,7 @@ fn ch_options(test: &str, rootfs: Option<&Path>) -> Option<Options> {
     }
     let vmlinux = e2e::tiny_bzimage().with_file_name("vmlinux");
     Some(Options {
-        vmm: VmmChoice::CloudHypervisor,
+        vmm: VmmChoice::Named(host_probe::vmm::cloud_hypervisor::VMM),
         kernel: Some(vmlinux),
         rootfs: rootfs.map(Path::to_path_buf),
         timeout: BOOT_TIMEOUT,

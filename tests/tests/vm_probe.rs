@@ -42,7 +42,7 @@ fn cloud_hypervisor_path_runs_a_pvh_guest_and_leaves_nothing_behind() {
     let before = sha(&disk);
 
     let o = Options {
-        vmm: VmmChoice::CloudHypervisor,
+        vmm: VmmChoice::Named(host_probe::vmm::cloud_hypervisor::VMM),
         kernel: Some(kernel),
         rootfs: Some(disk.clone()),
         wait: Wait::Exit,
@@ -87,7 +87,7 @@ fn cloud_hypervisor_failure_is_reported_with_the_vmm_log_and_cleaned_up() {
     std::fs::write(&kernel, b"this is not an ELF").unwrap();
     std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
     let o = Options {
-        vmm: VmmChoice::CloudHypervisor,
+        vmm: VmmChoice::Named(host_probe::vmm::cloud_hypervisor::VMM),
         kernel: Some(kernel),
         rootfs: Some(disk),
         timeout: Duration::from_secs(30),
@@ -132,7 +132,7 @@ fn qemu_path_reads_debugcon_marks_and_stops_every_helper() {
     std::fs::write(&disk, vec![0x5Au8; 1 << 20]).unwrap();
     let before = sha(&disk);
     let o = Options {
-        vmm: VmmChoice::Qemu,
+        vmm: VmmChoice::Named(host_probe::vmm::qemu::VMM),
         kernel: Some(kernel),
         rootfs: Some(disk.clone()),
         wait: Wait::Exit,
@@ -191,7 +191,7 @@ fn boot_chinit_under_qemu(initramfs: bool) {
     let cpio = initramfs.then(|| chinit_image(dir.path(), true));
     let before = sha(&image);
     let o = Options {
-        vmm: VmmChoice::Qemu,
+        vmm: VmmChoice::Named(host_probe::vmm::qemu::VMM),
         kernel: Some(kernel),
         rootfs: Some(image.clone()),
         initramfs: cpio,
@@ -253,7 +253,7 @@ fn pvh_options(dir: &Path, end: pvh::End, name: &str) -> Options {
     std::fs::write(&kernel, pvh::elf(end)).unwrap();
     std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
     Options {
-        vmm: VmmChoice::Qemu,
+        vmm: VmmChoice::Named(host_probe::vmm::qemu::VMM),
         kernel: Some(kernel),
         rootfs: Some(disk),
         wait: Wait::Exit,
@@ -329,7 +329,7 @@ fn cloud_hypervisor_pmem_root_leaves_the_image_unchanged() {
     std::fs::write(&image, vec![0x3Cu8; 2 << 20]).unwrap();
     let before = sha(&image);
     let o = Options {
-        vmm: VmmChoice::CloudHypervisor,
+        vmm: VmmChoice::Named(host_probe::vmm::cloud_hypervisor::VMM),
         kernel: Some(kernel),
         rootfs: Some(image.clone()),
         root_mode: run::RootMode::Pmem,
