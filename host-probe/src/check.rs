@@ -260,8 +260,8 @@ pub fn gather() -> Facts {
     Facts {
         kvm,
         kvm_access: open_rw("/dev/kvm"),
-        cloud_hypervisor: found(locate::cloud_hypervisor()),
-        qemu: found(locate::which(locate::QEMU)),
+        cloud_hypervisor: found(crate::vmm::cloud_hypervisor::find()),
+        qemu: found(locate::which(crate::vmm::qemu::QEMU)),
         vhost_vsock: found(locate::which(locate::VHOST_VSOCK)),
         tun: open_rw("/dev/net/tun"),
         cap_net_admin: std::fs::read_to_string("/proc/self/status").map(|s| has_capability(&s, CAP_NET_ADMIN)).unwrap_or(false),

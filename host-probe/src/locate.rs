@@ -55,14 +55,6 @@ pub fn host_arch() -> Arch {
     }
 }
 
-/// QEMU for guests of `arch`.
-pub fn qemu_for(arch: Arch) -> &'static str {
-    match arch {
-        Arch::X86_64 => QEMU,
-        Arch::Aarch64 => QEMU_AARCH64,
-    }
-}
-
 /// The default images, first found wins: `rootfs_fast.ext4` in the current directory.
 pub const DEFAULT_IMAGE: &str = "rootfs_fast.ext4";
 
@@ -80,16 +72,6 @@ pub fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
-/// cloud-hypervisor: `$CLOUD_HYPERVISOR`, else on PATH.
-pub fn cloud_hypervisor() -> Option<PathBuf> {
-    match std::env::var_os("CLOUD_HYPERVISOR") {
-        Some(p) if !p.is_empty() => Some(PathBuf::from(p)).filter(|p| is_executable(p)),
-        _ => which("cloud-hypervisor"),
-    }
-}
-
-pub const QEMU: &str = "qemu-system-x86_64";
-pub const QEMU_AARCH64: &str = "qemu-system-aarch64";
 pub const VHOST_VSOCK: &str = "vhost-device-vsock";
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! that need nothing but the options themselves, [`Options::validate`]) and what the host offers
 //! ([`HostOffer`]). [`crate::plan`] weighs one against the other.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -162,10 +163,9 @@ impl Options {
 pub struct HostOffer {
     pub kvm: KvmKind,
     pub kvm_usable: bool,
-    pub cloud_hypervisor: Option<PathBuf>,
-    pub qemu: Option<PathBuf>,
-    /// `qemu-system-aarch64`, for aarch64 guests.
-    pub qemu_aarch64: Option<PathBuf>,
+    /// The programs the VMMs run, found on this host ([`crate::vmm::Driver::locate`]), by the
+    /// name each VMM gives it (`cloud-hypervisor`, `qemu-system-x86_64`, `qemu-system-aarch64`).
+    pub vmm_programs: BTreeMap<&'static str, PathBuf>,
     /// This host's architecture: guests of another are emulated.
     pub arch: Arch,
     pub vhost_vsock: Option<PathBuf>,
@@ -181,13 +181,16 @@ pub struct HostOffer {
 }
 
 impl HostOffer {
+    /// `vmm`'s program for a guest of this host's architecture, if this host has it.
+    pub fn program_of(&self, vmm: Vmm) -> Option<PathBuf> {
+        vmm.program(self, self.arch)
+    }
+
     pub fn gather() -> HostOffer {
         HostOffer {
             kvm: crate::check::host_kvm_kind(),
             kvm_usable: std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok(),
-            cloud_hypervisor: crate::locate::cloud_hypervisor(),
-            qemu: crate::locate::which(crate::locate::QEMU),
-            qemu_aarch64: crate::locate::which(crate::locate::QEMU_AARCH64),
+            vmm_programs: crate::vmm::all().iter().flat_map(|v| v.locate()).collect(),
             arch: crate::locate::host_arch(),
             vhost_vsock: crate::locate::which(crate::locate::VHOST_VSOCK),
             kernel_vsock: std::path::Path::new("/dev/vhost-vsock").exists(),

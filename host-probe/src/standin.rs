@@ -41,9 +41,10 @@ pub fn host(cloud_hypervisor: Option<&Path>, qemu: Option<&Path>) -> HostOffer {
     HostOffer {
         kvm: KvmKind::Hardware("kvm_amd"),
         kvm_usable: true,
-        cloud_hypervisor: cloud_hypervisor.map(Path::to_path_buf),
-        qemu: qemu.map(Path::to_path_buf),
-        qemu_aarch64: None,
+        vmm_programs: [(crate::vmm::cloud_hypervisor::NAME, cloud_hypervisor), (crate::vmm::qemu::QEMU, qemu)]
+            .into_iter()
+            .filter_map(|(name, p)| p.map(|p| (name, p.to_path_buf())))
+            .collect(),
         arch: Arch::X86_64,
         vhost_vsock: None,
         kernel_vsock: false,

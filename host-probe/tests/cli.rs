@@ -83,7 +83,7 @@ fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// the run directory, and the exit code must say which signal.
 #[test]
 fn sigterm_cleans_up_everything() {
-    if host_probe::locate::which(host_probe::locate::QEMU).is_none() {
+    if host_probe::locate::which(host_probe::vmm::qemu::QEMU).is_none() {
         skip_line!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
         return;
     }
@@ -138,7 +138,7 @@ fn sigterm_cleans_up_everything() {
 /// An A/B bench of two minimal guests: interleaved boots, progress, and per-figure statistics.
 #[test]
 fn bench_compares_two_kernels() {
-    if host_probe::locate::which(host_probe::locate::QEMU).is_none() {
+    if host_probe::locate::which(host_probe::vmm::qemu::QEMU).is_none() {
         skip_line!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
         return;
     }
@@ -182,7 +182,7 @@ fn bench_compares_two_kernels() {
 /// sweep itself is unit-tested in `stale`).
 #[test]
 fn after_sigkill_helpers_die_and_the_next_run_sweeps_the_rest() {
-    if host_probe::locate::which(host_probe::locate::QEMU).is_none() {
+    if host_probe::locate::which(host_probe::vmm::qemu::QEMU).is_none() {
         skip_line!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
         return;
     }

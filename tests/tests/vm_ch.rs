@@ -16,7 +16,7 @@ use host_probe::run::{self, HostOffer, Options, RootMode, VmmChoice};
 /// this host cannot run it.
 fn ch_options(test: &str, rootfs: Option<&Path>) -> Option<Options> {
     let host = HostOffer::gather();
-    if host.cloud_hypervisor.is_none() {
+    if host.program_of(host_probe::vmm::cloud_hypervisor::VMM).is_none() {
         e2e::skip(test, "cloud-hypervisor not found (set $CLOUD_HYPERVISOR or put it on PATH)");
         return None;
     }

@@ -42,7 +42,7 @@ fn restorable(test: &str, vmm: Vmm) -> Option<Options> {
             return None;
         }
         v if v == qemu::VMM => e2e::tiny_bzimage(),
-        _ if host.cloud_hypervisor.is_none() => {
+        _ if host.program_of(cloud_hypervisor::VMM).is_none() => {
             e2e::skip(test, "cloud-hypervisor not found (set $CLOUD_HYPERVISOR or put it on PATH)");
             return None;
         }

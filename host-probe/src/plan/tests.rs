@@ -6,10 +6,15 @@ fn host(kvm: KvmKind, ch: bool, vhost: bool) -> HostOffer {
     HostOffer {
         kvm,
         kvm_usable: true,
-        cloud_hypervisor: ch.then(|| PathBuf::from("/bin/cloud-hypervisor")),
-        qemu_aarch64: Some("/usr/bin/qemu-system-aarch64".into()),
+        vmm_programs: [
+            ch.then(|| ("cloud-hypervisor", PathBuf::from("/bin/cloud-hypervisor"))),
+            Some(("qemu-system-aarch64", "/usr/bin/qemu-system-aarch64".into())),
+            Some(("qemu-system-x86_64", "/bin/qemu-system-x86_64".into())),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
         arch: Arch::X86_64,
-        qemu: Some("/bin/qemu-system-x86_64".into()),
         vhost_vsock: vhost.then(|| PathBuf::from("/bin/vhost-device-vsock")),
         kernel_vsock: false,
         virtiofsd: None,
@@ -258,7 +263,8 @@ fn an_aarch64_kernel_boots_under_qemu_virt() {
     assert!(p.notes.iter().any(|n| n.contains("an aarch64 guest on an x86_64 host")), "{:?}", p.notes);
     let ch = Options { vmm: VmmChoice::Named(vmm::cloud_hypervisor::VMM), ..arm.clone() };
     assert!(plan(&ch, &h, 0).unwrap_err().to_string().contains("--vmm qemu"));
-    let no_qemu = HostOffer { qemu_aarch64: None, ..h.clone() };
+    let mut no_qemu = h.clone();
+    no_qemu.vmm_programs.remove("qemu-system-aarch64");
     assert!(plan(&arm, &no_qemu, 0).unwrap_err().to_string().contains("apt-get install qemu-system-arm"));
 
     // On an arm64 host with KVM: cloud-hypervisor (auto) with the `Image`, the PL011 console, no

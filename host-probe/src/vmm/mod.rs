@@ -77,6 +77,9 @@ pub trait Driver: Sync {
     fn name(&self) -> &'static str;
 
     // Choosing it and its program.
+    /// Its programs as found on this host (`$VAR`, PATH), each by a name of its own: what
+    /// [`HostOffer::vmm_programs`] holds for it.
+    fn locate(&self) -> Vec<(&'static str, PathBuf)>;
     /// `--vmm auto` takes the first VMM of the registry that fits this host (the last always does).
     fn auto_fits(&self, host: &HostOffer, native: bool) -> bool;
     /// `--vmm NAME`: refused when this host lacks it (with the fix); notes what it cannot do here.

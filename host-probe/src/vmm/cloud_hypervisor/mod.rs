@@ -43,13 +43,17 @@ impl Driver for CloudHypervisor {
         NAME
     }
 
+    fn locate(&self) -> Vec<(&'static str, PathBuf)> {
+        find().map(|p| (NAME, p)).into_iter().collect()
+    }
+
     /// Only when it is installed, hardware KVM is usable and the guest is of the host's architecture.
     fn auto_fits(&self, host: &HostOffer, native: bool) -> bool {
-        native && host.cloud_hypervisor.is_some() && host.kvm.hardware() && host.kvm_usable
+        native && host.vmm_programs.contains_key(NAME) && host.kvm.hardware() && host.kvm_usable
     }
 
     fn chosen(&self, host: &HostOffer, notes: &mut Vec<String>) -> Result<(), Error> {
-        if host.cloud_hypervisor.is_none() {
+        if !host.vmm_programs.contains_key(NAME) {
             return Err(Error::Missing {
                 what: "cloud-hypervisor not found (neither $CLOUD_HYPERVISOR nor on PATH)".into(),
                 fix: "install cloud-hypervisor v53, or use --vmm qemu".into(),
@@ -62,7 +66,7 @@ impl Driver for CloudHypervisor {
     }
 
     fn program(&self, host: &HostOffer, _arch: Arch) -> Option<PathBuf> {
-        host.cloud_hypervisor.clone()
+        host.vmm_programs.get(NAME).cloned()
     }
 
     fn runs(&self, host: &HostOffer, arch: Arch, _notes: &mut Vec<String>) -> Result<(PathBuf, Accel), Error> {
@@ -73,7 +77,7 @@ impl Driver for CloudHypervisor {
                 arch.name()
             )));
         }
-        Ok((host.cloud_hypervisor.clone().unwrap_or_default(), Accel::Kvm))
+        Ok((self.program(host, arch).unwrap_or_default(), Accel::Kvm))
     }
 
     /// On x86_64 the PVH `vmlinux`; on aarch64 the `Image`.

@@ -48,6 +48,10 @@ impl Driver for Qemu {
         NAME
     }
 
+    fn locate(&self) -> Vec<(&'static str, PathBuf)> {
+        [QEMU, QEMU_AARCH64].into_iter().filter_map(|p| crate::locate::which(p).map(|path| (p, path))).collect()
+    }
+
     /// It runs anywhere (with TCG at worst).
     fn auto_fits(&self, _host: &HostOffer, _native: bool) -> bool {
         true
@@ -58,10 +62,7 @@ impl Driver for Qemu {
     }
 
     fn program(&self, host: &HostOffer, arch: Arch) -> Option<PathBuf> {
-        match arch {
-            Arch::X86_64 => host.qemu.clone(),
-            Arch::Aarch64 => host.qemu_aarch64.clone(),
-        }
+        host.vmm_programs.get(program_for(arch)).cloned()
     }
 
     /// KVM where hardware KVM is usable and the guest is of the host's architecture, else TCG
