@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use agent::proto::{Ready, DEFAULT_PORT};
 
 use crate::error::Error;
-use crate::measure::{self, Event};
+use crate::measure;
 use crate::options::Options;
 use crate::plan::Plan;
 use crate::report::Memory;
@@ -227,7 +227,7 @@ fn diagnostics(plan: &Plan) -> String {
     o.push_str("last lines of the serial console:\n");
     let tail = measure::last_lines(&serial, 20);
     o.push_str(if tail.is_empty() { "  (empty)" } else { &tail });
-    let vmm_tail = match measure::ch_first_error(&vmm_log) {
+    let vmm_tail = match plan.vmm.first_error(&vmm_log) {
         Some(error) => error,
         None => {
             let vmm_text = format!("{vmm_out}{vmm_log}");
@@ -319,11 +319,6 @@ impl Running {
     /// The first notify push, if it has arrived.
     pub fn first_push(&self) -> Option<(u64, Vec<u8>)> {
         self.pushes.first()
-    }
-
-    /// cloud-hypervisor's events so far.
-    pub fn ch_events(&self) -> Vec<Event> {
-        measure::parse_ch_events(&read_lossy(&self.plan.spec.event_monitor))
     }
 
     /// The VMM's RSS and PSS now.

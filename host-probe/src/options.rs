@@ -181,9 +181,14 @@ pub struct HostOffer {
 }
 
 impl HostOffer {
+    /// `vmm`'s program for a guest of `arch`, if this host has it.
+    pub fn program(&self, vmm: Vmm, arch: Arch) -> Option<PathBuf> {
+        self.vmm_programs.get(vmm.program_name(arch)).cloned()
+    }
+
     /// `vmm`'s program for a guest of this host's architecture, if this host has it.
     pub fn program_of(&self, vmm: Vmm) -> Option<PathBuf> {
-        vmm.program(self, self.arch)
+        self.program(vmm, self.arch)
     }
 
     pub fn gather() -> HostOffer {

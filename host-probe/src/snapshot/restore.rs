@@ -74,7 +74,7 @@ pub fn prepare(ro: &RestoreOptions, base: &Options, host: &HostOffer) -> Result<
     let dir = crate::error::absolute(&ro.dir);
     let m = Manifest::read(&dir)?;
     m.copy_generation()?;
-    let version = m.vmm.program(host, host.arch).and_then(|b| m.vmm.version_line(&b));
+    let version = host.program_of(m.vmm).and_then(|b| m.vmm.version_line(&b));
     m.check(version.as_deref())?;
     let mode = m.vmm.restore_mode(ro.mode)?;
     if let Some(why) = unrestorable_vsock(m.vmm, &m.devices.vsock) {

@@ -84,13 +84,18 @@ pub trait Driver: Sync {
     fn auto_fits(&self, host: &HostOffer, native: bool) -> bool;
     /// `--vmm NAME`: refused when this host lacks it (with the fix); notes what it cannot do here.
     fn chosen(&self, host: &HostOffer, notes: &mut Vec<String>) -> Result<(), Error>;
-    /// Its program for a guest of `arch`, if this host has it.
-    fn program(&self, host: &HostOffer, arch: Arch) -> Option<PathBuf>;
+    /// The name of its program for a guest of `arch` (a name [`Driver::locate`] gives).
+    fn program_name(&self, arch: Arch) -> &'static str;
     /// Its program and how it runs a guest of `arch` here (noted when it emulates), or why it
     /// cannot, with the fix.
     fn runs(&self, host: &HostOffer, arch: Arch, notes: &mut Vec<String>) -> Result<(PathBuf, Accel), Error>;
     /// The kernel file it boots on `arch` (its name in the kernel cache).
     fn kernel_file(&self, arch: Arch) -> &'static str;
+    /// Whether it boots Linux only under hardware KVM (`host-probe check` needs the others).
+    fn needs_hardware_kvm(&self) -> bool;
+    /// Its line of `host-probe check`: its program (`locate`'s first, with its version), whether it
+    /// can boot here, the fix.
+    fn check_line(&self, program: Option<&crate::check::Program>, kvm: crate::check::KvmKind) -> crate::check::Line;
 
     // What it attaches.
     /// Why it cannot attach `what` (a usage error, with the fix), if it cannot.
@@ -108,6 +113,8 @@ pub trait Driver: Sync {
     fn guest_reset(&self, spec: &Spec) -> bool;
     /// The marks, events and "VMM ready" time of a run that ended.
     fn marks(&self, spec: &Spec, c: &Captured) -> Marks;
+    /// The first error of its log file (with its causes), which says more than its last lines.
+    fn first_error(&self, log: &str) -> Option<String>;
 
     // Snapshots.
     /// Why a guest of this spec cannot be snapshotted, with the fix (besides having no vsock).

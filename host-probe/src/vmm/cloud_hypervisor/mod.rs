@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 pub use argv::argv;
 
 use super::{Accel, Driver, Feature, Marks, MemoryRestoreMode, Role, Spec, Vmm, Vsock, Wired};
+use crate::check::{self, KvmKind, Line, Program, Status};
 use crate::error::Error;
 use crate::launch::{read_lossy, Captured, Phase, Running};
 use crate::measure;
@@ -65,8 +66,8 @@ impl Driver for CloudHypervisor {
         Ok(())
     }
 
-    fn program(&self, host: &HostOffer, _arch: Arch) -> Option<PathBuf> {
-        host.vmm_programs.get(NAME).cloned()
+    fn program_name(&self, _arch: Arch) -> &'static str {
+        NAME
     }
 
     fn runs(&self, host: &HostOffer, arch: Arch, _notes: &mut Vec<String>) -> Result<(PathBuf, Accel), Error> {
@@ -77,7 +78,7 @@ impl Driver for CloudHypervisor {
                 arch.name()
             )));
         }
-        Ok((self.program(host, arch).unwrap_or_default(), Accel::Kvm))
+        Ok((host.program(VMM, arch).unwrap_or_default(), Accel::Kvm))
     }
 
     /// On x86_64 the PVH `vmlinux`; on aarch64 the `Image`.
@@ -85,6 +86,26 @@ impl Driver for CloudHypervisor {
         match arch {
             Arch::X86_64 => "vmlinux",
             Arch::Aarch64 => "Image",
+        }
+    }
+
+    fn needs_hardware_kvm(&self) -> bool {
+        true
+    }
+
+    /// Found, and usable only with hardware KVM; without it `--vmm qemu` still works.
+    fn check_line(&self, program: Option<&Program>, kvm: KvmKind) -> Line {
+        match (program, kvm.hardware()) {
+            (Some(p), true) => check::line(Status::Ok, NAME, check::program(Some(p)), None),
+            (Some(p), false) => {
+                check::line(Status::Warn, NAME, format!("{}; cannot boot Linux without hardware KVM", check::program(Some(p))), None)
+            }
+            (None, _) => check::line(
+                Status::Warn,
+                NAME,
+                "not found (set $CLOUD_HYPERVISOR or put it on PATH)".into(),
+                Some("install cloud-hypervisor v53 from its releases; --vmm qemu works without it"),
+            ),
         }
     }
 
@@ -122,6 +143,10 @@ impl Driver for CloudHypervisor {
             vmm_ready_us: measure::event_at(&events, "vm", "booting"),
             events,
         }
+    }
+
+    fn first_error(&self, log: &str) -> Option<String> {
+        measure::ch_first_error(log)
     }
 
     /// Its vsock is always its own, which it saves.

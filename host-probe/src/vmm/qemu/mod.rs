@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 pub use argv::{argv, PMEM_UNSUPPORTED, VHOST_USER_NOT_MIGRATABLE};
 
 use super::{shell_quote, Accel, Driver, Feature, Marks, MemoryRestoreMode, Role, Spec, Vmm, Vsock, Wired};
+use crate::check::{self, KvmKind, Line, Program, Status};
 use crate::error::Error;
 use crate::launch::{Captured, Phase, Running};
 use crate::measure;
@@ -61,8 +62,8 @@ impl Driver for Qemu {
         Ok(())
     }
 
-    fn program(&self, host: &HostOffer, arch: Arch) -> Option<PathBuf> {
-        host.vmm_programs.get(program_for(arch)).cloned()
+    fn program_name(&self, arch: Arch) -> &'static str {
+        program_for(arch)
     }
 
     /// KVM where hardware KVM is usable and the guest is of the host's architecture, else TCG
@@ -72,7 +73,7 @@ impl Driver for Qemu {
             Arch::X86_64 => "qemu-system-x86",
             Arch::Aarch64 => "qemu-system-arm",
         };
-        let bin = self.program(host, arch).ok_or_else(|| Error::Missing {
+        let bin = host.program(VMM, arch).ok_or_else(|| Error::Missing {
             what: format!("{} not found", program_for(arch)),
             fix: format!("apt-get install {package}"),
         })?;
@@ -96,6 +97,18 @@ impl Driver for Qemu {
         match arch {
             Arch::X86_64 => "bzImage",
             Arch::Aarch64 => "Image",
+        }
+    }
+
+    /// It emulates (TCG) without it.
+    fn needs_hardware_kvm(&self) -> bool {
+        false
+    }
+
+    fn check_line(&self, program: Option<&Program>, _kvm: KvmKind) -> Line {
+        match program {
+            Some(p) => check::line(Status::Ok, NAME, check::program(Some(p)), None),
+            None => check::line(Status::Missing, NAME, format!("{QEMU} not found"), Some("apt-get install qemu-system-x86")),
         }
     }
 
@@ -167,6 +180,11 @@ impl Driver for Qemu {
             events: Vec::new(),
             vmm_ready_us: c.debugcon_connected_us,
         }
+    }
+
+    /// It writes no log file: its own output (stderr) is the diagnostic.
+    fn first_error(&self, _log: &str) -> Option<String> {
+        None
     }
 
     /// vhost-device-vsock is a "non-migratable device".
