@@ -105,6 +105,11 @@ pub trait Driver: Sync {
     fn wire_vsock(&self, host: &HostOffer, run_dir: &Path, ids: (u32, u32), notes: &mut Vec<String>) -> Wired;
     /// Its whole command line, program first (pure), or why the spec cannot be run.
     fn argv(&self, spec: &Spec) -> Result<Vec<String>, &'static str>;
+    /// Once it was spawned to boot (or to be snapshotted): the API calls that configure and start
+    /// the guest, within `phase`. Nothing by default: the command line says it all.
+    fn configure(&self, _running: &mut Running, _phase: &Phase) -> Result<(), Error> {
+        Ok(())
+    }
 
     // What it tells while it runs.
     /// The Unix socket its port-0x80 marks arrive on, which host-probe binds before it starts.
