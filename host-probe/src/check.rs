@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::locate;
+use crate::vmm::Vmm;
 
 /// What backs /dev/kvm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,16 +86,16 @@ pub struct Facts {
     pub kvm: KvmKind,
     /// `Err(why)` when /dev/kvm cannot be opened read-write.
     pub kvm_access: Result<(), String>,
-    pub cloud_hypervisor: Option<Program>,
-    pub qemu: Option<Program>,
+    /// Each VMM's program, if found, in the registry's order.
+    pub vmms: Vec<(Vmm, Option<Program>)>,
     pub vhost_vsock: Option<Program>,
     pub tun: Result<(), String>,
     pub cap_net_admin: bool,
     pub ip_tool: Option<PathBuf>,
     pub mkfs_ext4: Option<PathBuf>,
     pub cache_root: Option<PathBuf>,
-    pub vmlinux: Option<PathBuf>,
-    pub bzimage: Option<PathBuf>,
+    /// The newest x86_64 kernel each VMM boots in the kernel cache ([`crate::vmm::Driver::kernel_file`]).
+    pub kernels: Vec<(Vmm, Option<PathBuf>)>,
     pub image: Option<PathBuf>,
 }
 
@@ -110,16 +111,18 @@ pub enum Status {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
     pub status: Status,
-    pub what: &'static str,
+    pub what: String,
     pub detail: String,
     pub fix: Option<String>,
 }
 
-fn line(status: Status, what: &'static str, detail: String, fix: Option<&str>) -> Line {
-    Line { status, what, detail, fix: fix.map(String::from) }
+/// A line: its status, what it is about, what was found, and the fix when it is not `ok`.
+pub fn line(status: Status, what: &str, detail: String, fix: Option<&str>) -> Line {
+    Line { status, what: what.to_string(), detail, fix: fix.map(String::from) }
 }
 
-fn program(p: &Option<Program>) -> String {
+/// A program as a line says it: its path and version.
+pub fn program(p: Option<&Program>) -> String {
     match p {
         Some(Program { path, version: Some(v) }) => format!("{} ({v})", path.display()),
         Some(Program { path, version: None }) => format!("{} (version unknown)", path.display()),
@@ -153,25 +156,11 @@ pub fn lines(f: &Facts) -> Vec<Line> {
             Err(e) => line(Missing, "/dev/kvm", e.clone(), Some("run as root or add yourself to the kvm group")),
         });
     }
-    let ch_usable = f.kvm.hardware();
-    v.push(match (&f.cloud_hypervisor, ch_usable) {
-        (Some(_), true) => line(Ok, "cloud-hypervisor", program(&f.cloud_hypervisor), None),
-        (Some(_), false) => {
-            line(Warn, "cloud-hypervisor", format!("{}; cannot boot Linux without hardware KVM", program(&f.cloud_hypervisor)), None)
-        }
-        (None, _) => line(
-            Warn,
-            "cloud-hypervisor",
-            "not found (set $CLOUD_HYPERVISOR or put it on PATH)".into(),
-            Some("install cloud-hypervisor v53 from its releases; --vmm qemu works without it"),
-        ),
-    });
-    v.push(match &f.qemu {
-        Some(_) => line(Ok, "qemu", program(&f.qemu), None),
-        None => line(Missing, "qemu", "qemu-system-x86_64 not found".into(), Some("apt-get install qemu-system-x86")),
-    });
+    for (vmm, p) in &f.vmms {
+        v.push(vmm.check_line(p.as_ref(), f.kvm));
+    }
     v.push(match &f.vhost_vsock {
-        Some(_) => line(Ok, "vhost-device-vsock", program(&f.vhost_vsock), None),
+        Some(_) => line(Ok, "vhost-device-vsock", program(f.vhost_vsock.as_ref()), None),
         None => line(
             Warn,
             "vhost-device-vsock",
@@ -197,10 +186,14 @@ pub fn lines(f: &Facts) -> Vec<Line> {
         None => line(Missing, "e2fsprogs", "mkfs.ext4 not found (rootfs-builder needs it)".into(), Some("apt-get install e2fsprogs")),
     });
     let cache = f.cache_root.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(no cache root: set $CHINIT_CACHE)".into());
-    for (what, file) in [("kernel (qemu)", &f.bzimage), ("kernel (cloud-hypervisor)", &f.vmlinux)] {
+    // The kernels of the VMMs that boot without hardware KVM first: those `check` needs.
+    let mut kernels: Vec<&(Vmm, Option<PathBuf>)> = f.kernels.iter().collect();
+    kernels.sort_by_key(|(vmm, _)| vmm.needs_hardware_kvm());
+    for (vmm, file) in kernels {
+        let what = format!("kernel ({})", vmm.name());
         v.push(match file {
-            Some(p) => line(Ok, what, p.display().to_string(), None),
-            None => line(Missing, what, format!("none in {cache}/kernels"), Some("run `rootfs-builder kernel`")),
+            Some(p) => line(Ok, &what, p.display().to_string(), None),
+            None => line(Missing, &what, format!("none in {cache}/kernels"), Some("run `rootfs-builder kernel`")),
         });
     }
     v.push(match &f.image {
@@ -215,9 +208,16 @@ pub fn lines(f: &Facts) -> Vec<Line> {
     v
 }
 
-/// Whether a QEMU boot can run with these facts.
+/// Whether a boot can run with these facts: every VMM that needs no hardware KVM (QEMU) has its
+/// program and its kernel, and there are an image and a TAP.
 pub fn can_boot(f: &Facts) -> bool {
-    f.qemu.is_some() && f.bzimage.is_some() && f.image.is_some() && f.tun.is_ok() && f.cap_net_admin && f.ip_tool.is_some()
+    let anywhere = |vmm: &Vmm| !vmm.needs_hardware_kvm();
+    f.vmms.iter().filter(|(v, _)| anywhere(v)).all(|(_, p)| p.is_some())
+        && f.kernels.iter().filter(|(v, _)| anywhere(v)).all(|(_, k)| k.is_some())
+        && f.image.is_some()
+        && f.tun.is_ok()
+        && f.cap_net_admin
+        && f.ip_tool.is_some()
 }
 
 /// Renders the lines.
@@ -252,23 +252,28 @@ fn open_rw(path: &str) -> Result<(), String> {
     std::fs::OpenOptions::new().read(true).write(true).open(path).map(drop).map_err(|e| format!("{path}: {e}"))
 }
 
+/// `vmm`'s program for guests of `arch`, as it finds it.
+fn located(vmm: Vmm, arch: rootfs_builder::elf::Arch) -> Option<PathBuf> {
+    let name = vmm.program_name(arch);
+    vmm.locate().into_iter().find(|(n, _)| *n == name).map(|(_, p)| p)
+}
+
 /// Reads this host.
 pub fn gather() -> Facts {
     let kvm = host_kvm_kind();
     let cache_root = locate::this_cache_root();
-    let k = |file| cache_root.as_deref().and_then(|r| locate::default_kernel(r, rootfs_builder::elf::Arch::X86_64, file));
+    let x86 = rootfs_builder::elf::Arch::X86_64;
+    let k = |vmm: &Vmm| cache_root.as_deref().and_then(|r| locate::default_kernel(r, x86, vmm.kernel_file(x86)));
     Facts {
         kvm,
         kvm_access: open_rw("/dev/kvm"),
-        cloud_hypervisor: found(locate::cloud_hypervisor()),
-        qemu: found(locate::which(locate::QEMU)),
+        vmms: crate::vmm::all().iter().map(|v| (*v, found(located(*v, x86)))).collect(),
         vhost_vsock: found(locate::which(locate::VHOST_VSOCK)),
         tun: open_rw("/dev/net/tun"),
         cap_net_admin: std::fs::read_to_string("/proc/self/status").map(|s| has_capability(&s, CAP_NET_ADMIN)).unwrap_or(false),
         ip_tool: locate::which("ip"),
         mkfs_ext4: locate::which("mkfs.ext4"),
-        vmlinux: k("vmlinux"),
-        bzimage: k("bzImage"),
+        kernels: crate::vmm::all().iter().map(|v| (*v, k(v))).collect(),
         image: Some(PathBuf::from(locate::DEFAULT_IMAGE)).filter(|p| p.is_file()),
         cache_root,
     }
@@ -310,16 +315,20 @@ mod tests {
         Facts {
             kvm: KvmKind::Pvm,
             kvm_access: Ok(()),
-            cloud_hypervisor: prog("/usr/bin/cloud-hypervisor", "cloud-hypervisor v53.0"),
-            qemu: prog("/usr/bin/qemu-system-x86_64", "QEMU emulator version 7.2.22"),
+            vmms: vec![
+                (crate::vmm::cloud_hypervisor::VMM, prog("/usr/bin/cloud-hypervisor", "cloud-hypervisor v53.0")),
+                (crate::vmm::qemu::VMM, prog("/usr/bin/qemu-system-x86_64", "QEMU emulator version 7.2.22")),
+            ],
             vhost_vsock: None,
             tun: Ok(()),
             cap_net_admin: true,
             ip_tool: Some("/usr/sbin/ip".into()),
             mkfs_ext4: Some("/usr/sbin/mkfs.ext4".into()),
             cache_root: Some("/c".into()),
-            vmlinux: None,
-            bzimage: Some("/c/kernels/x86_64-6.1-ab/bzImage".into()),
+            kernels: vec![
+                (crate::vmm::cloud_hypervisor::VMM, None),
+                (crate::vmm::qemu::VMM, Some("/c/kernels/x86_64-6.1-ab/bzImage".into())),
+            ],
             image: None,
         }
     }

@@ -10,26 +10,15 @@ use crate::measure;
 use crate::options::{Options, Wait};
 use crate::plan::Plan;
 use crate::report::{self, Report};
-use crate::vmm::{Accel, Vmm};
+use crate::vmm::{self, Accel};
 use crate::watch::Observed;
 
 /// The report of one run; a timeout when chinit's agent was awaited and no Ready JSON was readable.
 pub fn report(plan: &Plan, o: &Options, seen: Observed, c: Captured) -> Result<Report, Error> {
     let mut host = seen.host;
-    let (marks, marks_source, events) = match plan.vmm {
-        // No port 0x80 on arm: the host's figures are its answers (notify, /ready).
-        Vmm::Qemu if plan.spec.arch != rootfs_builder::elf::Arch::X86_64 => (Vec::new(), "none (aarch64 has no port 0x80)", Vec::new()),
-        Vmm::Qemu => {
-            host.vmm_ready_us = c.debugcon_connected_us;
-            (measure::debugcon_marks(&c.debugcon), "debugcon arrival", Vec::new())
-        }
-        Vmm::CloudHypervisor => {
-            let events = measure::parse_ch_events(&c.event_monitor);
-            host.vmm_ready_us = measure::event_at(&events, "vm", "booting");
-            (measure::parse_ch_log(&c.vmm_log), "vmm log prefix", events)
-        }
-    };
-    host.marks_source = marks_source.into();
+    let vmm::Marks { marks, source, events, vmm_ready_us } = plan.vmm.marks(&plan.spec, &c);
+    host.vmm_ready_us = vmm_ready_us;
+    host.marks_source = source.into();
     host.marks = report::host_marks(&marks, 0);
     let ready = seen.ready;
     if o.wait == Wait::Agent && ready.is_none() {
@@ -91,7 +80,7 @@ fn latest_workload(pushes: &[(u64, Vec<u8>)], ready: Option<&Ready>) -> Option<W
 mod tests {
     use super::*;
     use crate::report::HostTimes;
-    use crate::vmm::{Root, Spec};
+    use crate::vmm::{Root, Spec, Vmm};
     use std::os::unix::process::ExitStatusExt;
     use std::path::PathBuf;
     use std::process::ExitStatus;
@@ -177,11 +166,11 @@ mod tests {
             ..Captured::default()
         };
         let o = Options::default();
-        let r = report(&plan(Vmm::Qemu, Accel::Tcg), &o, seen(), qemu).unwrap();
+        let r = report(&plan(vmm::qemu::VMM, Accel::Tcg), &o, seen(), qemu).unwrap();
         assert_eq!((r.host.marks_source.as_str(), r.host.vmm_ready_us, r.host.marks.len()), ("debugcon arrival", Some(100), 4));
         assert_eq!((r.accel.as_str(), r.representative, r.console_ready_ms), ("tcg", false, Some(2.0)));
         assert_eq!(r.phases.map(|p| (p.total_us, p.kernel_start_host_us)), Some((9_000, Some(4_000))));
-        let r = report(&plan(Vmm::CloudHypervisor, Accel::Kvm), &o, seen(), ch).unwrap();
+        let r = report(&plan(vmm::cloud_hypervisor::VMM, Accel::Kvm), &o, seen(), ch).unwrap();
         assert_eq!((r.host.marks_source.as_str(), r.host.vmm_ready_us, r.host.marks.len()), ("vmm log prefix", Some(20_000), 1));
         assert_eq!((r.representative, r.events.len()), (true, 1));
     }
@@ -190,10 +179,10 @@ mod tests {
     fn a_failed_exit_is_noted_and_a_missing_ready_document_is_a_timeout() {
         let o = Options::default();
         let failed = Observed { vmm_exit: Some(ExitStatus::from_raw(256)), ..Observed::default() };
-        let r = report(&plan(Vmm::Qemu, Accel::Kvm), &Options { wait: Wait::Exit, ..o.clone() }, failed, Captured::default()).unwrap();
+        let r = report(&plan(vmm::qemu::VMM, Accel::Kvm), &Options { wait: Wait::Exit, ..o.clone() }, failed, Captured::default()).unwrap();
         assert_eq!(r.notes, vec!["qemu exited: exit status: 1".to_string()]);
         assert!(r.guest.is_none() && r.phases.is_none());
-        let e = report(&plan(Vmm::Qemu, Accel::Kvm), &o, Observed::default(), Captured::default()).unwrap_err();
+        let e = report(&plan(vmm::qemu::VMM, Accel::Kvm), &o, Observed::default(), Captured::default()).unwrap_err();
         assert_eq!(e.exit_code().code(), 4);
         assert!(e.to_string().contains("a readable Ready JSON"), "{e}");
     }

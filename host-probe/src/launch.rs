@@ -21,13 +21,13 @@ use std::time::{Duration, Instant};
 use agent::proto::{Ready, DEFAULT_PORT};
 
 use crate::error::Error;
-use crate::measure::{self, Event};
+use crate::measure;
 use crate::options::Options;
 use crate::plan::Plan;
 use crate::report::Memory;
 use crate::signals::interrupted;
 use crate::tap::Tap;
-use crate::vmm::{self, Vmm};
+use crate::vmm;
 use crate::vsock::GuestVsock;
 use proc::Proc;
 use readers::{Reader, Stamped};
@@ -134,10 +134,7 @@ pub fn start(plan: &Plan, o: &Options) -> Result<Running, Error> {
         (Some(v), Some(port)) => Some(v.listen(port).map_err(Error::io(format!("listen for chinit's notify on vsock port {port}")))?),
         _ => None,
     };
-    let debugcon_listener = match (plan.vmm, plan.spec.arch) {
-        (Vmm::Qemu, rootfs_builder::elf::Arch::X86_64) => Some(bind(&plan.spec.debugcon_socket)?),
-        _ => None,
-    };
+    let debugcon_listener = plan.vmm.debugcon(&plan.spec).map(bind).transpose()?;
     interrupted()?;
 
     progress(o.verbose, &format!("starting {}", vmm::shell_line(&plan.argv)));
@@ -146,7 +143,7 @@ pub fn start(plan: &Plan, o: &Options) -> Result<Running, Error> {
     let (debugcon_chunks, debugcon_connected, pushes) = (Stamped::default(), Arc::new(Mutex::new(None)), Stamped::default());
     let debugcon = debugcon_listener.map(|l| readers::debugcon_reader(l, t0, debugcon_chunks.clone(), debugcon_connected.clone()));
     let notify = notify_listener.map(|l| readers::notify_reader(l, t0, pushes.clone()));
-    Ok(Running {
+    let mut running = Running {
         plan: plan.clone(),
         verbose: o.verbose,
         t0,
@@ -162,7 +159,13 @@ pub fn start(plan: &Plan, o: &Options) -> Result<Running, Error> {
         _virtiofsd: virtiofsd,
         _tap: tap,
         _dir: dir,
-    })
+    };
+    // A VMM configured over its API once it runs (none of today's: their argv says it all); a
+    // copy is started by its VMM's `resume_copy` instead.
+    if !matches!(plan.spec.role, vmm::Role::Restore { .. }) {
+        plan.vmm.configure(&mut running, &Phase::start("boot", o.timeout))?;
+    }
+    Ok(running)
 }
 
 fn lay_out(f: &crate::plan::RunFile) -> Result<(), Error> {
@@ -230,7 +233,7 @@ fn diagnostics(plan: &Plan) -> String {
     o.push_str("last lines of the serial console:\n");
     let tail = measure::last_lines(&serial, 20);
     o.push_str(if tail.is_empty() { "  (empty)" } else { &tail });
-    let vmm_tail = match measure::ch_first_error(&vmm_log) {
+    let vmm_tail = match plan.vmm.first_error(&vmm_log) {
         Some(error) => error,
         None => {
             let vmm_text = format!("{vmm_out}{vmm_log}");
@@ -322,11 +325,6 @@ impl Running {
     /// The first notify push, if it has arrived.
     pub fn first_push(&self) -> Option<(u64, Vec<u8>)> {
         self.pushes.first()
-    }
-
-    /// cloud-hypervisor's events so far.
-    pub fn ch_events(&self) -> Vec<Event> {
-        measure::parse_ch_events(&read_lossy(&self.plan.spec.event_monitor))
     }
 
     /// The VMM's RSS and PSS now.

@@ -9,14 +9,9 @@ pub fn this_cache_root() -> Option<PathBuf> {
     rootfs_builder::kernel::cache_root()
 }
 
-/// Which kernel file a VMM boots: on x86_64 cloud-hypervisor takes the PVH `vmlinux`, QEMU the
-/// `bzImage`; on aarch64 both take `Image`.
+/// Which kernel file a VMM boots ([`crate::vmm::Driver::kernel_file`]).
 pub fn kernel_file_name(vmm: crate::vmm::Vmm, arch: Arch) -> &'static str {
-    match (arch, vmm) {
-        (Arch::Aarch64, _) => "Image",
-        (Arch::X86_64, crate::vmm::Vmm::CloudHypervisor) => "vmlinux",
-        (Arch::X86_64, crate::vmm::Vmm::Qemu) => "bzImage",
-    }
+    vmm.kernel_file(arch)
 }
 
 /// The newest kernel of `arch` with `file` that rootfs-builder built under the cache root.
@@ -60,14 +55,6 @@ pub fn host_arch() -> Arch {
     }
 }
 
-/// QEMU for guests of `arch`.
-pub fn qemu_for(arch: Arch) -> &'static str {
-    match arch {
-        Arch::X86_64 => QEMU,
-        Arch::Aarch64 => QEMU_AARCH64,
-    }
-}
-
 /// The default images, first found wins: `rootfs_fast.ext4` in the current directory.
 pub const DEFAULT_IMAGE: &str = "rootfs_fast.ext4";
 
@@ -80,21 +67,11 @@ pub fn which(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join(program)).find(|p| is_executable(p))
 }
 
-fn is_executable(p: &Path) -> bool {
+pub fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
-/// cloud-hypervisor: `$CLOUD_HYPERVISOR`, else on PATH.
-pub fn cloud_hypervisor() -> Option<PathBuf> {
-    match std::env::var_os("CLOUD_HYPERVISOR") {
-        Some(p) if !p.is_empty() => Some(PathBuf::from(p)).filter(|p| is_executable(p)),
-        _ => which("cloud-hypervisor"),
-    }
-}
-
-pub const QEMU: &str = "qemu-system-x86_64";
-pub const QEMU_AARCH64: &str = "qemu-system-aarch64";
 pub const VHOST_VSOCK: &str = "vhost-device-vsock";
 
 #[cfg(test)]
@@ -143,7 +120,7 @@ mod tests {
             assert_eq!(kernel_arch(&head), want, "{:?}", &head[..head.len().min(8)]);
         }
         assert_eq!(
-            (kernel_file_name(crate::vmm::Vmm::Qemu, Arch::Aarch64), kernel_file_name(crate::vmm::Vmm::Qemu, Arch::X86_64)),
+            (kernel_file_name(crate::vmm::qemu::VMM, Arch::Aarch64), kernel_file_name(crate::vmm::qemu::VMM, Arch::X86_64)),
             ("Image", "bzImage")
         );
     }

@@ -2,20 +2,42 @@
 //! that need nothing but the options themselves, [`Options::validate`]) and what the host offers
 //! ([`HostOffer`]). [`crate::plan`] weighs one against the other.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::check::KvmKind;
 use crate::cmdline;
 use crate::error::Error;
+use crate::vmm::Vmm;
 pub use rootfs_builder::elf::Arch;
 
-/// Which VMM the user asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// Which VMM the user asked for: `--vmm auto`, or one by its name (any of [`crate::vmm::all`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VmmChoice {
     Auto,
-    CloudHypervisor,
-    Qemu,
+    Named(Vmm),
+}
+
+impl From<Vmm> for VmmChoice {
+    fn from(vmm: Vmm) -> VmmChoice {
+        VmmChoice::Named(vmm)
+    }
+}
+
+/// `--vmm`'s values: `auto`, then the registry's names in its order.
+impl clap::ValueEnum for VmmChoice {
+    fn value_variants<'a>() -> &'a [Self] {
+        static CHOICES: std::sync::OnceLock<Vec<VmmChoice>> = std::sync::OnceLock::new();
+        CHOICES.get_or_init(|| std::iter::once(VmmChoice::Auto).chain(crate::vmm::all().iter().map(|v| VmmChoice::Named(*v))).collect())
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(match self {
+            VmmChoice::Auto => "auto",
+            VmmChoice::Named(vmm) => vmm.name(),
+        }))
+    }
 }
 
 /// How the root image is attached.
@@ -141,10 +163,9 @@ impl Options {
 pub struct HostOffer {
     pub kvm: KvmKind,
     pub kvm_usable: bool,
-    pub cloud_hypervisor: Option<PathBuf>,
-    pub qemu: Option<PathBuf>,
-    /// `qemu-system-aarch64`, for aarch64 guests.
-    pub qemu_aarch64: Option<PathBuf>,
+    /// The programs the VMMs run, found on this host ([`crate::vmm::Driver::locate`]), by the
+    /// name each VMM gives it (`cloud-hypervisor`, `qemu-system-x86_64`, `qemu-system-aarch64`).
+    pub vmm_programs: BTreeMap<&'static str, PathBuf>,
     /// This host's architecture: guests of another are emulated.
     pub arch: Arch,
     pub vhost_vsock: Option<PathBuf>,
@@ -160,13 +181,21 @@ pub struct HostOffer {
 }
 
 impl HostOffer {
+    /// `vmm`'s program for a guest of `arch`, if this host has it.
+    pub fn program(&self, vmm: Vmm, arch: Arch) -> Option<PathBuf> {
+        self.vmm_programs.get(vmm.program_name(arch)).cloned()
+    }
+
+    /// `vmm`'s program for a guest of this host's architecture, if this host has it.
+    pub fn program_of(&self, vmm: Vmm) -> Option<PathBuf> {
+        self.program(vmm, self.arch)
+    }
+
     pub fn gather() -> HostOffer {
         HostOffer {
             kvm: crate::check::host_kvm_kind(),
             kvm_usable: std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok(),
-            cloud_hypervisor: crate::locate::cloud_hypervisor(),
-            qemu: crate::locate::which(crate::locate::QEMU),
-            qemu_aarch64: crate::locate::which(crate::locate::QEMU_AARCH64),
+            vmm_programs: crate::vmm::all().iter().flat_map(|v| v.locate()).collect(),
             arch: crate::locate::host_arch(),
             vhost_vsock: crate::locate::which(crate::locate::VHOST_VSOCK),
             kernel_vsock: std::path::Path::new("/dev/vhost-vsock").exists(),

@@ -14,8 +14,8 @@ use crate::cmdline::{self, RootKind};
 use crate::error::{absolute, Error};
 use crate::options::{Arch, HostOffer, Layout, Options, RootMode, VmmChoice, Wait};
 use crate::tap;
-use crate::vmm::{self, Accel, Net, Root, Spec, Vmm, Vsock};
-use crate::vsock::{self as guest_vsock, GuestVsock};
+use crate::vmm::{self, Accel, Net, Root, Spec, Vmm};
+use crate::vsock::GuestVsock;
 
 /// The host vsock port chinit pushes its Ready JSON to, over a hybrid socket (each run has its own
 /// socket); the kernel's vsock takes a port of the run's own ([`guest_vsock::kernel_ids`]).
@@ -127,7 +127,7 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
     let mut notes = Vec::new();
     let arch = o.arch.or_else(|| o.kernel.as_deref().and_then(crate::locate::kernel_file_arch)).unwrap_or(host.arch);
     let vmm = choose_vmm(o.vmm, host, arch == host.arch, &mut notes)?;
-    let (binary, accel) = vmm_binary(vmm, arch, host, &mut notes)?;
+    let (binary, accel) = vmm.runs(host, arch, &mut notes)?;
     if accel == Accel::Kvm {
         notes.extend(host.hypervisor.note());
     }
@@ -143,7 +143,7 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
     } else {
         (None, None)
     };
-    let Wired { device: vsock, vhost_argv, guest: guest_vsock, notify_port } =
+    let vmm::Wired { device: vsock, helper_argv: vhost_argv, guest: guest_vsock, notify_port } =
         wire_vsock(vmm, o.vsock, host, &run_dir, (pid, seq), &mut notes);
     check_reachable(o.wait, tap.is_some(), vsock.is_some())?;
 
@@ -186,10 +186,7 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
         role: vmm::Role::Boot,
         arch,
     };
-    let argv = match vmm {
-        Vmm::CloudHypervisor => vmm::ch::argv(&spec),
-        Vmm::Qemu => vmm::qemu::argv(&spec).map_err(|e| Error::Usage(e.into()))?,
-    };
+    let argv = vmm.argv(&spec).map_err(|e| Error::Usage(e.into()))?;
     Ok(Plan {
         vmm,
         accel,
@@ -211,61 +208,17 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
     })
 }
 
-/// `--vmm auto` picks cloud-hypervisor only when it is installed, hardware KVM is usable and the
-/// guest is of the host's architecture.
+/// `--vmm NAME` is that VMM, if this host can run it; `--vmm auto` the first of the registry that
+/// fits this host ([`vmm::Driver::auto_fits`]).
 fn choose_vmm(choice: VmmChoice, host: &HostOffer, native: bool, notes: &mut Vec<String>) -> Result<Vmm, Error> {
-    Ok(match choice {
-        VmmChoice::CloudHypervisor => {
-            if host.cloud_hypervisor.is_none() {
-                return Err(Error::Missing {
-                    what: "cloud-hypervisor not found (neither $CLOUD_HYPERVISOR nor on PATH)".into(),
-                    fix: "install cloud-hypervisor v53, or use --vmm qemu".into(),
-                });
-            }
-            if !host.kvm.hardware() {
-                notes.push("no hardware KVM: cloud-hypervisor cannot run a Linux guest on this host".into());
-            }
-            Vmm::CloudHypervisor
+    match choice {
+        VmmChoice::Named(vmm) => {
+            vmm.chosen(host, notes)?;
+            Ok(vmm)
         }
-        VmmChoice::Qemu => Vmm::Qemu,
-        VmmChoice::Auto if native && host.cloud_hypervisor.is_some() && host.kvm.hardware() && host.kvm_usable => Vmm::CloudHypervisor,
-        VmmChoice::Auto => Vmm::Qemu,
-    })
-}
-
-/// The VMM's program and how it runs guest code (QEMU emulates without usable hardware KVM, and
-/// always for a guest of another architecture than the host's).
-fn vmm_binary(vmm: Vmm, arch: Arch, host: &HostOffer, notes: &mut Vec<String>) -> Result<(PathBuf, Accel), Error> {
-    let native = arch == host.arch;
-    match vmm {
-        Vmm::CloudHypervisor if !native => Err(Error::Usage(format!(
-            "cloud-hypervisor runs guests of its host's architecture only ({}): boot this {} kernel with --vmm qemu",
-            host.arch.name(),
-            arch.name()
-        ))),
-        Vmm::CloudHypervisor => Ok((host.cloud_hypervisor.clone().unwrap_or_default(), Accel::Kvm)),
-        Vmm::Qemu => {
-            let (found, package) = match arch {
-                Arch::X86_64 => (host.qemu.clone(), "qemu-system-x86"),
-                Arch::Aarch64 => (host.qemu_aarch64.clone(), "qemu-system-arm"),
-            };
-            let bin = found.ok_or_else(|| Error::Missing {
-                what: format!("{} not found", crate::locate::qemu_for(arch)),
-                fix: format!("apt-get install {package}"),
-            })?;
-            if !native {
-                notes.push(format!(
-                    "an {} guest on an {} host: using TCG emulation, timings are not representative",
-                    arch.name(),
-                    host.arch.name()
-                ));
-                Ok((bin, Accel::Tcg))
-            } else if host.kvm.hardware() && host.kvm_usable {
-                Ok((bin, Accel::Kvm))
-            } else {
-                notes.push(tcg_note(host.kvm, host.kvm_usable));
-                Ok((bin, Accel::Tcg))
-            }
+        VmmChoice::Auto => {
+            let all = vmm::all();
+            Ok(all.iter().copied().find(|v| v.auto_fits(host, native)).unwrap_or(all[all.len() - 1]))
         }
     }
 }
@@ -276,7 +229,7 @@ fn find_kernel(o: &Options, host: &HostOffer, vmm: Vmm, arch: Arch) -> Result<Pa
         Some(k) if k.is_file() => Ok(absolute(k)),
         Some(k) => Err(Error::missing_file("kernel", k, "pass an existing --kernel, or run `rootfs-builder kernel`")),
         None => {
-            let file = crate::locate::kernel_file_name(vmm, arch);
+            let file = vmm.kernel_file(arch);
             host.cache_root.as_deref().and_then(|r| crate::locate::default_kernel(r, arch, file)).ok_or_else(|| Error::Missing {
                 what: format!(
                     "no {} kernel ({file}) in {}/kernels",
@@ -345,5 +298,5 @@ mod devices;
 #[cfg(test)]
 mod tests;
 
-use devices::{attach_root, check_layout, wire_share, wire_vsock, Wired};
+use devices::{attach_root, check_layout, wire_share, wire_vsock};
 pub use devices::{is_gpt_disk, KUASAR_ROOTFLAGS, PMEM_UNIT, VIRTIOFSD};

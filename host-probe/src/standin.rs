@@ -12,11 +12,8 @@ use crate::snapshot::manifest::{self, Boot, Devices, FileId, Manifest};
 use crate::vmm::{Accel, Vmm};
 
 /// The `--version` line of the stand-in of `vmm`.
-pub fn version(vmm: Vmm) -> &'static str {
-    match vmm {
-        Vmm::CloudHypervisor => "cloud-hypervisor v53.0-stand-in",
-        Vmm::Qemu => "QEMU emulator version 7.2.0 (stand-in)",
-    }
+pub fn version(vmm: Vmm) -> String {
+    format!("{} (stand-in)", vmm.name())
 }
 
 /// Writes an executable shell script `dir/name` that prints `vmm`'s stand-in version for
@@ -44,9 +41,10 @@ pub fn host(cloud_hypervisor: Option<&Path>, qemu: Option<&Path>) -> HostOffer {
     HostOffer {
         kvm: KvmKind::Hardware("kvm_amd"),
         kvm_usable: true,
-        cloud_hypervisor: cloud_hypervisor.map(Path::to_path_buf),
-        qemu: qemu.map(Path::to_path_buf),
-        qemu_aarch64: None,
+        vmm_programs: [(crate::vmm::cloud_hypervisor::NAME, cloud_hypervisor), (crate::vmm::qemu::QEMU, qemu)]
+            .into_iter()
+            .filter_map(|(name, p)| p.map(|p| (name, p.to_path_buf())))
+            .collect(),
         arch: Arch::X86_64,
         vhost_vsock: None,
         kernel_vsock: false,
@@ -74,7 +72,7 @@ pub fn snapshot(dir: &Path, vmm: Vmm, binary: &Path, kernel: &Path, rootfs: &Pat
         format: manifest::FORMAT,
         vmm,
         vmm_binary: binary.to_path_buf(),
-        vmm_version: version(vmm).into(),
+        vmm_version: version(vmm),
         accel: Accel::Kvm,
         boot: Boot {
             kernel: FileId::of(kernel).unwrap(),
@@ -88,15 +86,7 @@ pub fn snapshot(dir: &Path, vmm: Vmm, binary: &Path, kernel: &Path, rootfs: &Pat
             layout: "default".into(),
             cmdline: "console=ttyS0".into(),
         },
-        devices: Devices {
-            mac: None,
-            ip: None,
-            vsock: match vmm {
-                Vmm::Qemu => "kernel",
-                Vmm::CloudHypervisor => "hybrid",
-            }
-            .into(),
-        },
+        devices: Devices { mac: None, ip: None, vsock: vmm.restorable_vsock().into() },
         generation: 0,
         files: manifest::vmm_files(vmm).iter().map(|f| f.to_string()).collect(),
         created_unix_s: 0,

@@ -21,7 +21,7 @@ use crate::vmm::Vmm;
 
 /// The phase a watch is, in error messages.
 const PHASE: &str = "boot";
-/// How often cloud-hypervisor's event monitor is read for a reset.
+/// How often the VMM is asked whether the guest reset.
 const EVENT_CHECK_EVERY: Duration = Duration::from_millis(50);
 /// After this long any guest is asked over the TAP, marks or not.
 const LONG_BOOT: Duration = Duration::from_secs(10);
@@ -167,13 +167,14 @@ impl Watch {
         Observed { host: self.host, ready, memory: self.memory, vmm_exit: self.vmm_exit }
     }
 
-    /// cloud-hypervisor reports a guest reset (kernel panic or reboot) as an event, not an exit.
+    /// A VMM that reports a guest reset (kernel panic or reboot) without exiting (cloud-hypervisor,
+    /// as an event): the run failed.
     fn check_reset(&mut self, run: &Running) -> Result<(), Error> {
-        if self.vmm != Vmm::CloudHypervisor || self.last_event_check.elapsed() <= EVENT_CHECK_EVERY {
+        if self.last_event_check.elapsed() <= EVENT_CHECK_EVERY {
             return Ok(());
         }
         self.last_event_check = Instant::now();
-        if measure::event_at(&run.ch_events(), "vm", "rebooting").is_some() {
+        if self.vmm.guest_reset(&run.plan().spec) {
             return Err(Error::VmmExited {
                 phase: PHASE.into(),
                 vmm: self.vmm.name().into(),
@@ -264,7 +265,7 @@ mod tests {
 
     fn watch(wait: Wait, tcp: bool, vsock: bool, notify: bool) -> Watch {
         let addr = tcp.then(|| SocketAddr::from(([169, 254, 1, 2], agent::proto::DEFAULT_PORT)));
-        Watch::awaiting(&Options { wait, ..Options::default() }, Vmm::Qemu, addr, vsock, notify)
+        Watch::awaiting(&Options { wait, ..Options::default() }, crate::vmm::qemu::VMM, addr, vsock, notify)
     }
 
     #[test]

@@ -83,7 +83,7 @@ fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// the run directory, and the exit code must say which signal.
 #[test]
 fn sigterm_cleans_up_everything() {
-    if host_probe::locate::which(host_probe::locate::QEMU).is_none() {
+    if host_probe::locate::which(host_probe::vmm::qemu::QEMU).is_none() {
         skip_line!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
         return;
     }
@@ -138,7 +138,7 @@ fn sigterm_cleans_up_everything() {
 /// An A/B bench of two minimal guests: interleaved boots, progress, and per-figure statistics.
 #[test]
 fn bench_compares_two_kernels() {
-    if host_probe::locate::which(host_probe::locate::QEMU).is_none() {
+    if host_probe::locate::which(host_probe::vmm::qemu::QEMU).is_none() {
         skip_line!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
         return;
     }
@@ -182,7 +182,7 @@ fn bench_compares_two_kernels() {
 /// sweep itself is unit-tested in `stale`).
 #[test]
 fn after_sigkill_helpers_die_and_the_next_run_sweeps_the_rest() {
-    if host_probe::locate::which(host_probe::locate::QEMU).is_none() {
+    if host_probe::locate::which(host_probe::vmm::qemu::QEMU).is_none() {
         skip_line!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
         return;
     }
@@ -238,12 +238,12 @@ fn after_sigkill_helpers_die_and_the_next_run_sweeps_the_rest() {
 /// dry run or not; it used to plan 100 000 copies (seconds and hundreds of MiB) and print them.
 #[test]
 fn too_many_copies_are_refused_before_anything_is_planned() {
-    use host_probe::vmm::Vmm;
+    use host_probe::vmm::cloud_hypervisor;
     let d = temp_dir("clones");
     let (kernel, rootfs) = host_probe::standin::boot_files(d.path());
-    let ch = host_probe::standin::vmm(d.path(), "cloud-hypervisor", Vmm::CloudHypervisor, "exit 1");
+    let ch = host_probe::standin::vmm(d.path(), "cloud-hypervisor", cloud_hypervisor::VMM, "exit 1");
     let snap = d.path().join("snapshot");
-    host_probe::standin::snapshot(&snap, Vmm::CloudHypervisor, &ch, &kernel, &rootfs);
+    host_probe::standin::snapshot(&snap, cloud_hypervisor::VMM, &ch, &kernel, &rootfs);
     for dry in [true, false] {
         let t = Instant::now();
         let mut cmd = bin();
@@ -265,11 +265,11 @@ fn too_many_copies_are_refused_before_anything_is_planned() {
 /// make. The stand-in cloud-hypervisor writes that other file (it is another process), then exits.
 #[test]
 fn a_failed_snapshot_removes_only_what_it_made() {
-    use host_probe::vmm::Vmm;
+    use host_probe::vmm::cloud_hypervisor;
     let d = temp_dir("snapfail");
     let (kernel, rootfs) = host_probe::standin::boot_files(d.path());
     let body = r#"[ -n "$THEIRS" ] && echo theirs > "$THEIRS"; echo "stand-in: no guest here" >&2; sleep 1; exit 1"#;
-    let ch = host_probe::standin::vmm(d.path(), "cloud-hypervisor", Vmm::CloudHypervisor, body);
+    let ch = host_probe::standin::vmm(d.path(), "cloud-hypervisor", cloud_hypervisor::VMM, body);
     let existing = d.path().join("existing");
     std::fs::create_dir(&existing).unwrap();
     let cases = [
@@ -306,13 +306,13 @@ fn a_failed_snapshot_removes_only_what_it_made() {
 /// `--timeout`: the stand-in cloud-hypervisor says why and exits after a second.
 #[test]
 fn a_restore_whose_vmm_exits_fails_at_once_with_its_output() {
-    use host_probe::vmm::Vmm;
+    use host_probe::vmm::cloud_hypervisor;
     let d = temp_dir("restore-exit");
     let (kernel, rootfs) = host_probe::standin::boot_files(d.path());
     let body = r#"echo "stand-in: cannot restore this snapshot" >&2; sleep 1; exit 1"#;
-    let ch = host_probe::standin::vmm(d.path(), "cloud-hypervisor", Vmm::CloudHypervisor, body);
+    let ch = host_probe::standin::vmm(d.path(), "cloud-hypervisor", cloud_hypervisor::VMM, body);
     let snap = d.path().join("snapshot");
-    host_probe::standin::snapshot(&snap, Vmm::CloudHypervisor, &ch, &kernel, &rootfs);
+    host_probe::standin::snapshot(&snap, cloud_hypervisor::VMM, &ch, &kernel, &rootfs);
     let t = Instant::now();
     let out = bin().args(["run", "--timeout", "20", "--restore"]).arg(&snap).env("CLOUD_HYPERVISOR", &ch).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -98,7 +98,7 @@ pub fn chinit_initramfs(out: &Path, modules_dir: Option<&Path>, modules: &[&str]
 /// host-probe options for a QEMU boot of `kernel` (the rest as host-probe's defaults).
 pub fn qemu_options(kernel: &Path, rootfs: Option<&Path>, cmdline_extra: &str) -> Options {
     Options {
-        vmm: VmmChoice::Qemu,
+        vmm: VmmChoice::Named(host_probe::vmm::qemu::VMM),
         kernel: Some(kernel.to_path_buf()),
         rootfs: rootfs.map(Path::to_path_buf),
         cmdline_extra: cmdline_extra.to_string(),
@@ -181,7 +181,7 @@ impl Guest {
             }
         }
         let qmp = plan.run_dir.join("qmp.sock");
-        if plan.vmm == host_probe::vmm::Vmm::Qemu {
+        if plan.vmm == host_probe::vmm::qemu::VMM {
             plan.argv.extend(["-qmp".to_string(), format!("unix:{},server=on,wait=off", qmp.display())]);
         }
         let run = launch::start(&plan, &o).unwrap_or_else(|e| panic!("launch: {e}"));
@@ -273,7 +273,7 @@ impl Guest {
     /// Presses the ACPI power button: QMP `system_powerdown`, or cloud-hypervisor's API
     /// (`PUT /api/v1/vm.power-button` on its API socket).
     pub fn power_button(&self) {
-        if self.plan().vmm == host_probe::vmm::Vmm::CloudHypervisor {
+        if self.plan().vmm == host_probe::vmm::cloud_hypervisor::VMM {
             let api = &self.plan().spec.api_socket;
             let mut s = UnixStream::connect(api).unwrap_or_else(|e| panic!("cloud-hypervisor API {}: {e}", api.display()));
             s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

@@ -43,7 +43,14 @@ pub fn host_offer() -> HostOffer {
 /// host-probe options for a bare QEMU boot of `kernel`: no network, no vsock, no agent awaited.
 /// The caller adds the root (`rootfs`, `initramfs`), `init` and the rest.
 pub fn bare_options(kernel: &Path) -> Options {
-    Options { vmm: VmmChoice::Qemu, kernel: Some(kernel.to_path_buf()), wait: Wait::Exit, net: false, vsock: false, ..Options::default() }
+    Options {
+        vmm: VmmChoice::Named(host_probe::vmm::qemu::VMM),
+        kernel: Some(kernel.to_path_buf()),
+        wait: Wait::Exit,
+        net: false,
+        vsock: false,
+        ..Options::default()
+    }
 }
 
 /// A guest booted as host-probe plans and launches it ([`host_probe::launch::Running`]); dropping

@@ -20,7 +20,7 @@ fn options(test: &str, image: Option<&Path>, extra: &str) -> Option<Options> {
         return None;
     }
     Some(Options {
-        vmm: VmmChoice::Qemu,
+        vmm: VmmChoice::Named(host_probe::vmm::qemu::VMM),
         arch: Some(Arch::Aarch64),
         kernel: Some(arm::tiny_image()),
         rootfs: image.map(Path::to_path_buf),

@@ -16,7 +16,7 @@ use host_probe::run::{self, HostOffer, Options, RootMode, VmmChoice};
 /// this host cannot run it.
 fn ch_options(test: &str, rootfs: Option<&Path>) -> Option<Options> {
     let host = HostOffer::gather();
-    if host.cloud_hypervisor.is_none() {
+    if host.program_of(host_probe::vmm::cloud_hypervisor::VMM).is_none() {
         e2e::skip(test, "cloud-hypervisor not found (set $CLOUD_HYPERVISOR or put it on PATH)");
         return None;
     }
@@ -26,7 +26,7 @@ fn ch_options(test: &str, rootfs: Option<&Path>) -> Option<Options> {
     }
     let vmlinux = e2e::tiny_bzimage().with_file_name("vmlinux");
     Some(Options {
-        vmm: VmmChoice::CloudHypervisor,
+        vmm: VmmChoice::Named(host_probe::vmm::cloud_hypervisor::VMM),
         kernel: Some(vmlinux),
         rootfs: rootfs.map(Path::to_path_buf),
         timeout: BOOT_TIMEOUT,

@@ -130,7 +130,7 @@ fn cloud_hypervisor_passes_its_tests_on_hardware_kvm() {
     if !available(test) {
         return;
     }
-    let Some(ch) = host_probe::run::HostOffer::gather().cloud_hypervisor else {
+    let Some(ch) = host_probe::run::HostOffer::gather().program_of(host_probe::vmm::cloud_hypervisor::VMM) else {
         chinit_tests::ns::skip(&format!("{test}: cloud-hypervisor not found (set $CLOUD_HYPERVISOR or put it on PATH)"));
         return;
     };
@@ -155,7 +155,7 @@ fn snapshots_restore_into_unique_copies_on_hardware_kvm() {
     }
     // One L1 run per VMM: each stays well inside L1_TIMEOUT.
     let mut runs = vec![("qemu_copies_of_a_snapshot_are_unique_and_the_snapshot_is_untouched", String::new())];
-    match host_probe::run::HostOffer::gather().cloud_hypervisor {
+    match host_probe::run::HostOffer::gather().program_of(host_probe::vmm::cloud_hypervisor::VMM) {
         Some(ch) => {
             runs.push(("cloud_hypervisor_copies_are_unique_in_both_memory_restore_modes", format!("CLOUD_HYPERVISOR={}", ch.display())))
         }

@@ -30,7 +30,7 @@ fn sha(path: &Path) -> Vec<u8> {
 #[test]
 fn cloud_hypervisor_path_runs_a_pvh_guest_and_leaves_nothing_behind() {
     let host = HostOffer::gather();
-    let Some(ch) = host.cloud_hypervisor.clone() else {
+    let Some(ch) = host.program_of(host_probe::vmm::cloud_hypervisor::VMM) else {
         skip_line!("skipped: cloud-hypervisor not found (set $CLOUD_HYPERVISOR or put it on PATH)");
         return;
     };
@@ -42,7 +42,7 @@ fn cloud_hypervisor_path_runs_a_pvh_guest_and_leaves_nothing_behind() {
     let before = sha(&disk);
 
     let o = Options {
-        vmm: VmmChoice::CloudHypervisor,
+        vmm: VmmChoice::Named(host_probe::vmm::cloud_hypervisor::VMM),
         kernel: Some(kernel),
         rootfs: Some(disk.clone()),
         wait: Wait::Exit,
@@ -77,7 +77,7 @@ fn cloud_hypervisor_path_runs_a_pvh_guest_and_leaves_nothing_behind() {
 #[test]
 fn cloud_hypervisor_failure_is_reported_with_the_vmm_log_and_cleaned_up() {
     let host = HostOffer::gather();
-    if host.cloud_hypervisor.is_none() {
+    if host.program_of(host_probe::vmm::cloud_hypervisor::VMM).is_none() {
         skip_line!("skipped: cloud-hypervisor not found (set $CLOUD_HYPERVISOR or put it on PATH)");
         return;
     }
@@ -87,7 +87,7 @@ fn cloud_hypervisor_failure_is_reported_with_the_vmm_log_and_cleaned_up() {
     std::fs::write(&kernel, b"this is not an ELF").unwrap();
     std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
     let o = Options {
-        vmm: VmmChoice::CloudHypervisor,
+        vmm: VmmChoice::Named(host_probe::vmm::cloud_hypervisor::VMM),
         kernel: Some(kernel),
         rootfs: Some(disk),
         timeout: Duration::from_secs(30),
@@ -121,7 +121,7 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 #[test]
 fn qemu_path_reads_debugcon_marks_and_stops_every_helper() {
     let host = HostOffer::gather();
-    if host.qemu.is_none() {
+    if host.program_of(host_probe::vmm::qemu::VMM).is_none() {
         skip_line!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
         return;
     }
@@ -132,7 +132,7 @@ fn qemu_path_reads_debugcon_marks_and_stops_every_helper() {
     std::fs::write(&disk, vec![0x5Au8; 1 << 20]).unwrap();
     let before = sha(&disk);
     let o = Options {
-        vmm: VmmChoice::Qemu,
+        vmm: VmmChoice::Named(host_probe::vmm::qemu::VMM),
         kernel: Some(kernel),
         rootfs: Some(disk.clone()),
         wait: Wait::Exit,
@@ -171,7 +171,7 @@ fn chinit_image(dir: &Path, initramfs: bool) -> PathBuf {
 
 fn boot_chinit_under_qemu(initramfs: bool) {
     let host = HostOffer::gather();
-    if host.qemu.is_none() {
+    if host.program_of(host_probe::vmm::qemu::VMM).is_none() {
         skip_line!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
         return;
     }
@@ -191,7 +191,7 @@ fn boot_chinit_under_qemu(initramfs: bool) {
     let cpio = initramfs.then(|| chinit_image(dir.path(), true));
     let before = sha(&image);
     let o = Options {
-        vmm: VmmChoice::Qemu,
+        vmm: VmmChoice::Named(host_probe::vmm::qemu::VMM),
         kernel: Some(kernel),
         rootfs: Some(image.clone()),
         initramfs: cpio,
@@ -253,7 +253,7 @@ fn pvh_options(dir: &Path, end: pvh::End, name: &str) -> Options {
     std::fs::write(&kernel, pvh::elf(end)).unwrap();
     std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
     Options {
-        vmm: VmmChoice::Qemu,
+        vmm: VmmChoice::Named(host_probe::vmm::qemu::VMM),
         kernel: Some(kernel),
         rootfs: Some(disk),
         wait: Wait::Exit,
@@ -265,7 +265,7 @@ fn pvh_options(dir: &Path, end: pvh::End, name: &str) -> Options {
 #[test]
 fn two_runs_at_once_do_not_clash() {
     let host = HostOffer::gather();
-    if host.qemu.is_none() {
+    if host.program_of(host_probe::vmm::qemu::VMM).is_none() {
         skip_line!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
         return;
     }
@@ -296,7 +296,7 @@ fn two_runs_at_once_do_not_clash() {
 #[test]
 fn a_guest_that_never_gets_ready_times_out_with_exit_code_4_and_is_cleaned_up() {
     let host = HostOffer::gather();
-    if host.qemu.is_none() {
+    if host.program_of(host_probe::vmm::qemu::VMM).is_none() {
         skip_line!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
         return;
     }
@@ -318,7 +318,7 @@ fn a_guest_that_never_gets_ready_times_out_with_exit_code_4_and_is_cleaned_up() 
 #[test]
 fn cloud_hypervisor_pmem_root_leaves_the_image_unchanged() {
     let host = HostOffer::gather();
-    if host.cloud_hypervisor.is_none() {
+    if host.program_of(host_probe::vmm::cloud_hypervisor::VMM).is_none() {
         skip_line!("skipped: cloud-hypervisor not found (set $CLOUD_HYPERVISOR or put it on PATH)");
         return;
     }
@@ -329,7 +329,7 @@ fn cloud_hypervisor_pmem_root_leaves_the_image_unchanged() {
     std::fs::write(&image, vec![0x3Cu8; 2 << 20]).unwrap();
     let before = sha(&image);
     let o = Options {
-        vmm: VmmChoice::CloudHypervisor,
+        vmm: VmmChoice::Named(host_probe::vmm::cloud_hypervisor::VMM),
         kernel: Some(kernel),
         rootfs: Some(image.clone()),
         root_mode: run::RootMode::Pmem,

@@ -18,7 +18,7 @@ use host_probe::run::{HostOffer, Options, Plan, VmmChoice};
 use host_probe::snapshot::manifest::{self, Boot, Devices, FileId, Manifest};
 use host_probe::snapshot::restore::{self, Copy};
 use host_probe::snapshot::RestoreOptions;
-use host_probe::vmm::{Accel, MemoryRestoreMode, Vmm};
+use host_probe::vmm::{cloud_hypervisor, qemu, Accel, MemoryRestoreMode, Vmm};
 
 /// A copy that is not ready by then is stuck: it fails with its console well inside L1's own time
 /// bound, instead of L1 timing out with nothing to say.
@@ -37,18 +37,18 @@ fn restorable(test: &str, vmm: Vmm) -> Option<Options> {
         return None;
     }
     let kernel = match vmm {
-        Vmm::Qemu if !host.kernel_vsock => {
+        v if v == qemu::VMM && !host.kernel_vsock => {
             e2e::skip(test, "no /dev/vhost-vsock: QEMU snapshots need the kernel's vhost-vsock (modprobe vhost_vsock)");
             return None;
         }
-        Vmm::Qemu => e2e::tiny_bzimage(),
-        Vmm::CloudHypervisor if host.cloud_hypervisor.is_none() => {
+        v if v == qemu::VMM => e2e::tiny_bzimage(),
+        _ if host.program_of(cloud_hypervisor::VMM).is_none() => {
             e2e::skip(test, "cloud-hypervisor not found (set $CLOUD_HYPERVISOR or put it on PATH)");
             return None;
         }
-        Vmm::CloudHypervisor => e2e::tiny_bzimage().with_file_name("vmlinux"),
+        _ => e2e::tiny_bzimage().with_file_name("vmlinux"),
     };
-    let choice = if vmm == Vmm::Qemu { VmmChoice::Qemu } else { VmmChoice::CloudHypervisor };
+    let choice = VmmChoice::Named(vmm);
     Some(Options { vmm: choice, kernel: Some(kernel), timeout: BOOT_TIMEOUT, ..Options::default() })
 }
 
@@ -193,7 +193,7 @@ fn ctrl_c_during_restore_leaves_nothing(dir: &Path) {
 #[test]
 fn qemu_copies_of_a_snapshot_are_unique_and_the_snapshot_is_untouched() {
     let test = "qemu_copies_of_a_snapshot_are_unique_and_the_snapshot_is_untouched";
-    if let Some((_tmp, dir)) = copies_are_unique(test, Vmm::Qemu, &[None]) {
+    if let Some((_tmp, dir)) = copies_are_unique(test, qemu::VMM, &[None]) {
         ctrl_c_during_restore_leaves_nothing(&dir);
         three_copies_at_once_share_memory(&dir);
     }
@@ -219,7 +219,7 @@ fn three_copies_at_once_share_memory(dir: &Path) {
 fn cloud_hypervisor_copies_are_unique_in_both_memory_restore_modes() {
     let test = "cloud_hypervisor_copies_are_unique_in_both_memory_restore_modes";
     if let Some((_tmp, dir)) =
-        copies_are_unique(test, Vmm::CloudHypervisor, &[Some(MemoryRestoreMode::Copy), Some(MemoryRestoreMode::Ondemand)])
+        copies_are_unique(test, cloud_hypervisor::VMM, &[Some(MemoryRestoreMode::Copy), Some(MemoryRestoreMode::Ondemand)])
     {
         ctrl_c_during_restore_leaves_nothing(&dir);
     }
@@ -231,7 +231,7 @@ fn fake_snapshot(dir: &Path, kernel: &Path, image: &Path, version: &str) -> Mani
     std::fs::create_dir_all(dir).unwrap();
     let m = Manifest {
         format: manifest::FORMAT,
-        vmm: Vmm::Qemu,
+        vmm: qemu::VMM,
         vmm_binary: vm::qemu_binary().unwrap(),
         vmm_version: version.into(),
         accel: Accel::Kvm,

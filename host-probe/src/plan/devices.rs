@@ -37,8 +37,8 @@ pub(super) fn check_layout(o: &Options, vmm: Vmm, root: &RootPlan) -> Result<boo
     if o.layout == Layout::Default {
         return Ok(false);
     }
-    if vmm != Vmm::CloudHypervisor {
-        return Err(Error::Usage("--layout kuasar is cloud-hypervisor's: pass --vmm cloud-hypervisor".into()));
+    if let Some(why) = vmm.cannot(vmm::Feature::KuasarLayout) {
+        return Err(Error::Usage(why.into()));
     }
     if root.kind != RootKind::Pmem || !root.partition {
         return Err(Error::Usage(format!(
@@ -58,8 +58,8 @@ pub(super) fn wire_share(o: &Options, vmm: Vmm, host: &HostOffer, run_dir: &Path
     let Some(share) = &o.share else {
         return Ok((None, None));
     };
-    if vmm != Vmm::CloudHypervisor {
-        return Err(Error::Usage("--share is served to cloud-hypervisor guests only: pass --vmm cloud-hypervisor".into()));
+    if let Some(why) = vmm.cannot(vmm::Feature::Share) {
+        return Err(Error::Usage(why.into()));
     }
     if !share.dir.is_dir() {
         return Err(Error::missing_file("shared directory", &share.dir, "pass an existing directory to --share"));
@@ -102,11 +102,13 @@ pub(super) fn attach_root(o: &Options, vmm: Vmm, initramfs: Option<PathBuf>) -> 
                 ));
             }
             let p = absolute(&path);
+            if let (RootMode::Pmem, Some(why)) = (o.root_mode, vmm.cannot(vmm::Feature::PmemRoot)) {
+                return Err(Error::Usage(why.into()));
+            }
             match o.root_mode {
                 RootMode::Disk => {
                     (Root::Disk(p.clone()), RootKind::Disk, p, "read-only virtio-blk: the image is never written, no copy".to_string())
                 }
-                RootMode::Pmem if vmm == Vmm::Qemu => return Err(Error::Usage(vmm::qemu::PMEM_UNSUPPORTED.into())),
                 RootMode::Pmem if std::fs::metadata(&p).map(|m| m.len() % PMEM_UNIT != 0).unwrap_or(false) => {
                     return Err(Error::Usage(format!(
                         "--root pmem: {} is not a whole number of 2 MiB, which cloud-hypervisor's pmem devices need: \
@@ -134,62 +136,11 @@ pub(super) fn attach_root(o: &Options, vmm: Vmm, initramfs: Option<PathBuf>) -> 
     Ok(RootPlan { root, kind, path, attach, initramfs_first, partition })
 }
 
-/// The vsock a plan gives the guest.
-pub(super) struct Wired {
-    pub(super) device: Option<Vsock>,
-    /// vhost-device-vsock's argv, when it serves QEMU's device.
-    pub(super) vhost_argv: Option<Vec<String>>,
-    pub(super) guest: Option<GuestVsock>,
-    pub(super) notify_port: Option<u32>,
-}
-
-/// The guest's vsock: cloud-hypervisor's own; for QEMU the host kernel's vhost-vsock where
-/// `/dev/vhost-vsock` exists, else vhost-device-vsock, else none (with a note that says how).
-pub(super) fn wire_vsock(
-    vmm: Vmm,
-    wanted: bool,
-    host: &HostOffer,
-    run_dir: &Path,
-    (pid, seq): (u32, u32),
-    notes: &mut Vec<String>,
-) -> Wired {
-    let uds = run_dir.join("vsock.sock");
-    let hybrid = |device: Vsock, argv: Option<Vec<String>>| Wired {
-        device: Some(device),
-        vhost_argv: argv,
-        guest: Some(GuestVsock::Hybrid(uds.clone())),
-        notify_port: Some(NOTIFY_PORT),
-    };
-    match (vmm, wanted) {
-        (_, false) => Wired { device: None, vhost_argv: None, guest: None, notify_port: None },
-        (Vmm::CloudHypervisor, true) => hybrid(Vsock::Hybrid { cid: GUEST_CID, socket: uds.clone() }, None),
-        (Vmm::Qemu, true) if host.kernel_vsock => {
-            let (cid, port) = guest_vsock::kernel_ids(pid, seq);
-            Wired {
-                device: Some(Vsock::Kernel { cid }),
-                vhost_argv: None,
-                guest: Some(GuestVsock::Kernel { cid }),
-                notify_port: Some(port),
-            }
-        }
-        (Vmm::Qemu, true) => match &host.vhost_vsock {
-            Some(bin) => {
-                let user = run_dir.join("vhost-user.sock");
-                let argv = vec![
-                    bin.display().to_string(),
-                    "--guest-cid".into(),
-                    GUEST_CID.to_string(),
-                    "--socket".into(),
-                    user.display().to_string(),
-                    "--uds-path".into(),
-                    uds.display().to_string(),
-                ];
-                hybrid(Vsock::VhostUser { socket: user }, Some(argv))
-            }
-            None => {
-                notes.push("no /dev/vhost-vsock and no vhost-device-vsock: no vsock (fix: modprobe vhost_vsock, or cargo install vhost-device-vsock)".into());
-                Wired { device: None, vhost_argv: None, guest: None, notify_port: None }
-            }
-        },
+/// The guest's vsock when it gets one: as its VMM wires it ([`vmm::Driver::wire_vsock`]).
+pub(super) fn wire_vsock(vmm: Vmm, wanted: bool, host: &HostOffer, run_dir: &Path, ids: (u32, u32), notes: &mut Vec<String>) -> vmm::Wired {
+    if wanted {
+        vmm.wire_vsock(host, run_dir, ids, notes)
+    } else {
+        vmm::Wired::default()
     }
 }

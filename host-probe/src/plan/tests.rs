@@ -1,14 +1,20 @@
 //! The plan, on literal host facts.
 use super::*;
+use crate::vsock as guest_vsock;
 
 fn host(kvm: KvmKind, ch: bool, vhost: bool) -> HostOffer {
     HostOffer {
         kvm,
         kvm_usable: true,
-        cloud_hypervisor: ch.then(|| PathBuf::from("/bin/cloud-hypervisor")),
-        qemu_aarch64: Some("/usr/bin/qemu-system-aarch64".into()),
+        vmm_programs: [
+            ch.then(|| ("cloud-hypervisor", PathBuf::from("/bin/cloud-hypervisor"))),
+            Some(("qemu-system-aarch64", "/usr/bin/qemu-system-aarch64".into())),
+            Some(("qemu-system-x86_64", "/bin/qemu-system-x86_64".into())),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
         arch: Arch::X86_64,
-        qemu: Some("/bin/qemu-system-x86_64".into()),
         vhost_vsock: vhost.then(|| PathBuf::from("/bin/vhost-device-vsock")),
         kernel_vsock: false,
         virtiofsd: None,
@@ -53,7 +59,7 @@ fn kuasar_layout_and_a_share() {
     std::fs::create_dir_all(&share).unwrap();
     let h = HostOffer { virtiofsd: Some(VIRTIOFSD.into()), ..host(KvmKind::Hardware("kvm_amd"), true, false) };
     let o = Options {
-        vmm: VmmChoice::CloudHypervisor,
+        vmm: VmmChoice::Named(vmm::cloud_hypervisor::VMM),
         rootfs: Some(disk.clone()),
         root_mode: RootMode::Pmem,
         layout: Layout::Kuasar,
@@ -78,7 +84,7 @@ fn kuasar_layout_and_a_share() {
     assert_eq!(v, format!("{VIRTIOFSD} --socket-path={run}/fs.sock -o source={} -o cache=none -o sandbox=chroot", share.display()));
     assert!(p.root_attach.contains("GPT disk"), "{}", p.root_attach);
     // Refused, each with what to do.
-    let qemu = Options { vmm: VmmChoice::Qemu, root_mode: RootMode::Disk, ..o.clone() };
+    let qemu = Options { vmm: VmmChoice::Named(vmm::qemu::VMM), root_mode: RootMode::Disk, ..o.clone() };
     assert!(plan(&qemu, &h, 0).unwrap_err().to_string().contains("--vmm cloud-hypervisor"));
     let flat_image = f.dir.join("flat.img");
     std::fs::write(&flat_image, vec![0u8; 2 << 20]).unwrap();
@@ -96,10 +102,10 @@ fn kuasar_layout_and_a_share() {
 #[test]
 fn auto_picks_cloud_hypervisor_only_with_hardware_kvm() {
     let cases = [
-        (KvmKind::Hardware("kvm_intel"), true, Vmm::CloudHypervisor, Accel::Kvm, false),
-        (KvmKind::Hardware("kvm_amd"), false, Vmm::Qemu, Accel::Kvm, false),
-        (KvmKind::Pvm, true, Vmm::Qemu, Accel::Tcg, true),
-        (KvmKind::Absent, false, Vmm::Qemu, Accel::Tcg, true),
+        (KvmKind::Hardware("kvm_intel"), true, vmm::cloud_hypervisor::VMM, Accel::Kvm, false),
+        (KvmKind::Hardware("kvm_amd"), false, vmm::qemu::VMM, Accel::Kvm, false),
+        (KvmKind::Pvm, true, vmm::qemu::VMM, Accel::Tcg, true),
+        (KvmKind::Absent, false, vmm::qemu::VMM, Accel::Tcg, true),
     ];
     for (kvm, ch, vmm, accel, tcg_note) in cases {
         let p = plan(&fixture().o, &host(kvm, ch, true), 0).unwrap();
@@ -188,7 +194,7 @@ fn missing_pieces_name_their_fix() {
     let no_image = Options { rootfs: Some("/nonexistent/rootfs.ext4".into()), ..f.o.clone() };
     let e = plan(&no_image, &h, 0).unwrap_err();
     assert!(e.to_string().contains("rootfs-builder --out rootfs_fast.ext4"), "{e}");
-    let ch = Options { vmm: VmmChoice::CloudHypervisor, ..f.o.clone() };
+    let ch = Options { vmm: VmmChoice::Named(vmm::cloud_hypervisor::VMM), ..f.o.clone() };
     assert!(plan(&ch, &h, 0).unwrap_err().to_string().contains("install cloud-hypervisor"));
     let pmem = Options { root_mode: RootMode::Pmem, ..f.o.clone() };
     assert_eq!(plan(&pmem, &h, 0).unwrap_err().exit_code().code(), 2);
@@ -255,19 +261,20 @@ fn an_aarch64_kernel_boots_under_qemu_virt() {
     assert_eq!((p.spec.arch, p.accel, p.argv[0].as_str()), (Arch::Aarch64, Accel::Tcg, "/usr/bin/qemu-system-aarch64"));
     assert!(p.spec.cmdline.starts_with("console=ttyAMA0 ") && !p.spec.cmdline.contains("tsc_early_khz"), "{}", p.spec.cmdline);
     assert!(p.notes.iter().any(|n| n.contains("an aarch64 guest on an x86_64 host")), "{:?}", p.notes);
-    let ch = Options { vmm: VmmChoice::CloudHypervisor, ..arm.clone() };
+    let ch = Options { vmm: VmmChoice::Named(vmm::cloud_hypervisor::VMM), ..arm.clone() };
     assert!(plan(&ch, &h, 0).unwrap_err().to_string().contains("--vmm qemu"));
-    let no_qemu = HostOffer { qemu_aarch64: None, ..h.clone() };
+    let mut no_qemu = h.clone();
+    no_qemu.vmm_programs.remove("qemu-system-aarch64");
     assert!(plan(&arm, &no_qemu, 0).unwrap_err().to_string().contains("apt-get install qemu-system-arm"));
 
     // On an arm64 host with KVM: cloud-hypervisor (auto) with the `Image`, the PL011 console, no
     // port-0x80 anything; QEMU with KVM and `-cpu host`.
     let arm_host = HostOffer { arch: Arch::Aarch64, ..h };
     let p = plan(&Options { arch: None, ..arm.clone() }, &arm_host, 0).unwrap();
-    assert_eq!((p.vmm, p.accel, p.spec.arch), (Vmm::CloudHypervisor, Accel::Kvm, Arch::Aarch64));
+    assert_eq!((p.vmm, p.accel, p.spec.arch), (vmm::cloud_hypervisor::VMM, Accel::Kvm, Arch::Aarch64));
     let line = vmm::shell_line(&p.argv);
     assert!(line.starts_with("/bin/cloud-hypervisor --api-socket ") && line.contains("console=ttyAMA0"), "{line}");
-    let q = plan(&Options { vmm: VmmChoice::Qemu, ..arm }, &arm_host, 0).unwrap();
+    let q = plan(&Options { vmm: VmmChoice::Named(vmm::qemu::VMM), ..arm }, &arm_host, 0).unwrap();
     assert!(vmm::shell_line(&q.argv).contains("-machine virt,memory-backend=mem -accel kvm -cpu host"), "{:?}", q.argv);
 }
 

@@ -17,12 +17,9 @@ pub const MANIFEST: &str = "manifest.json";
 /// The manifest format this host-probe writes and reads.
 pub const FORMAT: u32 = 1;
 
-/// The files each VMM's snapshot is made of, besides the manifest.
+/// The files each VMM's snapshot is made of, besides the manifest ([`crate::vmm::Driver::snapshot_files`]).
 pub fn vmm_files(vmm: Vmm) -> &'static [&'static str] {
-    match vmm {
-        Vmm::CloudHypervisor => &["config.json", "state.json", "memory-ranges"],
-        Vmm::Qemu => &["memory", "state"],
-    }
+    vmm.snapshot_files()
 }
 
 /// A file the snapshot depends on, as it was when it was taken.
@@ -179,10 +176,7 @@ impl Manifest {
     /// The options that boot the snapshotted machine cold (for `bench --restore`) and plan a copy.
     pub fn options(&self, base: &Options) -> Options {
         Options {
-            vmm: match self.vmm {
-                Vmm::CloudHypervisor => crate::options::VmmChoice::CloudHypervisor,
-                Vmm::Qemu => crate::options::VmmChoice::Qemu,
-            },
+            vmm: crate::options::VmmChoice::Named(self.vmm),
             kernel: Some(self.boot.kernel.path.clone()),
             rootfs: self.boot.rootfs.as_ref().map(|f| f.path.clone()),
             initramfs: self.boot.initramfs.as_ref().map(|f| f.path.clone()),
@@ -243,7 +237,7 @@ mod tests {
 
     #[test]
     fn each_vmm_lists_the_files_its_restore_reads() {
-        assert_eq!(vmm_files(Vmm::Qemu), ["memory", "state"]);
-        assert_eq!(vmm_files(Vmm::CloudHypervisor), ["config.json", "state.json", "memory-ranges"]);
+        assert_eq!(vmm_files(crate::vmm::qemu::VMM), ["memory", "state"]);
+        assert_eq!(vmm_files(crate::vmm::cloud_hypervisor::VMM), ["config.json", "state.json", "memory-ranges"]);
     }
 }

@@ -9,15 +9,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use agent::proto::{Ready, RestoreRequest, DEFAULT_VSOCK_PORT, MIN_RESTORE_ENTROPY};
 use serde::Serialize;
 
-use super::manifest::{self, Manifest};
+use super::manifest::Manifest;
 use crate::bounded::Bounded;
 use crate::error::Error;
 use crate::launch::{self, progress, Phase, Running};
 use crate::options::{HostOffer, Options};
-use crate::plan::{Plan, RunFile};
+use crate::plan::Plan;
 use crate::report::{HostTimes, Report};
 use crate::signals::interrupted;
-use crate::vmm::{self, ch_api, qmp::Qmp, MemoryRestoreMode, Role, Vmm};
+use crate::vmm::{MemoryRestoreMode, Vmm};
 use crate::watch::Observed;
 
 /// What a restore section of the report says: the restore phases on the host clock
@@ -55,14 +55,6 @@ pub struct RestoreOptions {
     pub mode: Option<MemoryRestoreMode>,
 }
 
-/// The VMM binary on this host for the snapshot's VMM.
-fn binary(m: &Manifest, host: &HostOffer) -> Option<PathBuf> {
-    match m.vmm {
-        Vmm::CloudHypervisor => host.cloud_hypervisor.clone(),
-        Vmm::Qemu => host.qemu.clone(),
-    }
-}
-
 /// A checked snapshot and the plans of its copies.
 pub struct Prepared {
     pub manifest: Manifest,
@@ -82,17 +74,9 @@ pub fn prepare(ro: &RestoreOptions, base: &Options, host: &HostOffer) -> Result<
     let dir = crate::error::absolute(&ro.dir);
     let m = Manifest::read(&dir)?;
     m.copy_generation()?;
-    let version = binary(&m, host).and_then(|b| manifest::vmm_version(&b));
+    let version = host.program_of(m.vmm).and_then(|b| m.vmm.version_line(&b));
     m.check(version.as_deref())?;
-    let mode = match (m.vmm, ro.mode) {
-        (Vmm::Qemu, Some(_)) => {
-            return Err(Error::Usage(
-                "--memory-restore-mode is cloud-hypervisor's: QEMU maps the snapshot's memory file copy-on-write".into(),
-            ))
-        }
-        (Vmm::Qemu, None) => None,
-        (Vmm::CloudHypervisor, mode) => Some(mode.unwrap_or_default()),
-    };
+    let mode = m.vmm.restore_mode(ro.mode)?;
     if let Some(why) = unrestorable_vsock(m.vmm, &m.devices.vsock) {
         return Err(Error::BadSnapshot {
             what: format!("{}: {why}", dir.display()),
@@ -107,13 +91,7 @@ pub fn prepare(ro: &RestoreOptions, base: &Options, host: &HostOffer) -> Result<
     }
     crate::density::limit(ro.clones, m.boot.memory_mib, crate::density::Capacity::gather())?;
     crate::plan::room_for(ro.clones)?;
-    let config = match m.vmm {
-        Vmm::CloudHypervisor => {
-            let p = dir.join("config.json");
-            Some(std::fs::read_to_string(&p).map_err(Error::io(format!("read {}", p.display())))?)
-        }
-        Vmm::Qemu => None,
-    };
+    let config = m.vmm.snapshot_config(&dir)?;
     let options = m.options(base);
     let plans = (0..ro.clones)
         .map(|_| plan_copy(&m, &dir, &options, host, crate::plan::next_seq(), mode, config.as_deref()))
@@ -121,13 +99,10 @@ pub fn prepare(ro: &RestoreOptions, base: &Options, host: &HostOffer) -> Result<
     Ok(Prepared { manifest: m, dir, mode, options, plans })
 }
 
-/// Why a snapshot's vsock cannot be restored by its VMM (pure): QEMU migrates only the kernel's
-/// vhost-vsock (vhost-device-vsock is a "non-migratable device"); cloud-hypervisor has its own.
+/// Why a snapshot's vsock cannot be restored by its VMM (pure): each restores one kind
+/// ([`crate::vmm::Driver::restorable_vsock`]).
 pub fn unrestorable_vsock(vmm: Vmm, vsock: &str) -> Option<String> {
-    let restorable = match vmm {
-        Vmm::Qemu => "kernel",
-        Vmm::CloudHypervisor => "hybrid",
-    };
+    let restorable = vmm.restorable_vsock();
     (vsock != restorable).then(|| {
         format!(
             "a {} snapshot whose vsock is {vsock:?}, which {} cannot restore (it restores a {restorable:?} one)",
@@ -145,7 +120,7 @@ pub fn plan_copy(
     host: &HostOffer,
     seq: u32,
     mode: Option<MemoryRestoreMode>,
-    ch_config: Option<&str>,
+    config: Option<&str>,
 ) -> Result<Plan, Error> {
     let mut p = crate::plan::plan(o, host, seq)?;
     // The guest's MAC is in its memory: each copy keeps it, on a TAP of its own.
@@ -153,61 +128,10 @@ pub fn plan_copy(
         net.mac = mac.clone();
     }
     p.spec.net = p.tap.clone();
-    let from = match m.vmm {
-        Vmm::Qemu => dir.to_path_buf(),
-        Vmm::CloudHypervisor => p.run_dir.join("snapshot"),
-    };
-    p.spec.role =
-        Role::Restore { from: from.clone(), memory: dir.join("memory"), qmp: p.run_dir.join("qmp.sock"), mode: mode.unwrap_or_default() };
     // The VM is the snapshot's: a copy its VMM cannot take is a bad snapshot, not a bad option.
-    let bad = |e: &str| Error::BadSnapshot {
-        what: format!("{} cannot be restored: {e}", dir.display()),
-        fix: "take the snapshot again with host-probe snapshot".into(),
-    };
-    p.argv = match m.vmm {
-        Vmm::Qemu => vmm::qemu::argv(&p.spec).map_err(bad)?,
-        Vmm::CloudHypervisor => {
-            let config = ch_config.ok_or_else(|| Error::Failed("internal: no config.json for a cloud-hypervisor copy".into()))?;
-            let vsock = match &p.spec.vsock {
-                Some(vmm::Vsock::Hybrid { socket, .. }) => Some(socket.as_path()),
-                _ => None,
-            };
-            let edited = ch_copy_config(config, &p.spec.serial, vsock, p.tap.as_ref().map(|n| n.tap.as_str()))
-                .map_err(|e| bad(&format!("its config.json: {e}")))?;
-            p.files = vec![RunFile::Write { path: from.join("config.json"), bytes: edited.into_bytes() }];
-            for f in ["state.json", "memory-ranges"] {
-                p.files.push(RunFile::Link { path: from.join(f), target: dir.join(f) });
-            }
-            vmm::ch::argv(&p.spec)
-        }
-    };
+    m.vmm.restore_copy(&mut p, dir, mode.unwrap_or_default(), config)?;
     p.notes.push(format!("restoring {}: a copy of generation {}", dir.display(), m.copy_generation()?));
     Ok(p)
-}
-
-/// A copy's `config.json` (pure): the snapshot's, with this copy's console file, vsock socket and
-/// TAP; every other device as it was (the disk is read-only: copies share it).
-pub fn ch_copy_config(config: &str, serial: &Path, vsock: Option<&Path>, tap: Option<&str>) -> Result<String, String> {
-    let mut v: serde_json::Value = serde_json::from_str(config).map_err(|e| format!("not JSON: {e}"))?;
-    let file = serde_json::Value::String(serial.display().to_string());
-    for console in ["serial", "console"] {
-        if v.pointer(&format!("/{console}/mode")).and_then(|m| m.as_str()) == Some("File") {
-            v[console]["file"] = file.clone();
-        }
-    }
-    match (v.get_mut("vsock").filter(|s| !s.is_null()), vsock) {
-        (Some(vs), Some(socket)) => vs["socket"] = serde_json::Value::String(socket.display().to_string()),
-        (None, None) => {}
-        _ => return Err("its vsock device is not the one a copy gets".into()),
-    }
-    let nets = v.get_mut("net").and_then(|n| n.as_array_mut());
-    match (nets, tap) {
-        (Some(nets), Some(tap)) if nets.len() == 1 => nets[0]["tap"] = serde_json::Value::String(tap.to_string()),
-        (None, None) => {}
-        (Some(nets), None) if nets.is_empty() => {}
-        _ => return Err("its network devices are not the one a copy gets".into()),
-    }
-    serde_json::to_string_pretty(&v).map_err(|e| e.to_string())
 }
 
 /// What makes copy `p` unique: a generation one past the snapshot's, fresh entropy, the host's
@@ -250,10 +174,7 @@ pub fn start<'a>(prep: &'a Prepared, plan: &'a Plan, o: &Options) -> Result<Copy
     let mut req = request(&prep.manifest, plan)?;
     let phase = Phase::start("restore", o.timeout);
     let mut running = launch::start(plan, o)?;
-    match plan.vmm {
-        Vmm::Qemu => take_state_in(&mut running, &prep.dir, &phase)?,
-        Vmm::CloudHypervisor => ch_running(&mut running, &phase)?,
-    }
+    plan.vmm.resume_copy(&mut running, &prep.dir, &phase)?;
     let vmm_restored_us = running.now_us();
     progress(o.verbose, &format!("VM restored at {} ms; making it unique", crate::report::ms(vmm_restored_us)));
     let asked = ask_restore(&mut running, &mut req, &phase.then("make unique"))?;
@@ -334,57 +255,6 @@ fn guest_restore_us(doc: &Ready) -> u64 {
     end.saturating_sub(start.min(end))
 }
 
-/// cloud-hypervisor: `--restore ...,resume=true` ends with the VM running; its API says so.
-fn ch_running(running: &mut Running, phase: &Phase) -> Result<(), Error> {
-    let api = running.plan().spec.api_socket.clone();
-    running.wait_in(phase, "cloud-hypervisor's API (vm.info) to say the VM is Running", API_EVERY, |left| {
-        match ch_api::state(&api, left.min(API_TRY)) {
-            Ok(s) if s == "Running" => Ok(()),
-            Ok(s) => Err(format!("state {s}")),
-            Err(e) => Err(e.to_string()),
-        }
-    })
-}
-
-/// How often a restoring cloud-hypervisor is asked, and how long one question may take.
-const API_EVERY: Duration = Duration::from_millis(5);
-const API_TRY: Duration = Duration::from_secs(2);
-
-/// QEMU: take the snapshot's state in (`migrate-incoming exec:cat DIR/state`, with
-/// `x-ignore-shared`: the memory is the file already mapped) and continue.
-fn take_state_in(running: &mut Running, dir: &Path, phase: &Phase) -> Result<(), Error> {
-    let Role::Restore { qmp, .. } = &running.plan().spec.role else {
-        return Err(Error::Failed("internal: a QEMU copy without its QMP socket".into()));
-    };
-    let qmp = qmp.clone();
-    let mut q = qmp_session(running, phase, &qmp)?;
-    let r = q.ignore_shared();
-    running.call(phase, "QMP migrate-set-capabilities", r)?;
-    let uri = format!("exec:cat {}", vmm::shell_quote(&dir.join("state").display().to_string()));
-    let r = q.execute("migrate-incoming", Some(serde_json::json!({ "uri": uri })));
-    running.call(phase, "QMP migrate-incoming", r)?;
-    let r = q.wait_migration(phase.left());
-    running.call(phase, "QEMU to take the snapshot's state in (query-migrate)", r)?;
-    let r = q.execute("cont", None);
-    running.call(phase, "QMP cont", r)?;
-    Ok(())
-}
-
-/// A QMP session with a running QEMU during `phase`, its commands bound by the phase's deadline. A
-/// starting QEMU opens its QMP socket late (seconds, for many copies at once on a loaded host): it
-/// is tried until then, while QEMU lives.
-pub(super) fn qmp_session(running: &mut Running, phase: &Phase, path: &Path) -> Result<Qmp, Error> {
-    let mut q = running.wait_in(phase, &format!("QEMU's QMP socket {}", path.display()), QMP_EVERY, |left| {
-        Qmp::connect(path, left.min(QMP_TRY)).map_err(|e| e.to_string())
-    })?;
-    q.until(phase.deadline);
-    Ok(q)
-}
-
-/// How often, and for how long each time, a starting QEMU's QMP socket is tried.
-const QMP_EVERY: Duration = Duration::from_millis(2);
-const QMP_TRY: Duration = Duration::from_millis(250);
-
 /// The answered restore request.
 struct Asked {
     doc: Ready,
@@ -445,46 +315,14 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    /// What cloud-hypervisor v53 writes (trimmed to the devices a copy changes, and one it keeps).
-    const CONFIG: &str = r#"{"payload":{"kernel":"/k/vmlinux"},"disks":[{"id":"_disk0","path":"/img/r.ext4","readonly":true}],
-        "serial":{"file":"/run/host-probe-1-0/serial.log","mode":"File"},"console":{"mode":"Off"},
-        "vsock":{"id":"_vsock1","cid":3,"socket":"/run/host-probe-1-0/vsock.sock"},
-        "net":[{"id":"_net1","tap":"hp1x0","mac":"02:68:70:fe:01:02","host_mac":"de:48:56:6f:a6:59"}]}"#;
-
-    #[test]
-    fn a_copys_config_has_its_own_console_vsock_and_tap_and_everything_else_as_it_was() {
-        let edited = ch_copy_config(CONFIG, Path::new("/run/c/serial.log"), Some(Path::new("/run/c/vsock.sock")), Some("hp2x5")).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&edited).unwrap();
-        let was: serde_json::Value = serde_json::from_str(CONFIG).unwrap();
-        assert_eq!(v["serial"], serde_json::json!({"file": "/run/c/serial.log", "mode": "File"}));
-        assert_eq!(v["vsock"]["socket"], "/run/c/vsock.sock");
-        assert_eq!(v["net"][0]["tap"], "hp2x5");
-        for same in ["/payload", "/disks", "/console", "/vsock/cid", "/net/0/mac", "/net/0/host_mac"] {
-            assert_eq!(v.pointer(same), was.pointer(same), "{same}");
-        }
-        // A snapshot whose devices are not those a copy gets is refused.
-        let cases = [
-            (CONFIG, None, Some("t"), "vsock"),
-            (CONFIG, Some(Path::new("/v")), None, "network"),
-            ("{\"serial\":", Some(Path::new("/v")), Some("t"), "not JSON"),
-        ];
-        for (config, vsock, tap, want) in cases {
-            let e = ch_copy_config(config, Path::new("/s"), vsock, tap).unwrap_err();
-            assert!(e.contains(want), "{e}");
-        }
-        let bare = r#"{"serial":{"mode":"Off"},"console":{"file":"/old","mode":"File"},"vsock":null}"#;
-        let v: serde_json::Value = serde_json::from_str(&ch_copy_config(bare, Path::new("/s"), None, None).unwrap()).unwrap();
-        assert_eq!((v["console"]["file"].as_str(), v["serial"].get("file")), (Some("/s"), None));
-    }
-
     /// `run --restore --clones N` is held to the limits of `bench --clones`, before a copy is planned.
     #[test]
     fn more_copies_than_one_host_probe_can_name_are_refused_before_any_is_planned() {
         let tmp = tempfile::tempdir().unwrap();
         let (kernel, rootfs) = crate::standin::boot_files(tmp.path());
-        let ch = crate::standin::vmm(tmp.path(), "cloud-hypervisor", Vmm::CloudHypervisor, "exit 1");
+        let ch = crate::standin::vmm(tmp.path(), "cloud-hypervisor", crate::vmm::cloud_hypervisor::VMM, "exit 1");
         let dir = tmp.path().join("snapshot");
-        crate::standin::snapshot(&dir, Vmm::CloudHypervisor, &ch, &kernel, &rootfs);
+        crate::standin::snapshot(&dir, crate::vmm::cloud_hypervisor::VMM, &ch, &kernel, &rootfs);
         let t = Instant::now();
         let ro = RestoreOptions { dir, clones: 100_000, mode: None };
         let e = prepare(&ro, &Options::default(), &crate::standin::host(Some(&ch), None)).err().expect("100000 copies planned");
@@ -499,9 +337,9 @@ mod tests {
     fn a_restore_gives_up_at_its_timeout_and_says_where_it_waited() {
         let tmp = tempfile::tempdir().unwrap();
         let (kernel, rootfs) = crate::standin::boot_files(tmp.path());
-        let ch = crate::standin::vmm(tmp.path(), "cloud-hypervisor", Vmm::CloudHypervisor, "exec sleep 30");
+        let ch = crate::standin::vmm(tmp.path(), "cloud-hypervisor", crate::vmm::cloud_hypervisor::VMM, "exec sleep 30");
         let dir = tmp.path().join("snapshot");
-        crate::standin::snapshot(&dir, Vmm::CloudHypervisor, &ch, &kernel, &rootfs);
+        crate::standin::snapshot(&dir, crate::vmm::cloud_hypervisor::VMM, &ch, &kernel, &rootfs);
         let o = Options { timeout: Duration::from_secs(2), ..Options::default() };
         let ro = RestoreOptions { dir, clones: 1, mode: None };
         let prep = prepare(&ro, &o, &crate::standin::host(Some(&ch), None)).unwrap();
@@ -536,16 +374,16 @@ mod tests {
     #[test]
     fn each_vmm_restores_its_own_vsock_only() {
         let cases = [
-            (Vmm::Qemu, "kernel", false),
-            (Vmm::Qemu, "hybrid", true),
-            (Vmm::CloudHypervisor, "hybrid", false),
-            (Vmm::CloudHypervisor, "kernel", true),
-            (Vmm::Qemu, "", true),
+            (crate::vmm::qemu::VMM, "kernel", false),
+            (crate::vmm::qemu::VMM, "hybrid", true),
+            (crate::vmm::cloud_hypervisor::VMM, "hybrid", false),
+            (crate::vmm::cloud_hypervisor::VMM, "kernel", true),
+            (crate::vmm::qemu::VMM, "", true),
         ];
         for (vmm, vsock, refused) in cases {
             assert_eq!(unrestorable_vsock(vmm, vsock).is_some(), refused, "{vmm:?} {vsock:?}");
         }
-        assert!(unrestorable_vsock(Vmm::Qemu, "hybrid").unwrap().contains("qemu cannot restore"));
+        assert!(unrestorable_vsock(crate::vmm::qemu::VMM, "hybrid").unwrap().contains("qemu cannot restore"));
     }
 
     /// A snapshot `host-probe snapshot` could not have made is refused before anything starts, as
@@ -554,17 +392,17 @@ mod tests {
     fn snapshots_that_cannot_be_restored_are_refused_with_exit_6() {
         let tmp = tempfile::tempdir().unwrap();
         let (kernel, rootfs) = crate::standin::boot_files(tmp.path());
-        let ch = crate::standin::vmm(tmp.path(), "cloud-hypervisor", Vmm::CloudHypervisor, "exit 1");
-        let qemu = crate::standin::vmm(tmp.path(), "qemu", Vmm::Qemu, "exit 1");
+        let ch = crate::standin::vmm(tmp.path(), "cloud-hypervisor", crate::vmm::cloud_hypervisor::VMM, "exit 1");
+        let qemu = crate::standin::vmm(tmp.path(), "qemu", crate::vmm::qemu::VMM, "exit 1");
         let host = crate::standin::host(Some(&ch), Some(&qemu));
         let host_with_vhost_user = HostOffer { vhost_vsock: Some(PathBuf::from("/bin/true")), ..host.clone() };
 
         let last = tmp.path().join("last-generation");
-        let mut m = crate::standin::snapshot(&last, Vmm::CloudHypervisor, &ch, &kernel, &rootfs);
+        let mut m = crate::standin::snapshot(&last, crate::vmm::cloud_hypervisor::VMM, &ch, &kernel, &rootfs);
         m.generation = u64::MAX;
         crate::standin::write_manifest(&last, &m);
         let hybrid_qemu = tmp.path().join("hybrid-qemu");
-        let mut m = crate::standin::snapshot(&hybrid_qemu, Vmm::Qemu, &qemu, &kernel, &rootfs);
+        let mut m = crate::standin::snapshot(&hybrid_qemu, crate::vmm::qemu::VMM, &qemu, &kernel, &rootfs);
         m.devices.vsock = "hybrid".into();
         crate::standin::write_manifest(&hybrid_qemu, &m);
 

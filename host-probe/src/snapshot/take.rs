@@ -3,17 +3,17 @@
 //! again when anything fails or the run is interrupted: there is a whole snapshot or none.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::manifest::{self, Boot, Devices, FileId, Manifest, MANIFEST};
 use crate::cmdline::RootKind;
 use crate::error::{absolute, Error};
-use crate::launch::{self, progress, Phase, Running};
+use crate::launch::{self, progress};
 use crate::options::{HostOffer, Layout, Options, Wait};
 use crate::plan::Plan;
 use crate::report::Report;
 use crate::run;
-use crate::vmm::{self, ch_api, Role, Vmm, Vsock};
+use crate::vmm::{Role, Vsock};
 
 /// What a snapshot made.
 pub struct Taken {
@@ -33,16 +33,12 @@ pub fn refusal(plan: &Plan, o: &Options) -> Option<Error> {
     if o.share.is_some() {
         return Some(Error::Usage("a guest with a shared directory (--share, virtio-fs) cannot be snapshotted: drop --share".into()));
     }
-    match (&plan.spec.vsock, plan.vmm) {
-        (None, _) => missing(
+    match &plan.spec.vsock {
+        None => missing(
             "snapshot needs vsock: each copy is made unique over it (POST /v1/restore)",
             "drop --no-vsock (QEMU: modprobe vhost_vsock, so /dev/vhost-vsock exists)",
         ),
-        (Some(Vsock::VhostUser { .. }), _) => Some(Error::Missing {
-            what: "QEMU cannot snapshot this guest: its vsock is vhost-device-vsock (vhost-user), a \"non-migratable device\"".into(),
-            fix: "load the kernel's vhost-vsock (modprobe vhost_vsock, so /dev/vhost-vsock exists), or use --vmm cloud-hypervisor".into(),
-        }),
-        _ => None,
+        Some(_) => plan.vmm.snapshot_refusal(&plan.spec),
     }
 }
 
@@ -129,11 +125,8 @@ pub fn take(o: &Options, out: &Path) -> Result<Taken, Error> {
     }
     dir.will_write(manifest::vmm_files(plan.vmm));
     plan.spec.role = Role::Source { memory: out.join("memory"), qmp: plan.run_dir.join("qmp.sock") };
-    plan.argv = match plan.vmm {
-        Vmm::CloudHypervisor => vmm::ch::argv(&plan.spec),
-        Vmm::Qemu => vmm::qemu::argv(&plan.spec).map_err(|e| Error::Usage(e.into()))?,
-    };
-    let version = manifest::vmm_version(&plan.spec.binary).unwrap_or_else(|| "unknown".into());
+    plan.argv = plan.vmm.argv(&plan.spec).map_err(|e| Error::Usage(e.into()))?;
+    let version = plan.vmm.version_line(&plan.spec.binary).unwrap_or_else(|| "unknown".into());
     for n in &plan.notes {
         progress(o.verbose, n);
     }
@@ -142,63 +135,14 @@ pub fn take(o: &Options, out: &Path) -> Result<Taken, Error> {
     let seen = run::watch(&plan, o, &mut running)?;
     let generation = seen.ready.as_ref().map(|r| r.generation).unwrap_or(0);
     progress(o.verbose, &format!("ready; pausing and saving into {}", out.display()));
-    let (pause, save) = match plan.vmm {
-        Vmm::Qemu => save_qemu(&mut running, &out, o.timeout)?,
-        Vmm::CloudHypervisor => save_ch(&mut running, &out, o.timeout)?,
-    };
+    let (pause, save) = plan.vmm.save(&mut running, &out, o.timeout)?;
     let report = crate::collect::report(&plan, o, seen, running.finish())?;
-    if plan.vmm == Vmm::Qemu {
-        // The VMM is gone: what it wrote of the guest's memory goes to disk now.
-        let memory = out.join("memory");
-        std::fs::File::open(&memory).and_then(|f| f.sync_all()).map_err(Error::io(format!("sync {}", memory.display())))?;
-    }
+    // The VMM is gone: what it saved goes to disk now.
+    plan.vmm.saved(&out)?;
     let manifest = manifest(&plan, o, &version, generation, &report, (pause, save))?;
     write_manifest(&out, &manifest)?;
     dir.done = true;
     Ok(Taken { dir: out, manifest, report })
-}
-
-/// QEMU: stop, then migrate to `exec:cat > DIR/state` with `x-ignore-shared` (the memory is the
-/// shared file, already in DIR; only device state is written). Pausing and saving are phases of
-/// `timeout` each.
-fn save_qemu(running: &mut Running, out: &Path, timeout: Duration) -> Result<(Duration, Duration), Error> {
-    let Role::Source { qmp, .. } = &running.plan().spec.role else {
-        return Err(Error::Failed("internal: a QEMU snapshot without its QMP socket".into()));
-    };
-    let qmp = qmp.clone();
-    let phase = Phase::start("snapshot pause", timeout);
-    let mut q = super::restore::qmp_session(running, &phase, &qmp)?;
-    let t = Instant::now();
-    let r = q.execute("stop", None);
-    running.call(&phase, "QMP stop", r)?;
-    let pause = t.elapsed();
-    let phase = Phase::start("snapshot save", timeout);
-    q.until(phase.deadline);
-    let t = Instant::now();
-    let r = q.ignore_shared();
-    running.call(&phase, "QMP migrate-set-capabilities", r)?;
-    let state = out.join("state");
-    let uri = format!("exec:cat > {}", vmm::shell_quote(&state.display().to_string()));
-    let r = q.execute("migrate", Some(serde_json::json!({ "uri": uri })));
-    running.call(&phase, "QMP migrate", r)?;
-    let r = q.wait_migration(phase.left());
-    running.call(&phase, "QEMU's migration into the snapshot (query-migrate)", r)?;
-    Ok((pause, t.elapsed()))
-}
-
-/// cloud-hypervisor: `vm.pause`, then `vm.snapshot` into DIR; phases of `timeout` each.
-fn save_ch(running: &mut Running, out: &Path, timeout: Duration) -> Result<(Duration, Duration), Error> {
-    let api = running.plan().spec.api_socket.clone();
-    let phase = Phase::start("snapshot pause", timeout);
-    let t = Instant::now();
-    let r = ch_api::pause(&api, phase.left());
-    running.call(&phase, "cloud-hypervisor's API (vm.pause)", r)?;
-    let pause = t.elapsed();
-    let phase = Phase::start("snapshot save", timeout);
-    let t = Instant::now();
-    let r = ch_api::snapshot(&api, out, phase.left());
-    running.call(&phase, "cloud-hypervisor's API (vm.snapshot)", r)?;
-    Ok((pause, t.elapsed()))
 }
 
 fn manifest(
@@ -316,14 +260,14 @@ mod tests {
         assert!(full.join(MANIFEST).exists());
         {
             let mut done = OutDir::create(&tmp.path().join("done/snap")).unwrap();
-            done.will_write(manifest::vmm_files(Vmm::Qemu));
+            done.will_write(manifest::vmm_files(crate::vmm::qemu::VMM));
             write(tmp.path().join("done/snap/state"));
             done.done = true;
         }
         assert!(tmp.path().join("done/snap/state").exists());
         {
             let mut out = OutDir::create(&tmp.path().join("p/q/snap")).unwrap();
-            out.will_write(manifest::vmm_files(Vmm::CloudHypervisor));
+            out.will_write(manifest::vmm_files(crate::vmm::cloud_hypervisor::VMM));
             for f in ["state.json", "memory-ranges", ".manifest.json.tmp"] {
                 write(tmp.path().join("p/q/snap").join(f));
             }

@@ -1,29 +1,209 @@
-//! What a boot needs, independent of the VMM ([`Spec`]), and the two command-line builders.
+//! The VMMs: one module each ([`cloud_hypervisor`], [`qemu`]) behind one trait ([`Driver`]), and
+//! one [`registry`] that lists them. The rest of host-probe (plan, launch, watch, collect, snapshot,
+//! restore) asks a [`Vmm`] what it needs and never names one; adding a VMM is a module here and a
+//! line in the registry.
 //!
-//! `ch::argv` and `qemu::argv` are pure: the same `Spec` always gives the same command line, which is
-//! what `--dry-run` prints and what the tests compare with literal strings.
+//! What a boot needs, independent of the VMM, is a [`Spec`]; each VMM's `argv` is pure: the same
+//! `Spec` always gives the same command line, which is what `--dry-run` prints and what the tests
+//! compare with literal strings.
 
-pub mod ch;
-pub mod ch_api;
+pub mod cloud_hypervisor;
 pub mod qemu;
-pub mod qmp;
+pub mod registry;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-/// Which VMM runs the guest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Vmm {
-    CloudHypervisor,
-    Qemu,
+use crate::error::Error;
+use crate::launch::{Captured, Phase, Running};
+use crate::measure::{Event, Mark};
+use crate::options::{Arch, HostOffer};
+use crate::plan::Plan;
+use crate::vsock::GuestVsock;
+
+pub use registry::{all, by_name};
+
+/// What only some VMMs can attach; [`Driver::cannot`] refuses the others, with the fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feature {
+    /// `--root pmem`: the root image on a persistent-memory device.
+    PmemRoot,
+    /// `--layout kuasar`.
+    KuasarLayout,
+    /// `--share`: a host directory over virtio-fs.
+    Share,
 }
 
-impl Vmm {
-    pub fn name(self) -> &'static str {
-        match self {
-            Vmm::CloudHypervisor => "cloud-hypervisor",
-            Vmm::Qemu => "qemu",
+/// The guest's vsock as a VMM wires it ([`Driver::wire_vsock`]).
+#[derive(Debug, Clone, Default)]
+pub struct Wired {
+    pub device: Option<Vsock>,
+    /// The argv of the helper that serves it (vhost-device-vsock), when one does.
+    pub helper_argv: Option<Vec<String>>,
+    /// How the host reaches it.
+    pub guest: Option<GuestVsock>,
+    /// The host vsock port chinit pushes its ready document to.
+    pub notify_port: Option<u32>,
+}
+
+impl Wired {
+    /// A vsock the host reaches over the hybrid Unix socket `uds` (the VMM's own, or a helper's in
+    /// front of it), with the notify port every run of it has.
+    pub fn hybrid(device: Vsock, helper_argv: Option<Vec<String>>, uds: &Path) -> Wired {
+        Wired {
+            device: Some(device),
+            helper_argv,
+            guest: Some(GuestVsock::Hybrid(uds.to_path_buf())),
+            notify_port: Some(crate::plan::NOTIFY_PORT),
         }
+    }
+}
+
+/// Where a run's port-0x80 marks and VMM events came from, once it ended ([`Driver::marks`]).
+#[derive(Debug, Clone, Default)]
+pub struct Marks {
+    pub marks: Vec<Mark>,
+    /// In the words of the report (`host.marks_source`).
+    pub source: &'static str,
+    pub events: Vec<Event>,
+    /// The VMM is up, µs since spawn, when it says so.
+    pub vmm_ready_us: Option<u64>,
+}
+
+/// One VMM: everything host-probe does that differs between VMMs. Each is a unit type in its own
+/// module, listed once in the [`registry`]; callers hold it as a [`Vmm`].
+pub trait Driver: Sync {
+    /// Its name: `--vmm NAME`, the report's and the manifest's `vmm`, error messages.
+    fn name(&self) -> &'static str;
+
+    // Choosing it and its program.
+    /// Its programs as found on this host (`$VAR`, PATH), each by a name of its own: what
+    /// [`HostOffer::vmm_programs`] holds for it.
+    fn locate(&self) -> Vec<(&'static str, PathBuf)>;
+    /// `--vmm auto` takes the first VMM of the registry that fits this host (the last always does).
+    fn auto_fits(&self, host: &HostOffer, native: bool) -> bool;
+    /// `--vmm NAME`: refused when this host lacks it (with the fix); notes what it cannot do here.
+    fn chosen(&self, host: &HostOffer, notes: &mut Vec<String>) -> Result<(), Error>;
+    /// The name of its program for a guest of `arch` (a name [`Driver::locate`] gives).
+    fn program_name(&self, arch: Arch) -> &'static str;
+    /// Its program and how it runs a guest of `arch` here (noted when it emulates), or why it
+    /// cannot, with the fix.
+    fn runs(&self, host: &HostOffer, arch: Arch, notes: &mut Vec<String>) -> Result<(PathBuf, Accel), Error>;
+    /// The kernel file it boots on `arch` (its name in the kernel cache).
+    fn kernel_file(&self, arch: Arch) -> &'static str;
+    /// Whether it boots Linux only under hardware KVM (`host-probe check` needs the others).
+    fn needs_hardware_kvm(&self) -> bool;
+    /// Its line of `host-probe check`: its program (`locate`'s first, with its version), whether it
+    /// can boot here, the fix.
+    fn check_line(&self, program: Option<&crate::check::Program>, kvm: crate::check::KvmKind) -> crate::check::Line;
+
+    // What it attaches.
+    /// Why it cannot attach `what` (a usage error, with the fix), if it cannot.
+    fn cannot(&self, what: Feature) -> Option<&'static str>;
+    /// The guest's vsock (asked for only when the guest gets one): its device, the helper that
+    /// serves it, how the host reaches it; a note when this host cannot give one.
+    fn wire_vsock(&self, host: &HostOffer, run_dir: &Path, ids: (u32, u32), notes: &mut Vec<String>) -> Wired;
+    /// Its whole command line, program first (pure), or why the spec cannot be run.
+    fn argv(&self, spec: &Spec) -> Result<Vec<String>, &'static str>;
+    /// Once it was spawned to boot (or to be snapshotted): the API calls that configure and start
+    /// the guest, within `phase`. Nothing by default: the command line says it all.
+    fn configure(&self, _running: &mut Running, _phase: &Phase) -> Result<(), Error> {
+        Ok(())
+    }
+
+    // What it tells while it runs.
+    /// The Unix socket its port-0x80 marks arrive on, which host-probe binds before it starts.
+    fn debugcon<'a>(&self, spec: &'a Spec) -> Option<&'a Path>;
+    /// Whether it said the guest reset (a kernel panic or a reboot) without exiting.
+    fn guest_reset(&self, spec: &Spec) -> bool;
+    /// The marks, events and "VMM ready" time of a run that ended.
+    fn marks(&self, spec: &Spec, c: &Captured) -> Marks;
+    /// The first error of its log file (with its causes), which says more than its last lines.
+    fn first_error(&self, log: &str) -> Option<String>;
+
+    // Snapshots.
+    /// Why a guest of this spec cannot be snapshotted, with the fix (besides having no vsock).
+    fn snapshot_refusal(&self, spec: &Spec) -> Option<Error>;
+    /// The files of its snapshot, besides the manifest.
+    fn snapshot_files(&self) -> &'static [&'static str];
+    /// Pauses the running guest and saves it into `out`: the pause's and the save's durations,
+    /// each a phase of `timeout`.
+    fn save(&self, running: &mut Running, out: &Path, timeout: Duration) -> Result<(Duration, Duration), Error>;
+    /// Once it stopped: makes what it saved into `out` durable.
+    fn saved(&self, out: &Path) -> Result<(), Error>;
+    /// Its version line (the manifest's `vmm_version`; a copy is restored by the same only).
+    fn version_line(&self, program: &Path) -> Option<String> {
+        crate::check::version_of(program)
+    }
+
+    // Restores.
+    /// `--memory-restore-mode`: the mode its copies use, or a usage error when it has none.
+    fn restore_mode(&self, asked: Option<MemoryRestoreMode>) -> Result<Option<MemoryRestoreMode>, Error>;
+    /// The vsock (`devices.vsock` of the manifest) it restores.
+    fn restorable_vsock(&self) -> &'static str;
+    /// What every copy of the snapshot in `dir` needs from it, read once before any is planned.
+    fn snapshot_config(&self, dir: &Path) -> Result<Option<String>, Error>;
+    /// Turns a copy's boot plan into the restore of the snapshot in `dir` with the copy's own TAP,
+    /// vsock and console: its role, argv and the files its run directory gets.
+    fn restore_copy(&self, p: &mut Plan, dir: &Path, mode: MemoryRestoreMode, config: Option<&str>) -> Result<(), Error>;
+    /// Once the copy's VMM started: until the restored VM runs, within `phase`.
+    fn resume_copy(&self, running: &mut Running, dir: &Path, phase: &Phase) -> Result<(), Error>;
+}
+
+/// A VMM: a handle to its [`Driver`]. It is written (reports, JSON, manifests) and read as its
+/// name, and compares by it.
+#[derive(Clone, Copy)]
+pub struct Vmm(&'static dyn Driver);
+
+impl Vmm {
+    pub const fn new(driver: &'static dyn Driver) -> Vmm {
+        Vmm(driver)
+    }
+
+    pub fn driver(self) -> &'static dyn Driver {
+        self.0
+    }
+}
+
+impl std::ops::Deref for Vmm {
+    type Target = dyn Driver;
+    fn deref(&self) -> &Self::Target {
+        self.0
+    }
+}
+
+impl PartialEq for Vmm {
+    fn eq(&self, other: &Vmm) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for Vmm {}
+
+impl std::fmt::Debug for Vmm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl serde::Serialize for Vmm {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Vmm {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Vmm, D::Error> {
+        let name = String::deserialize(d)?;
+        by_name(&name).ok_or_else(|| serde::de::Error::unknown_variant(&name, registry::names()))
+    }
+}
+
+/// A snapshot in `dir` that a copy's VMM cannot take: a bad snapshot, not a bad option.
+pub fn unrestorable(dir: &Path, why: &str) -> Error {
+    Error::BadSnapshot {
+        what: format!("{} cannot be restored: {why}", dir.display()),
+        fix: "take the snapshot again with host-probe snapshot".into(),
     }
 }
 

@@ -3,7 +3,7 @@
 //! host kernel's vhost-vsock where it exists, else vhost-device-vsock (vhost-user, so guest memory
 //! is a shared memfd).
 
-use super::{Accel, Role, Root, Spec, Vsock};
+use crate::vmm::{Accel, Role, Root, Spec, Vsock};
 
 /// vhost-device-vsock (vhost-user) blocks QEMU's migration, so a snapshot.
 pub const VHOST_USER_NOT_MIGRATABLE: &str =
@@ -100,8 +100,8 @@ fn push(a: &mut Vec<String>, key: &str, value: String) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{shell_line, Net};
     use super::*;
+    use crate::vmm::{shell_line, Net};
     use std::path::PathBuf;
 
     fn spec(root: Root, accel: Accel, net: bool, vsock: bool) -> Spec {
@@ -116,7 +116,7 @@ mod tests {
             net: net.then(|| Net { tap: "hp77b".into(), mac: "02:68:70:00:00:07".into() }),
             vsock: vsock.then(|| Vsock::VhostUser { socket: "/r/vhost-user.sock".into() }),
             serial: "/r/serial.log".into(),
-            console: super::super::Console::Serial,
+            console: crate::vmm::Console::Serial,
             fs: None,
             rng: false,
             api_socket: "/r/api.sock".into(),

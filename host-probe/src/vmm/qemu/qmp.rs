@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::ApiError;
 use crate::bounded::{self, Bounded};
+use crate::vmm::ApiError;
 
 /// One QMP session. Every read and write gives up at the session's deadline ([`Qmp::until`]).
 pub struct Qmp {

@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::ApiError;
 use crate::bounded::{self, Bounded};
+use crate::vmm::ApiError;
 
 /// One call; the body of a 2xx answer, else the status and what cloud-hypervisor said.
 pub fn call(socket: &Path, method: &str, action: &str, body: Option<&[u8]>, timeout: Duration) -> Result<Vec<u8>, ApiError> {

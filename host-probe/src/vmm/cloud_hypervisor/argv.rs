@@ -1,6 +1,6 @@
 //! cloud-hypervisor (v53 syntax) command line.
 
-use super::{Console, Role, Root, Spec, Vsock};
+use crate::vmm::{Console, Role, Root, Spec, Vsock};
 
 /// The full argv, program first: a boot, or (`Role::Restore`) a restore, where every device comes
 /// from the snapshot's `config.json` and only the API socket, event monitor and log are given.
@@ -65,8 +65,8 @@ fn push(a: &mut Vec<String>, key: &str, value: String) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{shell_line, Accel, Net};
     use super::*;
+    use crate::vmm::{shell_line, Accel, Net};
     use std::path::PathBuf;
 
     fn spec(root: Root, net: bool, vsock: bool) -> Spec {
@@ -81,7 +81,7 @@ mod tests {
             net: net.then(|| Net { tap: "hp1234a".into(), mac: "02:68:70:00:00:02".into() }),
             vsock: vsock.then(|| Vsock::Hybrid { cid: 3, socket: "/run/r/vsock.sock".into() }),
             serial: "/run/r/serial.log".into(),
-            console: super::super::Console::Serial,
+            console: crate::vmm::Console::Serial,
             fs: None,
             rng: false,
             api_socket: "/run/r/api.sock".into(),
@@ -129,7 +129,7 @@ mod tests {
                 from: "/run/r/snapshot".into(),
                 memory: PathBuf::new(),
                 qmp: PathBuf::new(),
-                mode: super::super::MemoryRestoreMode::Ondemand,
+                mode: crate::vmm::MemoryRestoreMode::Ondemand,
             },
             ..spec(Root::Disk(PathBuf::from("/img/rootfs.ext4")), true, true)
         };
