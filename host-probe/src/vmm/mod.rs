@@ -5,6 +5,7 @@
 
 pub mod ch;
 pub mod ch_api;
+pub mod firecracker;
 pub mod qemu;
 pub mod qmp;
 
