@@ -9,6 +9,8 @@
 //! `src/firecracker/swagger/firecracker.yaml` and `src/vmm/src/vmm_config/*.rs` (most of which deny
 //! unknown fields).
 
+pub mod log;
+
 use std::path::{Path, PathBuf};
 
 use rootfs_builder::elf::Arch;
