@@ -9,6 +9,7 @@
 //! `src/firecracker/swagger/firecracker.yaml` and `src/vmm/src/vmm_config/*.rs` (most of which deny
 //! unknown fields).
 
+pub mod api;
 pub mod log;
 
 use std::path::{Path, PathBuf};
