@@ -8,6 +8,7 @@
 //! compare with literal strings.
 
 pub mod cloud_hypervisor;
+pub mod firecracker;
 pub mod qemu;
 pub mod registry;
 

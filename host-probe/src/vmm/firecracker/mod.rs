@@ -1,0 +1,728 @@
+//! Firecracker (v1.16) as host-probe drives it: the machine of a [`Spec`] as a `--config-file` JSON
+//! ([`config`]) or as the API calls that make the same machine ([`api_calls`]), the command line
+//! ([`argv`]), the snapshot bodies, the version check, the boot timer's log line ([`log`]) and the
+//! API client ([`api`]). All but the client are pure.
+//!
+//! What Firecracker cannot do is refused with the fix ([`refuse`]): a virtio console, virtio-fs, a
+//! vsock other than its own hybrid one, a guest of another architecture, a kernel it cannot load
+//! ([`check_kernel`]). The JSON field names are those of v1.16.1's
+//! `src/firecracker/swagger/firecracker.yaml` and `src/vmm/src/vmm_config/*.rs` (most of which deny
+//! unknown fields).
+
+pub mod api;
+pub mod log;
+
+use std::path::{Path, PathBuf};
+
+use rootfs_builder::elf::Arch;
+use serde_json::{json, Value};
+
+use super::{Console, MemoryRestoreMode, Role, Root, Spec, Vsock};
+
+/// The guest's one network interface (`iface_id`), also what a restore's `network_overrides` names.
+pub const IFACE_ID: &str = "eth0";
+/// The root disk's or pmem's id.
+pub const ROOT_ID: &str = "root";
+/// A snapshot's files in its directory: the machine's state and its memory.
+pub const STATE_FILE: &str = "state";
+pub const MEMORY_FILE: &str = "memory";
+
+/// The most vCPUs Firecracker gives a guest (`MAX_SUPPORTED_VCPUS`).
+pub const MAX_VCPUS: u32 = 32;
+
+/// An HTTP method of Firecracker's API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Put,
+    Patch,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+        }
+    }
+}
+
+/// One request to Firecracker's API socket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub method: Method,
+    pub path: String,
+    pub body: Option<Value>,
+}
+
+impl Call {
+    pub fn put(path: &str, body: Value) -> Call {
+        Call { method: Method::Put, path: path.to_string(), body: Some(body) }
+    }
+
+    pub fn patch(path: &str, body: Value) -> Call {
+        Call { method: Method::Patch, path: path.to_string(), body: Some(body) }
+    }
+
+    pub fn get(path: &str) -> Call {
+        Call { method: Method::Get, path: path.to_string(), body: None }
+    }
+}
+
+impl std::fmt::Display for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method.name(), self.path)
+    }
+}
+
+/// Why a `Spec` cannot be run by Firecracker, with the fix. `host` is the architecture Firecracker
+/// runs on (KVM only: the guest's must be the same).
+pub fn refuse(spec: &Spec, host: Arch) -> Result<(), String> {
+    if spec.arch != host {
+        return Err(format!(
+            "Firecracker runs guests of its host's architecture only (KVM, no emulation): a {} guest on this {} host \
+             needs --vmm qemu (TCG)",
+            spec.arch.name(),
+            host.name()
+        ));
+    }
+    if spec.console == Console::Virtio {
+        return Err("Firecracker has no virtio console (hvc0): use the serial console (ttyS0), or --vmm cloud-hypervisor".into());
+    }
+    if spec.fs.is_some() {
+        return Err("Firecracker has no virtio-fs device: drop --share, or use --vmm cloud-hypervisor".into());
+    }
+    match &spec.vsock {
+        None | Some(Vsock::Hybrid { .. }) => {}
+        Some(Vsock::VhostUser { .. } | Vsock::Kernel { .. }) => {
+            return Err("Firecracker's vsock is its own hybrid one (a Unix socket, CONNECT <port>): \
+                        no vhost-user or kernel (vhost-vsock) vsock"
+                .into())
+        }
+    }
+    if !(1..=MAX_VCPUS).contains(&spec.cpus) {
+        return Err(format!("Firecracker gives a guest 1 to {MAX_VCPUS} vCPUs, not {}", spec.cpus));
+    }
+    if matches!(spec.root, Root::Initramfs(_)) && spec.initramfs.is_some() {
+        return Err("Firecracker takes one initrd: an initramfs root and an initramfs in front of it are two".into());
+    }
+    Ok(())
+}
+
+/// What a kernel file is, from its first bytes (0x400 are enough).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelKind {
+    /// An ELF image (`vmlinux`) of this `e_machine` (62 x86_64, 183 aarch64).
+    Elf(u16),
+    /// An x86 `bzImage` (setup header `HdrS` at 0x202).
+    BzImage,
+    /// An arm64 `Image` (magic `ARM\x64` at 0x38).
+    ArmImage,
+    Unknown,
+}
+
+/// [`KernelKind`] of a kernel's first bytes.
+pub fn kernel_kind(head: &[u8]) -> KernelKind {
+    if head.starts_with(b"\x7fELF") && head.len() >= 20 {
+        return KernelKind::Elf(u16::from_le_bytes([head[18], head[19]]));
+    }
+    if head.get(0x38..0x3c) == Some(b"ARM\x64") {
+        return KernelKind::ArmImage;
+    }
+    if head.get(0x202..0x206) == Some(b"HdrS") {
+        return KernelKind::BzImage;
+    }
+    KernelKind::Unknown
+}
+
+/// Whether Firecracker on `arch` loads a kernel of this kind: on x86_64 only an ELF `vmlinux`
+/// (its loader is linux-loader's `Elf`; Linux, or a PVH ELF), on aarch64 the `Image` (`PE`).
+pub fn check_kernel(kind: KernelKind, arch: Arch) -> Result<(), String> {
+    match (arch, kind) {
+        (Arch::X86_64, KernelKind::Elf(62)) | (Arch::Aarch64, KernelKind::ArmImage) => Ok(()),
+        (Arch::X86_64, KernelKind::BzImage) => {
+            Err("Firecracker boots the uncompressed ELF vmlinux on x86_64, not a bzImage: give --kernel the vmlinux \
+                 the kernel build left next to it"
+                .into())
+        }
+        (Arch::X86_64, _) => Err("Firecracker boots an x86_64 ELF vmlinux on x86_64: this kernel is not one".into()),
+        (Arch::Aarch64, _) => Err("Firecracker boots an arm64 Image on aarch64: this kernel is not one".into()),
+    }
+}
+
+/// [`check_kernel`] of a file.
+pub fn check_kernel_file(path: &Path, arch: Arch) -> Result<(), String> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(0x400);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(0x400).read_to_end(&mut head))
+        .map_err(|e| format!("cannot read the kernel {}: {e}", path.display()))?;
+    check_kernel(kernel_kind(&head), arch).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn path(p: &Path) -> Value {
+    Value::String(p.display().to_string())
+}
+
+/// `boot-source`: the kernel, its command line as given (Firecracker appends its virtio-mmio
+/// devices), and the initrd: the initramfs root, or an initramfs in front of a disk or pmem root.
+fn boot_source(spec: &Spec) -> Value {
+    let mut b = json!({ "kernel_image_path": path(&spec.kernel), "boot_args": spec.cmdline });
+    let initrd = match &spec.root {
+        Root::Initramfs(p) => Some(p),
+        _ => spec.initramfs.as_ref(),
+    };
+    if let Some(i) = initrd {
+        b["initrd_path"] = path(i);
+    }
+    b
+}
+
+fn machine_config(spec: &Spec) -> Value {
+    json!({ "vcpu_count": spec.cpus, "mem_size_mib": spec.memory_mib })
+}
+
+/// The root, read-only. Not Firecracker's root device: with `is_root_device` (`root_device`)
+/// Firecracker appends `root=/dev/vda ro` (`/dev/pmem0`) to the command line, which would override
+/// the command line's own `root=` (a partition, `/dev/vda1`) or, behind an initramfs, name a root the
+/// kernel need not mount. The command line ([`crate::cmdline`]) always says where the root is.
+///
+/// A read-only pmem maps the image read-only; a guest write is discarded on x86_64 (with a warning
+/// in Firecracker's log) and stops the VM on aarch64. The guest mounts it `ro`.
+fn root_device(spec: &Spec) -> Option<(&'static str, Value)> {
+    match &spec.root {
+        Root::Disk(p) => {
+            Some(("drives", json!({ "drive_id": ROOT_ID, "path_on_host": path(p), "is_root_device": false, "is_read_only": true })))
+        }
+        Root::Pmem(p) => Some(("pmem", json!({ "id": ROOT_ID, "path_on_host": path(p), "root_device": false, "read_only": true }))),
+        Root::Initramfs(_) => None,
+    }
+}
+
+fn network_interface(spec: &Spec) -> Option<Value> {
+    spec.net.as_ref().map(|n| json!({ "iface_id": IFACE_ID, "host_dev_name": n.tap, "guest_mac": n.mac }))
+}
+
+/// Firecracker binds `uds_path` itself (it must not exist); a guest's connection to host port P
+/// goes to a listener at `<uds_path>_P`.
+fn vsock(spec: &Spec) -> Option<Value> {
+    match &spec.vsock {
+        Some(Vsock::Hybrid { cid, socket }) => Some(json!({ "guest_cid": cid, "uds_path": path(socket) })),
+        _ => None,
+    }
+}
+
+/// The boot's whole machine as Firecracker's `--config-file` JSON (`VmmConfig`, kebab-case keys).
+///
+/// Two things are not in it. The logger is configured on the command line ([`argv`]), so the log
+/// starts with Firecracker itself and its file is opened once: a second configuration opens it again
+/// at offset 0 and writes over the first lines. And the config file has no serial console (v1.16
+/// skips that key): a config-file boot writes the guest's console to Firecracker's stdout, which the
+/// launcher sends to `spec.serial`; the API boot says `PUT /serial`.
+pub fn config(spec: &Spec) -> Result<Value, String> {
+    refuse(spec, crate::locate::host_arch())?;
+    if matches!(spec.role, Role::Restore { .. }) {
+        return Err("a copy is loaded over Firecracker's API (PUT /snapshot/load), not from a config file".into());
+    }
+    // `drives` is the one list v1.16 requires (no serde default): present even when empty.
+    let mut c = json!({ "boot-source": boot_source(spec), "machine-config": machine_config(spec), "drives": [] });
+    if let Some((key, dev)) = root_device(spec) {
+        c[key] = json!([dev]);
+    }
+    if let Some(n) = network_interface(spec) {
+        c["network-interfaces"] = json!([n]);
+    }
+    if let Some(v) = vsock(spec) {
+        c["vsock"] = v;
+    }
+    if spec.rng {
+        c["entropy"] = json!({});
+    }
+    Ok(c)
+}
+
+/// The API calls that make the same machine as [`config`] and start it, in order, ending with
+/// `PUT /actions InstanceStart`; for a copy (`Role::Restore`), the calls that load the snapshot
+/// in `from` into this fresh Firecracker with this copy's TAP, vsock socket and console, resumed.
+/// The console file must exist (Firecracker's `/serial` wants a file made beforehand).
+pub fn api_calls(spec: &Spec) -> Result<Vec<Call>, String> {
+    refuse(spec, crate::locate::host_arch())?;
+    let serial = Call::put("/serial", json!({ "serial_out_path": path(&spec.serial) }));
+    if let Role::Restore { from, mode, .. } = &spec.role {
+        let backend = match mode {
+            MemoryRestoreMode::Copy => MemBackend::File,
+            MemoryRestoreMode::Ondemand => {
+                return Err("Firecracker maps a snapshot's memory file copy-on-write and reads pages as the guest touches \
+                            them (its File backend); its on-demand backend (Uffd) needs a page-fault handler process \
+                            host-probe does not run: drop --memory-restore-mode"
+                    .into())
+            }
+        };
+        let (state, memory) = snapshot_files(from);
+        let tap = spec.net.as_ref().map(|n| (IFACE_ID, n.tap.as_str()));
+        let uds = match &spec.vsock {
+            Some(Vsock::Hybrid { socket, .. }) => Some(socket.as_path()),
+            _ => None,
+        };
+        // The logger and the console are not in a snapshot; both may be set before the load, nothing else.
+        return Ok(vec![serial, Call::put("/snapshot/load", snapshot_load_body(&state, &memory, backend, true, tap, uds))]);
+    }
+    let mut calls = vec![Call::put("/boot-source", boot_source(spec)), Call::put("/machine-config", machine_config(spec))];
+    match root_device(spec) {
+        Some(("pmem", dev)) => calls.push(Call::put(&format!("/pmem/{ROOT_ID}"), dev)),
+        Some((_, dev)) => calls.push(Call::put(&format!("/drives/{ROOT_ID}"), dev)),
+        None => {}
+    }
+    if let Some(n) = network_interface(spec) {
+        calls.push(Call::put(&format!("/network-interfaces/{IFACE_ID}"), n));
+    }
+    if let Some(v) = vsock(spec) {
+        calls.push(Call::put("/vsock", v));
+    }
+    if spec.rng {
+        calls.push(Call::put("/entropy", json!({})));
+    }
+    calls.push(serial);
+    calls.push(Call::put("/actions", instance_start_body()));
+    Ok(calls)
+}
+
+/// The command line, program first. `id` names the instance in every log line (1 to 64 ASCII
+/// letters, digits and `-`). `api`: listen on `spec.api_socket` (`--api-sock`), else `--no-api`.
+/// `config_file`: the machine is [`config`]'s, built at once; without it the API configures it.
+///
+/// The logger is set here, not in the config: `spec.log_file` at level Info (the boot timer's line),
+/// each line with its level. `--boot-timer` adds the device a guest writes 123 to when it is ready
+/// ([`log::boot_time`]).
+pub fn argv(spec: &Spec, id: &str, api: bool, config_file: Option<&Path>) -> Result<Vec<String>, String> {
+    instance_id(id)?;
+    match (&spec.role, api, config_file) {
+        (_, false, None) => return Err("Firecracker without an API socket needs a config file: nothing would start the VM".into()),
+        (Role::Restore { .. }, _, Some(_)) => {
+            return Err("a copy is loaded over Firecracker's API (PUT /snapshot/load), not from a config file".into())
+        }
+        _ => {}
+    }
+    let mut a: Vec<String> = vec![spec.binary.display().to_string()];
+    push(&mut a, "--id", id.to_string());
+    if api {
+        push(&mut a, "--api-sock", spec.api_socket.display().to_string());
+    } else {
+        a.push("--no-api".into());
+    }
+    if let Some(f) = config_file {
+        push(&mut a, "--config-file", f.display().to_string());
+    }
+    push(&mut a, "--log-path", spec.log_file.display().to_string());
+    push(&mut a, "--level", "Info".into());
+    a.push("--show-level".into());
+    a.push("--boot-timer".into());
+    Ok(a)
+}
+
+/// Firecracker's rule for `--id` (`validate_instance_id`): 1 to 64 characters, alphanumeric or `-`.
+/// Firecracker panics on any other; ASCII only here, as the id is also a file-name part.
+pub fn instance_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(format!("a Firecracker instance id is 1 to 64 letters, digits and '-': not {id:?}"));
+    }
+    Ok(())
+}
+
+fn push(a: &mut Vec<String>, key: &str, value: String) {
+    a.push(key.to_string());
+    a.push(value);
+}
+
+/// A snapshot's state and memory files in its directory.
+pub fn snapshot_files(dir: &Path) -> (PathBuf, PathBuf) {
+    (dir.join(STATE_FILE), dir.join(MEMORY_FILE))
+}
+
+/// How a copy's memory is brought back (`mem_backend.backend_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemBackend {
+    /// The memory file, mapped private: pages are read as the guest touches them, never written.
+    File,
+    /// A page-fault handler process listening on a Unix socket at the path (userfaultfd).
+    Uffd,
+}
+
+/// `PUT /actions`: start the configured machine.
+pub fn instance_start_body() -> Value {
+    json!({ "action_type": "InstanceStart" })
+}
+
+/// `PUT /actions`: Ctrl+Alt+Del to the guest's i8042 keyboard (x86_64; it needs the i8042 and
+/// atkbd drivers); Firecracker exits when the guest resets.
+pub fn ctrl_alt_del_body() -> Value {
+    json!({ "action_type": "SendCtrlAltDel" })
+}
+
+/// `PATCH /vm`: pause the vCPUs (before a snapshot).
+pub fn pause_body() -> Value {
+    json!({ "state": "Paused" })
+}
+
+/// `PATCH /vm`: go on after a snapshot.
+pub fn resume_body() -> Value {
+    json!({ "state": "Resumed" })
+}
+
+/// `PUT /snapshot/create` of a paused machine: a full snapshot, its state and its whole memory.
+pub fn snapshot_create_body(state: &Path, memory: &Path) -> Value {
+    json!({ "snapshot_type": "Full", "snapshot_path": path(state), "mem_file_path": path(memory) })
+}
+
+/// `PUT /snapshot/load` into a fresh Firecracker (nothing configured but its logger, metrics and
+/// console). `tap`: the interface `(iface_id, TAP)` the copy uses instead of the snapshot's (which
+/// another process may hold: Firecracker then fails with EBUSY); `vsock`: the copy's own socket
+/// instead of the snapshot's (v1.16). `resume`: run at once, else stay paused.
+pub fn snapshot_load_body(
+    state: &Path,
+    memory: &Path,
+    backend: MemBackend,
+    resume: bool,
+    tap: Option<(&str, &str)>,
+    vsock: Option<&Path>,
+) -> Value {
+    let backend_type = match backend {
+        MemBackend::File => "File",
+        MemBackend::Uffd => "Uffd",
+    };
+    let mut b = json!({
+        "snapshot_path": path(state),
+        "mem_backend": { "backend_type": backend_type, "backend_path": path(memory) },
+        "resume_vm": resume,
+    });
+    if let Some((iface_id, tap)) = tap {
+        b["network_overrides"] = json!([{ "iface_id": iface_id, "host_dev_name": tap }]);
+    }
+    if let Some(uds) = vsock {
+        b["vsock_override"] = json!({ "uds_path": path(uds) });
+    }
+    b
+}
+
+/// The version in `firecracker --version`'s output (`Firecracker v1.16.1`, then a blank line and
+/// a log line on exit).
+pub fn version(output: &str) -> Option<(u32, u32, u32)> {
+    let rest = output.lines().find_map(|l| l.trim().strip_prefix("Firecracker v"))?;
+    let core = rest.split(|c: char| !(c.is_ascii_digit() || c == '.')).next()?;
+    let mut parts = core.split('.').map(|p| p.parse::<u32>().ok());
+    let v = (parts.next()??, parts.next()??, parts.next()??);
+    Some(v)
+}
+
+/// Whether host-probe drives this version: 1.16.x. A copy needs a snapshot load that moves both
+/// the TAP (`network_overrides`, 1.12) and the vsock socket (`vsock_override`, 1.16.0), and the
+/// console goes to a file by `PUT /serial` (1.14); a later version's API is untried.
+pub fn supported(v: (u32, u32, u32)) -> Result<(), String> {
+    let (major, minor, patch) = v;
+    match (major, minor) {
+        (1, 16) => Ok(()),
+        (1, m) if m < 16 => Err(format!(
+            "Firecracker v{major}.{minor}.{patch} is too old: a copy's snapshot load needs vsock_override \
+             (a vsock socket of its own), which arrived in v1.16.0: use v1.16"
+        )),
+        _ => Err(format!("Firecracker v{major}.{minor}.{patch} is untried (host-probe speaks v1.16's API): use v1.16")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{shell_line, Accel, Fs, Net};
+    use super::*;
+    use crate::locate::host_arch;
+
+    fn spec(root: Root, net: bool, vsock: bool) -> Spec {
+        Spec {
+            binary: "firecracker".into(),
+            kernel: "/k/vmlinux".into(),
+            root,
+            initramfs: None,
+            cmdline: "console=ttyS0 root=/dev/vda ro".into(),
+            cpus: 2,
+            memory_mib: 128,
+            net: net.then(|| Net { tap: "hp1234a".into(), mac: "02:68:70:00:00:02".into() }),
+            vsock: vsock.then(|| Vsock::Hybrid { cid: 3, socket: "/run/r/vsock.sock".into() }),
+            serial: "/run/r/serial.log".into(),
+            console: Console::Serial,
+            fs: None,
+            rng: false,
+            api_socket: "/run/r/api.sock".into(),
+            event_monitor: "/run/r/events.json".into(),
+            log_file: "/run/r/fc.log".into(),
+            debugcon_socket: "/run/r/debugcon.sock".into(),
+            accel: Accel::Kvm,
+            role: Role::Boot,
+            arch: host_arch(),
+        }
+    }
+
+    fn disk() -> Root {
+        Root::Disk("/img/rootfs.ext4".into())
+    }
+
+    #[test]
+    fn config_for_each_root_and_device_set() {
+        let cases = [
+            (
+                spec(disk(), true, true),
+                json!({
+                    "boot-source": { "kernel_image_path": "/k/vmlinux", "boot_args": "console=ttyS0 root=/dev/vda ro" },
+                    "machine-config": { "vcpu_count": 2, "mem_size_mib": 128 },
+                    "drives": [{ "drive_id": "root", "path_on_host": "/img/rootfs.ext4", "is_root_device": false, "is_read_only": true }],
+                    "network-interfaces": [{ "iface_id": "eth0", "host_dev_name": "hp1234a", "guest_mac": "02:68:70:00:00:02" }],
+                    "vsock": { "guest_cid": 3, "uds_path": "/run/r/vsock.sock" },
+                }),
+            ),
+            (
+                Spec { rng: true, ..spec(Root::Pmem("/img/r.ext4".into()), false, false) },
+                json!({
+                    "boot-source": { "kernel_image_path": "/k/vmlinux", "boot_args": "console=ttyS0 root=/dev/vda ro" },
+                    "machine-config": { "vcpu_count": 2, "mem_size_mib": 128 },
+                    "drives": [],
+                    "pmem": [{ "id": "root", "path_on_host": "/img/r.ext4", "root_device": false, "read_only": true }],
+                    "entropy": {},
+                }),
+            ),
+            (
+                spec(Root::Initramfs("/img/i.cpio".into()), false, true),
+                json!({
+                    "boot-source": { "kernel_image_path": "/k/vmlinux", "boot_args": "console=ttyS0 root=/dev/vda ro", "initrd_path": "/img/i.cpio" },
+                    "machine-config": { "vcpu_count": 2, "mem_size_mib": 128 },
+                    "drives": [],
+                    "vsock": { "guest_cid": 3, "uds_path": "/run/r/vsock.sock" },
+                }),
+            ),
+            (
+                Spec { initramfs: Some("/img/i.cpio".into()), ..spec(disk(), false, false) },
+                json!({
+                    "boot-source": { "kernel_image_path": "/k/vmlinux", "boot_args": "console=ttyS0 root=/dev/vda ro", "initrd_path": "/img/i.cpio" },
+                    "machine-config": { "vcpu_count": 2, "mem_size_mib": 128 },
+                    "drives": [{ "drive_id": "root", "path_on_host": "/img/rootfs.ext4", "is_root_device": false, "is_read_only": true }],
+                }),
+            ),
+        ];
+        for (spec, want) in cases {
+            assert_eq!(config(&spec).unwrap(), want, "{:?}", spec.root);
+        }
+        // A snapshot's source is booted like any machine.
+        let source = Spec { role: Role::Source { memory: "/s/memory".into(), qmp: "/run/r/qmp.sock".into() }, ..spec(disk(), true, true) };
+        assert_eq!(config(&source), config(&spec(disk(), true, true)));
+    }
+
+    fn calls(spec: &Spec) -> Vec<String> {
+        api_calls(spec).unwrap().iter().map(|c| format!("{c} {}", c.body.as_ref().map(|b| b.to_string()).unwrap_or_default())).collect()
+    }
+
+    #[test]
+    fn api_calls_make_the_config_s_machine_then_start_it() {
+        assert_eq!(
+            calls(&spec(disk(), true, true)),
+            [
+                r#"PUT /boot-source {"boot_args":"console=ttyS0 root=/dev/vda ro","kernel_image_path":"/k/vmlinux"}"#,
+                r#"PUT /machine-config {"mem_size_mib":128,"vcpu_count":2}"#,
+                r#"PUT /drives/root {"drive_id":"root","is_read_only":true,"is_root_device":false,"path_on_host":"/img/rootfs.ext4"}"#,
+                r#"PUT /network-interfaces/eth0 {"guest_mac":"02:68:70:00:00:02","host_dev_name":"hp1234a","iface_id":"eth0"}"#,
+                r#"PUT /vsock {"guest_cid":3,"uds_path":"/run/r/vsock.sock"}"#,
+                r#"PUT /serial {"serial_out_path":"/run/r/serial.log"}"#,
+                r#"PUT /actions {"action_type":"InstanceStart"}"#,
+            ]
+        );
+        assert_eq!(
+            calls(&Spec { rng: true, ..spec(Root::Pmem("/img/r.ext4".into()), false, false) }),
+            [
+                r#"PUT /boot-source {"boot_args":"console=ttyS0 root=/dev/vda ro","kernel_image_path":"/k/vmlinux"}"#,
+                r#"PUT /machine-config {"mem_size_mib":128,"vcpu_count":2}"#,
+                r#"PUT /pmem/root {"id":"root","path_on_host":"/img/r.ext4","read_only":true,"root_device":false}"#,
+                r#"PUT /entropy {}"#,
+                r#"PUT /serial {"serial_out_path":"/run/r/serial.log"}"#,
+                r#"PUT /actions {"action_type":"InstanceStart"}"#,
+            ]
+        );
+        assert_eq!(
+            calls(&spec(Root::Initramfs("/img/i.cpio".into()), false, false))[..2],
+            [
+                r#"PUT /boot-source {"boot_args":"console=ttyS0 root=/dev/vda ro","initrd_path":"/img/i.cpio","kernel_image_path":"/k/vmlinux"}"#,
+                r#"PUT /machine-config {"mem_size_mib":128,"vcpu_count":2}"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_copy_is_its_console_then_the_snapshot_load_with_its_own_tap_and_vsock() {
+        let restore = |mode| Role::Restore { from: "/srv/snap".into(), memory: "/srv/snap/memory".into(), qmp: PathBuf::new(), mode };
+        let copy = Spec { role: restore(MemoryRestoreMode::Copy), ..spec(disk(), true, true) };
+        assert_eq!(
+            calls(&copy),
+            [
+                r#"PUT /serial {"serial_out_path":"/run/r/serial.log"}"#,
+                r#"PUT /snapshot/load {"mem_backend":{"backend_path":"/srv/snap/memory","backend_type":"File"},"network_overrides":[{"host_dev_name":"hp1234a","iface_id":"eth0"}],"resume_vm":true,"snapshot_path":"/srv/snap/state","vsock_override":{"uds_path":"/run/r/vsock.sock"}}"#,
+            ]
+        );
+        let bare = Spec { role: restore(MemoryRestoreMode::Copy), ..spec(disk(), false, false) };
+        assert_eq!(
+            calls(&bare)[1],
+            r#"PUT /snapshot/load {"mem_backend":{"backend_path":"/srv/snap/memory","backend_type":"File"},"resume_vm":true,"snapshot_path":"/srv/snap/state"}"#
+        );
+        let ondemand = Spec { role: restore(MemoryRestoreMode::Ondemand), ..spec(disk(), true, true) };
+        assert!(api_calls(&ondemand).unwrap_err().contains("drop --memory-restore-mode"));
+        assert!(config(&copy).unwrap_err().contains("PUT /snapshot/load"));
+    }
+
+    #[test]
+    fn what_firecracker_cannot_do_is_refused_with_the_fix() {
+        let other = match host_arch() {
+            Arch::X86_64 => Arch::Aarch64,
+            Arch::Aarch64 => Arch::X86_64,
+        };
+        let fs = Fs { tag: "share".into(), socket: "/run/r/fs.sock".into() };
+        let cases: [(Spec, &str); 7] = [
+            (Spec { arch: other, ..spec(disk(), false, false) }, "needs --vmm qemu"),
+            (Spec { console: Console::Virtio, ..spec(disk(), false, false) }, "use the serial console"),
+            (Spec { fs: Some(fs), ..spec(disk(), false, false) }, "drop --share"),
+            (Spec { vsock: Some(Vsock::Kernel { cid: 3 }), ..spec(disk(), false, false) }, "hybrid"),
+            (Spec { vsock: Some(Vsock::VhostUser { socket: "/v".into() }), ..spec(disk(), false, false) }, "hybrid"),
+            (Spec { cpus: 33, ..spec(disk(), false, false) }, "1 to 32 vCPUs"),
+            (Spec { initramfs: Some("/i".into()), ..spec(Root::Initramfs("/j".into()), false, false) }, "one initrd"),
+        ];
+        for (spec, want) in cases {
+            let e = config(&spec).unwrap_err();
+            assert!(e.contains(want), "{e}");
+            assert_eq!(api_calls(&spec).unwrap_err(), e);
+        }
+        assert_eq!(refuse(&spec(Root::Pmem("/p".into()), true, true), host_arch()), Ok(()));
+    }
+
+    #[test]
+    fn kernels_by_their_first_bytes() {
+        let mut elf_x86 = vec![0u8; 64];
+        elf_x86[..4].copy_from_slice(b"\x7fELF");
+        elf_x86[18] = 62;
+        let mut elf_arm = elf_x86.clone();
+        elf_arm[18] = 183;
+        let mut bz = vec![0u8; 0x400];
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        let mut image = vec![0u8; 0x400];
+        image[..2].copy_from_slice(b"MZ");
+        image[0x38..0x3c].copy_from_slice(b"ARM\x64");
+        let cases = [
+            (&elf_x86[..], KernelKind::Elf(62), Ok(()), Err("not one")),
+            (&elf_arm[..], KernelKind::Elf(183), Err("not one"), Err("not one")),
+            (&bz[..], KernelKind::BzImage, Err("not a bzImage"), Err("not one")),
+            (&image[..], KernelKind::ArmImage, Err("not one"), Ok(())),
+            (&b"\x7fEL"[..], KernelKind::Unknown, Err("not one"), Err("not one")),
+        ];
+        for (head, kind, x86, arm) in cases {
+            assert_eq!(kernel_kind(head), kind);
+            for (arch, want) in [(Arch::X86_64, x86), (Arch::Aarch64, arm)] {
+                match (check_kernel(kind, arch), want) {
+                    (Ok(()), Ok(())) => {}
+                    (Err(e), Err(w)) => assert!(e.contains(w), "{kind:?} on {arch:?}: {e}"),
+                    (got, _) => panic!("{kind:?} on {arch:?}: {got:?}"),
+                }
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let k = dir.path().join("bzImage");
+        std::fs::write(&k, &bz).unwrap();
+        assert!(check_kernel_file(&k, Arch::X86_64).unwrap_err().contains("bzImage: Firecracker boots the uncompressed ELF"));
+        assert!(check_kernel_file(&dir.path().join("none"), Arch::X86_64).unwrap_err().starts_with("cannot read the kernel"));
+    }
+
+    #[test]
+    fn argv_for_a_config_file_an_api_boot_and_a_copy() {
+        let s = spec(disk(), true, true);
+        let cases = [
+            (
+                true,
+                Some(Path::new("/run/r/fc.json")),
+                "firecracker --id hp-1 --api-sock /run/r/api.sock --config-file /run/r/fc.json \
+                 --log-path /run/r/fc.log --level Info --show-level --boot-timer",
+            ),
+            (false, Some(Path::new("/run/r/fc.json")), "firecracker --id hp-1 --no-api --config-file /run/r/fc.json --log-path /run/r/fc.log --level Info --show-level --boot-timer"),
+            (true, None, "firecracker --id hp-1 --api-sock /run/r/api.sock --log-path /run/r/fc.log --level Info --show-level --boot-timer"),
+        ];
+        for (api, file, want) in cases {
+            assert_eq!(shell_line(&argv(&s, "hp-1", api, file).unwrap()), want);
+        }
+        assert!(argv(&s, "hp-1", false, None).unwrap_err().contains("nothing would start"));
+        let copy = Spec {
+            role: Role::Restore { from: "/s".into(), memory: "/s/memory".into(), qmp: PathBuf::new(), mode: MemoryRestoreMode::Copy },
+            ..s.clone()
+        };
+        assert!(argv(&copy, "hp-1", true, None).is_ok());
+        assert!(argv(&copy, "hp-1", true, Some(Path::new("/c.json"))).unwrap_err().contains("PUT /snapshot/load"));
+        for bad in ["", "hp_1", "hp.1", &"a".repeat(65)] {
+            assert!(argv(&s, bad, true, None).is_err(), "{bad:?}");
+        }
+        assert!(argv(&s, &"a".repeat(64), true, None).is_ok());
+    }
+
+    #[test]
+    fn snapshot_and_action_bodies() {
+        let cases = [
+            (pause_body(), r#"{"state":"Paused"}"#),
+            (resume_body(), r#"{"state":"Resumed"}"#),
+            (instance_start_body(), r#"{"action_type":"InstanceStart"}"#),
+            (ctrl_alt_del_body(), r#"{"action_type":"SendCtrlAltDel"}"#),
+            (
+                snapshot_create_body(Path::new("/s/state"), Path::new("/s/memory")),
+                r#"{"mem_file_path":"/s/memory","snapshot_path":"/s/state","snapshot_type":"Full"}"#,
+            ),
+            (
+                snapshot_load_body(Path::new("/s/state"), Path::new("/run/u.sock"), MemBackend::Uffd, false, None, None),
+                r#"{"mem_backend":{"backend_path":"/run/u.sock","backend_type":"Uffd"},"resume_vm":false,"snapshot_path":"/s/state"}"#,
+            ),
+            (
+                snapshot_load_body(
+                    Path::new("/s/state"),
+                    Path::new("/s/memory"),
+                    MemBackend::File,
+                    true,
+                    Some(("eth0", "hp9")),
+                    Some(Path::new("/r/v.sock")),
+                ),
+                r#"{"mem_backend":{"backend_path":"/s/memory","backend_type":"File"},"network_overrides":[{"host_dev_name":"hp9","iface_id":"eth0"}],"resume_vm":true,"snapshot_path":"/s/state","vsock_override":{"uds_path":"/r/v.sock"}}"#,
+            ),
+        ];
+        for (body, want) in cases {
+            assert_eq!(body.to_string(), want);
+        }
+        assert_eq!(snapshot_files(Path::new("/srv/snap")), (PathBuf::from("/srv/snap/state"), PathBuf::from("/srv/snap/memory")));
+    }
+
+    #[test]
+    fn versions_from_the_version_output_and_which_are_driven() {
+        let out = "Firecracker v1.16.1\n\n2026-12-07T10:37:23.507338000 [anonymous-instance:main] Firecracker exiting successfully. exit_code=0\n";
+        let cases = [
+            (out, Some((1, 16, 1))),
+            ("Firecracker v1.16.0-dev\n", Some((1, 16, 0))),
+            ("Firecracker v1.12.1\n", Some((1, 12, 1))),
+            ("Firecracker v2.0.0", Some((2, 0, 0))),
+            ("Firecracker v1.16\n", None),
+            ("cloud-hypervisor v53.0.0\n", None),
+            ("", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(version(text), want, "{text:?}");
+        }
+        let cases = [
+            ((1, 16, 1), Ok(())),
+            ((1, 16, 0), Ok(())),
+            ((1, 15, 2), Err("arrived in v1.16.0")),
+            ((1, 17, 0), Err("untried")),
+            ((2, 0, 0), Err("untried")),
+        ];
+        for (v, want) in cases {
+            match (supported(v), want) {
+                (Ok(()), Ok(())) => {}
+                (Err(e), Err(w)) => assert!(e.contains(w), "{v:?}: {e}"),
+                (got, _) => panic!("{v:?}: {got:?}"),
+            }
+        }
+    }
+}
