@@ -324,15 +324,28 @@ fn record_repeat(line: &str) {
     }
 }
 
+/// Holds this host's L1 lock (`flock` on `/tmp/chinit-l1.lock`) until dropped; waits for it.
+fn one_at_a_time() -> Result<std::fs::File, String> {
+    use std::os::fd::AsRawFd;
+    let path = std::env::temp_dir().join("chinit-l1.lock");
+    let f =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor this function owns; released when the file is closed.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(format!("flock {}: {}", path.display(), std::io::Error::last_os_error()));
+    }
+    Ok(f)
+}
+
 /// One L1 run of `script`, never repeated (for measuring how often L1 fails: `l1-run --once`);
 /// `attempt` reaches the command as `$L1_ATTEMPT`.
 pub fn run_once(script: &str, timeout: Duration, config: &Config, attempt: u32) -> Result<Output, Failure> {
     let other = Failure::Other;
     available().map_err(other)?;
-    // One L1 at a time: each emulates two CPUs, and two at once on a 2-core host starve the
-    // guests inside them (their port-0x80 marks reach the host late, timeouts near).
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // One L1 at a time on this host, across processes: each emulates two CPUs, and two at once on
+    // a 2-core host starve the guests inside them (their port-0x80 marks reach the host late,
+    // timeouts near).
+    let _turn = one_at_a_time().map_err(other)?;
     let (vmlinuz, _) = crate::e2e::debian_cloud_kernel().map_err(other)?;
     let initramfs = initramfs().map_err(other)?;
     // Under the target directory, not /tmp: L1 sees this host's files, but its /tmp is its own.

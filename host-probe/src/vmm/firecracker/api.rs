@@ -1,6 +1,6 @@
 //! Firecracker's API on its `--api-sock`: HTTP/1.1 over a Unix socket, one request per connection,
 //! each given up at one deadline however Firecracker answers (or does not: [`crate::bounded`]).
-//! The same transport as cloud-hypervisor's client ([`super::super::ch_api`]), whose `call` is bound
+//! The same transport as cloud-hypervisor's client ([`super::super::cloud_hypervisor::api`]), whose `call` is bound
 //! to cloud-hypervisor's `/api/v1/` paths: Firecracker's paths are its own (`/boot-source`,
 //! `/actions`, ...).
 //!
