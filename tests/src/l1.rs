@@ -324,6 +324,22 @@ fn record_repeat(line: &str) {
     }
 }
 
+/// `cmd`, made to receive SIGKILL when the process that started it dies (killed, it runs no
+/// destructor: L1's QEMU and virtiofsd must not outlive it).
+fn dies_with_us(mut cmd: Command) -> Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
 /// Holds this host's L1 lock (`flock` on `/tmp/chinit-l1.lock`) until dropped; waits for it.
 fn one_at_a_time() -> Result<std::fs::File, String> {
     use std::os::fd::AsRawFd;
@@ -360,7 +376,7 @@ pub fn run_once(script: &str, timeout: Duration, config: &Config, attempt: u32) 
     let console = dir.path().join("console.log");
     let commands = dir.path().join("command.log");
 
-    let fsd = Command::new(VIRTIOFSD)
+    let fsd = dies_with_us(Command::new(VIRTIOFSD))
         .arg(format!("--socket-path={}", sock.display()))
         .args(["-o", "source=/", "-o", "cache=auto", "-o", "sandbox=chroot"])
         .stdin(Stdio::null())
@@ -378,7 +394,7 @@ pub fn run_once(script: &str, timeout: Duration, config: &Config, attempt: u32) 
     }
 
     let started = Instant::now();
-    let qemu = Command::new(&qemu_binary)
+    let qemu = dies_with_us(Command::new(&qemu_binary))
         .args(["-M", "q35", "-cpu", &config.cpu, "-accel", "tcg", "-smp", &config.smp.to_string(), "-m", MEMORY])
         .args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
         .arg("-kernel")
