@@ -186,6 +186,7 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
         debugcon_socket: run_dir.join("debugcon.sock"),
         accel,
         role: vmm::Role::Boot,
+        root_writable: false,
         arch,
     };
     let argv = vmm.argv(&spec).map_err(Error::Usage)?;

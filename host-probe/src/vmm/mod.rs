@@ -339,6 +339,10 @@ pub struct Spec {
     pub debugcon_socket: PathBuf,
     pub accel: Accel,
     pub role: Role,
+    /// The root disk attached read-write: never by host-probe (its roots are read-only), only by
+    /// tests that check what a guest wrote survives an orderly power-off. A VMM configured over its
+    /// API (Firecracker) reads it; the others' tests edit their argv.
+    pub root_writable: bool,
     /// The guest's architecture: QEMU's machine (`microvm` or `virt`) and its devices.
     pub arch: rootfs_builder::elf::Arch,
 }

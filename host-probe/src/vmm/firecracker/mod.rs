@@ -44,8 +44,11 @@ const GET_IT: &str = "set $FIRECRACKER to Firecracker v1.16's binary (its releas
 /// The files of its snapshot, besides the manifest.
 const SNAPSHOT_FILES: &[&str] = &[STATE_FILE, MEMORY_FILE];
 
-/// Kernel parameters of its own: it has no PCI bus (the guest's probes of 0xcf8 only fill its log).
-const KERNEL_ARGS: &str = "pci=off";
+/// Kernel parameters of its own. `reboot=k`: the guest resets through the i8042's reset line,
+/// which Firecracker ends on with exit code 0 (a triple fault, `reboot=t`, ends it with "Unexpected
+/// exit reason on vcpu run: Shutdown" and exit code 1); the later `reboot=` wins. `pci=off`: it has
+/// no PCI bus (the guest's probes of 0xcf8 only fill its log).
+const KERNEL_ARGS: &str = "reboot=k pci=off";
 
 pub struct Firecracker;
 
@@ -513,9 +516,10 @@ fn machine_config(spec: &Spec) -> Value {
 /// in Firecracker's log) and stops the VM on aarch64. The guest mounts it `ro`.
 fn root_device(spec: &Spec) -> Option<(&'static str, Value)> {
     match &spec.root {
-        Root::Disk(p) => {
-            Some(("drives", json!({ "drive_id": ROOT_ID, "path_on_host": path(p), "is_root_device": false, "is_read_only": true })))
-        }
+        Root::Disk(p) => Some((
+            "drives",
+            json!({ "drive_id": ROOT_ID, "path_on_host": path(p), "is_root_device": false, "is_read_only": !spec.root_writable }),
+        )),
         Root::Pmem(p) => Some(("pmem", json!({ "id": ROOT_ID, "path_on_host": path(p), "root_device": false, "read_only": true }))),
         Root::Initramfs(_) => None,
     }
@@ -778,6 +782,7 @@ mod tests {
             debugcon_socket: "/run/r/debugcon.sock".into(),
             accel: Accel::Kvm,
             role: Role::Boot,
+            root_writable: false,
             arch: host_arch(),
         }
     }
