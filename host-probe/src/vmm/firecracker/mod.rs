@@ -1051,4 +1051,64 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn instance_ids_from_the_run_directory() {
+        let cases = [("/tmp/host-probe-123-0/api.sock", "host-probe-123-0"), ("/tmp/a_b.c/api.sock", "a-b-c"), ("api.sock", "host-probe")];
+        for (socket, want) in cases {
+            let s = Spec { api_socket: socket.into(), ..spec(disk(), false, false) };
+            assert_eq!(instance_id_of(&s), want);
+            assert_eq!(instance_id(want), Ok(()));
+        }
+        let long = Spec { api_socket: PathBuf::from(format!("/t/{}/api.sock", "x".repeat(80))), ..spec(disk(), false, false) };
+        assert_eq!(instance_id_of(&long).len(), 64);
+    }
+
+    #[test]
+    fn a_program_that_is_not_firecracker_v1_16_is_refused_with_the_fix() {
+        let p = Path::new("/opt/fc");
+        let cases = [
+            (Some("Firecracker v1.16.1\n\n2026-12-07T10:37:23.507338000 [anonymous-instance:main] exiting\n"), None),
+            (None, Some("no answer to --version")),
+            (Some("cloud-hypervisor v53.0-dirty\n"), Some("is not Firecracker: its --version says \"cloud-hypervisor v53.0-dirty\"")),
+            (Some("Firecracker v1.15.0\n"), Some("too old")),
+            (Some("Firecracker v1.17.0\n"), Some("untried")),
+        ];
+        for (out, want) in cases {
+            match (check_program(p, out), want) {
+                (Ok(()), None) => {}
+                (Err(Error::Missing { what, fix }), Some(w)) => {
+                    assert!(what.contains(w) && what.starts_with("/opt/fc"), "{what}");
+                    assert!(fix.contains("$FIRECRACKER"), "{fix}");
+                }
+                (got, _) => panic!("{out:?}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn dry_run_lines_and_the_log_s_first_error() {
+        let calls = [Call::put("/actions", instance_start_body()), Call::get("/")];
+        assert_eq!(
+            curl_lines(Path::new("/r/api.sock"), &calls),
+            [
+                r#"curl -sf --unix-socket /r/api.sock -X PUT http://localhost/actions -H 'Content-Type: application/json' -d '{"action_type":"InstanceStart"}'"#,
+                "curl -sf --unix-socket /r/api.sock -X GET http://localhost/",
+            ]
+        );
+        let script = Firecracker.api_script(&spec(disk(), false, false));
+        assert_eq!(script[0], ": > /run/r/serial.log");
+        assert!(script.last().unwrap().ends_with(r#"-d '{"action_type":"InstanceStart"}'"#), "{script:?}");
+        let log = "\
+2026-12-07T11:09:09.151932070 [hp-1:fc_api:INFO] The request was executed successfully. Status code: 204 No Content.
+2026-12-07T11:09:10.533257870 [hp-1:fc_vcpu 0:ERROR] Unexpected exit reason on vcpu run: Shutdown
+2026-12-07T11:09:10.534444370 [hp-1:main:INFO] Vmm is stopping.
+";
+        assert_eq!(
+            Firecracker.first_error(log).unwrap(),
+            "2026-12-07T11:09:10.533257870 [hp-1:fc_vcpu 0:ERROR] Unexpected exit reason on vcpu run: Shutdown\n\
+             2026-12-07T11:09:10.534444370 [hp-1:main:INFO] Vmm is stopping."
+        );
+        assert_eq!(Firecracker.first_error(log.lines().next().unwrap()), None);
+    }
 }
