@@ -178,8 +178,8 @@ fn firecracker_passes_its_tests_on_hardware_kvm() {
 
 /// Snapshot start on hardware KVM, in L1: vm_snapshot's tests. QEMU (the kernel's vhost-vsock)
 /// always; cloud-hypervisor, in both memory restore modes, when one is here (`$CLOUD_HYPERVISOR` or
-/// PATH). Two copies restored at once are unique and ready, the snapshot and image unchanged, and
-/// Ctrl-C during a restore leaves nothing.
+/// PATH); Firecracker when one is here ([`firecracker`]). Two copies restored at once are unique and
+/// ready, the snapshot and image unchanged, and Ctrl-C during a restore leaves nothing.
 #[test]
 fn snapshots_restore_into_unique_copies_on_hardware_kvm() {
     let test = "snapshots_restore_into_unique_copies_on_hardware_kvm";
