@@ -1,6 +1,7 @@
 //! Firecracker with real Linux guests: they need hardware KVM, so on this project's machines these
 //! tests run inside the simulated KVM host (`vm_l1.rs` runs this binary there). Each skips with one
-//! line where there is no hardware KVM or no Firecracker (`$FIRECRACKER` or PATH).
+//! line where there is no hardware KVM or no Firecracker (`$FIRECRACKER` or PATH); the refusals,
+//! which boot nothing, run on any host.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -179,4 +180,67 @@ fn timeout_and_ctrl_c_leave_nothing_behind() {
     let d = run_dir.display().to_string();
     assert_eq!(e2e::processes_mentioning(&d), Vec::<String>::new());
     assert_eq!(e2e::unix_sockets_mentioning(&d), Vec::<String>::new());
+}
+
+/// `host-probe run --vmm firecracker` with `$FIRECRACKER` set to `program`; its exit code and stderr.
+fn host_probe_with(program: &Path, args: &[&str], kernel: &Path, rootfs: &Path) -> (i32, String, String) {
+    let out = Command::new(vm::cargo_build("host-probe", "host-probe", None, false))
+        .env("FIRECRACKER", program)
+        .args(["run", "--vmm", "firecracker"])
+        .args(args)
+        .arg("--kernel")
+        .arg(kernel)
+        .arg("--rootfs")
+        .arg(rootfs)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Runs on any host (nothing boots): a program that is not Firecracker, a Firecracker other than
+/// v1.16, a bzImage, `--share` and `--layout kuasar` are refused with the exit code and the fix;
+/// `--dry-run` with a v1.16 prints the command line and the API calls.
+#[test]
+fn bad_input_is_refused_before_anything_starts() {
+    let tmp = TempDir::new("fc-refusals").unwrap();
+    let stub = |name: &str, says: &str| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, format!("#!/bin/sh\necho '{says}'\n")).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        p
+    };
+    let (good, old, other) =
+        (stub("fc-16", "Firecracker v1.16.1"), stub("fc-15", "Firecracker v1.15.0"), stub("ch", "cloud-hypervisor v53.0"));
+    let image = tmp.path().join("rootfs.ext4");
+    std::fs::write(&image, b"").unwrap();
+    let (kernel, bz) = (vmlinux(), e2e::tiny_bzimage());
+    let share = format!("--share={}", tmp.path().display());
+    let cases: [(&Path, &[&str], &Path, i32, &str); 5] = [
+        (&other, &["--dry-run"], &kernel, 3, "is not Firecracker: its --version says \"cloud-hypervisor v53.0\""),
+        (&old, &["--dry-run"], &kernel, 3, "too old"),
+        (&good, &["--dry-run"], &bz, 2, "not a bzImage: give --kernel the vmlinux"),
+        (&good, &["--dry-run", &share], &kernel, 2, "drop --share"),
+        (&good, &["--dry-run", "--layout", "kuasar", "--root", "pmem"], &kernel, 2, "pass --vmm cloud-hypervisor"),
+    ];
+    for (program, args, k, code, want) in cases {
+        let (got, _, err) = host_probe_with(program, args, k, &image);
+        assert_eq!(got, code, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let (code, out, err) = host_probe_with(&good, &["--dry-run"], &kernel, &image);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
+    let fc = lines.iter().position(|l| l.starts_with(&good.display().to_string())).unwrap_or_else(|| panic!("{out}"));
+    assert!(lines[fc].contains(" --api-sock ") && lines[fc].ends_with(" &"), "{out}");
+    let calls: Vec<&str> =
+        lines[fc + 1..].iter().filter(|l| l.starts_with("curl ")).map(|l| l.split(" http://localhost").nth(1).unwrap()).collect();
+    let paths: Vec<&str> = calls.iter().map(|c| c.split(' ').next().unwrap()).collect();
+    assert_eq!(
+        paths,
+        ["/boot-source", "/machine-config", "/drives/root", "/network-interfaces/eth0", "/vsock", "/serial", "/actions"],
+        "{out}"
+    );
+    assert!(out.contains("chinit.poweroff=reboot") && out.contains("reboot=k"), "{out}");
+    assert!(out.contains(r#""is_read_only":true"#), "{out}");
 }
