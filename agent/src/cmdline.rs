@@ -29,6 +29,7 @@ pub mod key {
     pub const ON_ERROR: &str = "on_error";
     pub const MARKS: &str = "marks";
     pub const GRACE_MS: &str = "grace_ms";
+    pub const POWEROFF: &str = "poweroff";
 }
 
 /// Every key chinit knows.
@@ -53,6 +54,7 @@ pub const KEYS: &[&str] = &[
     key::ON_ERROR,
     key::MARKS,
     key::GRACE_MS,
+    key::POWEROFF,
 ];
 
 /// The prefix of every key.
@@ -131,6 +133,26 @@ impl Word for OnError {
             OnError::Poweroff => "poweroff",
             OnError::Halt => "halt",
             OnError::Shell => "shell",
+        }
+    }
+}
+
+/// `chinit.poweroff=`: how chinit ends the machine when it powers off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerOff {
+    /// `reboot(RB_POWER_OFF)`: the ACPI power-off that cloud-hypervisor and QEMU end on.
+    Off,
+    /// `reboot(RB_AUTOBOOT)`: a CPU reset, for a VMM that has no power-off but exits when its
+    /// guest resets (Firecracker). Everything before it is the same orderly shutdown.
+    Reboot,
+}
+
+impl Word for PowerOff {
+    const ALL: &'static [Self] = &[PowerOff::Off, PowerOff::Reboot];
+    fn word(self) -> &'static str {
+        match self {
+            PowerOff::Off => "off",
+            PowerOff::Reboot => "reboot",
         }
     }
 }
@@ -275,6 +297,10 @@ impl Builder {
 
     pub fn grace_ms(self, ms: u64) -> Builder {
         self.kv(key::GRACE_MS, ms)
+    }
+
+    pub fn poweroff(self, v: PowerOff) -> Builder {
+        self.kv(key::POWEROFF, v.word())
     }
 
     /// The words, space-separated; `Err` names every value that cannot be written.

@@ -4,7 +4,7 @@
 
 use std::net::Ipv4Addr;
 
-use agent::cmdline::{Api, Builder};
+use agent::cmdline::{Api, Builder, PowerOff};
 use rootfs_builder::elf::Arch;
 
 /// How the root filesystem is attached, as far as the kernel cares.
@@ -41,6 +41,11 @@ pub struct Guest {
     pub rootflags: Option<String>,
     /// A virtio-fs tag chinit mounts on `/mnt/<tag>`.
     pub share: Option<String>,
+    /// The VMM has no power-off but exits when the guest resets: chinit powers off by a reset
+    /// (`chinit.poweroff=reboot`).
+    pub poweroff_by_reset: bool,
+    /// The VMM's own kernel parameters ([`crate::vmm::Driver::kernel_args`]), before `extra`.
+    pub vmm_args: &'static str,
     /// Appended last, so it can override anything before it.
     pub extra: String,
 }
@@ -117,9 +122,15 @@ pub fn build(g: &Guest) -> String {
     if let Some(tag) = &g.share {
         keys = keys.mount(tag, &format!("/mnt/{tag}"), "virtiofs", None);
     }
+    if g.poweroff_by_reset {
+        keys = keys.poweroff(PowerOff::Reboot);
+    }
     parts.push(chinit(keys));
     if let Some(k) = g.tsc_khz {
         parts.push(format!("tsc_early_khz={k}"));
+    }
+    if !g.vmm_args.is_empty() {
+        parts.push(g.vmm_args.to_string());
     }
     let extra = g.extra.trim();
     if !extra.is_empty() {
@@ -166,6 +177,8 @@ mod tests {
             arch: Arch::X86_64,
             rootflags: None,
             share: None,
+            poweroff_by_reset: false,
+            vmm_args: "",
             extra: String::new(),
         }
     }
@@ -186,6 +199,8 @@ mod tests {
             arch: Arch::X86_64,
             rootflags: None,
             share: None,
+            poweroff_by_reset: false,
+            vmm_args: "",
             extra: " loglevel=7 ".into(),
         };
         let cases = [
@@ -249,6 +264,13 @@ mod tests {
         assert_eq!(
             build(&mode),
             "console=ttyS0 quiet reboot=t panic=-1 io_delay=none rdinit=/init chinit.root=/dev/pmem0 ro chinit.port=1024 chinit.api=tcp"
+        );
+        // A VMM that exits on a reset and not on a power-off, with kernel parameters of its own.
+        let reset = Guest { poweroff_by_reset: true, vmm_args: "pci=off", extra: "loglevel=7".into(), ..build_default() };
+        assert_eq!(
+            build(&reset),
+            "console=ttyS0 quiet reboot=t panic=-1 io_delay=none root=/dev/vda ro rootfstype=ext4 init=/sbin/chinit \
+             chinit.port=1024 chinit.api=tcp chinit.poweroff=reboot pci=off loglevel=7"
         );
     }
 }

@@ -107,6 +107,7 @@ mod tests {
             debugcon_socket: dir.join("debugcon.sock"),
             accel,
             role: crate::vmm::Role::Boot,
+            root_writable: false,
             arch: rootfs_builder::elf::Arch::X86_64,
         };
         Plan {

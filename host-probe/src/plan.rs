@@ -161,6 +161,8 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
         rootflags: kuasar.then(|| KUASAR_ROOTFLAGS.to_string()),
         share: o.share.as_ref().map(|s| s.tag.clone()),
         arch,
+        poweroff_by_reset: vmm.powers_off_by_reset(),
+        vmm_args: vmm.kernel_args(arch),
         extra: o.cmdline_extra.clone(),
     });
     let (fs, virtiofsd_argv) = wire_share(o, vmm, host, &run_dir)?;
@@ -184,9 +186,10 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
         debugcon_socket: run_dir.join("debugcon.sock"),
         accel,
         role: vmm::Role::Boot,
+        root_writable: false,
         arch,
     };
-    let argv = vmm.argv(&spec).map_err(|e| Error::Usage(e.into()))?;
+    let argv = vmm.argv(&spec).map_err(Error::Usage)?;
     Ok(Plan {
         vmm,
         accel,
@@ -290,7 +293,16 @@ pub fn dry_run_text(p: &Plan) -> String {
         o.push_str(&format!("{} &\n", vmm::shell_line(v)));
     }
     o.push_str(&vmm::shell_line(&p.argv));
+    // A VMM configured over its API once it runs: in the background, then its calls.
+    let calls = p.vmm.api_script(&p.spec);
+    if !calls.is_empty() {
+        o.push_str(" &");
+    }
     o.push('\n');
+    for c in calls {
+        o.push_str(&c);
+        o.push('\n');
+    }
     o
 }
 

@@ -84,6 +84,7 @@ impl Boot {
             })
         });
         let warnings = cmdline::parse_onto(&mut self.cfg, &text);
+        shutdown::set_poweroff(self.cfg.poweroff);
         let _ = self.timeline().end(step, Ok::<(), Infallible>(()));
         for w in &warnings {
             say!("cmdline: {w}");

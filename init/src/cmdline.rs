@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use agent::proto::{DEFAULT_PORT, DEFAULT_VSOCK_PORT};
 
 use agent::cmdline::{key, Word};
-pub use agent::cmdline::{Api, OnError, OnExit};
+pub use agent::cmdline::{Api, OnError, OnExit, PowerOff};
 
 /// `chinit.root=`: the root device to switch to when chinit is `/init` of an initramfs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +79,8 @@ pub struct Config {
     pub marks: bool,
     /// Grace period between SIGTERM and SIGKILL at shutdown, in ms.
     pub grace_ms: u64,
+    /// How a power-off ends the machine (`chinit.poweroff=`).
+    pub poweroff: PowerOff,
 }
 
 impl Default for Config {
@@ -101,6 +103,7 @@ impl Default for Config {
             on_error: OnError::Poweroff,
             marks: true,
             grace_ms: 2000,
+            poweroff: PowerOff::Off,
         }
     }
 }
@@ -389,6 +392,7 @@ fn apply(c: &mut Config, name: &str, v: &str) -> Result<(), String> {
         key::ON_ERROR => c.on_error = word(v)?,
         key::MARKS => c.marks = parse_bool(v)?,
         key::GRACE_MS => c.grace_ms = parse_num(v, "a number of milliseconds")?,
+        key::POWEROFF => c.poweroff = word(v)?,
         _ if KEYS.contains(&name) => return Err("empty value".into()),
         _ => return Err(unknown(name)),
     }
@@ -491,7 +495,8 @@ mod tests {
             "chinit.mount=myfs:/mnt/data:virtiofs chinit.mount=/dev/vdb:/srv:ext4:ro,noatime ",
             "chinit.hostname=vm-1 chinit.iface=eth1 chinit.ip=169.254.7.9/16 chinit.gw=169.254.0.1 chinit.mtu=1400 ",
             "chinit.port=8080 chinit.vsock_port=5000 chinit.api=tcp chinit.notify=vsock:9999 ",
-            "chinit.exec=\"/bin/sh -c 'echo hi there'\" chinit.on_exit=stay chinit.on_error=shell chinit.marks=off chinit.grace_ms=50"
+            "chinit.exec=\"/bin/sh -c 'echo hi there'\" chinit.on_exit=stay chinit.on_error=shell chinit.marks=off chinit.grace_ms=50 ",
+            "chinit.poweroff=reboot"
         ));
         assert!(w.is_empty(), "{w:?}");
         assert_eq!(c.root, Root::Device("/dev/pmem0p1".into()));
@@ -514,6 +519,7 @@ mod tests {
         assert_eq!((c.port, c.vsock_port, c.api, c.notify_vsock_port), (8080, Some(5000), Api::Tcp, Some(9999)));
         assert_eq!(c.exec, Some(vec!["/bin/sh".to_string(), "-c".into(), "echo hi there".into()]));
         assert_eq!((c.on_exit, c.on_error, c.marks, c.grace_ms), (OnExit::Stay, OnError::Shell, false, 50));
+        assert_eq!(c.poweroff, PowerOff::Reboot);
     }
 
     #[test]
@@ -532,6 +538,7 @@ mod tests {
             ("chinit.notify=tcp:1", "vsock:<port>"),
             ("chinit.on_exit=reboot", "poweroff or stay"),
             ("chinit.on_error=panic", "poweroff, halt or shell"),
+            ("chinit.poweroff=halt", "off or reboot"),
             ("chinit.mount=a:b", "<source>:<target>"),
             ("chinit.mount=a:rel:ext4", "absolute"),
             ("chinit.root=vda", "/dev"),

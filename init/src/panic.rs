@@ -9,7 +9,7 @@ pub fn install() {
         log::kmsg(format_args!("panic: {info}"));
         if std::process::id() == 1 {
             nix::unistd::sync();
-            let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+            let _ = nix::sys::reboot::reboot(crate::shutdown::power_off_mode());
             loop {
                 nix::unistd::pause();
             }

@@ -1,10 +1,12 @@
 //! Orderly shutdown, always in this order: SIGTERM to every process → grace period → SIGKILL →
 //! sync → unmount the extra mounts (retry, then lazily) → remount the root read-only (VM mode) →
 //! sync → `reboot(POWER_OFF)` (never a reboot unless asked: cloud-hypervisor restarts a VM that
-//! reboots). In a PID namespace, `reboot()` ends the namespace, as it should; when the workload
+//! reboots; but `chinit.poweroff=reboot` powers off by a CPU reset, for a VMM with no power-off that
+//! exits when its guest resets: Firecracker). In a PID namespace, `reboot()` ends the namespace, as it should; when the workload
 //! ended by itself, chinit exits with its status instead (its code, or 128 + the signal), as tini
 //! does, so whoever started the namespace learns it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use nix::mount::{MntFlags, MsFlags};
@@ -13,7 +15,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::time::Instant;
 
-use crate::cmdline::ExtraMount;
+use crate::cmdline::{ExtraMount, PowerOff};
 use crate::mode::Mode;
 use crate::reap::Reaper;
 use crate::say;
@@ -26,6 +28,36 @@ pub enum Action {
     Poweroff,
     Reboot,
     Halt,
+}
+
+/// Whether a power-off is a CPU reset (`chinit.poweroff=reboot`), set once the command line is read.
+static POWEROFF_BY_RESET: AtomicBool = AtomicBool::new(false);
+
+/// How every later power-off ends the machine (`chinit.poweroff=`).
+pub fn set_poweroff(p: PowerOff) {
+    POWEROFF_BY_RESET.store(p == PowerOff::Reboot, Ordering::SeqCst);
+}
+
+fn poweroff() -> PowerOff {
+    if POWEROFF_BY_RESET.load(Ordering::SeqCst) {
+        PowerOff::Reboot
+    } else {
+        PowerOff::Off
+    }
+}
+
+/// The `reboot(2)` command of a power-off now.
+pub fn power_off_mode() -> RebootMode {
+    reboot_mode(Action::Poweroff, poweroff())
+}
+
+/// The `reboot(2)` command that ends the machine as `action` says, under `chinit.poweroff=`.
+pub fn reboot_mode(action: Action, poweroff: PowerOff) -> RebootMode {
+    match (action, poweroff) {
+        (Action::Poweroff, PowerOff::Off) => RebootMode::RB_POWER_OFF,
+        (Action::Poweroff, PowerOff::Reboot) | (Action::Reboot, _) => RebootMode::RB_AUTOBOOT,
+        (Action::Halt, _) => RebootMode::RB_HALT_SYSTEM,
+    }
 }
 
 /// Signals every process but us and waits, reacting to SIGCHLD, until none is left or `deadline`.
@@ -92,11 +124,7 @@ pub fn finish(mode: Mode, extra: &[ExtraMount], ending: Ending) -> ! {
 /// The final syscall. Never returns: if the kernel refuses, PID 1 of a VM waits forever (exiting
 /// would panic the kernel); PID 1 of a namespace exits.
 pub fn power(mode: Mode, action: Action) -> ! {
-    let how = match action {
-        Action::Poweroff => RebootMode::RB_POWER_OFF,
-        Action::Reboot => RebootMode::RB_AUTOBOOT,
-        Action::Halt => RebootMode::RB_HALT_SYSTEM,
-    };
+    let how = reboot_mode(action, poweroff());
     let err = nix::sys::reboot::reboot(how).err();
     say!("shutdown: reboot({how:?}) failed: {}", err.map(|e| e.to_string()).unwrap_or_default());
     if mode == Mode::Namespace {
@@ -106,5 +134,25 @@ pub fn power(mode: Mode, action: Action) -> ! {
     }
     loop {
         nix::unistd::pause();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn power_off_is_a_reset_only_when_the_command_line_says_so() {
+        let cases = [
+            (Action::Poweroff, PowerOff::Off, RebootMode::RB_POWER_OFF),
+            (Action::Poweroff, PowerOff::Reboot, RebootMode::RB_AUTOBOOT),
+            (Action::Reboot, PowerOff::Off, RebootMode::RB_AUTOBOOT),
+            (Action::Reboot, PowerOff::Reboot, RebootMode::RB_AUTOBOOT),
+            (Action::Halt, PowerOff::Off, RebootMode::RB_HALT_SYSTEM),
+            (Action::Halt, PowerOff::Reboot, RebootMode::RB_HALT_SYSTEM),
+        ];
+        for (action, p, want) in cases {
+            assert_eq!(reboot_mode(action, p), want, "{action:?} {p:?}");
+        }
     }
 }

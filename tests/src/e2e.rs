@@ -171,6 +171,8 @@ impl Guest {
         }
         let mut plan = run::plan(&o, &HostOffer::gather(), run::next_seq()).unwrap_or_else(|e| panic!("plan: {e}"));
         if writable {
+            // A VMM configured over its API reads the spec.
+            plan.spec.root_writable = true;
             for a in plan.argv.iter_mut() {
                 if a.starts_with("id=root,") {
                     *a = a.replace(",read-only=on", "");

@@ -143,10 +143,43 @@ fn cloud_hypervisor_passes_its_tests_on_hardware_kvm() {
     assert_all_ran_and_passed("vm_ch", &tests, &format!("CLOUD_HYPERVISOR={}", ch.display()));
 }
 
+/// Firecracker's program: `$FIRECRACKER`, PATH, else `../shared/vmm/firecracker` next to the
+/// workspace (where this project's machines keep the VMM binaries).
+fn firecracker() -> Option<std::path::PathBuf> {
+    host_probe::vmm::firecracker::find().or_else(|| {
+        let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vmm/firecracker");
+        host_probe::locate::is_executable(&shared).then(|| std::fs::canonicalize(&shared).unwrap_or(shared))
+    })
+}
+
+/// Firecracker with real Linux guests, in L1: vm_firecracker's tests (ready over the TAP and vsock
+/// with the notify push and every phase, a workload's exit code at the host, the API's power-off
+/// in order with a clean filesystem, timeout and Ctrl-C cleanup). Needs a Firecracker here.
+#[test]
+fn firecracker_passes_its_tests_on_hardware_kvm() {
+    let test = "firecracker_passes_its_tests_on_hardware_kvm";
+    if !available(test) {
+        return;
+    }
+    let Some(fc) = firecracker() else {
+        chinit_tests::ns::skip(&format!(
+            "{test}: firecracker not found (set $FIRECRACKER to Firecracker v1.16's binary, put it on PATH, or in ../shared/vmm)"
+        ));
+        return;
+    };
+    let tests = [
+        "boots_to_ready_over_the_tap_and_vsock_with_every_phase",
+        "a_workload_s_exit_code_reaches_the_host",
+        "the_api_powers_off_in_order_and_the_filesystem_is_clean",
+        "timeout_and_ctrl_c_leave_nothing_behind",
+    ];
+    assert_all_ran_and_passed("vm_firecracker", &tests, &format!("FIRECRACKER={}", fc.display()));
+}
+
 /// Snapshot start on hardware KVM, in L1: vm_snapshot's tests. QEMU (the kernel's vhost-vsock)
 /// always; cloud-hypervisor, in both memory restore modes, when one is here (`$CLOUD_HYPERVISOR` or
-/// PATH). Two copies restored at once are unique and ready, the snapshot and image unchanged, and
-/// Ctrl-C during a restore leaves nothing.
+/// PATH); Firecracker when one is here ([`firecracker`]). Two copies restored at once are unique and
+/// ready, the snapshot and image unchanged, and Ctrl-C during a restore leaves nothing.
 #[test]
 fn snapshots_restore_into_unique_copies_on_hardware_kvm() {
     let test = "snapshots_restore_into_unique_copies_on_hardware_kvm";
@@ -161,6 +194,12 @@ fn snapshots_restore_into_unique_copies_on_hardware_kvm() {
         }
         None => chinit_tests::ns::skip(&format!(
             "{test}: its cloud-hypervisor half: cloud-hypervisor not found (set $CLOUD_HYPERVISOR or put it on PATH)"
+        )),
+    }
+    match firecracker() {
+        Some(fc) => runs.push(("firecracker_copies_are_unique", format!("FIRECRACKER={}", fc.display()))),
+        None => chinit_tests::ns::skip(&format!(
+            "{test}: its Firecracker part: firecracker not found (set $FIRECRACKER to Firecracker v1.16's binary, put it on PATH, or in ../shared/vmm)"
         )),
     }
     for (one, env) in runs {

@@ -18,7 +18,7 @@ use host_probe::run::{HostOffer, Options, Plan, VmmChoice};
 use host_probe::snapshot::manifest::{self, Boot, Devices, FileId, Manifest};
 use host_probe::snapshot::restore::{self, Copy};
 use host_probe::snapshot::RestoreOptions;
-use host_probe::vmm::{cloud_hypervisor, qemu, Accel, MemoryRestoreMode, Vmm};
+use host_probe::vmm::{cloud_hypervisor, firecracker, qemu, Accel, MemoryRestoreMode, Vmm};
 
 /// A copy that is not ready by then is stuck: it fails with its console well inside L1's own time
 /// bound, instead of L1 timing out with nothing to say.
@@ -42,8 +42,9 @@ fn restorable(test: &str, vmm: Vmm) -> Option<Options> {
             return None;
         }
         v if v == qemu::VMM => e2e::tiny_bzimage(),
-        _ if host.program_of(cloud_hypervisor::VMM).is_none() => {
-            e2e::skip(test, "cloud-hypervisor not found (set $CLOUD_HYPERVISOR or put it on PATH)");
+        v if host.program_of(v).is_none() => {
+            let var = if v == firecracker::VMM { "FIRECRACKER" } else { "CLOUD_HYPERVISOR" };
+            e2e::skip(test, &format!("{} not found (set ${var} or put it on PATH)", v.name()));
             return None;
         }
         _ => e2e::tiny_bzimage().with_file_name("vmlinux"),
@@ -221,6 +222,15 @@ fn cloud_hypervisor_copies_are_unique_in_both_memory_restore_modes() {
     if let Some((_tmp, dir)) =
         copies_are_unique(test, cloud_hypervisor::VMM, &[Some(MemoryRestoreMode::Copy), Some(MemoryRestoreMode::Ondemand)])
     {
+        ctrl_c_during_restore_leaves_nothing(&dir);
+    }
+}
+
+/// Firecracker: `PATCH /vm Paused` and `PUT /snapshot/create`, each copy a fresh Firecracker that
+/// loads it (`PUT /snapshot/load` with its own TAP and vsock socket, resumed), made unique.
+#[test]
+fn firecracker_copies_are_unique() {
+    if let Some((_tmp, dir)) = copies_are_unique("firecracker_copies_are_unique", firecracker::VMM, &[None]) {
         ctrl_c_during_restore_leaves_nothing(&dir);
     }
 }

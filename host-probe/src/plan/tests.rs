@@ -303,3 +303,34 @@ fn the_names_of_a_process_never_repeat() {
     assert_eq!(e.exit_code().code(), 2, "{e}");
     assert!(e.to_string().contains(&format!("at most {max} runs")), "{e}");
 }
+
+/// `--vmm auto` takes Firecracker only where it would otherwise fail: hardware KVM, a native
+/// guest, no cloud-hypervisor and no QEMU for this architecture. Anywhere QEMU or
+/// cloud-hypervisor was taken, it still is.
+#[test]
+fn auto_takes_firecracker_only_where_no_other_vmm_runs() {
+    use crate::vmm::{cloud_hypervisor, firecracker, qemu};
+    let hw = KvmKind::Hardware("kvm_amd");
+    let with = |ch: bool, fc: bool, qemu_x86: bool, kvm: KvmKind| {
+        let mut h = host(kvm, ch, false);
+        if fc {
+            h.vmm_programs.insert("firecracker", "/bin/firecracker".into());
+        }
+        if !qemu_x86 {
+            h.vmm_programs.remove("qemu-system-x86_64");
+        }
+        h
+    };
+    let cases = [
+        (with(true, true, true, hw), true, cloud_hypervisor::VMM),
+        (with(false, true, true, hw), true, qemu::VMM),
+        (with(false, true, true, KvmKind::Pvm), true, qemu::VMM),
+        (with(false, true, false, hw), true, firecracker::VMM),
+        (with(false, true, false, KvmKind::Pvm), true, qemu::VMM),
+        (with(false, true, false, hw), false, qemu::VMM),
+        (with(false, false, false, hw), true, qemu::VMM),
+    ];
+    for (i, (h, native, want)) in cases.into_iter().enumerate() {
+        assert_eq!(choose_vmm(VmmChoice::Auto, &h, native, &mut Vec::new()).unwrap(), want, "case {i}");
+    }
+}

@@ -125,7 +125,7 @@ pub fn take(o: &Options, out: &Path) -> Result<Taken, Error> {
     }
     dir.will_write(manifest::vmm_files(plan.vmm));
     plan.spec.role = Role::Source { memory: out.join("memory"), qmp: plan.run_dir.join("qmp.sock") };
-    plan.argv = plan.vmm.argv(&plan.spec).map_err(|e| Error::Usage(e.into()))?;
+    plan.argv = plan.vmm.argv(&plan.spec).map_err(Error::Usage)?;
     let version = plan.vmm.version_line(&plan.spec.binary).unwrap_or_else(|| "unknown".into());
     for n in &plan.notes {
         progress(o.verbose, n);

@@ -1,4 +1,4 @@
-//! The VMMs: one module each ([`cloud_hypervisor`], [`qemu`]) behind one trait ([`Driver`]), and
+//! The VMMs: one module each ([`cloud_hypervisor`], [`firecracker`], [`qemu`]) behind one trait ([`Driver`]), and
 //! one [`registry`] that lists them. The rest of host-probe (plan, launch, watch, collect, snapshot,
 //! restore) asks a [`Vmm`] what it needs and never names one; adding a VMM is a module here and a
 //! line in the registry.
@@ -104,8 +104,22 @@ pub trait Driver: Sync {
     /// The guest's vsock (asked for only when the guest gets one): its device, the helper that
     /// serves it, how the host reaches it; a note when this host cannot give one.
     fn wire_vsock(&self, host: &HostOffer, run_dir: &Path, ids: (u32, u32), notes: &mut Vec<String>) -> Wired;
-    /// Its whole command line, program first (pure), or why the spec cannot be run.
-    fn argv(&self, spec: &Spec) -> Result<Vec<String>, &'static str>;
+    /// Its whole command line, program first (pure), or why the spec cannot be run (with the fix).
+    fn argv(&self, spec: &Spec) -> Result<Vec<String>, String>;
+    /// What `--dry-run` prints after the command line: the API calls that configure and start the
+    /// guest once it runs ([`Driver::configure`]), as shell lines. None by default.
+    fn api_script(&self, _spec: &Spec) -> Vec<String> {
+        Vec::new()
+    }
+    /// Whether it has no power-off but exits when the guest resets: chinit then powers off by a
+    /// reset (`chinit.poweroff=reboot`).
+    fn powers_off_by_reset(&self) -> bool {
+        false
+    }
+    /// Kernel parameters of its own for a guest of `arch` (before `--cmdline-extra`). None by default.
+    fn kernel_args(&self, _arch: Arch) -> &'static str {
+        ""
+    }
     /// Once it was spawned to boot (or to be snapshotted): the API calls that configure and start
     /// the guest, within `phase`. Nothing by default: the command line says it all.
     fn configure(&self, _running: &mut Running, _phase: &Phase) -> Result<(), Error> {
@@ -237,7 +251,8 @@ pub struct Net {
 /// The guest's vsock device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Vsock {
-    /// cloud-hypervisor's own (hybrid): `socket` is the Unix socket the VMM binds.
+    /// The VMM's own hybrid vsock (cloud-hypervisor, Firecracker): `socket` is the Unix socket
+    /// the VMM binds.
     Hybrid { cid: u32, socket: PathBuf },
     /// QEMU's vhost-user device, served by vhost-device-vsock on `socket` (guest memory shared).
     VhostUser { socket: PathBuf },
@@ -324,6 +339,10 @@ pub struct Spec {
     pub debugcon_socket: PathBuf,
     pub accel: Accel,
     pub role: Role,
+    /// The root disk attached read-write: never by host-probe (its roots are read-only), only by
+    /// tests that check what a guest wrote survives an orderly power-off. A VMM configured over its
+    /// API (Firecracker) reads it; the others' tests edit their argv.
+    pub root_writable: bool,
     /// The guest's architecture: QEMU's machine (`microvm` or `virt`) and its devices.
     pub arch: rootfs_builder::elf::Arch,
 }

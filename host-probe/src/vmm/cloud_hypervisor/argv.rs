@@ -90,6 +90,7 @@ mod tests {
             debugcon_socket: "/run/r/debugcon.sock".into(),
             accel: Accel::Kvm,
             role: Role::Boot,
+            root_writable: false,
             arch: rootfs_builder::elf::Arch::X86_64,
         }
     }

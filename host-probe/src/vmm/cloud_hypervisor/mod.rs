@@ -119,7 +119,7 @@ impl Driver for CloudHypervisor {
         Wired::hybrid(Vsock::Hybrid { cid: GUEST_CID, socket: uds.clone() }, None, &uds)
     }
 
-    fn argv(&self, spec: &Spec) -> Result<Vec<String>, &'static str> {
+    fn argv(&self, spec: &Spec) -> Result<Vec<String>, String> {
         Ok(argv(spec))
     }
 

@@ -290,6 +290,7 @@ mod tests {
             debugcon_socket: d.join("debugcon.sock"),
             accel: Accel::Kvm,
             role: Role::Boot,
+            root_writable: false,
             arch: crate::locate::host_arch(),
         };
         let start = |s: &Spec, config_file: Option<&Path>| {

@@ -3,6 +3,12 @@
 //! ([`argv`]), the snapshot bodies, the version check, the boot timer's log line ([`log`]) and the
 //! API client ([`api`]). All but the client are pure.
 //!
+//! Its [`Driver`] ([`VMM`]): KVM only, guests of the host's architecture, its own hybrid vsock, the
+//! API socket boot (every call of [`api_calls`] once it listens), no port-0x80 marks, power-off by a
+//! CPU reset (`chinit.poweroff=reboot`: it has no ACPI power-off but exits when its guest resets),
+//! snapshots by `PATCH /vm` and `PUT /snapshot/create`, copies by `PUT /snapshot/load` in a fresh
+//! Firecracker.
+//!
 //! What Firecracker cannot do is refused with the fix ([`refuse`]): a virtio console, virtio-fs, a
 //! vsock other than its own hybrid one, a guest of another architecture, a kernel it cannot load
 //! ([`check_kernel`]). The JSON field names are those of v1.16.1's
@@ -13,11 +19,329 @@ pub mod api;
 pub mod log;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use rootfs_builder::elf::Arch;
 use serde_json::{json, Value};
 
-use super::{Console, MemoryRestoreMode, Role, Root, Spec, Vsock};
+use super::{Accel, Console, Driver, Feature, Marks, MemoryRestoreMode, Role, Root, Spec, Vmm, Vsock, Wired};
+use crate::check::{self, KvmKind, Program, Status};
+use crate::error::Error;
+use crate::launch::{Captured, Phase, Running};
+use crate::options::HostOffer;
+use crate::plan::{Plan, GUEST_CID};
+
+/// Firecracker.
+pub const VMM: Vmm = Vmm::new(&Firecracker);
+
+/// Its name, and the program's.
+pub const NAME: &str = "firecracker";
+
+/// How to get it, in fixes.
+const GET_IT: &str = "set $FIRECRACKER to Firecracker v1.16's binary (its releases on GitHub: \
+                      firecracker-v1.16.1-x86_64), or put it on PATH";
+
+/// The files of its snapshot, besides the manifest.
+const SNAPSHOT_FILES: &[&str] = &[STATE_FILE, MEMORY_FILE];
+
+/// Kernel parameters of its own. `reboot=k`: the guest resets through the i8042's reset line,
+/// which Firecracker ends on with exit code 0 (a triple fault, `reboot=t`, ends it with "Unexpected
+/// exit reason on vcpu run: Shutdown" and exit code 1); the later `reboot=` wins. `pci=off`: it has
+/// no PCI bus (the guest's probes of 0xcf8 only fill its log).
+const KERNEL_ARGS: &str = "reboot=k pci=off";
+
+pub struct Firecracker;
+
+/// Its program: `$FIRECRACKER`, else on PATH.
+pub fn find() -> Option<PathBuf> {
+    match std::env::var_os("FIRECRACKER") {
+        Some(p) if !p.is_empty() => Some(PathBuf::from(p)).filter(|p| crate::locate::is_executable(p)),
+        _ => crate::locate::which(NAME),
+    }
+}
+
+/// The instance id of a run: its run directory's name (`host-probe-PID-SEQ`), the API socket's
+/// folder, as Firecracker's `--id` takes it (letters, digits and `-`, at most 64).
+pub fn instance_id_of(spec: &Spec) -> String {
+    let dir = spec.api_socket.parent().and_then(Path::file_name).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let id: String = dir.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).take(64).collect();
+    if id.is_empty() {
+        "host-probe".into()
+    } else {
+        id
+    }
+}
+
+/// Whether the program at `path` is a Firecracker host-probe drives: its `--version` says
+/// Firecracker v1.16.x. The error names what it is and the fix.
+pub fn check_program(path: &Path, version_output: Option<&str>) -> Result<(), Error> {
+    let missing = |what: String| Err(Error::Missing { what, fix: GET_IT.into() });
+    let Some(out) = version_output else {
+        return missing(format!("{}: no answer to --version: not a Firecracker", path.display()));
+    };
+    let Some(v) = version(out) else {
+        let first = out.lines().next().unwrap_or("").trim();
+        return missing(format!("{} is not Firecracker: its --version says {first:?}", path.display()));
+    };
+    supported(v).or_else(|e| missing(format!("{}: {e}", path.display())))
+}
+
+/// `firecracker --version`'s whole output (its first line is the version, then a log line).
+fn version_output(path: &Path) -> Option<String> {
+    let out = crate::bounded::output_within(std::process::Command::new(path).arg("--version"), Duration::from_secs(10)).ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The lines `--dry-run` prints for the API calls: each a `curl` on the API socket.
+pub fn curl_lines(socket: &Path, calls: &[Call]) -> Vec<String> {
+    calls
+        .iter()
+        .map(|c| {
+            let mut a: Vec<String> = vec![
+                "curl".into(),
+                "-sf".into(),
+                "--unix-socket".into(),
+                socket.display().to_string(),
+                "-X".into(),
+                c.method.name().into(),
+                format!("http://localhost{}", c.path),
+            ];
+            if let Some(b) = &c.body {
+                a.extend(["-H".into(), "Content-Type: application/json".into(), "-d".into(), b.to_string()]);
+            }
+            super::shell_line(&a)
+        })
+        .collect()
+}
+
+impl Driver for Firecracker {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn locate(&self) -> Vec<(&'static str, PathBuf)> {
+        find().map(|p| (NAME, p)).into_iter().collect()
+    }
+
+    /// Only where `--vmm auto` would otherwise fail: hardware KVM, a guest of the host's
+    /// architecture, Firecracker here and neither cloud-hypervisor (which comes first) nor QEMU's
+    /// program for this architecture. It never takes a host QEMU or cloud-hypervisor would run.
+    fn auto_fits(&self, host: &HostOffer, native: bool) -> bool {
+        let qemu = super::qemu::VMM;
+        native && host.vmm_programs.contains_key(NAME) && host.kvm.hardware() && host.kvm_usable && host.program(qemu, host.arch).is_none()
+    }
+
+    fn chosen(&self, host: &HostOffer, notes: &mut Vec<String>) -> Result<(), Error> {
+        if !host.vmm_programs.contains_key(NAME) {
+            return Err(Error::Missing {
+                what: "firecracker not found (neither $FIRECRACKER nor on PATH)".into(),
+                fix: format!("{GET_IT}; or use --vmm qemu"),
+            });
+        }
+        if !host.kvm.hardware() {
+            notes.push("no hardware KVM: Firecracker cannot run a Linux guest on this host".into());
+        }
+        Ok(())
+    }
+
+    fn program_name(&self, _arch: Arch) -> &'static str {
+        NAME
+    }
+
+    /// KVM only, on the host's architecture; its `--version` must say v1.16.x.
+    fn runs(&self, host: &HostOffer, arch: Arch, _notes: &mut Vec<String>) -> Result<(PathBuf, Accel), Error> {
+        if arch != host.arch {
+            return Err(Error::Usage(format!(
+                "Firecracker runs guests of its host's architecture only ({}): boot this {} kernel with --vmm qemu",
+                host.arch.name(),
+                arch.name()
+            )));
+        }
+        let bin = host.program(VMM, arch).ok_or_else(|| Error::Missing {
+            what: "firecracker not found (neither $FIRECRACKER nor on PATH)".into(),
+            fix: GET_IT.into(),
+        })?;
+        check_program(&bin, version_output(&bin).as_deref())?;
+        Ok((bin, Accel::Kvm))
+    }
+
+    /// The ELF `vmlinux` on x86_64 (it loads no bzImage), the `Image` on aarch64.
+    fn kernel_file(&self, arch: Arch) -> &'static str {
+        match arch {
+            Arch::X86_64 => "vmlinux",
+            Arch::Aarch64 => "Image",
+        }
+    }
+
+    fn needs_hardware_kvm(&self) -> bool {
+        true
+    }
+
+    fn check_line(&self, program: Option<&Program>, kvm: KvmKind) -> check::Line {
+        let Some(p) = program else {
+            return check::line(Status::Warn, NAME, "not found (set $FIRECRACKER or put it on PATH)".into(), Some(GET_IT));
+        };
+        let detail = check::program(Some(p));
+        let v = p.version.as_deref().and_then(version);
+        match (v.map(supported), kvm.hardware()) {
+            (None, _) => check::line(Status::Warn, NAME, format!("{detail}: not a Firecracker version"), Some(GET_IT)),
+            (Some(Err(e)), _) => check::line(Status::Warn, NAME, format!("{detail}: {e}"), Some(GET_IT)),
+            (Some(Ok(())), true) => check::line(Status::Ok, NAME, detail, None),
+            (Some(Ok(())), false) => check::line(Status::Warn, NAME, format!("{detail}; cannot boot Linux without hardware KVM"), None),
+        }
+    }
+
+    /// pmem it has (read-only); Kuasar's layout needs hvc0 and virtio-fs, which it has not.
+    fn cannot(&self, what: Feature) -> Option<&'static str> {
+        match what {
+            Feature::PmemRoot => None,
+            Feature::KuasarLayout => {
+                Some("--layout kuasar needs a virtio console (hvc0) and virtio-fs, which Firecracker has not: pass --vmm cloud-hypervisor")
+            }
+            Feature::Share => Some("Firecracker has no virtio-fs device: drop --share, or pass --vmm cloud-hypervisor"),
+        }
+    }
+
+    /// Its own hybrid vsock: a Unix socket it binds in the run directory.
+    fn wire_vsock(&self, _host: &HostOffer, run_dir: &Path, _ids: (u32, u32), _notes: &mut Vec<String>) -> Wired {
+        let uds = run_dir.join("vsock.sock");
+        Wired::hybrid(Vsock::Hybrid { cid: GUEST_CID, socket: uds.clone() }, None, &uds)
+    }
+
+    /// With its API socket, configured by [`Driver::configure`]; the kernel is checked to be one it loads.
+    fn argv(&self, spec: &Spec) -> Result<Vec<String>, String> {
+        refuse(spec, crate::locate::host_arch())?;
+        if !matches!(spec.role, Role::Restore { .. }) {
+            check_kernel_file(&spec.kernel, spec.arch)?;
+        }
+        argv(spec, &instance_id_of(spec), true, None)
+    }
+
+    fn api_script(&self, spec: &Spec) -> Vec<String> {
+        let mut lines = vec![format!(": > {}", super::shell_quote(&spec.serial.display().to_string()))];
+        lines.extend(api_calls(spec).map(|c| curl_lines(&spec.api_socket, &c)).unwrap_or_default());
+        lines
+    }
+
+    fn powers_off_by_reset(&self) -> bool {
+        true
+    }
+
+    fn kernel_args(&self, _arch: Arch) -> &'static str {
+        KERNEL_ARGS
+    }
+
+    /// Once it listens: the console file, then every call of [`api_calls`], `InstanceStart` last.
+    fn configure(&self, running: &mut Running, phase: &Phase) -> Result<(), Error> {
+        let spec = running.plan().spec.clone();
+        start_over_api(running, &spec, phase)
+    }
+
+    /// It logs no port-0x80 writes.
+    fn debugcon<'a>(&self, _spec: &'a Spec) -> Option<&'a Path> {
+        None
+    }
+
+    /// It exits when its guest resets.
+    fn guest_reset(&self, _spec: &Spec) -> bool {
+        false
+    }
+
+    /// No marks: the guest clocks, the notify push and the `/ready` answers are the host's figures.
+    fn marks(&self, _spec: &Spec, _c: &Captured) -> Marks {
+        Marks { source: "none (Firecracker logs no port-0x80 writes)", ..Marks::default() }
+    }
+
+    /// Its first ERROR line and the lines after it.
+    fn first_error(&self, text: &str) -> Option<String> {
+        let start = text.lines().position(|l| log::line(l).is_some_and(|l| l.level == Some("ERROR")))?;
+        Some(text.lines().skip(start).filter(|l| !l.trim().is_empty()).take(6).collect::<Vec<_>>().join("\n"))
+    }
+
+    /// Its vsock is always its own, which it saves.
+    fn snapshot_refusal(&self, _spec: &Spec) -> Option<Error> {
+        None
+    }
+
+    fn snapshot_files(&self) -> &'static [&'static str] {
+        SNAPSHOT_FILES
+    }
+
+    /// `PATCH /vm Paused`, then `PUT /snapshot/create` (Full) into `out`; phases of `timeout` each.
+    fn save(&self, running: &mut Running, out: &Path, timeout: Duration) -> Result<(Duration, Duration), Error> {
+        let socket = running.plan().spec.api_socket.clone();
+        let phase = Phase::start("snapshot pause", timeout);
+        let t = std::time::Instant::now();
+        let r = api::send(&socket, &Call::patch("/vm", pause_body()), phase.deadline);
+        running.call(&phase, "Firecracker's API (PATCH /vm Paused)", r)?;
+        let pause = t.elapsed();
+        let phase = Phase::start("snapshot save", timeout);
+        let t = std::time::Instant::now();
+        let (state, memory) = snapshot_files(out);
+        let r = api::send(&socket, &Call::put("/snapshot/create", snapshot_create_body(&state, &memory)), phase.deadline);
+        running.call(&phase, "Firecracker's API (PUT /snapshot/create)", r)?;
+        Ok((pause, t.elapsed()))
+    }
+
+    /// It is gone: its files go to disk now.
+    fn saved(&self, out: &Path) -> Result<(), Error> {
+        for f in SNAPSHOT_FILES {
+            let p = out.join(f);
+            std::fs::File::open(&p).and_then(|f| f.sync_all()).map_err(Error::io(format!("sync {}", p.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Its File backend maps the memory file copy-on-write: no mode to choose.
+    fn restore_mode(&self, asked: Option<MemoryRestoreMode>) -> Result<Option<MemoryRestoreMode>, Error> {
+        match asked {
+            Some(_) => Err(Error::Usage(
+                "--memory-restore-mode is cloud-hypervisor's: Firecracker maps the snapshot's memory file copy-on-write \
+                 and reads pages as the guest touches them (its File backend): drop --memory-restore-mode"
+                    .into(),
+            )),
+            None => Ok(None),
+        }
+    }
+
+    fn restorable_vsock(&self) -> &'static str {
+        "hybrid"
+    }
+
+    fn snapshot_config(&self, _dir: &Path) -> Result<Option<String>, Error> {
+        Ok(None)
+    }
+
+    /// A fresh Firecracker with its API socket; [`Driver::resume_copy`] loads the snapshot.
+    fn restore_copy(&self, p: &mut Plan, dir: &Path, mode: MemoryRestoreMode, _config: Option<&str>) -> Result<(), Error> {
+        p.spec.role = Role::Restore { from: dir.to_path_buf(), memory: dir.join(MEMORY_FILE), qmp: PathBuf::new(), mode };
+        p.argv = argv(&p.spec, &instance_id_of(&p.spec), true, None).map_err(|e| super::unrestorable(dir, &e))?;
+        Ok(())
+    }
+
+    /// Once it listens: the console file, then `PUT /snapshot/load` with the copy's TAP and vsock
+    /// socket, resumed.
+    fn resume_copy(&self, running: &mut Running, _dir: &Path, phase: &Phase) -> Result<(), Error> {
+        let spec = running.plan().spec.clone();
+        start_over_api(running, &spec, phase)
+    }
+}
+
+/// The console file (Firecracker's `PUT /serial` opens it, it does not make it), the API socket
+/// listening, then the calls in order.
+fn start_over_api(running: &mut Running, spec: &Spec, phase: &Phase) -> Result<(), Error> {
+    let calls = api_calls(spec).map_err(Error::Usage)?;
+    std::fs::File::create(&spec.serial).map_err(Error::io(format!("create {}", spec.serial.display())))?;
+    let socket = spec.api_socket.clone();
+    running.wait_in(phase, &format!("Firecracker's API socket {}", socket.display()), Duration::from_millis(2), |left| {
+        api::wait_listening(&socket, std::time::Instant::now() + left.min(Duration::from_millis(250))).map_err(|e| e.to_string())
+    })?;
+    for c in &calls {
+        let r = api::send(&socket, c, phase.deadline);
+        running.call(phase, &format!("Firecracker's API ({c})"), r)?;
+    }
+    Ok(())
+}
 
 /// The guest's one network interface (`iface_id`), also what a restore's `network_overrides` names.
 pub const IFACE_ID: &str = "eth0";
@@ -192,9 +516,10 @@ fn machine_config(spec: &Spec) -> Value {
 /// in Firecracker's log) and stops the VM on aarch64. The guest mounts it `ro`.
 fn root_device(spec: &Spec) -> Option<(&'static str, Value)> {
     match &spec.root {
-        Root::Disk(p) => {
-            Some(("drives", json!({ "drive_id": ROOT_ID, "path_on_host": path(p), "is_root_device": false, "is_read_only": true })))
-        }
+        Root::Disk(p) => Some((
+            "drives",
+            json!({ "drive_id": ROOT_ID, "path_on_host": path(p), "is_root_device": false, "is_read_only": !spec.root_writable }),
+        )),
         Root::Pmem(p) => Some(("pmem", json!({ "id": ROOT_ID, "path_on_host": path(p), "root_device": false, "read_only": true }))),
         Root::Initramfs(_) => None,
     }
@@ -457,6 +782,7 @@ mod tests {
             debugcon_socket: "/run/r/debugcon.sock".into(),
             accel: Accel::Kvm,
             role: Role::Boot,
+            root_writable: false,
             arch: host_arch(),
         }
     }
@@ -724,5 +1050,65 @@ mod tests {
                 (got, _) => panic!("{v:?}: {got:?}"),
             }
         }
+    }
+
+    #[test]
+    fn instance_ids_from_the_run_directory() {
+        let cases = [("/tmp/host-probe-123-0/api.sock", "host-probe-123-0"), ("/tmp/a_b.c/api.sock", "a-b-c"), ("api.sock", "host-probe")];
+        for (socket, want) in cases {
+            let s = Spec { api_socket: socket.into(), ..spec(disk(), false, false) };
+            assert_eq!(instance_id_of(&s), want);
+            assert_eq!(instance_id(want), Ok(()));
+        }
+        let long = Spec { api_socket: PathBuf::from(format!("/t/{}/api.sock", "x".repeat(80))), ..spec(disk(), false, false) };
+        assert_eq!(instance_id_of(&long).len(), 64);
+    }
+
+    #[test]
+    fn a_program_that_is_not_firecracker_v1_16_is_refused_with_the_fix() {
+        let p = Path::new("/opt/fc");
+        let cases = [
+            (Some("Firecracker v1.16.1\n\n2026-12-07T10:37:23.507338000 [anonymous-instance:main] exiting\n"), None),
+            (None, Some("no answer to --version")),
+            (Some("cloud-hypervisor v53.0-dirty\n"), Some("is not Firecracker: its --version says \"cloud-hypervisor v53.0-dirty\"")),
+            (Some("Firecracker v1.15.0\n"), Some("too old")),
+            (Some("Firecracker v1.17.0\n"), Some("untried")),
+        ];
+        for (out, want) in cases {
+            match (check_program(p, out), want) {
+                (Ok(()), None) => {}
+                (Err(Error::Missing { what, fix }), Some(w)) => {
+                    assert!(what.contains(w) && what.starts_with("/opt/fc"), "{what}");
+                    assert!(fix.contains("$FIRECRACKER"), "{fix}");
+                }
+                (got, _) => panic!("{out:?}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn dry_run_lines_and_the_log_s_first_error() {
+        let calls = [Call::put("/actions", instance_start_body()), Call::get("/")];
+        assert_eq!(
+            curl_lines(Path::new("/r/api.sock"), &calls),
+            [
+                r#"curl -sf --unix-socket /r/api.sock -X PUT http://localhost/actions -H 'Content-Type: application/json' -d '{"action_type":"InstanceStart"}'"#,
+                "curl -sf --unix-socket /r/api.sock -X GET http://localhost/",
+            ]
+        );
+        let script = Firecracker.api_script(&spec(disk(), false, false));
+        assert_eq!(script[0], ": > /run/r/serial.log");
+        assert!(script.last().unwrap().ends_with(r#"-d '{"action_type":"InstanceStart"}'"#), "{script:?}");
+        let log = "\
+2026-12-07T11:09:09.151932070 [hp-1:fc_api:INFO] The request was executed successfully. Status code: 204 No Content.
+2026-12-07T11:09:10.533257870 [hp-1:fc_vcpu 0:ERROR] Unexpected exit reason on vcpu run: Shutdown
+2026-12-07T11:09:10.534444370 [hp-1:main:INFO] Vmm is stopping.
+";
+        assert_eq!(
+            Firecracker.first_error(log).unwrap(),
+            "2026-12-07T11:09:10.533257870 [hp-1:fc_vcpu 0:ERROR] Unexpected exit reason on vcpu run: Shutdown\n\
+             2026-12-07T11:09:10.534444370 [hp-1:main:INFO] Vmm is stopping."
+        );
+        assert_eq!(Firecracker.first_error(log.lines().next().unwrap()), None);
     }
 }

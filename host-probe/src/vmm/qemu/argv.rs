@@ -125,6 +125,7 @@ mod tests {
             debugcon_socket: "/r/debugcon.sock".into(),
             accel,
             role: Role::Boot,
+            root_writable: false,
             arch: rootfs_builder::elf::Arch::X86_64,
         }
     }

@@ -154,8 +154,8 @@ impl Driver for Qemu {
         }
     }
 
-    fn argv(&self, spec: &Spec) -> Result<Vec<String>, &'static str> {
-        argv(spec)
+    fn argv(&self, spec: &Spec) -> Result<Vec<String>, String> {
+        argv(spec).map_err(String::from)
     }
 
     /// Its isa-debugcon on port 0x80 connects to host-probe's socket (x86_64: aarch64 has no port 0x80).

@@ -1,0 +1,246 @@
+//! Firecracker with real Linux guests: they need hardware KVM, so on this project's machines these
+//! tests run inside the simulated KVM host (`vm_l1.rs` runs this binary there). Each skips with one
+//! line where there is no hardware KVM or no Firecracker (`$FIRECRACKER` or PATH); the refusals,
+//! which boot nothing, run on any host.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chinit_tests::e2e::{self, Trigger, BOOT_TIMEOUT};
+use chinit_tests::vm::{self, TempDir};
+use host_probe::run::{self, HostOffer, Options, VmmChoice, Wait};
+use serde_json::Value;
+
+/// How to get Firecracker, in skip lines.
+const GET_IT: &str = "firecracker not found (set $FIRECRACKER to Firecracker v1.16's binary or put it on PATH)";
+
+/// Firecracker's options for the tiny kernel's ELF `vmlinux`; `None` (after one line) when this
+/// host cannot run it.
+fn fc_options(test: &str, rootfs: Option<&Path>) -> Option<Options> {
+    let host = HostOffer::gather();
+    if host.program_of(host_probe::vmm::firecracker::VMM).is_none() {
+        e2e::skip(test, GET_IT);
+        return None;
+    }
+    if !host.kvm.hardware() || !host.kvm_usable {
+        e2e::skip(test, "no hardware KVM here (vm_l1 runs these tests on a simulated KVM host)");
+        return None;
+    }
+    Some(Options {
+        vmm: VmmChoice::Named(host_probe::vmm::firecracker::VMM),
+        kernel: Some(vmlinux()),
+        rootfs: rootfs.map(Path::to_path_buf),
+        timeout: BOOT_TIMEOUT,
+        ..Options::default()
+    })
+}
+
+fn vmlinux() -> PathBuf {
+    e2e::tiny_bzimage().with_file_name("vmlinux")
+}
+
+fn u(v: &Value, path: &str) -> u64 {
+    v.pointer(path).and_then(Value::as_u64).unwrap_or_else(|| panic!("{path} missing or not a number in {v:#}"))
+}
+
+/// Nothing of a run is left: its TAP, its run directory, any process or socket that names it.
+fn assert_nothing_left(plan: &run::Plan) {
+    if let Some(net) = &plan.tap {
+        assert!(!host_probe::tap::exists(&net.tap), "TAP {} left", net.tap);
+    }
+    assert!(!plan.run_dir.exists(), "{} left", plan.run_dir.display());
+    let d = plan.run_dir.display().to_string();
+    assert_eq!(e2e::processes_mentioning(&d), Vec::<String>::new());
+    assert_eq!(e2e::unix_sockets_mentioning(&d), Vec::<String>::new());
+}
+
+/// `host-probe run --vmm firecracker --json --timeline`, as users run it: ready over the TAP and
+/// vsock and pushed, every phase of the report from the guest's clocks and the host's answers, no
+/// marks (and the report says why), the SVG written, a power-off Firecracker exits 0 on, the image
+/// unchanged and nothing left.
+#[test]
+fn boots_to_ready_over_the_tap_and_vsock_with_every_phase() {
+    let test = "boots_to_ready_over_the_tap_and_vsock_with_every_phase";
+    let tmp = TempDir::new("fc-json").unwrap();
+    let image = e2e::chinit_image(&tmp.path().join("rootfs.ext4"), false);
+    let Some(o) = fc_options(test, Some(&image)) else { return };
+    let before = std::fs::read(&image).unwrap();
+    let svg = tmp.path().join("boot.svg");
+    let out = Command::new(vm::cargo_build("host-probe", "host-probe", None, false))
+        .args(["run", "--vmm", "firecracker", "--json", "--timeout", "180"])
+        .arg("--timeline")
+        .arg(&svg)
+        .arg("--kernel")
+        .arg(o.kernel.as_ref().unwrap())
+        .arg("--rootfs")
+        .arg(&image)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "host-probe run: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["vmm"], "firecracker");
+    assert_eq!(j["guest"]["ready"], true, "{j:#}");
+    assert_eq!(j["guest"]["mode"], "vm");
+    let (init_start, ready) = (u(&j, "/guest/init_start_us"), u(&j, "/guest/ready_us"));
+    assert!(0 < init_start && init_start < ready, "{:#}", j["guest"]);
+    let steps: Vec<&str> = j["guest"]["steps"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    for want in ["mounts", "cmdline", "network", "agent"] {
+        assert!(steps.contains(&want), "step {want} missing from {steps:?}");
+    }
+    let p = &j["phases"];
+    let (kernel, init, in_guest, overhead, total) =
+        (u(p, "/kernel_boot_us"), u(p, "/init_us"), u(p, "/ready_in_guest_us"), u(p, "/host_overhead_us"), u(p, "/total_us"));
+    assert_eq!((kernel, init, in_guest), (init_start, ready - init_start, ready), "{p:#}");
+    assert_eq!(in_guest + overhead, total, "{p:#}");
+    let answers = [u(&j, "/host/ready_tcp_us"), u(&j, "/host/ready_vsock_us"), u(&j, "/host/notify_us")];
+    assert_eq!(total, *answers.iter().min().unwrap(), "total is the first ready answer: {:#}", j["host"]);
+    assert_eq!(j["host"]["marks"].as_array().map(Vec::len), Some(0), "{:#}", j["host"]);
+    assert!(j["host"]["marks_source"].as_str().unwrap().contains("Firecracker logs no port-0x80"), "{:#}", j["host"]);
+    assert!(j["cmdline"].as_str().unwrap().contains("chinit.poweroff=reboot"), "{}", j["cmdline"]);
+    assert!(!j["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().contains("exited")), "clean power-off: {:#}", j["notes"]);
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "{svg}");
+    assert_eq!(std::fs::read(&image).unwrap(), before, "the image is never written");
+}
+
+/// `chinit.exec=`: the workload's exit code reaches the host (pushed over vsock), and its exit
+/// powers the VM off: Firecracker exits 0.
+#[test]
+fn a_workload_s_exit_code_reaches_the_host() {
+    let test = "a_workload_s_exit_code_reaches_the_host";
+    let tmp = TempDir::new("fc-workload").unwrap();
+    let image = e2e::chinit_image(&tmp.path().join("rootfs.ext4"), true);
+    let Some(base) = fc_options(test, Some(&image)) else { return };
+    let o = Options {
+        wait: Wait::Exit,
+        cmdline_extra: r#"chinit.exec="/bin/busybox sh -c 'echo workload says hello; exit 7'""#.into(),
+        ..base
+    };
+    let plan = run::plan(&o, &HostOffer::gather(), run::next_seq()).unwrap();
+    let r = run::execute(&plan, &o).unwrap_or_else(|e| panic!("{e}"));
+    let w = r.workload.unwrap_or_else(|| panic!("no workload status reached the host: {:?}", r.notes));
+    assert!(!w.running && w.exit_code == Some(7), "{w:?}");
+    assert!(host_probe::report::text(&r).contains("workload: exited with code 7"), "{}", host_probe::report::text(&r));
+    assert!(!r.notes.iter().any(|n| n.contains("exited")), "Firecracker exited 0: {:?}", r.notes);
+    assert_nothing_left(&plan);
+}
+
+/// The API's shutdown: chinit ends every process, syncs and unmounts, then resets the CPU
+/// (`chinit.poweroff=reboot`); Firecracker exits 0 and the filesystem is clean with what the
+/// guest wrote. The same from a pmem root.
+#[test]
+fn the_api_powers_off_in_order_and_the_filesystem_is_clean() {
+    let Some(o) = fc_options("the_api_powers_off_in_order_and_the_filesystem_is_clean", None) else { return };
+    e2e::orderly_poweroff(&o, Trigger::Api);
+}
+
+/// A guest that never gets ready (its root device never appears): exit 4 after the timeout, and
+/// nothing left; SIGINT in the middle of a boot: exit 130, nothing left.
+#[test]
+fn timeout_and_ctrl_c_leave_nothing_behind() {
+    let test = "timeout_and_ctrl_c_leave_nothing_behind";
+    let tmp = TempDir::new("fc-cleanup").unwrap();
+    let image = e2e::chinit_image(&tmp.path().join("rootfs.ext4"), false);
+    let Some(base) = fc_options(test, Some(&image)) else { return };
+    // Timeout: the kernel waits for a root that is not there.
+    let o = Options { cmdline_extra: "root=/dev/vdz rootwait".into(), timeout: Duration::from_secs(8), ..base.clone() };
+    let plan = run::plan(&o, &HostOffer::gather(), run::next_seq()).unwrap();
+    let e = run::execute(&plan, &o).unwrap_err();
+    assert_eq!(e.exit_code().code(), 4, "{e}");
+    assert_nothing_left(&plan);
+
+    // Ctrl-C: host-probe's binary, SIGINT once Firecracker runs.
+    let bin = vm::cargo_build("host-probe", "host-probe", None, false);
+    let mut child = Command::new(bin)
+        .args(["run", "--vmm", "firecracker", "--timeout", "120", "--cmdline-extra", "root=/dev/vdz rootwait"])
+        .arg("--kernel")
+        .arg(base.kernel.clone().unwrap_or_default())
+        .arg("--rootfs")
+        .arg(&image)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let run_dir: PathBuf = std::env::temp_dir().join(format!("host-probe-{pid}-0"));
+    let end = Instant::now() + Duration::from_secs(60);
+    while !e2e::processes_mentioning(&run_dir.display().to_string()).iter().any(|p| p.contains("firecracker")) {
+        assert!(Instant::now() < end && child.try_wait().unwrap().is_none(), "firecracker never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) on our own child, which has not been reaped.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(!run_dir.exists());
+    assert!(!host_probe::tap::exists(&host_probe::tap::tap_name(pid, 0)));
+    let d = run_dir.display().to_string();
+    assert_eq!(e2e::processes_mentioning(&d), Vec::<String>::new());
+    assert_eq!(e2e::unix_sockets_mentioning(&d), Vec::<String>::new());
+}
+
+/// `host-probe run --vmm firecracker` with `$FIRECRACKER` set to `program`; its exit code and stderr.
+fn host_probe_with(program: &Path, args: &[&str], kernel: &Path, rootfs: &Path) -> (i32, String, String) {
+    let out = Command::new(vm::cargo_build("host-probe", "host-probe", None, false))
+        .env("FIRECRACKER", program)
+        .args(["run", "--vmm", "firecracker"])
+        .args(args)
+        .arg("--kernel")
+        .arg(kernel)
+        .arg("--rootfs")
+        .arg(rootfs)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Runs on any host (nothing boots): a program that is not Firecracker, a Firecracker other than
+/// v1.16, a bzImage, `--share` and `--layout kuasar` are refused with the exit code and the fix;
+/// `--dry-run` with a v1.16 prints the command line and the API calls.
+#[test]
+fn bad_input_is_refused_before_anything_starts() {
+    let tmp = TempDir::new("fc-refusals").unwrap();
+    let stub = |name: &str, says: &str| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, format!("#!/bin/sh\necho '{says}'\n")).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        p
+    };
+    let (good, old, other) =
+        (stub("fc-16", "Firecracker v1.16.1"), stub("fc-15", "Firecracker v1.15.0"), stub("ch", "cloud-hypervisor v53.0"));
+    let image = tmp.path().join("rootfs.ext4");
+    std::fs::write(&image, b"").unwrap();
+    let (kernel, bz) = (vmlinux(), e2e::tiny_bzimage());
+    let share = format!("--share={}", tmp.path().display());
+    let cases: [(&Path, &[&str], &Path, i32, &str); 5] = [
+        (&other, &["--dry-run"], &kernel, 3, "is not Firecracker: its --version says \"cloud-hypervisor v53.0\""),
+        (&old, &["--dry-run"], &kernel, 3, "too old"),
+        (&good, &["--dry-run"], &bz, 2, "not a bzImage: give --kernel the vmlinux"),
+        (&good, &["--dry-run", &share], &kernel, 2, "drop --share"),
+        (&good, &["--dry-run", "--layout", "kuasar", "--root", "pmem"], &kernel, 2, "pass --vmm cloud-hypervisor"),
+    ];
+    for (program, args, k, code, want) in cases {
+        let (got, _, err) = host_probe_with(program, args, k, &image);
+        assert_eq!(got, code, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let (code, out, err) = host_probe_with(&good, &["--dry-run"], &kernel, &image);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
+    let fc = lines.iter().position(|l| l.starts_with(&good.display().to_string())).unwrap_or_else(|| panic!("{out}"));
+    assert!(lines[fc].contains(" --api-sock ") && lines[fc].ends_with(" &"), "{out}");
+    let calls: Vec<&str> =
+        lines[fc + 1..].iter().filter(|l| l.starts_with("curl ")).map(|l| l.split(" http://localhost").nth(1).unwrap()).collect();
+    let paths: Vec<&str> = calls.iter().map(|c| c.split(' ').next().unwrap()).collect();
+    assert_eq!(
+        paths,
+        ["/boot-source", "/machine-config", "/drives/root", "/network-interfaces/eth0", "/vsock", "/serial", "/actions"],
+        "{out}"
+    );
+    assert!(out.contains("chinit.poweroff=reboot") && out.contains("reboot=k"), "{out}");
+    assert!(out.contains(r#""is_read_only":true"#), "{out}");
+}
