@@ -51,7 +51,11 @@ fn three_vms_at_once_get_ready_with_their_own_addresses_and_leave_nothing() {
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(5), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("0 of 3 ready") && (1..=3).all(|i| text.contains(&format!("failed: VM {i}: the guest was not ready"))), "{text}");
+    assert!(
+        text.contains("0 of 3 ready")
+            && (1..=3).all(|i| text.contains(&format!("failed: VM {i}: boot: gave up after 0 s waiting for the guest to say it is ready"))),
+        "{text}"
+    );
     assert_eq!(e2e::left_by_host_probe(pid), Vec::<String>::new());
 
     // Ctrl-C while they boot: exit 130, nothing left.
