@@ -266,6 +266,11 @@ pub fn kernel_death(console: &str) -> Option<String> {
         .map(|l| l.trim().to_string())
 }
 
+/// Whether QEMU's `-d cpu_reset` log says an L1 CPU triple-faulted (pure).
+pub fn triple_fault(log: &str) -> bool {
+    log.lines().any(|l| l.trim() == "Triple fault")
+}
+
 /// Runs `script` (a shell script, run by the host's `/bin/sh`) in a fresh L1 and returns what it
 /// did. Nothing is left running on this host afterwards, whatever happens; `timeout` bounds each
 /// L1 run. `what` names the run in messages.
@@ -375,6 +380,9 @@ pub fn run_once(script: &str, timeout: Duration, config: &Config, attempt: u32) 
     let sock = dir.path().join("fs.sock");
     let console = dir.path().join("console.log");
     let commands = dir.path().join("command.log");
+    // QEMU's own log of CPU resets: a triple fault of L1 (which resets it without a word on its
+    // console, and `-no-reboot` turns into an exit) is written there.
+    let resets = dir.path().join("resets.log");
 
     let fsd = dies_with_us(Command::new(VIRTIOFSD))
         .arg(format!("--socket-path={}", sock.display()))
@@ -397,6 +405,8 @@ pub fn run_once(script: &str, timeout: Duration, config: &Config, attempt: u32) 
     let qemu = dies_with_us(Command::new(&qemu_binary))
         .args(["-M", "q35", "-cpu", &config.cpu, "-accel", "tcg", "-smp", &config.smp.to_string(), "-m", MEMORY])
         .args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
+        .args(["-d", "cpu_reset", "-D"])
+        .arg(&resets)
         .arg("-kernel")
         .arg(&vmlinuz)
         .arg("-initrd")
@@ -461,6 +471,11 @@ pub fn run_once(script: &str, timeout: Duration, config: &Config, attempt: u32) 
     if let Some(death) = died(&console) {
         return Err(death);
     }
+    if triple_fault(&read(&resets)) {
+        return Err(Failure::Emulator(
+            "L1's CPU triple-faulted (QEMU: \"Triple fault\"), which reset L1 without a word on its console".into(),
+        ));
+    }
     let command_log = read(&commands);
     let (output, status) = parse_console(&command_log)
         .ok_or_else(|| other(format!("L1 did not run the command to its end\ncommand output:\n{command_log}\nL1 console:\n{console}")))?;
@@ -501,6 +516,16 @@ mod tests {
         let c = cmdline(Path::new("/x"), &other);
         assert!(c.contains(" l1kvmamd=vgif=0:lbrv=0 mitigations=off l1dir=/x"), "{c}");
         assert_eq!(other.describe(), "-cpu max -smp 2, kvm_amd vgif=0 lbrv=0, append \"mitigations=off\"");
+    }
+
+    #[test]
+    fn a_triple_fault_is_read_from_qemus_reset_log() {
+        // `-d cpu_reset` logs every CPU reset (at power-on too) with the registers; a triple fault
+        // adds its own line first.
+        let boot = "CPU Reset (CPU 0)\nEAX=00000000 EBX=00000000 ECX=00000000 EDX=00000663\n";
+        assert!(!triple_fault(boot));
+        assert!(triple_fault(&format!("{boot}Triple fault\nCPU Reset (CPU 1)\n")));
+        assert!(!triple_fault(""));
     }
 
     #[test]
