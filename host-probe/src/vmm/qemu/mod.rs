@@ -282,15 +282,16 @@ impl Driver for Qemu {
 
 /// A QMP session with a running QEMU during `phase`, its commands bound by the phase's deadline. A
 /// starting QEMU opens its QMP socket late (seconds, for many copies at once on a loaded host): it
-/// is tried until then, while QEMU lives.
+/// is tried until then, while QEMU lives. Once connected, the greeting and the capabilities
+/// negotiation have the phase's time left: a session given up on and opened again made QEMU answer
+/// the second negotiation with an error that the next command took for its own.
 fn qmp_session(running: &mut Running, phase: &Phase, path: &Path) -> Result<Qmp, Error> {
     let mut q = running.wait_in(phase, &format!("QEMU's QMP socket {}", path.display()), QMP_EVERY, |left| {
-        Qmp::connect(path, left.min(QMP_TRY)).map_err(|e| e.to_string())
+        Qmp::connect(path, left).map_err(|e| e.to_string())
     })?;
     q.until(phase.deadline);
     Ok(q)
 }
 
-/// How often, and for how long each time, a starting QEMU's QMP socket is tried.
+/// How often a starting QEMU's QMP socket is tried.
 const QMP_EVERY: Duration = Duration::from_millis(2);
-const QMP_TRY: Duration = Duration::from_millis(250);
