@@ -130,17 +130,6 @@ fn cloud_hypervisor_passes_its_tests_on_hardware_kvm() {
     if !available(test) {
         return;
     }
-    // Known defect of the emulated host, not yet understood: in 2 of 5 fresh-clone CI runs the
-    // first cloud-hypervisor boot in a fresh L1 died at once (its L2 guest triple-faulted before a
-    // console line, or L1 reset without one), while the same boots pass otherwise and
-    // cloud-hypervisor's snapshot tests in L1 passed every time (docs/testing.md). Until it is
-    // found, CI runs these boots only when asked.
-    if std::env::var_os("CI").is_some() && std::env::var_os("CHINIT_L1_CH_BOOTS").is_none() {
-        chinit_tests::ns::skip(&format!(
-            "{test}: not in CI: the first cloud-hypervisor boot in a fresh L1 dies now and then (docs/testing.md, known defects); CHINIT_L1_CH_BOOTS=1 runs it"
-        ));
-        return;
-    }
     let Some(ch) = host_probe::run::HostOffer::gather().program_of(host_probe::vmm::cloud_hypervisor::VMM) else {
         chinit_tests::ns::skip(&format!("{test}: cloud-hypervisor not found (set $CLOUD_HYPERVISOR or put it on PATH)"));
         return;
