@@ -367,6 +367,25 @@ impl ApiError {
     }
 }
 
+/// One HTTP/1.1 request on a VMM's API socket (cloud-hypervisor's, Firecracker's), given up at
+/// `deadline` however the VMM answers (or does not: [`crate::bounded`]); the answer whatever its
+/// status. `what` names the call in errors.
+pub fn http_call(
+    what: &str,
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    deadline: std::time::Instant,
+) -> Result<agent::client::Response, ApiError> {
+    let s = crate::bounded::connect_unix(socket, deadline).map_err(|e| ApiError::io(&format!("{what} ({})", socket.display()), &e))?;
+    let mut s = crate::bounded::Bounded::new(s, deadline);
+    agent::client::request(&mut s, method, path, body).map_err(|e| match e {
+        agent::client::ClientError::Io(e) => ApiError::io(what, &e),
+        other => ApiError::Failed(format!("{what}: {other}")),
+    })
+}
+
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

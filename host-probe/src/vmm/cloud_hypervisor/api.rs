@@ -4,19 +4,13 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::bounded::{self, Bounded};
 use crate::vmm::ApiError;
 
 /// One call; the body of a 2xx answer, else the status and what cloud-hypervisor said.
 pub fn call(socket: &Path, method: &str, action: &str, body: Option<&[u8]>, timeout: Duration) -> Result<Vec<u8>, ApiError> {
     let what = format!("cloud-hypervisor API {method} {action}");
     let deadline = Instant::now() + timeout;
-    let s = bounded::connect_unix(socket, deadline).map_err(|e| ApiError::io(&format!("{what} ({})", socket.display()), &e))?;
-    let mut s = Bounded::new(s, deadline);
-    let r = agent::client::request(&mut s, method, &format!("/api/v1/{action}"), Some(body.unwrap_or_default())).map_err(|e| match e {
-        agent::client::ClientError::Io(e) => ApiError::io(&what, &e),
-        other => ApiError::Failed(format!("{what}: {other}")),
-    })?;
+    let r = super::super::http_call(&what, socket, method, &format!("/api/v1/{action}"), Some(body.unwrap_or_default()), deadline)?;
     if (200..300).contains(&r.status) {
         Ok(r.body)
     } else {

@@ -1,8 +1,7 @@
 //! Firecracker's API on its `--api-sock`: HTTP/1.1 over a Unix socket, one request per connection,
 //! each given up at one deadline however Firecracker answers (or does not: [`crate::bounded`]).
-//! The same transport as cloud-hypervisor's client ([`super::super::cloud_hypervisor::api`]), whose `call` is bound
-//! to cloud-hypervisor's `/api/v1/` paths: Firecracker's paths are its own (`/boot-source`,
-//! `/actions`, ...).
+//! The transport is cloud-hypervisor's too ([`super::super::http_call`]); Firecracker's paths are
+//! its own (`/boot-source`, `/actions`, ...).
 //!
 //! Firecracker answers `204` with no body to a configuration or action, `200` with JSON to a
 //! `GET`, and `400` with `{"fault_message": "..."}` to what it refuses; the message is the error.
@@ -12,18 +11,13 @@ use std::time::{Duration, Instant};
 
 use super::super::ApiError;
 use super::{Call, Method};
-use crate::bounded::{self, Bounded};
+use crate::bounded;
 
 /// One call: the status and body of a 2xx answer, else the status and Firecracker's
 /// `fault_message` (or the body as it came).
 pub fn call(socket: &Path, method: Method, path: &str, body: Option<&str>, deadline: Instant) -> Result<(u16, String), ApiError> {
     let what = format!("Firecracker API {} {path}", method.name());
-    let s = bounded::connect_unix(socket, deadline).map_err(|e| ApiError::io(&format!("{what} ({})", socket.display()), &e))?;
-    let mut s = Bounded::new(s, deadline);
-    let r = agent::client::request(&mut s, method.name(), path, body.map(str::as_bytes)).map_err(|e| match e {
-        agent::client::ClientError::Io(e) => ApiError::io(&what, &e),
-        other => ApiError::Failed(format!("{what}: {other}")),
-    })?;
+    let r = super::super::http_call(&what, socket, method.name(), path, body.map(str::as_bytes), deadline)?;
     if (200..300).contains(&r.status) {
         Ok((r.status, String::from_utf8_lossy(&r.body).into_owned()))
     } else {
