@@ -156,8 +156,11 @@ pub trait Driver: Sync {
     fn restore_mode(&self, asked: Option<MemoryRestoreMode>) -> Result<Option<MemoryRestoreMode>, Error>;
     /// The vsock (`devices.vsock` of the manifest) it restores.
     fn restorable_vsock(&self) -> &'static str;
-    /// What every copy of the snapshot in `dir` needs from it, read once before any is planned.
-    fn snapshot_config(&self, dir: &Path) -> Result<Option<String>, Error>;
+    /// What every copy of the snapshot in `dir` needs from it, read once before any is planned
+    /// (nothing, unless the VMM says).
+    fn snapshot_config(&self, _dir: &Path) -> Result<Option<String>, Error> {
+        Ok(None)
+    }
     /// Turns a copy's boot plan into the restore of the snapshot in `dir` with the copy's own TAP,
     /// vsock and console: its role, argv and the files its run directory gets.
     fn restore_copy(&self, p: &mut Plan, dir: &Path, mode: MemoryRestoreMode, config: Option<&str>) -> Result<(), Error>;

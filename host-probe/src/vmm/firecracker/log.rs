@@ -57,8 +57,8 @@ pub fn boot_time_in(log: &str) -> Option<BootTime> {
 /// One log line, split.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line<'a> {
-    /// The wall-clock time, nanoseconds since 1970-01-01 00:00 of the host's local time zone.
-    pub local_ns: i128,
+    /// The host's local wall-clock time, as written.
+    pub stamp: &'a str,
     pub id: &'a str,
     pub thread: &'a str,
     /// `INFO`, `WARN`, ... with `--show-level`.
@@ -71,7 +71,9 @@ const LEVELS: [&str; 5] = ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"];
 /// Splits a log line; `None` for anything else (a guest's console on stdout, a panic's text).
 pub fn line(l: &str) -> Option<Line<'_>> {
     let (stamp, rest) = l.split_once(' ')?;
-    let local_ns = timestamp(stamp)?;
+    if !stamp.starts_with(|c: char| c.is_ascii_digit()) || !stamp.contains('T') {
+        return None;
+    }
     let rest = rest.strip_prefix('[')?;
     let (tag, message) = rest.split_once("] ")?;
     // id (letters, digits, '-'): thread (any name but ':' and ']'), then an optional level and origin.
@@ -79,38 +81,7 @@ pub fn line(l: &str) -> Option<Line<'_>> {
     let id = fields.next()?;
     let thread = fields.next()?;
     let level = fields.next().filter(|f| LEVELS.contains(f));
-    Some(Line { local_ns, id, thread, level, message })
-}
-
-/// `YYYY-MM-DDTHH:MM:SS.NNNNNNNNN` (`LocalTime`'s Display) as nanoseconds since 1970-01-01 00:00 of
-/// the same zone: the difference of two stamps is the time between them (but across a DST change).
-pub fn timestamp(s: &str) -> Option<i128> {
-    let (date, time) = s.split_once('T')?;
-    let mut d = date.split('-');
-    let (y, mo, day): (i64, u32, u32) = (d.next()?.parse().ok()?, d.next()?.parse().ok()?, d.next()?.parse().ok()?);
-    let (hms, frac) = time.split_once('.')?;
-    let mut t = hms.split(':');
-    let (h, mi, sec): (u32, u32, u32) = (t.next()?.parse().ok()?, t.next()?.parse().ok()?, t.next()?.parse().ok()?);
-    if d.next().is_some() || t.next().is_some() || frac.len() != 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&day) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let ns: i128 = frac.parse().ok()?;
-    let secs = days_from_civil(y, mo, day) * 86_400 + i64::from(h * 3600 + mi * 60 + sec);
-    Some(i128::from(secs) * 1_000_000_000 + ns)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    Some(Line { stamp, id, thread, level, message })
 }
 
 #[cfg(test)]
@@ -151,7 +122,7 @@ mod tests {
     }
 
     #[test]
-    fn log_lines_split_and_their_stamps_subtract() {
+    fn log_lines_split() {
         let lines: Vec<Option<Line>> = LOG.lines().map(line).collect();
         let first = lines[0].clone().unwrap();
         assert_eq!((first.id, first.thread, first.level, first.message), ("probe-1", "main", Some("INFO"), "Running Firecracker v1.16.1"));
@@ -161,27 +132,6 @@ mod tests {
         assert_eq!(lines[3], None);
         let vcpu = lines[5].clone().unwrap();
         assert_eq!((vcpu.thread, vcpu.level), ("fc_vcpu 1", None));
-        assert_eq!(vcpu.local_ns - first.local_ns, 3_435_266_758);
-        assert_eq!(lines[4].clone().unwrap().local_ns - lines[2].clone().unwrap().local_ns, 1_717_169_942);
-    }
-
-    #[test]
-    fn stamps_as_nanoseconds_of_the_local_calendar() {
-        let cases = [
-            ("1970-01-01T00:00:00.000000000", Some(0)),
-            ("1970-01-02T00:00:01.000000001", Some(86_401_000_000_001)),
-            ("2000-03-01T00:00:00.000000000", Some(951_868_800_000_000_000)),
-            ("2026-12-07T10:38:36.565735245", Some(1_796_639_916_565_735_245)),
-            ("2026-12-07T10:38:36.565735", None),
-            ("2026-13-07T10:38:36.565735245", None),
-            ("2026-12-07 10:38:36.565735245", None),
-            ("2026-12-07T10:38:36", None),
-        ];
-        for (s, want) in cases {
-            assert_eq!(timestamp(s), want, "{s}");
-        }
-        // Across a month and a leap day.
-        let d = timestamp("2028-03-01T00:00:00.000000000").unwrap() - timestamp("2028-02-28T23:59:59.500000000").unwrap();
-        assert_eq!(d, 86_400_500_000_000);
+        assert_eq!(first.stamp, "2026-12-07T10:38:36.565735245");
     }
 }

@@ -308,10 +308,6 @@ impl Driver for Firecracker {
         "hybrid"
     }
 
-    fn snapshot_config(&self, _dir: &Path) -> Result<Option<String>, Error> {
-        Ok(None)
-    }
-
     /// A fresh Firecracker with its API socket; [`Driver::resume_copy`] loads the snapshot.
     fn restore_copy(&self, p: &mut Plan, dir: &Path, mode: MemoryRestoreMode, _config: Option<&str>) -> Result<(), Error> {
         p.spec.role = Role::Restore { from: dir.to_path_buf(), memory: dir.join(MEMORY_FILE), qmp: PathBuf::new(), mode };

@@ -247,10 +247,6 @@ impl Driver for Qemu {
         "kernel"
     }
 
-    fn snapshot_config(&self, _dir: &Path) -> Result<Option<String>, Error> {
-        Ok(None)
-    }
-
     /// The snapshot's memory file mapped private (copy-on-write: the file is only read), waiting
     /// for its state (`-incoming defer`), QMP in the copy's run directory.
     fn restore_copy(&self, p: &mut Plan, dir: &Path, mode: MemoryRestoreMode, _config: Option<&str>) -> Result<(), Error> {
