@@ -149,6 +149,84 @@ pub fn unix_sockets_mentioning(needle: &str) -> Vec<String> {
     std::fs::read_to_string("/proc/net/unix").unwrap_or_default().lines().filter(|l| l.contains(needle)).map(str::to_string).collect()
 }
 
+/// The tiny kernel's ELF `vmlinux` (beside its bzImage in the cache).
+pub fn tiny_vmlinux() -> PathBuf {
+    tiny_bzimage().with_file_name("vmlinux")
+}
+
+/// Options for a VMM that runs Linux guests on hardware KVM only (cloud-hypervisor, Firecracker),
+/// booting the tiny kernel's `vmlinux`; `None` (after one skip line) where this host has no such
+/// VMM (`missing` says how to get it) or no hardware KVM.
+pub fn hardware_kvm_options(test: &str, vmm: host_probe::vmm::Vmm, missing: &str, rootfs: Option<&Path>) -> Option<Options> {
+    let host = HostOffer::gather();
+    if host.program_of(vmm).is_none() {
+        skip(test, missing);
+        return None;
+    }
+    if !host.kvm.hardware() || !host.kvm_usable {
+        skip(test, "no hardware KVM here (vm_l1 runs these tests on a simulated KVM host)");
+        return None;
+    }
+    Some(Options {
+        vmm: VmmChoice::Named(vmm),
+        kernel: Some(tiny_vmlinux()),
+        rootfs: rootfs.map(Path::to_path_buf),
+        timeout: BOOT_TIMEOUT,
+        ..Options::default()
+    })
+}
+
+/// Nothing of a run is left: its TAP, its run directory, any process that names it.
+pub fn assert_run_left_nothing(plan: &Plan) {
+    if let Some(net) = &plan.tap {
+        assert!(!host_probe::tap::exists(&net.tap), "TAP {} left", net.tap);
+    }
+    assert!(!plan.run_dir.exists(), "{} left", plan.run_dir.display());
+    assert_eq!(processes_mentioning(&plan.run_dir.display().to_string()), Vec::<String>::new());
+}
+
+/// A guest of `base` (on `image`) that never gets ready (its root device never appears): exit 4
+/// at the timeout, and `left_nothing` holds of its plan; then host-probe's binary with `--vmm
+/// <vmm>` gets SIGINT once the VMM runs: exit 130, no run directory, TAP or process left. Returns
+/// that interrupted run's directory, for more checks.
+pub fn timeout_and_ctrl_c_leave_nothing(base: &Options, image: &Path, vmm: &str, left_nothing: fn(&Plan)) -> PathBuf {
+    // Timeout: the kernel waits for a root that is not there.
+    let o = Options { cmdline_extra: "root=/dev/vdz rootwait".into(), timeout: Duration::from_secs(8), ..base.clone() };
+    let plan = run::plan(&o, &HostOffer::gather(), run::next_seq()).unwrap();
+    let e = run::execute(&plan, &o).unwrap_err();
+    assert_eq!(e.exit_code().code(), 4, "{e}");
+    left_nothing(&plan);
+
+    // Ctrl-C: host-probe's binary, SIGINT once the VMM runs.
+    let bin = vm::cargo_build("host-probe", "host-probe", None, false);
+    let mut child = Command::new(bin)
+        .args(["run", "--vmm", vmm, "--timeout", "120", "--cmdline-extra", "root=/dev/vdz rootwait"])
+        .arg("--kernel")
+        .arg(base.kernel.clone().unwrap_or_default())
+        .arg("--rootfs")
+        .arg(image)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let run_dir: PathBuf = std::env::temp_dir().join(format!("host-probe-{pid}-0"));
+    let end = Instant::now() + Duration::from_secs(60);
+    while !processes_mentioning(&run_dir.display().to_string()).iter().any(|p| p.contains(vmm)) {
+        assert!(Instant::now() < end && child.try_wait().unwrap().is_none(), "{vmm} never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) on our own child, which has not been reaped.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(!run_dir.exists());
+    assert!(!host_probe::tap::exists(&host_probe::tap::tap_name(pid, 0)));
+    assert_eq!(processes_mentioning(&run_dir.display().to_string()), Vec::<String>::new());
+    run_dir
+}
+
 /// Whether chinit's console shows a kernel panic.
 pub fn has_kernel_panic(console: &str) -> bool {
     console.contains("Kernel panic")

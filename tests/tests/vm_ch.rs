@@ -2,49 +2,25 @@
 //! these tests run inside the simulated KVM host (`vm_l1.rs` runs this binary there). Each skips with
 //! one line where there is no hardware KVM or no cloud-hypervisor (`$CLOUD_HYPERVISOR` or PATH).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use agent::proto::ExecRequest;
 use chinit_tests::e2e::{self, Guest, Trigger, BOOT_TIMEOUT};
 use chinit_tests::vm::{self, TempDir};
 use host_probe::options::{Layout, Share};
-use host_probe::run::{self, HostOffer, Options, RootMode, VmmChoice};
+use host_probe::run::{self, HostOffer, Options, RootMode};
 
 /// cloud-hypervisor's options for the tiny kernel's PVH `vmlinux`; `None` (after one line) when
 /// this host cannot run it.
 fn ch_options(test: &str, rootfs: Option<&Path>) -> Option<Options> {
-    let host = HostOffer::gather();
-    if host.program_of(host_probe::vmm::cloud_hypervisor::VMM).is_none() {
-        e2e::skip(test, "cloud-hypervisor not found (set $CLOUD_HYPERVISOR or put it on PATH)");
-        return None;
-    }
-    if !host.kvm.hardware() || !host.kvm_usable {
-        e2e::skip(test, "no hardware KVM here (vm_l1 runs these tests on a simulated KVM host)");
-        return None;
-    }
-    let vmlinux = e2e::tiny_bzimage().with_file_name("vmlinux");
-    Some(Options {
-        vmm: VmmChoice::Named(host_probe::vmm::cloud_hypervisor::VMM),
-        kernel: Some(vmlinux),
-        rootfs: rootfs.map(Path::to_path_buf),
-        timeout: BOOT_TIMEOUT,
-        ..Options::default()
-    })
+    let missing = "cloud-hypervisor not found (set $CLOUD_HYPERVISOR or put it on PATH)";
+    e2e::hardware_kvm_options(test, host_probe::vmm::cloud_hypervisor::VMM, missing, rootfs)
 }
 
 fn sha(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap()
-}
-
-/// Nothing of a run is left: its TAP, its run directory, any process that names it.
-fn assert_nothing_left(plan: &run::Plan) {
-    if let Some(net) = &plan.tap {
-        assert!(!host_probe::tap::exists(&net.tap), "TAP {} left", net.tap);
-    }
-    assert!(!plan.run_dir.exists(), "{} left", plan.run_dir.display());
-    assert_eq!(e2e::processes_mentioning(&plan.run_dir.display().to_string()), Vec::<String>::new());
 }
 
 /// Disk, pmem, and initramfs mode (chinit switches from the initramfs to the disk): each gets ready
@@ -77,7 +53,7 @@ fn boots_chinit_from_disk_pmem_and_an_initramfs() {
         assert_eq!(r.root_kind, if name == "pmem" { "pmem" } else { "disk" }, "{name}");
         assert_eq!(g.steps.iter().any(|s| s.name == "root"), name.starts_with("initramfs"), "{name}: {:?}", g.steps);
         assert!(!r.notes.iter().any(|n| n.contains("exited")), "{name}: powered off cleanly: {:?}", r.notes);
-        assert_nothing_left(&plan);
+        e2e::assert_run_left_nothing(&plan);
     }
     assert_eq!(sha(&image), before, "the image is never written");
 }
@@ -146,7 +122,7 @@ fn kuasar_layout_boots_to_ready_with_the_share_mounted() {
     assert!(status.success(), "{status}");
     let plan = g.plan().clone();
     drop(g);
-    assert_nothing_left(&plan);
+    e2e::assert_run_left_nothing(&plan);
     assert_eq!(sha(&disk), before, "the image is never written");
 }
 
@@ -158,38 +134,5 @@ fn timeout_and_ctrl_c_leave_nothing_behind() {
     let tmp = TempDir::new("ch-cleanup").unwrap();
     let image = e2e::chinit_image(&tmp.path().join("rootfs.ext4"), false);
     let Some(base) = ch_options(test, Some(&image)) else { return };
-    // Timeout: the kernel waits for a root that is not there.
-    let o = Options { cmdline_extra: "root=/dev/vdz rootwait".into(), timeout: Duration::from_secs(8), ..base.clone() };
-    let plan = run::plan(&o, &HostOffer::gather(), run::next_seq()).unwrap();
-    let e = run::execute(&plan, &o).unwrap_err();
-    assert_eq!(e.exit_code().code(), 4, "{e}");
-    assert_nothing_left(&plan);
-
-    // Ctrl-C: host-probe's binary, SIGINT once cloud-hypervisor runs.
-    let bin = vm::cargo_build("host-probe", "host-probe", None, false);
-    let mut child = Command::new(bin)
-        .args(["run", "--vmm", "cloud-hypervisor", "--timeout", "120", "--cmdline-extra", "root=/dev/vdz rootwait"])
-        .arg("--kernel")
-        .arg(base.kernel.clone().unwrap_or_default())
-        .arg("--rootfs")
-        .arg(&image)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let run_dir: PathBuf = std::env::temp_dir().join(format!("host-probe-{pid}-0"));
-    let end = Instant::now() + Duration::from_secs(60);
-    while !e2e::processes_mentioning(&run_dir.display().to_string()).iter().any(|p| p.contains("cloud-hypervisor")) {
-        assert!(Instant::now() < end && child.try_wait().unwrap().is_none(), "cloud-hypervisor never started");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: kill(2) on our own child, which has not been reaped.
-    unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130));
-    assert!(!run_dir.exists());
-    assert!(!host_probe::tap::exists(&host_probe::tap::tap_name(pid, 0)));
-    assert_eq!(e2e::processes_mentioning(&run_dir.display().to_string()), Vec::<String>::new());
+    e2e::timeout_and_ctrl_c_leave_nothing(&base, &image, "cloud-hypervisor", e2e::assert_run_left_nothing);
 }

@@ -3,13 +3,12 @@
 //! line where there is no hardware KVM or no Firecracker (`$FIRECRACKER` or PATH); the refusals,
 //! which boot nothing, run on any host.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use chinit_tests::e2e::{self, Trigger, BOOT_TIMEOUT};
+use chinit_tests::e2e::{self, Trigger};
 use chinit_tests::vm::{self, TempDir};
-use host_probe::run::{self, HostOffer, Options, VmmChoice, Wait};
+use host_probe::run::{self, HostOffer, Options, Wait};
 use serde_json::Value;
 
 /// How to get Firecracker, in skip lines.
@@ -18,26 +17,7 @@ const GET_IT: &str = "firecracker not found (set $FIRECRACKER to Firecracker v1.
 /// Firecracker's options for the tiny kernel's ELF `vmlinux`; `None` (after one line) when this
 /// host cannot run it.
 fn fc_options(test: &str, rootfs: Option<&Path>) -> Option<Options> {
-    let host = HostOffer::gather();
-    if host.program_of(host_probe::vmm::firecracker::VMM).is_none() {
-        e2e::skip(test, GET_IT);
-        return None;
-    }
-    if !host.kvm.hardware() || !host.kvm_usable {
-        e2e::skip(test, "no hardware KVM here (vm_l1 runs these tests on a simulated KVM host)");
-        return None;
-    }
-    Some(Options {
-        vmm: VmmChoice::Named(host_probe::vmm::firecracker::VMM),
-        kernel: Some(vmlinux()),
-        rootfs: rootfs.map(Path::to_path_buf),
-        timeout: BOOT_TIMEOUT,
-        ..Options::default()
-    })
-}
-
-fn vmlinux() -> PathBuf {
-    e2e::tiny_bzimage().with_file_name("vmlinux")
+    e2e::hardware_kvm_options(test, host_probe::vmm::firecracker::VMM, GET_IT, rootfs)
 }
 
 fn u(v: &Value, path: &str) -> u64 {
@@ -46,13 +26,8 @@ fn u(v: &Value, path: &str) -> u64 {
 
 /// Nothing of a run is left: its TAP, its run directory, any process or socket that names it.
 fn assert_nothing_left(plan: &run::Plan) {
-    if let Some(net) = &plan.tap {
-        assert!(!host_probe::tap::exists(&net.tap), "TAP {} left", net.tap);
-    }
-    assert!(!plan.run_dir.exists(), "{} left", plan.run_dir.display());
-    let d = plan.run_dir.display().to_string();
-    assert_eq!(e2e::processes_mentioning(&d), Vec::<String>::new());
-    assert_eq!(e2e::unix_sockets_mentioning(&d), Vec::<String>::new());
+    e2e::assert_run_left_nothing(plan);
+    assert_eq!(e2e::unix_sockets_mentioning(&plan.run_dir.display().to_string()), Vec::<String>::new());
 }
 
 /// `host-probe run --vmm firecracker --json --timeline`, as users run it: ready over the TAP and
@@ -144,42 +119,8 @@ fn timeout_and_ctrl_c_leave_nothing_behind() {
     let tmp = TempDir::new("fc-cleanup").unwrap();
     let image = e2e::chinit_image(&tmp.path().join("rootfs.ext4"), false);
     let Some(base) = fc_options(test, Some(&image)) else { return };
-    // Timeout: the kernel waits for a root that is not there.
-    let o = Options { cmdline_extra: "root=/dev/vdz rootwait".into(), timeout: Duration::from_secs(8), ..base.clone() };
-    let plan = run::plan(&o, &HostOffer::gather(), run::next_seq()).unwrap();
-    let e = run::execute(&plan, &o).unwrap_err();
-    assert_eq!(e.exit_code().code(), 4, "{e}");
-    assert_nothing_left(&plan);
-
-    // Ctrl-C: host-probe's binary, SIGINT once Firecracker runs.
-    let bin = vm::cargo_build("host-probe", "host-probe", None, false);
-    let mut child = Command::new(bin)
-        .args(["run", "--vmm", "firecracker", "--timeout", "120", "--cmdline-extra", "root=/dev/vdz rootwait"])
-        .arg("--kernel")
-        .arg(base.kernel.clone().unwrap_or_default())
-        .arg("--rootfs")
-        .arg(&image)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let run_dir: PathBuf = std::env::temp_dir().join(format!("host-probe-{pid}-0"));
-    let end = Instant::now() + Duration::from_secs(60);
-    while !e2e::processes_mentioning(&run_dir.display().to_string()).iter().any(|p| p.contains("firecracker")) {
-        assert!(Instant::now() < end && child.try_wait().unwrap().is_none(), "firecracker never started");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: kill(2) on our own child, which has not been reaped.
-    unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130));
-    assert!(!run_dir.exists());
-    assert!(!host_probe::tap::exists(&host_probe::tap::tap_name(pid, 0)));
-    let d = run_dir.display().to_string();
-    assert_eq!(e2e::processes_mentioning(&d), Vec::<String>::new());
-    assert_eq!(e2e::unix_sockets_mentioning(&d), Vec::<String>::new());
+    let run_dir = e2e::timeout_and_ctrl_c_leave_nothing(&base, &image, "firecracker", assert_nothing_left);
+    assert_eq!(e2e::unix_sockets_mentioning(&run_dir.display().to_string()), Vec::<String>::new());
 }
 
 /// `host-probe run --vmm firecracker` with `$FIRECRACKER` set to `program`; its exit code and stderr.
@@ -214,7 +155,7 @@ fn bad_input_is_refused_before_anything_starts() {
         (stub("fc-16", "Firecracker v1.16.1"), stub("fc-15", "Firecracker v1.15.0"), stub("ch", "cloud-hypervisor v53.0"));
     let image = tmp.path().join("rootfs.ext4");
     std::fs::write(&image, b"").unwrap();
-    let (kernel, bz) = (vmlinux(), e2e::tiny_bzimage());
+    let (kernel, bz) = (e2e::tiny_vmlinux(), e2e::tiny_bzimage());
     let share = format!("--share={}", tmp.path().display());
     let cases: [(&Path, &[&str], &Path, i32, &str); 5] = [
         (&other, &["--dry-run"], &kernel, 3, "is not Firecracker: its --version says \"cloud-hypervisor v53.0\""),
