@@ -218,6 +218,31 @@ impl<'de> serde::Deserialize<'de> for Vmm {
 }
 
 /// A snapshot in `dir` that a copy's VMM cannot take: a bad snapshot, not a bad option.
+/// `--vmm NAME` of a VMM that runs Linux on hardware KVM only (cloud-hypervisor, Firecracker):
+/// refused with `missing` when it is not installed; without hardware KVM, a note that it cannot
+/// boot Linux here. `label` is how messages name it.
+pub fn kvm_only_chosen(host: &HostOffer, name: &str, label: &str, missing: Error, notes: &mut Vec<String>) -> Result<(), Error> {
+    if !host.vmm_programs.contains_key(name) {
+        return Err(missing);
+    }
+    if !host.kvm.hardware() {
+        notes.push(format!("no hardware KVM: {label} cannot run a Linux guest on this host"));
+    }
+    Ok(())
+}
+
+/// A VMM that runs guests of its host's architecture only refuses a kernel of another.
+pub fn native_only(label: &str, host: &HostOffer, arch: Arch) -> Result<(), Error> {
+    if arch != host.arch {
+        return Err(Error::Usage(format!(
+            "{label} runs guests of its host's architecture only ({}): boot this {} kernel with --vmm qemu",
+            host.arch.name(),
+            arch.name()
+        )));
+    }
+    Ok(())
+}
+
 pub fn unrestorable(dir: &Path, why: &str) -> Error {
     Error::BadSnapshot {
         what: format!("{} cannot be restored: {why}", dir.display()),

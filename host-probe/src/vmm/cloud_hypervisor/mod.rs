@@ -54,16 +54,11 @@ impl Driver for CloudHypervisor {
     }
 
     fn chosen(&self, host: &HostOffer, notes: &mut Vec<String>) -> Result<(), Error> {
-        if !host.vmm_programs.contains_key(NAME) {
-            return Err(Error::Missing {
-                what: "cloud-hypervisor not found (neither $CLOUD_HYPERVISOR nor on PATH)".into(),
-                fix: "install cloud-hypervisor v53, or use --vmm qemu".into(),
-            });
-        }
-        if !host.kvm.hardware() {
-            notes.push("no hardware KVM: cloud-hypervisor cannot run a Linux guest on this host".into());
-        }
-        Ok(())
+        let missing = Error::Missing {
+            what: "cloud-hypervisor not found (neither $CLOUD_HYPERVISOR nor on PATH)".into(),
+            fix: "install cloud-hypervisor v53, or use --vmm qemu".into(),
+        };
+        super::kvm_only_chosen(host, NAME, NAME, missing, notes)
     }
 
     fn program_name(&self, _arch: Arch) -> &'static str {
@@ -71,13 +66,7 @@ impl Driver for CloudHypervisor {
     }
 
     fn runs(&self, host: &HostOffer, arch: Arch, _notes: &mut Vec<String>) -> Result<(PathBuf, Accel), Error> {
-        if arch != host.arch {
-            return Err(Error::Usage(format!(
-                "cloud-hypervisor runs guests of its host's architecture only ({}): boot this {} kernel with --vmm qemu",
-                host.arch.name(),
-                arch.name()
-            )));
-        }
+        super::native_only(NAME, host, arch)?;
         Ok((host.program(VMM, arch).unwrap_or_default(), Accel::Kvm))
     }
 

@@ -132,16 +132,11 @@ impl Driver for Firecracker {
     }
 
     fn chosen(&self, host: &HostOffer, notes: &mut Vec<String>) -> Result<(), Error> {
-        if !host.vmm_programs.contains_key(NAME) {
-            return Err(Error::Missing {
-                what: "firecracker not found (neither $FIRECRACKER nor on PATH)".into(),
-                fix: format!("{GET_IT}; or use --vmm qemu"),
-            });
-        }
-        if !host.kvm.hardware() {
-            notes.push("no hardware KVM: Firecracker cannot run a Linux guest on this host".into());
-        }
-        Ok(())
+        let missing = Error::Missing {
+            what: "firecracker not found (neither $FIRECRACKER nor on PATH)".into(),
+            fix: format!("{GET_IT}; or use --vmm qemu"),
+        };
+        super::kvm_only_chosen(host, NAME, "Firecracker", missing, notes)
     }
 
     fn program_name(&self, _arch: Arch) -> &'static str {
@@ -150,13 +145,7 @@ impl Driver for Firecracker {
 
     /// KVM only, on the host's architecture; its `--version` must say v1.16.x.
     fn runs(&self, host: &HostOffer, arch: Arch, _notes: &mut Vec<String>) -> Result<(PathBuf, Accel), Error> {
-        if arch != host.arch {
-            return Err(Error::Usage(format!(
-                "Firecracker runs guests of its host's architecture only ({}): boot this {} kernel with --vmm qemu",
-                host.arch.name(),
-                arch.name()
-            )));
-        }
+        super::native_only("Firecracker", host, arch)?;
         let bin = host.program(VMM, arch).ok_or_else(|| Error::Missing {
             what: "firecracker not found (neither $FIRECRACKER nor on PATH)".into(),
             fix: GET_IT.into(),
