@@ -237,8 +237,22 @@ pub fn render(lines: &[Line]) -> String {
     o
 }
 
-/// The first line of `program --version`; `None` also when it does not answer within 10 s.
+/// The first line of `program --version`; `None` also when it does not answer within 10 s. Asked
+/// once per program (its path, size and modification time) in a process: planning many copies or
+/// many boots checks the same VMM each time.
 pub fn version_of(path: &Path) -> Option<String> {
+    type Key = (PathBuf, Option<(u64, std::time::SystemTime)>);
+    static ASKED: std::sync::Mutex<Vec<(Key, Option<String>)>> = std::sync::Mutex::new(Vec::new());
+    let key: Key = (path.to_path_buf(), std::fs::metadata(path).ok().and_then(|m| Some((m.len(), m.modified().ok()?))));
+    if let Some((_, v)) = ASKED.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(k, _)| *k == key) {
+        return v.clone();
+    }
+    let v = ask_version(path);
+    ASKED.lock().unwrap_or_else(|e| e.into_inner()).push((key, v.clone()));
+    v
+}
+
+fn ask_version(path: &Path) -> Option<String> {
     let out = crate::bounded::output_within(Command::new(path).arg("--version"), Duration::from_secs(10)).ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines().next().map(|l| l.trim().to_string()).filter(|l| !l.is_empty())

@@ -86,12 +86,6 @@ pub fn check_program(path: &Path, version_output: Option<&str>) -> Result<(), Er
     supported(v).or_else(|e| missing(format!("{}: {e}", path.display())))
 }
 
-/// `firecracker --version`'s whole output (its first line is the version, then a log line).
-fn version_output(path: &Path) -> Option<String> {
-    let out = crate::bounded::output_within(std::process::Command::new(path).arg("--version"), Duration::from_secs(10)).ok()?;
-    Some(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// The lines `--dry-run` prints for the API calls: each a `curl` on the API socket.
 pub fn curl_lines(socket: &Path, calls: &[Call]) -> Vec<String> {
     calls
@@ -150,7 +144,7 @@ impl Driver for Firecracker {
             what: "firecracker not found (neither $FIRECRACKER nor on PATH)".into(),
             fix: GET_IT.into(),
         })?;
-        check_program(&bin, version_output(&bin).as_deref())?;
+        check_program(&bin, crate::check::version_of(&bin).as_deref())?;
         Ok((bin, Accel::Kvm))
     }
 
