@@ -254,7 +254,7 @@ mod tests {
     #[test]
     #[ignore = "needs FIRECRACKER=/path/to/firecracker"]
     fn the_real_firecracker_takes_every_body() {
-        use super::super::{api_calls, argv, config, pause_body, snapshot_create_body, snapshot_load_body, MemBackend};
+        use super::super::{api_calls, argv, pause_body, snapshot_create_body, snapshot_load_body};
         use crate::vmm::{Accel, Console, Net, Role, Root, Spec, Vsock};
         let binary = std::env::var("FIRECRACKER").expect("FIRECRACKER=/path/to/firecracker");
         let dir = tempfile::tempdir().unwrap();
@@ -287,9 +287,9 @@ mod tests {
             root_writable: false,
             arch: crate::locate::host_arch(),
         };
-        let start = |s: &Spec, config_file: Option<&Path>| {
+        let start = |s: &Spec| {
             std::fs::write(&s.serial, "").unwrap();
-            let a = argv(s, "hp-test", true, config_file).unwrap();
+            let a = argv(s, "hp-test").unwrap();
             let out = std::fs::File::create(s.log_file.with_extension("out")).unwrap();
             let child = std::process::Command::new(&a[0]).args(&a[1..]).stdout(out.try_clone().unwrap()).stderr(out).spawn().unwrap();
             (child, s.api_socket.clone())
@@ -299,7 +299,7 @@ mod tests {
 
         // A boot over the API, up to InstanceStart.
         let boot = spec(1);
-        let (mut fc, sock) = start(&boot, None);
+        let (mut fc, sock) = start(&boot);
         wait_listening(&sock, soon()).unwrap();
         assert_eq!(put(&sock, "/machine-config", serde_json::json!({ "vcpu_count": 1, "mem_size_mib": 128 })), Ok((204, String::new())));
         let (_, got) = call(&sock, Method::Get, "/machine-config", None, soon()).unwrap();
@@ -329,35 +329,15 @@ mod tests {
 
         // A copy: a fresh Firecracker takes the console and the load's body (the snapshot is missing).
         let copy = spec(2);
-        let (mut fc, sock) = start(&copy, None);
+        let (mut fc, sock) = start(&copy);
         wait_listening(&sock, soon()).unwrap();
         assert_eq!(put(&sock, "/serial", serde_json::json!({ "serial_out_path": copy.serial })), Ok((204, String::new())));
         let tap = copy.net.as_ref().map(|n| ("eth0", n.tap.as_str()));
-        let body = snapshot_load_body(&d.join("state"), &d.join("memory"), MemBackend::File, true, tap, Some(&d.join("vsock2.sock")));
+        let body = snapshot_load_body(&d.join("state"), &d.join("memory"), tap, Some(&d.join("vsock2.sock")));
         let e = put(&sock, "/snapshot/load", body).unwrap_err().to_string();
         eprintln!("snapshot load of nothing: {e}");
         assert!(e.starts_with("Firecracker API PUT /snapshot/load: 400 ") && !e.contains("unknown field"), "{e}");
         fc.kill().unwrap();
         fc.wait().unwrap();
-
-        // The config file: parsed whole, then the stand-in kernel is refused and Firecracker exits.
-        let file = spec(3);
-        std::fs::write(d.join("fc.json"), config(&file).unwrap().to_string()).unwrap();
-        let (mut fc, _) = start(&file, Some(&d.join("fc.json")));
-        let status = fc.wait().unwrap();
-        let log = std::fs::read_to_string(&file.log_file).unwrap() + &std::fs::read_to_string(file.log_file.with_extension("out")).unwrap();
-        eprintln!("config file: {status}\n{log}");
-        assert!(!status.success());
-        assert!(!log.contains("unknown field") && !log.contains("missing field"), "{log}");
-        assert!(log.contains("failed to load ELF kernel image"), "{log}");
-
-        // A pmem root's config file, with no disk: as far.
-        std::fs::write(d.join("pmem.img"), vec![0u8; 4 << 20]).unwrap();
-        let pmem = Spec { root: Root::Pmem(d.join("pmem.img")), net: None, ..spec(4) };
-        std::fs::write(d.join("fc4.json"), config(&pmem).unwrap().to_string()).unwrap();
-        let (mut fc, _) = start(&pmem, Some(&d.join("fc4.json")));
-        assert!(!fc.wait().unwrap().success());
-        let log = std::fs::read_to_string(&pmem.log_file).unwrap();
-        assert!(log.contains("failed to load ELF kernel image"), "{log}");
     }
 }

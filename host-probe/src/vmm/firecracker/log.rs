@@ -16,7 +16,7 @@
 //! ```
 //!
 //! the time since Firecracker began building the VM (monotonic clock; `build_microvm_for_boot`: the
-//! `InstanceStart` request, or right after start-up with `--config-file`), and the CPU time
+//! `InstanceStart` request), and the CPU time
 //! Firecracker's process used meanwhile. Not after a snapshot load: a copy has no boot timer.
 
 /// Where the boot timer device is (`BOOT_DEVICE_MEM_START`): a guest writes the byte

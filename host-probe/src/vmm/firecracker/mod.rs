@@ -1,5 +1,5 @@
-//! Firecracker (v1.16) as host-probe drives it: the machine of a [`Spec`] as a `--config-file` JSON
-//! ([`config`]) or as the API calls that make the same machine ([`api_calls`]), the command line
+//! Firecracker (v1.16) as host-probe drives it: the machine of a [`Spec`] as the API calls that
+//! make it ([`api_calls`]; no config-file boot: docs/host-probe.md says why), the command line
 //! ([`argv`]), the snapshot bodies, the version check, the boot timer's log line ([`log`]) and the
 //! API client ([`api`]). All but the client are pure.
 //!
@@ -197,7 +197,7 @@ impl Driver for Firecracker {
         if !matches!(spec.role, Role::Restore { .. }) {
             check_kernel_file(&spec.kernel, spec.arch)?;
         }
-        argv(spec, &instance_id_of(spec), true, None)
+        argv(spec, &instance_id_of(spec))
     }
 
     fn api_script(&self, spec: &Spec) -> Vec<String> {
@@ -294,7 +294,7 @@ impl Driver for Firecracker {
     /// A fresh Firecracker with its API socket; [`Driver::resume_copy`] loads the snapshot.
     fn restore_copy(&self, p: &mut Plan, dir: &Path, mode: MemoryRestoreMode, _config: Option<&str>) -> Result<(), Error> {
         p.spec.role = Role::Restore { from: dir.to_path_buf(), memory: dir.join(MEMORY_FILE), qmp: PathBuf::new(), mode };
-        p.argv = argv(&p.spec, &instance_id_of(&p.spec), true, None).map_err(|e| super::unrestorable(dir, &e))?;
+        p.argv = argv(&p.spec, &instance_id_of(&p.spec)).map_err(|e| super::unrestorable(dir, &e))?;
         Ok(())
     }
 
@@ -517,36 +517,7 @@ fn vsock(spec: &Spec) -> Option<Value> {
     }
 }
 
-/// The boot's whole machine as Firecracker's `--config-file` JSON (`VmmConfig`, kebab-case keys).
-///
-/// Two things are not in it. The logger is configured on the command line ([`argv`]), so the log
-/// starts with Firecracker itself and its file is opened once: a second configuration opens it again
-/// at offset 0 and writes over the first lines. And the config file has no serial console (v1.16
-/// skips that key): a config-file boot writes the guest's console to Firecracker's stdout, which the
-/// launcher sends to `spec.serial`; the API boot says `PUT /serial`.
-pub fn config(spec: &Spec) -> Result<Value, String> {
-    refuse(spec, crate::locate::host_arch())?;
-    if matches!(spec.role, Role::Restore { .. }) {
-        return Err("a copy is loaded over Firecracker's API (PUT /snapshot/load), not from a config file".into());
-    }
-    // `drives` is the one list v1.16 requires (no serde default): present even when empty.
-    let mut c = json!({ "boot-source": boot_source(spec), "machine-config": machine_config(spec), "drives": [] });
-    if let Some((key, dev)) = root_device(spec) {
-        c[key] = json!([dev]);
-    }
-    if let Some(n) = network_interface(spec) {
-        c["network-interfaces"] = json!([n]);
-    }
-    if let Some(v) = vsock(spec) {
-        c["vsock"] = v;
-    }
-    if spec.rng {
-        c["entropy"] = json!({});
-    }
-    Ok(c)
-}
-
-/// The API calls that make the same machine as [`config`] and start it, in order, ending with
+/// The API calls that make the machine of `spec` and start it, in order, ending with
 /// `PUT /actions InstanceStart`; for a copy (`Role::Restore`), the calls that load the snapshot
 /// in `from` into this fresh Firecracker with this copy's TAP, vsock socket and console, resumed.
 /// The console file must exist (Firecracker's `/serial` wants a file made beforehand).
@@ -554,15 +525,15 @@ pub fn api_calls(spec: &Spec) -> Result<Vec<Call>, String> {
     refuse(spec, crate::locate::host_arch())?;
     let serial = Call::put("/serial", json!({ "serial_out_path": path(&spec.serial) }));
     if let Role::Restore { from, mode, .. } = &spec.role {
-        let backend = match mode {
-            MemoryRestoreMode::Copy => MemBackend::File,
+        match mode {
+            MemoryRestoreMode::Copy => {}
             MemoryRestoreMode::Ondemand => {
                 return Err("Firecracker maps a snapshot's memory file copy-on-write and reads pages as the guest touches \
                             them (its File backend); its on-demand backend (Uffd) needs a page-fault handler process \
                             host-probe does not run: drop --memory-restore-mode"
                     .into())
             }
-        };
+        }
         let (state, memory) = snapshot_files(from);
         let tap = spec.net.as_ref().map(|n| (IFACE_ID, n.tap.as_str()));
         let uds = match &spec.vsock {
@@ -570,7 +541,7 @@ pub fn api_calls(spec: &Spec) -> Result<Vec<Call>, String> {
             _ => None,
         };
         // The logger and the console are not in a snapshot; both may be set before the load, nothing else.
-        return Ok(vec![serial, Call::put("/snapshot/load", snapshot_load_body(&state, &memory, backend, true, tap, uds))]);
+        return Ok(vec![serial, Call::put("/snapshot/load", snapshot_load_body(&state, &memory, tap, uds))]);
     }
     let mut calls = vec![Call::put("/boot-source", boot_source(spec)), Call::put("/machine-config", machine_config(spec))];
     match root_device(spec) {
@@ -592,32 +563,19 @@ pub fn api_calls(spec: &Spec) -> Result<Vec<Call>, String> {
     Ok(calls)
 }
 
-/// The command line, program first. `id` names the instance in every log line (1 to 64 ASCII
-/// letters, digits and `-`). `api`: listen on `spec.api_socket` (`--api-sock`), else `--no-api`.
-/// `config_file`: the machine is [`config`]'s, built at once; without it the API configures it.
+/// The command line, program first: its API on `spec.api_socket`, which configures the machine
+/// ([`api_calls`]). `id` names the instance in every log line (1 to 64 ASCII letters, digits and
+/// `-`).
 ///
-/// The logger is set here, not in the config: `spec.log_file` at level Info (the boot timer's line),
-/// each line with its level. `--boot-timer` adds the device a guest writes 123 to when it is ready
+/// The logger is set here, not over the API: `spec.log_file` at level Info (the boot timer's
+/// line), each line with its level; set once, as Firecracker opens the file again at offset 0 for
+/// each configuration. `--boot-timer` adds the device a guest writes 123 to when it is ready
 /// ([`log::boot_time`]).
-pub fn argv(spec: &Spec, id: &str, api: bool, config_file: Option<&Path>) -> Result<Vec<String>, String> {
+pub fn argv(spec: &Spec, id: &str) -> Result<Vec<String>, String> {
     instance_id(id)?;
-    match (&spec.role, api, config_file) {
-        (_, false, None) => return Err("Firecracker without an API socket needs a config file: nothing would start the VM".into()),
-        (Role::Restore { .. }, _, Some(_)) => {
-            return Err("a copy is loaded over Firecracker's API (PUT /snapshot/load), not from a config file".into())
-        }
-        _ => {}
-    }
     let mut a: Vec<String> = vec![spec.binary.display().to_string()];
     push(&mut a, "--id", id.to_string());
-    if api {
-        push(&mut a, "--api-sock", spec.api_socket.display().to_string());
-    } else {
-        a.push("--no-api".into());
-    }
-    if let Some(f) = config_file {
-        push(&mut a, "--config-file", f.display().to_string());
-    }
+    push(&mut a, "--api-sock", spec.api_socket.display().to_string());
     push(&mut a, "--log-path", spec.log_file.display().to_string());
     push(&mut a, "--level", "Info".into());
     a.push("--show-level".into());
@@ -644,24 +602,9 @@ pub fn snapshot_files(dir: &Path) -> (PathBuf, PathBuf) {
     (dir.join(STATE_FILE), dir.join(MEMORY_FILE))
 }
 
-/// How a copy's memory is brought back (`mem_backend.backend_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MemBackend {
-    /// The memory file, mapped private: pages are read as the guest touches them, never written.
-    File,
-    /// A page-fault handler process listening on a Unix socket at the path (userfaultfd).
-    Uffd,
-}
-
 /// `PUT /actions`: start the configured machine.
 pub fn instance_start_body() -> Value {
     json!({ "action_type": "InstanceStart" })
-}
-
-/// `PUT /actions`: Ctrl+Alt+Del to the guest's i8042 keyboard (x86_64; it needs the i8042 and
-/// atkbd drivers); Firecracker exits when the guest resets.
-pub fn ctrl_alt_del_body() -> Value {
-    json!({ "action_type": "SendCtrlAltDel" })
 }
 
 /// `PATCH /vm`: pause the vCPUs (before a snapshot).
@@ -669,36 +612,21 @@ pub fn pause_body() -> Value {
     json!({ "state": "Paused" })
 }
 
-/// `PATCH /vm`: go on after a snapshot.
-pub fn resume_body() -> Value {
-    json!({ "state": "Resumed" })
-}
-
 /// `PUT /snapshot/create` of a paused machine: a full snapshot, its state and its whole memory.
 pub fn snapshot_create_body(state: &Path, memory: &Path) -> Value {
     json!({ "snapshot_type": "Full", "snapshot_path": path(state), "mem_file_path": path(memory) })
 }
 
-/// `PUT /snapshot/load` into a fresh Firecracker (nothing configured but its logger, metrics and
-/// console). `tap`: the interface `(iface_id, TAP)` the copy uses instead of the snapshot's (which
-/// another process may hold: Firecracker then fails with EBUSY); `vsock`: the copy's own socket
-/// instead of the snapshot's (v1.16). `resume`: run at once, else stay paused.
-pub fn snapshot_load_body(
-    state: &Path,
-    memory: &Path,
-    backend: MemBackend,
-    resume: bool,
-    tap: Option<(&str, &str)>,
-    vsock: Option<&Path>,
-) -> Value {
-    let backend_type = match backend {
-        MemBackend::File => "File",
-        MemBackend::Uffd => "Uffd",
-    };
+/// `PUT /snapshot/load` into a fresh Firecracker (nothing configured but its logger and console),
+/// resumed at once, its memory the file mapped private (the File backend: pages read as the guest
+/// touches them, never written). `tap`: the interface `(iface_id, TAP)` the copy uses instead of
+/// the snapshot's (which another process may hold: Firecracker then fails with EBUSY); `vsock`: the
+/// copy's own socket instead of the snapshot's (v1.16).
+pub fn snapshot_load_body(state: &Path, memory: &Path, tap: Option<(&str, &str)>, vsock: Option<&Path>) -> Value {
     let mut b = json!({
         "snapshot_path": path(state),
-        "mem_backend": { "backend_type": backend_type, "backend_path": path(memory) },
-        "resume_vm": resume,
+        "mem_backend": { "backend_type": "File", "backend_path": path(memory) },
+        "resume_vm": true,
     });
     if let Some((iface_id, tap)) = tap {
         b["network_overrides"] = json!([{ "iface_id": iface_id, "host_dev_name": tap }]);
@@ -770,61 +698,12 @@ mod tests {
         Root::Disk("/img/rootfs.ext4".into())
     }
 
-    #[test]
-    fn config_for_each_root_and_device_set() {
-        let cases = [
-            (
-                spec(disk(), true, true),
-                json!({
-                    "boot-source": { "kernel_image_path": "/k/vmlinux", "boot_args": "console=ttyS0 root=/dev/vda ro" },
-                    "machine-config": { "vcpu_count": 2, "mem_size_mib": 128 },
-                    "drives": [{ "drive_id": "root", "path_on_host": "/img/rootfs.ext4", "is_root_device": false, "is_read_only": true }],
-                    "network-interfaces": [{ "iface_id": "eth0", "host_dev_name": "hp1234a", "guest_mac": "02:68:70:00:00:02" }],
-                    "vsock": { "guest_cid": 3, "uds_path": "/run/r/vsock.sock" },
-                }),
-            ),
-            (
-                Spec { rng: true, ..spec(Root::Pmem("/img/r.ext4".into()), false, false) },
-                json!({
-                    "boot-source": { "kernel_image_path": "/k/vmlinux", "boot_args": "console=ttyS0 root=/dev/vda ro" },
-                    "machine-config": { "vcpu_count": 2, "mem_size_mib": 128 },
-                    "drives": [],
-                    "pmem": [{ "id": "root", "path_on_host": "/img/r.ext4", "root_device": false, "read_only": true }],
-                    "entropy": {},
-                }),
-            ),
-            (
-                spec(Root::Initramfs("/img/i.cpio".into()), false, true),
-                json!({
-                    "boot-source": { "kernel_image_path": "/k/vmlinux", "boot_args": "console=ttyS0 root=/dev/vda ro", "initrd_path": "/img/i.cpio" },
-                    "machine-config": { "vcpu_count": 2, "mem_size_mib": 128 },
-                    "drives": [],
-                    "vsock": { "guest_cid": 3, "uds_path": "/run/r/vsock.sock" },
-                }),
-            ),
-            (
-                Spec { initramfs: Some("/img/i.cpio".into()), ..spec(disk(), false, false) },
-                json!({
-                    "boot-source": { "kernel_image_path": "/k/vmlinux", "boot_args": "console=ttyS0 root=/dev/vda ro", "initrd_path": "/img/i.cpio" },
-                    "machine-config": { "vcpu_count": 2, "mem_size_mib": 128 },
-                    "drives": [{ "drive_id": "root", "path_on_host": "/img/rootfs.ext4", "is_root_device": false, "is_read_only": true }],
-                }),
-            ),
-        ];
-        for (spec, want) in cases {
-            assert_eq!(config(&spec).unwrap(), want, "{:?}", spec.root);
-        }
-        // A snapshot's source is booted like any machine.
-        let source = Spec { role: Role::Source { memory: "/s/memory".into(), qmp: "/run/r/qmp.sock".into() }, ..spec(disk(), true, true) };
-        assert_eq!(config(&source), config(&spec(disk(), true, true)));
-    }
-
     fn calls(spec: &Spec) -> Vec<String> {
         api_calls(spec).unwrap().iter().map(|c| format!("{c} {}", c.body.as_ref().map(|b| b.to_string()).unwrap_or_default())).collect()
     }
 
     #[test]
-    fn api_calls_make_the_config_s_machine_then_start_it() {
+    fn api_calls_make_the_machine_then_start_it() {
         assert_eq!(
             calls(&spec(disk(), true, true)),
             [
@@ -875,7 +754,6 @@ mod tests {
         );
         let ondemand = Spec { role: restore(MemoryRestoreMode::Ondemand), ..spec(disk(), true, true) };
         assert!(api_calls(&ondemand).unwrap_err().contains("drop --memory-restore-mode"));
-        assert!(config(&copy).unwrap_err().contains("PUT /snapshot/load"));
     }
 
     #[test]
@@ -895,9 +773,8 @@ mod tests {
             (Spec { initramfs: Some("/i".into()), ..spec(Root::Initramfs("/j".into()), false, false) }, "one initrd"),
         ];
         for (spec, want) in cases {
-            let e = config(&spec).unwrap_err();
+            let e = api_calls(&spec).unwrap_err();
             assert!(e.contains(want), "{e}");
-            assert_eq!(api_calls(&spec).unwrap_err(), e);
         }
         assert_eq!(refuse(&spec(Root::Pmem("/p".into()), true, true), host_arch()), Ok(()));
     }
@@ -939,58 +816,32 @@ mod tests {
     }
 
     #[test]
-    fn argv_for_a_config_file_an_api_boot_and_a_copy() {
+    fn argv_of_a_boot_and_a_copy() {
         let s = spec(disk(), true, true);
-        let cases = [
-            (
-                true,
-                Some(Path::new("/run/r/fc.json")),
-                "firecracker --id hp-1 --api-sock /run/r/api.sock --config-file /run/r/fc.json \
-                 --log-path /run/r/fc.log --level Info --show-level --boot-timer",
-            ),
-            (false, Some(Path::new("/run/r/fc.json")), "firecracker --id hp-1 --no-api --config-file /run/r/fc.json --log-path /run/r/fc.log --level Info --show-level --boot-timer"),
-            (true, None, "firecracker --id hp-1 --api-sock /run/r/api.sock --log-path /run/r/fc.log --level Info --show-level --boot-timer"),
-        ];
-        for (api, file, want) in cases {
-            assert_eq!(shell_line(&argv(&s, "hp-1", api, file).unwrap()), want);
-        }
-        assert!(argv(&s, "hp-1", false, None).unwrap_err().contains("nothing would start"));
+        let want = "firecracker --id hp-1 --api-sock /run/r/api.sock --log-path /run/r/fc.log --level Info --show-level --boot-timer";
+        assert_eq!(shell_line(&argv(&s, "hp-1").unwrap()), want);
         let copy = Spec {
             role: Role::Restore { from: "/s".into(), memory: "/s/memory".into(), qmp: PathBuf::new(), mode: MemoryRestoreMode::Copy },
             ..s.clone()
         };
-        assert!(argv(&copy, "hp-1", true, None).is_ok());
-        assert!(argv(&copy, "hp-1", true, Some(Path::new("/c.json"))).unwrap_err().contains("PUT /snapshot/load"));
+        assert_eq!(shell_line(&argv(&copy, "hp-1").unwrap()), want);
         for bad in ["", "hp_1", "hp.1", &"a".repeat(65)] {
-            assert!(argv(&s, bad, true, None).is_err(), "{bad:?}");
+            assert!(argv(&s, bad).is_err(), "{bad:?}");
         }
-        assert!(argv(&s, &"a".repeat(64), true, None).is_ok());
+        assert!(argv(&s, &"a".repeat(64)).is_ok());
     }
 
     #[test]
     fn snapshot_and_action_bodies() {
         let cases = [
             (pause_body(), r#"{"state":"Paused"}"#),
-            (resume_body(), r#"{"state":"Resumed"}"#),
             (instance_start_body(), r#"{"action_type":"InstanceStart"}"#),
-            (ctrl_alt_del_body(), r#"{"action_type":"SendCtrlAltDel"}"#),
             (
                 snapshot_create_body(Path::new("/s/state"), Path::new("/s/memory")),
                 r#"{"mem_file_path":"/s/memory","snapshot_path":"/s/state","snapshot_type":"Full"}"#,
             ),
             (
-                snapshot_load_body(Path::new("/s/state"), Path::new("/run/u.sock"), MemBackend::Uffd, false, None, None),
-                r#"{"mem_backend":{"backend_path":"/run/u.sock","backend_type":"Uffd"},"resume_vm":false,"snapshot_path":"/s/state"}"#,
-            ),
-            (
-                snapshot_load_body(
-                    Path::new("/s/state"),
-                    Path::new("/s/memory"),
-                    MemBackend::File,
-                    true,
-                    Some(("eth0", "hp9")),
-                    Some(Path::new("/r/v.sock")),
-                ),
+                snapshot_load_body(Path::new("/s/state"), Path::new("/s/memory"), Some(("eth0", "hp9")), Some(Path::new("/r/v.sock"))),
                 r#"{"mem_backend":{"backend_path":"/s/memory","backend_type":"File"},"network_overrides":[{"host_dev_name":"hp9","iface_id":"eth0"}],"resume_vm":true,"snapshot_path":"/s/state","vsock_override":{"uds_path":"/r/v.sock"}}"#,
             ),
         ];
