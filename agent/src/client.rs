@@ -3,9 +3,6 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
-use std::time::Duration;
 
 /// Largest response head the client accepts.
 const MAX_HEAD: usize = 16 * 1024;
@@ -133,13 +130,10 @@ pub fn parse_connect_reply(line: &str) -> Result<u32, ClientError> {
     }
 }
 
-/// Connects to a guest vsock port through the VMM's hybrid vsock Unix socket (cloud-hypervisor,
-/// vhost-device-vsock): `CONNECT <port>\n`, then `OK <n>\n`, then raw bytes. `timeout` bounds every
-/// read and write, since the connection can hang while the guest driver is not up yet.
-pub fn vsock_connect(socket: &Path, port: u32, timeout: Duration) -> Result<UnixStream, ClientError> {
-    let mut s = UnixStream::connect(socket)?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
+/// The handshake of a VMM's hybrid vsock Unix socket (cloud-hypervisor, Firecracker,
+/// vhost-device-vsock) on a connection to it: `CONNECT <port>\n`, then `OK <n>\n`; raw bytes
+/// follow. The caller bounds the reads and writes: they hang while the guest's driver is not up.
+pub fn vsock_handshake<S: Read + Write>(s: &mut S, port: u32) -> Result<u32, ClientError> {
     s.write_all(format!("CONNECT {port}\n").as_bytes())?;
     let mut line = Vec::with_capacity(32);
     let mut byte = [0u8; 1];
@@ -150,8 +144,7 @@ pub fn vsock_connect(socket: &Path, port: u32, timeout: Duration) -> Result<Unix
             _ => line.push(byte[0]),
         }
     }
-    parse_connect_reply(&String::from_utf8_lossy(&line))?;
-    Ok(s)
+    parse_connect_reply(&String::from_utf8_lossy(&line))
 }
 
 #[cfg(test)]
@@ -227,5 +220,17 @@ mod tests {
         for bad in ["", "ok", "ERR 1", "OK x", "OK"] {
             assert!(parse_connect_reply(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn vsock_handshake_says_connect_and_reads_ok() {
+        let mut s = canned("OK 1073741824\nraw bytes", 1);
+        assert_eq!(vsock_handshake(&mut s, 1024).unwrap(), 1_073_741_824);
+        assert_eq!(s.written, b"CONNECT 1024\n");
+        let mut rest = String::new();
+        s.read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, "raw bytes", "nothing past the reply's line is taken");
+        let e = vsock_handshake(&mut canned("", 8), 5).unwrap_err().to_string();
+        assert!(e.contains("no guest listener on vsock port 5"), "{e}");
     }
 }

@@ -75,23 +75,15 @@ impl GuestVsock {
     }
 }
 
-/// Connects to the guest's `port` through a hybrid socket by `deadline`: `CONNECT <port>\n`, then
-/// `OK <n>\n` ([`agent::client::parse_connect_reply`]). The VMM's socket may not accept, nor
-/// answer, while the guest's driver is not up: the connect and the handshake give up by the deadline.
+/// Connects to the guest's `port` through a hybrid socket by `deadline`
+/// ([`agent::client::vsock_handshake`]). The VMM's socket may not accept, nor answer, while the
+/// guest's driver is not up: the connect and the handshake give up by the deadline.
 fn hybrid_connect(uds: &Path, port: u32, deadline: Instant) -> io::Result<UnixStream> {
-    let s = crate::bounded::connect_unix(uds, deadline)?;
-    let mut b = Bounded::new(s, deadline);
-    b.write_all(format!("CONNECT {port}\n").as_bytes())?;
-    let mut line = Vec::with_capacity(32);
-    let mut byte = [0u8; 1];
-    while line.len() < 64 {
-        match b.read(&mut byte)? {
-            0 => return Err(io::Error::other(format!("closed by the VMM: no guest listener on vsock port {port}"))),
-            _ if byte[0] == b'\n' => break,
-            _ => line.push(byte[0]),
-        }
-    }
-    agent::client::parse_connect_reply(&String::from_utf8_lossy(&line)).map_err(|e| io::Error::other(e.to_string()))?;
+    let mut b = Bounded::new(crate::bounded::connect_unix(uds, deadline)?, deadline);
+    agent::client::vsock_handshake(&mut b, port).map_err(|e| match e {
+        agent::client::ClientError::Io(e) => e,
+        other => io::Error::other(other.to_string()),
+    })?;
     Ok(b.into_inner())
 }
 
