@@ -13,6 +13,17 @@ use host_probe::launch::{self, Running};
 use host_probe::run::{self, HostOffer, Options, VmmChoice, Wait};
 
 /// The QEMU binary, if installed.
+/// A VMM's program as the tests find it: as host-probe does (its variable, such as
+/// `$CLOUD_HYPERVISOR` or `$FIRECRACKER`, then PATH), else in `../shared/vmm` beside the workspace,
+/// where this project's machines keep the VMMs no registry packages.
+pub fn vmm_program(vmm: host_probe::vmm::Vmm) -> Option<PathBuf> {
+    HostOffer::gather().program_of(vmm).or_else(|| {
+        let host = host_probe::locate::host_arch();
+        let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vmm").join(vmm.program_name(host));
+        host_probe::locate::is_executable(&shared).then(|| std::fs::canonicalize(&shared).unwrap_or(shared))
+    })
+}
+
 pub fn qemu_binary() -> Option<PathBuf> {
     find_in_path("qemu-system-x86_64")
 }

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use chinit_tests::l1;
+use chinit_tests::vm;
 
 /// Bounds one L1 run: ~3 s of L1 boot and the command, under emulation. Its runs take 45-90 s;
 /// the bound only ends an L1 that stopped (see `hold_sh` in tests/src/l1.rs).
@@ -123,15 +124,15 @@ fn qemu_with_kvm_and_kernel_vsock_passes_the_end_to_end_tests() {
 
 /// cloud-hypervisor with real Linux guests, in L1: vm_ch's tests (disk, pmem and initramfs roots,
 /// the power button, Kuasar's layout with a virtio-fs share, timeout and Ctrl-C cleanup). Needs a
-/// cloud-hypervisor here (`$CLOUD_HYPERVISOR` or PATH): none is packaged, so CI skips it.
+/// cloud-hypervisor here (`$CLOUD_HYPERVISOR`, PATH or ../shared/vmm: [`vm::vmm_program`]).
 #[test]
 fn cloud_hypervisor_passes_its_tests_on_hardware_kvm() {
     let test = "cloud_hypervisor_passes_its_tests_on_hardware_kvm";
     if !available(test) {
         return;
     }
-    let Some(ch) = host_probe::run::HostOffer::gather().program_of(host_probe::vmm::cloud_hypervisor::VMM) else {
-        chinit_tests::ns::skip(&format!("{test}: cloud-hypervisor not found (set $CLOUD_HYPERVISOR or put it on PATH)"));
+    let Some(ch) = vm::vmm_program(host_probe::vmm::cloud_hypervisor::VMM) else {
+        chinit_tests::ns::skip(&format!("{test}: cloud-hypervisor not found (set $CLOUD_HYPERVISOR, put it on PATH, or in ../shared/vmm)"));
         return;
     };
     let tests = [
@@ -143,15 +144,6 @@ fn cloud_hypervisor_passes_its_tests_on_hardware_kvm() {
     assert_all_ran_and_passed("vm_ch", &tests, &format!("CLOUD_HYPERVISOR={}", ch.display()));
 }
 
-/// Firecracker's program: `$FIRECRACKER`, PATH, else `../shared/vmm/firecracker` next to the
-/// workspace (where this project's machines keep the VMM binaries).
-fn firecracker() -> Option<std::path::PathBuf> {
-    host_probe::vmm::firecracker::find().or_else(|| {
-        let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vmm/firecracker");
-        host_probe::locate::is_executable(&shared).then(|| std::fs::canonicalize(&shared).unwrap_or(shared))
-    })
-}
-
 /// Firecracker with real Linux guests, in L1: vm_firecracker's tests (ready over the TAP and vsock
 /// with the notify push and every phase, a workload's exit code at the host, the API's power-off
 /// in order with a clean filesystem, timeout and Ctrl-C cleanup). Needs a Firecracker here.
@@ -161,7 +153,7 @@ fn firecracker_passes_its_tests_on_hardware_kvm() {
     if !available(test) {
         return;
     }
-    let Some(fc) = firecracker() else {
+    let Some(fc) = vm::vmm_program(host_probe::vmm::firecracker::VMM) else {
         chinit_tests::ns::skip(&format!(
             "{test}: firecracker not found (set $FIRECRACKER to Firecracker v1.16's binary, put it on PATH, or in ../shared/vmm)"
         ));
@@ -177,8 +169,8 @@ fn firecracker_passes_its_tests_on_hardware_kvm() {
 }
 
 /// Snapshot start on hardware KVM, in L1: vm_snapshot's tests. QEMU (the kernel's vhost-vsock)
-/// always; cloud-hypervisor, in both memory restore modes, when one is here (`$CLOUD_HYPERVISOR` or
-/// PATH); Firecracker when one is here ([`firecracker`]). Two copies restored at once are unique and
+/// always; cloud-hypervisor, in both memory restore modes, and Firecracker, when they are here
+/// ([`vm::vmm_program`]). Two copies restored at once are unique and
 /// ready, the snapshot and image unchanged, and Ctrl-C during a restore leaves nothing.
 #[test]
 fn snapshots_restore_into_unique_copies_on_hardware_kvm() {
@@ -188,15 +180,15 @@ fn snapshots_restore_into_unique_copies_on_hardware_kvm() {
     }
     // One L1 run per VMM: each stays well inside L1_TIMEOUT.
     let mut runs = vec![("qemu_copies_of_a_snapshot_are_unique_and_the_snapshot_is_untouched", String::new())];
-    match host_probe::run::HostOffer::gather().program_of(host_probe::vmm::cloud_hypervisor::VMM) {
+    match vm::vmm_program(host_probe::vmm::cloud_hypervisor::VMM) {
         Some(ch) => {
             runs.push(("cloud_hypervisor_copies_are_unique_in_both_memory_restore_modes", format!("CLOUD_HYPERVISOR={}", ch.display())))
         }
         None => chinit_tests::ns::skip(&format!(
-            "{test}: its cloud-hypervisor half: cloud-hypervisor not found (set $CLOUD_HYPERVISOR or put it on PATH)"
+            "{test}: its cloud-hypervisor half: cloud-hypervisor not found (set $CLOUD_HYPERVISOR, put it on PATH, or in ../shared/vmm)"
         )),
     }
-    match firecracker() {
+    match vm::vmm_program(host_probe::vmm::firecracker::VMM) {
         Some(fc) => runs.push(("firecracker_copies_are_unique", format!("FIRECRACKER={}", fc.display()))),
         None => chinit_tests::ns::skip(&format!(
             "{test}: its Firecracker part: firecracker not found (set $FIRECRACKER to Firecracker v1.16's binary, put it on PATH, or in ../shared/vmm)"
