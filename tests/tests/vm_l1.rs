@@ -93,6 +93,39 @@ fn an_l1_kernel_death_runs_the_command_once_more_and_a_failing_command_runs_once
     assert!(out.repeated.is_empty(), "{:?}", out.repeated);
 }
 
+/// A nested guest whose CPU triple-faults (a PVH guest that loads an empty IDT and traps, under
+/// QEMU with L1's KVM) while the command fails: the run is void, named by KVM's shutdown exit, and
+/// the command runs once more. The second run boots the same guest and passes: a triple fault in a
+/// command that passes is not the emulator's failure, and is not repeated.
+#[test]
+fn a_guest_triple_fault_in_a_failed_command_runs_it_once_more() {
+    let test = "a_guest_triple_fault_in_a_failed_command_runs_it_once_more";
+    if !available(test) {
+        return;
+    }
+    // Under the target directory: L1 sees this host's files, not its /tmp.
+    let parent = vm::target_dir().join("tmp");
+    std::fs::create_dir_all(&parent).unwrap();
+    let dir = tempfile::Builder::new().prefix("l1-tf-").tempdir_in(&parent).unwrap();
+    let kernel = dir.path().join("pvh-triple-fault.elf");
+    std::fs::write(&kernel, host_probe::pvh::elf(host_probe::pvh::End::TripleFault)).unwrap();
+    let qemu = vm::qemu_binary().unwrap();
+    let script = format!(
+        "{} -M microvm -accel kvm -m 32 -nodefaults -no-user-config -display none -no-reboot -kernel {} </dev/null\n\
+         echo qemu-exit-$?\n\
+         if [ \"$L1_ATTEMPT\" = 1 ]; then exit 1; fi\n\
+         echo attempt-$L1_ATTEMPT\n",
+        qemu.display(),
+        kernel.display()
+    );
+    let out = l1::run_with(test, &script, L1_TIMEOUT, &l1::Config::from_env(), false).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((out.status, out.output.as_str()), (0, "qemu-exit-0\nattempt-2\n"), "{}", out.console);
+    assert_eq!(out.repeated.len(), 1, "{:?}", out.repeated);
+    let void = &out.repeated[0];
+    assert!(void.contains("triple-faulted under L1's KVM (vcpu 0 reason shutdown rip "), "{void}");
+    assert!(void.contains("qemu-exit-0"), "the failed run's last lines: {void}");
+}
+
 /// Runs `tests` of `binary` in L1 and asserts that every one ran there (none skipped) and passed.
 fn assert_all_ran_and_passed(binary: &str, tests: &[&str], env: &str) {
     let out = run_tests_in_l1(binary, tests, env);
