@@ -168,6 +168,50 @@ pub struct RestoreRequest {
     pub notify_port: Option<u32>,
 }
 
+/// `GET /v1/kmsg` (control API): the kernel's log buffer as chinit read it from `/dev/kmsg`.
+pub const KMSG_PATH: &str = "/v1/kmsg";
+
+/// One record of the kernel's log buffer.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct KmsgRecord {
+    /// The record's priority: its level (0 emergency .. 7 debug) in the low three bits.
+    pub priority: u32,
+    /// Its sequence number: a gap means records lost (overwritten before they were read).
+    pub seq: u64,
+    /// When it was written, microseconds of the kernel's clock (`local_clock`) since boot.
+    pub usec: u64,
+    /// Its text, without the dictionary lines.
+    pub text: String,
+}
+
+impl KmsgRecord {
+    /// One record as `/dev/kmsg` gives it (pure): `PRIORITY,SEQ,USEC,FLAGS[,...];TEXT`, then
+    /// dictionary lines starting with a space, which are dropped. `None` for anything else.
+    pub fn parse(record: &str) -> Option<KmsgRecord> {
+        let (head, rest) = record.split_once(';')?;
+        let mut f = head.split(',');
+        let priority = f.next()?.parse().ok()?;
+        let seq = f.next()?.parse().ok()?;
+        let usec = f.next()?.parse().ok()?;
+        let text = rest.split('\n').next().unwrap_or("").to_string();
+        Some(KmsgRecord { priority, seq, usec, text })
+    }
+}
+
+/// Body of `GET /v1/kmsg`: every record still in the buffer, oldest first.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct Kmsg {
+    pub records: Vec<KmsgRecord>,
+    /// Records lost before chinit read them (overwritten: the buffer is too small).
+    pub lost: u64,
+    /// The log's clock minus CLOCK_BOOTTIME (the clock of `/ready`'s figures), microseconds:
+    /// a record at `usec` happened at `usec - clock_offset_us` on `/ready`'s clock. The log's clock
+    /// may start before the kernel (a VM's TSC counts from power-on). Measured by chinit with a
+    /// record of its own (`chinit: kmsg clock anchor`) written between two clock readings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_offset_us: Option<i64>,
+}
+
 /// Body of every 4xx/5xx answer except 503 from `/ready`.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct ErrorBody {
@@ -177,6 +221,28 @@ pub struct ErrorBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kmsg_records_are_read_as_the_kernel_writes_them() {
+        let r = |s: &str| KmsgRecord::parse(s).map(|r| (r.priority, r.seq, r.usec, r.text));
+        type Want = Option<(u32, u64, u64, &'static str)>;
+        let table: &[(&str, Want)] = &[
+            ("7,160,5003,-;calling  0xffffffff81a1b2c3 @ 1\n", Some((7, 160, 5003, "calling  0xffffffff81a1b2c3 @ 1"))),
+            (
+                "7,161,5012,-;initcall virtio_blk_init+0x0/0x90 returned 0 after 8 usecs",
+                Some((7, 161, 5012, "initcall virtio_blk_init+0x0/0x90 returned 0 after 8 usecs")),
+            ),
+            // A continuation flag, a caller field, and dictionary lines after the text.
+            ("6,2,0,c,caller=T0;Linux version 6.1\n SUBSYSTEM=cpu\n DEVICE=+cpu:0\n", Some((6, 2, 0, "Linux version 6.1"))),
+            ("14,9,77,-;text; with a semicolon", Some((14, 9, 77, "text; with a semicolon"))),
+            ("garbage", None),
+            ("x,1,2,-;t", None),
+            ("6,1;t", None),
+        ];
+        for (line, want) in table {
+            assert_eq!(r(line), want.map(|(p, s, u, t)| (p, s, u, t.to_string())), "{line:?}");
+        }
+    }
 
     #[test]
     fn ready_round_trips_and_computes_init_to_ready() {

@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::time::{timeout, timeout_at, Instant};
 
-use crate::proto::{ErrorBody, ExecRequest, ExecResponse, Ready, RestoreRequest, ShutdownRequest};
+use crate::proto::{ErrorBody, ExecRequest, ExecResponse, Kmsg, Ready, RestoreRequest, ShutdownRequest, KMSG_PATH};
 
 /// A refusal of the owner's, with the HTTP status that says why (400: bad request, 503: shutting
 /// down, ...).
@@ -132,6 +132,10 @@ pub trait Control: Send + Sync + 'static {
     fn shutdown(&self, req: ShutdownRequest);
     /// Makes a copy restored from a snapshot unique (`POST /v1/restore`); the new ready document.
     fn restore(&self, req: RestoreRequest) -> impl Future<Output = Result<Ready, Refusal>> + Send;
+    /// The kernel's log buffer (`GET /v1/kmsg`); an owner that cannot read it says why.
+    fn kmsg(&self) -> Result<Kmsg, Refusal> {
+        Err(Refusal { status: 404, message: "no kernel log here".into() })
+    }
     /// Where the server counts its answers under way, if the owner waits for them.
     fn in_flight(&self) -> Option<&InFlight> {
         None
@@ -452,7 +456,7 @@ async fn route<C: Control>(req: &Request, ctl: &C, control: bool) -> (u16, Vec<u
             (status, serde_json::to_vec(&ready).unwrap_or_default())
         }
         ("GET" | "HEAD", "/healthz") => (200, b"{\"ok\":true}".to_vec()),
-        ("POST", "/v1/exec" | "/v1/shutdown" | "/v1/restore") if !control => {
+        ("POST", "/v1/exec" | "/v1/shutdown" | "/v1/restore") | ("GET", KMSG_PATH) if !control => {
             (403, error_json("the control API is served on vsock only; boot with chinit.api=tcp to serve it on TCP too"))
         }
         ("POST", "/v1/exec") => match json_object::<ExecRequest>(&req.body) {
@@ -470,6 +474,10 @@ async fn route<C: Control>(req: &Request, ctl: &C, control: bool) -> (u16, Vec<u
                 Err(e) => (e.status, error_json(&e.message)),
             },
         },
+        ("GET", KMSG_PATH) => match ctl.kmsg() {
+            Ok(k) => (200, serde_json::to_vec(&k).unwrap_or_default()),
+            Err(e) => (e.status, error_json(&e.message)),
+        },
         ("POST", "/v1/shutdown") => {
             let parsed = if req.body.iter().all(u8::is_ascii_whitespace) {
                 Ok(ShutdownRequest::default())
@@ -484,7 +492,7 @@ async fn route<C: Control>(req: &Request, ctl: &C, control: bool) -> (u16, Vec<u
                 Err(e) => (400, error_json(&format!("shutdown request: {e}"))),
             }
         }
-        (_, "/ready" | "/healthz" | "/v1/exec" | "/v1/shutdown" | "/v1/restore") => {
+        (_, "/ready" | "/healthz" | "/v1/exec" | "/v1/shutdown" | "/v1/restore" | KMSG_PATH) => {
             (405, error_json(&format!("{method} is not allowed on {path}")))
         }
         _ => (404, error_json(&format!("no such endpoint: {path}"))),
@@ -720,6 +728,13 @@ mod tests {
         let (out, shut) = exchange(true, true, b"POST /v1/shutdown HTTP/1.1\r\nContent-Length: 19\r\n\r\n{\"action\":\"reboot\"}").await;
         assert!(out.starts_with("HTTP/1.1 202 "), "{out}");
         assert_eq!(shut, vec![ShutdownAction::Reboot]);
+        let kmsg = b"GET /v1/kmsg HTTP/1.1\r\n\r\n";
+        let (out, _) = exchange(true, false, kmsg).await;
+        assert!(out.starts_with("HTTP/1.1 403 "), "{out}");
+        let (out, _) = exchange(true, true, kmsg).await;
+        assert!(out.starts_with("HTTP/1.1 404 ") && out.contains("no kernel log here"), "{out}");
+        let (out, _) = exchange(true, true, b"POST /v1/kmsg HTTP/1.1\r\n\r\n").await;
+        assert!(out.starts_with("HTTP/1.1 405 "), "{out}");
     }
 
     #[tokio::test]

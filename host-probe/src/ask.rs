@@ -29,6 +29,20 @@ pub fn ready_over_vsock(vsock: &GuestVsock) -> Option<Ready> {
     (r.status == 200).then(|| r.json().ok()).flatten()
 }
 
+/// How long reading the kernel's log over vsock may take, connecting included.
+const KMSG_ANSWER: Duration = Duration::from_secs(5);
+
+/// `GET /v1/kmsg` over vsock: the kernel's log buffer as chinit read it.
+pub fn kmsg_over_vsock(vsock: &GuestVsock) -> Result<agent::proto::Kmsg, String> {
+    let deadline = Instant::now() + KMSG_ANSWER;
+    let s = vsock.connect(DEFAULT_VSOCK_PORT, KMSG_ANSWER).map_err(|e| format!("vsock connect: {e}"))?;
+    let r = agent::client::request(&mut Bounded::new(s, deadline), "GET", agent::proto::KMSG_PATH, None).map_err(|e| e.to_string())?;
+    if r.status != 200 {
+        return Err(format!("chinit answered {}: {}", r.status, String::from_utf8_lossy(&r.body).trim()));
+    }
+    r.json().map_err(|e| format!("its answer: {e}"))
+}
+
 /// Asks chinit to power off: over TCP, else (no TAP, or the control API is not served on TCP:
 /// 403 without `chinit.api=tcp`) over vsock. True once an answer accepted it (202).
 pub fn shutdown_guest(addr: Option<SocketAddr>, vsock: Option<&GuestVsock>) -> bool {

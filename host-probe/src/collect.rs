@@ -32,6 +32,17 @@ pub fn report(plan: &Plan, o: &Options, seen: Observed, c: Captured) -> Result<R
     let phases = ready.as_ref().map(|g| report::phases(&host, g));
     let workload = latest_workload(&c.pushes, ready.as_ref());
     let mut notes = plan.notes.clone();
+    let kernel_profile = match (seen.kmsg, ready.as_ref()) {
+        (Some(Ok(k)), Some(g)) => {
+            let map = crate::kprofile::system_map_beside(&plan.spec.kernel).and_then(|p| std::fs::read_to_string(p).ok());
+            crate::kprofile::profile(&k, map.as_deref(), g.init_start_us).map_err(|e| notes.push(format!("kernel profile: {e}"))).ok()
+        }
+        (Some(Err(e)), _) => {
+            notes.push(format!("kernel profile: the kernel's log could not be read from chinit: {e}"));
+            None
+        }
+        _ => None,
+    };
     if let Some(s) = seen.vmm_exit.filter(|s| !s.success()) {
         notes.push(format!("{} exited: {s}", plan.vmm.name()));
     }
@@ -64,6 +75,7 @@ pub fn report(plan: &Plan, o: &Options, seen: Observed, c: Captured) -> Result<R
         console_ready_ms: measure::console_ready_ms(&c.serial),
         workload,
         restore: None,
+        kernel_profile,
     })
 }
 

@@ -10,6 +10,7 @@ pub mod collect;
 pub mod cpuid;
 pub mod density;
 pub mod error;
+pub mod kprofile;
 pub mod launch;
 pub mod locate;
 pub mod measure;

@@ -67,6 +67,10 @@ struct BootArgs {
     /// aarch64 boots QEMU `virt` (emulated on an x86_64 host).
     #[arg(long, value_enum)]
     arch: Option<host_probe::options::Arch>,
+    /// Split the kernel's boot (phase 1) by initcall: boots with `initcall_debug`, reads the
+    /// kernel's log from chinit over vsock once ready (never from the console).
+    #[arg(long)]
+    kernel_profile: bool,
 }
 
 #[derive(Subcommand)]
@@ -173,6 +177,7 @@ fn options(b: &BootArgs) -> Options {
         layout: b.layout,
         share: b.share.clone(),
         arch: b.arch,
+        kernel_profile: b.kernel_profile,
     }
 }
 
@@ -197,6 +202,7 @@ fn only_restore_options(b: &BootArgs) -> Result<(), Error> {
         ("--layout", given.layout != d.layout),
         ("--share", given.share.is_some()),
         ("--arch", given.arch.is_some()),
+        ("--kernel-profile", given.kernel_profile),
     ];
     let named: Vec<&str> = differs.iter().filter(|(_, d)| *d).map(|(n, _)| *n).collect();
     if named.is_empty() {

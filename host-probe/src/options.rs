@@ -87,6 +87,8 @@ pub struct Options {
     pub share: Option<Share>,
     /// The guest's architecture; `None`: the kernel's (else this host's).
     pub arch: Option<Arch>,
+    /// Split phase 1 by initcall (`initcall_debug`, the kernel's log read from chinit over vsock).
+    pub kernel_profile: bool,
 }
 
 /// The guest's layout.
@@ -146,6 +148,7 @@ impl Default for Options {
             layout: Layout::Default,
             share: None,
             arch: None,
+            kernel_profile: false,
         }
     }
 }
@@ -154,7 +157,13 @@ impl Options {
     /// Checks what can be checked without the host: the `--init` path goes on the kernel command
     /// line as it is.
     pub fn validate(&self) -> Result<(), Error> {
-        cmdline::check_init(&self.init).map_err(Error::Usage)
+        cmdline::check_init(&self.init).map_err(Error::Usage)?;
+        if self.kernel_profile && (!self.vsock || self.wait != Wait::Agent) {
+            return Err(Error::Usage(
+                "--kernel-profile reads the kernel's log from chinit over vsock once it is ready: drop --no-vsock and --no-agent".into(),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -163,7 +163,11 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
         arch,
         poweroff_by_reset: vmm.powers_off_by_reset(),
         vmm_args: vmm.kernel_args(arch),
-        extra: o.cmdline_extra.clone(),
+        extra: if o.kernel_profile {
+            format!("{} {}", crate::kprofile::CMDLINE, o.cmdline_extra).trim_end().to_string()
+        } else {
+            o.cmdline_extra.clone()
+        },
     });
     let (fs, virtiofsd_argv) = wire_share(o, vmm, host, &run_dir)?;
     let spec = Spec {

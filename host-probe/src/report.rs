@@ -112,6 +112,9 @@ pub struct Report {
     /// A copy restored from a snapshot (`run --restore`): its restore phases. `phases` is absent then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<crate::snapshot::RestoreFigures>,
+    /// Phase 1 split by initcall (`--kernel-profile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_profile: Option<crate::kprofile::KernelProfile>,
 }
 
 /// Computes the phases from host times and chinit's timeline.
@@ -264,6 +267,9 @@ pub fn text(r: &Report) -> String {
         restore_table(&mut o, rs, g);
     } else if let (Some(p), Some(g)) = (&r.phases, &r.guest) {
         phase_table(&mut o, p, g);
+        if let Some(k) = &r.kernel_profile {
+            kernel_profile_table(&mut o, k);
+        }
     } else {
         let _ = writeln!(o, "  no chinit timeline (--no-agent): host-side figures only");
     }
@@ -288,6 +294,44 @@ fn phase_table(o: &mut String, p: &Phases, g: &Ready) {
     }
     let _ = writeln!(o);
     step_table(o, "chinit steps", g.steps.iter());
+}
+
+/// Phase 1 attributed: its parts, which add up to it, the levels, the longest initcalls and gaps.
+fn kernel_profile_table(o: &mut String, k: &crate::kprofile::KernelProfile) {
+    let _ = writeln!(o);
+    let _ = writeln!(o, "  kernel boot by initcall (--kernel-profile: initcall_debug, the kernel's log read from chinit)");
+    let ms_i = |us: i64| if us < 0 { format!("-{}", ms(us.unsigned_abs())) } else { ms(us as u64) };
+    let rows = [
+        ("early set-up (clock zero -> first initcall)", ms(k.early_us)),
+        (&*format!("initcalls ({})", k.initcalls.len()), ms(k.initcalls_us)),
+        ("gaps (between initcalls, root, init)", ms(k.gaps_us)),
+        ("Run init -> chinit's first instruction", ms_i(k.exec_us)),
+    ];
+    for (name, v) in rows {
+        let _ = writeln!(o, "  {name:<44} {v:>10}");
+    }
+    let sum = k.sum_us();
+    let _ = writeln!(
+        o,
+        "  {:<44} {:>10}  {}",
+        "sum",
+        ms_i(sum),
+        if sum == k.phase1_us as i64 { format!("= phase 1 ({})", ms(k.phase1_us)) } else { format!("!= phase 1 ({})", ms(k.phase1_us)) }
+    );
+    let levels: Vec<String> = k.levels.iter().map(|l| format!("{} {} ({})", l.level, ms(l.us), l.count)).collect();
+    let _ = writeln!(o, "  by level: {}", levels.join(", "));
+    if k.lost > 0 {
+        let _ = writeln!(o, "  note: {} log records were lost before chinit read them: some initcalls are missing", k.lost);
+    }
+    let _ = writeln!(o, "  {:<44} {:>10} {:>10}  level", "longest initcalls", "start", "took");
+    for i in k.longest().into_iter().take(crate::kprofile::TOP) {
+        let _ = writeln!(o, "  {:<44} {:>10} {:>10}  {}", i.name, ms(i.start_us), ms(i.us), i.level.as_deref().unwrap_or("?"));
+    }
+    let _ = writeln!(o, "  {:<44} {:>10} {:>10}", "longest gaps (after)", "start", "took");
+    for g in k.gaps.iter().take(5) {
+        let after: String = g.after.chars().take(44).collect();
+        let _ = writeln!(o, "  {after:<44} {:>10} {:>10}", ms(g.start_us), ms(g.us));
+    }
 }
 
 /// The steps, one row each, on the guest clock.
@@ -423,18 +467,32 @@ pub fn svg(r: &Report) -> String {
     if let Some(ks) = ks {
         bars.push(("VMM start + firmware".into(), 0, ks, "#999"));
         bars.push(("kernel boot".into(), ks, ks + g.init_start_us, "#4a7bd0"));
+        kernel_bars(&mut bars, r, ks);
         for s in &g.steps {
             bars.push((s.name.clone(), ks + s.start_us, ks + s.end_us, "#3a9e5c"));
         }
         bars.push(("host learns of ready".into(), ks + g.ready_us, p.total_us.max(ks + g.ready_us), "#d08a2a"));
     } else {
         bars.push(("kernel boot (guest)".into(), 0, g.init_start_us, "#4a7bd0"));
+        kernel_bars(&mut bars, r, 0);
         for s in &g.steps {
             bars.push((s.name.clone(), s.start_us, s.end_us, "#3a9e5c"));
         }
         bars.push(("total (host)".into(), 0, p.total_us, "#d08a2a"));
     }
     svg_bars(r, &bars)
+}
+
+/// With `--kernel-profile`: the kernel's early set-up and its largest initcalls, labelled, at
+/// `at` + their guest-clock start.
+fn kernel_bars(bars: &mut Vec<(String, u64, u64, &str)>, r: &Report, at: u64) {
+    let Some(k) = &r.kernel_profile else { return };
+    bars.push(("  early set-up".into(), at, at + k.early_us, "#7fa3e0"));
+    let mut top: Vec<_> = k.longest().into_iter().take(8).collect();
+    top.sort_by_key(|i| i.start_us);
+    for i in top {
+        bars.push((format!("  {}", i.name), at + i.start_us, at + i.start_us + i.us, "#7fa3e0"));
+    }
 }
 
 fn svg_bars(r: &Report, bars: &[(String, u64, u64, &str)]) -> String {

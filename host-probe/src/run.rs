@@ -42,6 +42,9 @@ pub fn watch(plan: &Plan, o: &Options, running: &mut Running) -> Result<Observed
 pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
     let mut running = launch::start(plan, o)?;
     let mut seen = watch(plan, o, &mut running)?;
+    if o.kernel_profile {
+        seen.kmsg = Some(running.guest_vsock().ok_or_else(|| "no vsock".to_string()).and_then(crate::ask::kmsg_over_vsock));
+    }
     if o.wait == Wait::Agent {
         seen.vmm_exit = running.power_off(POWER_OFF_GRACE);
     }

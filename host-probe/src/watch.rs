@@ -69,6 +69,8 @@ pub struct Observed {
     pub memory: Option<Memory>,
     /// How the VMM exited, when it did.
     pub vmm_exit: Option<ExitStatus>,
+    /// The kernel's log, asked of chinit once ready (`--kernel-profile`).
+    pub kmsg: Option<Result<agent::proto::Kmsg, String>>,
 }
 
 /// The state of one run's watch: what is awaited, what was heard, whether it is done.
@@ -164,7 +166,7 @@ impl Watch {
     pub fn observed(self) -> Observed {
         let pushed = || self.notify_body.as_deref().and_then(|b| serde_json::from_slice(b).ok());
         let ready = self.ready.clone().or_else(pushed);
-        Observed { host: self.host, ready, memory: self.memory, vmm_exit: self.vmm_exit }
+        Observed { host: self.host, ready, memory: self.memory, vmm_exit: self.vmm_exit, kmsg: None }
     }
 
     /// A VMM that reports a guest reset (kernel panic or reboot) without exiting (cloud-hypervisor,

@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use agent::proto::{ExecRequest, ExecResponse, Ready, RestoreRequest, ShutdownRequest, Step, Workload};
+use agent::proto::{ExecRequest, ExecResponse, Kmsg, Ready, RestoreRequest, ShutdownRequest, Step, Workload};
 use agent::server::{serve, Control, InFlight, Refusal, ServeOptions};
 use tokio::sync::{mpsc, watch};
 
@@ -234,6 +234,10 @@ impl Control for Chinit {
             }
         }
         Ok(ready)
+    }
+
+    fn kmsg(&self) -> Result<Kmsg, Refusal> {
+        crate::kmsg::read().map_err(|e| Refusal { status: 500, message: format!("/dev/kmsg: {e}") })
     }
 
     fn in_flight(&self) -> Option<&InFlight> {

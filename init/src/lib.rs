@@ -12,6 +12,7 @@ pub mod error;
 pub mod exec;
 pub mod fds;
 pub mod heap;
+pub mod kmsg;
 pub mod log;
 pub mod mode;
 pub mod modules;

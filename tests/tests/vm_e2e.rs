@@ -532,3 +532,71 @@ fn host_probe_powers_off_a_guest_that_serves_the_control_api_on_vsock_only() {
     assert!(console.contains("chinit: Poweroff requested by the API: shutting down"), "{console}");
     assert!(!r.notes.iter().any(|n| n.contains("exited")), "QEMU exited by itself, 0: {:?}", r.notes);
 }
+
+/// `--kernel-profile`'s parts on a real boot: early set-up, every initcall, the gaps and the exec
+/// of init add up to phase 1 exactly; every initcall lies inside phase 1, in order, none inside
+/// another; nothing was lost; `named` initcalls are there by name (the tiny kernel's addresses
+/// resolved with its System.map), at `levels` when given. The log never reached the console.
+fn assert_kernel_profile(r: &host_probe::report::Report, console: &str, named: &[(&str, Option<&str>)]) {
+    let k = r.kernel_profile.as_ref().unwrap_or_else(|| panic!("no kernel profile; notes: {:?}", r.notes));
+    let g = r.guest.as_ref().unwrap();
+    assert_eq!((k.sum_us(), k.phase1_us), (g.init_start_us as i64, g.init_start_us), "{k:#?}");
+    // The early set-up may be 0: a kernel may run its console initcalls before CLOCK_BOOTTIME
+    // starts (Debian's does).
+    assert!(k.initcalls_us > 0 && k.gaps_us > 0 && k.exec_us >= 0, "{k:#?}");
+    assert!(k.initcalls.len() > 50, "{} initcalls", k.initcalls.len());
+    assert_eq!(k.lost, 0);
+    let mut end = 0;
+    for i in &k.initcalls {
+        assert!(i.start_us >= end && i.start_us + i.us <= k.phase1_us, "{i:?} after {end}");
+        end = i.start_us + i.us;
+    }
+    for (name, level) in named {
+        let i = k.initcalls.iter().find(|i| i.name == *name).unwrap_or_else(|| panic!("{name} missing"));
+        if let Some(l) = level {
+            assert_eq!(i.level.as_deref(), Some(*l), "{i:?}");
+        }
+    }
+    assert!(!console.contains("calling  ") && !console.contains(" returned 0 after "), "the log reached the console:\n{console}");
+    let text = host_probe::report::text(r);
+    assert!(text.contains(&format!("= phase 1 ({})", host_probe::report::ms(k.phase1_us))), "{text}");
+    assert!(text.contains("longest initcalls"), "{text}");
+    let svg = host_probe::report::svg(r);
+    assert!(svg.contains(&k.longest()[0].name), "the largest initcall is labelled in the SVG");
+}
+
+/// `host-probe run --kernel-profile` on the tiny kernel: phase 1 split by initcall from the kernel's
+/// log buffer, which chinit hands over on vsock (`GET /v1/kmsg`) once ready.
+#[test]
+fn kernel_profile_splits_phase_one_by_initcall() {
+    let test = "kernel_profile_splits_phase_one_by_initcall";
+    if skip_without_qemu_or_vsock(test) {
+        return;
+    }
+    let tmp = TempDir::new("e2e-kprofile").unwrap();
+    let image = e2e::chinit_image(&tmp.path().join("rootfs.ext4"), false);
+    let o = Options { kernel_profile: true, ..e2e::qemu_options(&e2e::tiny_bzimage(), Some(&image), "") };
+    let (result, console, plan) = run_keeping_console(o);
+    let r = result.unwrap_or_else(|e| panic!("{e}"));
+    assert!(plan.spec.cmdline.contains("initcall_debug"), "{}", plan.spec.cmdline);
+    assert_kernel_profile(&r, &console, &[("virtio_blk_init", Some("6")), ("inet_init", Some("5")), ("acpi_init", Some("4"))]);
+    let k = r.kernel_profile.as_ref().unwrap();
+    assert!(k.early_us > 0, "the tiny kernel's first initcall runs after CLOCK_BOOTTIME starts: {k:#?}");
+}
+
+/// The same with Debian's cloud kernel through chinit's initramfs (kallsyms names the initcalls).
+#[test]
+fn kernel_profile_of_the_debian_cloud_kernel() {
+    let test = "kernel_profile_of_the_debian_cloud_kernel";
+    let Some((vmlinuz, modules)) = debian_kernel_or_skip(test) else { return };
+    if !e2e_vsock() {
+        return e2e::skip(test, "no vsock for QEMU guests (scripts/setup.sh installs vhost-device-vsock)");
+    }
+    let tmp = TempDir::new("e2e-kprofile-distro").unwrap();
+    let image = e2e::chinit_image(&tmp.path().join("rootfs.ext4"), false);
+    let cpio = e2e::chinit_initramfs(&tmp.path().join("initramfs.cpio"), Some(&modules), e2e::DISTRO_MODULES);
+    let o = Options { initramfs: Some(cpio), memory_mib: 512, kernel_profile: true, ..e2e::qemu_options(&vmlinuz, Some(&image), "") };
+    let (result, console, _) = run_keeping_console(o);
+    let r = result.unwrap_or_else(|e| panic!("{e}"));
+    assert_kernel_profile(&r, &console, &[("inet_init", None)]);
+}

@@ -62,6 +62,7 @@ pub(crate) fn report() -> Report {
         console_ready_ms: Some(12.0),
         workload: None,
         restore: None,
+        kernel_profile: None,
     }
 }
 

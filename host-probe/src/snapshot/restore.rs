@@ -222,7 +222,7 @@ impl Copy<'_> {
         let Copy { prep, plan, mut running, req, asked, vmm_restored_us, host } = self;
         let memory = running.vmm_memory();
         let vmm_exit = running.power_off(crate::run::POWER_OFF_GRACE);
-        let seen = Observed { host, ready: Some(asked.doc.clone()), memory, vmm_exit };
+        let seen = Observed { host, ready: Some(asked.doc.clone()), memory, vmm_exit, kmsg: None };
         let mut report = crate::collect::report(plan, o, seen, running.finish())?;
         report.phases = None;
         report.restore = Some(RestoreFigures {
