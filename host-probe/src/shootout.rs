@@ -391,7 +391,7 @@ pub fn text(s: &Shootout) -> String {
         let _ = writeln!(o, "  snapshots in {d}{}", s.clones.map(|n| format!(", {n} copies at once for PSS per copy")).unwrap_or_default());
     }
     let _ = writeln!(o, "  each figure: median / p95 (ms, MiB); n = measured runs of the VMM");
-    let mut footnotes: Vec<String> = Vec::new();
+    let mut footnotes: Vec<Footnote> = Vec::new();
     table(&mut o, s, &Fig::BOOT, &mut footnotes);
     if s.snapshots.is_some() {
         let _ = writeln!(o);
@@ -405,15 +405,18 @@ pub fn text(s: &Shootout) -> String {
             let _ = writeln!(o, "  kernel ({}): {k}", v.vmm);
         }
     }
-    for (i, f) in footnotes.iter().enumerate() {
-        let _ = writeln!(o, "  [{}] {f}", i + 1);
+    for (i, (vmm, heads, why)) in footnotes.iter().enumerate() {
+        let _ = writeln!(o, "  [{}] {vmm} {}: {why}", i + 1, heads.join(", "));
     }
     o
 }
 
 const CELL: usize = 17;
 
-fn table(o: &mut String, s: &Shootout, figs: &[Fig], footnotes: &mut Vec<String>) {
+/// A footnote: the VMM, the figures it cannot give, and why.
+type Footnote = (String, Vec<&'static str>, String);
+
+fn table(o: &mut String, s: &Shootout, figs: &[Fig], footnotes: &mut Vec<Footnote>) {
     let _ = write!(o, "  {:<18} {:<5}", "VMM", "accel");
     for f in figs {
         let _ = write!(o, " {:>CELL$}", f.head());
@@ -437,11 +440,16 @@ fn table(o: &mut String, s: &Shootout, figs: &[Fig], footnotes: &mut Vec<String>
                 }
                 None => {
                     let why = row.and_then(|r| r.cannot.clone()).unwrap_or_else(|| "not measured".into());
-                    let note = format!("{} {}: {why}", v.vmm, f.head());
-                    let k = footnotes.iter().position(|x| *x == note).unwrap_or_else(|| {
-                        footnotes.push(note);
-                        footnotes.len() - 1
-                    });
+                    let k = match footnotes.iter().position(|(vmm, _, w)| *vmm == v.vmm && *w == why) {
+                        Some(k) => {
+                            footnotes[k].1.push(f.head());
+                            k
+                        }
+                        None => {
+                            footnotes.push((v.vmm.clone(), vec![f.head()], why));
+                            footnotes.len() - 1
+                        }
+                    };
                     format!("-[{}]", k + 1)
                 }
             };
@@ -502,7 +510,21 @@ pub fn run(a: &Asked, progress: &mut dyn FnMut(usize, usize, &str)) -> Result<(S
             match snapshot(e.vmm, &e.options, &at) {
                 Ok(()) => e.snapshot = Some(at),
                 Err(err @ Error::Interrupted(_)) => return Err(err),
-                Err(err) => fail(e, &mut failure, format!("snapshot into {}", at.display()), err),
+                // Its cold boots go on; its snapshot's figures say why there are none.
+                Err(err) => {
+                    let why = format!("no snapshot: {}", Cannot::of(&err).why.lines().next().unwrap_or_default());
+                    for f in Fig::RESTORE {
+                        e.tally.add(f, Err(why.clone()));
+                    }
+                    // Refused before anything started (this VMM cannot snapshot this guest here) is
+                    // not a failure; a snapshot that ran and failed is.
+                    if !refused_before_start(&err) {
+                        failure.get_or_insert(Error::In {
+                            which: format!("{}: snapshot into {}", e.vmm.name(), at.display()),
+                            source: Box::new(err),
+                        });
+                    }
+                }
             }
         }
     }
@@ -517,8 +539,10 @@ pub fn run(a: &Asked, progress: &mut dyn FnMut(usize, usize, &str)) -> Result<(S
             continue;
         }
         let result = match (step.kind, &e.snapshot) {
+            (Kind::Boot, _) => crate::run::run(&e.options),
             (Kind::Restore, Some(dir)) => restore_once(dir, &restore_base, &host),
-            _ => crate::run::run(&e.options),
+            // No snapshot: its figures say why.
+            (Kind::Restore, None) => continue,
         };
         let what =
             format!("{} {}, round {}{}", e.vmm.name(), kind_name(step.kind), step.round + 1, if step.measured { "" } else { " (warm-up)" });
@@ -615,10 +639,18 @@ fn entrant(vmm: Vmm, base: &Options, host: &HostOffer) -> Entrant {
     let kernel = base.kernel.as_deref().map(|k| kernel_for(vmm, k, arch, Path::is_file));
     let options = Options { vmm: VmmChoice::Named(vmm), kernel, ..base.clone() };
     // What the VMM itself refuses (its program missing, the kernel, an option) first: the fix to
-    // make before the host's.
-    let refused = crate::plan::plan(&options, host, crate::plan::next_seq()).err().map(|e| Cannot::of(&e));
+    // make before the host's. Planned as the first run would be (pure: nothing is made, and no
+    // run's name is used up).
+    let refused = crate::plan::plan(&options, host, 0).err().map(|e| Cannot::of(&e));
     let cannot = refused.or_else(|| kvm_refusal(vmm, host));
     Entrant { vmm, options, tally: Tally::default(), first: None, out: cannot.map(|c| (Status::Cannot, c)), snapshot: None }
+}
+
+/// Whether `e` refused before anything started: a usage error, something missing, a snapshot
+/// that cannot be taken or restored here.
+fn refused_before_start(e: &Error) -> bool {
+    use crate::error::ExitCode;
+    matches!(e.exit_code(), ExitCode::Usage | ExitCode::Missing | ExitCode::BadSnapshot)
 }
 
 /// A run of `e` failed: it is stopped, and the first failure sets the exit code.

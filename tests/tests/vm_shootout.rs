@@ -96,3 +96,44 @@ fn a_shoot_out_of_every_vmm_measures_what_runs_here_and_says_why_of_the_rest() {
     let left = e2e::left_by_host_probe(pid);
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// Ctrl-C in the middle of a shoot-out: exit 130, and nothing of any run is left (each run's
+/// guards remove its VMM, helpers, TAP and run directory).
+#[test]
+fn ctrl_c_in_a_shoot_out_leaves_nothing_behind() {
+    let test = "ctrl_c_in_a_shoot_out_leaves_nothing_behind";
+    if let Some(why) = e2e::qemu_missing() {
+        e2e::skip(test, why);
+        return;
+    }
+    let dir = vm::TempDir::new("shootout-int").unwrap();
+    let image = e2e::chinit_image(&dir.path().join("rootfs.ext4"), false);
+    let child = Command::new(vm::cargo_build("host-probe", "host-probe", None, false))
+        .args(["bench", "--vmm", "all", "-n", "5", "--warmup", "0", "--memory", "128"])
+        .arg("--kernel")
+        .arg(e2e::tiny_bzimage())
+        .arg("--rootfs")
+        .arg(&image)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // The second run is under way once its run directory is there.
+    let second = std::env::temp_dir().join(format!("host-probe-{pid}-1"));
+    let started = std::time::Instant::now();
+    while !second.exists() && started.elapsed() < std::time::Duration::from_secs(120) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: signalling our own child, which has not been reaped.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted by signal 2"), "{err}");
+    let left = e2e::left_by_host_probe(pid);
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

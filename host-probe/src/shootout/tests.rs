@@ -274,3 +274,32 @@ fn the_chart_has_a_group_per_vmm_phases_stacked_and_memory_beside() {
     // The background, the legend's 4, then per measured VMM 4 stacked segments and 2 memory bars.
     assert_eq!(svg.matches("<rect").count(), 1 + 4 + 2 * 4 + 2 * 2, "{svg}");
 }
+
+#[test]
+fn with_snapshots_a_second_table_and_one_note_per_reason() {
+    let mut s = literal();
+    s.snapshots = Some("/snaps".into());
+    s.clones = Some(2);
+    let why = "no snapshot: QEMU cannot snapshot this guest";
+    let mut q = Tally::default();
+    for f in Fig::RESTORE {
+        q.add(f, Err(why.into()));
+    }
+    let mut f = Tally::default();
+    f.add(Fig::SnapshotSize, Ok(65_536));
+    f.add(Fig::RestoreReady, Ok(50_000));
+    f.add(Fig::RestoreReady, Ok(70_000));
+    f.add(Fig::PssPerCopy, Ok(20_480));
+    f.add(Fig::PssPerCopy, Ok(21_504));
+    s.vmms[1].rows.extend(f.rows(&Fig::RESTORE));
+    s.vmms[2].rows.extend(q.rows(&Fig::RESTORE));
+    let t = text(&s);
+    assert!(t.contains("snapshots in /snaps, 2 copies at once"), "{t}");
+    let restore_head = t.lines().position(|l| l.contains("restore -> ready")).unwrap_or_else(|| panic!("{t}"));
+    let below: Vec<&str> = t.lines().skip(restore_head).collect();
+    let fc = below.iter().find(|l| l.trim_start().starts_with("firecracker")).unwrap();
+    assert!(fc.contains("64.0 / 64.0") && fc.contains("50.0 / 70.0") && fc.contains("20.0 / 21.0"), "{fc}");
+    let q = below.iter().find(|l| l.trim_start().starts_with("qemu")).unwrap();
+    assert_eq!(q.matches("-[2]").count(), 3, "one note for the three figures: {q}");
+    assert!(t.contains(&format!("[2] qemu snapshot, restore -> ready, PSS per copy: {why}")), "{t}");
+}
