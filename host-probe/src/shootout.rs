@@ -487,9 +487,11 @@ struct Entrant {
     snapshot: Option<PathBuf>,
 }
 
-/// Runs the shoot-out. A VMM that cannot run here is left out, with why; a VMM whose run fails is
-/// stopped there (the others go on) and its error is returned beside the result, for the exit
-/// code. Only a signal ends the whole at once (every run cleans up after itself).
+/// Runs the shoot-out: each VMM's snapshot (`--restore`), the rounds, the copies at once
+/// (`--clones`), then the result. A VMM that cannot run here is left out, with why; a VMM whose
+/// run fails is stopped there (the others go on) and the first such error is returned beside the
+/// result, for the exit code. Only a signal ends the whole at once (every run cleans up after
+/// itself).
 pub fn run(a: &Asked, progress: &mut dyn FnMut(usize, usize, &str)) -> Result<(Shootout, Option<Error>), Error> {
     if a.n == 0 {
         return Err(Error::Usage("-n must be at least 1".into()));
@@ -498,114 +500,20 @@ pub fn run(a: &Asked, progress: &mut dyn FnMut(usize, usize, &str)) -> Result<(S
         crate::density::limit(c, a.base.memory_mib, crate::density::Capacity::gather())?;
     }
     let host = HostOffer::gather();
-    let mut entrants: Vec<Entrant> = a.vmms.iter().map(|&vmm| entrant(vmm, &a.base, &host)).collect();
-    let mut failure: Option<Error> = None;
-    let restore_base = Options { timeout: a.base.timeout, ..Options::default() };
-
-    // Each VMM's snapshot, before the rounds.
-    if let Some(dir) = &a.snapshots {
-        for e in entrants.iter_mut().filter(|e| e.out.is_none()) {
-            let at = dir.join(e.vmm.name());
-            crate::launch::progress(true, &format!("{}: snapshot {}", e.vmm.name(), at.display()));
-            match snapshot(e.vmm, &e.options, &at) {
-                Ok(()) => e.snapshot = Some(at),
-                Err(err @ Error::Interrupted(_)) => return Err(err),
-                // Its cold boots go on; its snapshot's figures say why there are none.
-                Err(err) => {
-                    let why = format!("no snapshot: {}", Cannot::of(&err).why.lines().next().unwrap_or_default());
-                    for f in Fig::RESTORE {
-                        e.tally.add(f, Err(why.clone()));
-                    }
-                    // Refused before anything started (this VMM cannot snapshot this guest here) is
-                    // not a failure; a snapshot that ran and failed is.
-                    if !refused_before_start(&err) {
-                        failure.get_or_insert(Error::In {
-                            which: format!("{}: snapshot into {}", e.vmm.name(), at.display()),
-                            source: Box::new(err),
-                        });
-                    }
-                }
-            }
-        }
-    }
-
-    let runnable: Vec<usize> = (0..entrants.len()).filter(|&i| entrants[i].out.is_none()).collect();
+    let mut s = Shoot { entrants: a.vmms.iter().map(|&vmm| entrant(vmm, &a.base, &host)).collect(), failure: None };
+    let runnable = s.runnable();
     let steps = order(runnable.len(), a.n, a.warmup, a.snapshots.is_some());
-    crate::plan::room_for(steps.len() + a.clones.unwrap_or(0) * runnable.len())?;
-    let total = steps.len();
-    for (i, step) in steps.iter().enumerate() {
-        let e = &mut entrants[runnable[step.vmm]];
-        if e.out.is_some() {
-            continue;
-        }
-        let result = match (step.kind, &e.snapshot) {
-            (Kind::Boot, _) => crate::run::run(&e.options),
-            (Kind::Restore, Some(dir)) => restore_once(dir, &restore_base, &host),
-            // No snapshot: its figures say why.
-            (Kind::Restore, None) => continue,
-        };
-        let what =
-            format!("{} {}, round {}{}", e.vmm.name(), kind_name(step.kind), step.round + 1, if step.measured { "" } else { " (warm-up)" });
-        let r = match result {
-            Ok(r) => r,
-            Err(err @ Error::Interrupted(_)) => return Err(err),
-            Err(err) => {
-                progress(i + 1, total, &format!("{what}: failed"));
-                fail(e, &mut failure, format!("{} {} of round {}", e.vmm.name(), kind_name(step.kind), step.round + 1), err);
-                continue;
-            }
-        };
-        let took = r.restore.as_ref().map(|x| x.total_us).or(r.phases.as_ref().map(|p| p.total_us));
-        progress(i + 1, total, &format!("{what}: total {} ms", took.map(report::ms).unwrap_or_else(|| "-".into())));
-        if step.measured {
-            match step.kind {
-                Kind::Boot => {
-                    for (f, v) in figures(&r) {
-                        e.tally.add(f, v);
-                    }
-                }
-                Kind::Restore => {
-                    e.tally.add(Fig::RestoreReady, r.restore.as_ref().map(|x| x.total_us).ok_or_else(|| "no restore figures".into()))
-                }
-            }
-        }
-        if step.kind == Kind::Boot && e.first.is_none() {
-            e.first = Some(r);
-        }
+    let snapshots = if a.snapshots.is_some() { runnable.len() } else { 0 };
+    crate::plan::room_for(snapshots + steps.len() + a.clones.unwrap_or(0) * runnable.len())?;
+    let restore_base = Options { timeout: a.base.timeout, ..Options::default() };
+    if let Some(dir) = &a.snapshots {
+        s.snapshots(dir)?;
     }
-
-    // Snapshot sizes, and the copies at once.
-    for e in entrants.iter_mut() {
-        let Some(dir) = e.snapshot.clone() else { continue };
-        e.tally.add(Fig::SnapshotSize, disk_kib(&dir).map_err(|err| format!("{}: {err}", dir.display())));
-        match a.clones {
-            None => e.tally.add(Fig::PssPerCopy, Err("not asked (--clones N)".into())),
-            Some(_) if e.out.is_some() => {}
-            Some(n) => {
-                crate::launch::progress(true, &format!("{}: {n} copies of its snapshot at once", e.vmm.name()));
-                let ro = crate::snapshot::RestoreOptions { dir: dir.clone(), clones: n, mode: None };
-                match crate::density::clones(&ro, &restore_base) {
-                    Ok(d) => {
-                        for m in &d.memory {
-                            e.tally.add(Fig::PssPerCopy, Ok(m.pss_kib));
-                        }
-                        for f in &d.failures {
-                            e.tally.add(Fig::PssPerCopy, Err(format!("copy failed: {f}")));
-                        }
-                        if !d.failures.is_empty() {
-                            let err = Error::Failed(format!("{} of {n} copies failed: {}", d.failures.len(), d.failures.join("; ")));
-                            fail(e, &mut failure, format!("{} --clones {n}", e.vmm.name()), err);
-                        }
-                    }
-                    Err(err @ Error::Interrupted(_)) => return Err(err),
-                    Err(err) => fail(e, &mut failure, format!("{} --clones {n}", e.vmm.name()), err),
-                }
-            }
-        }
+    s.rounds(&runnable, &steps, &restore_base, &host, progress)?;
+    if a.snapshots.is_some() {
+        s.copies(a.clones, &restore_base)?;
     }
-
     let figs: Vec<Fig> = Fig::BOOT.iter().chain(if a.snapshots.is_some() { &Fig::RESTORE[..] } else { &[] }).copied().collect();
-    let vmms = entrants.iter().map(|e| result_of(e, &figs)).collect();
     let shootout = Shootout {
         schema: SCHEMA_VERSION,
         what: "vmm shoot-out",
@@ -620,10 +528,129 @@ pub fn run(a: &Asked, progress: &mut dyn FnMut(usize, usize, &str)) -> Result<(S
             .unwrap_or_else(|| crate::locate::DEFAULT_IMAGE.into()),
         snapshots: a.snapshots.as_ref().map(|d| d.display().to_string()),
         clones: a.clones,
-        order: runnable.iter().map(|&i| entrants[i].vmm.name().to_string()).collect(),
-        vmms,
+        order: runnable.iter().map(|&i| s.entrants[i].vmm.name().to_string()).collect(),
+        vmms: s.entrants.iter().map(|e| result_of(e, &figs)).collect(),
     };
-    Ok((shootout, failure))
+    Ok((shootout, s.failure))
+}
+
+/// The shoot-out as it goes: the VMMs, and the first failure.
+struct Shoot {
+    entrants: Vec<Entrant>,
+    failure: Option<Error>,
+}
+
+impl Shoot {
+    /// The VMMs that can run here, by their place in the list.
+    fn runnable(&self) -> Vec<usize> {
+        (0..self.entrants.len()).filter(|&i| self.entrants[i].out.is_none()).collect()
+    }
+
+    /// Each VMM's snapshot `dir/<vmm>`, taken when it is not there. One the VMM refuses leaves its
+    /// cold boots to go on, its snapshot's figures saying why there are none.
+    fn snapshots(&mut self, dir: &Path) -> Result<(), Error> {
+        for e in self.entrants.iter_mut().filter(|e| e.out.is_none()) {
+            let at = dir.join(e.vmm.name());
+            crate::launch::progress(true, &format!("{}: snapshot {}", e.vmm.name(), at.display()));
+            match snapshot(e.vmm, &e.options, &at) {
+                Ok(()) => e.snapshot = Some(at),
+                Err(err @ Error::Interrupted(_)) => return Err(err),
+                Err(err) => {
+                    let why = format!("no snapshot: {}", Cannot::of(&err).why.lines().next().unwrap_or_default());
+                    for f in Fig::RESTORE {
+                        e.tally.add(f, Err(why.clone()));
+                    }
+                    // Refused before anything started (this VMM cannot snapshot this guest here) is
+                    // not a failure; a snapshot that ran and failed is.
+                    if !refused_before_start(&err) {
+                        let which = format!("{}: snapshot into {}", e.vmm.name(), at.display());
+                        self.failure.get_or_insert(Error::In { which, source: Box::new(err) });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The interleaved rounds: `steps` of the VMMs `runnable` (indices into it).
+    fn rounds(
+        &mut self,
+        runnable: &[usize],
+        steps: &[Step],
+        restore_base: &Options,
+        host: &HostOffer,
+        progress: &mut dyn FnMut(usize, usize, &str),
+    ) -> Result<(), Error> {
+        let total = steps.len();
+        for (i, step) in steps.iter().enumerate() {
+            let e = &mut self.entrants[runnable[step.vmm]];
+            if e.out.is_some() {
+                continue;
+            }
+            let result = match (step.kind, &e.snapshot) {
+                (Kind::Boot, _) => crate::run::run(&e.options),
+                (Kind::Restore, Some(dir)) => restore_once(dir, restore_base, host),
+                // No snapshot: its figures say why.
+                (Kind::Restore, None) => continue,
+            };
+            let warmup = if step.measured { "" } else { " (warm-up)" };
+            let what = format!("{} {} of round {}", e.vmm.name(), kind_name(step.kind), step.round + 1);
+            let r = match result {
+                Ok(r) => r,
+                Err(err @ Error::Interrupted(_)) => return Err(err),
+                Err(err) => {
+                    progress(i + 1, total, &format!("{what}{warmup}: failed"));
+                    fail(e, &mut self.failure, what, err);
+                    continue;
+                }
+            };
+            let took = r.restore.as_ref().map(|x| x.total_us).or(r.phases.as_ref().map(|p| p.total_us));
+            progress(i + 1, total, &format!("{what}{warmup}: total {} ms", took.map(report::ms).unwrap_or_else(|| "-".into())));
+            match (step.measured, step.kind) {
+                (false, _) => {}
+                (true, Kind::Boot) => figures(&r).into_iter().for_each(|(f, v)| e.tally.add(f, v)),
+                (true, Kind::Restore) => {
+                    e.tally.add(Fig::RestoreReady, r.restore.as_ref().map(|x| x.total_us).ok_or_else(|| "no restore figures".into()))
+                }
+            }
+            if step.kind == Kind::Boot && e.first.is_none() {
+                e.first = Some(r);
+            }
+        }
+        Ok(())
+    }
+
+    /// Each snapshot's size, and with `clones` that many copies of each at once.
+    fn copies(&mut self, clones: Option<usize>, restore_base: &Options) -> Result<(), Error> {
+        for e in self.entrants.iter_mut() {
+            let Some(dir) = e.snapshot.clone() else { continue };
+            e.tally.add(Fig::SnapshotSize, disk_kib(&dir).map_err(|err| format!("{}: {err}", dir.display())));
+            let n = match clones {
+                None => {
+                    e.tally.add(Fig::PssPerCopy, Err("not asked (--clones N)".into()));
+                    continue;
+                }
+                Some(_) if e.out.is_some() => continue,
+                Some(n) => n,
+            };
+            crate::launch::progress(true, &format!("{}: {n} copies of its snapshot at once", e.vmm.name()));
+            let which = format!("{} --clones {n}", e.vmm.name());
+            let ro = crate::snapshot::RestoreOptions { dir: dir.clone(), clones: n, mode: None };
+            match crate::density::clones(&ro, restore_base) {
+                Ok(d) => {
+                    d.memory.iter().for_each(|m| e.tally.add(Fig::PssPerCopy, Ok(m.pss_kib)));
+                    if !d.failures.is_empty() {
+                        let err = Error::Failed(format!("{} of {n} copies failed: {}", d.failures.len(), d.failures.join("; ")));
+                        e.tally.add(Fig::PssPerCopy, Err(format!("copies failed: {}", d.failures.join("; "))));
+                        fail(e, &mut self.failure, which, err);
+                    }
+                }
+                Err(err @ Error::Interrupted(_)) => return Err(err),
+                Err(err) => fail(e, &mut self.failure, which, err),
+            }
+        }
+        Ok(())
+    }
 }
 
 fn kind_name(k: Kind) -> &'static str {
