@@ -18,7 +18,7 @@ struct Cli {
 
 #[derive(clap::Args, Clone)]
 struct BootArgs {
-    #[arg(long, value_name = "VMM", default_value = "auto", help = Selection::SYNTAX, value_parser = Selection::parse)]
+    #[arg(long, value_name = "VMM", default_value = "auto", help = Selection::help(), value_parser = Selection::parse)]
     vmm: Selection,
     /// Kernel (bzImage for QEMU, PVH vmlinux for cloud-hypervisor); default: the newest in the kernel cache.
     #[arg(long)]

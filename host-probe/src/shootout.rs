@@ -33,9 +33,14 @@ pub enum Selection {
 }
 
 impl Selection {
-    pub const SYNTAX: &'static str = "VMM: auto, one VMM's name, or (bench) a comma-separated list of VMMs or `all` for a shoot-out \
-                                      of them, interleaved; cloud-hypervisor and firecracker need hardware KVM, auto picks \
-                                      cloud-hypervisor then, else QEMU (KVM or TCG)";
+    /// `--vmm`'s help: the registry's names.
+    pub fn help() -> String {
+        format!(
+            "VMM: auto (the first of the registry that fits this host; the last always does), or one of {}; \
+             for bench also a comma-separated list of them, or all, for a shoot-out of them, interleaved",
+            crate::vmm::registry::names().join(", ")
+        )
+    }
 
     pub fn parse(s: &str) -> Result<Selection, String> {
         let names = || crate::vmm::registry::names().join(", ");
