@@ -395,7 +395,8 @@ pub fn text(s: &Shootout) -> String {
     if let Some(d) = &s.snapshots {
         let _ = writeln!(o, "  snapshots in {d}{}", s.clones.map(|n| format!(", {n} copies at once for PSS per copy")).unwrap_or_default());
     }
-    let _ = writeln!(o, "  each figure: median / p95 (ms, MiB); n = measured runs of the VMM");
+    let _ =
+        writeln!(o, "  each figure: median / p95 (ms, MiB); n = measured runs of the VMM (a snapshot is one; PSS per copy: the copies)");
     let mut footnotes: Vec<Footnote> = Vec::new();
     table(&mut o, s, &Fig::BOOT, &mut footnotes);
     if s.snapshots.is_some() {
