@@ -19,6 +19,7 @@ pub mod plan;
 pub mod pvh;
 pub mod report;
 pub mod run;
+pub mod shootout;
 pub mod signals;
 pub mod snapshot;
 pub mod stale;

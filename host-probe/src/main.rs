@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use host_probe::error::{Error, ExitCode as Exit};
 use host_probe::run::{self, Options, RootMode, VmmChoice, Wait};
+use host_probe::shootout::{self, Selection};
 use host_probe::{bench, check, report};
 
 /// Launch a microVM with chinit, measure every boot phase, report it.
@@ -17,9 +18,8 @@ struct Cli {
 
 #[derive(clap::Args, Clone)]
 struct BootArgs {
-    /// VMM: cloud-hypervisor needs hardware KVM; auto picks it then, else QEMU (KVM or TCG).
-    #[arg(long, value_enum, default_value = "auto")]
-    vmm: VmmChoice,
+    #[arg(long, value_name = "VMM", default_value = "auto", help = Selection::help(), value_parser = Selection::parse)]
+    vmm: Selection,
     /// Kernel (bzImage for QEMU, PVH vmlinux for cloud-hypervisor); default: the newest in the kernel cache.
     #[arg(long)]
     kernel: Option<PathBuf>,
@@ -152,14 +152,19 @@ enum Cmd {
         clones: Option<usize>,
         #[arg(long)]
         json: bool,
+        /// With --vmm a list (or all): write the shoot-out's chart (phases stacked per VMM, memory
+        /// beside) to FILE.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
     },
     /// What this host has and lacks to boot and measure, each with its fix.
     Check,
 }
 
-fn options(b: &BootArgs) -> Options {
-    Options {
-        vmm: b.vmm,
+/// The boot options; `--vmm` a list (a shoot-out's) is refused here, `bench` takes it before.
+fn options(b: &BootArgs) -> Result<Options, Error> {
+    Ok(Options {
+        vmm: b.vmm.one()?,
         kernel: b.kernel.clone(),
         rootfs: b.rootfs.clone(),
         initramfs: b.initramfs.clone(),
@@ -178,16 +183,16 @@ fn options(b: &BootArgs) -> Options {
         share: b.share.clone(),
         arch: b.arch,
         kernel_profile: b.kernel_profile,
-    }
+    })
 }
 
 /// `--restore` takes the machine from the snapshot: boot options other than `--timeout` would be
 /// ignored, so they are refused.
 fn only_restore_options(b: &BootArgs) -> Result<(), Error> {
-    let given = options(b);
+    let given = options(b)?;
     let d = Options::default();
     let differs = [
-        ("--vmm", b.vmm != VmmChoice::Auto),
+        ("--vmm", given.vmm != VmmChoice::Auto),
         ("--kernel", given.kernel.is_some()),
         ("--rootfs", given.rootfs.is_some()),
         ("--initramfs", given.initramfs.is_some()),
@@ -230,7 +235,7 @@ fn main_exec(cli: Cli) -> Result<Exit, Error> {
             Ok(if check::can_boot(&facts) { Exit::Ok } else { Exit::Missing })
         }
         Cmd::Snapshot { boot, out, json, verbose } => {
-            let o = Options { verbose, ..options(&boot) };
+            let o = Options { verbose, ..options(&boot)? };
             let taken = host_probe::snapshot::take(&o, &out)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&taken.report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
@@ -287,7 +292,7 @@ fn main_exec(cli: Cli) -> Result<Exit, Error> {
             Ok(failed.unwrap_or(Exit::Ok))
         }
         Cmd::Run { boot, json, timeline, dry_run, keep, verbose, .. } => {
-            let o = Options { keep, verbose, ..options(&boot) };
+            let o = Options { keep, verbose, ..options(&boot)? };
             if dry_run {
                 let p = run::plan(&o, &run::HostOffer::gather(), run::next_seq())?;
                 print!("{}", run::dry_run_text(&p));
@@ -304,9 +309,43 @@ fn main_exec(cli: Cli) -> Result<Exit, Error> {
             }
             Ok(Exit::Ok)
         }
+        Cmd::Bench { boot, n, warmup, compare, compare_kernel, restore, memory_restore_mode, parallel, clones, json, svg }
+            if matches!(boot.vmm, Selection::Many(_)) =>
+        {
+            let Selection::Many(vmms) = boot.vmm.clone() else {
+                return Err(Error::Usage("--vmm: a shoot-out needs a list of VMMs".into()));
+            };
+            let given = [
+                ("--compare", compare.is_some()),
+                ("--compare-kernel", compare_kernel.is_some()),
+                ("--parallel", parallel.is_some()),
+                ("--memory-restore-mode", memory_restore_mode.is_some()),
+            ];
+            if let Some((name, _)) = given.iter().find(|(_, g)| *g) {
+                return Err(Error::Usage(format!("{name} compares one VMM's runs: with --vmm a list (a shoot-out) drop it")));
+            }
+            let base = options(&BootArgs { vmm: Selection::One(VmmChoice::Auto), ..boot })?;
+            let asked = shootout::Asked { base, vmms, n, warmup, snapshots: restore, clones };
+            let (result, failure) = shootout::run(&asked, &mut bench::stderr_progress)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&result).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
+            } else {
+                print!("{}", shootout::text(&result));
+            }
+            if let Some(path) = svg {
+                std::fs::write(&path, shootout::svg(&result)).map_err(Error::io(format!("write {}", path.display())))?;
+            }
+            if let Some(e) = failure {
+                eprintln!("host-probe: {e}");
+                return Ok(e.exit_code());
+            }
+            let measured = result.vmms.iter().any(|v| v.status == shootout::Status::Measured);
+            Ok(if measured { Exit::Ok } else { Exit::Missing })
+        }
+        Cmd::Bench { svg: Some(_), .. } => Err(Error::Usage("--svg draws a shoot-out: pass --vmm a list of VMMs, or all".into())),
         Cmd::Bench { boot, parallel, clones, restore, memory_restore_mode, json, .. } if parallel.is_some() || clones.is_some() => {
             let d = match (parallel, clones, restore) {
-                (Some(n), _, _) => host_probe::density::parallel(&options(&boot), n)?,
+                (Some(n), _, _) => host_probe::density::parallel(&options(&boot)?, n)?,
                 (None, Some(n), Some(dir)) => {
                     only_restore_options(&boot)?;
                     let base = Options { timeout: Duration::from_secs(boot.timeout), ..Options::default() };
@@ -322,7 +361,7 @@ fn main_exec(cli: Cli) -> Result<Exit, Error> {
             Ok(if d.failures.is_empty() { Exit::Ok } else { Exit::BootFailed })
         }
         Cmd::Bench { boot, n, warmup, compare, compare_kernel, restore, memory_restore_mode, json, .. } => {
-            let a = options(&boot);
+            let a = options(&boot)?;
             let b = match (compare, compare_kernel) {
                 (Some(r), _) => Some(Options { rootfs: Some(r), initramfs: None, ..a.clone() }),
                 (None, Some(k)) => Some(Options { kernel: Some(k), ..a.clone() }),

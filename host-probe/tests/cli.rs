@@ -320,3 +320,24 @@ fn a_restore_whose_vmm_exits_fails_at_once_with_its_output() {
     assert!(err.contains("stand-in: cannot restore this snapshot") && err.contains("restore"), "{err}");
     assert!(t.elapsed() < Duration::from_secs(8), "failed after {:?} (--timeout 20): {err}", t.elapsed());
 }
+
+/// A list of VMMs is a shoot-out, for `bench` only, and alone: each refusal is a usage error
+/// (exit 2) before anything starts, naming what to drop.
+#[test]
+fn a_shoot_out_refuses_what_compares_one_vmm() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["run", "--vmm", "qemu,firecracker", "--dry-run"], "for `bench` only"),
+        (&["snapshot", "--vmm", "all", "--out", "/nonexistent/x"], "for `bench` only"),
+        (&["bench", "--vmm", "all", "--compare", "/etc/hostname"], "--compare compares one VMM's runs"),
+        (&["bench", "--vmm", "qemu,cloud-hypervisor", "--parallel", "2"], "--parallel compares one VMM's runs"),
+        (&["bench", "--vmm", "qemu", "--svg", "/nonexistent/x.svg"], "--svg draws a shoot-out"),
+        (&["bench", "--vmm", "qemu,qemu"], "qemu twice"),
+        (&["bench", "--vmm", "all,qemu"], "stands alone"),
+    ];
+    for (args, want) in cases {
+        let out = bin().args(*args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
