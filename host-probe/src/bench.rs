@@ -142,7 +142,8 @@ fn label(o: &Options) -> String {
     let root =
         o.initramfs.as_ref().or(o.rootfs.as_ref()).map(|p| p.display().to_string()).unwrap_or_else(|| crate::locate::DEFAULT_IMAGE.into());
     let kernel = o.kernel.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "default kernel".into());
-    format!("{root} + {kernel}")
+    let profile = if o.kernel_profile { " + --kernel-profile" } else { "" };
+    format!("{root} + {kernel}{profile}")
 }
 
 /// Progress on stderr: `[i/total] A measured 1234.5 ms`.

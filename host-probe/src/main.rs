@@ -361,10 +361,15 @@ fn main_exec(cli: Cli) -> Result<Exit, Error> {
             Ok(if d.failures.is_empty() { Exit::Ok } else { Exit::BootFailed })
         }
         Cmd::Bench { boot, n, warmup, compare, compare_kernel, restore, memory_restore_mode, json, .. } => {
-            let a = options(&boot)?;
+            let mut a = options(&boot)?;
             let b = match (compare, compare_kernel) {
                 (Some(r), _) => Some(Options { rootfs: Some(r), initramfs: None, ..a.clone() }),
                 (None, Some(k)) => Some(Options { kernel: Some(k), ..a.clone() }),
+                // The profile's own cost: the same boots without it (A) and with it (B).
+                (None, None) if a.kernel_profile => {
+                    a.kernel_profile = false;
+                    Some(Options { kernel_profile: true, ..a.clone() })
+                }
                 (None, None) => None,
             };
             let result = match restore {

@@ -318,6 +318,7 @@ fn kernel_profile_table(o: &mut String, k: &crate::kprofile::KernelProfile) {
         ms_i(sum),
         if sum == k.phase1_us as i64 { format!("= phase 1 ({})", ms(k.phase1_us)) } else { format!("!= phase 1 ({})", ms(k.phase1_us)) }
     );
+    let _ = writeln!(o, "  note: these figures include initcall_debug's own cost; `host-probe bench --kernel-profile` measures it (A without, B with)");
     let levels: Vec<String> = k.levels.iter().map(|l| format!("{} {} ({})", l.level, ms(l.us), l.count)).collect();
     let _ = writeln!(o, "  by level: {}", levels.join(", "));
     if k.lost > 0 {
