@@ -35,7 +35,14 @@ pub fn report(plan: &Plan, o: &Options, seen: Observed, c: Captured) -> Result<R
     let kernel_profile = match (seen.kmsg, ready.as_ref()) {
         (Some(Ok(k)), Some(g)) => {
             let map = crate::kprofile::system_map_beside(&plan.spec.kernel).and_then(|p| std::fs::read_to_string(p).ok());
-            crate::kprofile::profile(&k, map.as_deref(), g.init_start_us).map_err(|e| notes.push(format!("kernel profile: {e}"))).ok()
+            let config = plan.spec.kernel.parent().and_then(|d| std::fs::read_to_string(d.join("config")).ok());
+            crate::kprofile::profile(&k, map.as_deref(), g.init_start_us)
+                .map(|p| crate::kprofile::KernelProfile {
+                    hints: crate::kprofile::hints(&p, config.as_deref(), crate::kprofile::HINT_AT_US),
+                    ..p
+                })
+                .map_err(|e| notes.push(format!("kernel profile: {e}")))
+                .ok()
         }
         (Some(Err(e)), _) => {
             notes.push(format!("kernel profile: the kernel's log could not be read from chinit: {e}"));

@@ -10,6 +10,9 @@ use serde::Serialize;
 /// so into the buffer, not onto a quiet console), and a buffer with room for them.
 pub const CMDLINE: &str = "initcall_debug log_buf_len=1M";
 
+/// An avoidable initcall this long or longer gets a hint in the report.
+pub const HINT_AT_US: u64 = 1_000;
+
 /// How many initcalls and gaps the text report names.
 pub const TOP: usize = 15;
 
@@ -32,6 +35,8 @@ pub struct Initcall {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Gap {
     pub after: String,
+    /// The record that ends it (the next initcall's start, or another record).
+    pub until: String,
     pub start_us: u64,
     pub us: u64,
 }
@@ -66,6 +71,8 @@ pub struct KernelProfile {
     /// Log records lost before chinit read them (the buffer was too small): the profile is
     /// incomplete when not 0.
     pub lost: u64,
+    /// One line for each known avoidable initcall this kernel ran, with its fix ([`hints`]).
+    pub hints: Vec<String>,
 }
 
 impl KernelProfile {
@@ -81,6 +88,34 @@ impl KernelProfile {
         v.sort_by(|a, b| b.us.cmp(&a.us).then(a.start_us.cmp(&b.start_us)));
         v
     }
+}
+
+/// Initcalls known to cost boot time that a microVM can do without: the kernel option that makes
+/// them slow, and the fix.
+const AVOIDABLE: &[(&str, &str, &str)] = &[
+    ("pty_init", "CONFIG_LEGACY_PTYS", "registers 256 legacy BSD pty pairs: build with CONFIG_LEGACY_PTYS=n"),
+    (
+        "i8042_init",
+        "CONFIG_SERIO_I8042",
+        "probes a PS/2 controller: i8042.noaux i8042.nomux i8042.dumbkbd on the command line, or CONFIG_SERIO_I8042=n",
+    ),
+    ("raid6_select_algo", "CONFIG_RAID6_PQ_BENCHMARK", "benchmarks RAID6 algorithms at boot: CONFIG_RAID6_PQ_BENCHMARK=n"),
+    ("vga_arb_device_init", "CONFIG_VGA_ARB", "the VGA arbiter on a machine without VGA: CONFIG_VGA_ARB=n"),
+];
+
+/// One line each for the initcalls in `p` known to be avoidable that took at least `at_least_us`:
+/// its name, its time and the fix. With the kernel's `.config` (`config`), only those its option
+/// is built in for (pure).
+pub fn hints(p: &KernelProfile, config: Option<&str>, at_least_us: u64) -> Vec<String> {
+    let built_in = |option: &str| config.is_none_or(|c| c.lines().any(|l| l.trim() == format!("{option}=y")));
+    p.longest()
+        .into_iter()
+        .filter(|i| i.us >= at_least_us)
+        .filter_map(|i| {
+            let (_, _, fix) = AVOIDABLE.iter().find(|(f, option, _)| *f == i.name && built_in(option))?;
+            Some(format!("{} took {:.1} ms: {fix}", i.name, i.us as f64 / 1000.0))
+        })
+        .collect()
 }
 
 /// The `System.map` of `kernel`: beside it (the kernel cache), or `System.map-V` beside
@@ -114,7 +149,8 @@ pub fn profile(kmsg: &Kmsg, system_map: Option<&str>, init_start_us: u64) -> Res
     for r in records.iter().take_while(|r| r.usec <= end_us) {
         if let Some(f) = r.text.strip_prefix("calling  ") {
             if let Some((since, after)) = outside.take() {
-                gaps.push(Gap { after, start_us: since, us: r.usec.saturating_sub(since) });
+                let until = format!("{} starts", symbols.name(f.split(" @ ").next().unwrap_or(f).trim()));
+                gaps.push(Gap { after, until, start_us: since, us: r.usec.saturating_sub(since) });
             }
             open = Some((f.split(" @ ").next().unwrap_or(f).trim(), r.usec));
         } else if let Some(rest) = r.text.strip_prefix("initcall ") {
@@ -131,7 +167,7 @@ pub fn profile(kmsg: &Kmsg, system_map: Option<&str>, init_start_us: u64) -> Res
             initcalls.push(Initcall { name, level, start_us: start, us: r.usec.saturating_sub(start), reported_us: reported });
         } else if let Some((since, after)) = outside.take() {
             // A record between initcalls splits the time outside them: what follows is its.
-            gaps.push(Gap { after, start_us: since, us: r.usec.saturating_sub(since) });
+            gaps.push(Gap { after, until: r.text.clone(), start_us: since, us: r.usec.saturating_sub(since) });
             outside = Some((r.usec, r.text.clone()));
         }
     }
@@ -140,7 +176,12 @@ pub fn profile(kmsg: &Kmsg, system_map: Option<&str>, init_start_us: u64) -> Res
     };
     let early_us = first.start_us;
     if let Some((since, after)) = outside {
-        gaps.push(Gap { after, start_us: since, us: end_us.saturating_sub(since) });
+        gaps.push(Gap {
+            after,
+            until: run_init.map_or_else(|| "init starts".into(), |r| r.text.clone()),
+            start_us: since,
+            us: end_us.saturating_sub(since),
+        });
     }
     let initcalls_us = initcalls.iter().map(|i| i.us).sum();
     let gaps_us = gaps.iter().map(|g| g.us).sum();
@@ -167,6 +208,7 @@ pub fn profile(kmsg: &Kmsg, system_map: Option<&str>, init_start_us: u64) -> Res
         levels,
         gaps,
         lost,
+        hints: Vec::new(),
     })
 }
 
@@ -331,6 +373,21 @@ ffffffff81b85898 D __initcall_end
         let p = profile(&boot(), None, 53_000).unwrap();
         assert_eq!((p.initcalls[1].name.as_str(), p.initcalls[1].level.as_deref()), ("0xffffffff81a00200", None));
         assert_eq!(p.levels[0].level, "?");
+    }
+
+    #[test]
+    fn an_avoidable_slow_initcall_gets_one_line_with_its_fix() {
+        let mut p = profile(&boot(), Some(MAP), 53_000).unwrap();
+        assert!(hints(&p, None, 1_000).is_empty());
+        p.initcalls.push(Initcall { name: "pty_init".into(), level: Some("6".into()), start_us: 41_000, us: 9_600, reported_us: 9_600 });
+        p.initcalls.push(Initcall { name: "i8042_init".into(), level: Some("6".into()), start_us: 51_000, us: 400, reported_us: 0 });
+        let pty = "pty_init took 9.6 ms: registers 256 legacy BSD pty pairs: build with CONFIG_LEGACY_PTYS=n";
+        assert_eq!(hints(&p, None, 1_000), vec![pty]);
+        assert_eq!(hints(&p, None, 100).len(), 2);
+        // With the kernel's config: only what its options build in.
+        assert_eq!(hints(&p, Some("CONFIG_LEGACY_PTYS=y\nCONFIG_SERIO_I8042=y\n"), 100).len(), 2);
+        let i8042 = "i8042_init took 0.4 ms: probes a PS/2 controller: i8042.noaux i8042.nomux i8042.dumbkbd on the command line, or CONFIG_SERIO_I8042=n";
+        assert_eq!(hints(&p, Some("# CONFIG_LEGACY_PTYS is not set\nCONFIG_SERIO_I8042=y\n"), 100), vec![i8042]);
     }
 
     #[test]

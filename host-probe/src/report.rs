@@ -318,7 +318,10 @@ fn kernel_profile_table(o: &mut String, k: &crate::kprofile::KernelProfile) {
         ms_i(sum),
         if sum == k.phase1_us as i64 { format!("= phase 1 ({})", ms(k.phase1_us)) } else { format!("!= phase 1 ({})", ms(k.phase1_us)) }
     );
-    let _ = writeln!(o, "  note: these figures include initcall_debug's own cost; `host-probe bench --kernel-profile` measures it (A without, B with)");
+    let _ = writeln!(
+        o,
+        "  note: these figures include initcall_debug's own cost; `host-probe bench --kernel-profile` measures it (A without, B with)"
+    );
     let levels: Vec<String> = k.levels.iter().map(|l| format!("{} {} ({})", l.level, ms(l.us), l.count)).collect();
     let _ = writeln!(o, "  by level: {}", levels.join(", "));
     if k.lost > 0 {
@@ -327,6 +330,9 @@ fn kernel_profile_table(o: &mut String, k: &crate::kprofile::KernelProfile) {
     let _ = writeln!(o, "  {:<44} {:>10} {:>10}  level", "longest initcalls", "start", "took");
     for i in k.longest().into_iter().take(crate::kprofile::TOP) {
         let _ = writeln!(o, "  {:<44} {:>10} {:>10}  {}", i.name, ms(i.start_us), ms(i.us), i.level.as_deref().unwrap_or("?"));
+    }
+    for h in &k.hints {
+        let _ = writeln!(o, "  hint: {h}");
     }
     let _ = writeln!(o, "  {:<44} {:>10} {:>10}", "longest gaps (after)", "start", "took");
     for g in k.gaps.iter().take(5) {

@@ -582,6 +582,7 @@ fn kernel_profile_splits_phase_one_by_initcall() {
     assert_kernel_profile(&r, &console, &[("virtio_blk_init", Some("6")), ("inet_init", Some("5")), ("acpi_init", Some("4"))]);
     let k = r.kernel_profile.as_ref().unwrap();
     assert!(k.early_us > 0, "the tiny kernel's first initcall runs after CLOCK_BOOTTIME starts: {k:#?}");
+    assert_eq!(k.hints, Vec::<String>::new(), "the tiny kernel builds in none of them (its config beside it says so)");
 }
 
 /// The same with Debian's cloud kernel through chinit's initramfs (kallsyms names the initcalls).
