@@ -68,6 +68,8 @@ pub struct KernelProfile {
     pub levels: Vec<Level>,
     /// The gaps of 1 ms or more, longest first.
     pub gaps: Vec<Gap>,
+    /// The early set-up's stretches of 1 ms or more, each between two log records, longest first.
+    pub early: Vec<Gap>,
     /// Log records lost before chinit read them (the buffer was too small): the profile is
     /// incomplete when not 0.
     pub lost: u64,
@@ -143,14 +145,21 @@ pub fn profile(kmsg: &Kmsg, system_map: Option<&str>, init_start_us: u64) -> Res
     let end_us = run_init.map_or(init_start_us, |r| r.usec);
     let mut initcalls: Vec<Initcall> = Vec::new();
     let mut gaps = Vec::new();
+    // The stretches before the first initcall: the early set-up, record by record.
+    let mut early = Vec::new();
     let mut open: Option<(&str, u64)> = None;
-    // Since when the time is outside every initcall (after the first), and what began it.
-    let mut outside: Option<(u64, String)> = None;
+    // Since when the time is outside every initcall, and what began it.
+    let mut outside: Option<(u64, String)> = Some((0, "the kernel's clock zero".into()));
     for r in records.iter().take_while(|r| r.usec <= end_us) {
         if let Some(f) = r.text.strip_prefix("calling  ") {
             if let Some((since, after)) = outside.take() {
                 let until = format!("{} starts", symbols.name(f.split(" @ ").next().unwrap_or(f).trim()));
-                gaps.push(Gap { after, until, start_us: since, us: r.usec.saturating_sub(since) });
+                let gap = Gap { after, until, start_us: since, us: r.usec.saturating_sub(since) };
+                if initcalls.is_empty() {
+                    early.push(gap)
+                } else {
+                    gaps.push(gap)
+                }
             }
             open = Some((f.split(" @ ").next().unwrap_or(f).trim(), r.usec));
         } else if let Some(rest) = r.text.strip_prefix("initcall ") {
@@ -167,7 +176,12 @@ pub fn profile(kmsg: &Kmsg, system_map: Option<&str>, init_start_us: u64) -> Res
             initcalls.push(Initcall { name, level, start_us: start, us: r.usec.saturating_sub(start), reported_us: reported });
         } else if let Some((since, after)) = outside.take() {
             // A record between initcalls splits the time outside them: what follows is its.
-            gaps.push(Gap { after, until: r.text.clone(), start_us: since, us: r.usec.saturating_sub(since) });
+            let gap = Gap { after, until: r.text.clone(), start_us: since, us: r.usec.saturating_sub(since) };
+            if initcalls.is_empty() {
+                early.push(gap)
+            } else {
+                gaps.push(gap)
+            }
             outside = Some((r.usec, r.text.clone()));
         }
     }
@@ -197,6 +211,8 @@ pub fn profile(kmsg: &Kmsg, system_map: Option<&str>, init_start_us: u64) -> Res
         }
     }
     gaps.retain(|g| g.us >= 1000);
+    early.retain(|g| g.us >= 1000);
+    early.sort_by_key(|g| std::cmp::Reverse(g.us));
     gaps.sort_by_key(|g| std::cmp::Reverse(g.us));
     Ok(KernelProfile {
         phase1_us: init_start_us,
@@ -207,6 +223,7 @@ pub fn profile(kmsg: &Kmsg, system_map: Option<&str>, init_start_us: u64) -> Res
         initcalls,
         levels,
         gaps,
+        early,
         lost,
         hints: Vec::new(),
     })
@@ -356,6 +373,28 @@ ffffffff81b85898 D __initcall_end
             vec![("after virtio_blk_init", 11_900), ("after cpu_init_early", 2_000), ("Memory: 240000K/261632K available", 2_000)]
         );
         assert_eq!(p.longest()[0].name, "virtio_blk_init");
+        // The early set-up, record by record (stretches under 1 ms dropped).
+        let log = Kmsg {
+            records: vec![
+                rec(0, "Linux version 6.1"),
+                rec(1_500, "tsc: Refined TSC clocksource calibration"),
+                rec(4_000, "calling  0xffffffff81a00200 @ 1"),
+                rec(4_100, "initcall 0xffffffff81a00200 returned 0 after 0 usecs"),
+                rec(5_000, "Run /sbin/chinit as init process"),
+            ],
+            lost: 0,
+            clock_offset_us: Some(0),
+        };
+        let q = profile(&log, Some(MAP), 5_200).unwrap();
+        let early: Vec<(&str, &str, u64)> = q.early.iter().map(|g| (g.after.as_str(), g.until.as_str(), g.us)).collect();
+        assert_eq!(
+            early,
+            vec![
+                ("tsc: Refined TSC clocksource calibration", "inet_init starts", 2_500),
+                ("Linux version 6.1", "tsc: Refined TSC clocksource calibration", 1_500)
+            ]
+        );
+        assert_eq!((q.early_us, q.sum_us()), (4_000, 5_200));
         let levels: Vec<(&str, usize, u64)> = p.levels.iter().map(|l| (l.level.as_str(), l.count, l.us)).collect();
         assert_eq!(levels, vec![("early", 1, 100), ("5", 1, 11_000), ("6", 1, 24_000)]);
     }

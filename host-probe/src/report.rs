@@ -334,6 +334,11 @@ fn kernel_profile_table(o: &mut String, k: &crate::kprofile::KernelProfile) {
     for h in &k.hints {
         let _ = writeln!(o, "  hint: {h}");
     }
+    let _ = writeln!(o, "  {:<44} {:>10} {:>10}", "longest early set-up stretches (after)", "start", "took");
+    for g in k.early.iter().take(5) {
+        let after: String = g.after.chars().take(44).collect();
+        let _ = writeln!(o, "  {after:<44} {:>10} {:>10}", ms(g.start_us), ms(g.us));
+    }
     let _ = writeln!(o, "  {:<44} {:>10} {:>10}", "longest gaps (after)", "start", "took");
     for g in k.gaps.iter().take(5) {
         let after: String = g.after.chars().take(44).collect();
