@@ -241,25 +241,35 @@ pub fn render(lines: &[Line]) -> String {
 /// once per program (its path, size and modification time) in a process: planning many copies or
 /// many boots checks the same VMM each time.
 pub fn version_of(path: &Path) -> Option<String> {
-    type Key = (PathBuf, Option<(u64, std::time::SystemTime)>);
+    version_by(path, "--version")
+}
+
+/// [`version_of`] for a program that takes another flag (`flag`) for it.
+pub fn version_by(path: &Path, flag: &'static str) -> Option<String> {
+    type Key = (PathBuf, &'static str, Option<(u64, std::time::SystemTime)>);
     static ASKED: std::sync::Mutex<Vec<(Key, Option<String>)>> = std::sync::Mutex::new(Vec::new());
-    let key: Key = (path.to_path_buf(), std::fs::metadata(path).ok().and_then(|m| Some((m.len(), m.modified().ok()?))));
+    let key: Key = (path.to_path_buf(), flag, std::fs::metadata(path).ok().and_then(|m| Some((m.len(), m.modified().ok()?))));
     if let Some((_, v)) = ASKED.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(k, _)| *k == key) {
         return v.clone();
     }
-    let v = ask_version(path);
+    let v = ask_version(path, flag);
     ASKED.lock().unwrap_or_else(|e| e.into_inner()).push((key, v.clone()));
     v
 }
 
-fn ask_version(path: &Path) -> Option<String> {
-    let out = crate::bounded::output_within(Command::new(path).arg("--version"), Duration::from_secs(10)).ok()?;
+fn ask_version(path: &Path, flag: &str) -> Option<String> {
+    let out = crate::bounded::output_within(Command::new(path).arg(flag), Duration::from_secs(10)).ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines().next().map(|l| l.trim().to_string()).filter(|l| !l.is_empty())
 }
 
 fn found(p: Option<PathBuf>) -> Option<Program> {
     p.map(|path| Program { version: version_of(&path), path })
+}
+
+/// A VMM's program with its version as the VMM asks for it ([`crate::vmm::Driver::version_line`]).
+fn found_vmm(vmm: Vmm, p: Option<PathBuf>) -> Option<Program> {
+    p.map(|path| Program { version: vmm.version_line(&path), path })
 }
 
 fn open_rw(path: &str) -> Result<(), String> {
@@ -281,7 +291,7 @@ pub fn gather() -> Facts {
     Facts {
         kvm,
         kvm_access: open_rw("/dev/kvm"),
-        vmms: crate::vmm::all().iter().map(|v| (*v, found(located(*v, x86)))).collect(),
+        vmms: crate::vmm::all().iter().map(|v| (*v, found_vmm(*v, located(*v, x86)))).collect(),
         vhost_vsock: found(locate::which(locate::VHOST_VSOCK)),
         tun: open_rw("/dev/net/tun"),
         cap_net_admin: std::fs::read_to_string("/proc/self/status").map(|s| has_capability(&s, CAP_NET_ADMIN)).unwrap_or(false),

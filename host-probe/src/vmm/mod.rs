@@ -9,7 +9,9 @@
 
 pub mod cloud_hypervisor;
 pub mod firecracker;
+pub mod kernel;
 pub mod qemu;
+pub mod qmp;
 pub mod registry;
 
 use std::path::{Path, PathBuf};
@@ -57,6 +59,15 @@ impl Wired {
             guest: Some(GuestVsock::Hybrid(uds.to_path_buf())),
             notify_port: Some(crate::plan::NOTIFY_PORT),
         }
+    }
+}
+
+impl Wired {
+    /// The host kernel's vhost-vsock (`/dev/vhost-vsock`): a context id and notify port of the run's
+    /// own, from host-probe's pid and the run's number (QEMU, StratoVirt).
+    pub fn kernel((pid, seq): (u32, u32)) -> Wired {
+        let (cid, port) = crate::vsock::kernel_ids(pid, seq);
+        Wired { device: Some(Vsock::Kernel { cid }), helper_argv: None, guest: Some(GuestVsock::Kernel { cid }), notify_port: Some(port) }
     }
 }
 

@@ -18,6 +18,8 @@
 pub mod api;
 pub mod log;
 
+pub use super::kernel::{kernel_kind, KernelKind};
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -413,32 +415,6 @@ pub fn refuse(spec: &Spec, host: Arch) -> Result<(), String> {
     Ok(())
 }
 
-/// What a kernel file is, from its first bytes (0x400 are enough).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KernelKind {
-    /// An ELF image (`vmlinux`) of this `e_machine` (62 x86_64, 183 aarch64).
-    Elf(u16),
-    /// An x86 `bzImage` (setup header `HdrS` at 0x202).
-    BzImage,
-    /// An arm64 `Image` (magic `ARM\x64` at 0x38).
-    ArmImage,
-    Unknown,
-}
-
-/// [`KernelKind`] of a kernel's first bytes.
-pub fn kernel_kind(head: &[u8]) -> KernelKind {
-    if head.starts_with(b"\x7fELF") && head.len() >= 20 {
-        return KernelKind::Elf(u16::from_le_bytes([head[18], head[19]]));
-    }
-    if head.get(0x38..0x3c) == Some(b"ARM\x64") {
-        return KernelKind::ArmImage;
-    }
-    if head.get(0x202..0x206) == Some(b"HdrS") {
-        return KernelKind::BzImage;
-    }
-    KernelKind::Unknown
-}
-
 /// Whether Firecracker on `arch` loads a kernel of this kind: on x86_64 only an ELF `vmlinux`
 /// (its loader is linux-loader's `Elf`; Linux, or a PVH ELF), on aarch64 the `Image` (`PE`).
 pub fn check_kernel(kind: KernelKind, arch: Arch) -> Result<(), String> {
@@ -456,12 +432,7 @@ pub fn check_kernel(kind: KernelKind, arch: Arch) -> Result<(), String> {
 
 /// [`check_kernel`] of a file.
 pub fn check_kernel_file(path: &Path, arch: Arch) -> Result<(), String> {
-    use std::io::Read;
-    let mut head = Vec::with_capacity(0x400);
-    std::fs::File::open(path)
-        .and_then(|f| f.take(0x400).read_to_end(&mut head))
-        .map_err(|e| format!("cannot read the kernel {}: {e}", path.display()))?;
-    check_kernel(kernel_kind(&head), arch).map_err(|e| format!("{}: {e}", path.display()))
+    check_kernel(super::kernel::kind_of_file(path)?, arch).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn path(p: &Path) -> Value {

@@ -1,17 +1,17 @@
-//! QEMU (`microvm` on x86_64, `virt` on aarch64): its command line ([`argv`]), QMP ([`qmp`]), and
+//! QEMU (`microvm` on x86_64, `virt` on aarch64): its command line ([`argv`]), QMP ([`super::qmp`]), and
 //! its [`Driver`]: KVM where hardware KVM is usable, else (and for a guest of another architecture)
 //! TCG; vsock from the host kernel's vhost-vsock or vhost-device-vsock; port-0x80 marks over its
 //! debugcon socket; snapshots by migrating its device state next to a shared memory file, copies
 //! by taking that state in (`-incoming defer`) with the memory file mapped private.
 
 pub mod argv;
-pub mod qmp;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use argv::{argv, PMEM_UNSUPPORTED, VHOST_USER_NOT_MIGRATABLE};
 
+use super::qmp;
 use super::{shell_quote, Accel, Driver, Feature, Marks, MemoryRestoreMode, Role, Spec, Vmm, Vsock, Wired};
 use crate::check::{self, KvmKind, Line, Program, Status};
 use crate::error::Error;
@@ -19,7 +19,6 @@ use crate::launch::{Captured, Phase, Running};
 use crate::measure;
 use crate::options::{Arch, HostOffer};
 use crate::plan::{Plan, GUEST_CID};
-use qmp::Qmp;
 
 /// QEMU.
 pub const VMM: Vmm = Vmm::new(&Qemu);
@@ -122,15 +121,9 @@ impl Driver for Qemu {
 
     /// The host kernel's vhost-vsock where `/dev/vhost-vsock` exists (a context id and notify port
     /// of the run's own), else vhost-device-vsock, else none (with a note that says how).
-    fn wire_vsock(&self, host: &HostOffer, run_dir: &Path, (pid, seq): (u32, u32), notes: &mut Vec<String>) -> Wired {
+    fn wire_vsock(&self, host: &HostOffer, run_dir: &Path, ids: (u32, u32), notes: &mut Vec<String>) -> Wired {
         if host.kernel_vsock {
-            let (cid, port) = crate::vsock::kernel_ids(pid, seq);
-            return Wired {
-                device: Some(Vsock::Kernel { cid }),
-                helper_argv: None,
-                guest: Some(crate::vsock::GuestVsock::Kernel { cid }),
-                notify_port: Some(port),
-            };
+            return Wired::kernel(ids);
         }
         match &host.vhost_vsock {
             Some(bin) => {
@@ -208,7 +201,7 @@ impl Driver for Qemu {
         };
         let qmp = qmp.clone();
         let phase = Phase::start("snapshot pause", timeout);
-        let mut q = qmp_session(running, &phase, &qmp)?;
+        let mut q = qmp::session(running, &phase, &qmp, "QEMU")?;
         let t = Instant::now();
         let r = q.execute("stop", None);
         running.call(&phase, "QMP stop", r)?;
@@ -262,7 +255,7 @@ impl Driver for Qemu {
             return Err(Error::Failed("internal: a QEMU copy without its QMP socket".into()));
         };
         let qmp = qmp.clone();
-        let mut q = qmp_session(running, phase, &qmp)?;
+        let mut q = qmp::session(running, phase, &qmp, "QEMU")?;
         let r = q.ignore_shared();
         running.call(phase, "QMP migrate-set-capabilities", r)?;
         let uri = format!("exec:cat {}", shell_quote(&dir.join("state").display().to_string()));
@@ -275,19 +268,3 @@ impl Driver for Qemu {
         Ok(())
     }
 }
-
-/// A QMP session with a running QEMU during `phase`, its commands bound by the phase's deadline. A
-/// starting QEMU opens its QMP socket late (seconds, for many copies at once on a loaded host): it
-/// is tried until then, while QEMU lives. Once connected, the greeting and the capabilities
-/// negotiation have the phase's time left: a session given up on and opened again made QEMU answer
-/// the second negotiation with an error that the next command took for its own.
-fn qmp_session(running: &mut Running, phase: &Phase, path: &Path) -> Result<Qmp, Error> {
-    let mut q = running.wait_in(phase, &format!("QEMU's QMP socket {}", path.display()), QMP_EVERY, |left| {
-        Qmp::connect(path, left).map_err(|e| e.to_string())
-    })?;
-    q.until(phase.deadline);
-    Ok(q)
-}
-
-/// How often a starting QEMU's QMP socket is tried.
-const QMP_EVERY: Duration = Duration::from_millis(2);

@@ -1,6 +1,6 @@
-//! A QMP client: QEMU's JSON control protocol on its `-qmp unix:` socket. One command at a time;
-//! events that arrive meanwhile are skipped. Enough to stop, migrate, take a migration in and
-//! continue a guest.
+//! A QMP client: the JSON control protocol QEMU and StratoVirt serve on their `-qmp unix:` socket.
+//! One command at a time; events that arrive meanwhile are skipped. Enough to stop, migrate, take a
+//! migration in and continue a guest.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -10,7 +10,26 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::bounded::{self, Bounded};
+use crate::error::Error;
+use crate::launch::{Phase, Running};
 use crate::vmm::ApiError;
+
+/// A QMP session with a running VMM (`label`: `QEMU`, `StratoVirt`) during `phase`, its commands
+/// bound by the phase's deadline. A starting VMM opens its QMP socket late (seconds, for many
+/// copies at once on a loaded host): it is tried until then, while the VMM lives. Once connected,
+/// the greeting and the capabilities negotiation have the phase's time left: a session given up on
+/// and opened again made QEMU answer the second negotiation with an error that the next command
+/// took for its own.
+pub fn session(running: &mut Running, phase: &Phase, path: &Path, label: &str) -> Result<Qmp, Error> {
+    let mut q = running.wait_in(phase, &format!("{label}'s QMP socket {}", path.display()), QMP_EVERY, |left| {
+        Qmp::connect(path, left).map_err(|e| e.to_string())
+    })?;
+    q.until(phase.deadline);
+    Ok(q)
+}
+
+/// How often a starting VMM's QMP socket is tried.
+const QMP_EVERY: Duration = Duration::from_millis(2);
 
 /// One QMP session. Every read and write gives up at the session's deadline ([`Qmp::until`]).
 pub struct Qmp {
@@ -19,7 +38,7 @@ pub struct Qmp {
 }
 
 impl Qmp {
-    /// Connects (QEMU makes the socket as it starts: retried), reads the greeting and leaves
+    /// Connects (the VMM makes the socket as it starts: retried), reads the greeting and leaves
     /// capabilities negotiation, all within `timeout`; the session's commands get the same
     /// deadline until [`Qmp::until`] moves it.
     pub fn connect(path: &Path, timeout: Duration) -> Result<Qmp, ApiError> {
@@ -52,7 +71,7 @@ impl Qmp {
     fn line(&mut self) -> Result<Value, ApiError> {
         let mut line = String::new();
         match self.reader.read_line(&mut line) {
-            Ok(0) => Err(ApiError::Failed("QMP: QEMU closed the connection".into())),
+            Ok(0) => Err(ApiError::Failed("QMP: the VMM closed the connection".into())),
             Ok(_) => serde_json::from_str(&line).map_err(|e| ApiError::Failed(format!("QMP: unreadable answer {line:?}: {e}"))),
             Err(e) => Err(ApiError::io("QMP", &e)),
         }
@@ -91,11 +110,11 @@ impl Qmp {
             let r = self.execute("query-migrate", None)?;
             match migration_status(&r) {
                 MigrationStatus::Completed => return Ok(()),
-                MigrationStatus::Failed(why) => return Err(ApiError::Failed(format!("QEMU's migration failed: {why}"))),
+                MigrationStatus::Failed(why) => return Err(ApiError::Failed(format!("the migration failed: {why}"))),
                 MigrationStatus::Going => {}
             }
             if Instant::now() >= deadline {
-                return Err(ApiError::NoAnswer(format!("QEMU's migration did not complete within {} s", timeout.as_secs())));
+                return Err(ApiError::NoAnswer(format!("the migration did not complete within {} s", timeout.as_secs())));
             }
             std::thread::sleep(Duration::from_millis(1));
         }
