@@ -154,9 +154,9 @@ pub fn tiny_vmlinux() -> PathBuf {
     tiny_bzimage().with_file_name("vmlinux")
 }
 
-/// Options for a VMM that runs Linux guests on hardware KVM only (cloud-hypervisor, Firecracker),
-/// booting the tiny kernel's `vmlinux`; `None` (after one skip line) where this host has no such
-/// VMM (`missing` says how to get it) or no hardware KVM.
+/// Options for a VMM that runs Linux guests on hardware KVM only (cloud-hypervisor, Firecracker,
+/// StratoVirt), booting the tiny kernel's file that VMM boots (`vmlinux`, `bzImage`); `None` (after
+/// one skip line) where this host has no such VMM (`missing` says how to get it) or no hardware KVM.
 pub fn hardware_kvm_options(test: &str, vmm: host_probe::vmm::Vmm, missing: &str, rootfs: Option<&Path>) -> Option<Options> {
     let host = HostOffer::gather();
     if host.program_of(vmm).is_none() {
@@ -169,7 +169,7 @@ pub fn hardware_kvm_options(test: &str, vmm: host_probe::vmm::Vmm, missing: &str
     }
     Some(Options {
         vmm: VmmChoice::Named(vmm),
-        kernel: Some(tiny_vmlinux()),
+        kernel: Some(tiny_bzimage().with_file_name(vmm.kernel_file(host.arch))),
         rootfs: rootfs.map(Path::to_path_buf),
         timeout: BOOT_TIMEOUT,
         ..Options::default()

@@ -207,6 +207,30 @@ fn firecracker_passes_its_tests_on_hardware_kvm() {
     assert_all_ran_and_passed("vm_firecracker", &tests, &format!("FIRECRACKER={}", fc.display()));
 }
 
+/// StratoVirt with real Linux guests, in L1: vm_stratovirt's tests (ready over the TAP and vsock
+/// with the notify push and every phase, a workload's exit code at the host, the API's power-off
+/// in order with a clean filesystem, timeout and Ctrl-C cleanup). Needs a StratoVirt here.
+#[test]
+fn stratovirt_passes_its_tests_on_hardware_kvm() {
+    let test = "stratovirt_passes_its_tests_on_hardware_kvm";
+    if !available(test) {
+        return;
+    }
+    let Some(sv) = vm::vmm_program(host_probe::vmm::stratovirt::VMM) else {
+        chinit_tests::ns::skip(&format!(
+            "{test}: stratovirt not found (set $STRATOVIRT to StratoVirt v2.5's binary, put it on PATH, or in ../shared/vmm)"
+        ));
+        return;
+    };
+    let tests = [
+        "boots_to_ready_over_the_tap_and_vsock_with_every_phase",
+        "a_workload_s_exit_code_reaches_the_host",
+        "the_api_powers_off_in_order_and_the_filesystem_is_clean",
+        "timeout_and_ctrl_c_leave_nothing_behind",
+    ];
+    assert_all_ran_and_passed("vm_stratovirt", &tests, &format!("STRATOVIRT={}", sv.display()));
+}
+
 /// Snapshot start on hardware KVM, in L1: vm_snapshot's tests. QEMU (the kernel's vhost-vsock)
 /// always; cloud-hypervisor, in both memory restore modes, and Firecracker, when they are here
 /// ([`vm::vmm_program`]). Two copies restored at once are unique and

@@ -1,4 +1,4 @@
-//! The VMMs: one module each ([`cloud_hypervisor`], [`firecracker`], [`qemu`]) behind one trait ([`Driver`]), and
+//! The VMMs: one module each ([`cloud_hypervisor`], [`firecracker`], [`qemu`], [`stratovirt`]) behind one trait ([`Driver`]), and
 //! one [`registry`] that lists them. The rest of host-probe (plan, launch, watch, collect, snapshot,
 //! restore) asks a [`Vmm`] what it needs and never names one; adding a VMM is a module here and a
 //! line in the registry.
@@ -13,6 +13,7 @@ pub mod kernel;
 pub mod qemu;
 pub mod qmp;
 pub mod registry;
+pub mod stratovirt;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

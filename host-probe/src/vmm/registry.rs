@@ -3,10 +3,10 @@
 
 use std::sync::OnceLock;
 
-use super::{cloud_hypervisor, firecracker, qemu, Vmm};
+use super::{cloud_hypervisor, firecracker, qemu, stratovirt, Vmm};
 
 /// Every VMM, in the order `--vmm auto` tries them (the last one always fits).
-const ALL: &[Vmm] = &[cloud_hypervisor::VMM, firecracker::VMM, qemu::VMM];
+const ALL: &[Vmm] = &[cloud_hypervisor::VMM, firecracker::VMM, stratovirt::VMM, qemu::VMM];
 
 /// Every VMM, in the order `--vmm auto` tries them.
 pub fn all() -> &'static [Vmm] {

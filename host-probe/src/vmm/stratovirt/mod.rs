@@ -1,0 +1,477 @@
+//! StratoVirt (v2.5) as host-probe drives it: its command line ([`argv`]), the version check, the
+//! refusals ([`refuse`]) and its [`Driver`] ([`VMM`]): KVM only, guests of the host's
+//! architecture, `-machine microvm` with a `bzImage` on x86_64, the kernel's vhost-vsock, QMP on a
+//! Unix socket (it refuses to start without one), no port-0x80 marks, power-off by a CPU reset
+//! (`chinit.poweroff=reboot` with the kernel's `reboot=t`: microvm has no ACPI power-off, and a
+//! triple fault ends StratoVirt with exit code 0).
+//!
+//! What StratoVirt's microvm cannot do is refused with the fix: a virtio console, virtio-fs
+//! (`--share`, `--layout kuasar`), a pmem root, a vsock other than the kernel's, a guest of another
+//! architecture, a kernel it cannot load, a program that is not StratoVirt 2.5.
+
+pub mod argv;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rootfs_builder::elf::Arch;
+
+pub use argv::argv;
+
+use super::kernel::KernelKind;
+use super::{Accel, Console, Driver, Feature, Marks, MemoryRestoreMode, Role, Root, Spec, Vmm, Vsock, Wired};
+use crate::check::{self, KvmKind, Program, Status};
+use crate::error::Error;
+use crate::launch::{Captured, Phase, Running};
+use crate::options::HostOffer;
+use crate::plan::Plan;
+
+/// StratoVirt.
+pub const VMM: Vmm = Vmm::new(&StratoVirt);
+
+/// Its name, and the program's.
+pub const NAME: &str = "stratovirt";
+
+/// The flag its version is asked with (it refuses `--version`).
+const VERSION_FLAG: &str = "-version";
+
+/// How to get it, in fixes.
+const GET_IT: &str = "set $STRATOVIRT to StratoVirt v2.5's binary (built from its v2.5.0 tag: \
+                      cargo build --release in openeuler-mirror/stratovirt), or put it on PATH";
+
+/// Kernel parameters of its own: `pci=off`, its microvm has no PCI bus (the guest's probes of
+/// 0xcf8 only cost time). The power-off by a triple fault is the command line's `reboot=t`.
+const KERNEL_ARGS: &str = "pci=off";
+
+pub struct StratoVirt;
+
+/// Its program: `$STRATOVIRT`, else on PATH.
+pub fn find() -> Option<PathBuf> {
+    match std::env::var_os("STRATOVIRT") {
+        Some(p) if !p.is_empty() => Some(PathBuf::from(p)).filter(|p| crate::locate::is_executable(p)),
+        _ => crate::locate::which(NAME),
+    }
+}
+
+/// The QMP socket of a run: a source's or copy's own, else the run's API socket.
+pub fn qmp_socket(spec: &Spec) -> &Path {
+    match &spec.role {
+        Role::Source { qmp, .. } | Role::Restore { qmp, .. } => qmp,
+        Role::Boot => &spec.api_socket,
+    }
+}
+
+/// The version in `stratovirt -version`'s output (`StratoVirt 2.5.0 commit-id 26abef02`).
+pub fn version(output: &str) -> Option<(u32, u32, u32)> {
+    let rest = output.lines().find_map(|l| l.trim().strip_prefix("StratoVirt "))?;
+    let core = rest.split(|c: char| !(c.is_ascii_digit() || c == '.')).next()?;
+    let mut parts = core.split('.').map(|p| p.parse::<u32>().ok());
+    let v = (parts.next()??, parts.next()??, parts.next()??);
+    Some(v)
+}
+
+/// Whether host-probe drives this version: 2.5.x, whose command line, QMP and snapshot files it
+/// was tried with; another's are untried.
+pub fn supported((major, minor, patch): (u32, u32, u32)) -> Result<(), String> {
+    match (major, minor) {
+        (2, 5) => Ok(()),
+        _ => Err(format!("StratoVirt {major}.{minor}.{patch} is untried (host-probe speaks v2.5's command line and QMP): use v2.5")),
+    }
+}
+
+/// Whether the program at `path` is a StratoVirt host-probe drives: its `-version` says 2.5.x.
+/// The error names what it is and the fix.
+pub fn check_program(path: &Path, version_output: Option<&str>) -> Result<(), Error> {
+    let missing = |what: String| Err(Error::Missing { what, fix: GET_IT.into() });
+    let Some(out) = version_output else {
+        return missing(format!("{}: no answer to -version: not a StratoVirt", path.display()));
+    };
+    let Some(v) = version(out) else {
+        let first = out.lines().next().unwrap_or("").trim();
+        return missing(format!("{} is not StratoVirt: its -version says {first:?}", path.display()));
+    };
+    supported(v).or_else(|e| missing(format!("{}: {e}", path.display())))
+}
+
+/// Whether StratoVirt on `arch` boots a kernel of this kind: on x86_64 a `bzImage` (its microvm
+/// loads a bzImage or a raw binary, never the ELF `vmlinux`), on aarch64 the `Image`.
+pub fn check_kernel(kind: KernelKind, arch: Arch) -> Result<(), String> {
+    match (arch, kind) {
+        (Arch::X86_64, KernelKind::BzImage) | (Arch::Aarch64, KernelKind::ArmImage) => Ok(()),
+        (Arch::X86_64, KernelKind::Elf(_)) => Err("StratoVirt's microvm boots a bzImage on x86_64, not the ELF vmlinux: \
+                                                  give --kernel the bzImage the kernel build left next to it"
+            .into()),
+        (Arch::X86_64, _) => Err("StratoVirt boots an x86_64 bzImage on x86_64: this kernel is not one".into()),
+        (Arch::Aarch64, _) => Err("StratoVirt boots an arm64 Image on aarch64: this kernel is not one".into()),
+    }
+}
+
+/// [`check_kernel`] of a file.
+pub fn check_kernel_file(path: &Path, arch: Arch) -> Result<(), String> {
+    check_kernel(super::kernel::kind_of_file(path)?, arch).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Why a `Spec` cannot be run by StratoVirt's microvm, with the fix.
+pub fn refuse(spec: &Spec) -> Result<(), String> {
+    let host = crate::locate::host_arch();
+    if spec.arch != host {
+        return Err(format!(
+            "StratoVirt runs guests of its host's architecture only (KVM, no emulation): a {} guest on this {} host \
+             needs --vmm qemu (TCG)",
+            spec.arch.name(),
+            host.name()
+        ));
+    }
+    if spec.console == Console::Virtio {
+        return Err(
+            "host-probe gives StratoVirt guests the serial console (ttyS0): drop --layout kuasar, or use --vmm cloud-hypervisor".into()
+        );
+    }
+    if spec.fs.is_some() {
+        return Err(SHARE.into());
+    }
+    if let Root::Pmem(_) = spec.root {
+        return Err(PMEM.into());
+    }
+    match &spec.vsock {
+        None | Some(Vsock::Kernel { .. }) => {}
+        Some(Vsock::Hybrid { .. } | Vsock::VhostUser { .. }) => {
+            return Err("StratoVirt's vsock is the host kernel's vhost-vsock (vhost-vsock-device): modprobe vhost_vsock".into())
+        }
+    }
+    if spec.cpus == 0 || spec.cpus > MAX_VCPUS {
+        return Err(format!("StratoVirt gives a guest 1 to {MAX_VCPUS} vCPUs, not {}", spec.cpus));
+    }
+    check_cmdline(&spec.cmdline)
+}
+
+/// The most vCPUs StratoVirt's microvm gives a guest.
+pub const MAX_VCPUS: u32 = 254;
+
+const SHARE: &str = "StratoVirt's microvm has no virtio-fs device: drop --share, or use --vmm cloud-hypervisor";
+const PMEM: &str = "StratoVirt has no pmem device: use --root disk, or --vmm cloud-hypervisor";
+
+/// A command line StratoVirt passes on as given, or why not.
+pub fn check_cmdline(cmdline: &str) -> Result<(), String> {
+    let _ = cmdline;
+    Ok(())
+}
+
+impl Driver for StratoVirt {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn locate(&self) -> Vec<(&'static str, PathBuf)> {
+        find().map(|p| (NAME, p)).into_iter().collect()
+    }
+
+    /// Only where nothing else would run: hardware KVM, a guest of the host's architecture,
+    /// StratoVirt here, and no QEMU for this architecture (cloud-hypervisor and Firecracker come
+    /// first in the registry). It never takes a host another VMM would run.
+    fn auto_fits(&self, host: &HostOffer, native: bool) -> bool {
+        let qemu = super::qemu::VMM;
+        native && host.vmm_programs.contains_key(NAME) && host.kvm.hardware() && host.kvm_usable && host.program(qemu, host.arch).is_none()
+    }
+
+    fn chosen(&self, host: &HostOffer, notes: &mut Vec<String>) -> Result<(), Error> {
+        let missing = Error::Missing {
+            what: "stratovirt not found (neither $STRATOVIRT nor on PATH)".into(),
+            fix: format!("{GET_IT}; or use --vmm qemu"),
+        };
+        super::kvm_only_chosen(host, NAME, "StratoVirt", missing, notes)
+    }
+
+    fn program_name(&self, _arch: Arch) -> &'static str {
+        NAME
+    }
+
+    /// KVM only, on the host's architecture; its `-version` must say 2.5.x.
+    fn runs(&self, host: &HostOffer, arch: Arch, _notes: &mut Vec<String>) -> Result<(PathBuf, Accel), Error> {
+        super::native_only("StratoVirt", host, arch)?;
+        let bin = host
+            .program(VMM, arch)
+            .ok_or_else(|| Error::Missing { what: "stratovirt not found (neither $STRATOVIRT nor on PATH)".into(), fix: GET_IT.into() })?;
+        check_program(&bin, self.version_line(&bin).as_deref())?;
+        Ok((bin, Accel::Kvm))
+    }
+
+    /// The `bzImage` on x86_64, the `Image` on aarch64.
+    fn kernel_file(&self, arch: Arch) -> &'static str {
+        match arch {
+            Arch::X86_64 => "bzImage",
+            Arch::Aarch64 => "Image",
+        }
+    }
+
+    fn needs_hardware_kvm(&self) -> bool {
+        true
+    }
+
+    fn check_line(&self, program: Option<&Program>, kvm: KvmKind) -> check::Line {
+        let Some(p) = program else {
+            return check::line(Status::Warn, NAME, "not found (set $STRATOVIRT or put it on PATH)".into(), Some(GET_IT));
+        };
+        let detail = check::program(Some(p));
+        match (p.version.as_deref().and_then(version).map(supported), kvm.hardware()) {
+            (None, _) => check::line(Status::Warn, NAME, format!("{detail}: not a StratoVirt version"), Some(GET_IT)),
+            (Some(Err(e)), _) => check::line(Status::Warn, NAME, format!("{detail}: {e}"), Some(GET_IT)),
+            (Some(Ok(())), true) => check::line(Status::Ok, NAME, detail, None),
+            (Some(Ok(())), false) => check::line(Status::Warn, NAME, format!("{detail}; cannot boot Linux without hardware KVM"), None),
+        }
+    }
+
+    fn cannot(&self, what: Feature) -> Option<&'static str> {
+        Some(match what {
+            Feature::PmemRoot => PMEM,
+            Feature::KuasarLayout => "--layout kuasar needs virtio-fs, which StratoVirt's microvm has not: pass --vmm cloud-hypervisor",
+            Feature::Share => SHARE,
+        })
+    }
+
+    /// The host kernel's vhost-vsock where `/dev/vhost-vsock` exists, else none (with the fix).
+    fn wire_vsock(&self, host: &HostOffer, _run_dir: &Path, ids: (u32, u32), notes: &mut Vec<String>) -> Wired {
+        if host.kernel_vsock {
+            return Wired::kernel(ids);
+        }
+        notes.push("no /dev/vhost-vsock: no vsock (StratoVirt's is the kernel's; fix: modprobe vhost_vsock)".into());
+        Wired::default()
+    }
+
+    /// Its command line; the kernel is checked to be one it loads.
+    fn argv(&self, spec: &Spec) -> Result<Vec<String>, String> {
+        if !matches!(spec.role, Role::Restore { .. }) {
+            check_kernel_file(&spec.kernel, spec.arch)?;
+        }
+        argv(spec)
+    }
+
+    fn powers_off_by_reset(&self) -> bool {
+        true
+    }
+
+    fn kernel_args(&self, _arch: Arch) -> &'static str {
+        KERNEL_ARGS
+    }
+
+    /// It logs no port-0x80 writes.
+    fn debugcon<'a>(&self, _spec: &'a Spec) -> Option<&'a Path> {
+        None
+    }
+
+    /// It exits when its guest resets.
+    fn guest_reset(&self, _spec: &Spec) -> bool {
+        false
+    }
+
+    /// No marks: the guest clocks, the notify push and the `/ready` answers are the host's figures.
+    fn marks(&self, _spec: &Spec, _c: &Captured) -> Marks {
+        Marks { source: "none (StratoVirt logs no port-0x80 writes)", ..Marks::default() }
+    }
+
+    /// Its first ERROR line and the lines after it.
+    fn first_error(&self, text: &str) -> Option<String> {
+        let start = text.lines().position(|l| l.contains(" ERROR ") || l.contains("[ERROR]"))?;
+        Some(text.lines().skip(start).filter(|l| !l.trim().is_empty()).take(6).collect::<Vec<_>>().join("\n"))
+    }
+
+    fn version_line(&self, program: &Path) -> Option<String> {
+        check::version_by(program, VERSION_FLAG)
+    }
+
+    fn snapshot_refusal(&self, _spec: &Spec) -> Option<Error> {
+        Some(no_snapshots())
+    }
+
+    fn snapshot_files(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn save(&self, _running: &mut Running, _out: &Path, _timeout: Duration) -> Result<(Duration, Duration), Error> {
+        Err(no_snapshots())
+    }
+
+    fn saved(&self, _out: &Path) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn restore_mode(&self, asked: Option<MemoryRestoreMode>) -> Result<Option<MemoryRestoreMode>, Error> {
+        match asked {
+            Some(_) => Err(Error::Usage("--memory-restore-mode is cloud-hypervisor's: drop it".into())),
+            None => Ok(None),
+        }
+    }
+
+    fn restorable_vsock(&self) -> &'static str {
+        "kernel"
+    }
+
+    fn restore_copy(&self, _p: &mut Plan, dir: &Path, _mode: MemoryRestoreMode, _config: Option<&str>) -> Result<(), Error> {
+        Err(super::unrestorable(dir, "host-probe restores no StratoVirt copies"))
+    }
+
+    fn resume_copy(&self, _running: &mut Running, _dir: &Path, _phase: &Phase) -> Result<(), Error> {
+        Err(no_snapshots())
+    }
+}
+
+fn no_snapshots() -> Error {
+    Error::Missing {
+        what: "host-probe takes no StratoVirt snapshots".into(),
+        fix: "use --vmm firecracker, cloud-hypervisor or qemu".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{shell_line, Fs, Net};
+    use super::*;
+    use crate::locate::host_arch;
+
+    fn spec(root: Root, net: bool, vsock: bool) -> Spec {
+        Spec {
+            binary: "stratovirt".into(),
+            kernel: "/k/bzImage".into(),
+            root,
+            initramfs: None,
+            cmdline: "console=ttyS0 root=/dev/vda ro".into(),
+            cpus: 2,
+            memory_mib: 128,
+            net: net.then(|| Net { tap: "hp1234a".into(), mac: "02:68:70:00:00:02".into() }),
+            vsock: vsock.then_some(Vsock::Kernel { cid: 4242 }),
+            serial: "/run/r/serial.log".into(),
+            console: Console::Serial,
+            fs: None,
+            rng: false,
+            api_socket: "/run/r/api.sock".into(),
+            event_monitor: "/run/r/events.json".into(),
+            log_file: "/run/r/vmm.log".into(),
+            debugcon_socket: "/run/r/debugcon.sock".into(),
+            accel: Accel::Kvm,
+            role: Role::Boot,
+            root_writable: false,
+            arch: host_arch(),
+        }
+    }
+
+    fn disk() -> Root {
+        Root::Disk("/img/rootfs.ext4".into())
+    }
+
+    #[test]
+    fn argv_of_a_boot_for_each_root_and_device_set() {
+        let cases = [
+            (
+                spec(disk(), true, true),
+                "stratovirt -machine microvm -smp 2 -m 128 -kernel /k/bzImage -append 'console=ttyS0 root=/dev/vda ro' \
+                 -drive file=/img/rootfs.ext4,id=rootfs,readonly=on,direct=false -device virtio-blk-device,drive=rootfs,id=rootfs \
+                 -netdev tap,id=net0,ifname=hp1234a -device virtio-net-device,id=net0,netdev=net0,mac=02:68:70:00:00:02 \
+                 -device vhost-vsock-device,id=vsock0,guest-cid=4242 \
+                 -qmp unix:/run/r/api.sock,server,nowait -serial file,path=/run/r/serial.log -D /run/r/vmm.log",
+            ),
+            (
+                spec(Root::Initramfs("/img/i.cpio".into()), false, false),
+                "stratovirt -machine microvm -smp 2 -m 128 -kernel /k/bzImage -append 'console=ttyS0 root=/dev/vda ro' \
+                 -initrd /img/i.cpio -qmp unix:/run/r/api.sock,server,nowait -serial file,path=/run/r/serial.log -D /run/r/vmm.log",
+            ),
+            (
+                Spec { initramfs: Some("/img/first.cpio".into()), root_writable: true, ..spec(disk(), false, false) },
+                "stratovirt -machine microvm -smp 2 -m 128 -kernel /k/bzImage -append 'console=ttyS0 root=/dev/vda ro' \
+                 -initrd /img/first.cpio -drive file=/img/rootfs.ext4,id=rootfs,readonly=off,direct=false \
+                 -device virtio-blk-device,drive=rootfs,id=rootfs \
+                 -qmp unix:/run/r/api.sock,server,nowait -serial file,path=/run/r/serial.log -D /run/r/vmm.log",
+            ),
+        ];
+        for (spec, want) in cases {
+            assert_eq!(shell_line(&argv(&spec).unwrap()), want);
+        }
+    }
+
+    #[test]
+    fn what_stratovirt_cannot_do_is_refused_with_the_fix() {
+        let other = match host_arch() {
+            Arch::X86_64 => Arch::Aarch64,
+            Arch::Aarch64 => Arch::X86_64,
+        };
+        let fs = Fs { tag: "share".into(), socket: "/run/r/fs.sock".into() };
+        let cases: [(Spec, &str); 7] = [
+            (Spec { arch: other, ..spec(disk(), false, false) }, "needs --vmm qemu"),
+            (Spec { console: Console::Virtio, ..spec(disk(), false, false) }, "serial console"),
+            (Spec { fs: Some(fs), ..spec(disk(), false, false) }, "drop --share"),
+            (spec(Root::Pmem("/p".into()), false, false), "use --root disk"),
+            (Spec { vsock: Some(Vsock::Hybrid { cid: 3, socket: "/v".into() }), ..spec(disk(), false, false) }, "modprobe vhost_vsock"),
+            (Spec { vsock: Some(Vsock::VhostUser { socket: "/v".into() }), ..spec(disk(), false, false) }, "modprobe vhost_vsock"),
+            (Spec { cpus: 255, ..spec(disk(), false, false) }, "1 to 254 vCPUs"),
+        ];
+        for (spec, want) in cases {
+            let e = argv(&spec).unwrap_err();
+            assert!(e.contains(want), "{e}");
+        }
+        for f in [Feature::PmemRoot, Feature::KuasarLayout, Feature::Share] {
+            assert!(StratoVirt.cannot(f).unwrap().contains("cloud-hypervisor"), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn kernels_by_their_first_bytes() {
+        let cases = [
+            (KernelKind::BzImage, Ok(()), Err("not one")),
+            (KernelKind::Elf(62), Err("not the ELF vmlinux: give --kernel the bzImage"), Err("not one")),
+            (KernelKind::ArmImage, Err("not one"), Ok(())),
+            (KernelKind::Unknown, Err("not one"), Err("not one")),
+        ];
+        for (kind, x86, arm) in cases {
+            for (arch, want) in [(Arch::X86_64, x86), (Arch::Aarch64, arm)] {
+                match (check_kernel(kind, arch), want) {
+                    (Ok(()), Ok(())) => {}
+                    (Err(e), Err(w)) => assert!(e.contains(w), "{kind:?} on {arch:?}: {e}"),
+                    (got, _) => panic!("{kind:?} on {arch:?}: {got:?}"),
+                }
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut elf = vec![0u8; 64];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[18] = 62;
+        let k = dir.path().join("vmlinux");
+        std::fs::write(&k, &elf).unwrap();
+        let e = StratoVirt.argv(&Spec { kernel: k, arch: Arch::X86_64, ..spec(disk(), false, false) });
+        if host_arch() == Arch::X86_64 {
+            assert!(e.unwrap_err().contains("vmlinux: StratoVirt's microvm boots a bzImage"));
+        }
+        assert!(check_kernel_file(&dir.path().join("none"), Arch::X86_64).unwrap_err().starts_with("cannot read the kernel"));
+    }
+
+    #[test]
+    fn versions_from_the_version_output_and_which_are_driven() {
+        let cases = [
+            ("StratoVirt 2.5.0 commit-id 26abef02\n", Some((2, 5, 0))),
+            ("StratoVirt 2.4.0\n", Some((2, 4, 0))),
+            ("StratoVirt 2.5\n", None),
+            ("Firecracker v1.16.1\n", None),
+            ("", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(version(text), want, "{text:?}");
+        }
+        let p = Path::new("/opt/sv");
+        let cases = [
+            (Some("StratoVirt 2.5.0 commit-id 26abef02\n"), None),
+            (Some("StratoVirt 2.5.3\n"), None),
+            (None, Some("no answer to -version")),
+            (Some("QEMU emulator version 7.2.0\n"), Some("is not StratoVirt: its -version says \"QEMU emulator version 7.2.0\"")),
+            (Some("StratoVirt 2.4.0 commit-id 1\n"), Some("2.4.0 is untried")),
+            (Some("StratoVirt 2.6.0\n"), Some("use v2.5")),
+        ];
+        for (out, want) in cases {
+            match (check_program(p, out), want) {
+                (Ok(()), None) => {}
+                (Err(Error::Missing { what, fix }), Some(w)) => {
+                    assert!(what.contains(w) && what.starts_with("/opt/sv"), "{what}");
+                    assert!(fix.contains("$STRATOVIRT"), "{fix}");
+                }
+                (got, _) => panic!("{out:?}: {got:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! StratoVirt with real Linux guests: they need hardware KVM, so on this project's machines these
+//! tests run inside the simulated KVM host (`vm_l1.rs` runs this binary there). Each skips with one
+//! line where there is no hardware KVM or no StratoVirt (`$STRATOVIRT` or PATH); the refusals,
+//! which boot nothing, run on any host.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use chinit_tests::e2e::{self, Trigger};
+use chinit_tests::vm::{self, TempDir};
+use host_probe::run::{self, HostOffer, Options, Wait};
+use serde_json::Value;
+
+/// How to get StratoVirt, in skip lines.
+const GET_IT: &str = "stratovirt not found (set $STRATOVIRT to StratoVirt v2.5's binary or put it on PATH)";
+
+/// StratoVirt's options for the tiny kernel's bzImage; `None` (after one line) when this host
+/// cannot run it.
+fn sv_options(test: &str, rootfs: Option<&Path>) -> Option<Options> {
+    e2e::hardware_kvm_options(test, host_probe::vmm::stratovirt::VMM, GET_IT, rootfs)
+}
+
+fn u(v: &Value, path: &str) -> u64 {
+    v.pointer(path).and_then(Value::as_u64).unwrap_or_else(|| panic!("{path} missing or not a number in {v:#}"))
+}
+
+/// Nothing of a run is left: its TAP, its run directory, any process or socket that names it.
+fn assert_nothing_left(plan: &run::Plan) {
+    e2e::assert_run_left_nothing(plan);
+    assert_eq!(e2e::unix_sockets_mentioning(&plan.run_dir.display().to_string()), Vec::<String>::new());
+}
+
+/// `host-probe run --vmm stratovirt --json --timeline`, as users run it: ready over the TAP and
+/// vsock and pushed, every phase of the report from the guest's clocks and the host's answers, no
+/// marks (and the report says why), the SVG written, a power-off StratoVirt exits 0 on, the image
+/// unchanged and nothing left.
+#[test]
+fn boots_to_ready_over_the_tap_and_vsock_with_every_phase() {
+    let test = "boots_to_ready_over_the_tap_and_vsock_with_every_phase";
+    let tmp = TempDir::new("sv-json").unwrap();
+    let image = e2e::chinit_image(&tmp.path().join("rootfs.ext4"), false);
+    let Some(o) = sv_options(test, Some(&image)) else { return };
+    let before = std::fs::read(&image).unwrap();
+    let svg = tmp.path().join("boot.svg");
+    let out = Command::new(vm::cargo_build("host-probe", "host-probe", None, false))
+        .args(["run", "--vmm", "stratovirt", "--json", "--timeout", "180"])
+        .arg("--timeline")
+        .arg(&svg)
+        .arg("--kernel")
+        .arg(o.kernel.as_ref().unwrap())
+        .arg("--rootfs")
+        .arg(&image)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "host-probe run: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["vmm"], "stratovirt");
+    assert_eq!(j["guest"]["ready"], true, "{j:#}");
+    assert_eq!(j["guest"]["mode"], "vm");
+    let (init_start, ready) = (u(&j, "/guest/init_start_us"), u(&j, "/guest/ready_us"));
+    assert!(0 < init_start && init_start < ready, "{:#}", j["guest"]);
+    let steps: Vec<&str> = j["guest"]["steps"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    for want in ["mounts", "cmdline", "network", "agent"] {
+        assert!(steps.contains(&want), "step {want} missing from {steps:?}");
+    }
+    let p = &j["phases"];
+    let (kernel, init, in_guest, overhead, total) =
+        (u(p, "/kernel_boot_us"), u(p, "/init_us"), u(p, "/ready_in_guest_us"), u(p, "/host_overhead_us"), u(p, "/total_us"));
+    assert_eq!((kernel, init, in_guest), (init_start, ready - init_start, ready), "{p:#}");
+    assert_eq!(in_guest + overhead, total, "{p:#}");
+    let answers = [u(&j, "/host/ready_tcp_us"), u(&j, "/host/ready_vsock_us"), u(&j, "/host/notify_us")];
+    assert_eq!(total, *answers.iter().min().unwrap(), "total is the first ready answer: {:#}", j["host"]);
+    assert_eq!(j["host"]["marks"].as_array().map(Vec::len), Some(0), "{:#}", j["host"]);
+    assert!(j["host"]["marks_source"].as_str().unwrap().contains("StratoVirt logs no port-0x80"), "{:#}", j["host"]);
+    let cmdline = j["cmdline"].as_str().unwrap();
+    assert!(cmdline.contains("chinit.poweroff=reboot") && cmdline.contains("reboot=t"), "{cmdline}");
+    assert!(!j["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().contains("exited")), "clean power-off: {:#}", j["notes"]);
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "{svg}");
+    assert_eq!(std::fs::read(&image).unwrap(), before, "the image is never written");
+    println!(
+        "StratoVirt boot: kernel {} ms, init {} ms, ready in the guest {} ms, total {} ms",
+        kernel / 1000,
+        init / 1000,
+        in_guest / 1000,
+        total / 1000
+    );
+}
+
+/// `chinit.exec=`: the workload's exit code reaches the host (pushed over vsock), and its exit
+/// powers the VM off: StratoVirt exits 0.
+#[test]
+fn a_workload_s_exit_code_reaches_the_host() {
+    let test = "a_workload_s_exit_code_reaches_the_host";
+    let tmp = TempDir::new("sv-workload").unwrap();
+    let image = e2e::chinit_image(&tmp.path().join("rootfs.ext4"), true);
+    let Some(base) = sv_options(test, Some(&image)) else { return };
+    let o = Options {
+        wait: Wait::Exit,
+        cmdline_extra: r#"chinit.exec="/bin/busybox sh -c 'echo workload says hello; exit 7'""#.into(),
+        ..base
+    };
+    let plan = run::plan(&o, &HostOffer::gather(), run::next_seq()).unwrap();
+    let r = run::execute(&plan, &o).unwrap_or_else(|e| panic!("{e}"));
+    let w = r.workload.unwrap_or_else(|| panic!("no workload status reached the host: {:?}", r.notes));
+    assert!(!w.running && w.exit_code == Some(7), "{w:?}");
+    assert!(host_probe::report::text(&r).contains("workload: exited with code 7"), "{}", host_probe::report::text(&r));
+    assert!(!r.notes.iter().any(|n| n.contains("exited")), "StratoVirt exited 0: {:?}", r.notes);
+    assert_nothing_left(&plan);
+}
+
+/// The API's shutdown: chinit ends every process, syncs and unmounts, then resets the CPU
+/// (`chinit.poweroff=reboot`, a triple fault with `reboot=t`); StratoVirt exits 0 and the
+/// filesystem is clean with what the guest wrote.
+#[test]
+fn the_api_powers_off_in_order_and_the_filesystem_is_clean() {
+    let Some(o) = sv_options("the_api_powers_off_in_order_and_the_filesystem_is_clean", None) else { return };
+    e2e::orderly_poweroff(&o, Trigger::Api);
+}
+
+/// A guest that never gets ready (its root device never appears): exit 4 after the timeout, and
+/// nothing left; SIGINT in the middle of a boot: exit 130, nothing left (its QMP socket neither).
+#[test]
+fn timeout_and_ctrl_c_leave_nothing_behind() {
+    let test = "timeout_and_ctrl_c_leave_nothing_behind";
+    let tmp = TempDir::new("sv-cleanup").unwrap();
+    let image = e2e::chinit_image(&tmp.path().join("rootfs.ext4"), false);
+    let Some(base) = sv_options(test, Some(&image)) else { return };
+    let run_dir = e2e::timeout_and_ctrl_c_leave_nothing(&base, &image, "stratovirt", assert_nothing_left);
+    assert_eq!(e2e::unix_sockets_mentioning(&run_dir.display().to_string()), Vec::<String>::new());
+}
+
+/// `host-probe run --vmm stratovirt` with `$STRATOVIRT` set to `program`; its exit code, stdout
+/// and stderr.
+fn host_probe_with(program: &Path, args: &[&str], kernel: &Path, rootfs: &Path) -> (i32, String, String) {
+    let out = Command::new(vm::cargo_build("host-probe", "host-probe", None, false))
+        .env("STRATOVIRT", program)
+        .args(["run", "--vmm", "stratovirt"])
+        .args(args)
+        .arg("--kernel")
+        .arg(kernel)
+        .arg("--rootfs")
+        .arg(rootfs)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Runs on any host (nothing boots): a program that is not StratoVirt, a StratoVirt other than
+/// 2.5, the ELF vmlinux, `--share`, `--layout kuasar` and `--root pmem` are refused with the exit
+/// code and the fix; `--dry-run` with a 2.5 prints the command line: the root read-only, QMP, the
+/// serial console to a file, `chinit.poweroff=reboot` and `reboot=t`.
+#[test]
+fn bad_input_is_refused_before_anything_starts() {
+    let tmp = TempDir::new("sv-refusals").unwrap();
+    let stub = |name: &str, says: &str| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n[ \"$1\" = -version ] || exit 1\necho '{says}'\n")).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        p
+    };
+    let (good, old, other) = (
+        stub("sv-25", "StratoVirt 2.5.0 commit-id 26abef02"),
+        stub("sv-24", "StratoVirt 2.4.0 commit-id 1"),
+        stub("fc", "Firecracker v1.16.1"),
+    );
+    let image = tmp.path().join("rootfs.ext4");
+    std::fs::write(&image, b"").unwrap();
+    let (bz, elf) = (e2e::tiny_bzimage(), e2e::tiny_vmlinux());
+    let share = format!("--share={}", tmp.path().display());
+    let cases: [(&Path, &[&str], &Path, i32, &str); 6] = [
+        (&other, &["--dry-run"], &bz, 3, "is not StratoVirt: its -version says \"Firecracker v1.16.1\""),
+        (&old, &["--dry-run"], &bz, 3, "2.4.0 is untried"),
+        (&good, &["--dry-run"], &elf, 2, "not the ELF vmlinux: give --kernel the bzImage"),
+        (&good, &["--dry-run", &share], &bz, 2, "drop --share"),
+        (&good, &["--dry-run", "--layout", "kuasar"], &bz, 2, "pass --vmm cloud-hypervisor"),
+        (&good, &["--dry-run", "--root", "pmem"], &bz, 2, "use --root disk"),
+    ];
+    for (program, args, k, code, want) in cases {
+        let (got, _, err) = host_probe_with(program, args, k, &image);
+        assert_eq!(got, code, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let (code, out, err) = host_probe_with(&good, &["--dry-run"], &bz, &image);
+    assert_eq!(code, 0, "{err}");
+    let line = out.lines().find(|l| l.starts_with(&good.display().to_string())).unwrap_or_else(|| panic!("{out}"));
+    for want in [
+        " -machine microvm ",
+        ",id=rootfs,readonly=on,direct=false ",
+        " -device virtio-blk-device,drive=rootfs,id=rootfs ",
+        " -netdev tap,id=net0,ifname=",
+        " -qmp unix:",
+        " -serial file,path=",
+        "chinit.poweroff=reboot",
+        "reboot=t",
+    ] {
+        assert!(line.contains(want), "{want:?} missing from {line}");
+    }
+    assert!(!line.ends_with(" &"), "nothing is configured over an API: {out}");
+}
