@@ -334,34 +334,3 @@ fn auto_takes_firecracker_only_where_no_other_vmm_runs() {
         assert_eq!(choose_vmm(VmmChoice::Auto, &h, native, &mut Vec::new()).unwrap(), want, "case {i}");
     }
 }
-
-/// `--vmm auto` takes StratoVirt only where nothing else would run: hardware KVM, a native guest,
-/// neither cloud-hypervisor nor Firecracker, and no QEMU for this architecture.
-#[test]
-fn auto_takes_stratovirt_only_where_nothing_else_runs() {
-    use crate::vmm::{cloud_hypervisor, firecracker, qemu, stratovirt};
-    let hw = KvmKind::Hardware("kvm_amd");
-    let with = |ch: bool, fc: bool, qemu_x86: bool, kvm: KvmKind| {
-        let mut h = host(kvm, ch, false);
-        h.vmm_programs.insert("stratovirt", "/bin/stratovirt".into());
-        if fc {
-            h.vmm_programs.insert("firecracker", "/bin/firecracker".into());
-        }
-        if !qemu_x86 {
-            h.vmm_programs.remove("qemu-system-x86_64");
-        }
-        h
-    };
-    let cases = [
-        (with(true, true, true, hw), true, cloud_hypervisor::VMM),
-        (with(true, false, false, hw), true, cloud_hypervisor::VMM),
-        (with(false, false, true, hw), true, qemu::VMM),
-        (with(false, true, false, hw), true, firecracker::VMM),
-        (with(false, false, false, hw), true, stratovirt::VMM),
-        (with(false, false, false, KvmKind::Pvm), true, qemu::VMM),
-        (with(false, false, false, hw), false, qemu::VMM),
-    ];
-    for (i, (h, native, want)) in cases.into_iter().enumerate() {
-        assert_eq!(choose_vmm(VmmChoice::Auto, &h, native, &mut Vec::new()).unwrap(), want, "case {i}");
-    }
-}

@@ -474,4 +474,47 @@ mod tests {
             }
         }
     }
+
+    /// `--vmm auto` (the registry's first VMM that fits, else its last) takes StratoVirt only where
+    /// nothing else would run: hardware KVM, a native guest, neither cloud-hypervisor nor
+    /// Firecracker, and no QEMU for this architecture.
+    #[test]
+    fn auto_takes_stratovirt_only_where_nothing_else_runs() {
+        use crate::vmm::{cloud_hypervisor, firecracker, qemu};
+        let hw = KvmKind::Hardware("kvm_amd");
+        let host = |ch: bool, fc: bool, qemu_x86: bool, kvm: KvmKind| HostOffer {
+            kvm,
+            kvm_usable: true,
+            vmm_programs: [
+                Some((NAME, PathBuf::from("/bin/stratovirt"))),
+                ch.then(|| ("cloud-hypervisor", PathBuf::from("/bin/cloud-hypervisor"))),
+                fc.then(|| ("firecracker", PathBuf::from("/bin/firecracker"))),
+                qemu_x86.then(|| ("qemu-system-x86_64", PathBuf::from("/bin/qemu-system-x86_64"))),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            arch: Arch::X86_64,
+            vhost_vsock: None,
+            kernel_vsock: true,
+            virtiofsd: None,
+            hypervisor: crate::cpuid::Hypervisor::None,
+            cache_root: None,
+            tsc_khz: None,
+        };
+        let cases = [
+            (host(true, true, true, hw), true, cloud_hypervisor::VMM),
+            (host(true, false, false, hw), true, cloud_hypervisor::VMM),
+            (host(false, false, true, hw), true, qemu::VMM),
+            (host(false, true, false, hw), true, firecracker::VMM),
+            (host(false, false, false, hw), true, VMM),
+            (host(false, false, false, KvmKind::Pvm), true, qemu::VMM),
+            (host(false, false, false, hw), false, qemu::VMM),
+        ];
+        let all = crate::vmm::all();
+        for (i, (h, native, want)) in cases.into_iter().enumerate() {
+            let auto = all.iter().copied().find(|v| v.auto_fits(&h, native)).unwrap_or(all[all.len() - 1]);
+            assert_eq!(auto, want, "case {i}");
+        }
+    }
 }
