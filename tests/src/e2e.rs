@@ -342,10 +342,20 @@ impl Guest {
         client::request(&mut s, method, path, body).map_err(|e| e.to_string())
     }
 
-    /// `POST /v1/exec` over vsock; panics unless the answer is 200.
+    /// One request to the control endpoints: over vsock, or over the TAP for a guest without
+    /// vsock (host-probe's guests serve them on TCP too: `chinit.api=tcp`).
+    pub fn control(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Response, String> {
+        if self.run.guest_vsock().is_some() {
+            self.vsock(method, path, body)
+        } else {
+            self.tcp(method, path, body)
+        }
+    }
+
+    /// `POST /v1/exec` over vsock (over the TAP without vsock); panics unless the answer is 200.
     pub fn exec(&self, req: &ExecRequest) -> ExecResponse {
         let body = serde_json::to_vec(req).unwrap();
-        let r = self.vsock("POST", "/v1/exec", Some(&body)).unwrap_or_else(|e| panic!("exec over vsock: {e}"));
+        let r = self.control("POST", "/v1/exec", Some(&body)).unwrap_or_else(|e| panic!("exec: {e}"));
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         r.json().unwrap()
     }
@@ -411,7 +421,7 @@ pub fn orderly_poweroff(o: &Options, trigger: Trigger) {
     assert_eq!(out.exit_code, Some(0), "{out:?}");
     let who = match trigger {
         Trigger::Api => {
-            let r = g.vsock("POST", "/v1/shutdown", None).unwrap();
+            let r = g.control("POST", "/v1/shutdown", None).unwrap();
             assert_eq!(r.status, 202);
             "the API"
         }

@@ -33,13 +33,14 @@ pub fn refusal(plan: &Plan, o: &Options) -> Option<Error> {
     if o.share.is_some() {
         return Some(Error::Usage("a guest with a shared directory (--share, virtio-fs) cannot be snapshotted: drop --share".into()));
     }
-    match &plan.spec.vsock {
+    // The VMM's own reason first: it may be why the guest has no vsock.
+    plan.vmm.snapshot_refusal(&plan.spec).or_else(|| match &plan.spec.vsock {
         None => missing(
             "snapshot needs vsock: each copy is made unique over it (POST /v1/restore)",
             "drop --no-vsock (QEMU: modprobe vhost_vsock, so /dev/vhost-vsock exists)",
         ),
-        Some(_) => plan.vmm.snapshot_refusal(&plan.spec),
-    }
+        Some(_) => None,
+    })
 }
 
 /// The output directory: new, or empty. Until the snapshot is complete, dropping it removes what

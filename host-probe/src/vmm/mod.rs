@@ -149,7 +149,8 @@ pub trait Driver: Sync {
     fn first_error(&self, log: &str) -> Option<String>;
 
     // Snapshots.
-    /// Why a guest of this spec cannot be snapshotted, with the fix (besides having no vsock).
+    /// Why a guest of this spec cannot be snapshotted, with the fix; asked before the guest is
+    /// refused for having no vsock (the VMM may be why it has none).
     fn snapshot_refusal(&self, spec: &Spec) -> Option<Error>;
     /// The files of its snapshot, besides the manifest.
     fn snapshot_files(&self) -> &'static [&'static str];

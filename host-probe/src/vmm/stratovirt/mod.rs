@@ -229,8 +229,14 @@ impl Driver for StratoVirt {
         })
     }
 
-    /// The host kernel's vhost-vsock where `/dev/vhost-vsock` exists, else none (with the fix).
+    /// The host kernel's vhost-vsock where `/dev/vhost-vsock` exists and the program was built
+    /// with its vhost-vsock device, else none (with the fix): the guest is reached over its TAP.
     fn wire_vsock(&self, host: &HostOffer, _run_dir: &Path, ids: (u32, u32), notes: &mut Vec<String>) -> Wired {
+        let program = host.program_of(VMM);
+        if program.as_deref().is_some_and(|p| !builds_vsock(p)) {
+            notes.push(format!("{NO_VSOCK_BUILD}: no vsock, chinit is reached over its TAP (fix: {VSOCK_BUILD_FIX})"));
+            return Wired::default();
+        }
         if host.kernel_vsock {
             return Wired::kernel(ids);
         }
@@ -269,9 +275,10 @@ impl Driver for StratoVirt {
         Marks { source: "none (StratoVirt logs no port-0x80 writes)", ..Marks::default() }
     }
 
-    /// Its first ERROR line and the lines after it.
+    /// Its first ERROR line (`<time>: [pid][tid][file:line]:ERROR: ...`) and the lines after it
+    /// (the causes).
     fn first_error(&self, text: &str) -> Option<String> {
-        let start = text.lines().position(|l| l.contains(" ERROR ") || l.contains("[ERROR]"))?;
+        let start = text.lines().position(|l| l.contains(":ERROR: "))?;
         Some(text.lines().skip(start).filter(|l| !l.trim().is_empty()).take(6).collect::<Vec<_>>().join("\n"))
     }
 
@@ -279,8 +286,10 @@ impl Driver for StratoVirt {
         check::version_by(program, VERSION_FLAG)
     }
 
-    fn snapshot_refusal(&self, _spec: &Spec) -> Option<Error> {
-        Some(no_snapshots())
+    /// Always: a copy is made unique over vsock, which this build lacks, or which StratoVirt 2.5
+    /// does not give a copy of its own on x86_64.
+    fn snapshot_refusal(&self, spec: &Spec) -> Option<Error> {
+        Some(snapshot_refusal(spec.vsock.is_some() || spec.binary.as_os_str().is_empty() || builds_vsock(&spec.binary)))
     }
 
     fn snapshot_files(&self) -> &'static [&'static str] {
@@ -288,7 +297,7 @@ impl Driver for StratoVirt {
     }
 
     fn save(&self, _running: &mut Running, _out: &Path, _timeout: Duration) -> Result<(Duration, Duration), Error> {
-        Err(no_snapshots())
+        Err(snapshot_refusal(true))
     }
 
     fn saved(&self, _out: &Path) -> Result<(), Error> {
@@ -307,19 +316,57 @@ impl Driver for StratoVirt {
     }
 
     fn restore_copy(&self, _p: &mut Plan, dir: &Path, _mode: MemoryRestoreMode, _config: Option<&str>) -> Result<(), Error> {
-        Err(super::unrestorable(dir, "host-probe restores no StratoVirt copies"))
+        Err(super::unrestorable(dir, "host-probe takes no StratoVirt snapshots (docs/snapshot.md)"))
     }
 
-    fn resume_copy(&self, _running: &mut Running, _dir: &Path, _phase: &Phase) -> Result<(), Error> {
-        Err(no_snapshots())
+    fn resume_copy(&self, _running: &mut Running, dir: &Path, _phase: &Phase) -> Result<(), Error> {
+        Err(super::unrestorable(dir, "host-probe takes no StratoVirt snapshots (docs/snapshot.md)"))
     }
 }
 
-fn no_snapshots() -> Error {
+/// What a build without StratoVirt's vhost-vsock device is, in notes and refusals.
+const NO_VSOCK_BUILD: &str = "this StratoVirt is built without its vhost-vsock device (cargo feature vhost_vsock, \
+                              not among its default features: it refuses -device vhost-vsock-device as \"Unsupported device\")";
+const VSOCK_BUILD_FIX: &str = "a StratoVirt v2.5 built with --features vhost_vsock";
+
+/// Why host-probe takes no StratoVirt snapshot (exit 3), with the fix. A copy is made unique over
+/// vsock (`POST /v1/restore`): a build without vhost-vsock has none; one with it restores the
+/// device without telling the guest its new context id on x86_64 (v2.5 sends the transport-reset
+/// event that makes the guest read it again on aarch64 only, `virtio/src/vhost/kernel/vsock.rs`),
+/// so a copy with a context id of its own is unreachable over vsock, and two copies cannot share
+/// one on a host.
+pub fn snapshot_refusal(vsock_build: bool) -> Error {
+    let what = if vsock_build {
+        "StratoVirt 2.5 cannot give a restored copy a vsock context id of its own on x86_64: it does not tell the guest \
+         the new id (its transport-reset event is sent on aarch64 only), and two copies cannot share one; \
+         a copy is made unique over vsock"
+            .to_string()
+    } else {
+        format!("{NO_VSOCK_BUILD}, and a copy is made unique over vsock (POST /v1/restore)")
+    };
     Error::Missing {
-        what: "host-probe takes no StratoVirt snapshots".into(),
-        fix: "use --vmm firecracker, cloud-hypervisor or qemu".into(),
+        what: format!("StratoVirt snapshots: {what}"),
+        fix: "take snapshots with --vmm firecracker, cloud-hypervisor or qemu".into(),
     }
+}
+
+/// Whether the StratoVirt at `program` was built with its vhost-vsock device: its binary holds
+/// the path of the device it opens (`/dev/vhost-vsock`). Read once per program in a process.
+pub fn builds_vsock(program: &Path) -> bool {
+    static SEEN: std::sync::Mutex<Vec<(PathBuf, bool)>> = std::sync::Mutex::new(Vec::new());
+    if let Some((_, b)) = SEEN.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(p, _)| p == program) {
+        return *b;
+    }
+    // An unreadable program is not judged here: starting it says what is wrong.
+    let b = std::fs::read(program).map(|bytes| holds_vsock_device(&bytes)).unwrap_or(true);
+    SEEN.lock().unwrap_or_else(|e| e.into_inner()).push((program.to_path_buf(), b));
+    b
+}
+
+/// Whether a StratoVirt binary's bytes hold its vhost-vsock device (pure).
+pub fn holds_vsock_device(bytes: &[u8]) -> bool {
+    const DEVICE: &[u8] = b"/dev/vhost-vsock";
+    bytes.windows(DEVICE.len()).any(|w| w == DEVICE)
 }
 
 #[cfg(test)]
@@ -516,5 +563,36 @@ mod tests {
             let auto = all.iter().copied().find(|v| v.auto_fits(&h, native)).unwrap_or(all[all.len() - 1]);
             assert_eq!(auto, want, "case {i}");
         }
+    }
+
+    #[test]
+    fn a_build_without_vhost_vsock_is_told_and_snapshots_are_refused_with_the_reason() {
+        assert!(holds_vsock_device(b"\0\0open /dev/vhost-vsock\0"));
+        assert!(!holds_vsock_device(b"vhost-vsock-device,id=<vsock_id>,guest-cid=<N>"));
+        let cases = [(false, "built without its vhost-vsock device"), (true, "aarch64 only")];
+        for (vsock_build, want) in cases {
+            match snapshot_refusal(vsock_build) {
+                Error::Missing { what, fix } => {
+                    assert!(what.contains(want) && what.contains("made unique over vsock"), "{what}");
+                    assert!(fix.contains("--vmm firecracker"), "{fix}");
+                }
+                e => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(snapshot_refusal(false).exit_code().code(), 3);
+        assert!(StratoVirt.restore_mode(Some(MemoryRestoreMode::Ondemand)).unwrap_err().to_string().contains("drop it"));
+        let log = "\
+2026-12-07T14:11:11.436121760: [122][122][virtio/src/device/block.rs:1406]:WARN: No interrupter cb
+2026-12-07T14:11:11.448801440: [122][122][src/main.rs:101]:ERROR: Failed to realize micro VM.
+
+Caused by:
+    Unsupported device: \"vhost-vsock-device\"
+";
+        assert_eq!(
+            StratoVirt.first_error(log).unwrap(),
+            "2026-12-07T14:11:11.448801440: [122][122][src/main.rs:101]:ERROR: Failed to realize micro VM.\n\
+             Caused by:\n    Unsupported device: \"vhost-vsock-device\""
+        );
+        assert_eq!(StratoVirt.first_error(log.lines().next().unwrap()), None);
     }
 }
