@@ -1,13 +1,15 @@
 //! StratoVirt (v2.5) as host-probe drives it: its command line ([`argv`]), the version check, the
 //! refusals ([`refuse`]) and its [`Driver`] ([`VMM`]): KVM only, guests of the host's
-//! architecture, `-machine microvm` with a `bzImage` on x86_64, the kernel's vhost-vsock, QMP on a
-//! Unix socket (it refuses to start without one), no port-0x80 marks, power-off by a CPU reset
-//! (`chinit.poweroff=reboot` with the kernel's `reboot=t`: microvm has no ACPI power-off, and a
-//! triple fault ends StratoVirt with exit code 0).
+//! architecture, `-machine microvm` with a `bzImage` on x86_64, the kernel's vhost-vsock when the
+//! build has that device ([`builds_vsock`]; its default build has not: the guest is then reached
+//! over its TAP), QMP on a Unix socket (it refuses to start without one), no port-0x80 marks,
+//! power-off by a CPU reset (`chinit.poweroff=reboot` with the kernel's `reboot=t`: microvm has no
+//! ACPI power-off, and a triple fault ends StratoVirt with exit code 0).
 //!
 //! What StratoVirt's microvm cannot do is refused with the fix: a virtio console, virtio-fs
 //! (`--share`, `--layout kuasar`), a pmem root, a vsock other than the kernel's, a guest of another
-//! architecture, a kernel it cannot load, a program that is not StratoVirt 2.5.
+//! architecture, a kernel it cannot load, a program that is not StratoVirt 2.5, and snapshots
+//! ([`snapshot_refusal`]).
 
 pub mod argv;
 
