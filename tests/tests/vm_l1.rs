@@ -263,20 +263,24 @@ fn snapshots_restore_into_unique_copies_on_hardware_kvm() {
 }
 
 /// The VMM shoot-out on hardware KVM, in L1: vm_shootout's test with every VMM found here (QEMU
-/// with KVM, and cloud-hypervisor and Firecracker when they are here, [`vm::vmm_program`]) measured
-/// with every figure: two rounds of cold boots and restores of each one's snapshot, and two copies
-/// of each at once.
+/// with KVM, and cloud-hypervisor, Firecracker and StratoVirt when they are here,
+/// [`vm::vmm_program`]) measured with every figure: two rounds of cold boots and restores of each
+/// one's snapshot, and two copies of each at once (StratoVirt, which takes no snapshots, its cold
+/// boots, each restore figure saying why).
 #[test]
 fn the_vmm_shoot_out_measures_every_vmm_on_hardware_kvm() {
     let test = "the_vmm_shoot_out_measures_every_vmm_on_hardware_kvm";
     if !available(test) {
         return;
     }
-    let env: Vec<String> =
-        [("CLOUD_HYPERVISOR", host_probe::vmm::cloud_hypervisor::VMM), ("FIRECRACKER", host_probe::vmm::firecracker::VMM)]
-            .into_iter()
-            .filter_map(|(var, vmm)| vm::vmm_program(vmm).map(|p| format!("{var}={}", p.display())))
-            .collect();
+    let env: Vec<String> = [
+        ("CLOUD_HYPERVISOR", host_probe::vmm::cloud_hypervisor::VMM),
+        ("FIRECRACKER", host_probe::vmm::firecracker::VMM),
+        ("STRATOVIRT", host_probe::vmm::stratovirt::VMM),
+    ]
+    .into_iter()
+    .filter_map(|(var, vmm)| vm::vmm_program(vmm).map(|p| format!("{var}={}", p.display())))
+    .collect();
     assert_all_ran_and_passed(
         "vm_shootout",
         &["a_shoot_out_of_every_vmm_measures_what_runs_here_and_says_why_of_the_rest"],
