@@ -32,11 +32,22 @@ pub fn ready_over_vsock(vsock: &GuestVsock) -> Option<Ready> {
 /// How long reading the kernel's log over vsock may take, connecting included.
 const KMSG_ANSWER: Duration = Duration::from_secs(5);
 
-/// `GET /v1/kmsg` over vsock: the kernel's log buffer as chinit read it.
-pub fn kmsg_over_vsock(vsock: &GuestVsock) -> Result<agent::proto::Kmsg, String> {
+/// `GET /v1/kmsg`: the kernel's log buffer as chinit read it, over vsock, else over the TAP (where
+/// host-probe's guests serve the control API too: `chinit.api=tcp`).
+pub fn kmsg(addr: Option<SocketAddr>, vsock: Option<&GuestVsock>) -> Result<agent::proto::Kmsg, String> {
     let deadline = Instant::now() + KMSG_ANSWER;
-    let s = vsock.connect(DEFAULT_VSOCK_PORT, KMSG_ANSWER).map_err(|e| format!("vsock connect: {e}"))?;
-    let r = agent::client::request(&mut Bounded::new(s, deadline), "GET", agent::proto::KMSG_PATH, None).map_err(|e| e.to_string())?;
+    let r = match (vsock, addr) {
+        (Some(v), _) => {
+            let s = v.connect(DEFAULT_VSOCK_PORT, KMSG_ANSWER).map_err(|e| format!("vsock connect: {e}"))?;
+            agent::client::request(&mut Bounded::new(s, deadline), "GET", agent::proto::KMSG_PATH, None)
+        }
+        (None, Some(a)) => {
+            let s = TcpStream::connect_timeout(&a, KMSG_ANSWER).map_err(|e| format!("connect {a}: {e}"))?;
+            agent::client::request(&mut Bounded::new(s, deadline), "GET", agent::proto::KMSG_PATH, None)
+        }
+        (None, None) => return Err("the guest has neither vsock nor a TAP".into()),
+    }
+    .map_err(|e| e.to_string())?;
     if r.status != 200 {
         return Err(format!("chinit answered {}: {}", r.status, String::from_utf8_lossy(&r.body).trim()));
     }

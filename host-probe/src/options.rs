@@ -158,9 +158,9 @@ impl Options {
     /// line as it is.
     pub fn validate(&self) -> Result<(), Error> {
         cmdline::check_init(&self.init).map_err(Error::Usage)?;
-        if self.kernel_profile && (!self.vsock || self.wait != Wait::Agent) {
+        if self.kernel_profile && ((!self.vsock && !self.net) || self.wait != Wait::Agent) {
             return Err(Error::Usage(
-                "--kernel-profile reads the kernel's log from chinit over vsock once it is ready: drop --no-vsock and --no-agent".into(),
+                "--kernel-profile reads the kernel's log from chinit once it is ready, over vsock or the TAP: drop --no-agent, and --no-vsock or --no-net".into(),
             ));
         }
         Ok(())
@@ -238,5 +238,17 @@ mod tests {
             let o = Options { init: init.into(), ..Options::default() };
             assert_eq!(o.validate().err().map(|e| e.exit_code().code()), code, "{init}");
         }
+    }
+
+    #[test]
+    fn the_kernel_profile_needs_chinit_and_a_way_to_it() {
+        let p = Options { kernel_profile: true, ..Options::default() };
+        let code = |o: Options| o.validate().err().map(|e| e.exit_code().code());
+        assert_eq!(code(p.clone()), None);
+        assert_eq!(code(Options { vsock: false, ..p.clone() }), None, "over the TAP");
+        assert_eq!(code(Options { net: false, ..p.clone() }), None, "over vsock");
+        assert_eq!(code(Options { vsock: false, net: false, ..p.clone() }), Some(2));
+        let e = Options { wait: Wait::Exit, ..p }.validate().unwrap_err().to_string();
+        assert!(e.contains("--no-agent"), "{e}");
     }
 }

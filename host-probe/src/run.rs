@@ -43,7 +43,7 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
     let mut running = launch::start(plan, o)?;
     let mut seen = watch(plan, o, &mut running)?;
     if o.kernel_profile {
-        seen.kmsg = Some(running.guest_vsock().ok_or_else(|| "no vsock".to_string()).and_then(crate::ask::kmsg_over_vsock));
+        seen.kmsg = Some(crate::ask::kmsg(running.guest_addr(), running.guest_vsock()));
     }
     if o.wait == Wait::Agent {
         seen.vmm_exit = running.power_off(POWER_OFF_GRACE);
