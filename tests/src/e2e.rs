@@ -452,3 +452,21 @@ pub fn orderly_poweroff(o: &Options, trigger: Trigger) {
     let cat = vm::run(Command::new("debugfs").arg("-R").arg("cat /root/witness").arg(&image));
     assert_eq!(cat.trim(), witness);
 }
+
+/// `host-probe run --vmm <vmm> ARGS --kernel K --rootfs R` with the VMM's variable (`$FIRECRACKER`,
+/// `$STRATOVIRT`, ...) set to `program`: its exit code, stdout and stderr (for refusal tests, with
+/// stand-in programs).
+pub fn host_probe_with_vmm(var: &str, vmm: &str, program: &Path, args: &[&str], kernel: &Path, rootfs: &Path) -> (i32, String, String) {
+    let out = Command::new(vm::cargo_build("host-probe", "host-probe", None, false))
+        .env(var, program)
+        .args(["run", "--vmm", vmm])
+        .args(args)
+        .arg("--kernel")
+        .arg(kernel)
+        .arg("--rootfs")
+        .arg(rootfs)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("host-probe: {e}"));
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}

@@ -125,18 +125,7 @@ fn timeout_and_ctrl_c_leave_nothing_behind() {
 
 /// `host-probe run --vmm firecracker` with `$FIRECRACKER` set to `program`; its exit code and stderr.
 fn host_probe_with(program: &Path, args: &[&str], kernel: &Path, rootfs: &Path) -> (i32, String, String) {
-    let out = Command::new(vm::cargo_build("host-probe", "host-probe", None, false))
-        .env("FIRECRACKER", program)
-        .args(["run", "--vmm", "firecracker"])
-        .args(args)
-        .arg("--kernel")
-        .arg(kernel)
-        .arg("--rootfs")
-        .arg(rootfs)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    e2e::host_probe_with_vmm("FIRECRACKER", "firecracker", program, args, kernel, rootfs)
 }
 
 /// Runs on any host (nothing boots): a program that is not Firecracker, a Firecracker other than

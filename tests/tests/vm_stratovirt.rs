@@ -160,18 +160,7 @@ fn timeout_and_ctrl_c_leave_nothing_behind() {
 /// `host-probe run --vmm stratovirt` with `$STRATOVIRT` set to `program`; its exit code, stdout
 /// and stderr.
 fn host_probe_with(program: &Path, args: &[&str], kernel: &Path, rootfs: &Path) -> (i32, String, String) {
-    let out = Command::new(vm::cargo_build("host-probe", "host-probe", None, false))
-        .env("STRATOVIRT", program)
-        .args(["run", "--vmm", "stratovirt"])
-        .args(args)
-        .arg("--kernel")
-        .arg(kernel)
-        .arg("--rootfs")
-        .arg(rootfs)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    e2e::host_probe_with_vmm("STRATOVIRT", "stratovirt", program, args, kernel, rootfs)
 }
 
 /// Runs on any host (nothing boots): a program that is not StratoVirt, a StratoVirt other than
