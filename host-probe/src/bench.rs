@@ -143,7 +143,8 @@ fn label(o: &Options) -> String {
         o.initramfs.as_ref().or(o.rootfs.as_ref()).map(|p| p.display().to_string()).unwrap_or_else(|| crate::locate::DEFAULT_IMAGE.into());
     let kernel = o.kernel.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "default kernel".into());
     let profile = if o.kernel_profile { " + --kernel-profile" } else { "" };
-    format!("{root} + {kernel}{profile}")
+    let extra = if o.cmdline_extra.is_empty() { String::new() } else { format!(" + \"{}\"", o.cmdline_extra) };
+    format!("{root} + {kernel}{profile}{extra}")
 }
 
 /// Progress on stderr: `[i/total] A measured 1234.5 ms`.

@@ -136,15 +136,19 @@ enum Cmd {
         /// B side: another kernel.
         #[arg(long)]
         compare_kernel: Option<PathBuf>,
+        /// B side: the same boots with EXTRA appended to the kernel command line (a boot option
+        /// measured side by side, e.g. `no_timer_check`).
+        #[arg(long, value_name = "EXTRA", conflicts_with_all = ["compare", "compare_kernel"])]
+        compare_cmdline: Option<String>,
         /// Cold boots of the snapshot's machine (A) against restores of a copy of the snapshot in
         /// DIR (B), interleaved.
-        #[arg(long, value_name = "DIR", conflicts_with_all = ["compare", "compare_kernel"])]
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["compare", "compare_kernel", "compare_cmdline"])]
         restore: Option<PathBuf>,
         /// With --restore of a cloud-hypervisor snapshot: copy or ondemand.
         #[arg(long, value_enum, requires = "restore")]
         memory_restore_mode: Option<host_probe::vmm::MemoryRestoreMode>,
         /// Start N VMs at once (cold boots): phases across the N, failures, memory per VM.
-        #[arg(long, value_name = "N", conflicts_with_all = ["compare", "compare_kernel", "restore"])]
+        #[arg(long, value_name = "N", conflicts_with_all = ["compare", "compare_kernel", "compare_cmdline", "restore"])]
         parallel: Option<usize>,
         /// With --restore: restore N copies at once, each made unique: the same figures, and how
         /// much memory the copies share.
@@ -309,15 +313,27 @@ fn main_exec(cli: Cli) -> Result<Exit, Error> {
             }
             Ok(Exit::Ok)
         }
-        Cmd::Bench { boot, n, warmup, compare, compare_kernel, restore, memory_restore_mode, parallel, clones, json, svg }
-            if matches!(boot.vmm, Selection::Many(_)) =>
-        {
+        Cmd::Bench {
+            boot,
+            n,
+            warmup,
+            compare,
+            compare_kernel,
+            compare_cmdline,
+            restore,
+            memory_restore_mode,
+            parallel,
+            clones,
+            json,
+            svg,
+        } if matches!(boot.vmm, Selection::Many(_)) => {
             let Selection::Many(vmms) = boot.vmm.clone() else {
                 return Err(Error::Usage("--vmm: a shoot-out needs a list of VMMs".into()));
             };
             let given = [
                 ("--compare", compare.is_some()),
                 ("--compare-kernel", compare_kernel.is_some()),
+                ("--compare-cmdline", compare_cmdline.is_some()),
                 ("--parallel", parallel.is_some()),
                 ("--memory-restore-mode", memory_restore_mode.is_some()),
             ];
@@ -360,11 +376,15 @@ fn main_exec(cli: Cli) -> Result<Exit, Error> {
             }
             Ok(if d.failures.is_empty() { Exit::Ok } else { Exit::BootFailed })
         }
-        Cmd::Bench { boot, n, warmup, compare, compare_kernel, restore, memory_restore_mode, json, .. } => {
+        Cmd::Bench { boot, n, warmup, compare, compare_kernel, compare_cmdline, restore, memory_restore_mode, json, .. } => {
             let mut a = options(&boot)?;
             let b = match (compare, compare_kernel) {
                 (Some(r), _) => Some(Options { rootfs: Some(r), initramfs: None, ..a.clone() }),
                 (None, Some(k)) => Some(Options { kernel: Some(k), ..a.clone() }),
+                (None, None) if compare_cmdline.is_some() => {
+                    let extra = compare_cmdline.unwrap_or_default();
+                    Some(Options { cmdline_extra: format!("{} {extra}", a.cmdline_extra).trim().to_string(), ..a.clone() })
+                }
                 // The profile's own cost: the same boots without it (A) and with it (B).
                 (None, None) if a.kernel_profile => {
                     a.kernel_profile = false;

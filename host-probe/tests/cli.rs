@@ -177,6 +177,40 @@ fn bench_compares_two_kernels() {
     assert!(a["median_us"].as_u64() <= a["max_us"].as_u64());
 }
 
+/// `bench --compare-cmdline EXTRA`: the B side is the same boot with EXTRA on the kernel command
+/// line, interleaved with A, and says so; it compares one thing at a time.
+#[test]
+fn bench_compares_a_boot_option_side_by_side() {
+    if host_probe::locate::which(host_probe::vmm::qemu::QEMU).is_none() {
+        skip_line!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
+        return;
+    }
+    let d = temp_dir("bench-cmdline");
+    let (k, r) = (d.path().join("k.elf"), d.path().join("disk.img"));
+    std::fs::write(&k, host_probe::pvh::elf(host_probe::pvh::End::TripleFault)).unwrap();
+    std::fs::write(&r, vec![0u8; 1 << 20]).unwrap();
+    let bench = |extra: &[&str]| {
+        bin()
+            .args(["bench", "-n", "1", "--warmup", "0", "--vmm", "qemu", "--no-agent", "--no-vsock", "--json"])
+            .arg("--kernel")
+            .arg(&k)
+            .arg("--rootfs")
+            .arg(&r)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = bench(&["--compare-cmdline", "no_timer_check"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (a, b) = (v["a"].as_str().unwrap_or_default(), v["b"].as_str().unwrap_or_default());
+    assert!(b.ends_with(" + \"no_timer_check\"") && !a.contains("no_timer_check"), "{v:#}");
+    assert_eq!(err.lines().filter(|l| l.starts_with('[')).count(), 2, "{err}");
+    let out = bench(&["--compare-cmdline", "x", "--compare-kernel", "/k"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// SIGKILL gives no chance to clean up: the VMM and vhost-device-vsock still die with host-probe
 /// (parent-death signal), and the next run removes the TAP and run directory left behind (the
 /// sweep itself is unit-tested in `stale`).
