@@ -244,6 +244,13 @@ pub fn kvm_only_chosen(host: &HostOffer, name: &str, label: &str, missing: Error
     Ok(())
 }
 
+/// `--vmm auto` for a VMM taken only where nothing else runs: hardware KVM, a guest of the host's
+/// architecture, the VMM `name` here, and no QEMU for this architecture (the VMMs before it in the
+/// registry come first anyway).
+pub fn fits_only_without_qemu(host: &HostOffer, native: bool, name: &str) -> bool {
+    native && host.vmm_programs.contains_key(name) && host.kvm.hardware() && host.kvm_usable && host.program(qemu::VMM, host.arch).is_none()
+}
+
 /// A VMM that runs guests of its host's architecture only refuses a kernel of another.
 pub fn native_only(label: &str, host: &HostOffer, arch: Arch) -> Result<(), Error> {
     if arch != host.arch {

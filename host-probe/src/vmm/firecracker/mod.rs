@@ -123,8 +123,7 @@ impl Driver for Firecracker {
     /// architecture, Firecracker here and neither cloud-hypervisor (which comes first) nor QEMU's
     /// program for this architecture. It never takes a host QEMU or cloud-hypervisor would run.
     fn auto_fits(&self, host: &HostOffer, native: bool) -> bool {
-        let qemu = super::qemu::VMM;
-        native && host.vmm_programs.contains_key(NAME) && host.kvm.hardware() && host.kvm_usable && host.program(qemu, host.arch).is_none()
+        super::fits_only_without_qemu(host, native, NAME)
     }
 
     fn chosen(&self, host: &HostOffer, notes: &mut Vec<String>) -> Result<(), Error> {

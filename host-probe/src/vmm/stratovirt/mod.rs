@@ -168,8 +168,7 @@ impl Driver for StratoVirt {
     /// StratoVirt here, and no QEMU for this architecture (cloud-hypervisor and Firecracker come
     /// first in the registry). It never takes a host another VMM would run.
     fn auto_fits(&self, host: &HostOffer, native: bool) -> bool {
-        let qemu = super::qemu::VMM;
-        native && host.vmm_programs.contains_key(NAME) && host.kvm.hardware() && host.kvm_usable && host.program(qemu, host.arch).is_none()
+        super::fits_only_without_qemu(host, native, NAME)
     }
 
     fn chosen(&self, host: &HostOffer, notes: &mut Vec<String>) -> Result<(), Error> {
