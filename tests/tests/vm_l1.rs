@@ -191,23 +191,12 @@ fn cloud_hypervisor_passes_its_tests_on_hardware_kvm() {
 /// in order with a clean filesystem, timeout and Ctrl-C cleanup). Needs a Firecracker here.
 #[test]
 fn firecracker_passes_its_tests_on_hardware_kvm() {
-    let test = "firecracker_passes_its_tests_on_hardware_kvm";
-    if !available(test) {
-        return;
-    }
-    let Some(fc) = vm::vmm_program(host_probe::vmm::firecracker::VMM) else {
-        chinit_tests::ns::skip(&format!(
-            "{test}: firecracker not found (set $FIRECRACKER to Firecracker v1.16's binary, put it on PATH, or in ../shared/vmm)"
-        ));
-        return;
-    };
-    let tests = [
-        "boots_to_ready_over_the_tap_and_vsock_with_every_phase",
-        "a_workload_s_exit_code_reaches_the_host",
-        "the_api_powers_off_in_order_and_the_filesystem_is_clean",
-        "timeout_and_ctrl_c_leave_nothing_behind",
-    ];
-    assert_all_ran_and_passed("vm_firecracker", &tests, &format!("FIRECRACKER={}", fc.display()));
+    vmm_passes_its_tests(
+        "firecracker_passes_its_tests_on_hardware_kvm",
+        host_probe::vmm::firecracker::VMM,
+        "FIRECRACKER",
+        "Firecracker v1.16",
+    );
 }
 
 /// StratoVirt with real Linux guests, in L1: vm_stratovirt's tests (ready over the TAP and vsock
@@ -215,13 +204,19 @@ fn firecracker_passes_its_tests_on_hardware_kvm() {
 /// in order with a clean filesystem, timeout and Ctrl-C cleanup). Needs a StratoVirt here.
 #[test]
 fn stratovirt_passes_its_tests_on_hardware_kvm() {
-    let test = "stratovirt_passes_its_tests_on_hardware_kvm";
+    vmm_passes_its_tests("stratovirt_passes_its_tests_on_hardware_kvm", host_probe::vmm::stratovirt::VMM, "STRATOVIRT", "StratoVirt v2.5");
+}
+
+/// The four tests `vm_<vmm>` has for a VMM found as [`vm::vmm_program`] finds it (`$VAR`, PATH,
+/// ../shared/vmm), run in L1; one skip line naming `release` and where to put it when none is here.
+fn vmm_passes_its_tests(test: &str, vmm: host_probe::vmm::Vmm, var: &str, release: &str) {
     if !available(test) {
         return;
     }
-    let Some(sv) = vm::vmm_program(host_probe::vmm::stratovirt::VMM) else {
+    let name = vmm.name();
+    let Some(program) = vm::vmm_program(vmm) else {
         chinit_tests::ns::skip(&format!(
-            "{test}: stratovirt not found (set $STRATOVIRT to StratoVirt v2.5's binary, put it on PATH, or in ../shared/vmm)"
+            "{test}: {name} not found (set ${var} to {release}'s binary, put it on PATH, or in ../shared/vmm)"
         ));
         return;
     };
@@ -231,7 +226,7 @@ fn stratovirt_passes_its_tests_on_hardware_kvm() {
         "the_api_powers_off_in_order_and_the_filesystem_is_clean",
         "timeout_and_ctrl_c_leave_nothing_behind",
     ];
-    assert_all_ran_and_passed("vm_stratovirt", &tests, &format!("STRATOVIRT={}", sv.display()));
+    assert_all_ran_and_passed(&format!("vm_{}", name.replace('-', "_")), &tests, &format!("{var}={}", program.display()));
 }
 
 /// Snapshot start on hardware KVM, in L1: vm_snapshot's tests. QEMU (the kernel's vhost-vsock)
