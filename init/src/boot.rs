@@ -241,7 +241,11 @@ impl Boot {
             });
         }
         // From now on a restored copy can be made unique (`POST /v1/restore`).
-        let _ = self.ctl.restore.set(crate::restore::Context::new(self.mode, self.marks, self.net.clone()));
+        let ctx = crate::restore::Context::new(self.mode, self.marks, self.net.clone());
+        if ctx.vmgenid {
+            tokio::spawn(crate::vmgenid::watch(Arc::clone(&self.ctl)));
+        }
+        let _ = self.ctl.restore.set(ctx);
     }
 
     /// The workload (after the late mounts), the PID 1 loop until the machine should end, then the

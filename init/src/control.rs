@@ -66,10 +66,12 @@ impl State {
         self.generation.store(g, Ordering::Relaxed);
     }
 
-    /// A restore is done: its generation, and its steps in place of the restore's before.
-    pub fn restored(&self, generation: u64, steps: Vec<Step>) {
+    /// A restore is done: its generation, and its steps in place of the restore's before; `counts`
+    /// unless it completes a restore already counted (a load noticed by itself, then the host's
+    /// request for it).
+    pub fn restored(&self, generation: u64, steps: Vec<Step>, counts: bool) {
         let mut r = self.restores.lock().unwrap_or_else(|e| e.into_inner());
-        r.count += 1;
+        r.count += u64::from(counts);
         r.steps = steps;
         self.set_generation(generation);
     }
@@ -144,6 +146,11 @@ pub struct Chinit {
     pub restore: std::sync::OnceLock<crate::restore::Context>,
     /// A restore is under way.
     restoring: AtomicBool,
+    /// The latest snapshot load, as the VM generation ID's notice and the host's request pair up.
+    load: Mutex<Load>,
+    /// Held while a restore (a request's, or a noticed load's) changes the machine: a request waits
+    /// for a notice's, and the other way round.
+    changing: tokio::sync::Mutex<()>,
     /// The TCP listener's task and options: a restore that changes the address serves the new one.
     tcp: Mutex<Option<(tokio::task::AbortHandle, ServeOptions, u16)>>,
     /// Itself, for the listeners a restore starts.
@@ -166,6 +173,8 @@ impl Chinit {
             answers: InFlight::default(),
             restore: std::sync::OnceLock::new(),
             restoring: AtomicBool::new(false),
+            load: Mutex::new(Load::Settled),
+            changing: tokio::sync::Mutex::new(()),
             tcp: Mutex::new(None),
             me: std::sync::OnceLock::new(),
         }
@@ -221,12 +230,17 @@ impl Control for Chinit {
             return Err(Refusal { status: 409, message: "a restore is under way".into() });
         }
         let one = Restoring(&self.restoring);
-        let now = crate::restore::Now { generation: self.state.generation(), gateway: ctx.gateway(), neighbours: crate::net::neighbours() };
+        let changing = self.changing.lock().await;
+        let load = *self.load.lock().unwrap_or_else(|e| e.into_inner());
+        let (generation, counts, next) = load.request(self.state.generation(), ctx.vmgenid);
+        let now = crate::restore::Now { generation, gateway: ctx.gateway(), neighbours: crate::net::neighbours() };
         let plan = crate::restore::plan(&req, &now).map_err(|e| Refusal::bad_request(format!("restore request: {e}")))?;
-        let crate::restore::Applied { ready, moved_to } = crate::restore::apply(&self.state, ctx, plan);
+        *self.load.lock().unwrap_or_else(|e| e.into_inner()) = next;
+        let crate::restore::Applied { ready, moved_to } = crate::restore::apply(&self.state, ctx, plan, counts);
         if let Some(addr) = moved_to {
             self.serve_tcp_at(addr).await;
         }
+        drop(changing);
         drop(one);
         if let Some(port) = self.state.notify_port() {
             if let Err(e) = crate::notify::send(port, &ready).await {
@@ -242,6 +256,73 @@ impl Control for Chinit {
 
     fn in_flight(&self) -> Option<&InFlight> {
         Some(&self.answers)
+    }
+}
+
+/// How a snapshot load's two signs pair up: the VM generation ID's notice (the kernel's, on a VMM
+/// that gives one) and the host's `POST /v1/restore`. Whichever comes first makes the copy a new
+/// generation and counts one restore; the other completes it: the request still makes the copy
+/// unique (checked against the generation before the notice), and counts no second restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Load {
+    /// No load waits for its other sign.
+    Settled,
+    /// Noticed by itself: the generation it had before.
+    Noticed { before: u64 },
+    /// Requested by the host on a machine whose loads are noticed: the notice is still to come.
+    Requested,
+}
+
+impl Load {
+    /// A restore request on a machine at `generation` (`vmgenid`: its loads are noticed): the
+    /// generation the request is checked against, whether it counts as a restore, and what follows
+    /// when it is taken (pure).
+    pub fn request(self, generation: u64, vmgenid: bool) -> (u64, bool, Load) {
+        match self {
+            Load::Noticed { before } => (before, false, Load::Settled),
+            Load::Settled | Load::Requested => (generation, true, if vmgenid { Load::Requested } else { Load::Settled }),
+        }
+    }
+
+    /// The notice on a machine at `generation`: whether it makes the copy known (the request did
+    /// not come first), and what follows (pure).
+    pub fn notice(self, generation: u64) -> (bool, Load) {
+        match self {
+            Load::Requested => (false, Load::Settled),
+            Load::Settled | Load::Noticed { .. } => (true, Load::Noticed { before: generation }),
+        }
+    }
+}
+
+impl Chinit {
+    /// The kernel said the VM generation ID changed: this machine is a copy loaded from a snapshot
+    /// ([`crate::vmgenid`]). Unless the host's request for this load came first, the copy is made
+    /// known ([`crate::restore::noticed`]), says so on the console and pushes its ready document.
+    /// Waits for a restore under way; nothing once the machine is ending.
+    pub async fn noticed_fork(&self) {
+        let Some(ctx) = self.restore.get() else { return };
+        let changing = self.changing.lock().await;
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let known = {
+            let mut load = self.load.lock().unwrap_or_else(|e| e.into_inner());
+            let (known, next) = load.notice(self.state.generation());
+            *load = next;
+            known
+        };
+        if !known {
+            say!("restore: the VM generation ID changed; the host's restore request for this load came first");
+            return;
+        }
+        let ready = crate::restore::noticed(&self.state, ctx);
+        drop(changing);
+        say!("restore: the VM generation ID changed: a copy loaded from a snapshot, now generation {}", ready.generation);
+        if let Some(port) = self.state.notify_port() {
+            if let Err(e) = crate::notify::send(port, &ready).await {
+                say!("notify: {e}");
+            }
+        }
     }
 }
 
@@ -335,6 +416,7 @@ mod tests {
             s.restored(
                 g,
                 vec![step("restore.entropy", t + g * 10, t + g * 10 + 1), step("restore.hostname", t + g * 10 + 1, t + g * 10 + 2)],
+                true,
             );
         }
         let doc = s.snapshot();
@@ -342,6 +424,46 @@ mod tests {
         let names: Vec<&str> = doc.steps.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["mounts", "restore.entropy", "restore.hostname"]);
         assert_eq!(doc.steps[1].start_us, t + 10_000, "the latest restore's");
+
+        // A request that completes a load noticed by itself replaces the steps, and counts no restore.
+        s.restored(1001, vec![step("restore.announce", t + 20_000, t + 20_001)], true);
+        s.restored(1001, vec![step("restore.entropy", t + 20_002, t + 20_003)], false);
+        let doc = s.snapshot();
+        assert_eq!((doc.generation, doc.restores, doc.steps[1].name.as_str()), (1001, 1001, "restore.entropy"));
+    }
+
+    #[test]
+    fn a_load_s_notice_and_its_request_count_once_in_either_order() {
+        use Load::*;
+        // request(load, generation, vmgenid) → (checked against, counts, next)
+        let requests = [
+            (Settled, 0, false, (0, true, Settled)),
+            (Settled, 0, true, (0, true, Requested)),
+            (Noticed { before: 0 }, 1, true, (0, false, Settled)),
+            (Noticed { before: 4 }, 5, true, (4, false, Settled)),
+            // A second request with no notice between: a restore of its own.
+            (Requested, 1, true, (1, true, Requested)),
+        ];
+        for (load, g, vmgenid, want) in requests {
+            assert_eq!(load.request(g, vmgenid), want, "{load:?} request at {g}");
+        }
+        // notice(load, generation) → (makes the copy known, next)
+        let notices = [
+            (Settled, 0, (true, Noticed { before: 0 })),
+            (Requested, 1, (false, Settled)),
+            // A copy of a copy noticed again before any request: a load of its own.
+            (Noticed { before: 0 }, 1, (true, Noticed { before: 1 })),
+        ];
+        for (load, g, want) in notices {
+            assert_eq!(load.notice(g), want, "{load:?} notice at {g}");
+        }
+        // Notice first: generation 0 → 1, and the host's request for generation 1 is taken.
+        let (known, load) = Settled.notice(0);
+        let (checked, counts, load) = load.request(1, true);
+        assert_eq!((known, checked, counts, load), (true, 0, false, Settled));
+        // Request first: the notice that follows changes nothing.
+        let (_, counts, load) = Settled.request(0, true);
+        assert_eq!((counts, load.notice(1)), (true, (false, Settled)));
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod shutdown;
 pub mod signals;
 pub mod supervise;
 pub mod timeline;
+pub mod vmgenid;
 
 use std::io::Write;
 

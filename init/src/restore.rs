@@ -123,11 +123,15 @@ pub struct Context {
     net: Net,
     /// Addresses restores replaced, until they are removed.
     old: OldAddresses,
+    /// The machine has a VM generation ID the kernel watches ([`crate::vmgenid`]): each snapshot
+    /// load is noticed by itself, and pairs with the host's request for the same load.
+    pub vmgenid: bool,
 }
 
 impl Context {
     pub fn new(mode: crate::mode::Mode, marks: crate::timeline::Marks, net: Option<crate::net::Plan>) -> Context {
-        Context { mode, marks, vsock_cid: local_cid(), net: Arc::new(Mutex::new(net)), old: OldAddresses::default() }
+        let vmgenid = mode == crate::mode::Mode::Vm && crate::vmgenid::present();
+        Context { mode, marks, vsock_cid: local_cid(), net: Arc::new(Mutex::new(net)), old: OldAddresses::default(), vmgenid }
     }
 
     /// The network plan's gateway: the host's own address.
@@ -138,8 +142,9 @@ impl Context {
 
 /// Makes this copy unique as `p` says, each change a step of this restore (which `/ready` shows in
 /// place of the restore's before); returns the new ready document. A step that fails is recorded
-/// with its error and the others still run.
-pub fn apply(state: &crate::control::State, ctx: &Context, p: Plan) -> Applied {
+/// with its error and the others still run. `counts`: this is a new restore, not the request for a
+/// load the machine noticed by itself ([`noticed`]).
+pub fn apply(state: &crate::control::State, ctx: &Context, p: Plan, counts: bool) -> Applied {
     use crate::timeline::mark;
     let tl = &crate::timeline::Timeline::default();
     let marks = ctx.marks.first_after_restore(mark::RESTORE_START);
@@ -173,9 +178,44 @@ pub fn apply(state: &crate::control::State, ctx: &Context, p: Plan) -> Applied {
     if p.notify_port.is_some() {
         state.set_notify_port(p.notify_port);
     }
-    state.restored(p.generation, tl.steps());
+    state.restored(p.generation, tl.steps(), counts);
     marks.mark(mark::RESTORE_READY);
     Applied { ready: state.snapshot(), moved_to }
+}
+
+/// A snapshot load the machine noticed by itself (its VM generation ID changed, and the kernel
+/// reseeded its random generator): the snapshot's neighbours flushed and the address announced
+/// again (step `restore.announce`, when the boot configured a network), between the restore marks;
+/// the generation goes up by one. Returns the new ready document.
+pub fn noticed(state: &crate::control::State, ctx: &Context) -> agent::proto::Ready {
+    use crate::timeline::mark;
+    let tl = &crate::timeline::Timeline::default();
+    let marks = ctx.marks.first_after_restore(mark::RESTORE_START);
+    {
+        let net = ctx.net.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(plan) = net.as_ref() {
+            let step = tl.start("restore.announce");
+            let _ = tl.end(step, reannounce(plan));
+        }
+    }
+    notice_vsock_reset(ctx.vsock_cid, local_cid());
+    state.restored((state.generation() + 1).min(MAX_GENERATION), tl.steps(), true);
+    marks.mark(mark::RESTORE_READY);
+    state.snapshot()
+}
+
+/// The link's neighbours flushed (the snapshot's may be other copies' now) and its address
+/// announced (gratuitous ARP), as a restore that moves the address does.
+fn reannounce(plan: &crate::net::Plan) -> Result<(), String> {
+    crate::netlink::Socket::open()?.flush_neighbours(plan.index)?;
+    if let Some(mac) = plan.mac {
+        let (socket, sent) = crate::arp::announce(plan.index, mac, plan.addr);
+        if let Some(s) = socket {
+            std::thread::spawn(move || drop(s));
+        }
+        sent?;
+    }
+    Ok(())
 }
 
 /// What a restore did.

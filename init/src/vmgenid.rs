@@ -1,0 +1,106 @@
+//! A snapshot copy that learns by itself that it is one. Firecracker gives its guests a VM
+//! generation ID (ACPI, always on) and changes it at every snapshot load, before the vCPUs resume.
+//! Linux's vmgenid driver (5.18 on, `CONFIG_VMGENID`) then reseeds the random generator and logs
+//! [`FORK_NOTICE`]; a uevent for it came only with Linux 6.10, so the kernel log is what every
+//! kernel from 5.18 on tells user space. From ready on, and only where the driver has a device,
+//! chinit watches the log for that record and makes the copy known
+//! ([`crate::control::Chinit::noticed_fork`]): generation up by one, address re-announced,
+//! neighbours flushed, restore marks, the ready document pushed, one console line. The host's
+//! `POST /v1/restore` for the same load still makes the copy unique, and counts once.
+
+use std::io::{ErrorKind, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::Arc;
+
+use agent::proto::KmsgRecord;
+
+/// What the kernel logs (notice level) when the VM generation ID changed (`add_vmfork_randomness`).
+pub const FORK_NOTICE: &str = "random: crng reseeded due to virtual machine fork";
+
+/// The ACPI driver's directory: a device bound to it is a link among its entries.
+const DRIVER: &str = "/sys/bus/acpi/drivers/vmgenid";
+
+/// Whether the driver has a device, from the names in its directory (pure): the driver's own
+/// entries are `bind`, `unbind`, `uevent` and `module`; a device is named by its ACPI id
+/// (`FCVMGID:00`, `VMGENCTR:00`, `QEMUVGID:00`: the driver takes a `VM_GEN_COUNTER` compatible id).
+pub fn has_device<'a>(entries: impl IntoIterator<Item = &'a str>) -> bool {
+    entries.into_iter().any(|e| e.contains(':'))
+}
+
+/// Whether this machine has a VM generation ID the kernel watches.
+pub fn present() -> bool {
+    let Ok(dir) = std::fs::read_dir(DRIVER) else { return false };
+    let names: Vec<String> = dir.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    has_device(names.iter().map(String::as_str))
+}
+
+/// Whether a log record is the kernel's notice (pure): the kernel's own facility (0), never a
+/// record user space wrote to `/dev/kmsg` (the kernel gives those facility 1 or more).
+pub fn is_fork_notice(r: &KmsgRecord) -> bool {
+    r.priority >> 3 == 0 && r.text == FORK_NOTICE
+}
+
+/// Reads the kernel log from its end on, and tells `ctl` of each notice. Returns only when the
+/// log cannot be read (said once on the console).
+pub async fn watch(ctl: Arc<crate::control::Chinit>) {
+    if let Err(e) = watch_log(&ctl).await {
+        crate::say!("vmgenid: cannot watch the kernel log: {e}; a snapshot copy learns it is one only from POST /v1/restore");
+    }
+}
+
+async fn watch_log(ctl: &Arc<crate::control::Chinit>) -> std::io::Result<()> {
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open("/dev/kmsg")?;
+    // SAFETY: lseek on a descriptor `f` owns; SEEK_END on /dev/kmsg moves past every record.
+    if unsafe { libc::lseek(f.as_raw_fd(), 0, libc::SEEK_END) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the `File` keeps the descriptor open, the same one, until the `AsyncFd` that owns it
+    // is dropped.
+    let mut f = unsafe { tokio::io::unix::AsyncFd::register_with_interest(f, tokio::io::Interest::READABLE) }?;
+    let mut buf = vec![0u8; 8192];
+    loop {
+        let mut guard = f.readable_mut().await?;
+        loop {
+            match guard.get_inner_mut().read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let notice = KmsgRecord::parse(&String::from_utf8_lossy(&buf[..n])).is_some_and(|r| is_fork_notice(&r));
+                    if notice {
+                        ctl.noticed_fork().await;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    guard.clear_ready();
+                    break;
+                }
+                // Records overwritten before they were read: go on with the next.
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) || e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_is_an_acpi_id_among_the_driver_s_entries() {
+        assert!(has_device(["bind", "FCVMGID:00", "module", "uevent", "unbind"]));
+        assert!(has_device(["VMGENCTR:00"]));
+        assert!(!has_device(["bind", "module", "uevent", "unbind"]));
+        assert!(!has_device([]));
+    }
+
+    #[test]
+    fn only_the_kernel_s_own_record_is_the_notice() {
+        let rec = |line: &str| KmsgRecord::parse(line).unwrap();
+        assert!(is_fork_notice(&rec("5,812,4123456,-;random: crng reseeded due to virtual machine fork")));
+        // The same text written to /dev/kmsg by a process: facility user (13 = 1 << 3 | 5).
+        assert!(!is_fork_notice(&rec("13,813,4123457,-;random: crng reseeded due to virtual machine fork")));
+        assert!(!is_fork_notice(&rec("5,814,4123458,-;random: crng init done")));
+        assert!(!is_fork_notice(&rec("5,815,4123459,-;random: crng reseeded due to virtual machine fork and more")));
+    }
+}
