@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use agent::proto::{ExecRequest, ExecResponse, Ready, RestoreRequest, DEFAULT_VSOCK_PORT};
 use chinit_tests::e2e::{self, BOOT_TIMEOUT};
 use chinit_tests::vm::{self, TempDir};
+use host_probe::launch::Running;
 use host_probe::report::Report;
 use host_probe::run::{HostOffer, Options, Plan, VmmChoice};
 use host_probe::snapshot::manifest::{self, Boot, Devices, FileId, Manifest};
@@ -64,9 +65,13 @@ fn files_of(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn exec(c: &Copy, script: &str) -> ExecResponse {
+    exec_in(c.running(), script)
+}
+
+fn exec_in(running: &Running, script: &str) -> ExecResponse {
     let req = ExecRequest { argv: vec!["/bin/busybox".into(), "sh".into(), "-c".into(), script.into()], ..Default::default() };
     let body = serde_json::to_vec(&req).unwrap();
-    let vsock = c.running().guest_vsock().unwrap();
+    let vsock = running.guest_vsock().unwrap();
     let mut s = vsock.connect(DEFAULT_VSOCK_PORT, Duration::from_secs(30)).unwrap();
     let r = agent::client::request(&mut s, "POST", "/v1/exec", Some(&body)).unwrap();
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
@@ -227,11 +232,78 @@ fn cloud_hypervisor_copies_are_unique_in_both_memory_restore_modes() {
 }
 
 /// Firecracker: `PATCH /vm Paused` and `PUT /snapshot/create`, each copy a fresh Firecracker that
-/// loads it (`PUT /snapshot/load` with its own TAP and vsock socket, resumed), made unique.
+/// loads it (`PUT /snapshot/load` with its own TAP and vsock socket, resumed), made unique; then
+/// copies loaded with no restore request notice it by themselves.
 #[test]
 fn firecracker_copies_are_unique() {
     if let Some((_tmp, dir)) = copies_are_unique("firecracker_copies_are_unique", firecracker::VMM, &[None]) {
+        loaded_copies_notice_by_themselves(&dir);
         ctrl_c_during_restore_leaves_nothing(&dir);
+    }
+}
+
+/// Two copies loaded by the VMM alone, at once, as a platform that loads snapshots with plain
+/// Firecracker API calls does (no `POST /v1/restore`): each notices its new VM generation ID by
+/// itself (the kernel's notice), and becomes generation 1 with one restore, its address announced
+/// again, its ready document pushed and a console line; the kernel reseeded their random
+/// generators, so their bytes differ. The host's request for the same load, later, still makes the
+/// copy unique and counts once.
+fn loaded_copies_notice_by_themselves(dir: &Path) {
+    let what = "firecracker, loaded with no restore request";
+    let base = Options { timeout: RESTORE_TIMEOUT, ..Options::default() };
+    let prep = restore::prepare(&RestoreOptions { dir: dir.to_path_buf(), clones: 2, mode: None }, &base, &HostOffer::gather())
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let copies: Vec<(Ready, String, Ready, String, Plan)> = std::thread::scope(|s| {
+        let threads: Vec<_> = prep
+            .plans
+            .iter()
+            .map(|p| {
+                s.spawn(|| {
+                    let (mut running, _) = restore::load(&prep, p, &prep.options).unwrap_or_else(|e| panic!("{what}: {e}"));
+                    let t0 = Instant::now();
+                    let pushed = loop {
+                        let doc = running.pushes().into_iter().find_map(|(_, b)| serde_json::from_slice::<Ready>(&b).ok());
+                        if let Some(doc) = doc.filter(|d| d.generation == 1) {
+                            break doc;
+                        }
+                        assert!(t0.elapsed() < RESTORE_TIMEOUT, "{what}: no push of generation 1; console:\n{}", running.console_text());
+                        std::thread::sleep(Duration::from_millis(10));
+                    };
+                    let out =
+                        exec_in(&running, "/bin/busybox head -c 32 /dev/urandom | /bin/busybox od -An -tx1 | /bin/busybox tr -d ' \\n'");
+                    assert_eq!((out.exit_code, out.stdout.len()), (Some(0), 64), "{what}: {out:?}");
+                    let req = restore::request(&prep.manifest, p).unwrap();
+                    let body = serde_json::to_vec(&req).unwrap();
+                    let mut sock = running.guest_vsock().unwrap().connect(DEFAULT_VSOCK_PORT, Duration::from_secs(30)).unwrap();
+                    let r = agent::client::request(&mut sock, "POST", "/v1/restore", Some(&body)).unwrap();
+                    assert_eq!(r.status, 200, "{what}: {}", String::from_utf8_lossy(&r.body));
+                    let after: Ready = r.json().unwrap();
+                    let console = running.console_text();
+                    running.power_off(host_probe::run::POWER_OFF_GRACE);
+                    let _ = running.finish();
+                    (pushed, out.stdout, after, console, p.clone())
+                })
+            })
+            .collect();
+        threads.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (pushed, _, after, console, _) in &copies {
+        assert_eq!((pushed.generation, pushed.restores), (1, 1), "{what}: {pushed:?}");
+        let announce = pushed.steps.iter().find(|s| s.name == "restore.announce");
+        assert!(announce.is_some_and(|s| s.error.is_none()), "{what}: {:?}", pushed.steps);
+        assert!(
+            console.contains("restore: the VM generation ID changed: a copy loaded from a snapshot, now generation 1"),
+            "{what}: {console}"
+        );
+        // The request completes the load: unique as asked, still one restore.
+        assert_eq!((after.generation, after.restores), (1, 1), "{what}: {after:?}");
+        let names: Vec<&str> = after.steps.iter().map(|s| s.name.as_str()).filter(|n| n.starts_with("restore.")).collect();
+        assert_eq!(names, ["restore.entropy", "restore.clock", "restore.hostname", "restore.network"], "{what}");
+    }
+    assert_ne!(copies[0].1, copies[1].1, "{what}: the copies' random generators agree");
+    for (.., p) in &copies {
+        assert!(!p.run_dir.exists(), "{what}: {} left", p.run_dir.display());
+        assert!(!host_probe::tap::exists(&p.tap.as_ref().unwrap().tap), "{what}: TAP left");
     }
 }
 

@@ -172,9 +172,7 @@ pub struct Copy<'a> {
 /// up there, or as soon as the VMM exits, saying where it waited.
 pub fn start<'a>(prep: &'a Prepared, plan: &'a Plan, o: &Options) -> Result<Copy<'a>, Error> {
     let mut req = request(&prep.manifest, plan)?;
-    let phase = Phase::start("restore", o.timeout);
-    let mut running = launch::start(plan, o)?;
-    plan.vmm.resume_copy(&mut running, &prep.dir, &phase)?;
+    let (mut running, phase) = load(prep, plan, o)?;
     let vmm_restored_us = running.now_us();
     progress(o.verbose, &format!("VM restored at {} ms; making it unique", crate::report::ms(vmm_restored_us)));
     let asked = ask_restore(&mut running, &mut req, &phase.then("make unique"))?;
@@ -199,6 +197,17 @@ pub fn start<'a>(prep: &'a Prepared, plan: &'a Plan, o: &Options) -> Result<Copy
         std::thread::sleep(Duration::from_millis(2));
     }
     Ok(Copy { prep, plan, running, req, asked, vmm_restored_us, host })
+}
+
+/// Restores one planned copy its VMM's way and nothing more, as a platform that loads snapshots
+/// with the VMM alone does: no restore request. A copy whose VMM changes its VM generation ID
+/// (Firecracker) notices by itself and pushes its ready document. Returns the running copy and
+/// what is left of the restore's time.
+pub fn load(prep: &Prepared, plan: &Plan, o: &Options) -> Result<(Running, Phase), Error> {
+    let phase = Phase::start("restore", o.timeout);
+    let mut running = launch::start(plan, o)?;
+    plan.vmm.resume_copy(&mut running, &prep.dir, &phase)?;
+    Ok((running, phase))
 }
 
 impl Copy<'_> {
