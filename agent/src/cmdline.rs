@@ -30,6 +30,7 @@ pub mod key {
     pub const MARKS: &str = "marks";
     pub const GRACE_MS: &str = "grace_ms";
     pub const POWEROFF: &str = "poweroff";
+    pub const BOOT_TIMER: &str = "boot_timer";
 }
 
 /// Every key chinit knows.
@@ -55,7 +56,12 @@ pub const KEYS: &[&str] = &[
     key::MARKS,
     key::GRACE_MS,
     key::POWEROFF,
+    key::BOOT_TIMER,
 ];
+
+/// The byte a guest writes to Firecracker's boot timer device (`--boot-timer`) at its address
+/// (`chinit.boot_timer=ADDR`): Firecracker logs the time since it started building the VM.
+pub const BOOT_TIMER_MAGIC: u8 = 123;
 
 /// The prefix of every key.
 pub const PREFIX: &str = "chinit.";
@@ -257,6 +263,12 @@ impl Builder {
     /// `chinit.notify=vsock:PORT`.
     pub fn notify_vsock(self, port: u32) -> Builder {
         self.kv(key::NOTIFY, format_args!("vsock:{port}"))
+    }
+
+    /// `chinit.boot_timer=0xADDR`: at ready, write [`BOOT_TIMER_MAGIC`] to the boot timer device
+    /// at that physical address.
+    pub fn boot_timer(self, addr: u64) -> Builder {
+        self.kv(key::BOOT_TIMER, format_args!("{addr:#x}"))
     }
 
     /// `chinit.exec="ARGV..."`: words with spaces are single-quoted; a word with a quote of either

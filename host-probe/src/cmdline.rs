@@ -44,6 +44,9 @@ pub struct Guest {
     /// The VMM has no power-off but exits when the guest resets: chinit powers off by a reset
     /// (`chinit.poweroff=reboot`).
     pub poweroff_by_reset: bool,
+    /// The physical address of the VMM's boot timer device, which chinit writes at ready
+    /// (`chinit.boot_timer`; [`crate::vmm::Driver::boot_timer`]).
+    pub boot_timer: Option<u64>,
     /// The VMM's own kernel parameters ([`crate::vmm::Driver::kernel_args`]), before `extra`.
     pub vmm_args: &'static str,
     /// Appended last, so it can override anything before it.
@@ -125,6 +128,9 @@ pub fn build(g: &Guest) -> String {
     if g.poweroff_by_reset {
         keys = keys.poweroff(PowerOff::Reboot);
     }
+    if let Some(addr) = g.boot_timer {
+        keys = keys.boot_timer(addr);
+    }
     parts.push(chinit(keys));
     if let Some(k) = g.tsc_khz {
         parts.push(format!("tsc_early_khz={k}"));
@@ -178,6 +184,7 @@ mod tests {
             rootflags: None,
             share: None,
             poweroff_by_reset: false,
+            boot_timer: None,
             vmm_args: "",
             extra: String::new(),
         }
@@ -200,6 +207,7 @@ mod tests {
             rootflags: None,
             share: None,
             poweroff_by_reset: false,
+            boot_timer: None,
             vmm_args: "",
             extra: " loglevel=7 ".into(),
         };
@@ -266,11 +274,17 @@ mod tests {
             "console=ttyS0 quiet reboot=t panic=-1 io_delay=none rdinit=/init chinit.root=/dev/pmem0 ro chinit.port=1024 chinit.api=tcp"
         );
         // A VMM that exits on a reset and not on a power-off, with kernel parameters of its own.
-        let reset = Guest { poweroff_by_reset: true, vmm_args: "pci=off", extra: "loglevel=7".into(), ..build_default() };
+        let reset = Guest {
+            poweroff_by_reset: true,
+            boot_timer: Some(0xc000_0000),
+            vmm_args: "pci=off",
+            extra: "loglevel=7".into(),
+            ..build_default()
+        };
         assert_eq!(
             build(&reset),
             "console=ttyS0 quiet reboot=t panic=-1 io_delay=none root=/dev/vda ro rootfstype=ext4 init=/sbin/chinit \
-             chinit.port=1024 chinit.api=tcp chinit.poweroff=reboot pci=off loglevel=7"
+             chinit.port=1024 chinit.api=tcp chinit.poweroff=reboot chinit.boot_timer=0xc0000000 pci=off loglevel=7"
         );
     }
 }

@@ -162,6 +162,7 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
         share: o.share.as_ref().map(|s| s.tag.clone()),
         arch,
         poweroff_by_reset: vmm.powers_off_by_reset(),
+        boot_timer: vmm.boot_timer(arch),
         vmm_args: vmm.kernel_args(arch),
         extra: if o.kernel_profile {
             format!("{} {}", crate::kprofile::CMDLINE, o.cmdline_extra).trim_end().to_string()

@@ -121,10 +121,13 @@ pub struct Report {
 ///
 /// `marks` are on the host clock. The 0x60 mark is written by chinit as it starts, when the guest
 /// clock reads about `init_start_us`: the kernel started at `mark(0x60) - init_start_us` on the host.
+/// A VMM with a ready mark only (Firecracker's boot timer) gives it as `mark(0x63) - ready_us`.
 pub fn phases(host: &HostTimes, guest: &Ready) -> Phases {
     let total_us = [host.notify_us, host.ready_tcp_us, host.ready_vsock_us].into_iter().flatten().min().unwrap_or(0);
     let first = |code: u8| host.marks.iter().find(|m| m.code == code).map(|m| m.t_us);
-    let kernel_start_host_us = first(crate::measure::MARK_INIT_START).and_then(|t| t.checked_sub(guest.init_start_us));
+    let kernel_start_host_us = first(crate::measure::MARK_INIT_START)
+        .and_then(|t| t.checked_sub(guest.init_start_us))
+        .or_else(|| first(crate::measure::MARK_READY).and_then(|t| t.checked_sub(guest.ready_us)));
     let init_host_us =
         first(crate::measure::MARK_READY).zip(first(crate::measure::MARK_INIT_START)).and_then(|(ready, start)| ready.checked_sub(start));
     Phases {

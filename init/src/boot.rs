@@ -211,6 +211,11 @@ impl Boot {
         state.set_notify_port(self.cfg.notify_vsock_port);
         state.set_ready(ready_at);
         self.marks.mark(mark::READY);
+        if let Some(addr) = self.cfg.boot_timer {
+            if let Err(e) = crate::boottimer::write(addr) {
+                say!("boot timer: {e}");
+            }
+        }
         let origin = match self.mode {
             Mode::Vm => format!("kernel {} ms before init", clock::ms(state.init_start_us)),
             Mode::Namespace => "namespace mode".to_string(),

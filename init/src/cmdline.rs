@@ -72,6 +72,9 @@ pub struct Config {
     pub api: Api,
     /// `chinit.notify=vsock:<port>`: push the ready document to the host (CID 2) on that port.
     pub notify_vsock_port: Option<u32>,
+    /// `chinit.boot_timer=ADDR` (hex with `0x`, or decimal): the physical address of Firecracker's
+    /// boot timer device, written once at ready ([`crate::boottimer`]).
+    pub boot_timer: Option<u64>,
     pub exec: Option<Vec<String>>,
     pub on_exit: OnExit,
     pub on_error: OnError,
@@ -98,6 +101,7 @@ impl Default for Config {
             vsock_port: Some(DEFAULT_VSOCK_PORT),
             api: Api::Vsock,
             notify_vsock_port: None,
+            boot_timer: None,
             exec: None,
             on_exit: OnExit::Poweroff,
             on_error: OnError::Poweroff,
@@ -381,6 +385,13 @@ fn apply(c: &mut Config, name: &str, v: &str) -> Result<(), String> {
             let port = v.strip_prefix("vsock:").ok_or("expected vsock:<port>")?;
             c.notify_vsock_port = Some(parse_num(port, "a vsock port number")?);
         }
+        key::BOOT_TIMER => {
+            let addr = match v.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16).ok(),
+                None => v.parse().ok(),
+            };
+            c.boot_timer = Some(addr.ok_or_else(|| format!("{v:?} is not a physical address (0x hex or decimal)"))?);
+        }
         key::EXEC => {
             let words = split_exec(v)?;
             if words.is_empty() {
@@ -496,7 +507,7 @@ mod tests {
             "chinit.hostname=vm-1 chinit.iface=eth1 chinit.ip=169.254.7.9/16 chinit.gw=169.254.0.1 chinit.mtu=1400 ",
             "chinit.port=8080 chinit.vsock_port=5000 chinit.api=tcp chinit.notify=vsock:9999 ",
             "chinit.exec=\"/bin/sh -c 'echo hi there'\" chinit.on_exit=stay chinit.on_error=shell chinit.marks=off chinit.grace_ms=50 ",
-            "chinit.poweroff=reboot"
+            "chinit.poweroff=reboot chinit.boot_timer=0xc0000000"
         ));
         assert!(w.is_empty(), "{w:?}");
         assert_eq!(c.root, Root::Device("/dev/pmem0p1".into()));
@@ -520,6 +531,8 @@ mod tests {
         assert_eq!(c.exec, Some(vec!["/bin/sh".to_string(), "-c".into(), "echo hi there".into()]));
         assert_eq!((c.on_exit, c.on_error, c.marks, c.grace_ms), (OnExit::Stay, OnError::Shell, false, 50));
         assert_eq!(c.poweroff, PowerOff::Reboot);
+        assert_eq!(c.boot_timer, Some(0xc000_0000));
+        assert_eq!(parse("chinit.boot_timer=1073741824").0.boot_timer, Some(0x4000_0000));
     }
 
     #[test]
@@ -539,6 +552,8 @@ mod tests {
             ("chinit.on_exit=reboot", "poweroff or stay"),
             ("chinit.on_error=panic", "poweroff, halt or shell"),
             ("chinit.poweroff=halt", "off or reboot"),
+            ("chinit.boot_timer=0xzz", "not a physical address"),
+            ("chinit.boot_timer=c0000000", "not a physical address"),
             ("chinit.mount=a:b", "<source>:<target>"),
             ("chinit.mount=a:rel:ext4", "absolute"),
             ("chinit.root=vda", "/dev"),
@@ -630,6 +645,7 @@ mod tests {
             .on_error(OnError::Shell)
             .marks(false)
             .grace_ms(750)
+            .boot_timer(0xc000_0000)
             .build()
             .unwrap();
         let (c, w) = parse(&line);
@@ -647,6 +663,7 @@ mod tests {
         assert_eq!((c.port, c.vsock_port, c.api, c.notify_vsock_port), (8080, Some(5000), Api::Tcp, Some(10_000)));
         assert_eq!(c.exec, Some(vec!["sh".to_string(), "-c".into(), "echo a b; exit 3".into(), String::new()]));
         assert_eq!((c.on_exit, c.on_error, c.marks, c.grace_ms), (OnExit::Stay, OnError::Shell, false, 750));
+        assert_eq!(c.boot_timer, Some(0xc000_0000));
         // The other spellings.
         let (c, w) = parse(&Builder::new().root_none().net(false).vsock_port(None).build().unwrap());
         assert!(w.is_empty());

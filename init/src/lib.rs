@@ -5,6 +5,7 @@
 
 pub mod arp;
 mod boot;
+pub mod boottimer;
 pub mod clock;
 pub mod cmdline;
 pub mod control;

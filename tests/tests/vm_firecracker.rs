@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use chinit_tests::e2e::{self, Trigger};
 use chinit_tests::vm::{self, TempDir};
 use host_probe::run::{self, HostOffer, Options, Wait};
+use host_probe::vmm::firecracker;
 use serde_json::Value;
 
 /// How to get Firecracker, in skip lines.
@@ -71,8 +72,15 @@ fn boots_to_ready_over_the_tap_and_vsock_with_every_phase() {
     assert_eq!(in_guest + overhead, total, "{p:#}");
     let answers = [u(&j, "/host/ready_tcp_us"), u(&j, "/host/ready_vsock_us"), u(&j, "/host/notify_us")];
     assert_eq!(total, *answers.iter().min().unwrap(), "total is the first ready answer: {:#}", j["host"]);
-    assert_eq!(j["host"]["marks"].as_array().map(Vec::len), Some(0), "{:#}", j["host"]);
-    assert!(j["host"]["marks_source"].as_str().unwrap().contains("Firecracker logs no port-0x80"), "{:#}", j["host"]);
+    // One mark: chinit's write to the boot timer at ready, on Firecracker's log clock; with the
+    // guest's ready time it places the kernel's start on the host's clock.
+    assert_eq!(j["host"]["marks_source"], firecracker::BOOT_TIMER_SOURCE, "{:#}", j["host"]);
+    let marks = j["host"]["marks"].as_array().unwrap();
+    assert_eq!((marks.len(), marks[0]["code"].as_u64()), (1, Some(u64::from(agent::marks::READY))), "{:#}", j["host"]);
+    let (ready_host, kernel_start) = (u(&marks[0], "/t_us"), u(p, "/kernel_start_host_us"));
+    assert_eq!(kernel_start + ready, ready_host, "{p:#}");
+    assert!(ready_host < total, "the guest's write comes before the host hears it is ready: {:#}", j["host"]);
+    assert!(j["cmdline"].as_str().unwrap().contains("chinit.boot_timer=0xc0000000"), "{}", j["cmdline"]);
     assert!(j["cmdline"].as_str().unwrap().contains("chinit.poweroff=reboot"), "{}", j["cmdline"]);
     assert!(!j["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().contains("exited")), "clean power-off: {:#}", j["notes"]);
     let svg = std::fs::read_to_string(&svg).unwrap();

@@ -128,6 +128,12 @@ pub trait Driver: Sync {
     fn powers_off_by_reset(&self) -> bool {
         false
     }
+    /// The physical address of its boot timer device in a guest of `arch`, which chinit writes at
+    /// ready (`chinit.boot_timer`), for the VMM to stamp on its clock ([`Driver::marks`]). None by
+    /// default.
+    fn boot_timer(&self, _arch: Arch) -> Option<u64> {
+        None
+    }
     /// Kernel parameters of its own for a guest of `arch` (before `--cmdline-extra`). None by default.
     fn kernel_args(&self, _arch: Arch) -> &'static str {
         ""

@@ -52,6 +52,9 @@ const SNAPSHOT_FILES: &[&str] = &[STATE_FILE, MEMORY_FILE];
 /// no PCI bus (the guest's probes of 0xcf8 only fill its log).
 const KERNEL_ARGS: &str = "reboot=k pci=off";
 
+/// Where its one mark comes from, in the words of the report.
+pub const BOOT_TIMER_SOURCE: &str = "boot timer (Firecracker logs no port-0x80 writes; chinit writes its boot timer at ready)";
+
 pub struct Firecracker;
 
 /// Its program: `$FIRECRACKER`, else on PATH.
@@ -232,8 +235,27 @@ impl Driver for Firecracker {
     }
 
     /// No marks: the guest clocks, the notify push and the `/ready` answers are the host's figures.
-    fn marks(&self, _spec: &Spec, _c: &Captured) -> Marks {
-        Marks { source: "none (Firecracker logs no port-0x80 writes)", ..Marks::default() }
+    /// The boot timer's device (`--boot-timer`).
+    fn boot_timer(&self, arch: Arch) -> Option<u64> {
+        Some(match arch {
+            Arch::X86_64 => log::BOOT_TIMER_X86_64,
+            Arch::Aarch64 => log::BOOT_TIMER_AARCH64,
+        })
+    }
+
+    /// It logs no port-0x80 writes; chinit's write to the boot timer at ready is the one mark.
+    fn marks(&self, _spec: &Spec, c: &Captured) -> Marks {
+        match log::boot_timer_us(&c.vmm_log) {
+            Some(t_us) => Marks {
+                marks: vec![crate::measure::Mark { code: agent::marks::READY, t_us }],
+                source: BOOT_TIMER_SOURCE,
+                ..Marks::default()
+            },
+            None => Marks {
+                source: "none (Firecracker logs no port-0x80 writes, and its boot timer logged no guest write)",
+                ..Marks::default()
+            },
+        }
     }
 
     /// Its first ERROR line and the lines after it.
