@@ -207,6 +207,8 @@ impl Boot {
     /// line, slow closes, late mounts) and `chinit.notify`.
     pub async fn ready(&mut self) {
         let state = &self.ctl.state;
+        // Before ready: a load of a snapshot taken the moment after is noticed ([`crate::vmgenid`]).
+        let vmgenid = (self.mode == Mode::Vm).then(crate::vmgenid::Log::open);
         let ready_at = clock::now_us();
         state.set_notify_port(self.cfg.notify_vsock_port);
         state.set_ready(ready_at);
@@ -246,9 +248,11 @@ impl Boot {
             });
         }
         // From now on a restored copy can be made unique (`POST /v1/restore`).
-        let ctx = crate::restore::Context::new(self.mode, self.marks, self.net.clone());
-        if ctx.vmgenid {
-            tokio::spawn(crate::vmgenid::watch(Arc::clone(&self.ctl)));
+        let ctx = crate::restore::Context::new(self.mode, self.marks, self.net.clone(), matches!(vmgenid, Some(Ok(_))));
+        match vmgenid {
+            Some(Ok(log)) => drop(tokio::spawn(crate::vmgenid::watch(log, Arc::clone(&self.ctl)))),
+            Some(Err(e)) => crate::vmgenid::cannot_watch(&e),
+            None => {}
         }
         let _ = self.ctl.restore.set(ctx);
     }

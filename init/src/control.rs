@@ -230,9 +230,12 @@ impl Control for Chinit {
             return Err(Refusal { status: 409, message: "a restore is under way".into() });
         }
         let one = Restoring(&self.restoring);
+        // `/sys`, which says whether loads are noticed, is a late mount.
+        system_ready(&self.system).await;
+        let loads_noticed = ctx.loads_noticed();
         let changing = self.changing.lock().await;
         let load = *self.load.lock().unwrap_or_else(|e| e.into_inner());
-        let (generation, counts, next) = load.request(self.state.generation(), ctx.vmgenid);
+        let (generation, counts, next) = load.request(self.state.generation(), loads_noticed);
         let now = crate::restore::Now { generation, gateway: ctx.gateway(), neighbours: crate::net::neighbours() };
         let plan = crate::restore::plan(&req, &now).map_err(|e| Refusal::bad_request(format!("restore request: {e}")))?;
         *self.load.lock().unwrap_or_else(|e| e.into_inner()) = next;

@@ -123,15 +123,31 @@ pub struct Context {
     net: Net,
     /// Addresses restores replaced, until they are removed.
     old: OldAddresses,
-    /// The machine has a VM generation ID the kernel watches ([`crate::vmgenid`]): each snapshot
-    /// load is noticed by itself, and pairs with the host's request for the same load.
-    pub vmgenid: bool,
+    /// chinit watches the kernel log for the VM generation ID's notice ([`crate::vmgenid`]).
+    watching: bool,
+    /// Whether the machine has a VM generation ID, known once `/sys` is mounted.
+    genid: std::sync::OnceLock<bool>,
 }
 
 impl Context {
-    pub fn new(mode: crate::mode::Mode, marks: crate::timeline::Marks, net: Option<crate::net::Plan>) -> Context {
-        let vmgenid = mode == crate::mode::Mode::Vm && crate::vmgenid::present();
-        Context { mode, marks, vsock_cid: local_cid(), net: Arc::new(Mutex::new(net)), old: OldAddresses::default(), vmgenid }
+    /// `watching`: chinit watches the kernel log for the VM generation ID's notice.
+    pub fn new(mode: crate::mode::Mode, marks: crate::timeline::Marks, net: Option<crate::net::Plan>, watching: bool) -> Context {
+        Context {
+            mode,
+            marks,
+            vsock_cid: local_cid(),
+            net: Arc::new(Mutex::new(net)),
+            old: OldAddresses::default(),
+            watching,
+            genid: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Whether each snapshot load is noticed by itself ([`crate::vmgenid`]), to pair with the host's
+    /// request for the same load: chinit watches, and the machine has a VM generation ID. Asked
+    /// once the late mounts are done (`/sys`).
+    pub fn loads_noticed(&self) -> bool {
+        self.watching && *self.genid.get_or_init(crate::vmgenid::present)
     }
 
     /// The network plan's gateway: the host's own address.

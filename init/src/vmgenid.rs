@@ -2,8 +2,8 @@
 //! generation ID (ACPI, always on) and changes it at every snapshot load, before the vCPUs resume.
 //! Linux's vmgenid driver (5.18 on, `CONFIG_VMGENID`) then reseeds the random generator and logs
 //! [`FORK_NOTICE`]; a uevent for it came only with Linux 6.10, so the kernel log is what every
-//! kernel from 5.18 on tells user space. From ready on, and only where the driver has a device,
-//! chinit watches the log for that record and makes the copy known
+//! kernel from 5.18 on tells user space. From ready on, in a VM, chinit watches the log for that
+//! record (the kernel writes it only where the driver has a device) and makes the copy known
 //! ([`crate::control::Chinit::noticed_fork`]): generation up by one, address re-announced,
 //! neighbours flushed, restore marks, the ready document pushed, one console line. The host's
 //! `POST /v1/restore` for the same load still makes the copy unique, and counts once.
@@ -41,20 +41,35 @@ pub fn is_fork_notice(r: &KmsgRecord) -> bool {
     r.priority >> 3 == 0 && r.text == FORK_NOTICE
 }
 
-/// Reads the kernel log from its end on, and tells `ctl` of each notice. Returns only when the
-/// log cannot be read (said once on the console).
-pub async fn watch(ctl: Arc<crate::control::Chinit>) {
-    if let Err(e) = watch_log(&ctl).await {
-        crate::say!("vmgenid: cannot watch the kernel log: {e}; a snapshot copy learns it is one only from POST /v1/restore");
+/// The kernel log from here on: opened at its end before chinit declares itself ready, so that
+/// no load can come between (a host may snapshot the machine the moment it is ready).
+pub struct Log(std::fs::File);
+
+impl Log {
+    pub fn open() -> std::io::Result<Log> {
+        let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open("/dev/kmsg")?;
+        // SAFETY: lseek on a descriptor `f` owns; SEEK_END on /dev/kmsg moves past every record.
+        if unsafe { libc::lseek(f.as_raw_fd(), 0, libc::SEEK_END) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Log(f))
     }
 }
 
-async fn watch_log(ctl: &Arc<crate::control::Chinit>) -> std::io::Result<()> {
-    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open("/dev/kmsg")?;
-    // SAFETY: lseek on a descriptor `f` owns; SEEK_END on /dev/kmsg moves past every record.
-    if unsafe { libc::lseek(f.as_raw_fd(), 0, libc::SEEK_END) } < 0 {
-        return Err(std::io::Error::last_os_error());
+/// Says once on the console that loads cannot be noticed, and why.
+pub fn cannot_watch(e: &std::io::Error) {
+    crate::say!("vmgenid: cannot watch the kernel log: {e}; a snapshot copy learns it is one only from POST /v1/restore");
+}
+
+/// Reads `log` and tells `ctl` of each notice. Returns only when the log cannot be read (said
+/// once on the console).
+pub async fn watch(log: Log, ctl: Arc<crate::control::Chinit>) {
+    if let Err(e) = watch_log(log, &ctl).await {
+        cannot_watch(&e);
     }
+}
+
+async fn watch_log(Log(f): Log, ctl: &Arc<crate::control::Chinit>) -> std::io::Result<()> {
     // SAFETY: the `File` keeps the descriptor open, the same one, until the `AsyncFd` that owns it
     // is dropped.
     let mut f = unsafe { tokio::io::unix::AsyncFd::register_with_interest(f, tokio::io::Interest::READABLE) }?;

@@ -266,13 +266,17 @@ fn loaded_copies_notice_by_themselves(dir: &Path) {
                         if let Some(doc) = doc.filter(|d| d.generation == 1) {
                             break doc;
                         }
-                        assert!(t0.elapsed() < RESTORE_TIMEOUT, "{what}: no push of generation 1; console:\n{}", running.console_text());
+                        if t0.elapsed() > RESTORE_TIMEOUT {
+                            let seen = exec_in(&running, "bb=/bin/busybox; $bb ls /sys/bus/acpi/drivers/vmgenid; $bb dmesg | $bb grep -i -e vmgen -e crng -e ACPI -e GED | $bb tail -20");
+                            panic!("{what}: no push of generation 1 in {RESTORE_TIMEOUT:?}; in the copy:\n{}{}", seen.stdout, seen.stderr);
+                        }
                         std::thread::sleep(Duration::from_millis(10));
                     };
                     let out =
                         exec_in(&running, "/bin/busybox head -c 32 /dev/urandom | /bin/busybox od -An -tx1 | /bin/busybox tr -d ' \\n'");
                     assert_eq!((out.exit_code, out.stdout.len()), (Some(0), 64), "{what}: {out:?}");
-                    let req = restore::request(&prep.manifest, p).unwrap();
+                    let mut req = restore::request(&prep.manifest, p).unwrap();
+                    req.wall_clock_us = Some(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64);
                     let body = serde_json::to_vec(&req).unwrap();
                     let mut sock = running.guest_vsock().unwrap().connect(DEFAULT_VSOCK_PORT, Duration::from_secs(30)).unwrap();
                     let r = agent::client::request(&mut sock, "POST", "/v1/restore", Some(&body)).unwrap();
