@@ -72,9 +72,15 @@ pub struct Args {
     #[arg(long, value_name = "IMAGE|DIR|TARBALL", conflicts_with = "initramfs")]
     pub base: Option<PathBuf>,
 
+    /// Make the root from a container image: an OCI image layout directory, an oci-archive tarball,
+    /// or a `docker save` / `podman save` archive (the manifest for --arch; every blob's sha256
+    /// checked). Its config becomes chinit's workload (/etc/chinit/workload.json).
+    #[arg(long, value_name = "OCI-DIR|ARCHIVE", conflicts_with_all = ["initramfs", "base"])]
+    pub image: Option<PathBuf>,
+
     /// What the image boots: `chinit` (default), or `baseline`, the busybox shell init + Python agent
     /// chinit is compared against (docs/benchmarks.md), from the host's busybox-static and python3.
-    #[arg(long, value_enum, default_value = "chinit", conflicts_with_all = ["initramfs", "init", "base"])]
+    #[arg(long, value_enum, default_value = "chinit", conflicts_with_all = ["initramfs", "init", "base", "image"])]
     pub profile: Profile,
 
     /// Target architecture: the init must be built for it.
@@ -140,6 +146,9 @@ mod tests {
             &["--initramfs", "a.cpio", "--gpt"],
             &["--out", "a", "--profile", "baseline", "--init", "x"],
             &["--out", "a", "--profile", "baseline", "--base", "x"],
+            &["--out", "a", "--image", "x", "--base", "y"],
+            &["--initramfs", "a.cpio", "--image", "x"],
+            &["--out", "a", "--profile", "baseline", "--image", "x"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} should be refused");
         }
