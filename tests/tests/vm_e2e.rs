@@ -440,6 +440,99 @@ fn workload_output_reaches_the_console_and_its_exit_powers_off() {
     assert!(started.elapsed() < BOOT_TIMEOUT);
 }
 
+/// `rootfs-builder --image`: the container image's config is the workload, run with exactly its
+/// argv, Env, WorkingDir and User; its output reaches the console and its exit code the host.
+#[test]
+fn a_container_image_runs_as_its_config_says_and_its_exit_reaches_the_host() {
+    let test = "a_container_image_runs_as_its_config_says_and_its_exit_reaches_the_host";
+    if skip_without_qemu(test) {
+        return;
+    }
+    let tmp = TempDir::new("e2e-image").unwrap();
+    // Each line looked for on the console is computed by the shell, so the argv chinit logs never matches it.
+    let script = "echo image says $((6*7)); echo ids $(/bin/busybox id -u) $(/bin/busybox id -g) $(/bin/busybox id -G); echo cwd $(/bin/busybox pwd) A=$A; exit 7";
+    let image = match e2e::container_image(tmp.path(), script, "SIGTERM", &tmp.path().join("app.ext4")) {
+        Ok(i) => i,
+        Err(why) => return e2e::skip(test, &why),
+    };
+    let o = Options { wait: Wait::Exit, ..e2e::qemu_options(&e2e::tiny_bzimage(), Some(&image), "") };
+    let (r, console, _) = run_keeping_console(o);
+    let r = r.unwrap_or_else(|e| panic!("{e}\n{console}"));
+    for line in ["image says 42", "ids 1000 1000 1000 50", "cwd /home/app A=1", "chinit: workload exited (exit code 7)"] {
+        assert!(console.contains(line), "{line:?} not on the console:\n{console}");
+    }
+    if e2e_vsock() {
+        let w = r.workload.unwrap_or_else(|| panic!("no workload status reached the host\n{console}"));
+        assert!(!w.running && w.exit_code == Some(7), "{w:?}");
+    }
+}
+
+/// The image's StopSignal is what its workload gets when the machine is shut down.
+#[test]
+fn a_container_images_stop_signal_reaches_it_on_shutdown() {
+    let test = "a_container_images_stop_signal_reaches_it_on_shutdown";
+    if skip_without_qemu(test) {
+        return;
+    }
+    let tmp = TempDir::new("e2e-image-stop").unwrap();
+    // Looked for on the console: computed by the shell, never in the argv chinit logs.
+    let script = "trap 'echo the image got $((1+1)); exit 3' INT; echo image waiting $((6*7)); while true; do /bin/busybox sleep 1; done";
+    let image = match e2e::container_image(tmp.path(), script, "SIGINT", &tmp.path().join("app.ext4")) {
+        Ok(i) => i,
+        Err(why) => return e2e::skip(test, &why),
+    };
+    let mut g = Guest::start(&e2e::qemu_options(&e2e::tiny_bzimage(), Some(&image), ""), false);
+    g.wait_ready(BOOT_TIMEOUT);
+    let waited = Instant::now();
+    while !g.console().contains("image waiting 42") {
+        assert!(waited.elapsed() < BOOT_TIMEOUT, "the workload did not start:\n{}", g.console());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    g.power_button();
+    let status = g.wait_exit(Duration::from_secs(60)).unwrap_or_else(|| panic!("no power-off\n{}", g.diagnostics()));
+    assert!(status.success(), "QEMU: {status}\n{}", g.diagnostics());
+    let console = g.console();
+    for line in ["sending the workload SIGINT (its StopSignal)", "the image got 2", "chinit: workload exited (exit code 3)"] {
+        assert!(console.contains(line), "{line:?} not on the console:\n{console}");
+    }
+}
+
+/// A workload file chinit cannot start gets one console line, and chinit stays ready: the control
+/// API still answers.
+#[test]
+fn a_bad_workload_file_gets_one_line_and_chinit_stays_ready() {
+    let test = "a_bad_workload_file_gets_one_line_and_chinit_stays_ready";
+    if skip_without_qemu(test) {
+        return;
+    }
+    let tmp = TempDir::new("e2e-bad-workload").unwrap();
+    let bad = tmp.path().join("workload.json");
+    std::fs::write(&bad, r#"{"argv":["/bin/busybox"],"stop_signal":"SIGNOPE"}"#).unwrap();
+    let image = tmp.path().join("rootfs.ext4");
+    vm::run(
+        Command::new(e2e::rootfs_builder())
+            .env("ROOTFS_BUILDER_QUIET", "1")
+            .arg("--init")
+            .arg(vm::chinit_binary())
+            .arg("--out")
+            .arg(&image)
+            .arg("--add")
+            .arg(format!("{}:{}", bad.display(), agent::workload::PATH)),
+    );
+    let mut g = Guest::start(&e2e::qemu_options(&e2e::tiny_bzimage(), Some(&image), ""), false);
+    g.wait_ready(BOOT_TIMEOUT);
+    let r = g.tcp("GET", "/ready", None).unwrap_or_else(|e| panic!("{e}\n{}", g.diagnostics()));
+    assert_eq!(r.status, 200);
+    let line = "chinit: workload: /etc/chinit/workload.json: stop signal \"SIGNOPE\" is not one of";
+    let waited = Instant::now();
+    while !g.console().contains(line) && waited.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let console = g.console();
+    assert_eq!(console.matches(line).count(), 1, "{line:?} once on the console:\n{console}");
+    assert!(!console.contains("chinit: workload started:"), "{console}");
+}
+
 /// `host-probe run --initramfs I` alone: the initramfs is the whole root (host-probe tells chinit
 /// `chinit.root=none`), and chinit gets ready from it, over the TAP and vsock.
 #[test]
