@@ -263,6 +263,56 @@ fn a_layer(oci: &Path) -> String {
     layers.iter().max_by_key(|l| l["size"].as_u64().unwrap()).unwrap()["digest"].as_str().unwrap().to_string()
 }
 
+/// Writes `bytes` as a blob of the layout; its descriptor's digest and size.
+fn put_blob(oci: &Path, bytes: &[u8]) -> (String, u64) {
+    let tmp = oci.join("blob.tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    let digest = sha256(&tmp);
+    std::fs::rename(&tmp, oci.join("blobs/sha256").join(&digest)).unwrap();
+    (format!("sha256:{digest}"), bytes.len() as u64)
+}
+
+#[test]
+fn zstd_and_plain_layers_give_the_same_image_as_gzip() {
+    if !tools_here() || static_init().is_none() {
+        return;
+    }
+    if Command::new("zstd").arg("--version").output().is_err() {
+        skip_line!("skipped: zstd is not installed (apt-get install zstd)");
+        return;
+    }
+    let t = TempDir::new("oci-zstd");
+    let oci = make_image(&t);
+    assert_ok(&build_image(&t, &oci, "gzip.ext4", &[]));
+    // Layer 1 recompressed with zstd, layer 2 stored plain; the manifest and index rewritten to match.
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(oci.join("index.json")).unwrap()).unwrap();
+    let blob = |d: &str| oci.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap()).unwrap();
+    for (i, media) in [(0, "application/vnd.oci.image.layer.v1.tar+zstd"), (1, "application/vnd.oci.image.layer.v1.tar")] {
+        let gz = blob(m["layers"][i]["digest"].as_str().unwrap());
+        let plain = Command::new("gzip").arg("-dc").arg(&gz).output().unwrap().stdout;
+        let bytes = if i == 0 {
+            let raw = t.join("layer.tar");
+            std::fs::write(&raw, &plain).unwrap();
+            run(Command::new("zstd").args(["-q", "-f", "-19"]).arg(&raw).arg("-o").arg(t.join("layer.tar.zst")));
+            std::fs::read(t.join("layer.tar.zst")).unwrap()
+        } else {
+            plain
+        };
+        let (digest, size) = put_blob(&oci, &bytes);
+        m["layers"][i] = serde_json::json!({"mediaType": media, "digest": digest, "size": size});
+    }
+    let (digest, size) = put_blob(&oci, &serde_json::to_vec(&m).unwrap());
+    edit_index(&oci, |v| {
+        v["manifests"][0]["digest"] = digest.clone().into();
+        v["manifests"][0]["size"] = size.into();
+    });
+    let o = build_image(&t, &oci, "zstd.ext4", &[]);
+    assert_ok(&o);
+    assert_eq!(sha256(&t.join("gzip.ext4")), sha256(&t.join("zstd.ext4")));
+}
+
 #[test]
 fn a_tampered_blob_is_refused_naming_it() {
     if !tools_here() || static_init().is_none() {
