@@ -81,19 +81,53 @@ fn unpack_archive(src: &Path, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let mut ar = tar::Archive::new(f);
     let entries = ar.entries().map_err(|e| bad(src, format!("not a tar archive: {e}")))?;
+    // Older `docker save` archives store a layer two images share once, and a symlink to it.
+    let mut links = Vec::new();
     for entry in entries {
         let mut entry = entry.map_err(|e| bad(src, format!("not a tar archive: {e}")))?;
-        if entry.header().entry_type() != tar::EntryType::Regular {
-            continue;
-        }
         let name = entry.path().map_err(|e| bad(src, e.to_string()))?.to_string_lossy().into_owned();
         let rel = normalize(&format!("/{}", name.trim_start_matches("./"))).map_err(|p| bad(src, format!("{name}: {p}")))?;
+        match entry.header().entry_type() {
+            tar::EntryType::Regular => {}
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                if let Ok(Some(t)) = entry.link_name() {
+                    links.push((rel, entry.header().entry_type(), t.to_string_lossy().into_owned()));
+                }
+                continue;
+            }
+            _ => continue,
+        }
         let out = dir.join(rel.trim_start_matches('/'));
         if let Some(p) = out.parent() {
             std::fs::create_dir_all(p).map_err(|e| Error::io(format!("creating {}", p.display()), e))?;
         }
         let mut o = std::fs::File::create(&out).map_err(|e| Error::io(format!("writing {}", out.display()), e))?;
         std::io::copy(&mut entry, &mut o).map_err(|e| bad(src, format!("{name}: {e} (truncated archive?)")))?;
+    }
+    for (rel, kind, target) in links {
+        // A symlink's target is relative to its directory, a hard link's to the archive's root; both
+        // must stay in the archive (normalize refuses `..` left over).
+        let joined = if kind == tar::EntryType::Symlink && !target.starts_with('/') {
+            let mut parts: Vec<&str> = crate::plan::parent(&rel).split('/').filter(|c| !c.is_empty()).collect();
+            for c in target.split('/').filter(|c| !c.is_empty() && *c != ".") {
+                if c == ".." {
+                    parts.pop().ok_or_else(|| bad(src, format!("{rel} -> {target} leads out of the archive")))?;
+                } else {
+                    parts.push(c);
+                }
+            }
+            format!("/{}", parts.join("/"))
+        } else {
+            format!("/{}", target.trim_start_matches("./").trim_start_matches('/'))
+        };
+        let from = normalize(&joined).map_err(|p| bad(src, format!("{rel} -> {target}: {p}")))?;
+        let (from, to) = (dir.join(from.trim_start_matches('/')), dir.join(rel.trim_start_matches('/')));
+        if from.is_file() {
+            if let Some(p) = to.parent() {
+                std::fs::create_dir_all(p).map_err(|e| Error::io(format!("creating {}", p.display()), e))?;
+            }
+            std::fs::copy(&from, &to).map_err(|e| Error::io(format!("copying {} to {}", from.display(), to.display()), e))?;
+        }
     }
     Ok(())
 }
@@ -606,6 +640,18 @@ mod tests {
         assert!(t.apply(2, &l2[..], "l2").unwrap_err().contains(".."));
         let l3 = layer(&[("bad", H, "nothere")]);
         assert!(t.apply(3, &l3[..], "l3").unwrap_err().contains("not a file in the image"));
+    }
+
+    #[test]
+    fn archive_symlinks_are_copies_inside_the_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("save.tar");
+        std::fs::write(&archive, layer(&[("a/layer.tar", F, "bytes"), ("b/layer.tar", S, "../a/layer.tar")])).unwrap();
+        unpack_archive(&archive, &dir.path().join("out")).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("out/b/layer.tar")).unwrap(), b"bytes");
+        std::fs::write(&archive, layer(&[("a/layer.tar", F, "bytes"), ("b", S, "../../etc/passwd")])).unwrap();
+        let e = unpack_archive(&archive, &dir.path().join("out2")).unwrap_err();
+        assert!(e.to_string().contains("leads out of the archive"), "{e}");
     }
 
     #[test]
