@@ -226,6 +226,10 @@ pub fn start_spec(spec: &Spec, reaper: &Reaper, state: &State) -> Option<Workloa
             return None;
         }
     };
+    if let Err(e) = std::fs::read_dir(&spec.cwd) {
+        // Said here: the spawn's own error would name the program, not the directory.
+        say!("workload: its working directory {}: {e}", spec.cwd);
+    }
     let mut cmd = Command::new(prog);
     cmd.args(args).env_clear().current_dir(&spec.cwd);
     for e in &spec.env {

@@ -161,6 +161,12 @@ fn exec(a: &Args) -> Result<()> {
                 Some(w) => {
                     progress::step(&format!("workload: {} (uid {}, gid {}, in {})", w.argv.join(" "), w.uid, w.gid, w.cwd));
                     plan.put(agent::workload::PATH, Entry::file(Content::Bytes(w.to_text().into_bytes()), 0o644));
+                    // A WorkingDir the layers lack is made, as container runtimes do (kept if there).
+                    if w.cwd != "/" {
+                        let cwd = crate::plan::normalize(&w.cwd)
+                            .map_err(|p| Error::BadImage { path: src.clone(), problem: format!("WorkingDir {}: {p}", w.cwd) })?;
+                        plan.put(&cwd, Entry::dir(0o755));
+                    }
                 }
                 None => progress::step("the image has no Entrypoint or Cmd: no workload file; give chinit.exec= at boot"),
             }

@@ -183,6 +183,8 @@ fn layers_whiteouts_owners_and_the_workload_file() {
     assert_eq!(spec.env, ["A=1", "PATH=/bin"]);
     assert_eq!((spec.cwd.as_str(), spec.uid, spec.gid, spec.groups.as_slice()), ("/home/app", 1000, 1000, &[50][..]));
     assert_eq!(spec.stop_signal, "SIGINT");
+    // A WorkingDir the layers lack is made (here /home/app is there, with its owner kept).
+    assert_eq!(stat(&img, "/home/app"), ("directory".into(), "0700".into(), 1000, 1000));
 
     // Same image, same bytes; an oci-archive and a docker-archive of it give the same image too.
     let again = build_image(&t, &oci, "again.ext4", &[]);
@@ -368,6 +370,19 @@ fn a_tampered_docker_archive_layer_is_refused_naming_it() {
     let o = build_image(&t, &docker, "app.ext4", &[]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("does not match its digest sha256:"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_working_dir_the_layers_lack_is_made() {
+    if !tools_here() || static_init().is_none() {
+        return;
+    }
+    let t = TempDir::new("oci-workdir");
+    let oci = make_image(&t);
+    run(Command::new("umoci").args(["config", "--config.workingdir", "/srv/app", "--image"]).arg(format!("{}:app", oci.display())));
+    let o = build_image(&t, &oci, "app.ext4", &[]);
+    assert_ok(&o);
+    assert_eq!(stat(&t.join("app.ext4"), "/srv/app"), ("directory".into(), "0755".into(), 0, 0));
 }
 
 #[test]
