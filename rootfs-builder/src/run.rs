@@ -190,8 +190,12 @@ fn exec(a: &Args) -> Result<()> {
         } else if !a.module.is_empty() {
             return Err(Error::ModulesWithoutDir);
         }
-        progress::step(&format!("writing cpio ({} entries)…", plan.entries.len()));
-        initramfs::build(&plan, compression, epoch, &image)?;
+        progress::step(&format!(
+            "writing cpio ({} entries{})…",
+            plan.entries.len(),
+            if image_tar.is_some() { " over the image's" } else { "" }
+        ));
+        initramfs::build(&plan, image_tar.as_deref(), compression, epoch, &image)?;
     } else {
         let base = match (&a.base, image_tar) {
             (_, Some(tar)) => Base::Tarball(tar),

@@ -407,3 +407,87 @@ fn not_an_image_is_refused() {
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("neither an OCI image layout (index.json) nor a docker or podman save archive"), "{}", stderr(&o));
 }
+
+/// `cpio -itv --numeric-uid-gid` of an archive: (mode string, uid, gid) by name (symlinks as
+/// `name -> target`).
+fn cpio_listing(archive: &Path) -> std::collections::BTreeMap<String, (String, u32, u32)> {
+    let o =
+        Command::new("cpio").args(["-itv", "--quiet", "--numeric-uid-gid"]).stdin(std::fs::File::open(archive).unwrap()).output().unwrap();
+    assert!(o.status.success(), "cpio -itv: {}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    text.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // A device has "major, minor" where a file has its size.
+            let name = if f[0].starts_with(['c', 'b']) { 9 } else { 8 };
+            (f[name..].join(" "), (f[0].to_string(), f[2].parse().unwrap(), f[3].parse().unwrap()))
+        })
+        .collect()
+}
+
+/// `--image --initramfs`: the image's layers as a cpio archive, read back by GNU cpio file by file:
+/// owners and modes kept, the deleted file and the opaque directory's lower files absent, the hard
+/// link one inode, chinit at /init; the same image gives the same bytes from a layout and a docker
+/// archive.
+#[test]
+fn the_image_as_an_initramfs_keeps_owners_links_and_deletions() {
+    if !tools_here() || static_init().is_none() || !have("cpio") {
+        return;
+    }
+    let t = TempDir::new("oci-initramfs");
+    let oci = make_image(&t);
+    let init = static_init().unwrap();
+    let build_cpio = |src: &Path, out: &str| {
+        let o = build(t.path(), &["--initramfs", out, "--image", src.to_str().unwrap(), "--init", init.to_str().unwrap()], &[]);
+        assert_ok(&o);
+        t.join(out)
+    };
+    let cpio = build_cpio(&oci, "app.cpio");
+
+    let list = cpio_listing(&cpio);
+    let at = |name: &str| list.get(name).unwrap_or_else(|| panic!("{name} not in the archive: {list:#?}")).clone();
+    assert_eq!(at("home/app"), ("drwx------".into(), 1000, 1000));
+    assert_eq!(at("home/app/notes"), ("-rw-------".into(), 1000, 1000));
+    assert_eq!(at("bin/busybox"), ("-rwxr-xr-x".into(), 0, 0));
+    assert_eq!(at("bin/id -> busybox"), ("lrwxrwxrwx".into(), 0, 0));
+    assert_eq!(at("data"), ("drwxrwxr-x".into(), 0, 0));
+    assert_eq!(at("data/new"), ("-rw-r-----".into(), 0, 0));
+    assert_eq!(at("init"), ("-rwxr-xr-x".into(), 0, 0));
+    assert_eq!(at("etc/chinit/workload.json"), ("-rw-r--r--".into(), 0, 0));
+    assert_eq!(at("dev/console").0, "crw-------");
+    for gone in ["gone", ".wh.gone", "data/old", "data/keep-not", "data/.wh..wh..opq"] {
+        assert!(!list.contains_key(gone), "{gone} must not be in the archive: {list:#?}");
+    }
+
+    // Unpacked by GNU cpio: the bytes, the hard link as one inode, the image's /etc.
+    let dir = t.join("unpacked");
+    std::fs::create_dir(&dir).unwrap();
+    let o = Command::new("cpio")
+        .args(["-idv", "--quiet", "--no-absolute-filenames"])
+        .current_dir(&dir)
+        .stdin(std::fs::File::open(&cpio).unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "cpio -idv: {}", String::from_utf8_lossy(&o.stderr));
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::read(dir.join("bin/busybox")).unwrap(), std::fs::read("/bin/busybox").unwrap());
+    let (sh, bb) = (std::fs::metadata(dir.join("bin/sh")).unwrap(), std::fs::metadata(dir.join("bin/busybox")).unwrap());
+    assert_eq!((sh.ino(), sh.nlink()), (bb.ino(), 2), "bin/sh is a hard link to bin/busybox");
+    assert_eq!(std::fs::read(dir.join("init")).unwrap(), std::fs::read(&init).unwrap());
+    assert_eq!(std::fs::read(dir.join("data/new")).unwrap(), b"new");
+    assert!(std::fs::read_to_string(dir.join("etc/passwd")).unwrap().contains("app:x:1000"), "the image's /etc/passwd wins");
+    let spec = agent::workload::Spec::parse(&std::fs::read_to_string(dir.join("etc/chinit/workload.json")).unwrap()).unwrap();
+    assert_eq!(
+        (spec.argv.as_slice(), spec.uid, spec.cwd.as_str()),
+        (&["/bin/sh".to_string(), "-c".into(), SCRIPT.into()][..], 1000, "/home/app")
+    );
+
+    // Same image, same bytes, whichever form it comes in.
+    assert_eq!(sha256(&cpio), sha256(&build_cpio(&oci, "again.cpio")));
+    let docker = t.join("app.docker.tar");
+    run(Command::new("skopeo")
+        .arg("copy")
+        .arg(format!("oci:{}:app", oci.display()))
+        .arg(format!("docker-archive:{}:app:latest", docker.display())));
+    assert_eq!(sha256(&cpio), sha256(&build_cpio(&docker, "docker.cpio")));
+}

@@ -73,9 +73,10 @@ pub fn chinit_image(out: &Path, busybox: bool) -> PathBuf {
 }
 
 /// A container image (an OCI layout made with umoci) of busybox, /etc with a user `app` (1000:1000,
-/// also in group `staff`, 50) and its home, whose config runs `sh -c SCRIPT` as `app` in its home
-/// with `A=1` and `stop_signal`; then turned by `rootfs-builder --image` into the ext4 root `out`.
-/// `Err`: the one skip line, when umoci is not installed.
+/// also in group `staff`, 50) and its home (owned by `app`), whose config runs `sh -c SCRIPT` as `app` in its home
+/// with `A=1` and `stop_signal`; then turned by `rootfs-builder --image` into the ext4 root `out`,
+/// or, when `out` ends in `.cpio`, into that initramfs. `Err`: the one skip line, when umoci is not
+/// installed.
 pub fn container_image(dir: &Path, script: &str, stop_signal: &str, out: &Path) -> Result<PathBuf, String> {
     if Command::new("umoci").arg("--version").output().is_err() {
         return Err("umoci not found (apt-get install umoci)".into());
@@ -89,7 +90,9 @@ pub fn container_image(dir: &Path, script: &str, stop_signal: &str, out: &Path) 
     std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n").unwrap();
     std::fs::write(root.join("etc/group"), "root:x:0:\napp:x:1000:\nstaff:x:50:app\n").unwrap();
     let tar = dir.join("layer.tar");
-    vm::run(Command::new("tar").arg("-C").arg(&root).args(["--numeric-owner", "--owner=0", "--group=0", "-cf"]).arg(&tar).arg("."));
+    // Everything root's but the user's home (the tests run as root: the files here are root's).
+    std::os::unix::fs::chown(root.join("home/app"), Some(1000), Some(1000)).unwrap();
+    vm::run(Command::new("tar").arg("-C").arg(&root).args(["--numeric-owner", "-cf"]).arg(&tar).arg("."));
     let oci = dir.join("oci");
     let image = format!("{}:app", oci.display());
     vm::run(Command::new("umoci").arg("init").arg("--layout").arg(&oci));
@@ -115,7 +118,9 @@ pub fn container_image(dir: &Path, script: &str, stop_signal: &str, out: &Path) 
         stop_signal,
     ]));
     let mut cmd = Command::new(rootfs_builder());
-    cmd.env("ROOTFS_BUILDER_QUIET", "1").arg("--init").arg(vm::chinit_binary()).arg("--image").arg(&oci).arg("--out").arg(out);
+    let as_initramfs = out.extension().is_some_and(|e| e == "cpio");
+    cmd.env("ROOTFS_BUILDER_QUIET", "1").arg("--init").arg(vm::chinit_binary()).arg("--image").arg(&oci);
+    cmd.arg(if as_initramfs { "--initramfs" } else { "--out" }).arg(out);
     vm::run(&mut cmd);
     Ok(out.to_path_buf())
 }

@@ -444,21 +444,39 @@ fn workload_output_reaches_the_console_and_its_exit_powers_off() {
 /// argv, Env, WorkingDir and User; its output reaches the console and its exit code the host.
 #[test]
 fn a_container_image_runs_as_its_config_says_and_its_exit_reaches_the_host() {
-    let test = "a_container_image_runs_as_its_config_says_and_its_exit_reaches_the_host";
+    container_image_runs_as_its_config_says("a_container_image_runs_as_its_config_says_and_its_exit_reaches_the_host", "app.ext4");
+}
+
+/// The same container image as an initramfs (`rootfs-builder --image --initramfs`), the whole root
+/// (`host-probe run --initramfs` alone): its owners survive the cpio archive, so it runs the same.
+#[test]
+fn a_container_image_as_an_initramfs_runs_as_its_config_says() {
+    container_image_runs_as_its_config_says("a_container_image_as_an_initramfs_runs_as_its_config_says", "app.cpio");
+}
+
+/// Builds the container image into `root` (`app.ext4`, or `app.cpio` booted as the whole root) and
+/// checks that it runs as its config says.
+fn container_image_runs_as_its_config_says(test: &str, root: &str) {
     if skip_without_qemu(test) {
         return;
     }
     let tmp = TempDir::new("e2e-image").unwrap();
     // Each line looked for on the console is computed by the shell, so the argv chinit logs never matches it.
-    let script = "echo image says $((6*7)); echo ids $(/bin/busybox id -u) $(/bin/busybox id -g) $(/bin/busybox id -G); echo cwd $(/bin/busybox pwd) A=$A; exit 7";
-    let image = match e2e::container_image(tmp.path(), script, "SIGTERM", &tmp.path().join("app.ext4")) {
+    let script = "echo image says $((6*7)); echo ids $(/bin/busybox id -u) $(/bin/busybox id -g) $(/bin/busybox id -G); echo cwd $(/bin/busybox pwd) A=$A; echo owner $(/bin/busybox stat -c %u:%g .); exit 7";
+    let image = match e2e::container_image(tmp.path(), script, "SIGTERM", &tmp.path().join(root)) {
         Ok(i) => i,
         Err(why) => return e2e::skip(test, &why),
     };
-    let o = Options { wait: Wait::Exit, ..e2e::qemu_options(&e2e::tiny_bzimage(), Some(&image), "") };
+    let base = if root.ends_with(".cpio") {
+        Options { initramfs: Some(image), ..e2e::qemu_options(&e2e::tiny_bzimage(), None, "") }
+    } else {
+        e2e::qemu_options(&e2e::tiny_bzimage(), Some(&image), "")
+    };
+    let o = Options { wait: Wait::Exit, ..base };
     let (r, console, _) = run_keeping_console(o);
     let r = r.unwrap_or_else(|e| panic!("{e}\n{console}"));
-    for line in ["image says 42", "ids 1000 1000 1000 50", "cwd /home/app A=1", "chinit: workload exited (exit code 7)"] {
+    for line in ["image says 42", "ids 1000 1000 1000 50", "cwd /home/app A=1", "owner 1000:1000", "chinit: workload exited (exit code 7)"]
+    {
         assert!(console.contains(line), "{line:?} not on the console:\n{console}");
     }
     if e2e_vsock() {
