@@ -485,6 +485,41 @@ fn container_image_runs_as_its_config_says(test: &str, root: &str) {
     }
 }
 
+/// `host-probe run --rootfs app.ext4` as users run it, on a container image: host-probe sees the
+/// workload file, waits for the workload instead of powering the guest off at ready, copies its
+/// console output to stderr, reports its exit and exits with its code; the image is never written.
+#[test]
+fn host_probe_run_on_a_container_image_ends_as_its_workload_does() {
+    let test = "host_probe_run_on_a_container_image_ends_as_its_workload_does";
+    if skip_without_qemu(test) {
+        return;
+    }
+    let tmp = TempDir::new("e2e-image-run").unwrap();
+    // Computed by the shell: the argv chinit logs never matches it.
+    let image = match e2e::container_image(tmp.path(), "echo image says $((6*7)); exit 7", "SIGTERM", &tmp.path().join("app.ext4")) {
+        Ok(i) => i,
+        Err(why) => return e2e::skip(test, &why),
+    };
+    let before = std::fs::read(&image).unwrap();
+    let child = host_probe_run(&e2e::tiny_bzimage(), &image, &[]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(7), "host-probe exits with the workload's code\n{stdout}\n{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let pos = |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle:?} not on stderr:\n{stderr}"));
+    assert!(
+        pos("chinit: workload started: ") < pos("image says 42") && pos("image says 42") < pos("chinit: workload exited (exit code 7)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("chinit: ready in "), "only the workload's part of the console is copied:\n{stderr}");
+    assert!(stdout.contains("note: the guest runs a workload (/etc/chinit/workload.json in "), "{stdout}");
+    assert!(stdout.contains("workload: exited with code 7"), "{stdout}");
+    assert!(stdout.contains("3. ready in guest (uptime)"), "the boot is measured as always:\n{stdout}");
+    assert_eq!(std::fs::read(&image).unwrap(), before, "the image is never written");
+    assert_eq!(leftovers(pid), Vec::<String>::new());
+}
+
 /// The image's StopSignal is what its workload gets when the machine is shut down.
 #[test]
 fn a_container_images_stop_signal_reaches_it_on_shutdown() {
