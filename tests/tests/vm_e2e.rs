@@ -46,6 +46,22 @@ fn skip_without_qemu_or_vsock(test: &str) -> bool {
     false
 }
 
+/// QEMU and a container image ([`e2e::container_image`] of `script`, as `root`: `app.ext4` or
+/// `app.cpio`) in a new temporary directory, or `None` after the test's one skip line.
+fn container_image_or_skip(test: &str, script: &str, stop_signal: &str, root: &str) -> Option<(TempDir, std::path::PathBuf)> {
+    if skip_without_qemu(test) {
+        return None;
+    }
+    let tmp = TempDir::new("e2e-image").unwrap();
+    match e2e::container_image(tmp.path(), script, stop_signal, &tmp.path().join(root)) {
+        Ok(image) => Some((tmp, image)),
+        Err(why) => {
+            e2e::skip(test, &why);
+            None
+        }
+    }
+}
+
 fn u(v: &Value, path: &str) -> u64 {
     v.pointer(path).and_then(Value::as_u64).unwrap_or_else(|| panic!("{path} missing or not a number in {v:#}"))
 }
@@ -457,16 +473,9 @@ fn a_container_image_as_an_initramfs_runs_as_its_config_says() {
 /// Builds the container image into `root` (`app.ext4`, or `app.cpio` booted as the whole root) and
 /// checks that it runs as its config says.
 fn container_image_runs_as_its_config_says(test: &str, root: &str) {
-    if skip_without_qemu(test) {
-        return;
-    }
-    let tmp = TempDir::new("e2e-image").unwrap();
     // Each line looked for on the console is computed by the shell, so the argv chinit logs never matches it.
     let script = "echo image says $((6*7)); echo ids $(/bin/busybox id -u) $(/bin/busybox id -g) $(/bin/busybox id -G); echo cwd $(/bin/busybox pwd) A=$A; echo owner $(/bin/busybox stat -c %u:%g .); exit 7";
-    let image = match e2e::container_image(tmp.path(), script, "SIGTERM", &tmp.path().join(root)) {
-        Ok(i) => i,
-        Err(why) => return e2e::skip(test, &why),
-    };
+    let Some((_tmp, image)) = container_image_or_skip(test, script, "SIGTERM", root) else { return };
     let base = if root.ends_with(".cpio") {
         Options { initramfs: Some(image), ..e2e::qemu_options(&e2e::tiny_bzimage(), None, "") }
     } else {
@@ -491,15 +500,8 @@ fn container_image_runs_as_its_config_says(test: &str, root: &str) {
 #[test]
 fn host_probe_run_on_a_container_image_ends_as_its_workload_does() {
     let test = "host_probe_run_on_a_container_image_ends_as_its_workload_does";
-    if skip_without_qemu(test) {
-        return;
-    }
-    let tmp = TempDir::new("e2e-image-run").unwrap();
     // Computed by the shell: the argv chinit logs never matches it.
-    let image = match e2e::container_image(tmp.path(), "echo image says $((6*7)); exit 7", "SIGTERM", &tmp.path().join("app.ext4")) {
-        Ok(i) => i,
-        Err(why) => return e2e::skip(test, &why),
-    };
+    let Some((_tmp, image)) = container_image_or_skip(test, "echo image says $((6*7)); exit 7", "SIGTERM", "app.ext4") else { return };
     let before = std::fs::read(&image).unwrap();
     let child = host_probe_run(&e2e::tiny_bzimage(), &image, &[]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let pid = child.id();
@@ -524,16 +526,9 @@ fn host_probe_run_on_a_container_image_ends_as_its_workload_does() {
 #[test]
 fn a_container_images_stop_signal_reaches_it_on_shutdown() {
     let test = "a_container_images_stop_signal_reaches_it_on_shutdown";
-    if skip_without_qemu(test) {
-        return;
-    }
-    let tmp = TempDir::new("e2e-image-stop").unwrap();
     // Looked for on the console: computed by the shell, never in the argv chinit logs.
     let script = "trap 'echo the image got $((1+1)); exit 3' INT; echo image waiting $((6*7)); while true; do /bin/busybox sleep 1; done";
-    let image = match e2e::container_image(tmp.path(), script, "SIGINT", &tmp.path().join("app.ext4")) {
-        Ok(i) => i,
-        Err(why) => return e2e::skip(test, &why),
-    };
+    let Some((_tmp, image)) = container_image_or_skip(test, script, "SIGINT", "app.ext4") else { return };
     let mut g = Guest::start(&e2e::qemu_options(&e2e::tiny_bzimage(), Some(&image), ""), false);
     g.wait_ready(BOOT_TIMEOUT);
     let waited = Instant::now();
