@@ -13,7 +13,7 @@ for pair in qemu-system-x86_64:qemu-system-x86 mkfs.ext4:e2fsprogs debugfs:e2fsp
             python3:python3 ip:iproute2 cpio:cpio zstd:zstd xz:xz-utils make:make cc:build-essential \
             flex:flex bison:bison bc:bc depmod:kmod dpkg-deb:dpkg \
             qemu-system-aarch64:qemu-system-arm aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu \
-            curl:curl readelf:binutils; do
+            curl:curl readelf:binutils umoci:umoci skopeo:skopeo; do
   cmd=${pair%%:*} pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
 done

@@ -21,7 +21,8 @@ pub fn report(plan: &Plan, o: &Options, seen: Observed, c: Captured) -> Result<R
     host.marks_source = source.into();
     host.marks = report::host_marks(&marks, 0);
     let ready = seen.ready;
-    if o.wait == Wait::Agent && ready.is_none() {
+    let wait = plan.wait(o);
+    if wait == Wait::Agent && ready.is_none() {
         return Err(Error::Timeout {
             phase: "boot".into(),
             secs: o.timeout.as_secs(),
@@ -30,7 +31,11 @@ pub fn report(plan: &Plan, o: &Options, seen: Observed, c: Captured) -> Result<R
         });
     }
     let phases = ready.as_ref().map(|g| report::phases(&host, g));
-    let workload = latest_workload(&c.pushes, ready.as_ref());
+    let mut workload = latest_workload(&c.pushes, ready.as_ref());
+    // Without vsock (or a push cut short) chinit's console line still says how the workload ended.
+    if wait == Wait::Workload && workload.as_ref().is_none_or(|w| w.running) {
+        workload = measure::console_workload(&c.serial).or(workload);
+    }
     let mut notes = plan.notes.clone();
     let kernel_profile = match (seen.kmsg, ready.as_ref()) {
         (Some(Ok(k)), Some(g)) => {
@@ -147,6 +152,7 @@ mod tests {
             root_path: "/img/rootfs.ext4".into(),
             root_attach: "read-only".into(),
             files: vec![],
+            workload: None,
         }
     }
 

@@ -21,9 +21,21 @@ pub enum ExitCode {
     BadSnapshot,
     /// Interrupted by this signal (SIGINT, SIGTERM, SIGHUP): 128 + its number (130, 143, 129).
     Signal(i32),
+    /// `run` waited for the guest's workload: its exit code, or 128 + the signal that ended it.
+    Workload(i32),
 }
 
 impl ExitCode {
+    /// The exit code a run that waited for `w` ends with, once it ended.
+    pub fn of_workload(w: &agent::proto::Workload) -> Option<ExitCode> {
+        match (w.running, w.exit_code, w.signal) {
+            (true, _, _) => None,
+            (false, Some(c), _) => Some(ExitCode::Workload(c)),
+            (false, None, Some(s)) => Some(ExitCode::Workload(128 + s)),
+            (false, None, None) => None,
+        }
+    }
+
     /// The process exit status.
     pub fn code(self) -> i32 {
         match self {
@@ -35,6 +47,7 @@ impl ExitCode {
             ExitCode::BootFailed => 5,
             ExitCode::BadSnapshot => 6,
             ExitCode::Signal(sig) => 128 + sig,
+            ExitCode::Workload(code) => code,
         }
     }
 }
@@ -138,6 +151,10 @@ mod tests {
         for (e, code) in cases {
             assert_eq!(e.exit_code().code(), code, "{e}");
         }
+        let w = |exit_code, signal| agent::proto::Workload { pid: 9, running: false, exit_code, signal };
+        assert_eq!(ExitCode::of_workload(&w(Some(7), None)).map(ExitCode::code), Some(7));
+        assert_eq!(ExitCode::of_workload(&w(None, Some(9))).map(ExitCode::code), Some(137), "128 + the signal");
+        assert_eq!(ExitCode::of_workload(&agent::proto::Workload { running: true, ..w(None, None) }), None, "still running");
         let m = Error::missing_file("kernel", std::path::Path::new("/k"), "run `rootfs-builder kernel`");
         assert_eq!(m.to_string(), "kernel /k does not exist\n  fix: run `rootfs-builder kernel`");
     }

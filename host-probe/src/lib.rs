@@ -29,3 +29,4 @@ pub mod tsc;
 pub mod vmm;
 pub mod vsock;
 pub mod watch;
+pub mod workload;

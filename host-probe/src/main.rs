@@ -45,7 +45,8 @@ struct BootArgs {
     /// there: chinit in rootfs-builder's images, the shell init in the baseline image.
     #[arg(long, default_value = host_probe::cmdline::DEFAULT_INIT)]
     init: String,
-    /// Seconds to wait for the guest before giving up (exit code 4).
+    /// Seconds to wait for the guest before giving up (exit code 4); a guest with a workload: for
+    /// the workload to exit too.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
     /// No vsock device (no notify, /ready over TAP only).
@@ -76,6 +77,10 @@ struct BootArgs {
 #[derive(Subcommand)]
 enum Cmd {
     /// Boot one microVM and print where every millisecond went.
+    ///
+    /// A guest with a workload (`chinit.exec=`, or a container image's /etc/chinit/workload.json)
+    /// runs until it exits: its console on stderr from its start, and host-probe's exit code is the
+    /// workload's.
     Run {
         #[command(flatten)]
         boot: BootArgs,
@@ -296,13 +301,19 @@ fn main_exec(cli: Cli) -> Result<Exit, Error> {
             Ok(failed.unwrap_or(Exit::Ok))
         }
         Cmd::Run { boot, json, timeline, dry_run, keep, verbose, .. } => {
+            // A guest with a workload runs until it exits (`--no-agent`: until it powers off).
             let o = Options { keep, verbose, ..options(&boot)? };
+            let o = Options { wait: if o.wait == Wait::Agent { Wait::Workload } else { o.wait }, ..o };
             if dry_run {
                 let p = run::plan(&o, &run::HostOffer::gather(), run::next_seq())?;
                 print!("{}", run::dry_run_text(&p));
                 return Ok(Exit::Ok);
             }
-            let r = run::run(&o)?;
+            let plan = run::plan(&o, &run::HostOffer::gather(), run::next_seq())?;
+            for n in &plan.notes {
+                host_probe::launch::progress(o.verbose, n);
+            }
+            let r = run::execute(&plan, &o)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
             } else {
@@ -311,7 +322,9 @@ fn main_exec(cli: Cli) -> Result<Exit, Error> {
             if let Some(path) = timeline {
                 std::fs::write(&path, report::svg(&r)).map_err(Error::io(format!("write {}", path.display())))?;
             }
-            Ok(Exit::Ok)
+            // A run that waited for the guest's workload ends as the workload did.
+            let waited = plan.wait(&o) == Wait::Workload;
+            Ok(r.workload.as_ref().and_then(Exit::of_workload).filter(|_| waited).unwrap_or(Exit::Ok))
         }
         Cmd::Bench {
             boot,

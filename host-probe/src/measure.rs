@@ -124,6 +124,20 @@ pub fn console_ready_ms(serial: &str) -> Option<f64> {
     })
 }
 
+/// How the workload ended, from chinit's console lines: the last `chinit: workload exited (exit
+/// code N)` or `(signal N)`, with the pid of the last `workload started: ... (pid N)`.
+pub fn console_workload(serial: &str) -> Option<agent::proto::Workload> {
+    let exited = serial.lines().rev().find_map(|l| l.split_once(crate::watch::WORKLOAD_EXITED))?.1;
+    let how = exited.split(')').next()?;
+    let number = |prefix: &str| how.strip_prefix(prefix).and_then(|n| n.trim().parse::<i32>().ok());
+    let pid = serial
+        .lines()
+        .rev()
+        .find_map(|l| l.split_once("chinit: workload started: ")?.1.rsplit_once("(pid ")?.1.trim_end().strip_suffix(')')?.parse().ok())
+        .unwrap_or(0);
+    Some(agent::proto::Workload { pid, running: false, exit_code: number("exit code "), signal: number("signal ") })
+}
+
 /// The last `n` lines of a console, for error messages.
 pub fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
@@ -278,5 +292,15 @@ Stack backtrace:
         assert_eq!(console_ready_ms("nothing here"), None);
         assert_eq!(last_lines(serial, 2), "chinit: ready in 12.345 ms (mounts 1.0 ms, net 2.0 ms)\nbye");
         assert_eq!(last_lines("a", 5), "a");
+    }
+
+    #[test]
+    fn how_the_workload_ended_from_the_console() {
+        let serial = "chinit: ready in 3 ms\r\nchinit: workload started: /bin/sh -c echo (pid 1) (pid 41)\r\nhi\r\nchinit: workload exited (exit code 7)\r\n";
+        let w = console_workload(serial).unwrap();
+        assert_eq!((w.pid, w.running, w.exit_code, w.signal), (41, false, Some(7), None));
+        let killed = console_workload("chinit: workload exited (signal 9)\n").unwrap();
+        assert_eq!((killed.pid, killed.exit_code, killed.signal), (0, None, Some(9)));
+        assert!(console_workload("chinit: workload started: x (pid 3)\n").is_none(), "still running");
     }
 }

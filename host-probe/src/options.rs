@@ -56,6 +56,10 @@ pub enum Wait {
     Agent,
     /// The VMM exits by itself (a guest that powers off); only marks and events are measured.
     Exit,
+    /// `host-probe run`: as `Agent`; then, when the guest runs a workload ([`crate::workload`]),
+    /// until it exits (chinit powers off after it) and the guest's console from its start is copied
+    /// to stderr.
+    Workload,
 }
 
 /// What the user asked for.
@@ -158,7 +162,7 @@ impl Options {
     /// line as it is.
     pub fn validate(&self) -> Result<(), Error> {
         cmdline::check_init(&self.init).map_err(Error::Usage)?;
-        if self.kernel_profile && ((!self.vsock && !self.net) || self.wait != Wait::Agent) {
+        if self.kernel_profile && ((!self.vsock && !self.net) || self.wait == Wait::Exit) {
             return Err(Error::Usage(
                 "--kernel-profile reads the kernel's log from chinit once it is ready, over vsock or the TAP: drop --no-agent, and --no-vsock or --no-net".into(),
             ));

@@ -63,6 +63,19 @@ pub struct Plan {
     pub root_attach: String,
     /// Files the run directory gets before the VMM starts (a restored copy's `config.json`).
     pub files: Vec<RunFile>,
+    /// With [`Wait::Workload`]: where the guest's workload comes from, when it has one; the run
+    /// then lasts until it exits.
+    pub workload: Option<String>,
+}
+
+impl Plan {
+    /// What the watch waits for: [`Wait::Workload`] is [`Wait::Agent`] for a guest without a workload.
+    pub fn wait(&self, o: &Options) -> Wait {
+        match (o.wait, &self.workload) {
+            (Wait::Workload, None) => Wait::Agent,
+            (w, _) => w,
+        }
+    }
 }
 
 /// A file made in the run directory before the VMM starts.
@@ -146,6 +159,18 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
     let vmm::Wired { device: vsock, helper_argv: vhost_argv, guest: guest_vsock, notify_port } =
         wire_vsock(vmm, o.vsock, host, &run_dir, (pid, seq), &mut notes);
     check_reachable(o.wait, tap.is_some(), vsock.is_some())?;
+    // The kernel profile is read from chinit at ready, so a profiled run ends there.
+    let workload = if o.wait == Wait::Workload && !o.kernel_profile {
+        crate::workload::expected(&o.cmdline_extra, root.kind, &root.path, root.partition).unwrap_or_else(|why| {
+            notes.push(format!("{why}; the guest is powered off once ready"));
+            None
+        })
+    } else {
+        None
+    };
+    if let Some(w) = &workload {
+        notes.push(format!("the guest runs a workload ({w}): waiting for it to exit (within --timeout)"));
+    }
 
     let cmdline = cmdline::build(&cmdline::Guest {
         root: root.kind,
@@ -213,6 +238,7 @@ pub fn plan(o: &Options, host: &HostOffer, seq: u32) -> Result<Plan, Error> {
         root_path: root.path,
         root_attach: root.attach,
         files: Vec::new(),
+        workload,
     })
 }
 
@@ -269,7 +295,7 @@ fn find_initramfs(o: &Options, kernel: &Path) -> Result<Option<PathBuf>, Error> 
 
 /// Waiting for chinit's agent needs a way to it: a network device or vsock.
 fn check_reachable(wait: Wait, net: bool, vsock: bool) -> Result<(), Error> {
-    if wait == Wait::Agent && !net && !vsock {
+    if wait != Wait::Exit && !net && !vsock {
         return Err(Error::Usage(
             "no way to reach chinit: without a network device (--no-net) the guest needs vsock \
              (drop --no-vsock; QEMU also needs vhost-device-vsock: cargo install vhost-device-vsock)"

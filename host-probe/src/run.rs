@@ -26,7 +26,8 @@ const POLL_EVERY: Duration = Duration::from_millis(2);
 /// How long a guest that accepted the power-off has to do it before the VMM is stopped.
 pub const POWER_OFF_GRACE: Duration = Duration::from_secs(10);
 
-/// Watches a launched plan until the guest is ready (or, with `Wait::Exit`, the VMM exited).
+/// Watches a launched plan until the guest is ready (or, with `Wait::Exit`, the VMM exited; with
+/// `Wait::Workload` and a guest that has one, its workload exited).
 pub fn watch(plan: &Plan, o: &Options, running: &mut Running) -> Result<Observed, Error> {
     let mut watch = Watch::new(plan, o, running);
     loop {
@@ -45,7 +46,8 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
     if o.kernel_profile {
         seen.kmsg = Some(crate::ask::kmsg(running.guest_addr(), running.guest_vsock()));
     }
-    if o.wait == Wait::Agent {
+    // A guest whose workload ended has usually powered off by itself; one that stays is asked to.
+    if o.wait != Wait::Exit && seen.vmm_exit.is_none() {
         seen.vmm_exit = running.power_off(POWER_OFF_GRACE);
     }
     collect::report(plan, o, seen, running.finish())

@@ -1,7 +1,8 @@
 //! Watch a booting guest: one [`Watch`] takes what the readers of a [`Running`] heard — port-0x80
 //! marks, cloud-hypervisor's events, chinit's notify pushes, the `/ready` answers over TCP and
 //! vsock — into the host's figures, decides when to ask the guest (see [`tcp_ask`]), and says when
-//! the run is done, or why it failed (the VMM exited, the guest reset, the timeout).
+//! the run is done, or why it failed (the VMM exited, the guest reset, the timeout). A run that
+//! waits for the guest's workload also follows its console ([`ConsoleTail`]).
 
 use std::net::SocketAddr;
 use std::process::ExitStatus;
@@ -27,6 +28,57 @@ const EVENT_CHECK_EVERY: Duration = Duration::from_millis(50);
 const LONG_BOOT: Duration = Duration::from_secs(10);
 /// Once one path said ready, the others get this long to say it too.
 const OTHERS_GRACE: Duration = Duration::from_secs(2);
+/// How often a run waiting for the workload reads the console and chinit's pushes.
+const CONSOLE_EVERY: Duration = Duration::from_millis(50);
+/// chinit's console line when it starts the workload (or fails to: `chinit: workload: ...`).
+const WORKLOAD_LINE: &str = "chinit: workload";
+/// chinit's console line when the workload ended.
+pub const WORKLOAD_EXITED: &str = "chinit: workload exited (";
+
+/// The guest's console from chinit's first workload line on: what a run waiting for the workload
+/// copies to stderr, fed the console's bytes as they come.
+#[derive(Debug, Default)]
+pub struct ConsoleTail {
+    /// Bytes of the console read so far.
+    pub offset: u64,
+    partial: Vec<u8>,
+    started: bool,
+    /// chinit said the workload exited.
+    pub exited: bool,
+}
+
+impl ConsoleTail {
+    /// Takes the next bytes of the console; returns the whole lines to copy (without `\r\n`).
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.offset += bytes.len() as u64;
+        self.partial.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        while let Some(nl) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=nl).collect();
+            let line = String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_string();
+            self.take(line, &mut out);
+        }
+        out
+    }
+
+    /// The last line when it has no newline (the console ended).
+    pub fn finish(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.partial.is_empty() {
+            let line = String::from_utf8_lossy(&std::mem::take(&mut self.partial)).trim_end_matches('\r').to_string();
+            self.take(line, &mut out);
+        }
+        out
+    }
+
+    fn take(&mut self, line: String, out: &mut Vec<String>) {
+        self.started |= line.contains(WORKLOAD_LINE);
+        self.exited |= line.contains(WORKLOAD_EXITED);
+        if self.started {
+            out.push(line);
+        }
+    }
+}
 
 /// What the host knows of the guest while it waits for `/ready` over the TAP.
 #[derive(Debug, Clone, Copy, Default)]
@@ -90,6 +142,11 @@ pub struct Watch {
     first_ready_at: Option<Instant>,
     vmm_exit: Option<ExitStatus>,
     last_event_check: Instant,
+    /// Every way in said ready (or had its grace time after the first did).
+    agent_done: bool,
+    /// Waiting for the workload: its console, and when it was last read.
+    tail: ConsoleTail,
+    last_console_check: Instant,
     done: bool,
 }
 
@@ -98,16 +155,17 @@ impl Watch {
     /// when vsock is the only way in).
     pub fn new(plan: &Plan, o: &Options, run: &mut Running) -> Watch {
         let tcp = run.guest_addr();
-        if o.wait == Wait::Agent {
+        let wait = plan.wait(o);
+        if wait != Wait::Exit {
             run.poll_vsock_ready(tcp.is_none());
         }
-        Watch::awaiting(o, plan.vmm, tcp, plan.guest_vsock.is_some(), run.listens_for_notify())
+        Watch::awaiting(wait, o, plan.vmm, tcp, plan.guest_vsock.is_some(), run.listens_for_notify())
     }
 
     /// A watch that has heard nothing yet, awaiting the ways in given.
-    fn awaiting(o: &Options, vmm: Vmm, tcp: Option<SocketAddr>, vsock: bool, notify: bool) -> Watch {
+    fn awaiting(wait: Wait, o: &Options, vmm: Vmm, tcp: Option<SocketAddr>, vsock: bool, notify: bool) -> Watch {
         Watch {
-            wait: o.wait,
+            wait,
             timeout: o.timeout,
             verbose: o.verbose,
             vmm,
@@ -121,12 +179,15 @@ impl Watch {
             first_ready_at: None,
             vmm_exit: None,
             last_event_check: Instant::now(),
+            agent_done: false,
+            tail: ConsoleTail::default(),
+            last_console_check: Instant::now(),
             done: false,
         }
     }
 
     /// Whether the run is over: the VMM exited (`Wait::Exit`), or every way in said ready (or had
-    /// its grace time after the first did).
+    /// its grace time after the first did), and with `Wait::Workload` the workload ended.
     pub fn done(&self) -> bool {
         self.done
     }
@@ -136,7 +197,12 @@ impl Watch {
         interrupted()?;
         if let Some(status) = run.exited() {
             self.vmm_exit = Some(status);
-            if self.wait == Wait::Exit {
+            if self.wait == Wait::Workload {
+                self.hear_notify(run);
+                self.follow_console(run, true);
+            }
+            // A guest that powers off after its workload exited is a run that ended well.
+            if self.wait == Wait::Exit || (self.wait == Wait::Workload && self.workload_ended(run)) {
                 self.done = true;
                 return Ok(());
             }
@@ -156,10 +222,61 @@ impl Watch {
                 diagnostics: run.diagnostics(),
             });
         }
-        if self.wait == Wait::Agent {
-            self.hear_agent(run);
+        match self.wait {
+            Wait::Exit => {}
+            Wait::Agent => {
+                self.hear_agent(run);
+                self.done = self.agent_done;
+            }
+            Wait::Workload => {
+                if !self.agent_done {
+                    self.hear_agent(run);
+                }
+                if self.last_console_check.elapsed() > CONSOLE_EVERY {
+                    self.last_console_check = Instant::now();
+                    self.follow_console(run, false);
+                    // Ended with the guest still up (`chinit.on_exit=stay`): it is powered off.
+                    self.done = self.agent_done && self.workload_ended(run);
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Copies what the console got since the last look, from chinit's first workload line on, to
+    /// stderr; `last`: the VMM exited, so a line without its newline is whole too.
+    fn follow_console(&mut self, run: &Running, last: bool) {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut bytes = Vec::new();
+        let read = std::fs::File::open(run.console())
+            .and_then(|mut f| f.seek(SeekFrom::Start(self.tail.offset)).and_then(|_| f.read_to_end(&mut bytes)));
+        if read.is_err() {
+            return;
+        }
+        let mut lines = self.tail.feed(&bytes);
+        if last {
+            lines.extend(self.tail.finish());
+        }
+        for l in lines {
+            eprintln!("{l}");
+        }
+    }
+
+    /// Whether the workload ended: chinit's last push says so, or its console line does.
+    fn workload_ended(&self, run: &Running) -> bool {
+        let pushed = run.pushes().iter().rev().find_map(|(_, b)| serde_json::from_slice::<Ready>(b).ok().and_then(|r| r.workload));
+        self.tail.exited || pushed.is_some_and(|w| !w.running)
+    }
+
+    /// chinit's first notify push (its Ready document), once.
+    fn hear_notify(&mut self, run: &Running) {
+        if self.host.notify_us.is_none() {
+            if let Some((t, body)) = run.first_push() {
+                self.host.notify_us = Some(t);
+                self.notify_body = Some(body);
+                progress(self.verbose, &format!("notify at {} ms", report::ms(t)));
+            }
+        }
     }
 
     /// What was observed; the Ready document falls back to the notify push.
@@ -189,13 +306,7 @@ impl Watch {
 
     /// chinit's agent: the notify push, `/ready` over the TAP and over vsock, memory at ready.
     fn hear_agent(&mut self, run: &mut Running) {
-        if self.host.notify_us.is_none() {
-            if let Some((t, body)) = run.first_push() {
-                self.host.notify_us = Some(t);
-                self.notify_body = Some(body);
-                progress(self.verbose, &format!("notify at {} ms", report::ms(t)));
-            }
-        }
+        self.hear_notify(run);
         let ready_mark = run.mark_seen(measure::MARK_READY);
         self.ask_tcp(run, ready_mark);
         let said_ready = self.host.ready_tcp_us.is_some() || self.host.notify_us.is_some();
@@ -212,7 +323,7 @@ impl Watch {
             if self.memory.is_none() {
                 self.memory = run.vmm_memory();
             }
-            self.done = self.pending().is_empty() || since.elapsed() > OTHERS_GRACE;
+            self.agent_done = self.pending().is_empty() || since.elapsed() > OTHERS_GRACE;
         }
     }
 
@@ -256,7 +367,8 @@ impl Watch {
     fn waiting_for(&self) -> String {
         match self.wait {
             Wait::Exit => "waiting for the VMM to exit".to_string(),
-            Wait::Agent => format!("waiting for the guest to say it is ready ({})", self.pending().join(", ")),
+            Wait::Workload if self.agent_done => "waiting for the workload to exit (a longer one needs a larger --timeout)".to_string(),
+            Wait::Agent | Wait::Workload => format!("waiting for the guest to say it is ready ({})", self.pending().join(", ")),
         }
     }
 }
@@ -267,7 +379,7 @@ mod tests {
 
     fn watch(wait: Wait, tcp: bool, vsock: bool, notify: bool) -> Watch {
         let addr = tcp.then(|| SocketAddr::from(([169, 254, 1, 2], agent::proto::DEFAULT_PORT)));
-        Watch::awaiting(&Options { wait, ..Options::default() }, crate::vmm::qemu::VMM, addr, vsock, notify)
+        Watch::awaiting(wait, &Options::default(), crate::vmm::qemu::VMM, addr, vsock, notify)
     }
 
     #[test]
@@ -304,6 +416,29 @@ mod tests {
         let mut all = watch(Wait::Agent, true, true, true);
         all.host = answered(true, true, true);
         assert!(all.pending().is_empty());
+        let mut w = watch(Wait::Workload, true, true, true);
+        assert_eq!(w.waiting_for(), "waiting for the guest to say it is ready (/ready over TAP, /ready over vsock, notify)");
+        w.agent_done = true;
+        assert_eq!(w.waiting_for(), "waiting for the workload to exit (a longer one needs a larger --timeout)");
+    }
+
+    #[test]
+    fn the_console_is_copied_from_the_workloads_first_line() {
+        let mut t = ConsoleTail::default();
+        assert_eq!(t.feed(b"[    0.1] booting\r\nchinit: ready in 3.2 ms\r\n"), Vec::<String>::new(), "the boot is not copied");
+        assert_eq!(
+            t.feed(b"chinit: workload started: /bin/sh -c x (pid 40)\r\nimage says 4"),
+            ["chinit: workload started: /bin/sh -c x (pid 40)"]
+        );
+        assert!(!t.exited);
+        assert_eq!(t.feed(b"2\r\n"), ["image says 42"], "a line cut across two reads is one line");
+        assert_eq!(t.feed(b"chinit: workload exited (exit code 7)\r\nreboot: Power d"), ["chinit: workload exited (exit code 7)"]);
+        assert!(t.exited);
+        assert_eq!(t.finish(), ["reboot: Power d"], "the console's last bytes, once it ended");
+        assert_eq!(t.offset, 162, "every byte fed is counted, so the next read starts after it");
+        // A workload file chinit could not start: its one line is copied.
+        let mut bad = ConsoleTail::default();
+        assert_eq!(bad.feed(b"chinit: workload: /etc/chinit/workload.json: bad\n"), ["chinit: workload: /etc/chinit/workload.json: bad"]);
     }
 
     #[test]

@@ -266,7 +266,14 @@ impl Boot {
                 control::system_ready(&ctl.system).await;
                 supervise::start_workload(argv, &ctl.reaper, &ctl.state)
             }
-            None => None,
+            // Without chinit.exec=, the workload file a container image gave (rootfs-builder --image).
+            None => match supervise::workload_file(agent::workload::PATH) {
+                Some(spec) => {
+                    control::system_ready(&ctl.system).await;
+                    supervise::start_spec(&spec, &ctl.reaper, &ctl.state)
+                }
+                None => None,
+            },
         };
         let ending =
             supervise::supervise(&self.cfg, &ctl.state, &ctl.stopping, self.signals.take(), &ctl.reaper, &mut self.shutdown, workload)

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use agent::proto::{ShutdownAction, ShutdownRequest, Workload as WorkloadStatus};
+use agent::workload::Spec;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cmdline::{Config, OnExit};
@@ -45,11 +46,14 @@ pub fn reaction(sig: Signo, workload_running: bool) -> Reaction {
     }
 }
 
-/// The running workload (`chinit.exec=`), leader of its own process group.
+/// The running workload (`chinit.exec=`, or the workload file), leader of its own process group.
 pub struct Workload {
     /// Its pid, which is also its process group; 0 when it could not be started.
     pid: i32,
     exited: oneshot::Receiver<Exit>,
+    /// The workload file's StopSignal: sent to it alone first on shutdown, before every process
+    /// gets SIGTERM. `None` for `chinit.exec=` (everything gets SIGTERM at once, as before).
+    stop: Option<Signo>,
 }
 
 /// How the machine ends.
@@ -118,8 +122,33 @@ pub async fn supervise(
         }
     };
     stopping.store(true, Ordering::Release);
-    shutdown::stop_processes(reaper, &mut sig, Duration::from_millis(cfg.grace_ms)).await;
+    let grace = Duration::from_millis(cfg.grace_ms);
+    if let Some(w) = workload.as_mut() {
+        stop_workload(w, &mut sig, reaper, state, grace).await;
+    }
+    shutdown::stop_processes(reaper, &mut sig, grace).await;
     Ending { action, workload: ended }
+}
+
+/// Sends a still-running workload its StopSignal and waits, reaping, until it exits or `grace` ends.
+async fn stop_workload(w: &mut Workload, sig: &mut Signals, reaper: &Reaper, state: &State, grace: Duration) {
+    let Some(stop) = w.stop else { return };
+    say!("shutdown: sending the workload {} (its StopSignal)", signals::name(stop));
+    forward(w, stop);
+    let deadline = tokio::time::sleep(grace);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            r = &mut w.exited => {
+                let exit = r.unwrap_or(Exit::Code(255));
+                say!("workload exited ({exit})");
+                state.set_workload(status(w.pid, Some(exit)));
+                return;
+            }
+            s = sig.recv() => if s.is_ok() { reaper.reap(); } else { return },
+            _ = &mut deadline => return,
+        }
+    }
 }
 
 /// The next shutdown request's action (a power-off if every sender is gone).
@@ -158,12 +187,75 @@ fn status(pid: i32, exit: Option<Exit>) -> WorkloadStatus {
     }
 }
 
-/// Starts the workload as the leader of its own process group (so forwarded signals reach what it
-/// starts too, as a terminal's do) and publishes it in `state`.
+/// Starts `chinit.exec=`'s argv as the workload, with chinit's base environment.
 pub fn start_workload(argv: &[String], reaper: &Reaper, state: &State) -> Option<Workload> {
     let (prog, args) = argv.split_first()?;
     let mut cmd = Command::new(prog);
     cmd.args(args).env_clear().envs(exec::BASE_ENV.iter().copied());
+    spawn_workload(cmd, argv, None, reaper, state)
+}
+
+/// The workload file ([`agent::workload::PATH`]), when there is one. A file that cannot be read or
+/// is not right gets one console line, and no workload is started (the control API still answers).
+pub fn workload_file(path: &str) -> Option<Spec> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            say!("workload: cannot read {path}: {e}; no workload started");
+            return None;
+        }
+    };
+    match Spec::parse(&text) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            say!("workload: {path}: {e}; no workload started");
+            None
+        }
+    }
+}
+
+/// Starts the workload a workload file describes: exactly its argv, environment, directory, user,
+/// group and supplementary groups; its StopSignal is kept for the shutdown.
+pub fn start_spec(spec: &Spec, reaper: &Reaper, state: &State) -> Option<Workload> {
+    let (prog, args) = spec.argv.split_first()?;
+    let stop = match agent::workload::signal_number(&spec.stop_signal) {
+        Ok(s) => s,
+        Err(e) => {
+            say!("workload: {e}; no workload started");
+            return None;
+        }
+    };
+    if let Err(e) = std::fs::read_dir(&spec.cwd) {
+        // Said here: the spawn's own error would name the program, not the directory.
+        say!("workload: its working directory {}: {e}", spec.cwd);
+    }
+    let mut cmd = Command::new(prog);
+    cmd.args(args).env_clear().current_dir(&spec.cwd);
+    for e in &spec.env {
+        if let Some((k, v)) = e.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    let (uid, gid) = (spec.uid, spec.gid);
+    let groups: Vec<libc::gid_t> = spec.groups.clone();
+    // SAFETY: the closure runs in the child between fork and exec and makes only system calls
+    // (setgroups, setgid, setuid) on values it owns; the groups before the ids, while still root.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    spawn_workload(cmd, &spec.argv, Some(stop), reaper, state)
+}
+
+/// Starts the workload as the leader of its own process group (so forwarded signals reach what it
+/// starts too, as a terminal's do) and publishes it in `state`.
+fn spawn_workload(mut cmd: Command, argv: &[String], stop: Option<Signo>, reaper: &Reaper, state: &State) -> Option<Workload> {
+    let prog = argv.first()?;
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let (pid, exited) = match reaper.spawn(&mut cmd) {
         Ok((child, exited)) => {
@@ -181,7 +273,7 @@ pub fn start_workload(argv: &[String], reaper: &Reaper, state: &State) -> Option
         }
     };
     state.set_workload(status(pid, None));
-    Some(Workload { pid, exited })
+    Some(Workload { pid, exited, stop })
 }
 
 #[cfg(test)]
@@ -212,6 +304,20 @@ mod tests {
         for (sig, running, want) in cases {
             assert_eq!(reaction(sig, running), want, "{} with a workload: {running}", signals::name(sig));
         }
+    }
+
+    #[test]
+    fn workload_file_missing_bad_or_good() {
+        let dir = std::env::temp_dir().join(format!("chinit-workload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("workload.json");
+        let p = path.to_str().unwrap();
+        assert_eq!(workload_file(p), None, "no file, no workload, no line");
+        std::fs::write(&path, r#"{"argv":[]}"#).unwrap();
+        assert_eq!(workload_file(p), None, "a bad file: one console line, no workload");
+        std::fs::write(&path, r#"{"argv":["/bin/app"],"stop_signal":"SIGINT"}"#).unwrap();
+        assert_eq!(workload_file(p).map(|s| s.argv), Some(vec!["/bin/app".to_string()]));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -72,9 +72,16 @@ pub struct Args {
     #[arg(long, value_name = "IMAGE|DIR|TARBALL", conflicts_with = "initramfs")]
     pub base: Option<PathBuf>,
 
+    /// Make the root from a container image: an OCI image layout directory, an oci-archive tarball,
+    /// or a `docker save` / `podman save` archive (the manifest for --arch; every blob's sha256
+    /// checked). Its config becomes chinit's workload (/etc/chinit/workload.json). With
+    /// --initramfs the image is the whole initramfs, chinit its /init.
+    #[arg(long, value_name = "OCI-DIR|ARCHIVE", conflicts_with = "base")]
+    pub image: Option<PathBuf>,
+
     /// What the image boots: `chinit` (default), or `baseline`, the busybox shell init + Python agent
     /// chinit is compared against (docs/benchmarks.md), from the host's busybox-static and python3.
-    #[arg(long, value_enum, default_value = "chinit", conflicts_with_all = ["initramfs", "init", "base"])]
+    #[arg(long, value_enum, default_value = "chinit", conflicts_with_all = ["initramfs", "init", "base", "image"])]
     pub profile: Profile,
 
     /// Target architecture: the init must be built for it.
@@ -122,6 +129,8 @@ mod tests {
         assert_eq!(a.profile, Profile::Chinit);
         assert_eq!(parse(&["--out", "b.ext4", "--profile", "baseline"]).unwrap().profile, Profile::Baseline);
         assert_eq!(a.arch, Arch::Aarch64);
+        let a = parse(&["--initramfs", "app.cpio.gz", "--image", "app.oci"]).unwrap();
+        assert_eq!((a.initramfs, a.image), (Some(PathBuf::from("app.cpio.gz")), Some(PathBuf::from("app.oci"))));
     }
 
     #[test]
@@ -140,6 +149,8 @@ mod tests {
             &["--initramfs", "a.cpio", "--gpt"],
             &["--out", "a", "--profile", "baseline", "--init", "x"],
             &["--out", "a", "--profile", "baseline", "--base", "x"],
+            &["--out", "a", "--image", "x", "--base", "y"],
+            &["--out", "a", "--profile", "baseline", "--image", "x"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} should be refused");
         }

@@ -1,18 +1,20 @@
 //! A small, reproducible newc ("070701") cpio writer, and a reader for checks and tests.
 //!
-//! Every entry is owned by 0:0 with one fixed mtime; entries are written in the order given
+//! Every entry keeps the owner it is given, with one fixed mtime; entries are written in the order given
 //! (callers pass them sorted, parents first), then the `TRAILER!!!` record. Regular files that
 //! share a `link` group are hard links to one inode: its data is stored once, with the group's
 //! last entry (the convention both GNU cpio and the kernel's initramfs unpacker read).
 
 use std::io::{self, Write};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CpioEntry {
     /// Path without the leading `/`, e.g. `sbin/chinit`.
     pub name: String,
     /// Full `st_mode` (type and permission bits).
     pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
     /// File contents or symlink target; empty for directories and devices.
     pub data: Vec<u8>,
     pub rdev_major: u32,
@@ -33,7 +35,7 @@ fn header(w: &mut impl Write, ino: u32, e: &CpioEntry, mtime: u32, nlink: u32, d
     let too_big = || io::Error::new(io::ErrorKind::InvalidInput, format!("{}: larger than 4 GiB", e.name));
     let filesize = u32::try_from(data.len()).map_err(|_| too_big())?;
     let namesize = u32::try_from(e.name.len() + 1).map_err(|_| too_big())?;
-    let fields = [ino, e.mode, 0, 0, nlink, mtime, filesize, 0, 0, e.rdev_major, e.rdev_minor, namesize, 0];
+    let fields = [ino, e.mode, e.uid, e.gid, nlink, mtime, filesize, 0, 0, e.rdev_major, e.rdev_minor, namesize, 0];
     let mut h = Vec::with_capacity(110);
     h.extend_from_slice(MAGIC);
     for f in fields {
@@ -70,7 +72,7 @@ pub fn write(w: &mut impl Write, entries: &[CpioEntry], mtime: u32) -> io::Resul
         };
         header(w, ino, e, mtime, nlink, data)?;
     }
-    let trailer = CpioEntry { name: TRAILER.into(), mode: 0, data: vec![], rdev_major: 0, rdev_minor: 0, link: None };
+    let trailer = CpioEntry { name: TRAILER.into(), ..CpioEntry::default() };
     header(w, 0, &trailer, 0, 1, &[])
 }
 
@@ -80,8 +82,6 @@ pub struct ReadEntry {
     pub entry: CpioEntry,
     pub ino: u32,
     pub nlink: u32,
-    pub uid: u32,
-    pub gid: u32,
     pub mtime: u32,
 }
 
@@ -127,11 +127,18 @@ pub fn read(mut b: &[u8]) -> Result<Vec<ReadEntry>, String> {
             return Ok(out);
         }
         out.push(ReadEntry {
-            entry: CpioEntry { name, mode: f[1], data: b[data_start..data_end].to_vec(), rdev_major: f[9], rdev_minor: f[10], link: None },
+            entry: CpioEntry {
+                name,
+                mode: f[1],
+                uid: f[2],
+                gid: f[3],
+                data: b[data_start..data_end].to_vec(),
+                rdev_major: f[9],
+                rdev_minor: f[10],
+                link: None,
+            },
             ino: f[0],
             nlink: f[4],
-            uid: f[2],
-            gid: f[3],
             mtime: f[5],
         });
         let next = data_end.div_ceil(4) * 4;
@@ -145,7 +152,7 @@ mod tests {
     use super::*;
 
     fn e(name: &str, mode: u32, data: &[u8]) -> CpioEntry {
-        CpioEntry { name: name.into(), mode, data: data.to_vec(), rdev_major: 0, rdev_minor: 0, link: None }
+        CpioEntry { name: name.into(), mode, data: data.to_vec(), ..CpioEntry::default() }
     }
 
     #[test]
@@ -155,6 +162,7 @@ mod tests {
             CpioEntry { rdev_major: 5, rdev_minor: 1, ..e("dev/console", 0o20600, b"") },
             e("init", 0o100755, b"hello"),
             e("lnk", 0o120777, b"init"),
+            CpioEntry { uid: 1000, gid: 50, ..e("home", 0o40700, b"") },
         ];
         let mut buf = Vec::new();
         write(&mut buf, &entries, 42).unwrap();
@@ -162,7 +170,9 @@ mod tests {
         assert_eq!(&buf[..6], b"070701");
         let back = read(&buf).unwrap();
         assert_eq!(back.iter().map(|r| r.entry.clone()).collect::<Vec<_>>(), entries);
-        assert!(back.iter().all(|r| r.uid == 0 && r.gid == 0 && r.mtime == 42));
+        assert!(back.iter().all(|r| r.mtime == 42));
+        let owners: Vec<(u32, u32)> = back.iter().map(|r| (r.entry.uid, r.entry.gid)).collect();
+        assert_eq!(owners, [(0, 0), (0, 0), (0, 0), (0, 0), (1000, 50)], "owners kept");
         // Same input, same bytes.
         let mut again = Vec::new();
         write(&mut again, &entries, 42).unwrap();

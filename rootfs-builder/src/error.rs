@@ -74,6 +74,9 @@ pub enum Error {
     #[error("--base {path}: {problem}")]
     BadBase { path: PathBuf, problem: String },
 
+    #[error("--image {path}: {problem}")]
+    BadImage { path: PathBuf, problem: String },
+
     #[error("interrupted by signal {0}; temporary files removed")]
     Interrupted(i32),
 }
@@ -91,7 +94,8 @@ impl Error {
             | Error::ManyKernels { .. }
             | Error::ModuleNotFound { .. }
             | Error::ModulesWithoutDir
-            | Error::BadBase { .. } => ExitCode::BadInput,
+            | Error::BadBase { .. }
+            | Error::BadImage { .. } => ExitCode::BadInput,
             Error::OutputDir { .. } => ExitCode::Output,
             Error::ToolMissing { .. } | Error::ToolFailed { .. } | Error::Io { .. } => ExitCode::BuildFailed,
             Error::Interrupted(libc::SIGTERM) => ExitCode::Terminated,

@@ -16,6 +16,7 @@ pub mod hash;
 pub mod initramfs;
 pub mod kernel;
 pub mod modules;
+pub mod oci;
 pub mod plan;
 pub mod progress;
 pub mod resolve;

@@ -9,7 +9,7 @@ use crate::cli::{Args, Cli, Command, Profile};
 use crate::error::{Error, ExitCode, Result};
 use crate::ext4::{self, Base, Ext4Options};
 use crate::initramfs::{self, Compression};
-use crate::plan::{Content, Plan};
+use crate::plan::{Content, Entry, Plan};
 use crate::{elf, gpt, progress, size, tools};
 
 /// Entry point of `rootfs-builder`: parses the command line and runs the image builder or the
@@ -151,6 +151,29 @@ fn exec(a: &Args) -> Result<()> {
         Some(init) if is_initramfs => Plan::initramfs(init),
         Some(init) => Plan::root(init),
     };
+    // A container image's workload file goes in before --tree and --add, which stay on top.
+    let image_tar = match &a.image {
+        Some(src) => {
+            progress::step(&format!("reading the container image {}…", src.display()));
+            let flat = crate::oci::flatten(src, a.arch, work.path())?;
+            progress::step(&format!("image {}: layers applied", flat.platform));
+            match flat.workload {
+                Some(w) => {
+                    progress::step(&format!("workload: {} (uid {}, gid {}, in {})", w.argv.join(" "), w.uid, w.gid, w.cwd));
+                    plan.put(agent::workload::PATH, Entry::file(Content::Bytes(w.to_text().into_bytes()), 0o644));
+                    // A WorkingDir the layers lack is made, as container runtimes do (kept if there).
+                    if w.cwd != "/" {
+                        let cwd = crate::plan::normalize(&w.cwd)
+                            .map_err(|p| Error::BadImage { path: src.clone(), problem: format!("WorkingDir {}: {p}", w.cwd) })?;
+                        plan.put(&cwd, Entry::dir(0o755));
+                    }
+                }
+                None => progress::step("the image has no Entrypoint or Cmd: no workload file; give chinit.exec= at boot"),
+            }
+            Some(flat.tarball)
+        }
+        None => None,
+    };
     for t in &a.tree {
         plan.tree(t, "/", "--tree")?;
     }
@@ -167,12 +190,17 @@ fn exec(a: &Args) -> Result<()> {
         } else if !a.module.is_empty() {
             return Err(Error::ModulesWithoutDir);
         }
-        progress::step(&format!("writing cpio ({} entries)…", plan.entries.len()));
-        initramfs::build(&plan, compression, epoch, &image)?;
+        progress::step(&format!(
+            "writing cpio ({} entries{})…",
+            plan.entries.len(),
+            if image_tar.is_some() { " over the image's" } else { "" }
+        ));
+        initramfs::build(&plan, image_tar.as_deref(), compression, epoch, &image)?;
     } else {
-        let base = match &a.base {
-            None => Base::None,
-            Some(b) => Base::detect(b)?,
+        let base = match (&a.base, image_tar) {
+            (_, Some(tar)) => Base::Tarball(tar),
+            (Some(b), None) => Base::detect(b)?,
+            (None, None) => Base::None,
         };
         let opts = Ext4Options { size: a.size, label: a.label.clone(), epoch, base };
         if a.gpt {

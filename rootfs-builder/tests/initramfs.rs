@@ -63,7 +63,7 @@ fn initramfs_content_and_reproducibility() {
         assert_eq!((console.entry.mode, console.entry.rdev_major, console.entry.rdev_minor), (0o020600, 5, 1));
         assert_eq!(find(&v, "etc/extra").entry.mode, 0o100600);
         assert_eq!(find(&v, "etc/extra").entry.data, b"extra\n");
-        assert!(v.iter().all(|r| r.uid == 0 && r.gid == 0 && r.mtime == 0));
+        assert!(v.iter().all(|r| r.entry.uid == 0 && r.entry.gid == 0 && r.mtime == 0));
         hashes.push((out, sha256(&t.join(out))));
     }
     // The cpio tool agrees on the listing.

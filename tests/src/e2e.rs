@@ -72,6 +72,59 @@ pub fn chinit_image(out: &Path, busybox: bool) -> PathBuf {
     out.to_path_buf()
 }
 
+/// A container image (an OCI layout made with umoci) of busybox, /etc with a user `app` (1000:1000,
+/// also in group `staff`, 50) and its home (owned by `app`), whose config runs `sh -c SCRIPT` as `app` in its home
+/// with `A=1` and `stop_signal`; then turned by `rootfs-builder --image` into the ext4 root `out`,
+/// or, when `out` ends in `.cpio`, into that initramfs. `Err`: the one skip line, when umoci is not
+/// installed.
+pub fn container_image(dir: &Path, script: &str, stop_signal: &str, out: &Path) -> Result<PathBuf, String> {
+    if Command::new("umoci").arg("--version").output().is_err() {
+        return Err("umoci not found (apt-get install umoci)".into());
+    }
+    let root = dir.join("layer");
+    for d in ["bin", "etc", "home/app"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy(busybox_path(), root.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n").unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\napp:x:1000:\nstaff:x:50:app\n").unwrap();
+    let tar = dir.join("layer.tar");
+    // Everything root's but the user's home (the tests run as root: the files here are root's).
+    std::os::unix::fs::chown(root.join("home/app"), Some(1000), Some(1000)).unwrap();
+    vm::run(Command::new("tar").arg("-C").arg(&root).args(["--numeric-owner", "-cf"]).arg(&tar).arg("."));
+    let oci = dir.join("oci");
+    let image = format!("{}:app", oci.display());
+    vm::run(Command::new("umoci").arg("init").arg("--layout").arg(&oci));
+    vm::run(Command::new("umoci").args(["new", "--image", &image]));
+    vm::run(Command::new("umoci").args(["raw", "add-layer", "--image", &image]).arg(&tar));
+    vm::run(Command::new("umoci").args([
+        "config",
+        "--image",
+        &image,
+        "--config.user",
+        "app",
+        "--config.env",
+        "A=1",
+        "--config.workingdir",
+        "/home/app",
+        "--config.entrypoint",
+        "/bin/sh",
+        "--config.cmd",
+        "-c",
+        "--config.cmd",
+        script,
+        "--config.stopsignal",
+        stop_signal,
+    ]));
+    let mut cmd = Command::new(rootfs_builder());
+    let as_initramfs = out.extension().is_some_and(|e| e == "cpio");
+    cmd.env("ROOTFS_BUILDER_QUIET", "1").arg("--init").arg(vm::chinit_binary()).arg("--image").arg(&oci);
+    cmd.arg(if as_initramfs { "--initramfs" } else { "--out" }).arg(out);
+    vm::run(&mut cmd);
+    Ok(out.to_path_buf())
+}
+
 /// The host's static busybox (busybox-static; scripts/setup.sh installs it).
 pub fn busybox_path() -> PathBuf {
     vm::find_in_path("busybox").unwrap_or_else(|| panic!("busybox not found: apt-get install busybox-static"))

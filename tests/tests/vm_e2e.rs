@@ -46,6 +46,22 @@ fn skip_without_qemu_or_vsock(test: &str) -> bool {
     false
 }
 
+/// QEMU and a container image ([`e2e::container_image`] of `script`, as `root`: `app.ext4` or
+/// `app.cpio`) in a new temporary directory, or `None` after the test's one skip line.
+fn container_image_or_skip(test: &str, script: &str, stop_signal: &str, root: &str) -> Option<(TempDir, std::path::PathBuf)> {
+    if skip_without_qemu(test) {
+        return None;
+    }
+    let tmp = TempDir::new("e2e-image").unwrap();
+    match e2e::container_image(tmp.path(), script, stop_signal, &tmp.path().join(root)) {
+        Ok(image) => Some((tmp, image)),
+        Err(why) => {
+            e2e::skip(test, &why);
+            None
+        }
+    }
+}
+
 fn u(v: &Value, path: &str) -> u64 {
     v.pointer(path).and_then(Value::as_u64).unwrap_or_else(|| panic!("{path} missing or not a number in {v:#}"))
 }
@@ -438,6 +454,131 @@ fn workload_output_reaches_the_console_and_its_exit_powers_off() {
         assert!(host_probe::report::text(&r).contains("workload: exited with code 7"), "{}", host_probe::report::text(&r));
     }
     assert!(started.elapsed() < BOOT_TIMEOUT);
+}
+
+/// `rootfs-builder --image`: the container image's config is the workload, run with exactly its
+/// argv, Env, WorkingDir and User; its output reaches the console and its exit code the host.
+#[test]
+fn a_container_image_runs_as_its_config_says_and_its_exit_reaches_the_host() {
+    container_image_runs_as_its_config_says("a_container_image_runs_as_its_config_says_and_its_exit_reaches_the_host", "app.ext4");
+}
+
+/// The same container image as an initramfs (`rootfs-builder --image --initramfs`), the whole root
+/// (`host-probe run --initramfs` alone): its owners survive the cpio archive, so it runs the same.
+#[test]
+fn a_container_image_as_an_initramfs_runs_as_its_config_says() {
+    container_image_runs_as_its_config_says("a_container_image_as_an_initramfs_runs_as_its_config_says", "app.cpio");
+}
+
+/// Builds the container image into `root` (`app.ext4`, or `app.cpio` booted as the whole root) and
+/// checks that it runs as its config says.
+fn container_image_runs_as_its_config_says(test: &str, root: &str) {
+    // Each line looked for on the console is computed by the shell, so the argv chinit logs never matches it.
+    let script = "echo image says $((6*7)); echo ids $(/bin/busybox id -u) $(/bin/busybox id -g) $(/bin/busybox id -G); echo cwd $(/bin/busybox pwd) A=$A; echo owner $(/bin/busybox stat -c %u:%g .); exit 7";
+    let Some((_tmp, image)) = container_image_or_skip(test, script, "SIGTERM", root) else { return };
+    let base = if root.ends_with(".cpio") {
+        Options { initramfs: Some(image), ..e2e::qemu_options(&e2e::tiny_bzimage(), None, "") }
+    } else {
+        e2e::qemu_options(&e2e::tiny_bzimage(), Some(&image), "")
+    };
+    let o = Options { wait: Wait::Exit, ..base };
+    let (r, console, _) = run_keeping_console(o);
+    let r = r.unwrap_or_else(|e| panic!("{e}\n{console}"));
+    for line in ["image says 42", "ids 1000 1000 1000 50", "cwd /home/app A=1", "owner 1000:1000", "chinit: workload exited (exit code 7)"]
+    {
+        assert!(console.contains(line), "{line:?} not on the console:\n{console}");
+    }
+    if e2e_vsock() {
+        let w = r.workload.unwrap_or_else(|| panic!("no workload status reached the host\n{console}"));
+        assert!(!w.running && w.exit_code == Some(7), "{w:?}");
+    }
+}
+
+/// `host-probe run --rootfs app.ext4` as users run it, on a container image: host-probe sees the
+/// workload file, waits for the workload instead of powering the guest off at ready, copies its
+/// console output to stderr, reports its exit and exits with its code; the image is never written.
+#[test]
+fn host_probe_run_on_a_container_image_ends_as_its_workload_does() {
+    let test = "host_probe_run_on_a_container_image_ends_as_its_workload_does";
+    // Computed by the shell: the argv chinit logs never matches it.
+    let Some((_tmp, image)) = container_image_or_skip(test, "echo image says $((6*7)); exit 7", "SIGTERM", "app.ext4") else { return };
+    let before = std::fs::read(&image).unwrap();
+    let child = host_probe_run(&e2e::tiny_bzimage(), &image, &[]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(7), "host-probe exits with the workload's code\n{stdout}\n{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let pos = |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle:?} not on stderr:\n{stderr}"));
+    assert!(
+        pos("chinit: workload started: ") < pos("image says 42") && pos("image says 42") < pos("chinit: workload exited (exit code 7)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("chinit: ready in "), "only the workload's part of the console is copied:\n{stderr}");
+    assert!(stdout.contains("note: the guest runs a workload (/etc/chinit/workload.json in "), "{stdout}");
+    assert!(stdout.contains("workload: exited with code 7"), "{stdout}");
+    assert!(stdout.contains("3. ready in guest (uptime)"), "the boot is measured as always:\n{stdout}");
+    assert_eq!(std::fs::read(&image).unwrap(), before, "the image is never written");
+    assert_eq!(leftovers(pid), Vec::<String>::new());
+}
+
+/// The image's StopSignal is what its workload gets when the machine is shut down.
+#[test]
+fn a_container_images_stop_signal_reaches_it_on_shutdown() {
+    let test = "a_container_images_stop_signal_reaches_it_on_shutdown";
+    // Looked for on the console: computed by the shell, never in the argv chinit logs.
+    let script = "trap 'echo the image got $((1+1)); exit 3' INT; echo image waiting $((6*7)); while true; do /bin/busybox sleep 1; done";
+    let Some((_tmp, image)) = container_image_or_skip(test, script, "SIGINT", "app.ext4") else { return };
+    let mut g = Guest::start(&e2e::qemu_options(&e2e::tiny_bzimage(), Some(&image), ""), false);
+    g.wait_ready(BOOT_TIMEOUT);
+    let waited = Instant::now();
+    while !g.console().contains("image waiting 42") {
+        assert!(waited.elapsed() < BOOT_TIMEOUT, "the workload did not start:\n{}", g.console());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    g.power_button();
+    let status = g.wait_exit(Duration::from_secs(60)).unwrap_or_else(|| panic!("no power-off\n{}", g.diagnostics()));
+    assert!(status.success(), "QEMU: {status}\n{}", g.diagnostics());
+    let console = g.console();
+    for line in ["sending the workload SIGINT (its StopSignal)", "the image got 2", "chinit: workload exited (exit code 3)"] {
+        assert!(console.contains(line), "{line:?} not on the console:\n{console}");
+    }
+}
+
+/// A workload file chinit cannot start gets one console line, and chinit stays ready: the control
+/// API still answers.
+#[test]
+fn a_bad_workload_file_gets_one_line_and_chinit_stays_ready() {
+    let test = "a_bad_workload_file_gets_one_line_and_chinit_stays_ready";
+    if skip_without_qemu(test) {
+        return;
+    }
+    let tmp = TempDir::new("e2e-bad-workload").unwrap();
+    let bad = tmp.path().join("workload.json");
+    std::fs::write(&bad, r#"{"argv":["/bin/busybox"],"stop_signal":"SIGNOPE"}"#).unwrap();
+    let image = tmp.path().join("rootfs.ext4");
+    vm::run(
+        Command::new(e2e::rootfs_builder())
+            .env("ROOTFS_BUILDER_QUIET", "1")
+            .arg("--init")
+            .arg(vm::chinit_binary())
+            .arg("--out")
+            .arg(&image)
+            .arg("--add")
+            .arg(format!("{}:{}", bad.display(), agent::workload::PATH)),
+    );
+    let mut g = Guest::start(&e2e::qemu_options(&e2e::tiny_bzimage(), Some(&image), ""), false);
+    g.wait_ready(BOOT_TIMEOUT);
+    let r = g.tcp("GET", "/ready", None).unwrap_or_else(|e| panic!("{e}\n{}", g.diagnostics()));
+    assert_eq!(r.status, 200);
+    let line = "chinit: workload: /etc/chinit/workload.json: stop signal \"SIGNOPE\" is not one of";
+    let waited = Instant::now();
+    while !g.console().contains(line) && waited.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let console = g.console();
+    assert_eq!(console.matches(line).count(), 1, "{line:?} once on the console:\n{console}");
+    assert!(!console.contains("chinit: workload started:"), "{console}");
 }
 
 /// `host-probe run --initramfs I` alone: the initramfs is the whole root (host-probe tells chinit
