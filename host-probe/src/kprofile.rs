@@ -108,17 +108,31 @@ const AVOIDABLE: &[(&str, &str, &str)] = &[
 /// One line each for the initcalls in `p` known to be avoidable that took at least `at_least_us`:
 /// its name, its time and the fix. With the kernel's `.config` (`config`), only those its option
 /// is built in for (pure).
+///
+/// Then one line for each gap of [`SLOW_GAPS`] that long, when the config is known and sets its
+/// option.
 pub fn hints(p: &KernelProfile, config: Option<&str>, at_least_us: u64) -> Vec<String> {
-    let built_in = |option: &str| config.is_none_or(|c| c.lines().any(|l| l.trim() == format!("{option}=y")));
-    p.longest()
-        .into_iter()
-        .filter(|i| i.us >= at_least_us)
-        .filter_map(|i| {
-            let (_, _, fix) = AVOIDABLE.iter().find(|(f, option, _)| *f == i.name && built_in(option))?;
-            Some(format!("{} took {:.1} ms: {fix}", i.name, i.us as f64 / 1000.0))
-        })
-        .collect()
+    let set = |c: &str, option: &str| c.lines().any(|l| l.trim() == format!("{option}=y"));
+    let built_in = |option: &str| config.is_none_or(|c| set(c, option));
+    let initcalls = p.longest().into_iter().filter(|i| i.us >= at_least_us).filter_map(|i| {
+        let (_, _, fix) = AVOIDABLE.iter().find(|(f, option, _)| *f == i.name && built_in(option))?;
+        Some(format!("{} took {:.1} ms: {fix}", i.name, i.us as f64 / 1000.0))
+    });
+    let gaps = p.gaps.iter().filter(|g| g.us >= at_least_us).filter_map(|g| {
+        let (_, _, fix) =
+            SLOW_GAPS.iter().find(|(until, option, _)| g.until.starts_with(until) && config.is_some_and(|c| set(c, option)))?;
+        Some(format!("the time before \"{}\" took {:.1} ms: {fix}", g.until, g.us as f64 / 1000.0))
+    });
+    initcalls.chain(gaps).collect()
 }
+
+/// Gaps between initcalls known to be slow because of how the kernel was built: the record that
+/// ends the gap, the kernel option behind it, and the fix (docs/kernel.md, "The diet").
+const SLOW_GAPS: &[(&str, &str, &str)] = &[(
+    "Freeing unused kernel image (initmem)",
+    "CONFIG_CC_OPTIMIZE_FOR_SIZE",
+    "this kernel is built with -Os, which poisons the freed init memory one byte at a time (slow wherever the guest's code is translated: TCG, nested KVM): build it with CONFIG_CC_OPTIMIZE_FOR_PERFORMANCE=y",
+)];
 
 /// The `System.map` of `kernel`: beside it (the kernel cache), or `System.map-V` beside
 /// `vmlinuz-V` (a Debian kernel package).
@@ -427,6 +441,16 @@ ffffffff81b85898 D __initcall_end
         assert_eq!(hints(&p, Some("CONFIG_LEGACY_PTYS=y\nCONFIG_SERIO_I8042=y\n"), 100).len(), 2);
         let i8042 = "i8042_init took 0.4 ms: probes a PS/2 controller: i8042.noaux i8042.nomux i8042.dumbkbd on the command line, or CONFIG_SERIO_I8042=n";
         assert_eq!(hints(&p, Some("# CONFIG_LEGACY_PTYS is not set\nCONFIG_SERIO_I8042=y\n"), 100), vec![i8042]);
+        // A slow gap: only with a config that says why.
+        let freeing = "Freeing unused kernel image (initmem) memory: 744K";
+        p.gaps.push(Gap { after: "devtmpfs: mounted".into(), until: freeing.into(), start_us: 30_000, us: 210_000 });
+        let os = "CONFIG_CC_OPTIMIZE_FOR_SIZE=y\nCONFIG_LEGACY_PTYS=y\n";
+        let want = format!("the time before \"{freeing}\" took 210.0 ms: {}", SLOW_GAPS[0].2);
+        assert_eq!(hints(&p, Some(os), 1_000), vec![pty.to_string(), want]);
+        assert_eq!(hints(&p, None, 1_000), vec![pty], "no config: nothing said of the gap");
+        assert_eq!(hints(&p, Some("CONFIG_CC_OPTIMIZE_FOR_PERFORMANCE=y\nCONFIG_LEGACY_PTYS=y\n"), 1_000), vec![pty]);
+        assert_eq!(hints(&p, Some(os), 300_000), Vec::<String>::new());
+        assert_eq!(hints(&p, Some("CONFIG_CC_OPTIMIZE_FOR_SIZE=y\n"), 1_000).len(), 1);
     }
 
     #[test]
