@@ -241,11 +241,7 @@ impl Boot {
         after_ready(state, self.system.take(), line, button, std::mem::take(&mut self.closing));
         if let Some(port) = state.notify_port() {
             let doc = state.snapshot();
-            tokio::spawn(async move {
-                if let Err(e) = notify::send(port, &doc).await {
-                    say!("notify: {e}");
-                }
-            });
+            tokio::spawn(async move { notify::push(Some(port), &doc).await });
         }
         // From now on a restored copy can be made unique (`POST /v1/restore`).
         let ctx = crate::restore::Context::new(self.mode, self.marks, self.net.clone(), matches!(vmgenid, Some(Ok(_))));

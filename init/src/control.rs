@@ -245,11 +245,7 @@ impl Control for Chinit {
         }
         drop(changing);
         drop(one);
-        if let Some(port) = self.state.notify_port() {
-            if let Err(e) = crate::notify::send(port, &ready).await {
-                say!("notify: {e}");
-            }
-        }
+        crate::notify::push(self.state.notify_port(), &ready).await;
         Ok(ready)
     }
 
@@ -321,11 +317,7 @@ impl Chinit {
         let ready = crate::restore::noticed(&self.state, ctx);
         drop(changing);
         say!("restore: the VM generation ID changed: a copy loaded from a snapshot, now generation {}", ready.generation);
-        if let Some(port) = self.state.notify_port() {
-            if let Err(e) = crate::notify::send(port, &ready).await {
-                say!("notify: {e}");
-            }
-        }
+        crate::notify::push(self.state.notify_port(), &ready).await;
     }
 }
 

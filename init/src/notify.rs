@@ -8,6 +8,15 @@ use tokio::io::AsyncWriteExt;
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Pushes `ready` to the host's notify port, when there is one; a failure is one console line.
+pub async fn push(port: Option<u32>, ready: &Ready) {
+    if let Some(port) = port {
+        if let Err(e) = send(port, ready).await {
+            crate::say!("notify: {e}");
+        }
+    }
+}
+
 pub async fn send(port: u32, ready: &Ready) -> Result<(), String> {
     let mut line = serde_json::to_vec(ready).map_err(|e| e.to_string())?;
     line.push(b'\n');

@@ -105,11 +105,7 @@ pub async fn supervise(
                 };
                 say!("workload exited ({exit})");
                 state.set_workload(status(pid, Some(exit)));
-                if let Some(port) = state.notify_port() {
-                    if let Err(e) = crate::notify::send(port, &state.snapshot()).await {
-                        say!("notify: {e}");
-                    }
-                }
+                crate::notify::push(state.notify_port(), &state.snapshot()).await;
                 if cfg.on_exit == OnExit::Poweroff {
                     ended = Some(exit);
                     break Action::Poweroff;
