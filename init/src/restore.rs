@@ -224,14 +224,18 @@ pub fn noticed(state: &crate::control::State, ctx: &Context) -> agent::proto::Re
 /// announced (gratuitous ARP), as a restore that moves the address does.
 fn reannounce(plan: &crate::net::Plan) -> Result<(), String> {
     crate::netlink::Socket::open()?.flush_neighbours(plan.index)?;
-    if let Some(mac) = plan.mac {
-        let (socket, sent) = crate::arp::announce(plan.index, mac, plan.addr);
-        if let Some(s) = socket {
-            std::thread::spawn(move || drop(s));
-        }
-        sent?;
+    announce(plan)
+}
+
+/// The plan's address announced (gratuitous ARP), on a link with a MAC.
+fn announce(plan: &crate::net::Plan) -> Result<(), String> {
+    let Some(mac) = plan.mac else { return Ok(()) };
+    let (socket, sent) = crate::arp::announce(plan.index, mac, plan.addr);
+    // Closing a packet socket waits for an RCU grace period: not on the way to the answer.
+    if let Some(s) = socket {
+        std::thread::spawn(move || drop(s));
     }
-    Ok(())
+    sent
 }
 
 /// What a restore did.
@@ -289,15 +293,7 @@ fn swap_address(plan: &mut crate::net::Plan, addr: Ipv4Addr, prefix: u8, net: &N
     std::fs::write(&promote, "1").map_err(|e| format!("{promote}: {e}"))?;
     retire(net, old, Old { index: plan.index, addr: plan.addr, prefix: plan.prefix, until: Instant::now() + OLD_ADDRESS_MAX_WAIT });
     (plan.addr, plan.prefix) = (addr, prefix);
-    if let Some(mac) = plan.mac {
-        let (socket, sent) = crate::arp::announce(plan.index, mac, addr);
-        // Closing a packet socket waits for an RCU grace period: not on the way to the answer.
-        if let Some(s) = socket {
-            std::thread::spawn(move || drop(s));
-        }
-        sent?;
-    }
-    Ok(())
+    announce(plan)
 }
 
 /// The longest an old address outlives the restore that replaced it while connections to it are
