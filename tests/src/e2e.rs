@@ -238,6 +238,68 @@ pub fn assert_run_left_nothing(plan: &Plan) {
     assert_eq!(processes_mentioning(&plan.run_dir.display().to_string()), Vec::<String>::new());
 }
 
+/// [`assert_run_left_nothing`], and no Unix socket names the run (a VMM's API or QMP socket).
+pub fn assert_run_and_sockets_left_nothing(plan: &Plan) {
+    assert_run_left_nothing(plan);
+    assert_eq!(unix_sockets_mentioning(&plan.run_dir.display().to_string()), Vec::<String>::new());
+}
+
+/// The number at `path` (a JSON pointer) of a report; panics naming the path.
+pub fn json_u64(v: &serde_json::Value, path: &str) -> u64 {
+    v.pointer(path).and_then(serde_json::Value::as_u64).unwrap_or_else(|| panic!("{path} missing or not a number in {v:#}"))
+}
+
+/// A boot's phases from its report, microseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct BootPhases {
+    pub kernel: u64,
+    pub init: u64,
+    pub in_guest: u64,
+    pub total: u64,
+}
+
+/// `host-probe run --vmm VMM --json --timeout 180 --timeline SVG --kernel K --rootfs IMAGE`, as
+/// users run it. It must succeed, write the SVG, leave the image as it was, and report what every
+/// boot's report says: the VMM, ready in VM mode, the boot's steps, phases that add up (kernel =
+/// init start, init = ready - init start, ready in the guest + host overhead = total), and a clean
+/// power-off (no note that the VMM exited). Returns the report and its phases.
+pub fn host_probe_boot_report(vmm: &str, kernel: &Path, image: &Path, svg: &Path) -> (serde_json::Value, BootPhases) {
+    let u = json_u64;
+    let before = std::fs::read(image).unwrap();
+    let out = Command::new(vm::cargo_build("host-probe", "host-probe", None, false))
+        .args(["run", "--vmm", vmm, "--json", "--timeout", "180"])
+        .arg("--timeline")
+        .arg(svg)
+        .arg("--kernel")
+        .arg(kernel)
+        .arg("--rootfs")
+        .arg(image)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "host-probe run: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["vmm"], vmm);
+    assert_eq!(j["guest"]["ready"], true, "{j:#}");
+    assert_eq!(j["guest"]["mode"], "vm");
+    let (init_start, ready) = (u(&j, "/guest/init_start_us"), u(&j, "/guest/ready_us"));
+    assert!(0 < init_start && init_start < ready, "{:#}", j["guest"]);
+    let steps: Vec<&str> = j["guest"]["steps"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    for want in ["mounts", "cmdline", "network", "agent"] {
+        assert!(steps.contains(&want), "step {want} missing from {steps:?}");
+    }
+    let p = &j["phases"];
+    let (kernel_us, init, in_guest, overhead, total) =
+        (u(p, "/kernel_boot_us"), u(p, "/init_us"), u(p, "/ready_in_guest_us"), u(p, "/host_overhead_us"), u(p, "/total_us"));
+    assert_eq!((kernel_us, init, in_guest), (init_start, ready - init_start, ready), "{p:#}");
+    assert_eq!(in_guest + overhead, total, "{p:#}");
+    assert!(!j["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().contains("exited")), "clean power-off: {:#}", j["notes"]);
+    let svg = std::fs::read_to_string(svg).unwrap();
+    assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "{svg}");
+    assert_eq!(std::fs::read(image).unwrap(), before, "the image is never written");
+    (j, BootPhases { kernel: kernel_us, init, in_guest, total })
+}
+
 /// A guest of `base` (on `image`) that never gets ready (its root device never appears): exit 4
 /// at the timeout, and `left_nothing` holds of its plan; then host-probe's binary with `--vmm
 /// <vmm>` gets SIGINT once the VMM runs: exit 130, no run directory, TAP or process left. Returns

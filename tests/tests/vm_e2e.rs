@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent::proto::ExecRequest;
-use chinit_tests::e2e::{self, Guest, Trigger, BOOT_TIMEOUT};
+use chinit_tests::e2e::{self, json_u64 as u, Guest, Trigger, BOOT_TIMEOUT};
 use chinit_tests::vm::{self, TempDir};
 use host_probe::run::{self, Options, Wait};
 use serde_json::Value;
@@ -60,10 +60,6 @@ fn container_image_or_skip(test: &str, script: &str, stop_signal: &str, root: &s
             None
         }
     }
-}
-
-fn u(v: &Value, path: &str) -> u64 {
-    v.pointer(path).and_then(Value::as_u64).unwrap_or_else(|| panic!("{path} missing or not a number in {v:#}"))
 }
 
 /// Everything a report must say about a run that reached ready, checked on its JSON (`--json`, or a
