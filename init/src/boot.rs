@@ -207,8 +207,6 @@ impl Boot {
     /// line, slow closes, late mounts) and `chinit.notify`.
     pub async fn ready(&mut self) {
         let state = &self.ctl.state;
-        // Before ready: a load of a snapshot taken the moment after is noticed ([`crate::vmgenid`]).
-        let vmgenid = (self.mode == Mode::Vm).then(crate::vmgenid::Log::open);
         let ready_at = clock::now_us();
         state.set_notify_port(self.cfg.notify_vsock_port);
         state.set_ready(ready_at);
@@ -218,6 +216,10 @@ impl Boot {
                 say!("boot timer: {e}");
             }
         }
+        // The kernel log, from here on ([`crate::vmgenid`]): opened before the next `.await`, so
+        // before `/ready` answers or the ready document goes out (the runtime has one thread), and
+        // a snapshot a host takes the moment it hears of ready is a load this log sees.
+        let vmgenid = (self.mode == Mode::Vm).then(crate::vmgenid::Log::open);
         let origin = match self.mode {
             Mode::Vm => format!("kernel {} ms before init", clock::ms(state.init_start_us)),
             Mode::Namespace => "namespace mode".to_string(),
