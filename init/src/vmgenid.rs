@@ -41,8 +41,8 @@ pub fn is_fork_notice(r: &KmsgRecord) -> bool {
     r.priority >> 3 == 0 && r.text == FORK_NOTICE
 }
 
-/// The kernel log from here on: opened at its end before chinit declares itself ready, so that
-/// no load can come between (a host may snapshot the machine the moment it is ready).
+/// The kernel log from here on: opened at its end at ready, before `/ready` answers, so that no
+/// load can come between (a host may snapshot the machine the moment it hears of ready).
 pub struct Log(std::fs::File);
 
 impl Log {
