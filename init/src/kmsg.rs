@@ -44,22 +44,52 @@ fn offset(log: u64, before: u64, after: u64) -> i64 {
     log as i64 - (before + (after.saturating_sub(before)) / 2) as i64
 }
 
+/// What one read of a non-blocking `/dev/kmsg` reader gave.
+pub enum Next {
+    Record(KmsgRecord),
+    /// Records were overwritten before they were read (`EPIPE`).
+    Lost,
+    /// No record is left for now.
+    Empty,
+}
+
+/// One record from `f` (`/dev/kmsg`, opened non-blocking; one that does not parse is skipped);
+/// `buf` holds [`RECORD_MAX`] bytes.
+pub fn next(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<Next> {
+    loop {
+        return match f.read(buf) {
+            Ok(0) => Ok(Next::Empty),
+            Ok(n) => match KmsgRecord::parse(&String::from_utf8_lossy(&buf[..n])) {
+                Some(r) => Ok(Next::Record(r)),
+                None => continue,
+            },
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(Next::Empty),
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => Ok(Next::Lost),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => Err(e),
+        };
+    }
+}
+
+/// `/dev/kmsg` opened for reading, non-blocking.
+pub fn open() -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open("/dev/kmsg")
+}
+
+/// A buffer for [`next`].
+pub fn buffer() -> Vec<u8> {
+    vec![0u8; RECORD_MAX]
+}
+
 fn read_all() -> std::io::Result<Kmsg> {
-    let mut f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open("/dev/kmsg")?;
-    let mut buf = vec![0u8; RECORD_MAX];
+    let mut f = open()?;
+    let mut buf = buffer();
     let mut out = Kmsg::default();
     while out.records.len() < MAX_RECORDS {
-        match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                if let Some(r) = KmsgRecord::parse(&String::from_utf8_lossy(&buf[..n])) {
-                    push(&mut out, r);
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => out.lost += 1,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+        match next(&mut f, &mut buf)? {
+            Next::Record(r) => push(&mut out, r),
+            Next::Lost => out.lost += 1,
+            Next::Empty => break,
         }
     }
     Ok(out)

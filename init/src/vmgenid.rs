@@ -8,9 +8,7 @@
 //! neighbours flushed, restore marks, the ready document pushed, one console line. The host's
 //! `POST /v1/restore` for the same load still makes the copy unique, and counts once.
 
-use std::io::{ErrorKind, Read};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
 use agent::proto::KmsgRecord;
@@ -47,7 +45,7 @@ pub struct Log(std::fs::File);
 
 impl Log {
     pub fn open() -> std::io::Result<Log> {
-        let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open("/dev/kmsg")?;
+        let f = crate::kmsg::open()?;
         // SAFETY: lseek on a descriptor `f` owns; SEEK_END on /dev/kmsg moves past every record.
         if unsafe { libc::lseek(f.as_raw_fd(), 0, libc::SEEK_END) } < 0 {
             return Err(std::io::Error::last_os_error());
@@ -73,25 +71,18 @@ async fn watch_log(Log(f): Log, ctl: &Arc<crate::control::Chinit>) -> std::io::R
     // SAFETY: the `File` keeps the descriptor open, the same one, until the `AsyncFd` that owns it
     // is dropped.
     let mut f = unsafe { tokio::io::unix::AsyncFd::register_with_interest(f, tokio::io::Interest::READABLE) }?;
-    let mut buf = vec![0u8; 8192];
+    let mut buf = crate::kmsg::buffer();
     loop {
         let mut guard = f.readable_mut().await?;
         loop {
-            match guard.get_inner_mut().read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    let notice = KmsgRecord::parse(&String::from_utf8_lossy(&buf[..n])).is_some_and(|r| is_fork_notice(&r));
-                    if notice {
-                        ctl.noticed_fork().await;
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+            match crate::kmsg::next(guard.get_inner_mut(), &mut buf)? {
+                crate::kmsg::Next::Record(r) if is_fork_notice(&r) => ctl.noticed_fork().await,
+                // Records overwritten before they were read, and others: go on with the next.
+                crate::kmsg::Next::Record(_) | crate::kmsg::Next::Lost => {}
+                crate::kmsg::Next::Empty => {
                     guard.clear_ready();
                     break;
                 }
-                // Records overwritten before they were read: go on with the next.
-                Err(e) if e.raw_os_error() == Some(libc::EPIPE) || e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
             }
         }
     }
