@@ -244,6 +244,19 @@ pub fn assert_run_and_sockets_left_nothing(plan: &Plan) {
     assert_eq!(unix_sockets_mentioning(&plan.run_dir.display().to_string()), Vec::<String>::new());
 }
 
+/// A guest of `o` whose workload (`chinit.exec=`, [`run::Wait::Exit`]) exits 7, run to its end
+/// through host-probe: the exit code reaches the host and the report says it, `vmm` (its name in
+/// messages) exited 0 (no note of its exit), and nothing of the run is left, its sockets included.
+pub fn assert_workload_exit_reaches_the_host(o: &Options, vmm: &str) {
+    let plan = run::plan(o, &HostOffer::gather(), run::next_seq()).unwrap();
+    let r = run::execute(&plan, o).unwrap_or_else(|e| panic!("{e}"));
+    let w = r.workload.unwrap_or_else(|| panic!("no workload status reached the host: {:?}", r.notes));
+    assert!(!w.running && w.exit_code == Some(7), "{w:?}");
+    assert!(host_probe::report::text(&r).contains("workload: exited with code 7"), "{}", host_probe::report::text(&r));
+    assert!(!r.notes.iter().any(|n| n.contains("exited")), "{vmm} exited 0: {:?}", r.notes);
+    assert_run_and_sockets_left_nothing(&plan);
+}
+
 /// The number at `path` (a JSON pointer) of a report; panics naming the path.
 pub fn json_u64(v: &serde_json::Value, path: &str) -> u64 {
     v.pointer(path).and_then(serde_json::Value::as_u64).unwrap_or_else(|| panic!("{path} missing or not a number in {v:#}"))

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use chinit_tests::e2e::{self, json_u64 as u, BootPhases, Trigger};
 use chinit_tests::vm::{self, TempDir};
-use host_probe::run::{self, HostOffer, Options, Wait};
+use host_probe::run::{HostOffer, Options, Wait};
 
 /// How to get StratoVirt, in skip lines.
 const GET_IT: &str = "stratovirt not found (set $STRATOVIRT to StratoVirt v2.5's binary or put it on PATH)";
@@ -85,13 +85,7 @@ fn a_workload_s_exit_code_reaches_the_host() {
         e2e::assert_run_and_sockets_left_nothing(&plan);
         return;
     }
-    let plan = run::plan(&o, &HostOffer::gather(), run::next_seq()).unwrap();
-    let r = run::execute(&plan, &o).unwrap_or_else(|e| panic!("{e}"));
-    let w = r.workload.unwrap_or_else(|| panic!("no workload status reached the host: {:?}", r.notes));
-    assert!(!w.running && w.exit_code == Some(7), "{w:?}");
-    assert!(host_probe::report::text(&r).contains("workload: exited with code 7"), "{}", host_probe::report::text(&r));
-    assert!(!r.notes.iter().any(|n| n.contains("exited")), "StratoVirt exited 0: {:?}", r.notes);
-    e2e::assert_run_and_sockets_left_nothing(&plan);
+    e2e::assert_workload_exit_reaches_the_host(&o, "StratoVirt");
 }
 
 /// The API's shutdown: chinit ends every process, syncs and unmounts, then resets the CPU
