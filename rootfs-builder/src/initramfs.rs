@@ -3,14 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::cpio::{self, CpioEntry};
 use crate::error::{Error, Result};
 use crate::modules::{self, DepMap};
-use crate::plan::{normalize, Content, Entry, Kind, Plan};
+use crate::plan::{Content, Entry, Kind, Plan};
 use crate::progress;
 use crate::resolve::{Lookup, Node};
 use crate::tools;
@@ -113,11 +113,12 @@ pub fn add_modules(plan: &mut Plan, dir: &Path, names: &[String]) -> Result<usiz
     Ok(files.len())
 }
 
-/// The entries of an archive by absolute path, and how many hard-link groups they use.
+/// Cpio entries by absolute path (a container image's merged layers, [`crate::oci::Tree::into_cpio`]),
+/// and how many hard-link groups they use.
 #[derive(Debug, Default)]
-struct Tree {
-    entries: BTreeMap<String, CpioEntry>,
-    groups: u32,
+pub struct Tree {
+    pub entries: BTreeMap<String, CpioEntry>,
+    pub groups: u32,
 }
 
 impl Lookup for &Tree {
@@ -127,83 +128,11 @@ impl Lookup for &Tree {
         }
         Ok(match self.entries.get(path) {
             None => Node::Missing,
-            Some(e) if e.mode & S_IFMT == S_IFDIR => Node::Dir,
-            Some(e) if e.mode & S_IFMT == S_IFLNK => Node::Symlink(String::from_utf8_lossy(&e.data).into_owned()),
+            Some(e) if e.mode & libc::S_IFMT == libc::S_IFDIR => Node::Dir,
+            Some(e) if e.mode & libc::S_IFMT == libc::S_IFLNK => Node::Symlink(String::from_utf8_lossy(&e.data).into_owned()),
             Some(_) => Node::Other,
         })
     }
-}
-
-const S_IFMT: u32 = 0o170000;
-const S_IFDIR: u32 = 0o040000;
-const S_IFLNK: u32 = 0o120000;
-
-/// Reads the merged layers of a container image (one tarball, [`crate::oci::flatten`]'s) with
-/// every owner, mode, symlink, hard link and device node; returns them and how many entries had
-/// extended attributes, which a cpio archive cannot carry.
-fn read_tarball(path: &Path) -> Result<(Tree, usize)> {
-    let ctx = |what: &str| format!("reading {} ({what})", path.display());
-    let f = std::fs::File::open(path).map_err(|e| Error::io(ctx("open"), e))?;
-    let mut ar = tar::Archive::new(std::io::BufReader::new(f));
-    let mut tree = Tree::default();
-    let mut xattrs = 0;
-    for entry in ar.entries().map_err(|e| Error::io(ctx("entries"), e))? {
-        let mut entry = entry.map_err(|e| Error::io(ctx("an entry"), e))?;
-        let raw = entry.path().map_err(|e| Error::io(ctx("a path"), e))?.to_string_lossy().into_owned();
-        let rel = raw.trim_start_matches("./").trim_start_matches('/');
-        if rel.is_empty() || rel == "." {
-            continue;
-        }
-        let bad = |problem: String| Error::BadBase { path: path.to_path_buf(), problem: format!("{raw}: {problem}") };
-        let name = normalize(&format!("/{rel}")).map_err(bad)?;
-        if let Some(exts) = entry.pax_extensions().map_err(|e| Error::io(ctx(&raw), e))? {
-            if exts.flatten().any(|x| x.key().is_ok_and(|k| k.starts_with("SCHILY.xattr."))) {
-                xattrs += 1;
-            }
-        }
-        let h = entry.header().clone();
-        let num =
-            |v: std::io::Result<u64>| v.ok().and_then(|v| u32::try_from(v).ok()).ok_or_else(|| bad("bad number in its header".into()));
-        let (perm, uid, gid) = (num(h.mode().map(u64::from))? & 0o7777, num(h.uid())?, num(h.gid())?);
-        let dev = |v: std::io::Result<Option<u32>>| v.ok().flatten().unwrap_or(0);
-        let (rdev_major, rdev_minor) = (dev(h.device_major()), dev(h.device_minor()));
-        let mut e = CpioEntry { name: name.trim_start_matches('/').to_string(), mode: perm, uid, gid, ..CpioEntry::default() };
-        match h.entry_type() {
-            tar::EntryType::Directory => e.mode |= S_IFDIR,
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                e.mode |= 0o100000;
-                entry.read_to_end(&mut e.data).map_err(|err| Error::io(ctx(&raw), err))?;
-            }
-            tar::EntryType::Symlink => {
-                e.mode |= S_IFLNK;
-                let t =
-                    entry.link_name().map_err(|err| Error::io(ctx(&raw), err))?.ok_or_else(|| bad("symlink without a target".into()))?;
-                e.data = t.to_string_lossy().into_owned().into_bytes();
-            }
-            // A hard link shares its target's inode: its owner, mode and bytes, in one link group.
-            tar::EntryType::Link => {
-                let t =
-                    entry.link_name().map_err(|err| Error::io(ctx(&raw), err))?.ok_or_else(|| bad("hard link without a target".into()))?;
-                let target =
-                    normalize(&format!("/{}", t.to_string_lossy().trim_start_matches("./").trim_start_matches('/'))).map_err(bad)?;
-                let next = tree.groups;
-                let Some(to) = tree.entries.get_mut(&target).filter(|t| t.mode & S_IFMT == 0o100000) else {
-                    return Err(bad(format!("hard link to {target}, which is not a file before it")));
-                };
-                if to.link.is_none() {
-                    to.link = Some(next);
-                    tree.groups += 1;
-                }
-                e = CpioEntry { name: e.name, ..to.clone() };
-            }
-            tar::EntryType::Char => (e.mode, e.rdev_major, e.rdev_minor) = (e.mode | 0o020000, rdev_major, rdev_minor),
-            tar::EntryType::Block => (e.mode, e.rdev_major, e.rdev_minor) = (e.mode | 0o060000, rdev_major, rdev_minor),
-            tar::EntryType::Fifo => e.mode |= 0o010000,
-            other => return Err(bad(format!("entry type {other:?} cannot go into a cpio archive"))),
-        }
-        tree.entries.insert(name, e);
-    }
-    Ok((tree, xattrs))
 }
 
 /// The cpio entries of a plan laid over `base` (a container image's merged layers, owners kept),
@@ -212,20 +141,8 @@ fn read_tarball(path: &Path) -> Result<(Tree, usize)> {
 /// `if_absent` defaults give way to the base's files, as in an ext4 root. Plan files with the same
 /// content source (chinit at `/init` and `/sbin/chinit`) become hard links, so the archive holds
 /// the bytes once. Plan entries are owned by root.
-pub fn entries(plan: &Plan, base: Option<&Path>) -> Result<Vec<CpioEntry>> {
-    let mut tree = match base {
-        Some(tar) => {
-            let (tree, xattrs) = read_tarball(tar)?;
-            if xattrs > 0 {
-                progress::step(&format!(
-                    "{xattrs} entries have extended attributes (file capabilities, security labels): a cpio archive cannot carry them, they are left out"
-                ));
-            }
-            tree
-        }
-        None => Tree::default(),
-    };
-    let placed = crate::ext4::place(plan, &mut &tree)?;
+pub fn entries(plan: &Plan, mut base: Tree) -> Result<Vec<CpioEntry>> {
+    let placed = crate::ext4::place(plan, &mut &base)?;
     let mut sources: Vec<&Content> = Vec::new();
     for ((path, e), (real, action)) in plan.entries.iter().zip(placed) {
         if path == "/" || real == "/" || action == crate::ext4::Action::KeepDir {
@@ -238,19 +155,20 @@ pub fn entries(plan: &Plan, base: Option<&Path>) -> Result<Vec<CpioEntry>> {
                     sources.push(c);
                     sources.len() - 1
                 });
-                (c.read()?, 0, 0, u32::try_from(k).ok().map(|k| k + tree.groups))
+                (c.read()?, 0, 0, u32::try_from(k).ok().map(|k| k + base.groups))
             }
             Kind::Symlink(t) => (t.clone().into_bytes(), 0, 0, None),
             Kind::CharDev { major, minor } => (vec![], *major, *minor, None),
         };
         let name = real.trim_start_matches('/').to_string();
-        tree.entries.insert(real, CpioEntry { name, mode: e.mode(), data, rdev_major, rdev_minor, link, ..CpioEntry::default() });
+        base.entries.insert(real, CpioEntry { name, mode: e.mode(), data, rdev_major, rdev_minor, link, ..CpioEntry::default() });
     }
-    Ok(tree.entries.into_values().collect())
+    Ok(base.entries.into_values().collect())
 }
 
-/// Write the plan, over `base` when given ([`entries`]), as a (compressed) cpio archive to `out`.
-pub fn build(plan: &Plan, base: Option<&Path>, compression: Compression, epoch: i64, out: &Path) -> Result<()> {
+/// Write the plan, over `base` ([`entries`]; empty without an image), as a (compressed) cpio archive
+/// to `out`.
+pub fn build(plan: &Plan, base: Tree, compression: Compression, epoch: i64, out: &Path) -> Result<()> {
     let mtime = u32::try_from(epoch).map_err(|_| Error::BadOption {
         option: "SOURCE_DATE_EPOCH",
         value: epoch.to_string(),
@@ -292,7 +210,7 @@ mod tests {
     #[test]
     fn entries_have_no_leading_slash_and_keep_modes() {
         let plan = Plan::initramfs(Content::Bytes(b"x".to_vec()));
-        let e = entries(&plan, None).unwrap();
+        let e = entries(&plan, Tree::default()).unwrap();
         assert!(e.iter().all(|e| !e.name.starts_with('/')));
         let console = e.iter().find(|e| e.name == "dev/console").unwrap();
         assert_eq!((console.mode, console.rdev_major, console.rdev_minor), (0o20600, 5, 1));

@@ -1,8 +1,9 @@
 //! `--image SRC`: a container image as the guest's root. SRC is an OCI image layout directory, an
 //! `oci-archive` tarball, or a `docker save` / `podman save` archive. The manifest for `--arch` is
 //! picked, every blob's sha256 is checked before use, the layers are applied in order (whiteouts,
-//! opaque directories, hard links; no entry may go through a symlink) into one plain tarball that
-//! the ext4 build takes as a `--base` tarball, and the config becomes chinit's workload file.
+//! opaque directories, hard links; no entry may go through a symlink) into one merged tree, which
+//! the ext4 build takes as a `--base` tarball and the initramfs build as cpio entries, and the
+//! config becomes chinit's workload file.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -13,15 +14,18 @@ use agent::workload::Spec;
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 use sha2::{Digest as _, Sha256};
 
+use crate::cpio::CpioEntry;
 use crate::elf::Arch;
 use crate::error::{Error, Result};
+use crate::initramfs;
 use crate::plan::normalize;
+use crate::resolve::{self, Lookup};
 
 /// What a flattened image gives the build.
 #[derive(Debug)]
 pub struct Flat {
-    /// One plain tarball of the merged layers, in a fixed order.
-    pub tarball: PathBuf,
+    /// The merged layers.
+    pub tree: Tree,
     /// The workload from the config; `None` when it has neither Entrypoint nor Cmd.
     pub workload: Option<Spec>,
     /// `os/arch` of the manifest taken, for the progress line.
@@ -40,7 +44,7 @@ pub fn oci_arch(arch: Arch) -> &'static str {
     }
 }
 
-/// Reads SRC, picks the manifest for `arch`, applies its layers into `work/image.tar`.
+/// Reads SRC (an archive is unpacked into `work`), picks the manifest for `arch`, applies its layers.
 pub fn flatten(src: &Path, arch: Arch, work: &Path) -> Result<Flat> {
     let meta = std::fs::metadata(src).map_err(|e| bad(src, format!("cannot read it: {e}")))?;
     let dir = if meta.is_dir() {
@@ -65,14 +69,12 @@ pub fn flatten(src: &Path, arch: Arch, work: &Path) -> Result<Flat> {
     }
     let mut tree = Tree::default();
     for (i, layer) in layers.iter().enumerate() {
-        let reader = layer.open(&store)?;
-        tree.apply(i, reader, &layer.name).map_err(|p| bad(src, format!("layer {} ({}): {p}", i + 1, layer.name)))?;
-        layer.check_diff_id(src)?;
+        let mut reader = layer.open(&store)?;
+        tree.apply(i, &mut reader).map_err(|p| bad(src, format!("layer {} ({}): {p}", i + 1, layer.name)))?;
+        layer.check_diff_id(src, reader)?;
     }
     let workload = workload(&config, &tree).map_err(|p| bad(src, p))?;
-    let tarball = work.join("image.tar");
-    tree.write(&tarball).map_err(|e| Error::io(format!("writing {}", tarball.display()), e))?;
-    Ok(Flat { tarball, workload, platform: format!("{}/{have}", config.os()) })
+    Ok(Flat { tree, workload, platform: format!("{}/{have}", config.os()) })
 }
 
 /// Extracts the regular files of an archive (oci-archive, docker save) into `dir`.
@@ -179,26 +181,27 @@ struct Layer {
     path: PathBuf,
     name: String,
     diff_id: Option<String>,
-    seen: std::cell::RefCell<Option<Rc<std::cell::RefCell<Sha256>>>>,
 }
 
-/// A reader that hashes what goes through it.
+/// A reader that hashes what goes through it, when there is a digest to check.
 struct Hashing<R> {
     inner: R,
-    hash: Rc<std::cell::RefCell<Sha256>>,
+    hash: Option<Sha256>,
 }
 
 impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hash.borrow_mut().update(&buf[..n]);
+        if let Some(h) = &mut self.hash {
+            h.update(&buf[..n]);
+        }
         Ok(n)
     }
 }
 
 impl Layer {
-    /// The layer's tar stream: gzip, zstd or plain, by its first bytes.
-    fn open(&self, store: &Store) -> Result<Box<dyn Read>> {
+    /// The layer's tar stream: gzip, zstd or plain, by its first bytes; hashed when it has a diff_id.
+    fn open(&self, store: &Store) -> Result<Hashing<Box<dyn Read>>> {
         let mut f = std::fs::File::open(&self.path).map_err(|e| bad(store.src, format!("{}: {e}", self.name)))?;
         let mut head = [0u8; 4];
         let n = f.read(&mut head).map_err(|e| bad(store.src, format!("{}: {e}", self.name)))?;
@@ -212,15 +215,14 @@ impl Layer {
         } else {
             Box::new(f)
         };
-        let hash = Rc::new(std::cell::RefCell::new(Sha256::new()));
-        *self.seen.borrow_mut() = Some(Rc::clone(&hash));
-        Ok(Box::new(Hashing { inner: plain, hash }))
+        Ok(Hashing { inner: plain, hash: self.diff_id.as_ref().map(|_| Sha256::new()) })
     }
 
-    /// A docker archive names its layers by their uncompressed digest (the config's diff_ids).
-    fn check_diff_id(&self, src: &Path) -> Result<()> {
-        let (Some(want), Some(h)) = (&self.diff_id, self.seen.borrow_mut().take()) else { return Ok(()) };
-        let got = hex(&h.borrow().clone().finalize());
+    /// A docker archive names its layers by their uncompressed digest (the config's diff_ids):
+    /// `read` is the layer's stream, read to its end.
+    fn check_diff_id(&self, src: &Path, read: Hashing<Box<dyn Read>>) -> Result<()> {
+        let (Some(want), Some(h)) = (&self.diff_id, read.hash) else { return Ok(()) };
+        let got = hex(&h.finalize());
         if want.strip_prefix("sha256:") != Some(got.as_str()) {
             return Err(bad(
                 src,
@@ -237,7 +239,7 @@ fn manifest_of(store: &Store, d: &Descriptor) -> Result<(ImageConfiguration, Vec
         .map_err(|e| bad(store.src, format!("config {}: {e}", m.config().digest())))?;
     let mut layers = Vec::new();
     for l in m.layers() {
-        layers.push(Layer { path: store.blob(l)?, name: l.digest().to_string(), diff_id: None, seen: Default::default() });
+        layers.push(Layer { path: store.blob(l)?, name: l.digest().to_string(), diff_id: None });
     }
     Ok((config, layers))
 }
@@ -300,7 +302,7 @@ fn docker_manifest(store: &Store) -> Result<(ImageConfiguration, Vec<Layer>)> {
     }
     let mut layers = Vec::new();
     for (name, id) in e.layers.iter().zip(diff_ids) {
-        layers.push(Layer { path: in_dir(name)?, name: name.clone(), diff_id: Some(id.clone()), seen: Default::default() });
+        layers.push(Layer { path: in_dir(name)?, name: name.clone(), diff_id: Some(id.clone()) });
     }
     Ok((config, layers))
 }
@@ -341,7 +343,7 @@ fn remove_under(nodes: &mut BTreeMap<String, Node>, path: &str, keep_layer: Opti
 
 impl Tree {
     /// Applies one layer's tar stream.
-    pub fn apply(&mut self, layer: usize, r: impl Read, _name: &str) -> std::result::Result<(), String> {
+    pub fn apply(&mut self, layer: usize, r: impl Read) -> std::result::Result<(), String> {
         let mut ar = tar::Archive::new(r);
         for entry in ar.entries().map_err(|e| format!("not a tar stream: {e}"))? {
             let mut entry = entry.map_err(|e| format!("not a tar stream: {e}"))?;
@@ -432,18 +434,22 @@ impl Tree {
         Ok(())
     }
 
-    /// A regular file's bytes in the merged tree (symlinks followed inside the tree, a few hops).
+    /// A regular file's bytes in the merged tree (symlinks followed inside the tree).
     pub fn file(&self, path: &str) -> Option<&[u8]> {
-        let mut p = path.to_string();
-        for _ in 0..8 {
-            match &self.nodes.get(&p)?.kind {
-                NodeKind::File(d) | NodeKind::Link { data: d, .. } => return Some(d),
-                NodeKind::Symlink(t) if t.starts_with('/') => p = normalize(t).ok()?,
-                NodeKind::Symlink(t) => p = normalize(&format!("{}/{t}", crate::plan::parent(&p))).ok()?,
-                _ => return None,
-            }
+        let real = resolve::resolve(&mut &*self, path, true).ok()?;
+        match &self.nodes.get(&real)?.kind {
+            NodeKind::File(d) | NodeKind::Link { data: d, .. } => Some(d),
+            _ => None,
         }
-        None
+    }
+
+    /// The target of a hard link that is still the file it names; `None` when a later layer deleted
+    /// or replaced it (the link then stands alone, with its bytes).
+    fn link_target<'a>(&self, n: &'a Node) -> Option<&'a str> {
+        match &n.kind {
+            NodeKind::Link { target, .. } if matches!(self.nodes.get(target).map(|t| &t.kind), Some(NodeKind::File(_))) => Some(target),
+            _ => None,
+        }
     }
 
     /// Paths in the merged tree, for tests and messages.
@@ -478,13 +484,12 @@ impl Tree {
                     h.set_size(0);
                     b.append_link(&mut h, name, t)?;
                 }
-                NodeKind::Link { target, data } => match self.nodes.get(target).map(|t| &t.kind) {
-                    Some(NodeKind::File(_)) => {
+                NodeKind::Link { data, .. } => match self.link_target(n) {
+                    Some(target) => {
                         h.set_size(0);
                         b.append_link(&mut h, name, target.trim_start_matches('/'))?;
                     }
-                    // The target was deleted or replaced by a later layer: the link keeps its bytes.
-                    _ => {
+                    None => {
                         h.set_entry_type(tar::EntryType::Regular);
                         h.set_size(data.len() as u64);
                         b.append_data(&mut h, name, &data[..])?;
@@ -494,6 +499,88 @@ impl Tree {
         }
         b.into_inner()?.flush()
     }
+
+    /// The merged tree as cpio entries by path, owners, modes and device numbers kept, a hard link in
+    /// one link group with its target; and how many entries have extended attributes, which a cpio
+    /// archive cannot carry. The tree's bytes move into the entries.
+    pub fn into_cpio(mut self) -> std::result::Result<(initramfs::Tree, usize), String> {
+        let xattrs = self.nodes.values().filter(|n| !n.pax.is_empty()).count();
+        let targets: Vec<Option<String>> = self.nodes.values().map(|n| self.link_target(n).map(String::from)).collect();
+        let mut out = initramfs::Tree::default();
+        let mut links = Vec::new();
+        for ((path, n), target) in std::mem::take(&mut self.nodes).into_iter().zip(targets) {
+            match target {
+                Some(target) => links.push((path, target)),
+                None => {
+                    let e = cpio_entry(&path, &n)?;
+                    out.entries.insert(path, e);
+                }
+            }
+        }
+        // A hard link shares its target's inode: its owner, mode and bytes.
+        for (path, target) in links {
+            let next = out.groups;
+            let to = out.entries.get_mut(&target).ok_or_else(|| format!("{path}: hard link to {target}, which is not in the image"))?;
+            if to.link.is_none() {
+                to.link = Some(next);
+                out.groups += 1;
+            }
+            let e = CpioEntry { name: path.trim_start_matches('/').to_string(), ..to.clone() };
+            out.entries.insert(path, e);
+        }
+        Ok((out, xattrs))
+    }
+}
+
+/// Lets [`resolve::resolve`] follow the tree's own symlinks.
+impl Lookup for &Tree {
+    fn node(&mut self, path: &str) -> std::result::Result<resolve::Node, String> {
+        Ok(match self.nodes.get(path).map(|n| &n.kind) {
+            None => resolve::Node::Missing,
+            Some(NodeKind::Dir) => resolve::Node::Dir,
+            Some(NodeKind::Symlink(t)) => resolve::Node::Symlink(t.clone()),
+            Some(_) => resolve::Node::Other,
+        })
+    }
+}
+
+/// One entry of the tree, not a hard link to a file in it, as cpio: its own header's owner and mode.
+fn cpio_entry(path: &str, n: &Node) -> std::result::Result<CpioEntry, String> {
+    let h = &n.header;
+    let num =
+        |v: std::io::Result<u64>| v.ok().and_then(|v| u32::try_from(v).ok()).ok_or_else(|| format!("{path}: bad number in its header"));
+    let dev = |v: std::io::Result<Option<u32>>| v.ok().flatten().unwrap_or(0);
+    let mut e = CpioEntry {
+        name: path.trim_start_matches('/').to_string(),
+        mode: num(h.mode().map(u64::from))? & 0o7777,
+        uid: num(h.uid())?,
+        gid: num(h.gid())?,
+        ..CpioEntry::default()
+    };
+    let kind = match &n.kind {
+        NodeKind::Dir => libc::S_IFDIR,
+        NodeKind::File(d) | NodeKind::Link { data: d, .. } => {
+            e.data = d.to_vec();
+            libc::S_IFREG
+        }
+        NodeKind::Symlink(t) => {
+            e.data = t.clone().into_bytes();
+            libc::S_IFLNK
+        }
+        NodeKind::Other => match h.entry_type() {
+            tar::EntryType::Char | tar::EntryType::Block => {
+                (e.rdev_major, e.rdev_minor) = (dev(h.device_major()), dev(h.device_minor()));
+                if h.entry_type() == tar::EntryType::Char {
+                    libc::S_IFCHR
+                } else {
+                    libc::S_IFBLK
+                }
+            }
+            _ => libc::S_IFIFO,
+        },
+    };
+    e.mode |= kind;
+    Ok(e)
 }
 
 /// The workload of an image config: argv = Entrypoint + Cmd, Env, WorkingDir, User resolved in the
@@ -620,9 +707,9 @@ mod tests {
     fn whiteouts_opaque_dirs_and_links() {
         let mut t = Tree::default();
         let l0 = layer(&[("a/", D, ""), ("a/x", F, "x"), ("a/y", F, "y"), ("o/", D, ""), ("o/old", F, "1"), ("f", F, "f"), ("h", H, "f")]);
-        t.apply(0, &l0[..], "l0").unwrap();
+        t.apply(0, &l0[..]).unwrap();
         let l1 = layer(&[("a/.wh.x", F, ""), ("o/.wh..wh..opq", F, ""), ("o/new", F, "2"), ("./.wh.f", F, "")]);
-        t.apply(1, &l1[..], "l1").unwrap();
+        t.apply(1, &l1[..]).unwrap();
         let paths: Vec<&str> = t.paths().collect();
         assert_eq!(paths, ["/a", "/a/y", "/h", "/o", "/o/new"]);
         assert_eq!(t.file("/h"), Some(&b"f"[..]), "a hard link keeps its bytes when its target goes");
@@ -632,14 +719,14 @@ mod tests {
     fn writing_through_a_symlink_is_refused() {
         let mut t = Tree::default();
         let l0 = layer(&[("etc", S, "/tmp/host")]);
-        t.apply(0, &l0[..], "l0").unwrap();
+        t.apply(0, &l0[..]).unwrap();
         let l1 = layer(&[("etc/passwd", F, "x")]);
-        let e = t.apply(1, &l1[..], "l1").unwrap_err();
+        let e = t.apply(1, &l1[..]).unwrap_err();
         assert!(e.contains("symlink /etc -> /tmp/host"), "{e}");
         let l2 = layer(&[("../escape", F, "x")]);
-        assert!(t.apply(2, &l2[..], "l2").unwrap_err().contains(".."));
+        assert!(t.apply(2, &l2[..]).unwrap_err().contains(".."));
         let l3 = layer(&[("bad", H, "nothere")]);
-        assert!(t.apply(3, &l3[..], "l3").unwrap_err().contains("not a file in the image"));
+        assert!(t.apply(3, &l3[..]).unwrap_err().contains("not a file in the image"));
     }
 
     #[test]
@@ -660,7 +747,7 @@ mod tests {
         let l0 = layer(&[("z", F, "z"), ("b/", D, ""), ("a", H, "z")]);
         let write = |name: &str| {
             let mut t = Tree::default();
-            t.apply(0, &l0[..], "l0").unwrap();
+            t.apply(0, &l0[..]).unwrap();
             t.write(&dir.path().join(name)).unwrap();
             std::fs::read(dir.path().join(name)).unwrap()
         };

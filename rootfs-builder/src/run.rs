@@ -6,11 +6,12 @@ use clap::Parser;
 
 use crate::cleanup::TempPath;
 use crate::cli::{Args, Cli, Command, Profile};
+use crate::elf::Arch;
 use crate::error::{Error, ExitCode, Result};
 use crate::ext4::{self, Base, Ext4Options};
 use crate::initramfs::{self, Compression};
-use crate::plan::{Content, Entry, Plan};
-use crate::{elf, gpt, progress, size, tools};
+use crate::plan::{normalize, Content, Entry, Plan};
+use crate::{elf, gpt, oci, progress, size, tools};
 
 /// Entry point of `rootfs-builder`: parses the command line and runs the image builder or the
 /// subcommand; returns the process exit code.
@@ -152,26 +153,8 @@ fn exec(a: &Args) -> Result<()> {
         Some(init) => Plan::root(init),
     };
     // A container image's workload file goes in before --tree and --add, which stay on top.
-    let image_tar = match &a.image {
-        Some(src) => {
-            progress::step(&format!("reading the container image {}…", src.display()));
-            let flat = crate::oci::flatten(src, a.arch, work.path())?;
-            progress::step(&format!("image {}: layers applied", flat.platform));
-            match flat.workload {
-                Some(w) => {
-                    progress::step(&format!("workload: {} (uid {}, gid {}, in {})", w.argv.join(" "), w.uid, w.gid, w.cwd));
-                    plan.put(agent::workload::PATH, Entry::file(Content::Bytes(w.to_text().into_bytes()), 0o644));
-                    // A WorkingDir the layers lack is made, as container runtimes do (kept if there).
-                    if w.cwd != "/" {
-                        let cwd = crate::plan::normalize(&w.cwd)
-                            .map_err(|p| Error::BadImage { path: src.clone(), problem: format!("WorkingDir {}: {p}", w.cwd) })?;
-                        plan.put(&cwd, Entry::dir(0o755));
-                    }
-                }
-                None => progress::step("the image has no Entrypoint or Cmd: no workload file; give chinit.exec= at boot"),
-            }
-            Some(flat.tarball)
-        }
+    let layers = match &a.image {
+        Some(src) => Some((src, read_image(src, a.arch, work.path(), &mut plan)?)),
         None => None,
     };
     for t in &a.tree {
@@ -193,12 +176,20 @@ fn exec(a: &Args) -> Result<()> {
         progress::step(&format!(
             "writing cpio ({} entries{})…",
             plan.entries.len(),
-            if image_tar.is_some() { " over the image's" } else { "" }
+            if layers.is_some() { " over the image's" } else { "" }
         ));
-        initramfs::build(&plan, image_tar.as_deref(), compression, epoch, &image)?;
+        let base = match layers {
+            Some((src, tree)) => image_cpio(src, tree)?,
+            None => initramfs::Tree::default(),
+        };
+        initramfs::build(&plan, base, compression, epoch, &image)?;
     } else {
-        let base = match (&a.base, image_tar) {
-            (_, Some(tar)) => Base::Tarball(tar),
+        let base = match (&a.base, layers) {
+            (_, Some((_, tree))) => {
+                let tar = work.path().join("image.tar");
+                tree.write(&tar).map_err(|e| Error::io(format!("writing {}", tar.display()), e))?;
+                Base::Tarball(tar)
+            }
             (Some(b), None) => Base::detect(b)?,
             (None, None) => Base::None,
         };
@@ -221,6 +212,37 @@ fn exec(a: &Args) -> Result<()> {
     drop(work);
     progress::step(&format!("wrote {} ({} bytes, {:.1} MiB, sha256 {sha})", out.display(), len, len as f64 / size::MIB as f64));
     Ok(())
+}
+
+/// Reads `--image SRC` and applies its layers; its workload file (and a WorkingDir the layers may
+/// lack, made as container runtimes do, kept if there) goes into `plan`.
+fn read_image(src: &Path, arch: Arch, work: &Path, plan: &mut Plan) -> Result<oci::Tree> {
+    progress::step(&format!("reading the container image {}…", src.display()));
+    let flat = oci::flatten(src, arch, work)?;
+    progress::step(&format!("image {}: layers applied", flat.platform));
+    let Some(w) = flat.workload else {
+        progress::step("the image has no Entrypoint or Cmd: no workload file; give chinit.exec= at boot");
+        return Ok(flat.tree);
+    };
+    progress::step(&format!("workload: {} (uid {}, gid {}, in {})", w.argv.join(" "), w.uid, w.gid, w.cwd));
+    plan.put(agent::workload::PATH, Entry::file(Content::Bytes(w.to_text().into_bytes()), 0o644));
+    if w.cwd != "/" {
+        let cwd =
+            normalize(&w.cwd).map_err(|p| Error::BadImage { path: src.to_path_buf(), problem: format!("WorkingDir {}: {p}", w.cwd) })?;
+        plan.put(&cwd, Entry::dir(0o755));
+    }
+    Ok(flat.tree)
+}
+
+/// The image's layers as the cpio entries an initramfs is built over.
+fn image_cpio(src: &Path, tree: oci::Tree) -> Result<initramfs::Tree> {
+    let (base, xattrs) = tree.into_cpio().map_err(|problem| Error::BadImage { path: src.to_path_buf(), problem })?;
+    if xattrs > 0 {
+        progress::step(&format!(
+            "{xattrs} entries have extended attributes (file capabilities, security labels): a cpio archive cannot carry them, they are left out"
+        ));
+    }
+    Ok(base)
 }
 
 /// Puts the filesystem image `fs` into a GPT disk `disk` as its one partition; the GUIDs come from

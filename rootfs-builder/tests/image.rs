@@ -73,9 +73,9 @@ const SCRIPT: &str = "echo hello from the image; id; pwd; echo A=$A; exit 7";
 fn make_image(t: &TempDir) -> std::path::PathBuf {
     let oci = t.join("oci");
     let busybox = std::fs::read("/bin/busybox").unwrap();
-    run(Command::new("umoci").arg("init").arg("--layout").arg(&oci));
-    run(Command::new("umoci").args(["new", "--image"]).arg(format!("{}:app", oci.display())));
     let img = format!("{}:app", oci.display());
+    run(Command::new("umoci").arg("init").arg("--layout").arg(&oci));
+    run(Command::new("umoci").args(["new", "--image", &img]));
     layer(
         &t.join("l1.tar"),
         &[
@@ -139,7 +139,7 @@ fn build_image(t: &TempDir, src: &Path, out: &str, extra: &[&str]) -> std::proce
     build(t.path(), &args, &[])
 }
 
-/// The file, or None when debugfs finds nothing there.
+/// Whether debugfs finds something at `path`.
 fn exists(img: &Path, path: &str) -> bool {
     !debugfs(img, &format!("stat {path}")).is_empty()
 }
@@ -191,17 +191,23 @@ fn layers_whiteouts_owners_and_the_workload_file() {
     assert_ok(&again);
     assert_eq!(sha256(&img), sha256(&t.join("again.ext4")));
     let archive = t.join("app.oci.tar");
-    let docker = t.join("app.docker.tar");
     run(Command::new("skopeo").arg("copy").arg(format!("oci:{}:app", oci.display())).arg(format!("oci-archive:{}", archive.display())));
-    run(Command::new("skopeo")
-        .arg("copy")
-        .arg(format!("oci:{}:app", oci.display()))
-        .arg(format!("docker-archive:{}:app:latest", docker.display())));
+    let docker = docker_archive(&t, &oci);
     for (src, name) in [(&archive, "archive.ext4"), (&docker, "docker.ext4")] {
         let o = build_image(&t, src, name, &[]);
         assert_ok(&o);
         assert_eq!(sha256(&img), sha256(&t.join(name)), "{}", src.display());
     }
+}
+
+/// `skopeo copy` of the layout's tag `app` to a docker-archive, `app.docker.tar` in `t`.
+fn docker_archive(t: &TempDir, oci: &Path) -> std::path::PathBuf {
+    let docker = t.join("app.docker.tar");
+    run(Command::new("skopeo")
+        .arg("copy")
+        .arg(format!("oci:{}:app", oci.display()))
+        .arg(format!("docker-archive:{}:app:latest", docker.display())));
+    docker
 }
 
 /// Reads index.json, lets `f` change it, writes it back.
@@ -214,7 +220,7 @@ fn edit_index(oci: &Path, f: impl FnOnce(&mut serde_json::Value)) {
 
 /// The image's tag `app` again as tag `arm`, its config saying arm64; the index then lists both with
 /// their platforms (arm64 first), or only `only_arm`.
-fn multi_platform(t: &TempDir, oci: &Path, only_arm: bool) {
+fn multi_platform(oci: &Path, only_arm: bool) {
     run(Command::new("umoci").args(["config", "--architecture", "arm64", "--tag", "arm", "--image"]).arg(format!("{}:app", oci.display())));
     edit_index(oci, |v| {
         let list = v["manifests"].as_array_mut().unwrap();
@@ -224,7 +230,6 @@ fn multi_platform(t: &TempDir, oci: &Path, only_arm: bool) {
         amd["platform"] = serde_json::json!({"os": "linux", "architecture": "amd64"});
         *list = if only_arm { vec![arm] } else { vec![arm, amd] };
     });
-    let _ = t;
 }
 
 #[test]
@@ -234,7 +239,7 @@ fn the_manifest_for_the_arch_is_picked_from_an_index() {
     }
     let t = TempDir::new("oci-index");
     let oci = make_image(&t);
-    multi_platform(&t, &oci, false);
+    multi_platform(&oci, false);
     let o = build_image(&t, &oci, "app.ext4", &[]);
     assert_ok(&o);
     assert!(stderr(&o).contains("image linux/amd64"), "{}", stderr(&o));
@@ -248,19 +253,27 @@ fn a_missing_platform_is_refused_naming_the_platforms_there() {
     }
     let t = TempDir::new("oci-noplatform");
     let oci = make_image(&t);
-    multi_platform(&t, &oci, true);
+    multi_platform(&oci, true);
     let o = build_image(&t, &oci, "app.ext4", &[]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("no manifest for linux/amd64 (--arch x86_64); the image has linux/arm64"), "{}", stderr(&o));
     assert!(!t.join("app.ext4").exists());
 }
 
+/// The file of the layout's blob `digest` (`sha256:...`).
+fn blob(oci: &Path, digest: &str) -> std::path::PathBuf {
+    oci.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))
+}
+
+/// The manifest the index names first.
+fn first_manifest(oci: &Path) -> serde_json::Value {
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(oci.join("index.json")).unwrap()).unwrap();
+    serde_json::from_slice(&std::fs::read(blob(oci, index["manifests"][0]["digest"].as_str().unwrap())).unwrap()).unwrap()
+}
+
 /// The digest of the largest layer blob, from the manifest the index names first.
 fn a_layer(oci: &Path) -> String {
-    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(oci.join("index.json")).unwrap()).unwrap();
-    let blob = |d: &str| oci.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
-    let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap()).unwrap();
+    let m = first_manifest(oci);
     let layers = m["layers"].as_array().unwrap();
     layers.iter().max_by_key(|l| l["size"].as_u64().unwrap()).unwrap()["digest"].as_str().unwrap().to_string()
 }
@@ -287,12 +300,9 @@ fn zstd_and_plain_layers_give_the_same_image_as_gzip() {
     let oci = make_image(&t);
     assert_ok(&build_image(&t, &oci, "gzip.ext4", &[]));
     // Layer 1 recompressed with zstd, layer 2 stored plain; the manifest and index rewritten to match.
-    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(oci.join("index.json")).unwrap()).unwrap();
-    let blob = |d: &str| oci.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
-    let mut m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap()).unwrap();
+    let mut m = first_manifest(&oci);
     for (i, media) in [(0, "application/vnd.oci.image.layer.v1.tar+zstd"), (1, "application/vnd.oci.image.layer.v1.tar")] {
-        let gz = blob(m["layers"][i]["digest"].as_str().unwrap());
+        let gz = blob(&oci, m["layers"][i]["digest"].as_str().unwrap());
         let plain = Command::new("gzip").arg("-dc").arg(&gz).output().unwrap().stdout;
         let bytes = if i == 0 {
             let raw = t.join("layer.tar");
@@ -323,7 +333,7 @@ fn a_tampered_blob_is_refused_naming_it() {
     let t = TempDir::new("oci-tampered");
     let oci = make_image(&t);
     let digest = a_layer(&oci);
-    let path = oci.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+    let path = blob(&oci, &digest);
     let mut bytes = std::fs::read(&path).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
@@ -341,7 +351,7 @@ fn a_truncated_blob_is_refused_naming_it() {
     let t = TempDir::new("oci-truncated");
     let oci = make_image(&t);
     let digest = a_layer(&oci);
-    let path = oci.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+    let path = blob(&oci, &digest);
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let o = build_image(&t, &oci, "app.ext4", &[]);
@@ -356,11 +366,7 @@ fn a_tampered_docker_archive_layer_is_refused_naming_it() {
     }
     let t = TempDir::new("oci-docker-tampered");
     let oci = make_image(&t);
-    let docker = t.join("app.docker.tar");
-    run(Command::new("skopeo")
-        .arg("copy")
-        .arg(format!("oci:{}:app", oci.display()))
-        .arg(format!("docker-archive:{}:app:latest", docker.display())));
+    let docker = docker_archive(&t, &oci);
     // Flip one byte inside busybox's bytes in the archive (the layers are stored uncompressed).
     let mut bytes = std::fs::read(&docker).unwrap();
     let busybox = std::fs::read("/bin/busybox").unwrap();
@@ -484,10 +490,6 @@ fn the_image_as_an_initramfs_keeps_owners_links_and_deletions() {
 
     // Same image, same bytes, whichever form it comes in.
     assert_eq!(sha256(&cpio), sha256(&build_cpio(&oci, "again.cpio")));
-    let docker = t.join("app.docker.tar");
-    run(Command::new("skopeo")
-        .arg("copy")
-        .arg(format!("oci:{}:app", oci.display()))
-        .arg(format!("docker-archive:{}:app:latest", docker.display())));
+    let docker = docker_archive(&t, &oci);
     assert_eq!(sha256(&cpio), sha256(&build_cpio(&docker, "docker.cpio")));
 }
