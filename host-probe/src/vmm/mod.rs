@@ -18,6 +18,7 @@ pub mod stratovirt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::check;
 use crate::error::Error;
 use crate::launch::{Captured, Phase, Running};
 use crate::measure::{Event, Mark};
@@ -267,6 +268,86 @@ pub fn native_only(label: &str, host: &HostOffer, arch: Arch) -> Result<(), Erro
         )));
     }
     Ok(())
+}
+
+/// A VMM's program: `$env` when set (and executable), else `name` on PATH.
+pub fn find_program(env: &str, name: &str) -> Option<PathBuf> {
+    match std::env::var_os(env) {
+        Some(p) if !p.is_empty() => Some(PathBuf::from(p)).filter(|p| crate::locate::is_executable(p)),
+        _ => crate::locate::which(name),
+    }
+}
+
+/// The `major.minor.patch` that follows `prefix` on the first line of a version output that has it.
+pub fn version_after(output: &str, prefix: &str) -> Option<(u32, u32, u32)> {
+    let rest = output.lines().find_map(|l| l.trim().strip_prefix(prefix))?;
+    let core = rest.split(|c: char| !(c.is_ascii_digit() || c == '.')).next()?;
+    let mut parts = core.split('.').map(|p| p.parse::<u32>().ok());
+    Some((parts.next()??, parts.next()??, parts.next()??))
+}
+
+/// A VMM host-probe drives at one release line only (Firecracker, StratoVirt): how its program is
+/// found, how its version is read and judged, and how messages name it.
+pub struct Pinned {
+    /// Its name, and the program's.
+    pub name: &'static str,
+    /// How messages name it.
+    pub label: &'static str,
+    /// The environment variable that names its program.
+    pub env: &'static str,
+    /// The flag its version is asked with.
+    pub flag: &'static str,
+    /// How to get it, in fixes.
+    pub get_it: &'static str,
+    /// The version in the program's answer to `flag`.
+    pub version: fn(&str) -> Option<(u32, u32, u32)>,
+    /// Whether host-probe drives this version; the error says why not and the fix.
+    pub supported: fn((u32, u32, u32)) -> Result<(), String>,
+}
+
+impl Pinned {
+    /// Its program: `$env`, else on PATH.
+    pub fn find(&self) -> Option<PathBuf> {
+        find_program(self.env, self.name)
+    }
+
+    /// The program is neither at `$env` nor on PATH; `fix` says what to do.
+    pub fn not_found(&self, fix: String) -> Error {
+        Error::Missing { what: format!("{} not found (neither ${} nor on PATH)", self.name, self.env), fix }
+    }
+
+    /// Whether the program at `path` is one host-probe drives, from its answer to the version flag
+    /// (`version_output`). The error names what it is and the fix.
+    pub fn check_program(&self, path: &Path, version_output: Option<&str>) -> Result<(), Error> {
+        let (label, flag) = (self.label, self.flag);
+        let missing = |what: String| Err(Error::Missing { what, fix: self.get_it.into() });
+        let Some(out) = version_output else {
+            return missing(format!("{}: no answer to {flag}: not a {label}", path.display()));
+        };
+        let Some(v) = (self.version)(out) else {
+            let first = out.lines().next().unwrap_or("").trim();
+            return missing(format!("{} is not {label}: its {flag} says {first:?}", path.display()));
+        };
+        (self.supported)(v).or_else(|e| missing(format!("{}: {e}", path.display())))
+    }
+
+    /// Its line in `host-probe check`: found, of a driven version, and able to boot Linux here
+    /// (hardware KVM).
+    pub fn check_line(&self, program: Option<&check::Program>, kvm: check::KvmKind) -> check::Line {
+        use check::Status;
+        let Some(p) = program else {
+            return check::line(Status::Warn, self.name, format!("not found (set ${} or put it on PATH)", self.env), Some(self.get_it));
+        };
+        let detail = check::program(Some(p));
+        match (p.version.as_deref().and_then(self.version).map(self.supported), kvm.hardware()) {
+            (None, _) => check::line(Status::Warn, self.name, format!("{detail}: not a {} version", self.label), Some(self.get_it)),
+            (Some(Err(e)), _) => check::line(Status::Warn, self.name, format!("{detail}: {e}"), Some(self.get_it)),
+            (Some(Ok(())), true) => check::line(Status::Ok, self.name, detail, None),
+            (Some(Ok(())), false) => {
+                check::line(Status::Warn, self.name, format!("{detail}; cannot boot Linux without hardware KVM"), None)
+            }
+        }
+    }
 }
 
 pub fn unrestorable(dir: &Path, why: &str) -> Error {

@@ -33,10 +33,7 @@ pub struct CloudHypervisor;
 
 /// Its program: `$CLOUD_HYPERVISOR`, else on PATH.
 pub fn find() -> Option<PathBuf> {
-    match std::env::var_os("CLOUD_HYPERVISOR") {
-        Some(p) if !p.is_empty() => Some(PathBuf::from(p)).filter(|p| crate::locate::is_executable(p)),
-        _ => crate::locate::which(NAME),
-    }
+    super::find_program("CLOUD_HYPERVISOR", NAME)
 }
 
 impl Driver for CloudHypervisor {

@@ -18,16 +18,15 @@
 pub mod api;
 pub mod log;
 
-pub use super::kernel::{kernel_kind, KernelKind};
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rootfs_builder::elf::Arch;
 use serde_json::{json, Value};
 
-use super::{Accel, Console, Driver, Feature, Marks, MemoryRestoreMode, Role, Root, Spec, Vmm, Vsock, Wired};
-use crate::check::{self, KvmKind, Program, Status};
+use super::kernel::KernelKind;
+use super::{Accel, Console, Driver, Feature, Marks, MemoryRestoreMode, Pinned, Role, Root, Spec, Vmm, Vsock, Wired};
+use crate::check::{self, KvmKind, Program};
 use crate::error::Error;
 use crate::launch::{Captured, Phase, Running};
 use crate::options::HostOffer;
@@ -42,6 +41,10 @@ pub const NAME: &str = "firecracker";
 /// How to get it, in fixes.
 const GET_IT: &str = "set $FIRECRACKER to Firecracker v1.16's binary (its releases on GitHub: \
                       firecracker-v1.16.1-x86_64), or put it on PATH";
+
+/// How it is found, its version read and judged, and named.
+const PINNED: Pinned =
+    Pinned { name: NAME, label: "Firecracker", env: "FIRECRACKER", flag: "--version", get_it: GET_IT, version, supported };
 
 /// The files of its snapshot, besides the manifest.
 const SNAPSHOT_FILES: &[&str] = &[STATE_FILE, MEMORY_FILE];
@@ -59,10 +62,7 @@ pub struct Firecracker;
 
 /// Its program: `$FIRECRACKER`, else on PATH.
 pub fn find() -> Option<PathBuf> {
-    match std::env::var_os("FIRECRACKER") {
-        Some(p) if !p.is_empty() => Some(PathBuf::from(p)).filter(|p| crate::locate::is_executable(p)),
-        _ => crate::locate::which(NAME),
-    }
+    PINNED.find()
 }
 
 /// The instance id of a run: its run directory's name (`host-probe-PID-SEQ`), the API socket's
@@ -80,15 +80,7 @@ pub fn instance_id_of(spec: &Spec) -> String {
 /// Whether the program at `path` is a Firecracker host-probe drives: its `--version` says
 /// Firecracker v1.16.x. The error names what it is and the fix.
 pub fn check_program(path: &Path, version_output: Option<&str>) -> Result<(), Error> {
-    let missing = |what: String| Err(Error::Missing { what, fix: GET_IT.into() });
-    let Some(out) = version_output else {
-        return missing(format!("{}: no answer to --version: not a Firecracker", path.display()));
-    };
-    let Some(v) = version(out) else {
-        let first = out.lines().next().unwrap_or("").trim();
-        return missing(format!("{} is not Firecracker: its --version says {first:?}", path.display()));
-    };
-    supported(v).or_else(|e| missing(format!("{}: {e}", path.display())))
+    PINNED.check_program(path, version_output)
 }
 
 /// The lines `--dry-run` prints for the API calls: each a `curl` on the API socket.
@@ -130,11 +122,8 @@ impl Driver for Firecracker {
     }
 
     fn chosen(&self, host: &HostOffer, notes: &mut Vec<String>) -> Result<(), Error> {
-        let missing = Error::Missing {
-            what: "firecracker not found (neither $FIRECRACKER nor on PATH)".into(),
-            fix: format!("{GET_IT}; or use --vmm qemu"),
-        };
-        super::kvm_only_chosen(host, NAME, "Firecracker", missing, notes)
+        let missing = PINNED.not_found(format!("{GET_IT}; or use --vmm qemu"));
+        super::kvm_only_chosen(host, NAME, PINNED.label, missing, notes)
     }
 
     fn program_name(&self, _arch: Arch) -> &'static str {
@@ -143,11 +132,8 @@ impl Driver for Firecracker {
 
     /// KVM only, on the host's architecture; its `--version` must say v1.16.x.
     fn runs(&self, host: &HostOffer, arch: Arch, _notes: &mut Vec<String>) -> Result<(PathBuf, Accel), Error> {
-        super::native_only("Firecracker", host, arch)?;
-        let bin = host.program(VMM, arch).ok_or_else(|| Error::Missing {
-            what: "firecracker not found (neither $FIRECRACKER nor on PATH)".into(),
-            fix: GET_IT.into(),
-        })?;
+        super::native_only(PINNED.label, host, arch)?;
+        let bin = host.program(VMM, arch).ok_or_else(|| PINNED.not_found(GET_IT.into()))?;
         check_program(&bin, crate::check::version_of(&bin).as_deref())?;
         Ok((bin, Accel::Kvm))
     }
@@ -165,17 +151,7 @@ impl Driver for Firecracker {
     }
 
     fn check_line(&self, program: Option<&Program>, kvm: KvmKind) -> check::Line {
-        let Some(p) = program else {
-            return check::line(Status::Warn, NAME, "not found (set $FIRECRACKER or put it on PATH)".into(), Some(GET_IT));
-        };
-        let detail = check::program(Some(p));
-        let v = p.version.as_deref().and_then(version);
-        match (v.map(supported), kvm.hardware()) {
-            (None, _) => check::line(Status::Warn, NAME, format!("{detail}: not a Firecracker version"), Some(GET_IT)),
-            (Some(Err(e)), _) => check::line(Status::Warn, NAME, format!("{detail}: {e}"), Some(GET_IT)),
-            (Some(Ok(())), true) => check::line(Status::Ok, NAME, detail, None),
-            (Some(Ok(())), false) => check::line(Status::Warn, NAME, format!("{detail}; cannot boot Linux without hardware KVM"), None),
-        }
+        PINNED.check_line(program, kvm)
     }
 
     /// pmem it has (read-only); Kuasar's layout needs hvc0 and virtio-fs, which it has not.
@@ -234,8 +210,7 @@ impl Driver for Firecracker {
         false
     }
 
-    /// No marks: the guest clocks, the notify push and the `/ready` answers are the host's figures.
-    /// The boot timer's device (`--boot-timer`).
+    /// Its boot timer device (`--boot-timer`).
     fn boot_timer(&self, arch: Arch) -> Option<u64> {
         Some(match arch {
             Arch::X86_64 => log::BOOT_TIMER_X86_64,
@@ -632,11 +607,7 @@ pub fn snapshot_load_body(state: &Path, memory: &Path, tap: Option<(&str, &str)>
 /// The version in `firecracker --version`'s output (`Firecracker v1.16.1`, then a blank line and
 /// a log line on exit).
 pub fn version(output: &str) -> Option<(u32, u32, u32)> {
-    let rest = output.lines().find_map(|l| l.trim().strip_prefix("Firecracker v"))?;
-    let core = rest.split(|c: char| !(c.is_ascii_digit() || c == '.')).next()?;
-    let mut parts = core.split('.').map(|p| p.parse::<u32>().ok());
-    let v = (parts.next()??, parts.next()??, parts.next()??);
-    Some(v)
+    super::version_after(output, "Firecracker v")
 }
 
 /// Whether host-probe drives this version: 1.16.x. A copy needs a snapshot load that moves both
@@ -656,6 +627,7 @@ pub fn supported(v: (u32, u32, u32)) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::kernel::kernel_kind;
     use super::super::{shell_line, Accel, Fs, Net};
     use super::*;
     use crate::locate::host_arch;

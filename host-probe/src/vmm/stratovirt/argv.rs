@@ -1,9 +1,8 @@
 //! StratoVirt's command line (pure): `-machine microvm`, the kernel and its command line, the root
 //! on virtio-blk read-only, the TAP on virtio-net, the kernel's vhost-vsock, the serial console to
-//! a file, its log, and the QMP socket it refuses to start without. A copy takes the snapshot in
-//! with `-incoming file:DIR`.
+//! a file, its log, and the QMP socket it refuses to start without (the run's API socket).
 
-use crate::vmm::{Role, Root, Spec, Vsock};
+use crate::vmm::{Root, Spec, Vsock};
 
 /// The root drive's and device's id.
 pub const ROOT_ID: &str = "rootfs";
@@ -37,12 +36,9 @@ pub fn argv(spec: &Spec) -> Result<Vec<String>, String> {
     if let Some(Vsock::Kernel { cid }) = &spec.vsock {
         push(&mut a, "-device", format!("vhost-vsock-device,id=vsock0,guest-cid={cid}"));
     }
-    push(&mut a, "-qmp", format!("unix:{},server,nowait", super::qmp_socket(spec).display()));
+    push(&mut a, "-qmp", format!("unix:{},server,nowait", spec.api_socket.display()));
     push(&mut a, "-serial", format!("file,path={}", spec.serial.display()));
     push(&mut a, "-D", spec.log_file.display().to_string());
-    if let Role::Restore { from, .. } = &spec.role {
-        push(&mut a, "-incoming", format!("file:{}", from.display()));
-    }
     Ok(a)
 }
 

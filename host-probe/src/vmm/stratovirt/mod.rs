@@ -21,8 +21,8 @@ use rootfs_builder::elf::Arch;
 pub use argv::argv;
 
 use super::kernel::KernelKind;
-use super::{Accel, Console, Driver, Feature, Marks, MemoryRestoreMode, Role, Root, Spec, Vmm, Vsock, Wired};
-use crate::check::{self, KvmKind, Program, Status};
+use super::{Accel, Console, Driver, Feature, Marks, MemoryRestoreMode, Pinned, Root, Spec, Vmm, Vsock, Wired};
+use crate::check::{self, KvmKind, Program};
 use crate::error::Error;
 use crate::launch::{Captured, Phase, Running};
 use crate::options::HostOffer;
@@ -34,12 +34,21 @@ pub const VMM: Vmm = Vmm::new(&StratoVirt);
 /// Its name, and the program's.
 pub const NAME: &str = "stratovirt";
 
-/// The flag its version is asked with (it refuses `--version`).
-const VERSION_FLAG: &str = "-version";
-
 /// How to get it, in fixes.
 const GET_IT: &str = "set $STRATOVIRT to StratoVirt v2.5's binary (built from its v2.5.0 tag: \
                       cargo build --release in openeuler-mirror/stratovirt), or put it on PATH";
+
+/// How it is found, its version read and judged, and named.
+const PINNED: Pinned = Pinned {
+    name: NAME,
+    label: "StratoVirt",
+    env: "STRATOVIRT",
+    // It refuses `--version`.
+    flag: "-version",
+    get_it: GET_IT,
+    version,
+    supported,
+};
 
 /// Kernel parameters of its own: `pci=off`, its microvm has no PCI bus (the guest's probes of
 /// 0xcf8 only cost time). The power-off by a triple fault is the command line's `reboot=t`.
@@ -49,27 +58,12 @@ pub struct StratoVirt;
 
 /// Its program: `$STRATOVIRT`, else on PATH.
 pub fn find() -> Option<PathBuf> {
-    match std::env::var_os("STRATOVIRT") {
-        Some(p) if !p.is_empty() => Some(PathBuf::from(p)).filter(|p| crate::locate::is_executable(p)),
-        _ => crate::locate::which(NAME),
-    }
-}
-
-/// The QMP socket of a run: a source's or copy's own, else the run's API socket.
-pub fn qmp_socket(spec: &Spec) -> &Path {
-    match &spec.role {
-        Role::Source { qmp, .. } | Role::Restore { qmp, .. } => qmp,
-        Role::Boot => &spec.api_socket,
-    }
+    PINNED.find()
 }
 
 /// The version in `stratovirt -version`'s output (`StratoVirt 2.5.0 commit-id 26abef02`).
 pub fn version(output: &str) -> Option<(u32, u32, u32)> {
-    let rest = output.lines().find_map(|l| l.trim().strip_prefix("StratoVirt "))?;
-    let core = rest.split(|c: char| !(c.is_ascii_digit() || c == '.')).next()?;
-    let mut parts = core.split('.').map(|p| p.parse::<u32>().ok());
-    let v = (parts.next()??, parts.next()??, parts.next()??);
-    Some(v)
+    super::version_after(output, "StratoVirt ")
 }
 
 /// Whether host-probe drives this version: 2.5.x, whose command line, QMP and snapshot files it
@@ -84,15 +78,7 @@ pub fn supported((major, minor, patch): (u32, u32, u32)) -> Result<(), String> {
 /// Whether the program at `path` is a StratoVirt host-probe drives: its `-version` says 2.5.x.
 /// The error names what it is and the fix.
 pub fn check_program(path: &Path, version_output: Option<&str>) -> Result<(), Error> {
-    let missing = |what: String| Err(Error::Missing { what, fix: GET_IT.into() });
-    let Some(out) = version_output else {
-        return missing(format!("{}: no answer to -version: not a StratoVirt", path.display()));
-    };
-    let Some(v) = version(out) else {
-        let first = out.lines().next().unwrap_or("").trim();
-        return missing(format!("{} is not StratoVirt: its -version says {first:?}", path.display()));
-    };
-    supported(v).or_else(|e| missing(format!("{}: {e}", path.display())))
+    PINNED.check_program(path, version_output)
 }
 
 /// Whether StratoVirt on `arch` boots a kernel of this kind: on x86_64 a `bzImage` (its microvm
@@ -172,11 +158,8 @@ impl Driver for StratoVirt {
     }
 
     fn chosen(&self, host: &HostOffer, notes: &mut Vec<String>) -> Result<(), Error> {
-        let missing = Error::Missing {
-            what: "stratovirt not found (neither $STRATOVIRT nor on PATH)".into(),
-            fix: format!("{GET_IT}; or use --vmm qemu"),
-        };
-        super::kvm_only_chosen(host, NAME, "StratoVirt", missing, notes)
+        let missing = PINNED.not_found(format!("{GET_IT}; or use --vmm qemu"));
+        super::kvm_only_chosen(host, NAME, PINNED.label, missing, notes)
     }
 
     fn program_name(&self, _arch: Arch) -> &'static str {
@@ -185,10 +168,8 @@ impl Driver for StratoVirt {
 
     /// KVM only, on the host's architecture; its `-version` must say 2.5.x.
     fn runs(&self, host: &HostOffer, arch: Arch, _notes: &mut Vec<String>) -> Result<(PathBuf, Accel), Error> {
-        super::native_only("StratoVirt", host, arch)?;
-        let bin = host
-            .program(VMM, arch)
-            .ok_or_else(|| Error::Missing { what: "stratovirt not found (neither $STRATOVIRT nor on PATH)".into(), fix: GET_IT.into() })?;
+        super::native_only(PINNED.label, host, arch)?;
+        let bin = host.program(VMM, arch).ok_or_else(|| PINNED.not_found(GET_IT.into()))?;
         check_program(&bin, self.version_line(&bin).as_deref())?;
         Ok((bin, Accel::Kvm))
     }
@@ -206,16 +187,7 @@ impl Driver for StratoVirt {
     }
 
     fn check_line(&self, program: Option<&Program>, kvm: KvmKind) -> check::Line {
-        let Some(p) = program else {
-            return check::line(Status::Warn, NAME, "not found (set $STRATOVIRT or put it on PATH)".into(), Some(GET_IT));
-        };
-        let detail = check::program(Some(p));
-        match (p.version.as_deref().and_then(version).map(supported), kvm.hardware()) {
-            (None, _) => check::line(Status::Warn, NAME, format!("{detail}: not a StratoVirt version"), Some(GET_IT)),
-            (Some(Err(e)), _) => check::line(Status::Warn, NAME, format!("{detail}: {e}"), Some(GET_IT)),
-            (Some(Ok(())), true) => check::line(Status::Ok, NAME, detail, None),
-            (Some(Ok(())), false) => check::line(Status::Warn, NAME, format!("{detail}; cannot boot Linux without hardware KVM"), None),
-        }
+        PINNED.check_line(program, kvm)
     }
 
     fn cannot(&self, what: Feature) -> Option<&'static str> {
@@ -243,9 +215,7 @@ impl Driver for StratoVirt {
 
     /// Its command line; the kernel is checked to be one it loads.
     fn argv(&self, spec: &Spec) -> Result<Vec<String>, String> {
-        if !matches!(spec.role, Role::Restore { .. }) {
-            check_kernel_file(&spec.kernel, spec.arch)?;
-        }
+        check_kernel_file(&spec.kernel, spec.arch)?;
         argv(spec)
     }
 
@@ -280,7 +250,7 @@ impl Driver for StratoVirt {
     }
 
     fn version_line(&self, program: &Path) -> Option<String> {
-        check::version_by(program, VERSION_FLAG)
+        check::version_by(program, PINNED.flag)
     }
 
     /// Always: a copy is made unique over vsock, which this build lacks, or which StratoVirt 2.5
@@ -368,7 +338,7 @@ pub fn holds_vsock_device(bytes: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{shell_line, Fs, Net};
+    use super::super::{shell_line, Fs, Net, Role};
     use super::*;
     use crate::locate::host_arch;
 
