@@ -22,28 +22,12 @@ pub fn default_kernel(root: &Path, arch: Arch, file: &str) -> Option<PathBuf> {
 /// A kernel's architecture, from its first bytes (pure): an ELF's `e_machine`, an arm64 `Image`'s
 /// magic (`ARM\x64` at 0x38), an x86 `bzImage`'s setup header (`HdrS` at 0x202).
 pub fn kernel_arch(head: &[u8]) -> Option<Arch> {
-    if head.starts_with(b"\x7fELF") && head.len() >= 20 {
-        return match u16::from_le_bytes([head[18], head[19]]) {
-            62 => Some(Arch::X86_64),
-            183 => Some(Arch::Aarch64),
-            _ => None,
-        };
-    }
-    if head.get(0x38..0x3c) == Some(b"ARM\x64") {
-        return Some(Arch::Aarch64);
-    }
-    if head.get(0x202..0x206) == Some(b"HdrS") {
-        return Some(Arch::X86_64);
-    }
-    None
+    crate::vmm::kernel::kernel_kind(head).arch()
 }
 
 /// [`kernel_arch`] of a file.
 pub fn kernel_file_arch(path: &Path) -> Option<Arch> {
-    use std::io::Read;
-    let mut head = Vec::with_capacity(0x400);
-    std::fs::File::open(path).ok()?.take(0x400).read_to_end(&mut head).ok()?;
-    kernel_arch(&head)
+    crate::vmm::kernel::kind_of_file(path).ok()?.arch()
 }
 
 /// This host's architecture.

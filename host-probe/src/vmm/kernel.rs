@@ -1,8 +1,11 @@
 //! What a kernel file is, from its first bytes: what a VMM that loads one kind only checks before
-//! anything starts (Firecracker the ELF `vmlinux` on x86_64, StratoVirt the `bzImage`).
+//! anything starts (Firecracker the ELF `vmlinux` on x86_64, StratoVirt the `bzImage`), and the
+//! architecture a kernel is for ([`crate::locate::kernel_arch`]).
 
 use std::io::Read;
 use std::path::Path;
+
+use rootfs_builder::elf::Arch;
 
 /// What a kernel file is, from its first bytes (0x400 are enough).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,6 +17,17 @@ pub enum KernelKind {
     /// An arm64 `Image` (magic `ARM\x64` at 0x38).
     ArmImage,
     Unknown,
+}
+
+impl KernelKind {
+    /// The architecture a kernel of this kind is for.
+    pub fn arch(self) -> Option<Arch> {
+        match self {
+            KernelKind::Elf(62) | KernelKind::BzImage => Some(Arch::X86_64),
+            KernelKind::Elf(183) | KernelKind::ArmImage => Some(Arch::Aarch64),
+            KernelKind::Elf(_) | KernelKind::Unknown => None,
+        }
+    }
 }
 
 /// [`KernelKind`] of a kernel's first bytes.
