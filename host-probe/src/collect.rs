@@ -92,7 +92,7 @@ pub fn report(plan: &Plan, o: &Options, seen: Observed, c: Captured) -> Result<R
 }
 
 /// The newest workload status among the pushes, else the one in `ready`.
-fn latest_workload(pushes: &[(u64, Vec<u8>)], ready: Option<&Ready>) -> Option<Workload> {
+pub(crate) fn latest_workload(pushes: &[(u64, Vec<u8>)], ready: Option<&Ready>) -> Option<Workload> {
     pushes
         .iter()
         .rev()

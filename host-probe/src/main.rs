@@ -304,16 +304,12 @@ fn main_exec(cli: Cli) -> Result<Exit, Error> {
             // A guest with a workload runs until it exits (`--no-agent`: until it powers off).
             let o = Options { keep, verbose, ..options(&boot)? };
             let o = Options { wait: if o.wait == Wait::Agent { Wait::Workload } else { o.wait }, ..o };
+            let plan = run::plan(&o, &run::HostOffer::gather(), run::next_seq())?;
             if dry_run {
-                let p = run::plan(&o, &run::HostOffer::gather(), run::next_seq())?;
-                print!("{}", run::dry_run_text(&p));
+                print!("{}", run::dry_run_text(&plan));
                 return Ok(Exit::Ok);
             }
-            let plan = run::plan(&o, &run::HostOffer::gather(), run::next_seq())?;
-            for n in &plan.notes {
-                host_probe::launch::progress(o.verbose, n);
-            }
-            let r = run::execute(&plan, &o)?;
+            let r = run::execute_noted(&plan, &o)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
             } else {

@@ -124,10 +124,13 @@ pub fn console_ready_ms(serial: &str) -> Option<f64> {
     })
 }
 
+/// chinit's console line when the workload ended.
+pub const WORKLOAD_EXITED: &str = "chinit: workload exited (";
+
 /// How the workload ended, from chinit's console lines: the last `chinit: workload exited (exit
 /// code N)` or `(signal N)`, with the pid of the last `workload started: ... (pid N)`.
 pub fn console_workload(serial: &str) -> Option<agent::proto::Workload> {
-    let exited = serial.lines().rev().find_map(|l| l.split_once(crate::watch::WORKLOAD_EXITED))?.1;
+    let exited = serial.lines().rev().find_map(|l| l.split_once(WORKLOAD_EXITED))?.1;
     let how = exited.split(')').next()?;
     let number = |prefix: &str| how.strip_prefix(prefix).and_then(|n| n.trim().parse::<i32>().ok());
     let pid = serial

@@ -55,9 +55,13 @@ pub fn execute(plan: &Plan, o: &Options) -> Result<Report, Error> {
 
 /// Plans with this host's facts and executes.
 pub fn run(o: &Options) -> Result<Report, Error> {
-    let plan = plan(o, &HostOffer::gather(), next_seq())?;
+    execute_noted(&plan(o, &HostOffer::gather(), next_seq())?, o)
+}
+
+/// Says the plan's notes, then executes it.
+pub fn execute_noted(plan: &Plan, o: &Options) -> Result<Report, Error> {
     for n in &plan.notes {
         progress(o.verbose, n);
     }
-    execute(&plan, o)
+    execute(plan, o)
 }

@@ -32,8 +32,6 @@ const OTHERS_GRACE: Duration = Duration::from_secs(2);
 const CONSOLE_EVERY: Duration = Duration::from_millis(50);
 /// chinit's console line when it starts the workload (or fails to: `chinit: workload: ...`).
 const WORKLOAD_LINE: &str = "chinit: workload";
-/// chinit's console line when the workload ended.
-pub const WORKLOAD_EXITED: &str = "chinit: workload exited (";
 
 /// The guest's console from chinit's first workload line on: what a run waiting for the workload
 /// copies to stderr, fed the console's bytes as they come.
@@ -73,7 +71,7 @@ impl ConsoleTail {
 
     fn take(&mut self, line: String, out: &mut Vec<String>) {
         self.started |= line.contains(WORKLOAD_LINE);
-        self.exited |= line.contains(WORKLOAD_EXITED);
+        self.exited |= line.contains(measure::WORKLOAD_EXITED);
         if self.started {
             out.push(line);
         }
@@ -264,8 +262,7 @@ impl Watch {
 
     /// Whether the workload ended: chinit's last push says so, or its console line does.
     fn workload_ended(&self, run: &Running) -> bool {
-        let pushed = run.pushes().iter().rev().find_map(|(_, b)| serde_json::from_slice::<Ready>(b).ok().and_then(|r| r.workload));
-        self.tail.exited || pushed.is_some_and(|w| !w.running)
+        self.tail.exited || crate::collect::latest_workload(&run.pushes(), None).is_some_and(|w| !w.running)
     }
 
     /// chinit's first notify push (its Ready document), once.
