@@ -169,11 +169,7 @@ pub fn profile(kmsg: &Kmsg, system_map: Option<&str>, init_start_us: u64) -> Res
             if let Some((since, after)) = outside.take() {
                 let until = format!("{} starts", symbols.name(f.split(" @ ").next().unwrap_or(f).trim()));
                 let gap = Gap { after, until, start_us: since, us: r.usec.saturating_sub(since) };
-                if initcalls.is_empty() {
-                    early.push(gap)
-                } else {
-                    gaps.push(gap)
-                }
+                if initcalls.is_empty() { &mut early } else { &mut gaps }.push(gap);
             }
             open = Some((f.split(" @ ").next().unwrap_or(f).trim(), r.usec));
         } else if let Some(rest) = r.text.strip_prefix("initcall ") {
@@ -191,11 +187,7 @@ pub fn profile(kmsg: &Kmsg, system_map: Option<&str>, init_start_us: u64) -> Res
         } else if let Some((since, after)) = outside.take() {
             // A record between initcalls splits the time outside them: what follows is its.
             let gap = Gap { after, until: r.text.clone(), start_us: since, us: r.usec.saturating_sub(since) };
-            if initcalls.is_empty() {
-                early.push(gap)
-            } else {
-                gaps.push(gap)
-            }
+            if initcalls.is_empty() { &mut early } else { &mut gaps }.push(gap);
             outside = Some((r.usec, r.text.clone()));
         }
     }
@@ -224,10 +216,10 @@ pub fn profile(kmsg: &Kmsg, system_map: Option<&str>, init_start_us: u64) -> Res
             None => levels.push(Level { level: l, count: 1, us: i.us }),
         }
     }
-    gaps.retain(|g| g.us >= 1000);
-    early.retain(|g| g.us >= 1000);
-    early.sort_by_key(|g| std::cmp::Reverse(g.us));
-    gaps.sort_by_key(|g| std::cmp::Reverse(g.us));
+    for stretches in [&mut gaps, &mut early] {
+        stretches.retain(|g| g.us >= 1000);
+        stretches.sort_by_key(|g| std::cmp::Reverse(g.us));
+    }
     Ok(KernelProfile {
         phase1_us: init_start_us,
         early_us,
