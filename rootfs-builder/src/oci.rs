@@ -443,11 +443,13 @@ impl Tree {
         }
     }
 
-    /// The target of a hard link that is still the file it names; `None` when a later layer deleted
-    /// or replaced it (the link then stands alone, with its bytes).
+    /// The target of a hard link that is still the file it was linked to (the same bytes, not a copy);
+    /// `None` when a later layer deleted or replaced it (the link then stands alone, with its bytes,
+    /// as it would after the layers were unpacked one over another).
     fn link_target<'a>(&self, n: &'a Node) -> Option<&'a str> {
-        match &n.kind {
-            NodeKind::Link { target, .. } if matches!(self.nodes.get(target).map(|t| &t.kind), Some(NodeKind::File(_))) => Some(target),
+        let NodeKind::Link { target, data } = &n.kind else { return None };
+        match self.nodes.get(target).map(|t| &t.kind) {
+            Some(NodeKind::File(now)) if Rc::ptr_eq(now, data) => Some(target),
             _ => None,
         }
     }
@@ -491,6 +493,7 @@ impl Tree {
                     }
                     None => {
                         h.set_entry_type(tar::EntryType::Regular);
+                        h.as_old_mut().linkname = [0; 100];
                         h.set_size(data.len() as u64);
                         b.append_data(&mut h, name, &data[..])?;
                     }
@@ -680,6 +683,9 @@ mod tests {
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(*ty);
             h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
             match ty {
                 tar::EntryType::Symlink | tar::EntryType::Link => {
                     h.set_size(0);
@@ -713,6 +719,34 @@ mod tests {
         let paths: Vec<&str> = t.paths().collect();
         assert_eq!(paths, ["/a", "/a/y", "/h", "/o", "/o/new"]);
         assert_eq!(t.file("/h"), Some(&b"f"[..]), "a hard link keeps its bytes when its target goes");
+    }
+
+    #[test]
+    fn a_hard_link_whose_target_a_later_layer_replaced_keeps_the_old_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = Tree::default();
+        t.apply(0, &layer(&[("f", F, "old"), ("h", H, "f"), ("g", F, "g"), ("k", H, "g")])[..]).unwrap();
+        t.apply(1, &layer(&[("f", F, "new")])[..]).unwrap();
+        let out = dir.path().join("merged.tar");
+        t.write(&out).unwrap();
+        let mut entries = std::collections::BTreeMap::new();
+        for e in tar::Archive::new(std::fs::File::open(&out).unwrap()).entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().to_string_lossy().into_owned();
+            let link = e.link_name().unwrap().map(|l| l.to_string_lossy().into_owned());
+            let mut data = String::new();
+            e.read_to_string(&mut data).unwrap();
+            entries.insert(path, (e.header().entry_type(), link, data));
+        }
+        assert_eq!(entries["f"], (F, None, "new".to_string()));
+        assert_eq!(entries["h"], (F, None, "old".to_string()), "the link stands alone with the bytes it was linked to");
+        assert_eq!(entries["k"], (H, Some("g".to_string()), String::new()), "a link whose target stayed is still a link");
+        assert_eq!(t.file("/h"), Some(&b"old"[..]));
+        let (cpio, _) = t.into_cpio().unwrap();
+        let (h, f, k, g) = (&cpio.entries["/h"], &cpio.entries["/f"], &cpio.entries["/k"], &cpio.entries["/g"]);
+        assert_eq!((h.data.as_slice(), h.link), (&b"old"[..], None));
+        assert_eq!((f.data.as_slice(), f.link), (&b"new"[..], None));
+        assert!(k.link.is_some() && k.link == g.link && k.data == b"g", "{k:?} {g:?}");
     }
 
     #[test]
