@@ -19,7 +19,7 @@ target="${CARGO_TARGET_DIR:-target}"
 start=$SECONDS
 
 # Runs on the simulated KVM host (tests/src/l1.rs) that the emulator voided (L1's own kernel died)
-# and that ran once more: counted, with why, at the end whatever the outcome.
+# and that ran again: counted, with why, at the end whatever the outcome.
 repeats="$target/l1-repeats.log"
 rm -f "$repeats"
 l1_summary() {

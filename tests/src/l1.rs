@@ -11,7 +11,7 @@
 //! build, and the kernel cache, unchanged; it writes only to the tmpfs. Its output and exit status
 //! come back over L1's second serial port; the first carries L1's own kernel console alone, so a
 //! death of L1's kernel (an emulator failure, never the code under test's) is told apart from
-//! anything the command printed, and [`run`] runs the command once more in a fresh L1.
+//! anything the command printed, and [`run`] runs the command again in a fresh L1.
 //!
 //! Times inside L1 are emulation times: they prove code paths, never speed.
 
@@ -112,8 +112,8 @@ pub struct Output {
     pub wall: Duration,
     /// The run's directory (its sockets, console and command), removed when `run` returns.
     pub run_dir: PathBuf,
-    /// Why earlier L1 runs of the command were void (the emulator failed), oldest first.
-    pub repeated: Vec<String>,
+    /// The earlier L1 runs of the command, void (the emulator failed), oldest first.
+    pub repeated: Vec<Void>,
 }
 
 /// Why L1 cannot run here (a missing piece, with how to get it), or `Ok`.
@@ -248,13 +248,22 @@ fn cmdline(run_dir: &Path, config: &Config) -> String {
         .unwrap_or_default()
 }
 
+/// An L1 run that said nothing of the command: the emulator failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Void {
+    /// Why: the line of L1's death, QEMU's crash, a nested guest's triple fault.
+    pub why: String,
+    /// What the command printed until then (empty when L1 failed before it began).
+    pub output: String,
+}
+
 /// Why a run of L1 gave no result for the command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
     /// The emulator failed: L1's own kernel died (the line that says so), L1's QEMU crashed, or a
     /// nested guest's CPU triple-faulted during a command that failed ([`guest_triple_faults`]).
     /// Says nothing of the code under test.
-    Emulator(String),
+    Emulator(Void),
     /// Anything else: the harness could not start L1, or the command did not finish (a timeout, a
     /// chinit that ended L1): the code under test may be at fault.
     Other(String),
@@ -300,14 +309,18 @@ pub fn unasked_fault(exit: &str) -> bool {
     info >> 31 == 1 && (info >> 8) & 7 == 3
 }
 
+/// How many L1 runs a command gets when the emulator fails: the first and two more.
+pub const ATTEMPTS: u32 = 3;
+
 /// Runs `script` (a shell script, run by the host's `/bin/sh`) in a fresh L1 and returns what it
 /// did. Nothing is left running on this host afterwards, whatever happens; `timeout` bounds each
 /// L1 run. `what` names the run in messages.
 ///
-/// When the emulator fails ([`Failure::Emulator`]: L1's own kernel died, or its QEMU crashed),
-/// the run says nothing of the command: one line on standard error names the failure, it is
-/// recorded (see [`repeats_log`]), and the command runs once more in a fresh L1. A second such
-/// failure is an error. A command that fails inside a healthy L1 is never run again.
+/// When the emulator fails ([`Failure::Emulator`]: L1's own kernel died, its QEMU crashed, or a
+/// nested guest triple-faulted in a failed command), the run says nothing of the command: one line
+/// on standard error names the failure, it is recorded (see [`repeats_log`]), and the command runs
+/// again in a fresh L1, up to [`ATTEMPTS`] runs in all; then it is an error. A command that fails
+/// inside a healthy L1 is never run again.
 pub fn run(what: &str, script: &str, timeout: Duration) -> Result<Output, String> {
     run_with(what, script, timeout, &Config::from_env(), true)
 }
@@ -315,34 +328,61 @@ pub fn run(what: &str, script: &str, timeout: Duration) -> Result<Output, String
 /// [`run`] with a given [`Config`]; `record` false keeps repeats out of [`repeats_log`] (for the
 /// harness's own test of them).
 pub fn run_with(what: &str, script: &str, timeout: Duration, config: &Config, record: bool) -> Result<Output, String> {
-    let mut deaths: Vec<String> = Vec::new();
-    for attempt in 1..=2u32 {
-        match run_once(script, timeout, config, attempt) {
+    run_remade(what, &|_| script.to_string(), timeout, config, record)
+}
+
+/// [`run`] of a command made again after each void run from what the void runs printed, oldest
+/// first (a run of tests repeats only those not passed yet: [`tests_left`]).
+pub fn run_remade(
+    what: &str,
+    script: &dyn Fn(&[Void]) -> String,
+    timeout: Duration,
+    config: &Config,
+    record: bool,
+) -> Result<Output, String> {
+    let mut voids: Vec<Void> = Vec::new();
+    for attempt in 1..=ATTEMPTS {
+        match run_once(&script(&voids), timeout, config, attempt) {
             Ok(mut out) => {
-                out.repeated = deaths;
+                out.repeated = voids;
                 return Ok(out);
             }
             Err(Failure::Other(e)) => return Err(e),
-            Err(Failure::Emulator(why)) => {
-                let line = format!("{what}: L1 run {attempt} void: {why} (the emulator's failure, not the code under test's)");
+            Err(Failure::Emulator(void)) => {
+                let line = format!("{what}: L1 run {attempt} void: {} (the emulator's failure, not the code under test's)", void.why);
                 use std::io::Write;
                 let _ = writeln!(
                     std::io::stderr().lock(),
                     "l1: {line}{}",
-                    if attempt == 1 { "; running it once more in a fresh L1" } else { "" }
+                    if attempt < ATTEMPTS { "; running it again in a fresh L1" } else { "" }
                 );
                 if record {
                     record_repeat(&line);
                 }
-                deaths.push(why);
+                voids.push(void);
             }
         }
     }
+    let whys: Vec<&str> = voids.iter().map(|v| v.why.as_str()).collect();
     Err(format!(
-        "{what}: L1's emulator failed twice, so the command was not tested ({}); L1 config: {}",
-        deaths.join("; then "),
+        "{what}: L1's emulator failed on all {ATTEMPTS} runs, so the command was not tested ({}); L1 config: {}",
+        whys.join("; then "),
         config.describe()
     ))
+}
+
+/// Which of `tests` (libtest names, run with `--exact`) no void run passed (pure): a test passed
+/// where its line `test NAME ... ok` was printed whole. A run that ended a test early, or wrote
+/// into its line, leaves it to be run again.
+pub fn tests_left(tests: &[&str], voids: &[Void]) -> Vec<String> {
+    tests
+        .iter()
+        .filter(|t| {
+            let passed = format!("test {t} ... ok");
+            !voids.iter().any(|v| v.output.lines().any(|l| l.trim_end() == passed))
+        })
+        .map(|t| t.to_string())
+        .collect()
 }
 
 /// Where [`run`] records each void L1 run, one line each, for a summary at the end of a test run
@@ -464,7 +504,8 @@ pub fn run_once(script: &str, timeout: Duration, config: &Config, attempt: u32) 
         .map_err(|e| other(format!("qemu: {e}")))?;
     let mut qemu = Killed(qemu);
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-    let died = |console: &str| kernel_death(console).map(|line| Failure::Emulator(format!("L1's kernel died: {line}")));
+    let void = |why: String| Failure::Emulator(Void { why, output: printed_so_far(&read(&commands)) });
+    let died = |console: &str| kernel_death(console).map(|line| void(format!("L1's kernel died: {line}")));
     loop {
         match qemu.0.try_wait() {
             Ok(Some(status)) => {
@@ -476,11 +517,7 @@ pub fn run_once(script: &str, timeout: Duration, config: &Config, attempt: u32) 
                     // Killed by a signal (an abort, a crash): the emulator's failure.
                     use std::os::unix::process::ExitStatusExt;
                     let msg = format!("L1's QEMU exited with {status}: {}", err.trim());
-                    return Err(if status.signal().is_some() {
-                        Failure::Emulator(msg)
-                    } else {
-                        other(format!("{msg}\nconsole:\n{}", read(&console)))
-                    });
+                    return Err(if status.signal().is_some() { void(msg) } else { other(format!("{msg}\nconsole:\n{}", read(&console))) });
                 }
                 break;
             }
@@ -501,9 +538,7 @@ pub fn run_once(script: &str, timeout: Duration, config: &Config, attempt: u32) 
         return Err(death);
     }
     if triple_fault(&read(&resets)) {
-        return Err(Failure::Emulator(
-            "L1's CPU triple-faulted (QEMU: \"Triple fault\"), which reset L1 without a word on its console".into(),
-        ));
+        return Err(void("L1's CPU triple-faulted (QEMU: \"Triple fault\"), which reset L1 without a word on its console".into()));
     }
     let command_log = read(&commands);
     let (output, status) = parse_console(&command_log)
@@ -516,7 +551,7 @@ pub fn run_once(script: &str, timeout: Duration, config: &Config, attempt: u32) 
     // itself on purpose (`int3` with no IDT: `reboot=t`).
     let faults: Vec<String> = guest_triple_faults(&command_log).into_iter().filter(|f| unasked_fault(f)).collect();
     if status != 0 && !faults.is_empty() {
-        return Err(Failure::Emulator(format!(
+        return Err(void(format!(
             "a nested guest's CPU triple-faulted under L1's KVM ({}), and the command failed (its last lines: {})",
             faults.join("; "),
             last_lines(&output, 3)
@@ -529,6 +564,16 @@ pub fn run_once(script: &str, timeout: Duration, config: &Config, attempt: u32) 
 fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
+/// What the command printed until its end or L1's (pure): the lines after `l1: begin`, up to
+/// `l1: exit N` when it came.
+pub fn printed_so_far(console: &str) -> String {
+    if let Some((output, _)) = parse_console(console) {
+        return output;
+    }
+    let console = console.replace("\r\n", "\n");
+    console.find("l1: begin\n").map(|at| console[at + "l1: begin\n".len()..].to_string()).unwrap_or_default()
 }
 
 /// The command's output and status from what it printed (pure): the lines between `l1: begin`
@@ -553,6 +598,39 @@ mod tests {
         assert_eq!(parse_console(c), Some(("hello\nl1: exit in a line\n".to_string(), 3)));
         assert_eq!(parse_console("l1: begin\nno end"), None);
         assert_eq!(parse_console("nothing"), None);
+        assert_eq!(printed_so_far(c), "hello\nl1: exit in a line\n");
+        assert_eq!(
+            printed_so_far("chinit: ready\r\nl1: begin\r\nrunning 4 tests\r\ntest a ... ok\r\ntest b ... "),
+            "running 4 tests\ntest a ... ok\ntest b ... "
+        );
+        assert_eq!(printed_so_far("chinit: ready\r\n[ 3.1] BUG: before the command\r\n"), "");
+    }
+
+    #[test]
+    fn a_void_run_leaves_the_tests_it_did_not_pass() {
+        let tests = ["boots", "powers_off", "cleans_up", "boots_twice"];
+        let void = |output: &str| Void { why: "L1's kernel died".into(), output: output.into() };
+        let cases: &[(&[&str], &[&str])] = &[
+            // A failed test in a finished run: it alone (CI's vm_ch run).
+            (
+                &["running 4 tests\ntest boots ... FAILED\ntest powers_off ... ok\ntest cleans_up ... ok\ntest boots_twice ... ok\n\nfailures:\n    boots\n"],
+                &["boots"],
+            ),
+            // L1 died during the third: it and the fourth. A name is matched whole.
+            (&["running 4 tests\ntest boots ... ok\ntest powers_off ... ok\ntest cleans_up ... "], &["cleans_up", "boots_twice"]),
+            // A child's line written into the test's own: run again.
+            (&["test boots ... qemu: terminating on signal 15\nok\ntest powers_off ... ok\n"], &["boots", "cleans_up", "boots_twice"]),
+            // Two void runs: what either passed.
+            (&["test boots ... ok\ntest powers_off ... FAILED\n", "test powers_off ... ok\ntest cleans_up ... FAILED\n"], &["cleans_up", "boots_twice"]),
+            // Died before the command began; every test passed before a death at the end.
+            (&[""], &["boots", "powers_off", "cleans_up", "boots_twice"]),
+            (&["test boots ... ok\ntest powers_off ... ok\ntest cleans_up ... ok\ntest boots_twice ... ok\n"], &[]),
+        ];
+        for (outputs, left) in cases {
+            let voids: Vec<Void> = outputs.iter().map(|o| void(o)).collect();
+            assert_eq!(tests_left(&tests, &voids), *left, "{outputs:?}");
+        }
+        assert_eq!(tests_left(&tests, &[]), tests);
     }
 
     #[test]

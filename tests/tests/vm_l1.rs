@@ -47,30 +47,74 @@ fn l1_runs_a_command_with_kvm_and_returns_its_output_and_status() {
     assert!(left.is_empty() && !out.run_dir.exists(), "left behind: {left:?}");
 }
 
-/// Runs tests of another test binary of this package inside L1 (where /dev/kvm is hardware KVM
-/// and /dev/vhost-vsock the kernel's), with everything they need built here first; returns L1's
-/// output. `env` is put in front of the command.
-fn run_tests_in_l1(binary: &str, tests: &[&str], env: &str) -> l1::Output {
+/// The command that runs tests of another test binary of this package inside L1 (where /dev/kvm
+/// is hardware KVM and /dev/vhost-vsock the kernel's), with everything they need built here first.
+/// `env` is put in front of it; an empty list of tests runs none.
+fn tests_command(binary: &str, env: &str) -> impl Fn(&[String]) -> String {
     // What the tests would build, built now: L1 sees the target directory read-only.
     let chinit = chinit_tests::ns::chinit_bin().unwrap_or_else(|e| panic!("{e}"));
     chinit_tests::e2e::rootfs_builder();
     chinit_tests::vm::cargo_build("host-probe", "host-probe", None, false);
     chinit_tests::e2e::tiny_bzimage();
     let exe = chinit_tests::vm::test_binary(binary).unwrap_or_else(|e| panic!("{e}"));
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"));
-    let script = format!(
-        "cd {dir}\nexport {}=1 CHINIT_BIN={}\n{env} {} --exact --test-threads=1 --color never {}\n",
-        chinit_tests::vm::PREBUILT,
-        chinit.display(),
-        exe.display(),
-        tests.join(" ")
-    );
-    l1::run(&format!("{binary} {}", tests.join(" ")), &script, L1_TIMEOUT).unwrap_or_else(|e| panic!("{e}"))
+    let env = env.to_string();
+    move |tests: &[String]| {
+        if tests.is_empty() {
+            return "echo \"every test passed before the emulator failed\"\n".to_string();
+        }
+        format!(
+            "cd {}\nexport {}=1 CHINIT_BIN={}\n{env} {} --exact --test-threads=1 --color never {}\n",
+            env!("CARGO_MANIFEST_DIR"),
+            chinit_tests::vm::PREBUILT,
+            chinit.display(),
+            exe.display(),
+            tests.join(" ")
+        )
+    }
+}
+
+/// Runs `tests` of `binary` in L1 ([`tests_command`]) and returns L1's output. After a void L1 run,
+/// the next runs only the tests no void run passed ([`l1::tests_left`]).
+fn run_tests_in_l1(binary: &str, tests: &[&str], env: &str) -> l1::Output {
+    let command = tests_command(binary, env);
+    let script = |voids: &[l1::Void]| command(&l1::tests_left(tests, voids));
+    l1::run_remade(&format!("{binary} {}", tests.join(" ")), &script, L1_TIMEOUT, &l1::Config::from_env(), true)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// After a void run, only the tests it did not pass run again: here L1's kernel dies right after
+/// the first of two tests of ns_chinit passed, and the second run runs the other one alone.
+#[test]
+fn after_a_void_run_only_the_tests_it_did_not_pass_run_again() {
+    let test = "after_a_void_run_only_the_tests_it_did_not_pass_run_again";
+    if !available(test) {
+        return;
+    }
+    let tests = ["refuses_to_run_when_not_pid_1", "bad_cmdline_values_are_reported_and_defaulted"];
+    let command = tests_command("ns_chinit", "");
+    let death = "echo '<0>BUG: chinit-tests: a death of L1 after a test' > /dev/kmsg\nsleep 2\n";
+    let script = |voids: &[l1::Void]| {
+        let left = l1::tests_left(&tests, voids);
+        if voids.is_empty() {
+            format!("{}{death}", command(&left[..1]))
+        } else {
+            command(&left)
+        }
+    };
+    let out = l1::run_remade(test, &script, L1_TIMEOUT, &l1::Config::from_env(), false).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.repeated.len(), 1, "{:?}", out.repeated);
+    assert!(out.repeated[0].why.contains("a death of L1 after a test"), "{:?}", out.repeated);
+    assert!(out.repeated[0].output.contains("test refuses_to_run_when_not_pid_1 ... ok"), "{}", out.repeated[0].output);
+    assert_eq!(out.status, 0, "{}", out.output);
+    assert!(out.output.contains("running 1 test\n") && out.output.contains("test result: ok. 1 passed"), "{}", out.output);
+    assert!(out.output.contains("test bad_cmdline_values_are_reported_and_defaulted ... ok"), "{}", out.output);
+    assert!(!out.output.contains("refuses_to_run_when_not_pid_1"), "{}", out.output);
 }
 
 /// The harness tells the emulator's failures from the command's: a command that crashes L1's
-/// kernel on its first run (sysrq) is run once more in a fresh L1, and the void run is named; a
-/// kernel that dies every time fails the run; a command that fails in a healthy L1 runs once.
+/// kernel on its first run (sysrq) is run again in a fresh L1, and the void run is named; a
+/// kernel that dies every time fails the run after [`l1::ATTEMPTS`] runs; a command that fails in
+/// a healthy L1 runs once.
 #[test]
 fn an_l1_kernel_death_runs_the_command_once_more_and_a_failing_command_runs_once() {
     let test = "an_l1_kernel_death_runs_the_command_once_more_and_a_failing_command_runs_once";
@@ -83,13 +127,15 @@ fn an_l1_kernel_death_runs_the_command_once_more_and_a_failing_command_runs_once
     let out = l1::run_with(test, &once, L1_TIMEOUT, &config, false).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((out.status, out.output.as_str()), (0, "attempt-2\n"), "{}", out.console);
     assert_eq!(out.repeated.len(), 1, "{:?}", out.repeated);
-    assert!(out.repeated[0].contains("L1's kernel died: ") && out.repeated[0].contains("sysrq triggered crash"), "{:?}", out.repeated);
+    let why = &out.repeated[0].why;
+    assert!(why.contains("L1's kernel died: ") && why.contains("sysrq triggered crash"), "{why}");
 
     // Twice: a death line on L1's console each time, written at emergency level through the
     // kernel's log (a real crash, as above, now and then hangs an emulated L1 instead of ending it).
     let bug = "echo '<0>BUG: chinit-tests: a death of L1 on every run' > /dev/kmsg\nsleep 2\n";
     let err = l1::run_with(test, bug, L1_TIMEOUT, &config, false).map(|o| o.output).unwrap_err();
-    assert!(err.contains("L1's emulator failed twice") && err.contains("BUG: chinit-tests: a death of L1 on every run"), "{err}");
+    assert!(err.contains("L1's emulator failed on all 3 runs"), "{err}");
+    assert_eq!(err.matches("BUG: chinit-tests: a death of L1 on every run").count(), 3, "{err}");
 
     let out = l1::run_with(test, "echo attempt-$L1_ATTEMPT\nexit 1\n", L1_TIMEOUT, &config, false).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((out.status, out.output.as_str()), (1, "attempt-1\n"));
@@ -98,7 +144,7 @@ fn an_l1_kernel_death_runs_the_command_once_more_and_a_failing_command_runs_once
 
 /// A nested guest whose CPU triple-faults on a hardware exception (a PVH guest that loads an empty
 /// IDT and runs `ud2`, under QEMU with L1's KVM) while the command fails: the run is void, named by
-/// KVM's shutdown exit, and the command runs once more. The second run boots the same guest and
+/// KVM's shutdown exit, and the command runs again. The second run boots the same guest and
 /// passes: a triple fault in a command that passes is not the emulator's failure, and is not
 /// repeated. (One on purpose, `int3` with no IDT, is never void: `l1::unasked_fault`'s table.)
 #[test]
@@ -129,19 +175,25 @@ fn a_guest_triple_fault_in_a_failed_command_runs_it_once_more() {
     let out = l1::run_with(test, &script, L1_TIMEOUT, &l1::Config::from_env(), false).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((out.status, out.output.as_str()), (0, "qemu-exit-0\nattempt-2\n"), "{}", out.console);
     assert_eq!(out.repeated.len(), 1, "{:?}", out.repeated);
-    let void = &out.repeated[0];
+    let void = &out.repeated[0].why;
     assert!(void.contains("triple-faulted under L1's KVM (vcpu 0 reason shutdown rip "), "{void}");
     assert!(l1::unasked_fault(void), "a hardware exception being delivered: {void}");
     assert!(void.contains("qemu-exit-0"), "the failed run's last lines: {void}");
 }
 
-/// Runs `tests` of `binary` in L1 and asserts that every one ran there (none skipped) and passed.
+/// Runs `tests` of `binary` in L1 and asserts that every one ran there (none skipped) and passed:
+/// in the last run, or whole in a void run before it.
 fn assert_all_ran_and_passed(binary: &str, tests: &[&str], env: &str) {
     let out = run_tests_in_l1(binary, tests, env);
     println!("L1 run of {} {binary} test(s): {:?} wall, {} void run(s) before it", tests.len(), out.wall, out.repeated.len());
     assert_eq!(out.status, 0, "{}", out.output);
-    assert!(out.output.contains(&format!("test result: ok. {} passed", tests.len())), "{}", out.output);
-    assert!(!out.output.contains("skipped"), "every test ran in L1:\n{}", out.output);
+    let last = l1::tests_left(tests, &out.repeated);
+    if !last.is_empty() {
+        assert!(out.output.contains(&format!("test result: ok. {} passed", last.len())), "{}", out.output);
+    }
+    for run in out.repeated.iter().map(|v| &v.output).chain([&out.output]) {
+        assert!(!run.contains("skipped"), "every test ran in L1:\n{run}");
+    }
 }
 
 /// QEMU with hardware KVM and the kernel's vhost-vsock, end to end: vm_e2e's own tests, run in

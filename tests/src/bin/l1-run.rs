@@ -35,7 +35,7 @@ fn main() -> ExitCode {
     let timeout = Duration::from_secs(secs);
     let result = if once {
         l1::run_once(&script, timeout, &Config::from_env(), 1).map_err(|f| match f {
-            Failure::Emulator(why) => (3, format!("emulator: {why}")),
+            Failure::Emulator(void) => (3, format!("emulator: {}", void.why)),
             Failure::Other(e) => (1, e),
         })
     } else {
