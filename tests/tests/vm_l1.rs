@@ -134,8 +134,8 @@ fn an_l1_kernel_death_runs_the_command_once_more_and_a_failing_command_runs_once
     // kernel's log (a real crash, as above, now and then hangs an emulated L1 instead of ending it).
     let bug = "echo '<0>BUG: chinit-tests: a death of L1 on every run' > /dev/kmsg\nsleep 2\n";
     let err = l1::run_with(test, bug, L1_TIMEOUT, &config, false).map(|o| o.output).unwrap_err();
-    assert!(err.contains("L1's emulator failed on all 3 runs"), "{err}");
-    assert_eq!(err.matches("BUG: chinit-tests: a death of L1 on every run").count(), 3, "{err}");
+    assert!(err.contains("L1's emulator failed on all 4 runs"), "{err}");
+    assert_eq!(err.matches("BUG: chinit-tests: a death of L1 on every run").count(), 4, "{err}");
 
     let out = l1::run_with(test, "echo attempt-$L1_ATTEMPT\nexit 1\n", L1_TIMEOUT, &config, false).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((out.status, out.output.as_str()), (1, "attempt-1\n"));
