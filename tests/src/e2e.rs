@@ -55,6 +55,12 @@ pub fn debian_cloud_kernel() -> Result<(PathBuf, PathBuf), String> {
     }
 }
 
+/// The environment variable that names `vmm`'s program (`$FIRECRACKER`): panics for a VMM found on
+/// PATH only.
+pub fn program_var(vmm: host_probe::vmm::Vmm) -> &'static str {
+    vmm.program_var().unwrap_or_else(|| panic!("{} is found on PATH only: no variable names its program", vmm.name()))
+}
+
 /// `rootfs-builder`, built for this test run.
 pub fn rootfs_builder() -> PathBuf {
     vm::cargo_build("rootfs-builder", "rootfs-builder", None, false)
@@ -581,13 +587,19 @@ pub fn orderly_poweroff(o: &Options, trigger: Trigger) {
     assert_eq!(cat.trim(), witness);
 }
 
-/// `host-probe run --vmm <vmm> ARGS --kernel K --rootfs R` with the VMM's variable (`$FIRECRACKER`,
-/// `$STRATOVIRT`, ...) set to `program`: its exit code, stdout and stderr (for refusal tests, with
-/// stand-in programs).
-pub fn host_probe_with_vmm(var: &str, vmm: &str, program: &Path, args: &[&str], kernel: &Path, rootfs: &Path) -> (i32, String, String) {
+/// `host-probe run --vmm <vmm> ARGS --kernel K --rootfs R` with the VMM's variable
+/// ([`host_probe::vmm::Driver::program_var`]) set to `program`: its exit code, stdout and stderr
+/// (for refusal tests, with stand-in programs).
+pub fn host_probe_with_vmm(
+    vmm: host_probe::vmm::Vmm,
+    program: &Path,
+    args: &[&str],
+    kernel: &Path,
+    rootfs: &Path,
+) -> (i32, String, String) {
     let out = Command::new(vm::cargo_build("host-probe", "host-probe", None, false))
-        .env(var, program)
-        .args(["run", "--vmm", vmm])
+        .env(program_var(vmm), program)
+        .args(["run", "--vmm", vmm.name()])
         .args(args)
         .arg("--kernel")
         .arg(kernel)

@@ -85,7 +85,7 @@ fn timeout_and_ctrl_c_leave_nothing_behind() {
 
 /// `host-probe run --vmm firecracker` with `$FIRECRACKER` set to `program`; its exit code and stderr.
 fn host_probe_with(program: &Path, args: &[&str], kernel: &Path, rootfs: &Path) -> (i32, String, String) {
-    e2e::host_probe_with_vmm("FIRECRACKER", "firecracker", program, args, kernel, rootfs)
+    e2e::host_probe_with_vmm(firecracker::VMM, program, args, kernel, rootfs)
 }
 
 /// Runs on any host (nothing boots): a program that is not Firecracker, a Firecracker other than

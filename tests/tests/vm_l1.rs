@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chinit_tests::l1;
 use chinit_tests::vm;
+use host_probe::vmm::{cloud_hypervisor, firecracker, stratovirt, Vmm};
 
 /// Bounds one L1 run: ~3 s of L1 boot and the command, under emulation. Its runs take 45-90 s;
 /// the bound only ends an L1 that stopped (see `hold_sh` in tests/src/l1.rs).
@@ -225,9 +226,9 @@ fn cloud_hypervisor_passes_its_tests_on_hardware_kvm() {
     if !available(test) {
         return;
     }
-    let Some(ch) = vm::vmm_program(host_probe::vmm::cloud_hypervisor::VMM) else {
-        chinit_tests::ns::skip(&format!("{test}: cloud-hypervisor not found (set $CLOUD_HYPERVISOR, put it on PATH, or in ../shared/vmm)"));
-        return;
+    let env = match vmm_env(cloud_hypervisor::VMM) {
+        Ok(env) => env,
+        Err(missing) => return chinit_tests::ns::skip(&format!("{test}: {missing}")),
     };
     let tests = [
         "boots_chinit_from_disk_pmem_and_an_initramfs",
@@ -235,42 +236,43 @@ fn cloud_hypervisor_passes_its_tests_on_hardware_kvm() {
         "kuasar_layout_boots_to_ready_with_the_share_mounted",
         "timeout_and_ctrl_c_leave_nothing_behind",
     ];
-    assert_all_ran_and_passed("vm_ch", &tests, &format!("CLOUD_HYPERVISOR={}", ch.display()));
+    assert_all_ran_and_passed("vm_ch", &tests, &env);
 }
 
 /// Firecracker with real Linux guests, in L1: vm_firecracker's tests (ready over the TAP and vsock
 /// with the notify push and every phase, a workload's exit code at the host, the API's power-off
-/// in order with a clean filesystem, timeout and Ctrl-C cleanup). Needs a Firecracker here.
+/// in order with a clean filesystem, timeout and Ctrl-C cleanup). Needs a Firecracker v1.16 here.
 #[test]
 fn firecracker_passes_its_tests_on_hardware_kvm() {
-    vmm_passes_its_tests(
-        "firecracker_passes_its_tests_on_hardware_kvm",
-        host_probe::vmm::firecracker::VMM,
-        "FIRECRACKER",
-        "Firecracker v1.16",
-    );
+    vmm_passes_its_tests("firecracker_passes_its_tests_on_hardware_kvm", firecracker::VMM);
 }
 
 /// StratoVirt with real Linux guests, in L1: vm_stratovirt's tests (ready over the TAP and vsock
 /// with the notify push and every phase, a workload's exit code at the host, the API's power-off
-/// in order with a clean filesystem, timeout and Ctrl-C cleanup). Needs a StratoVirt here.
+/// in order with a clean filesystem, timeout and Ctrl-C cleanup). Needs a StratoVirt v2.5 here.
 #[test]
 fn stratovirt_passes_its_tests_on_hardware_kvm() {
-    vmm_passes_its_tests("stratovirt_passes_its_tests_on_hardware_kvm", host_probe::vmm::stratovirt::VMM, "STRATOVIRT", "StratoVirt v2.5");
+    vmm_passes_its_tests("stratovirt_passes_its_tests_on_hardware_kvm", stratovirt::VMM);
 }
 
-/// The four tests `vm_<vmm>` has for a VMM found as [`vm::vmm_program`] finds it (`$VAR`, PATH,
-/// ../shared/vmm), run in L1; one skip line naming `release` and where to put it when none is here.
-fn vmm_passes_its_tests(test: &str, vmm: host_probe::vmm::Vmm, var: &str, release: &str) {
+/// `VAR=PROGRAM` for `vmm`'s program as [`vm::vmm_program`] finds it (its variable, PATH,
+/// ../shared/vmm), or why there is none: the end of a skip line.
+fn vmm_env(vmm: Vmm) -> Result<String, String> {
+    let var = chinit_tests::e2e::program_var(vmm);
+    vm::vmm_program(vmm)
+        .map(|p| format!("{var}={}", p.display()))
+        .ok_or_else(|| format!("{} not found (set ${var} to its binary, put it on PATH, or in ../shared/vmm)", vmm.name()))
+}
+
+/// The four tests `vm_<vmm>` has for a VMM found as [`vm::vmm_program`] finds it, run in L1; one
+/// skip line saying where to put it when none is here.
+fn vmm_passes_its_tests(test: &str, vmm: Vmm) {
     if !available(test) {
         return;
     }
-    let name = vmm.name();
-    let Some(program) = vm::vmm_program(vmm) else {
-        chinit_tests::ns::skip(&format!(
-            "{test}: {name} not found (set ${var} to {release}'s binary, put it on PATH, or in ../shared/vmm)"
-        ));
-        return;
+    let env = match vmm_env(vmm) {
+        Ok(env) => env,
+        Err(missing) => return chinit_tests::ns::skip(&format!("{test}: {missing}")),
     };
     let tests = [
         "boots_to_ready_over_the_tap_and_vsock_with_every_phase",
@@ -278,7 +280,7 @@ fn vmm_passes_its_tests(test: &str, vmm: host_probe::vmm::Vmm, var: &str, releas
         "the_api_powers_off_in_order_and_the_filesystem_is_clean",
         "timeout_and_ctrl_c_leave_nothing_behind",
     ];
-    assert_all_ran_and_passed(&format!("vm_{}", name.replace('-', "_")), &tests, &format!("{var}={}", program.display()));
+    assert_all_ran_and_passed(&format!("vm_{}", vmm.name().replace('-', "_")), &tests, &env);
 }
 
 /// Snapshot start on hardware KVM, in L1: vm_snapshot's tests. QEMU (the kernel's vhost-vsock)
@@ -293,19 +295,14 @@ fn snapshots_restore_into_unique_copies_on_hardware_kvm() {
     }
     // One L1 run per VMM: each stays well inside L1_TIMEOUT.
     let mut runs = vec![("qemu_copies_of_a_snapshot_are_unique_and_the_snapshot_is_untouched", String::new())];
-    match vm::vmm_program(host_probe::vmm::cloud_hypervisor::VMM) {
-        Some(ch) => {
-            runs.push(("cloud_hypervisor_copies_are_unique_in_both_memory_restore_modes", format!("CLOUD_HYPERVISOR={}", ch.display())))
+    for (one, vmm) in [
+        ("cloud_hypervisor_copies_are_unique_in_both_memory_restore_modes", cloud_hypervisor::VMM),
+        ("firecracker_copies_are_unique", firecracker::VMM),
+    ] {
+        match vmm_env(vmm) {
+            Ok(env) => runs.push((one, env)),
+            Err(missing) => chinit_tests::ns::skip(&format!("{test}: its {} part: {missing}", vmm.name())),
         }
-        None => chinit_tests::ns::skip(&format!(
-            "{test}: its cloud-hypervisor half: cloud-hypervisor not found (set $CLOUD_HYPERVISOR, put it on PATH, or in ../shared/vmm)"
-        )),
-    }
-    match vm::vmm_program(host_probe::vmm::firecracker::VMM) {
-        Some(fc) => runs.push(("firecracker_copies_are_unique", format!("FIRECRACKER={}", fc.display()))),
-        None => chinit_tests::ns::skip(&format!(
-            "{test}: its Firecracker part: firecracker not found (set $FIRECRACKER to Firecracker v1.16's binary, put it on PATH, or in ../shared/vmm)"
-        )),
     }
     for (one, env) in runs {
         assert_all_ran_and_passed("vm_snapshot", &[one], &env);
@@ -323,14 +320,8 @@ fn the_vmm_shoot_out_measures_every_vmm_on_hardware_kvm() {
     if !available(test) {
         return;
     }
-    let env: Vec<String> = [
-        ("CLOUD_HYPERVISOR", host_probe::vmm::cloud_hypervisor::VMM),
-        ("FIRECRACKER", host_probe::vmm::firecracker::VMM),
-        ("STRATOVIRT", host_probe::vmm::stratovirt::VMM),
-    ]
-    .into_iter()
-    .filter_map(|(var, vmm)| vm::vmm_program(vmm).map(|p| format!("{var}={}", p.display())))
-    .collect();
+    let env: Vec<String> =
+        host_probe::vmm::registry::all().iter().filter(|v| v.program_var().is_some()).filter_map(|v| vmm_env(*v).ok()).collect();
     assert_all_ran_and_passed(
         "vm_shootout",
         &["a_shoot_out_of_every_vmm_measures_what_runs_here_and_says_why_of_the_rest"],

@@ -37,19 +37,16 @@ fn restorable(test: &str, vmm: Vmm) -> Option<Options> {
         e2e::skip(test, "no hardware KVM here (vm_l1 runs these tests on a simulated KVM host)");
         return None;
     }
-    let kernel = match vmm {
-        v if v == qemu::VMM && !host.kernel_vsock => {
-            e2e::skip(test, "no /dev/vhost-vsock: QEMU snapshots need the kernel's vhost-vsock (modprobe vhost_vsock)");
-            return None;
-        }
-        v if v == qemu::VMM => e2e::tiny_bzimage(),
-        v if host.program_of(v).is_none() => {
-            let var = if v == firecracker::VMM { "FIRECRACKER" } else { "CLOUD_HYPERVISOR" };
-            e2e::skip(test, &format!("{} not found (set ${var} or put it on PATH)", v.name()));
-            return None;
-        }
-        _ => e2e::tiny_bzimage().with_file_name("vmlinux"),
-    };
+    // A VMM whose copies use the kernel's vsock (QEMU) needs the host's vhost-vsock.
+    if vmm.restorable_vsock() == "kernel" && !host.kernel_vsock {
+        e2e::skip(test, &format!("no /dev/vhost-vsock: {} snapshots need the kernel's vhost-vsock (modprobe vhost_vsock)", vmm.name()));
+        return None;
+    }
+    if let (Some(var), None) = (vmm.program_var(), host.program_of(vmm)) {
+        e2e::skip(test, &format!("{} not found (set ${var} or put it on PATH)", vmm.name()));
+        return None;
+    }
+    let kernel = e2e::tiny_bzimage().with_file_name(vmm.kernel_file(host_probe::locate::host_arch()));
     let choice = VmmChoice::Named(vmm);
     Some(Options { vmm: choice, kernel: Some(kernel), timeout: BOOT_TIMEOUT, ..Options::default() })
 }

@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use chinit_tests::e2e::{self, json_u64 as u, BootPhases, Trigger};
 use chinit_tests::vm::{self, TempDir};
 use host_probe::run::{HostOffer, Options, Wait};
+use host_probe::vmm::stratovirt;
 
 /// How to get StratoVirt, in skip lines.
 const GET_IT: &str = "stratovirt not found (set $STRATOVIRT to StratoVirt v2.5's binary or put it on PATH)";
@@ -16,13 +17,13 @@ const GET_IT: &str = "stratovirt not found (set $STRATOVIRT to StratoVirt v2.5's
 /// StratoVirt's options for the tiny kernel's bzImage; `None` (after one line) when this host
 /// cannot run it.
 fn sv_options(test: &str, rootfs: Option<&Path>) -> Option<Options> {
-    e2e::hardware_kvm_options(test, host_probe::vmm::stratovirt::VMM, GET_IT, rootfs)
+    e2e::hardware_kvm_options(test, stratovirt::VMM, GET_IT, rootfs)
 }
 
 /// Whether the StratoVirt these tests run was built with its vhost-vsock device (a default build
 /// is not): without it, chinit is reached over the TAP alone and nothing is pushed.
 fn vsock_build() -> bool {
-    HostOffer::gather().program_of(host_probe::vmm::stratovirt::VMM).is_some_and(|p| host_probe::vmm::stratovirt::builds_vsock(&p))
+    HostOffer::gather().program_of(stratovirt::VMM).is_some_and(|p| stratovirt::builds_vsock(&p))
 }
 
 /// `host-probe run --vmm stratovirt --json --timeline`, as users run it: ready over the TAP and
@@ -112,7 +113,7 @@ fn timeout_and_ctrl_c_leave_nothing_behind() {
 /// `host-probe run --vmm stratovirt` with `$STRATOVIRT` set to `program`; its exit code, stdout
 /// and stderr.
 fn host_probe_with(program: &Path, args: &[&str], kernel: &Path, rootfs: &Path) -> (i32, String, String) {
-    e2e::host_probe_with_vmm("STRATOVIRT", "stratovirt", program, args, kernel, rootfs)
+    e2e::host_probe_with_vmm(stratovirt::VMM, program, args, kernel, rootfs)
 }
 
 /// Runs on any host (nothing boots): a program that is not StratoVirt, a StratoVirt other than
@@ -172,7 +173,7 @@ fn bad_input_is_refused_before_anything_starts() {
     // a shell script without StratoVirt's vhost-vsock device, lacks), and nothing made.
     let snap = tmp.path().join("snap");
     let out = Command::new(vm::cargo_build("host-probe", "host-probe", None, false))
-        .env("STRATOVIRT", &good)
+        .env(e2e::program_var(stratovirt::VMM), &good)
         .args(["snapshot", "--vmm", "stratovirt", "--out"])
         .arg(&snap)
         .arg("--kernel")

@@ -94,6 +94,11 @@ pub trait Driver: Sync {
     /// Its programs as found on this host (`$VAR`, PATH), each by a name of its own: what
     /// [`HostOffer::vmm_programs`] holds for it.
     fn locate(&self) -> Vec<(&'static str, PathBuf)>;
+    /// The environment variable that names its program, read before PATH (`$CLOUD_HYPERVISOR`);
+    /// None when it is looked for on PATH only.
+    fn program_var(&self) -> Option<&'static str> {
+        None
+    }
     /// `--vmm auto` takes the first VMM of the registry that fits this host (the last always does).
     fn auto_fits(&self, host: &HostOffer, native: bool) -> bool;
     /// `--vmm NAME`: refused when this host lacks it (with the fix); notes what it cannot do here.

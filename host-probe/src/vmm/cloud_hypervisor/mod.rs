@@ -33,12 +33,19 @@ pub struct CloudHypervisor;
 
 /// Its program: `$CLOUD_HYPERVISOR`, else on PATH.
 pub fn find() -> Option<PathBuf> {
-    super::find_program("CLOUD_HYPERVISOR", NAME)
+    super::find_program(PROGRAM_VAR, NAME)
 }
+
+/// The environment variable that names its program.
+const PROGRAM_VAR: &str = "CLOUD_HYPERVISOR";
 
 impl Driver for CloudHypervisor {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    fn program_var(&self) -> Option<&'static str> {
+        Some(PROGRAM_VAR)
     }
 
     fn locate(&self) -> Vec<(&'static str, PathBuf)> {

@@ -110,6 +110,10 @@ impl Driver for Firecracker {
         NAME
     }
 
+    fn program_var(&self) -> Option<&'static str> {
+        Some(PINNED.env)
+    }
+
     fn locate(&self) -> Vec<(&'static str, PathBuf)> {
         find().map(|p| (NAME, p)).into_iter().collect()
     }

@@ -146,6 +146,10 @@ impl Driver for StratoVirt {
         NAME
     }
 
+    fn program_var(&self) -> Option<&'static str> {
+        Some(PINNED.env)
+    }
+
     fn locate(&self) -> Vec<(&'static str, PathBuf)> {
         find().map(|p| (NAME, p)).into_iter().collect()
     }
