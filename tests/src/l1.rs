@@ -34,6 +34,11 @@ const MODULES: &[&str] =
 /// kernel and chinit.
 const RUN_SH: &str = r#"#!/bin/busybox sh
 bb=/bin/busybox
+# A beat on the third serial port every 2 s while L1's user space runs, whatever the command does:
+# the host tells an L1 that stopped from a command that takes long (silence).
+( while :; do echo; $bb sleep 2; done ) >/dev/ttyS2 2>&1 &
+# For the harness's own test of a stopped L1 (vm_l1).
+export L1_HEARTBEAT=$!
 exec >/dev/ttyS1 2>&1
 # kvm_amd with other parameters, when the command line asks (l1kvmamd=vgif=0:lbrv=0).
 params=$($bb sed -n 's/.* l1kvmamd=\([^ ]*\).*/\1/p' /proc/cmdline)
@@ -454,6 +459,7 @@ pub fn run_once(script: &str, timeout: Duration, config: &Config, attempt: u32) 
     // QEMU's own log of CPU resets: a triple fault of L1 (which resets it without a word on its
     // console, and `-no-reboot` turns into an exit) is written there.
     let resets = dir.path().join("resets.log");
+    let beats = dir.path().join("beats.log");
 
     let fsd = dies_with_us(Command::new(VIRTIOFSD))
         .arg(format!("--socket-path={}", sock.display()))
@@ -493,6 +499,9 @@ pub fn run_once(script: &str, timeout: Duration, config: &Config, attempt: u32) 
         .arg(format!("file:{}", console.display()))
         .arg("-serial")
         .arg(format!("file:{}", commands.display()))
+        // ttyS2: RUN_SH's heartbeat.
+        .arg("-serial")
+        .arg(format!("file:{}", beats.display()))
         // For looking into a stuck L1 (`info registers`, `x/8i $pc`): QEMU's monitor on a socket.
         .args(
             std::env::var_os("CHINIT_L1_MONITOR")
@@ -508,6 +517,8 @@ pub fn run_once(script: &str, timeout: Duration, config: &Config, attempt: u32) 
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
     let void = |why: String| Failure::Emulator(Void { why, output: printed_so_far(&read(&commands)) });
     let died = |console: &str| kernel_death(console).map(|line| void(format!("L1's kernel died: {line}")));
+    // The heartbeat's bytes so far, and when they last grew.
+    let mut last = (0u64, Instant::now());
     loop {
         match qemu.0.try_wait() {
             Ok(Some(status)) => {
@@ -525,6 +536,13 @@ pub fn run_once(script: &str, timeout: Duration, config: &Config, attempt: u32) 
             }
             Ok(None) => {}
             Err(e) => return Err(other(format!("waiting for L1's QEMU: {e}"))),
+        }
+        let heard = std::fs::metadata(&beats).map(|m| m.len()).unwrap_or(0);
+        if heard != last.0 {
+            last = (heard, Instant::now());
+        }
+        if let Some(why) = silence(last.0, last.1.elapsed(), started.elapsed()) {
+            return Err(died(&read(&console)).unwrap_or_else(|| void(why)));
         }
         if started.elapsed() > timeout {
             let c = read(&console);
@@ -560,6 +578,24 @@ pub fn run_once(script: &str, timeout: Duration, config: &Config, attempt: u32) 
         )));
     }
     Ok(Output { status, output, console, wall, run_dir: dir.path().to_path_buf(), repeated: Vec::new() })
+}
+
+/// How long L1 may take from its start to the first heartbeat (its kernel's boot and chinit's
+/// modules take 3-10 s under emulation), and how long it may then go without one (one comes every
+/// 2 s, even while nested guests take both emulated CPUs).
+const FIRST_BEAT: Duration = Duration::from_secs(120);
+const SILENCE: Duration = Duration::from_secs(60);
+
+/// Why L1 stopped, from its heartbeat (pure): `heard` bytes of it so far, the last `since_beat`
+/// ago, L1 started `since_start` ago. An L1 whose user space runs no more, its kernel stuck under
+/// emulation (both CPUs looping with interrupts off, or a crash that never ended it), says nothing
+/// on its console; a command that merely takes long leaves the beat going.
+pub fn silence(heard: u64, since_beat: Duration, since_start: Duration) -> Option<String> {
+    if heard == 0 && since_start > FIRST_BEAT {
+        return Some(format!("L1 stopped: no heartbeat from its user space within {FIRST_BEAT:?} of its start"));
+    }
+    (heard > 0 && since_beat > SILENCE)
+        .then(|| format!("L1 stopped: no heartbeat from its user space for {SILENCE:?} (its kernel hung under emulation)"))
 }
 
 /// The last `n` non-empty lines of `text`, joined with ` | ` (pure).
@@ -606,6 +642,25 @@ mod tests {
             "running 4 tests\ntest a ... ok\ntest b ... "
         );
         assert_eq!(printed_so_far("chinit: ready\r\n[ 3.1] BUG: before the command\r\n"), "");
+    }
+
+    #[test]
+    fn an_l1_that_stopped_is_told_from_a_command_that_takes_long() {
+        let s = Duration::from_secs;
+        let cases = [
+            // Booting, then beating: a long command is not a stopped L1.
+            (0, s(0), s(30), false),
+            (0, s(0), s(119), false),
+            (40, s(2), s(400), false),
+            (40, s(59), s(400), false),
+            // No beat at all, or none for a minute.
+            (0, s(0), s(121), true),
+            (40, s(61), s(400), true),
+        ];
+        for (heard, since_beat, since_start, stopped) in cases {
+            assert_eq!(silence(heard, since_beat, since_start).is_some(), stopped, "{heard} {since_beat:?} {since_start:?}");
+        }
+        assert!(silence(40, s(61), s(400)).unwrap().contains("for 60s"));
     }
 
     #[test]

@@ -143,6 +143,23 @@ fn an_l1_kernel_death_runs_the_command_once_more_and_a_failing_command_runs_once
     assert!(out.repeated.is_empty(), "{:?}", out.repeated);
 }
 
+/// An L1 that stops (its user space runs no more; here the command stops the heartbeat and waits)
+/// is void within a minute of its last beat, not at the run's bound, and the command runs again.
+#[test]
+fn an_l1_that_stops_is_void_within_a_minute_and_the_command_runs_again() {
+    let test = "an_l1_that_stops_is_void_within_a_minute_and_the_command_runs_again";
+    if !available(test) {
+        return;
+    }
+    let script = "if [ \"$L1_ATTEMPT\" = 1 ]; then kill -STOP $L1_HEARTBEAT; sleep 600; fi\necho attempt-$L1_ATTEMPT\n";
+    let started = std::time::Instant::now();
+    let out = l1::run_with(test, script, L1_TIMEOUT, &l1::Config::from_env(), false).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((out.status, out.output.as_str()), (0, "attempt-2\n"), "{}", out.console);
+    assert_eq!(out.repeated.len(), 1, "{:?}", out.repeated);
+    assert!(out.repeated[0].why.contains("no heartbeat from its user space for 60s"), "{:?}", out.repeated);
+    assert!(started.elapsed() < L1_TIMEOUT, "ended by the run's bound: {:?}", started.elapsed());
+}
+
 /// A nested guest whose CPU triple-faults on a hardware exception (a PVH guest that loads an empty
 /// IDT and runs `ud2`, under QEMU with L1's KVM) while the command fails: the run is void, named by
 /// KVM's shutdown exit, and the command runs again. The second run boots the same guest and
