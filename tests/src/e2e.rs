@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use agent::client::{self, Response};
 use agent::proto::{ExecRequest, ExecResponse, Ready, DEFAULT_VSOCK_PORT};
 use host_probe::launch::{self, Running};
-use host_probe::run::{self, HostOffer, Options, Plan, VmmChoice};
+use host_probe::run::{self, Options, Plan, VmmChoice};
 
 use crate::vm;
 
@@ -217,7 +217,7 @@ pub fn tiny_vmlinux() -> PathBuf {
 /// StratoVirt), booting the tiny kernel's file that VMM boots (`vmlinux`, `bzImage`); `None` (after
 /// one skip line) where this host has no such VMM (`missing` says how to get it) or no hardware KVM.
 pub fn hardware_kvm_options(test: &str, vmm: host_probe::vmm::Vmm, missing: &str, rootfs: Option<&Path>) -> Option<Options> {
-    let host = HostOffer::gather();
+    let host = vm::host_offer();
     if host.program_of(vmm).is_none() {
         skip(test, missing);
         return None;
@@ -254,7 +254,7 @@ pub fn assert_run_and_sockets_left_nothing(plan: &Plan) {
 /// through host-probe: the exit code reaches the host and the report says it, `vmm` (its name in
 /// messages) exited 0 (no note of its exit), and nothing of the run is left, its sockets included.
 pub fn assert_workload_exit_reaches_the_host(o: &Options, vmm: &str) {
-    let plan = run::plan(o, &HostOffer::gather(), run::next_seq()).unwrap();
+    let plan = run::plan(o, &vm::host_offer(), run::next_seq()).unwrap();
     let r = run::execute(&plan, o).unwrap_or_else(|e| panic!("{e}"));
     let w = r.workload.unwrap_or_else(|| panic!("no workload status reached the host: {:?}", r.notes));
     assert!(!w.running && w.exit_code == Some(7), "{w:?}");
@@ -285,7 +285,7 @@ pub struct BootPhases {
 pub fn host_probe_boot_report(vmm: &str, kernel: &Path, image: &Path, svg: &Path) -> (serde_json::Value, BootPhases) {
     let u = json_u64;
     let before = std::fs::read(image).unwrap();
-    let out = Command::new(vm::cargo_build("host-probe", "host-probe", None, false))
+    let out = vm::host_probe_command()
         .args(["run", "--vmm", vmm, "--json", "--timeout", "180"])
         .arg("--timeline")
         .arg(svg)
@@ -326,14 +326,13 @@ pub fn host_probe_boot_report(vmm: &str, kernel: &Path, image: &Path, svg: &Path
 pub fn timeout_and_ctrl_c_leave_nothing(base: &Options, image: &Path, vmm: &str, left_nothing: fn(&Plan)) -> PathBuf {
     // Timeout: the kernel waits for a root that is not there.
     let o = Options { cmdline_extra: "root=/dev/vdz rootwait".into(), timeout: Duration::from_secs(8), ..base.clone() };
-    let plan = run::plan(&o, &HostOffer::gather(), run::next_seq()).unwrap();
+    let plan = run::plan(&o, &vm::host_offer(), run::next_seq()).unwrap();
     let e = run::execute(&plan, &o).unwrap_err();
     assert_eq!(e.exit_code().code(), 4, "{e}");
     left_nothing(&plan);
 
     // Ctrl-C: host-probe's binary, SIGINT once the VMM runs.
-    let bin = vm::cargo_build("host-probe", "host-probe", None, false);
-    let mut child = Command::new(bin)
+    let mut child = vm::host_probe_command()
         .args(["run", "--vmm", vmm, "--timeout", "120", "--cmdline-extra", "root=/dev/vdz rootwait"])
         .arg("--kernel")
         .arg(base.kernel.clone().unwrap_or_default())
@@ -381,7 +380,7 @@ impl Guest {
         if writable {
             o.cmdline_extra = format!("rw {}", o.cmdline_extra);
         }
-        let mut plan = run::plan(&o, &HostOffer::gather(), run::next_seq()).unwrap_or_else(|e| panic!("plan: {e}"));
+        let mut plan = run::plan(&o, &vm::host_offer(), run::next_seq()).unwrap_or_else(|e| panic!("plan: {e}"));
         if writable {
             // A VMM configured over its API reads the spec.
             plan.spec.root_writable = true;
@@ -597,7 +596,7 @@ pub fn host_probe_with_vmm(
     kernel: &Path,
     rootfs: &Path,
 ) -> (i32, String, String) {
-    let out = Command::new(vm::cargo_build("host-probe", "host-probe", None, false))
+    let out = vm::host_probe_command()
         .env(program_var(vmm), program)
         .args(["run", "--vmm", vmm.name()])
         .args(args)

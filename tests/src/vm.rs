@@ -17,11 +17,36 @@ use host_probe::run::{self, HostOffer, Options, VmmChoice, Wait};
 /// `$CLOUD_HYPERVISOR` or `$FIRECRACKER`, then PATH), else in `../shared/vmm` beside the workspace,
 /// where this project's machines keep the VMMs no registry packages.
 pub fn vmm_program(vmm: host_probe::vmm::Vmm) -> Option<PathBuf> {
-    HostOffer::gather().program_of(vmm).or_else(|| {
-        let host = host_probe::locate::host_arch();
-        let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vmm").join(vmm.program_name(host));
-        host_probe::locate::is_executable(&shared).then(|| std::fs::canonicalize(&shared).unwrap_or(shared))
-    })
+    HostOffer::gather().program_of(vmm).or_else(|| shared_vmm(vmm))
+}
+
+/// `vmm`'s program in `../shared/vmm` beside the workspace, if it is there.
+fn shared_vmm(vmm: host_probe::vmm::Vmm) -> Option<PathBuf> {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vmm").join(vmm.program_name(host_probe::locate::host_arch()));
+    host_probe::locate::is_executable(&shared).then(|| std::fs::canonicalize(&shared).unwrap_or(shared))
+}
+
+/// The VMMs whose program host-probe itself would not find here (neither its variable nor PATH
+/// names one) but `../shared/vmm` has, with their programs ([`vmm_program`]).
+fn only_in_shared(host: &HostOffer) -> Vec<(host_probe::vmm::Vmm, PathBuf)> {
+    host_probe::vmm::registry::all()
+        .iter()
+        .filter(|v| v.program_var().is_some() && host.program_of(**v).is_none())
+        .filter_map(|v| shared_vmm(*v).map(|p| (*v, p)))
+        .collect()
+}
+
+/// `host-probe` as the tests run it: this run's build, with the variable of each VMM found only in
+/// `../shared/vmm` set to it ([`vmm_program`]'s order: the variable, PATH, then `../shared/vmm`).
+/// A test that sets a variable itself (a stand-in program) sets it after.
+pub fn host_probe_command() -> Command {
+    let mut cmd = Command::new(cargo_build("host-probe", "host-probe", None, false));
+    for (vmm, program) in only_in_shared(&HostOffer::gather()) {
+        if let Some(var) = vmm.program_var() {
+            cmd.env(var, program);
+        }
+    }
+    cmd
 }
 
 pub fn qemu_binary() -> Option<PathBuf> {
@@ -34,10 +59,14 @@ pub fn find_in_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
-/// host-probe's view of this host, where `CHINIT_TEST_ACCEL=tcg|kvm` forces the accelerator (else
-/// KVM only with hardware KVM, not kvm_pvm, and a `/dev/kvm` that opens, as host-probe decides it).
+/// host-probe's view of this host as the tests see it: each VMM's program as [`vmm_program`] finds
+/// it (`../shared/vmm` too), and `CHINIT_TEST_ACCEL=tcg|kvm` forcing the accelerator (else KVM only
+/// with hardware KVM, not kvm_pvm, and a `/dev/kvm` that opens, as host-probe decides it).
 pub fn host_offer() -> HostOffer {
     let mut host = HostOffer::gather();
+    for (vmm, program) in only_in_shared(&host) {
+        host.vmm_programs.insert(vmm.program_name(host.arch), program);
+    }
     match std::env::var("CHINIT_TEST_ACCEL").as_deref() {
         Ok("tcg") => host.kvm_usable = false,
         Ok("kvm") => {

@@ -12,7 +12,7 @@ use chinit_tests::arm;
 use chinit_tests::e2e::{self, BOOT_TIMEOUT};
 use chinit_tests::vm::TempDir;
 use host_probe::options::Arch;
-use host_probe::run::{self, HostOffer, Options, VmmChoice, Wait};
+use host_probe::run::{self, Options, VmmChoice, Wait};
 
 fn options(test: &str, image: Option<&Path>, extra: &str) -> Option<Options> {
     if let Some(why) = arm::missing() {
@@ -115,7 +115,7 @@ fn arm64_missing_root_gives_a_clear_error_and_powers_off() {
     chinit_tests::vm::run(&mut cmd);
     let Some(o) = options(test, None, "chinit.root=/dev/vda chinit.root_wait_ms=1500") else { return };
     let o = Options { initramfs: Some(cpio), wait: Wait::Exit, vsock: false, keep: true, ..o };
-    let plan = run::plan(&o, &HostOffer::gather(), run::next_seq()).unwrap();
+    let plan = run::plan(&o, &chinit_tests::vm::host_offer(), run::next_seq()).unwrap();
     let r = run::execute(&plan, &o).unwrap_or_else(|e| panic!("{e}"));
     let console = std::fs::read_to_string(&plan.spec.serial).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&plan.run_dir);

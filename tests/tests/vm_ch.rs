@@ -10,7 +10,7 @@ use agent::proto::ExecRequest;
 use chinit_tests::e2e::{self, Guest, Trigger, BOOT_TIMEOUT};
 use chinit_tests::vm::{self, TempDir};
 use host_probe::options::{Layout, Share};
-use host_probe::run::{self, HostOffer, Options, RootMode};
+use host_probe::run::{self, Options, RootMode};
 
 /// cloud-hypervisor's options for the tiny kernel's PVH `vmlinux`; `None` (after one line) when
 /// this host cannot run it.
@@ -41,7 +41,7 @@ fn boots_chinit_from_disk_pmem_and_an_initramfs() {
         ("initramfs then disk", Options { initramfs: Some(cpio.clone()), ..base.clone() }),
     ];
     for (name, o) in cases {
-        let plan = run::plan(&o, &HostOffer::gather(), run::next_seq()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let plan = run::plan(&o, &chinit_tests::vm::host_offer(), run::next_seq()).unwrap_or_else(|e| panic!("{name}: {e}"));
         let r = run::execute(&plan, &o).unwrap_or_else(|e| panic!("{name}: {e}"));
         let g = r.guest.as_ref().unwrap_or_else(|| panic!("{name}: no ready document"));
         assert!(g.ready, "{name}");

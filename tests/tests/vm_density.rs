@@ -9,12 +9,8 @@ use std::time::{Duration, Instant};
 use chinit_tests::e2e;
 use chinit_tests::vm::{self, TempDir};
 
-fn host_probe() -> std::path::PathBuf {
-    vm::cargo_build("host-probe", "host-probe", None, false)
-}
-
 fn bench(image: &std::path::Path, extra: &[&str]) -> Command {
-    let mut c = Command::new(host_probe());
+    let mut c = vm::host_probe_command();
     c.args(["bench", "--parallel", "3", "--vmm", "qemu", "--kernel"]).arg(e2e::tiny_bzimage()).arg("--rootfs").arg(image).args(extra);
     c
 }

@@ -139,7 +139,7 @@ fn assert_consistent_timeline(j: &Value, over_vsock: bool) {
 
 /// `host-probe run --vmm qemu --timeout 180 EXTRA... --kernel K --rootfs R`, as users run it.
 fn host_probe_run(kernel: &Path, image: &Path, extra: &[&str]) -> Command {
-    let mut c = Command::new(host_probe_bin());
+    let mut c = vm::host_probe_command();
     c.args(["run", "--vmm", "qemu", "--timeout", "180"]).args(extra).arg("--kernel").arg(kernel).arg("--rootfs").arg(image);
     c.stdin(Stdio::null());
     c
@@ -150,11 +150,6 @@ fn host_probe_run_json(kernel: &Path, image: &Path, extra: &[&str]) -> Value {
     let out = host_probe_run(kernel, image, &[&["--json"], extra].concat()).output().unwrap();
     assert!(out.status.success(), "host-probe run: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// The host-probe binary, built for this test run.
-fn host_probe_bin() -> std::path::PathBuf {
-    vm::cargo_build("host-probe", "host-probe", None, false)
 }
 
 /// What `host-probe run` made for the process `pid` (its first run): TAP and run directory.
@@ -219,7 +214,7 @@ fn host_probe_boots_the_baseline_image_with_its_own_init() {
 
 /// Whether this host gives QEMU guests vsock: the kernel's vhost-vsock, or vhost-device-vsock.
 fn e2e_vsock() -> bool {
-    let host = host_probe::run::HostOffer::gather();
+    let host = chinit_tests::vm::host_offer();
     host.kernel_vsock || host.vhost_vsock.is_some()
 }
 
@@ -283,7 +278,7 @@ fn sigint_mid_boot_leaves_nothing_behind() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert!(seen.iter().any(|p| p.contains("qemu-system")), "QEMU never started");
-    let host = host_probe::run::HostOffer::gather();
+    let host = chinit_tests::vm::host_offer();
     if !host.kernel_vsock && host.vhost_vsock.is_some() {
         assert!(seen.iter().any(|p| p.contains("vhost-device-vsock")), "{seen:?}");
     }
@@ -318,7 +313,7 @@ fn debian_cloud_kernel_initramfs_loads_modules_switches_root_and_gets_ready() {
     let image = e2e::chinit_image(&tmp.path().join("rootfs.ext4"), false);
     let cpio = e2e::chinit_initramfs(&tmp.path().join("initramfs.cpio"), Some(&modules), e2e::DISTRO_MODULES);
     let o = Options { initramfs: Some(cpio), memory_mib: 512, keep: true, ..e2e::qemu_options(&vmlinuz, Some(&image), "") };
-    let plan = run::plan(&o, &host_probe::run::HostOffer::gather(), run::next_seq()).unwrap();
+    let plan = run::plan(&o, &chinit_tests::vm::host_offer(), run::next_seq()).unwrap();
     let result = run::execute(&plan, &o);
     let console = std::fs::read_to_string(plan.spec.serial.clone()).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&plan.run_dir);
@@ -415,7 +410,7 @@ fn power_button_powers_off_in_order_and_the_filesystem_is_clean() {
 /// removes the run directory.
 fn run_keeping_console(o: Options) -> (Result<host_probe::report::Report, host_probe::error::Error>, String, run::Plan) {
     let o = Options { keep: true, ..o };
-    let plan = run::plan(&o, &host_probe::run::HostOffer::gather(), run::next_seq()).unwrap();
+    let plan = run::plan(&o, &chinit_tests::vm::host_offer(), run::next_seq()).unwrap();
     let result = run::execute(&plan, &o);
     let console = std::fs::read_to_string(&plan.spec.serial).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&plan.run_dir);

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chinit_tests::vm::{self, TempDir};
 use host_probe::pvh;
-use host_probe::run::{self, HostOffer, Options, VmmChoice, Wait};
+use host_probe::run::{self, Options, VmmChoice, Wait};
 
 /// One skip line, written to stderr directly so `cargo test` shows it even while it captures the
 /// output of passing tests.
@@ -29,7 +29,7 @@ fn sha(path: &Path) -> Vec<u8> {
 
 #[test]
 fn cloud_hypervisor_path_runs_a_pvh_guest_and_leaves_nothing_behind() {
-    let host = HostOffer::gather();
+    let host = chinit_tests::vm::host_offer();
     let Some(ch) = host.program_of(host_probe::vmm::cloud_hypervisor::VMM) else {
         skip_line!("skipped: cloud-hypervisor not found (set $CLOUD_HYPERVISOR or put it on PATH)");
         return;
@@ -76,7 +76,7 @@ fn cloud_hypervisor_path_runs_a_pvh_guest_and_leaves_nothing_behind() {
 
 #[test]
 fn cloud_hypervisor_failure_is_reported_with_the_vmm_log_and_cleaned_up() {
-    let host = HostOffer::gather();
+    let host = chinit_tests::vm::host_offer();
     if host.program_of(host_probe::vmm::cloud_hypervisor::VMM).is_none() {
         skip_line!("skipped: cloud-hypervisor not found (set $CLOUD_HYPERVISOR or put it on PATH)");
         return;
@@ -120,7 +120,7 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 
 #[test]
 fn qemu_path_reads_debugcon_marks_and_stops_every_helper() {
-    let host = HostOffer::gather();
+    let host = chinit_tests::vm::host_offer();
     if host.program_of(host_probe::vmm::qemu::VMM).is_none() {
         skip_line!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
         return;
@@ -170,7 +170,7 @@ fn chinit_image(dir: &Path, initramfs: bool) -> PathBuf {
 }
 
 fn boot_chinit_under_qemu(initramfs: bool) {
-    let host = HostOffer::gather();
+    let host = chinit_tests::vm::host_offer();
     if host.program_of(host_probe::vmm::qemu::VMM).is_none() {
         skip_line!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
         return;
@@ -264,7 +264,7 @@ fn pvh_options(dir: &Path, end: pvh::End, name: &str) -> Options {
 
 #[test]
 fn two_runs_at_once_do_not_clash() {
-    let host = HostOffer::gather();
+    let host = chinit_tests::vm::host_offer();
     if host.program_of(host_probe::vmm::qemu::VMM).is_none() {
         skip_line!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
         return;
@@ -295,7 +295,7 @@ fn two_runs_at_once_do_not_clash() {
 
 #[test]
 fn a_guest_that_never_gets_ready_times_out_with_exit_code_4_and_is_cleaned_up() {
-    let host = HostOffer::gather();
+    let host = chinit_tests::vm::host_offer();
     if host.program_of(host_probe::vmm::qemu::VMM).is_none() {
         skip_line!("skipped: qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
         return;
@@ -317,7 +317,7 @@ fn a_guest_that_never_gets_ready_times_out_with_exit_code_4_and_is_cleaned_up() 
 
 #[test]
 fn cloud_hypervisor_pmem_root_leaves_the_image_unchanged() {
-    let host = HostOffer::gather();
+    let host = chinit_tests::vm::host_offer();
     if host.program_of(host_probe::vmm::cloud_hypervisor::VMM).is_none() {
         skip_line!("skipped: cloud-hypervisor not found (set $CLOUD_HYPERVISOR or put it on PATH)");
         return;

@@ -5,10 +5,8 @@
 //! snapshot, restores and copies too.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use chinit_tests::{e2e, vm};
-use host_probe::run::HostOffer;
 use serde_json::Value;
 
 /// The rounds of the shoot-out, and the copies at once with snapshots.
@@ -25,7 +23,7 @@ fn a_shoot_out_of_every_vmm_measures_what_runs_here_and_says_why_of_the_rest() {
     let dir = vm::TempDir::new("shootout").unwrap();
     let image = e2e::chinit_image(&dir.path().join("rootfs.ext4"), false);
     let kernel = e2e::tiny_bzimage();
-    let host = HostOffer::gather();
+    let host = chinit_tests::vm::host_offer();
     let kvm = host.kvm.hardware() && host.kvm_usable;
     // The VMMs that no registry packages are found where the tests find them (../shared/vmm),
     // so host-probe is given their directories on PATH.
@@ -33,7 +31,7 @@ fn a_shoot_out_of_every_vmm_measures_what_runs_here_and_says_why_of_the_rest() {
     let mut path: Vec<PathBuf> = found.iter().filter_map(|(_, p)| p.parent().map(PathBuf::from)).collect();
     path.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
     let svg = dir.path().join("shootout.svg");
-    let mut cmd = Command::new(vm::cargo_build("host-probe", "host-probe", None, false));
+    let mut cmd = vm::host_probe_command();
     cmd.args(["bench", "--vmm", "all", "-n", &ROUNDS.to_string(), "--warmup", "0", "--memory", "128", "--json", "--timeout", "180"])
         .arg("--kernel")
         .arg(&kernel)
@@ -115,7 +113,7 @@ fn ctrl_c_in_a_shoot_out_leaves_nothing_behind() {
     }
     let dir = vm::TempDir::new("shootout-int").unwrap();
     let image = e2e::chinit_image(&dir.path().join("rootfs.ext4"), false);
-    let child = Command::new(vm::cargo_build("host-probe", "host-probe", None, false))
+    let child = vm::host_probe_command()
         .args(["bench", "--vmm", "all", "-n", "5", "--warmup", "0", "--memory", "128"])
         .arg("--kernel")
         .arg(e2e::tiny_bzimage())

@@ -15,7 +15,7 @@ use chinit_tests::e2e::{self, BOOT_TIMEOUT};
 use chinit_tests::vm::{self, TempDir};
 use host_probe::launch::Running;
 use host_probe::report::Report;
-use host_probe::run::{HostOffer, Options, Plan, VmmChoice};
+use host_probe::run::{Options, Plan, VmmChoice};
 use host_probe::snapshot::manifest::{self, Boot, Devices, FileId, Manifest};
 use host_probe::snapshot::restore::{self, Copy};
 use host_probe::snapshot::RestoreOptions;
@@ -25,14 +25,10 @@ use host_probe::vmm::{cloud_hypervisor, firecracker, qemu, Accel, MemoryRestoreM
 /// bound, instead of L1 timing out with nothing to say.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn host_probe() -> PathBuf {
-    vm::cargo_build("host-probe", "host-probe", None, false)
-}
-
 /// Options for a guest that can be snapshotted and restored here; `None` (after one line) when
 /// this host cannot.
 fn restorable(test: &str, vmm: Vmm) -> Option<Options> {
-    let host = HostOffer::gather();
+    let host = chinit_tests::vm::host_offer();
     if !host.kvm.hardware() || !host.kvm_usable {
         e2e::skip(test, "no hardware KVM here (vm_l1 runs these tests on a simulated KVM host)");
         return None;
@@ -123,7 +119,7 @@ fn copies_are_unique(test: &str, vmm: Vmm, modes: &[Option<MemoryRestoreMode>]) 
     for &mode in modes {
         let what = format!("{} {:?}", vmm.name(), mode);
         let base = Options { timeout: RESTORE_TIMEOUT, ..Options::default() };
-        let prep = restore::prepare(&RestoreOptions { dir: dir.clone(), clones: 2, mode }, &base, &HostOffer::gather())
+        let prep = restore::prepare(&RestoreOptions { dir: dir.clone(), clones: 2, mode }, &base, &chinit_tests::vm::host_offer())
             .unwrap_or_else(|e| panic!("{what}: {e}"));
         // Each copy lives in its own thread, start to finish: a VMM dies with the thread that
         // started it (PR_SET_PDEATHSIG).
@@ -178,8 +174,7 @@ fn copies_are_unique(test: &str, vmm: Vmm, modes: &[Option<MemoryRestoreMode>]) 
 
 /// Ctrl-C while a copy is being restored: exit 130, and its VMM, TAP and run directory are gone.
 fn ctrl_c_during_restore_leaves_nothing(dir: &Path) {
-    let child =
-        Command::new(host_probe()).args(["run", "--restore"]).arg(dir).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = vm::host_probe_command().args(["run", "--restore"]).arg(dir).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let pid = child.id();
     let run_dirs = format!("host-probe-{pid}-");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -248,7 +243,7 @@ fn firecracker_copies_are_unique() {
 fn loaded_copies_notice_by_themselves(dir: &Path) {
     let what = "firecracker, loaded with no restore request";
     let base = Options { timeout: RESTORE_TIMEOUT, ..Options::default() };
-    let prep = restore::prepare(&RestoreOptions { dir: dir.to_path_buf(), clones: 2, mode: None }, &base, &HostOffer::gather())
+    let prep = restore::prepare(&RestoreOptions { dir: dir.to_path_buf(), clones: 2, mode: None }, &base, &chinit_tests::vm::host_offer())
         .unwrap_or_else(|e| panic!("{what}: {e}"));
     let copies: Vec<(Ready, String, Ready, String, Plan)> = std::thread::scope(|s| {
         let threads: Vec<_> = prep
@@ -346,7 +341,7 @@ fn fake_snapshot(dir: &Path, kernel: &Path, image: &Path, version: &str) -> Mani
 
 /// host-probe's exit code and stderr.
 fn host_probe_says(args: &[&str]) -> (i32, String) {
-    let out = Command::new(host_probe()).args(args).output().unwrap();
+    let out = vm::host_probe_command().args(args).output().unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
@@ -434,7 +429,7 @@ fn bad_snapshots_and_options_are_refused_before_anything_starts() {
         assert!(!out.exists(), "{flag}: the refused snapshot left {}", out.display());
     }
     // Without the kernel's vhost-vsock, QEMU's vsock is vhost-device-vsock, which QEMU cannot migrate.
-    let host = HostOffer::gather();
+    let host = chinit_tests::vm::host_offer();
     if !host.kernel_vsock && host.vhost_vsock.is_some() {
         let (got, err) =
             host_probe_says(&["snapshot", "--vmm", "qemu", "--kernel", &s(&kernel), "--rootfs", &s(&image), "--out", &s(&out)]);

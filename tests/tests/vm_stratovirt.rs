@@ -4,11 +4,11 @@
 //! which boot nothing, run on any host.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use chinit_tests::e2e::{self, json_u64 as u, BootPhases, Trigger};
 use chinit_tests::vm::{self, TempDir};
-use host_probe::run::{HostOffer, Options, Wait};
+use host_probe::run::{Options, Wait};
 use host_probe::vmm::stratovirt;
 
 /// How to get StratoVirt, in skip lines.
@@ -23,7 +23,7 @@ fn sv_options(test: &str, rootfs: Option<&Path>) -> Option<Options> {
 /// Whether the StratoVirt these tests run was built with its vhost-vsock device (a default build
 /// is not): without it, chinit is reached over the TAP alone and nothing is pushed.
 fn vsock_build() -> bool {
-    HostOffer::gather().program_of(stratovirt::VMM).is_some_and(|p| stratovirt::builds_vsock(&p))
+    chinit_tests::vm::host_offer().program_of(stratovirt::VMM).is_some_and(|p| stratovirt::builds_vsock(&p))
 }
 
 /// `host-probe run --vmm stratovirt --json --timeline`, as users run it: ready over the TAP and
@@ -172,7 +172,7 @@ fn bad_input_is_refused_before_anything_starts() {
     // A snapshot: refused with the reason (a copy is made unique over vsock, which this build,
     // a shell script without StratoVirt's vhost-vsock device, lacks), and nothing made.
     let snap = tmp.path().join("snap");
-    let out = Command::new(vm::cargo_build("host-probe", "host-probe", None, false))
+    let out = vm::host_probe_command()
         .env(e2e::program_var(stratovirt::VMM), &good)
         .args(["snapshot", "--vmm", "stratovirt", "--out"])
         .arg(&snap)
