@@ -307,16 +307,26 @@ pub fn host_probe_boot_report(vmm: &str, kernel: &Path, image: &Path, svg: &Path
     for want in ["mounts", "cmdline", "network", "agent"] {
         assert!(steps.contains(&want), "step {want} missing from {steps:?}");
     }
-    let p = &j["phases"];
-    let (kernel_us, init, in_guest, overhead, total) =
-        (u(p, "/kernel_boot_us"), u(p, "/init_us"), u(p, "/ready_in_guest_us"), u(p, "/host_overhead_us"), u(p, "/total_us"));
-    assert_eq!((kernel_us, init, in_guest), (init_start, ready - init_start, ready), "{p:#}");
-    assert_eq!(in_guest + overhead, total, "{p:#}");
+    let phases = phases_add_up(&j);
     assert!(!j["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().contains("exited")), "clean power-off: {:#}", j["notes"]);
     let svg = std::fs::read_to_string(svg).unwrap();
     assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "{svg}");
     assert_eq!(std::fs::read(image).unwrap(), before, "the image is never written");
-    (j, BootPhases { kernel: kernel_us, init, in_guest, total })
+    (j, phases)
+}
+
+/// The phases of a report that reached ready, which add up: kernel = init start, init = ready -
+/// init start, kernel + init = ready in the guest, and that + the host overhead = total.
+pub fn phases_add_up(j: &serde_json::Value) -> BootPhases {
+    let u = json_u64;
+    let (init_start, ready) = (u(j, "/guest/init_start_us"), u(j, "/guest/ready_us"));
+    let p = &j["phases"];
+    let (kernel, init, in_guest, overhead, total) =
+        (u(p, "/kernel_boot_us"), u(p, "/init_us"), u(p, "/ready_in_guest_us"), u(p, "/host_overhead_us"), u(p, "/total_us"));
+    assert_eq!((kernel, init, in_guest), (init_start, ready - init_start, ready), "{p:#}");
+    assert_eq!(kernel + init, in_guest, "{p:#}");
+    assert_eq!(in_guest + overhead, total, "guest uptime + host overhead = total: {p:#}");
+    BootPhases { kernel, init, in_guest, total }
 }
 
 /// A guest of `base` (on `image`) that never gets ready (its root device never appears): exit 4

@@ -607,20 +607,20 @@ fn last_lines(text: &str, n: usize) -> String {
 /// What the command printed until its end or L1's (pure): the lines after `l1: begin`, up to
 /// `l1: exit N` when it came.
 pub fn printed_so_far(console: &str) -> String {
-    if let Some((output, _)) = parse_console(console) {
-        return output;
-    }
+    parse_console(console).map(|(output, _)| output).or_else(|| after_begin(console)).unwrap_or_default()
+}
+
+/// What came after `l1: begin`, with a serial console's CR LF made LF (pure).
+fn after_begin(console: &str) -> Option<String> {
     let console = console.replace("\r\n", "\n");
-    console.find("l1: begin\n").map(|at| console[at + "l1: begin\n".len()..].to_string()).unwrap_or_default()
+    let start = console.find("l1: begin\n")? + "l1: begin\n".len();
+    Some(console[start..].to_string())
 }
 
 /// The command's output and status from what it printed (pure): the lines between `l1: begin`
 /// and `l1: exit N`.
 pub fn parse_console(console: &str) -> Option<(String, i32)> {
-    // A serial console ends its lines with CR LF.
-    let console = console.replace("\r\n", "\n");
-    let start = console.find("l1: begin\n")? + "l1: begin\n".len();
-    let rest = &console[start..];
+    let rest = after_begin(console)?;
     let end = rest.rfind("l1: exit ")?;
     let status = rest[end + "l1: exit ".len()..].split_whitespace().next()?.parse().ok()?;
     Some((rest[..end].to_string(), status))

@@ -12,12 +12,11 @@ use host_probe::error::Error;
 use host_probe::launch::{self, Running};
 use host_probe::run::{self, HostOffer, Options, VmmChoice, Wait};
 
-/// The QEMU binary, if installed.
 /// A VMM's program as the tests find it: as host-probe does (its variable, such as
 /// `$CLOUD_HYPERVISOR` or `$FIRECRACKER`, then PATH), else in `../shared/vmm` beside the workspace,
 /// where this project's machines keep the VMMs no registry packages.
 pub fn vmm_program(vmm: host_probe::vmm::Vmm) -> Option<PathBuf> {
-    HostOffer::gather().program_of(vmm).or_else(|| shared_vmm(vmm))
+    host_offer().program_of(vmm)
 }
 
 /// `vmm`'s program in `../shared/vmm` beside the workspace, if it is there.
@@ -27,11 +26,11 @@ fn shared_vmm(vmm: host_probe::vmm::Vmm) -> Option<PathBuf> {
 }
 
 /// The VMMs whose program host-probe itself would not find here (neither its variable nor PATH
-/// names one) but `../shared/vmm` has, with their programs ([`vmm_program`]).
+/// names one) but `../shared/vmm` has, with their programs.
 fn only_in_shared(host: &HostOffer) -> Vec<(host_probe::vmm::Vmm, PathBuf)> {
     host_probe::vmm::registry::all()
         .iter()
-        .filter(|v| v.program_var().is_some() && host.program_of(**v).is_none())
+        .filter(|v| host.program_of(**v).is_none())
         .filter_map(|v| shared_vmm(*v).map(|p| (*v, p)))
         .collect()
 }
@@ -49,6 +48,7 @@ pub fn host_probe_command() -> Command {
     cmd
 }
 
+/// The QEMU binary, if installed.
 pub fn qemu_binary() -> Option<PathBuf> {
     find_in_path("qemu-system-x86_64")
 }

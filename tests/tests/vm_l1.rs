@@ -239,21 +239,13 @@ fn qemu_with_kvm_and_kernel_vsock_passes_the_end_to_end_tests() {
 /// cloud-hypervisor here (`$CLOUD_HYPERVISOR`, PATH or ../shared/vmm: [`vm::vmm_program`]).
 #[test]
 fn cloud_hypervisor_passes_its_tests_on_hardware_kvm() {
-    let test = "cloud_hypervisor_passes_its_tests_on_hardware_kvm";
-    if !available(test) {
-        return;
-    }
-    let env = match vmm_env(cloud_hypervisor::VMM) {
-        Ok(env) => env,
-        Err(missing) => return chinit_tests::ns::skip(&format!("{test}: {missing}")),
-    };
     let tests = [
         "boots_chinit_from_disk_pmem_and_an_initramfs",
         "the_power_button_and_the_api_power_off_in_order",
         "kuasar_layout_boots_to_ready_with_the_share_mounted",
         "timeout_and_ctrl_c_leave_nothing_behind",
     ];
-    assert_all_ran_and_passed("vm_ch", &tests, &env);
+    vmm_passes_its_tests("cloud_hypervisor_passes_its_tests_on_hardware_kvm", cloud_hypervisor::VMM, &tests);
 }
 
 /// Firecracker with real Linux guests, in L1: vm_firecracker's tests (ready over the TAP and vsock
@@ -261,7 +253,7 @@ fn cloud_hypervisor_passes_its_tests_on_hardware_kvm() {
 /// in order with a clean filesystem, timeout and Ctrl-C cleanup). Needs a Firecracker v1.16 here.
 #[test]
 fn firecracker_passes_its_tests_on_hardware_kvm() {
-    vmm_passes_its_tests("firecracker_passes_its_tests_on_hardware_kvm", firecracker::VMM);
+    vmm_passes_its_tests("firecracker_passes_its_tests_on_hardware_kvm", firecracker::VMM, &VMM_TESTS);
 }
 
 /// StratoVirt with real Linux guests, in L1: vm_stratovirt's tests (ready over the TAP and vsock
@@ -269,7 +261,7 @@ fn firecracker_passes_its_tests_on_hardware_kvm() {
 /// in order with a clean filesystem, timeout and Ctrl-C cleanup). Needs a StratoVirt v2.5 here.
 #[test]
 fn stratovirt_passes_its_tests_on_hardware_kvm() {
-    vmm_passes_its_tests("stratovirt_passes_its_tests_on_hardware_kvm", stratovirt::VMM);
+    vmm_passes_its_tests("stratovirt_passes_its_tests_on_hardware_kvm", stratovirt::VMM, &VMM_TESTS);
 }
 
 /// `VAR=PROGRAM` for `vmm`'s program as [`vm::vmm_program`] finds it (its variable, PATH,
@@ -281,9 +273,17 @@ fn vmm_env(vmm: Vmm) -> Result<String, String> {
         .ok_or_else(|| format!("{} not found (set ${var} to its binary, put it on PATH, or in ../shared/vmm)", vmm.name()))
 }
 
-/// The four tests `vm_<vmm>` has for a VMM found as [`vm::vmm_program`] finds it, run in L1; one
-/// skip line saying where to put it when none is here.
-fn vmm_passes_its_tests(test: &str, vmm: Vmm) {
+/// The four tests `vm_firecracker` and `vm_stratovirt` each have, by the same names.
+const VMM_TESTS: [&str; 4] = [
+    "boots_to_ready_over_the_tap_and_vsock_with_every_phase",
+    "a_workload_s_exit_code_reaches_the_host",
+    "the_api_powers_off_in_order_and_the_filesystem_is_clean",
+    "timeout_and_ctrl_c_leave_nothing_behind",
+];
+
+/// `tests` of `vm_<vmm>` for a VMM found as [`vm::vmm_program`] finds it, run in L1; one skip line
+/// saying where to put it when none is here.
+fn vmm_passes_its_tests(test: &str, vmm: Vmm, tests: &[&str]) {
     if !available(test) {
         return;
     }
@@ -291,13 +291,7 @@ fn vmm_passes_its_tests(test: &str, vmm: Vmm) {
         Ok(env) => env,
         Err(missing) => return chinit_tests::ns::skip(&format!("{test}: {missing}")),
     };
-    let tests = [
-        "boots_to_ready_over_the_tap_and_vsock_with_every_phase",
-        "a_workload_s_exit_code_reaches_the_host",
-        "the_api_powers_off_in_order_and_the_filesystem_is_clean",
-        "timeout_and_ctrl_c_leave_nothing_behind",
-    ];
-    assert_all_ran_and_passed(&format!("vm_{}", vmm.name().replace('-', "_")), &tests, &env);
+    assert_all_ran_and_passed(&format!("vm_{}", vmm.name().replace('-', "_")), tests, &env);
 }
 
 /// Snapshot start on hardware KVM, in L1: vm_snapshot's tests. QEMU (the kernel's vhost-vsock)
