@@ -245,7 +245,7 @@ fn cloud_hypervisor_passes_its_tests_on_hardware_kvm() {
         "kuasar_layout_boots_to_ready_with_the_share_mounted",
         "timeout_and_ctrl_c_leave_nothing_behind",
     ];
-    vmm_passes_its_tests("cloud_hypervisor_passes_its_tests_on_hardware_kvm", cloud_hypervisor::VMM, &tests);
+    vmm_passes_its_tests("cloud_hypervisor_passes_its_tests_on_hardware_kvm", cloud_hypervisor::VMM, "vm_ch", &tests);
 }
 
 /// Firecracker with real Linux guests, in L1: vm_firecracker's tests (ready over the TAP and vsock
@@ -253,7 +253,7 @@ fn cloud_hypervisor_passes_its_tests_on_hardware_kvm() {
 /// in order with a clean filesystem, timeout and Ctrl-C cleanup). Needs a Firecracker v1.16 here.
 #[test]
 fn firecracker_passes_its_tests_on_hardware_kvm() {
-    vmm_passes_its_tests("firecracker_passes_its_tests_on_hardware_kvm", firecracker::VMM, &VMM_TESTS);
+    vmm_passes_its_tests("firecracker_passes_its_tests_on_hardware_kvm", firecracker::VMM, "vm_firecracker", &VMM_TESTS);
 }
 
 /// StratoVirt with real Linux guests, in L1: vm_stratovirt's tests (ready over the TAP and vsock
@@ -261,7 +261,7 @@ fn firecracker_passes_its_tests_on_hardware_kvm() {
 /// in order with a clean filesystem, timeout and Ctrl-C cleanup). Needs a StratoVirt v2.5 here.
 #[test]
 fn stratovirt_passes_its_tests_on_hardware_kvm() {
-    vmm_passes_its_tests("stratovirt_passes_its_tests_on_hardware_kvm", stratovirt::VMM, &VMM_TESTS);
+    vmm_passes_its_tests("stratovirt_passes_its_tests_on_hardware_kvm", stratovirt::VMM, "vm_stratovirt", &VMM_TESTS);
 }
 
 /// `VAR=PROGRAM` for `vmm`'s program as [`vm::vmm_program`] finds it (its variable, PATH,
@@ -281,9 +281,9 @@ const VMM_TESTS: [&str; 4] = [
     "timeout_and_ctrl_c_leave_nothing_behind",
 ];
 
-/// `tests` of `vm_<vmm>` for a VMM found as [`vm::vmm_program`] finds it, run in L1; one skip line
-/// saying where to put it when none is here.
-fn vmm_passes_its_tests(test: &str, vmm: Vmm, tests: &[&str]) {
+/// `tests` of the test binary `binary` for a VMM found as [`vm::vmm_program`] finds it, run in L1;
+/// one skip line saying where to put it when none is here.
+fn vmm_passes_its_tests(test: &str, vmm: Vmm, binary: &str, tests: &[&str]) {
     if !available(test) {
         return;
     }
@@ -291,7 +291,7 @@ fn vmm_passes_its_tests(test: &str, vmm: Vmm, tests: &[&str]) {
         Ok(env) => env,
         Err(missing) => return chinit_tests::ns::skip(&format!("{test}: {missing}")),
     };
-    assert_all_ran_and_passed(&format!("vm_{}", vmm.name().replace('-', "_")), tests, &env);
+    assert_all_ran_and_passed(binary, tests, &env);
 }
 
 /// Snapshot start on hardware KVM, in L1: vm_snapshot's tests. QEMU (the kernel's vhost-vsock)
