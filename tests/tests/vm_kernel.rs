@@ -206,6 +206,16 @@ fn print_path_names_the_complete_cached_kernel() {
     for line in ["CONFIG_PVH=y", "CONFIG_VIRTIO_BLK=y", "CONFIG_EXT4_FS=y", "# CONFIG_MODULES is not set"] {
         assert!(config.lines().any(|l| l == line), "config lacks {line}");
     }
+    // Options no fragment line names, which other options select: leaving out the wrong one
+    // breaks a VMM's boot that only the simulated KVM host would show.
+    for (line, why) in [
+        ("CONFIG_ND_CLAIM=y", "pmem enables no namespace without it (cloud-hypervisor's --root pmem): keep CONFIG_BTT"),
+        ("CONFIG_X86_MPPARSE=y", "StratoVirt describes its CPUs with an MP table only"),
+        ("CONFIG_ACPI_BUTTON=y", "the power button of QEMU and cloud-hypervisor"),
+        ("CONFIG_VMGENID=y", "Firecracker's copies learn they are copies through it"),
+    ] {
+        assert!(config.lines().any(|l| l == line), "config lacks {line}: {why}");
+    }
     if vm::find_in_path("readelf").is_some() {
         let notes = vm::run(Command::new("readelf").arg("-n").arg(dir.join("vmlinux")));
         assert!(notes.lines().any(|l| l.contains("Xen") && l.contains("0x00000012")), "no PVH note:\n{notes}");
