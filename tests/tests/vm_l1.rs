@@ -13,6 +13,14 @@ use host_probe::vmm::{cloud_hypervisor, firecracker, stratovirt, Vmm};
 /// the bound only ends an L1 that stopped (see `hold_sh` in tests/src/l1.rs).
 const L1_TIMEOUT: Duration = Duration::from_secs(480);
 
+/// The bound of an L1 run of `n` tests: two minutes for L1's start and two a test, never less than
+/// [`L1_TIMEOUT`]. A run of many tests that is merely slow must not fail at a bound made for one
+/// command (five of vm_e2e's six took all of 480 s in one slow L1); an L1 that stops is void
+/// within a minute anyway (its heartbeat), whatever the bound.
+fn bound(n: usize) -> Duration {
+    L1_TIMEOUT.max(Duration::from_secs(120) * (u32::try_from(n).unwrap_or(u32::MAX) + 1))
+}
+
 fn available(test: &str) -> bool {
     match l1::available() {
         Ok(()) => true,
@@ -74,12 +82,20 @@ fn tests_command(binary: &str, env: &str) -> impl Fn(&[String]) -> String {
     }
 }
 
+#[test]
+fn a_run_of_many_tests_in_l1_gets_two_minutes_a_test() {
+    let cases = [(0, 480), (1, 480), (3, 480), (4, 600), (6, 840)];
+    for (n, secs) in cases {
+        assert_eq!(bound(n), Duration::from_secs(secs), "{n} tests");
+    }
+}
+
 /// Runs `tests` of `binary` in L1 ([`tests_command`]) and returns L1's output. After a void L1 run,
 /// the next runs only the tests no void run passed ([`l1::tests_left`]).
 fn run_tests_in_l1(binary: &str, tests: &[&str], env: &str) -> l1::Output {
     let command = tests_command(binary, env);
     let script = |voids: &[l1::Void]| command(&l1::tests_left(tests, voids));
-    l1::run_remade(&format!("{binary} {}", tests.join(" ")), &script, L1_TIMEOUT, &l1::Config::from_env(), true)
+    l1::run_remade(&format!("{binary} {}", tests.join(" ")), &script, bound(tests.len()), &l1::Config::from_env(), true)
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
